@@ -1,0 +1,358 @@
+//! Checkpoint files: the authors' `{epoch, model_state, cfg}` dicts (legacy pre-1.6 and zip
+//! serialization), flat PyTorch state dicts, and safetensors; optionally gzip-compressed.
+//!
+//! Tensors are read lazily and by key, through [`VarBuilder`] (named after candle's): each model
+//! piece asks for its own weights by their PyTorch names and shapes, so a wrong file fails with
+//! the key and both shapes, and whatever the model never asked for is reported as unexpected.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: cannot read: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a checkpoint ({reason})")]
+    NotACheckpoint { path: PathBuf, reason: String },
+    #[error("{path}: damaged checkpoint: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    #[error("{path}: missing key '{key}' (expected shape {expected:?})")]
+    Missing { path: PathBuf, key: String, expected: Vec<usize> },
+    #[error("{path}: key '{key}' has shape {found:?}, expected {expected:?}")]
+    ShapeMismatch { path: PathBuf, key: String, expected: Vec<usize>, found: Vec<usize> },
+    #[error("{path}: {} unexpected key(s) for this architecture: {}", keys.len(), fmt_keys(keys))]
+    Unexpected { path: PathBuf, keys: Vec<(String, Vec<usize>)> },
+    #[error("{path}: key '{key}' has dtype {dtype}, expected a floating-point tensor")]
+    Dtype { path: PathBuf, key: String, dtype: String },
+    #[error("{path}: cannot write: {message}")]
+    Write { path: PathBuf, message: String },
+}
+
+fn fmt_keys(keys: &[(String, Vec<usize>)]) -> String {
+    let shown: Vec<String> = keys.iter().take(8).map(|(k, s)| format!("'{k}' {s:?}")).collect();
+    let more = if keys.len() > 8 { format!(", … ({} more)", keys.len() - 8) } else { String::new() };
+    format!("{}{more}", shown.join(", "))
+}
+
+/// Keys that a retrieval model never reads: the training head and BatchNorm's step counters.
+pub fn is_ignored(key: &str) -> bool {
+    key.starts_with("desc_cls.") || key.ends_with("num_batches_tracked")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    TorchLegacy,
+    TorchZip,
+    Safetensors,
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::TorchLegacy => "PyTorch (legacy serialization)",
+            Format::TorchZip => "PyTorch (zip serialization)",
+            Format::Safetensors => "safetensors",
+        })
+    }
+}
+
+enum Source {
+    Torch(pytorch_reader::Tensor),
+    /// safetensors payload, already converted to f32 (the file is read whole anyway).
+    Host(Vec<f32>),
+    NonFloat,
+}
+
+struct Entry {
+    shape: Vec<usize>,
+    dtype: String,
+    source: Source,
+}
+
+/// An opened checkpoint: key → (shape, dtype, lazy data).
+pub struct Checkpoint {
+    path: PathBuf,
+    format: Format,
+    entries: BTreeMap<String, Entry>,
+    // A gzip-compressed file is inflated to a temporary file, which must outlive the lazy readers.
+    _inflated: Option<tempfile::NamedTempFile>,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint").field("path", &self.path).field("format", &self.format).field("keys", &self.entries.len()).finish()
+    }
+}
+
+impl Checkpoint {
+    /// Open any supported file, detected from its first bytes (not its extension).
+    pub fn open(path: &Path) -> Result<Self, CheckpointError> {
+        let io = |source| CheckpointError::Io { path: path.to_owned(), source };
+        let mut head = [0u8; 16];
+        let n = std::fs::File::open(path).and_then(|mut f| read_up_to(&mut f, &mut head)).map_err(io)?;
+        let head = &head[..n];
+        if head.starts_with(&[0x1f, 0x8b]) {
+            return Self::open_gzip(path);
+        }
+        if looks_like_safetensors(head) {
+            return Self::open_safetensors(path, path);
+        }
+        if head.starts_with(b"PK\x03\x04") || head.starts_with(&[0x80]) {
+            return Self::open_torch(path, path, None);
+        }
+        Err(CheckpointError::NotACheckpoint {
+            path: path.to_owned(),
+            reason: if n == 0 { "empty file".into() } else { "unrecognised header: expected a PyTorch, safetensors or gzip file".into() },
+        })
+    }
+
+    fn open_gzip(path: &Path) -> Result<Self, CheckpointError> {
+        let io = |source| CheckpointError::Io { path: path.to_owned(), source };
+        let mut tmp = tempfile::NamedTempFile::new().map_err(io)?;
+        let file = std::fs::File::open(path).map_err(io)?;
+        std::io::copy(&mut flate2::read::GzDecoder::new(file), &mut tmp)
+            .map_err(|e| CheckpointError::Corrupt { path: path.to_owned(), message: format!("gzip stream: {e}") })?;
+        let inner = tmp.path().to_owned();
+        let mut head = [0u8; 16];
+        let n = std::fs::File::open(&inner).and_then(|mut f| read_up_to(&mut f, &mut head)).map_err(io)?;
+        if looks_like_safetensors(&head[..n]) {
+            let mut ck = Self::open_safetensors(&inner, path)?;
+            ck._inflated = Some(tmp);
+            return Ok(ck);
+        }
+        Self::open_torch(&inner, path, Some(tmp))
+    }
+
+    fn open_torch(file: &Path, shown: &Path, inflated: Option<tempfile::NamedTempFile>) -> Result<Self, CheckpointError> {
+        // The reader is a parser of untrusted bytes: never let a bug in it take the process down.
+        let opened = std::panic::catch_unwind(|| pytorch_reader::PytorchReader::new(file))
+            .map_err(|_| CheckpointError::Corrupt { path: shown.to_owned(), message: "the PyTorch reader failed on this file".into() })?;
+        let reader = opened.map_err(|e| match e {
+            pytorch_reader::PytorchError::Io(ref io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                CheckpointError::Corrupt { path: shown.to_owned(), message: format!("truncated: {e}") }
+            }
+            pytorch_reader::PytorchError::InvalidFormat(_) => CheckpointError::NotACheckpoint { path: shown.to_owned(), reason: e.to_string() },
+            other => CheckpointError::Corrupt { path: shown.to_owned(), message: other.to_string() },
+        })?;
+        let format = if reader.metadata().is_legacy_format() { Format::TorchLegacy } else { Format::TorchZip };
+        let tensors = reader.into_tensors();
+        // The authors save {"model_state": …}; other trainers use "state_dict"; DataParallel adds "module.".
+        let prefix = ["model_state.", "state_dict."].into_iter().find(|p| tensors.keys().any(|k| k.starts_with(p)));
+        let mut entries = BTreeMap::new();
+        for (key, t) in tensors {
+            let key = match prefix {
+                Some(p) => match key.strip_prefix(p) {
+                    Some(k) => k.to_owned(),
+                    None => continue,
+                },
+                None => key,
+            };
+            let key = key.strip_prefix("module.").map(str::to_owned).unwrap_or(key);
+            let dtype = format!("{:?}", t.dtype());
+            let source = match t.dtype() {
+                pytorch_reader::DType::F32 | pytorch_reader::DType::F64 | pytorch_reader::DType::F16 | pytorch_reader::DType::BF16 => Source::Torch(t.clone()),
+                _ => Source::NonFloat,
+            };
+            entries.insert(key, Entry { shape: t.shape().to_vec(), dtype, source });
+        }
+        if entries.is_empty() {
+            return Err(CheckpointError::NotACheckpoint { path: shown.to_owned(), reason: "the file holds no tensors".into() });
+        }
+        Ok(Self { path: shown.to_owned(), format, entries, _inflated: inflated })
+    }
+
+    fn open_safetensors(file: &Path, shown: &Path) -> Result<Self, CheckpointError> {
+        let bytes = std::fs::read(file).map_err(|source| CheckpointError::Io { path: shown.to_owned(), source })?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| CheckpointError::Corrupt { path: shown.to_owned(), message: format!("safetensors: {e}") })?;
+        let mut entries = BTreeMap::new();
+        for (key, view) in st.tensors() {
+            use safetensors::Dtype as D;
+            let raw = view.data();
+            let source = match view.dtype() {
+                D::F32 => Source::Host(raw.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()),
+                D::F64 => Source::Host(raw.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap()) as f32).collect()),
+                D::F16 => Source::Host(raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+                D::BF16 => Source::Host(raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
+                _ => Source::NonFloat,
+            };
+            entries.insert(key.clone(), Entry { shape: view.shape().to_vec(), dtype: format!("{:?}", view.dtype()), source });
+        }
+        if entries.is_empty() {
+            return Err(CheckpointError::NotACheckpoint { path: shown.to_owned(), reason: "the file holds no tensors".into() });
+        }
+        Ok(Self { path: shown.to_owned(), format: Format::Safetensors, entries, _inflated: None })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn format(&self) -> Format {
+        self.format
+    }
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+    pub fn contains(&self, key: &str) -> bool {
+        self.entries.contains_key(key)
+    }
+    pub fn shape(&self, key: &str) -> Option<&[usize]> {
+        self.entries.get(key).map(|e| e.shape.as_slice())
+    }
+
+    /// Read one floating-point tensor as f32, row-major.
+    pub fn read_f32(&self, key: &str) -> Result<Vec<f32>, CheckpointError> {
+        let e = self.entries.get(key).ok_or_else(|| CheckpointError::Missing { path: self.path.clone(), key: key.into(), expected: vec![] })?;
+        let corrupt = |message: String| CheckpointError::Corrupt { path: self.path.clone(), message };
+        match &e.source {
+            Source::Host(v) => Ok(v.clone()),
+            Source::NonFloat => Err(CheckpointError::Dtype { path: self.path.clone(), key: key.into(), dtype: e.dtype.clone() }),
+            Source::Torch(t) => {
+                let bytes = t.read().map_err(|err| corrupt(format!("tensor '{key}': {err}")))?;
+                Ok(match t.dtype() {
+                    pytorch_reader::DType::F32 => bytes.chunks_exact(4).map(|b| f32::from_ne_bytes(b.try_into().unwrap())).collect(),
+                    pytorch_reader::DType::F64 => bytes.chunks_exact(8).map(|b| f64::from_ne_bytes(b.try_into().unwrap()) as f32).collect(),
+                    pytorch_reader::DType::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_ne_bytes([b[0], b[1]]).to_f32()).collect(),
+                    pytorch_reader::DType::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_ne_bytes([b[0], b[1]]).to_f32()).collect(),
+                    other => return Err(CheckpointError::Dtype { path: self.path.clone(), key: key.into(), dtype: format!("{other:?}") }),
+                })
+            }
+        }
+    }
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+fn looks_like_safetensors(head: &[u8]) -> bool {
+    head.len() >= 9 && head[8] == b'{' && u64::from_le_bytes(head[..8].try_into().unwrap()) < (100 << 20)
+}
+
+/// Hands out a checkpoint's tensors by PyTorch key and remembers which were taken.
+pub struct VarBuilder<'a> {
+    ckpt: &'a Checkpoint,
+    device: Device,
+    used: RefCell<BTreeSet<String>>,
+}
+
+/// A [`VarBuilder`] positioned under a key prefix (`globalmodel.s3.b1`).
+#[derive(Clone)]
+pub struct VarPath<'a, 'b> {
+    vb: &'b VarBuilder<'a>,
+    prefix: String,
+}
+
+impl<'a> VarBuilder<'a> {
+    pub fn new(ckpt: &'a Checkpoint, device: &Device) -> Self {
+        Self { ckpt, device: device.clone(), used: RefCell::new(BTreeSet::new()) }
+    }
+
+    pub fn root(&self) -> VarPath<'a, '_> {
+        VarPath { vb: self, prefix: String::new() }
+    }
+
+    pub fn checkpoint(&self) -> &'a Checkpoint {
+        self.ckpt
+    }
+
+    /// Fail if the checkpoint holds keys that the model did not read (ignoring the training head
+    /// and BatchNorm counters).
+    pub fn finish(self) -> Result<(), CheckpointError> {
+        let used = self.used.into_inner();
+        let extra: Vec<(String, Vec<usize>)> = self
+            .ckpt
+            .entries
+            .iter()
+            .filter(|(k, _)| !used.contains(*k) && !is_ignored(k))
+            .map(|(k, e)| (k.clone(), e.shape.clone()))
+            .collect();
+        if extra.is_empty() {
+            Ok(())
+        } else {
+            Err(CheckpointError::Unexpected { path: self.ckpt.path.clone(), keys: extra })
+        }
+    }
+}
+
+impl<'a, 'b> VarPath<'a, 'b> {
+    pub fn pp(&self, name: impl std::fmt::Display) -> Self {
+        let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
+        Self { vb: self.vb, prefix }
+    }
+
+    pub fn key(&self, name: &str) -> String {
+        if self.prefix.is_empty() { name.to_owned() } else { format!("{}.{name}", self.prefix) }
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.vb.device
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.vb.ckpt.contains(&self.key(name))
+    }
+
+    /// Read `name` as host f32 data after checking its shape.
+    pub fn host(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, CheckpointError> {
+        let key = self.key(name);
+        let ck = self.vb.ckpt;
+        let found = ck
+            .shape(&key)
+            .ok_or_else(|| CheckpointError::Missing { path: ck.path.clone(), key: key.clone(), expected: shape.to_vec() })?;
+        if found != shape {
+            return Err(CheckpointError::ShapeMismatch { path: ck.path.clone(), key, expected: shape.to_vec(), found: found.to_vec() });
+        }
+        let data = ck.read_f32(&key)?;
+        self.vb.used.borrow_mut().insert(key);
+        Ok(data)
+    }
+
+    /// Read `name` as a tensor on the builder's device.
+    pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<D>, CheckpointError> {
+        let data = self.host(name, &shape)?;
+        Ok(to_tensor(data, shape, self.device()))
+    }
+}
+
+pub fn to_tensor<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(data, shape), device)
+}
+
+/// A named f32 tensor on the host, as written to safetensors.
+#[derive(Debug, Clone)]
+pub struct NamedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// Write tensors to a safetensors file (f32, PyTorch key names and layouts), atomically: the data
+/// goes to a temporary file in the same directory, which is renamed over `path` once complete.
+pub fn write_safetensors(path: &Path, tensors: &[NamedTensor], metadata: BTreeMap<String, String>) -> Result<(), CheckpointError> {
+    let werr = |message: String| CheckpointError::Write { path: path.to_owned(), message };
+    let bytes: Vec<(String, Vec<u8>, &NamedTensor)> =
+        tensors.iter().map(|t| (t.name.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect(), t)).collect();
+    let views = bytes
+        .iter()
+        .map(|(n, b, t)| safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), b).map(|v| (n.clone(), v)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| werr(e.to_string()))?;
+    let meta: std::collections::HashMap<String, String> = metadata.into_iter().collect();
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| werr(e.to_string()))?;
+    safetensors::serialize_to_file(views, Some(meta), tmp.path()).map_err(|e| werr(e.to_string()))?;
+    tmp.persist(path).map_err(|e| werr(e.to_string()))?;
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! Multi-scale global descriptors, the extraction pipeline, and descriptor files.
+//!
+//! Per scale: network → L2-normalise (eps 1e-12, as `F.normalize`); then the per-scale vectors are
+//! summed in float32 in scale order, divided by their count and L2-normalised again — the authors'
+//! `evaler/infer.py` order of operations.
+//!
+//! Files: descriptors are a float32 little-endian `.npy` of shape [N, D]; beside `X.npy` a names
+//! file `X.names.txt` holds one UTF-8 line per row, in row order: the image path as given on the
+//! command line (directories expanded, sorted).
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use npyz::WriterBuilder;
+
+use crate::decode::{decode_file, DecodeError, DecodeLimits};
+use crate::model::Dolg;
+use crate::preprocess::{crop, multiscale_inputs, CropBox, FloatImage, Normalization, PreprocessError, ScaledInput};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DescriptorError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("{path}: {source}")]
+    Preprocess { path: PathBuf, source: PreprocessError },
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+/// `x / max(‖x‖₂, 1e-12)` in place.
+pub fn l2_normalize(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= n);
+}
+
+/// Descriptor of one image: per-scale (each L2-normalised) and the final combined vector.
+#[derive(Debug, Clone)]
+pub struct MultiScaleDescriptor {
+    pub per_scale: Vec<Vec<f32>>,
+    pub descriptor: Vec<f32>,
+}
+
+/// Average per-scale unit vectors and re-normalise.
+pub fn combine_scales(per_scale: &[Vec<f32>]) -> Vec<f32> {
+    let d = per_scale[0].len();
+    let mut acc = vec![0f32; d];
+    for v in per_scale {
+        acc.iter_mut().zip(v).for_each(|(a, x)| *a += x);
+    }
+    let k = per_scale.len() as f32;
+    acc.iter_mut().for_each(|a| *a /= k);
+    l2_normalize(&mut acc);
+    acc
+}
+
+/// A loaded model plus everything needed to turn images into descriptors.
+pub struct Extractor {
+    pub model: Dolg,
+    pub device: Device,
+    pub scales: Vec<f64>,
+    pub norm: Normalization,
+    pub limits: DecodeLimits,
+}
+
+/// An image decoded, optionally cropped, and resized for every scale: the network's input.
+pub struct Prepared {
+    pub inputs: Vec<ScaledInput>,
+}
+
+impl Extractor {
+    /// Decode, crop and preprocess one file (the part that runs on the decoding thread).
+    pub fn prepare(&self, path: &Path, crop_box: Option<CropBox>) -> Result<Prepared, DescriptorError> {
+        let img = decode_file(path, &self.limits)?;
+        let pre = |source| DescriptorError::Preprocess { path: path.to_owned(), source };
+        let img = match crop_box {
+            Some(b) => crop(&img, b).map_err(pre)?,
+            None => img,
+        };
+        let inputs = multiscale_inputs(&FloatImage::from(&img), &self.scales, &self.norm).map_err(pre)?;
+        Ok(Prepared { inputs })
+    }
+
+    /// Run the network on one scaled input: the unnormalised descriptor.
+    pub fn raw(&self, input: &ScaledInput) -> Vec<f32> {
+        let x = Tensor::<4>::from_data(TensorData::new(input.chw.clone(), [1, 3, input.height, input.width]), &self.device);
+        self.model.forward(x).into_data().try_into_vec::<f32>().expect("f32 output")
+    }
+
+    pub fn describe(&self, prepared: &Prepared) -> MultiScaleDescriptor {
+        let per_scale: Vec<Vec<f32>> = prepared
+            .inputs
+            .iter()
+            .map(|s| {
+                let mut v = self.raw(s);
+                l2_normalize(&mut v);
+                v
+            })
+            .collect();
+        let descriptor = combine_scales(&per_scale);
+        MultiScaleDescriptor { per_scale, descriptor }
+    }
+
+    pub fn describe_file(&self, path: &Path, crop_box: Option<CropBox>) -> Result<MultiScaleDescriptor, DescriptorError> {
+        Ok(self.describe(&self.prepare(path, crop_box)?))
+    }
+
+    /// Describe many files. Decoding and preprocessing run on a separate thread, a few images
+    /// ahead of the network, so the network never waits on JPEG decoding. `on_done` is called
+    /// after each image, in input order, with its result. A failing image does not stop the run.
+    pub fn describe_many(
+        &self,
+        paths: &[PathBuf],
+        crop_box: Option<CropBox>,
+        mut on_done: impl FnMut(usize, &Path, &Result<Vec<f32>, DescriptorError>),
+    ) -> Vec<Result<Vec<f32>, DescriptorError>> {
+        let (tx, rx) = sync_channel::<(usize, Result<Prepared, DescriptorError>)>(4);
+        let mut results = Vec::with_capacity(paths.len());
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                for (i, p) in paths.iter().enumerate() {
+                    if tx.send((i, self.prepare(p, crop_box))).is_err() {
+                        break;
+                    }
+                }
+            });
+            for (i, prepared) in rx {
+                let r = prepared.map(|p| self.describe(&p).descriptor);
+                on_done(i, &paths[i], &r);
+                results.push(r);
+            }
+        });
+        results
+    }
+}
+
+/// Names file that sits beside a descriptor file: `X.npy` → `X.names.txt`.
+pub fn names_path(npy: &Path) -> PathBuf {
+    let stem = npy.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    npy.with_file_name(format!("{stem}.names.txt"))
+}
+
+/// Write an [N, D] float32 `.npy` and, when `names` is given, its names file — each atomically.
+pub fn write_descriptors(path: &Path, rows: &[Vec<f32>], dim: usize, names: Option<&[String]>) -> Result<(), DescriptorError> {
+    let ferr = |p: &Path, message: String| DescriptorError::File { path: p.to_owned(), message };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| ferr(path, e.to_string()))?;
+    {
+        let mut w = npyz::WriteOptions::<f32>::new()
+            .default_dtype()
+            .shape(&[rows.len() as u64, dim as u64])
+            .writer(std::io::BufWriter::new(tmp.as_file()))
+            .begin_nd()
+            .map_err(|e| ferr(path, e.to_string()))?;
+        for r in rows {
+            assert_eq!(r.len(), dim, "descriptor rows must all have {dim} values");
+            w.extend(r.iter().copied()).map_err(|e| ferr(path, e.to_string()))?;
+        }
+        w.finish().map_err(|e| ferr(path, e.to_string()))?;
+    }
+    tmp.persist(path).map_err(|e| ferr(path, e.to_string()))?;
+    if let Some(names) = names {
+        let np = names_path(path);
+        if let Some(bad) = names.iter().find(|n| n.contains('\n')) {
+            return Err(ferr(&np, format!("name {bad:?} contains a newline and cannot be written one per line")));
+        }
+        let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| ferr(&np, e.to_string()))?;
+        let mut text = names.join("\n");
+        text.push('\n');
+        std::fs::write(tmp.path(), text).map_err(|e| ferr(&np, e.to_string()))?;
+        tmp.persist(&np).map_err(|e| ferr(&np, e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Read a 2-D float `.npy` (f32 or f64) as row-major f32 with its (rows, cols).
+pub fn read_matrix(path: &Path) -> Result<(Vec<f32>, usize, usize), DescriptorError> {
+    let ferr = |message: String| DescriptorError::File { path: path.to_owned(), message };
+    let bytes = std::fs::read(path).map_err(|e| ferr(e.to_string()))?;
+    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| ferr(format!("not a .npy file: {e}")))?;
+    let shape = npy.shape().to_vec();
+    let [n, d] = shape[..] else {
+        return Err(ferr(format!("expected a 2-D array [rows, dim], found shape {shape:?}")));
+    };
+    if npy.order() != npyz::Order::C {
+        return Err(ferr("Fortran-ordered arrays are not supported; save with C order".into()));
+    }
+    let dtype = npy.dtype();
+    let data: Vec<f32> = match dtype.descr().as_str() {
+        "<f4" => npy.into_vec::<f32>().map_err(|e| ferr(e.to_string()))?,
+        "<f8" => npy.into_vec::<f64>().map_err(|e| ferr(e.to_string()))?.into_iter().map(|v| v as f32).collect(),
+        other => return Err(ferr(format!("expected float32 or float64 data, found dtype '{other}'"))),
+    };
+    Ok((data, n as usize, d as usize))
+}
+
+/// Read the names file beside `npy`.
+pub fn read_names(npy: &Path) -> Result<Vec<String>, DescriptorError> {
+    let np = names_path(npy);
+    let text = std::fs::read_to_string(&np).map_err(|e| DescriptorError::File { path: np.clone(), message: e.to_string() })?;
+    Ok(text.lines().map(str::to_owned).collect())
+}

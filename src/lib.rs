@@ -1,0 +1,11 @@
+//! dolg: image retrieval with DOLG (Yang et al., ICCV 2021).
+//!
+//! Modules follow the data path, each depending only on those above it:
+//! [`decode`] → [`preprocess`] → [`checkpoint`] / [`model`] → [`descriptors`] → [`eval`].
+
+pub mod decode;
+pub mod preprocess;
+pub mod checkpoint;
+pub mod model;
+pub mod descriptors;
+pub mod runtime;

@@ -1,0 +1,76 @@
+//! Multi-atrous module (`localmodel.aspp`), the optional front of DOLG's local branch.
+//!
+//! Yang et al., "DOLG", <https://arxiv.org/abs/2108.02927>, section 3.2. Two designs:
+//! * [`AsppKind::Official`], the authors' code: five parallel paths on `f3` (1x1; 3x3 with
+//!   dilation 6, 12, 18; global average pool → 1x1 → ReLU, broadcast back), concatenated in the
+//!   order [image-pool, 1x1, d6, d12, d18] → 1x1 conv 2560→1024 → ReLU.
+//! * [`AsppKind::Paper`], the paper's figure: three 3x3 convs with dilation 3, 6, 9, concatenated
+//!   → 1x1 conv 1536→1024 → ReLU.
+//!
+//! The released weights were trained without this module.
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
+
+use super::layers::{conv, ConvSpec};
+use crate::checkpoint::{CheckpointError, VarPath};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsppKind {
+    Official,
+    Paper,
+}
+
+const BRANCH: usize = 512;
+
+#[derive(Module, Debug)]
+pub struct MultiAtrous {
+    /// `aspp.aspp.N`: the parallel convolutions, in checkpoint order.
+    pub aspp: Vec<Conv2d>,
+    /// `aspp.im_pool.1`: the image-pool path's 1x1 conv (official design only).
+    pub im_pool: Option<Conv2d>,
+    /// `aspp.conv_after.0`.
+    pub conv_after: Conv2d,
+}
+
+impl MultiAtrous {
+    pub fn load(kind: AsppKind, cin: usize, cout: usize, vb: &VarPath) -> Result<Self, CheckpointError> {
+        let a = vb.pp("aspp");
+        let (specs, im_pool) = match kind {
+            AsppKind::Official => (
+                vec![
+                    ConvSpec::new(cin, BRANCH, 1),
+                    ConvSpec::new(cin, BRANCH, 3).dilation(6),
+                    ConvSpec::new(cin, BRANCH, 3).dilation(12),
+                    ConvSpec::new(cin, BRANCH, 3).dilation(18),
+                ],
+                Some(conv(ConvSpec::new(cin, BRANCH, 1).bias(true), &vb.pp("im_pool").pp(1))?),
+            ),
+            AsppKind::Paper => (
+                vec![ConvSpec::new(cin, BRANCH, 3).dilation(3), ConvSpec::new(cin, BRANCH, 3).dilation(6), ConvSpec::new(cin, BRANCH, 3).dilation(9)],
+                None,
+            ),
+        };
+        let concat = BRANCH * (specs.len() + usize::from(im_pool.is_some()));
+        let aspp = specs.into_iter().enumerate().map(|(i, s)| conv(s.bias(true), &a.pp(i))).collect::<Result<_, _>>()?;
+        let conv_after = conv(ConvSpec::new(concat, cout, 1).bias(true), &vb.pp("conv_after").pp(0))?;
+        Ok(Self { aspp, im_pool, conv_after })
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, _, h, w] = x.dims();
+        let mut parts = Vec::with_capacity(self.aspp.len() + 1);
+        if let Some(ip) = &self.im_pool {
+            let pooled = x.clone().mean_dim(3).mean_dim(2);
+            let p = relu(ip.forward(pooled));
+            let c = p.dims()[1];
+            parts.push(p.expand([b, c, h, w]));
+        }
+        for c in &self.aspp {
+            parts.push(c.forward(x.clone()));
+        }
+        relu(self.conv_after.forward(Tensor::cat(parts, 1)))
+    }
+}

@@ -1,0 +1,298 @@
+//! Preprocessing exactly as the authors' evaluation (`evaler/process.py`): optional query crop with
+//! `int()` truncation, float32 conversion *before* resizing, OpenCV `INTER_LINEAR` bilinear resize
+//! per scale, `/255`, then per-channel mean/std in the model's channel order.
+//!
+//! The resize is written here rather than taken from a crate: the image-resizing crates
+//! (`fast_image_resize`, `image::imageops`) antialias when shrinking and use different pixel-centre
+//! and border rules, and the fixture shows that such a resize moves the descriptor by ~7e-3. We need
+//! OpenCV's exact float32 path: half-pixel centres, two taps per axis, borders clamped.
+
+use crate::decode::BgrImage;
+
+/// The authors' five evaluation scales.
+pub const DEFAULT_SCALES: [f64; 5] = [0.3535, 0.5, 0.7071, 1.0, 1.4142];
+/// Mean and std of the DOLG/pycls weights, **in BGR order**.
+pub const DOLG_MEAN_BGR: [f32; 3] = [0.406, 0.456, 0.485];
+pub const DOLG_STD_BGR: [f32; 3] = [0.225, 0.224, 0.229];
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PreprocessError {
+    #[error("crop box {x1},{y1},{x2},{y2} leaves no pixels inside the {width}x{height} image")]
+    EmptyCrop { x1: i64, y1: i64, x2: i64, y2: i64, width: usize, height: usize },
+    #[error("image of {width}x{height} is too small for scale {scale}: it would be resized to {out_w}x{out_h}")]
+    TooSmall { width: usize, height: usize, scale: f64, out_w: usize, out_h: usize },
+    #[error("invalid scale {0}: scales must be finite and positive")]
+    BadScale(f64),
+}
+
+/// Channel order the network expects. DOLG's released weights take BGR; torchvision-style ImageNet
+/// backbones take RGB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelOrder {
+    Bgr,
+    Rgb,
+}
+
+/// Normalisation constants, given in the order of `order`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Normalization {
+    pub order: ChannelOrder,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Normalization {
+    pub const DOLG: Self = Self { order: ChannelOrder::Bgr, mean: DOLG_MEAN_BGR, std: DOLG_STD_BGR };
+}
+
+/// A float32 image, interleaved `[h][w][3]` in BGR order, values on the 0..255 scale.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FloatImage {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<f32>,
+}
+
+impl From<&BgrImage> for FloatImage {
+    fn from(img: &BgrImage) -> Self {
+        Self { width: img.width, height: img.height, data: img.data.iter().map(|&v| f32::from(v)).collect() }
+    }
+}
+
+/// A query box `[x1, y1, x2, y2]` in pixels (floats, as in the Oxford/Paris ground truth).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CropBox(pub [f64; 4]);
+
+impl std::str::FromStr for CropBox {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let v: Vec<f64> = s
+            .split(',')
+            .map(|p| p.trim().parse::<f64>().map_err(|_| format!("'{p}' is not a number")))
+            .collect::<Result<_, _>>()?;
+        match v.as_slice() {
+            [x1, y1, x2, y2] if v.iter().all(|x| x.is_finite()) => Ok(Self([*x1, *y1, *x2, *y2])),
+            _ => Err(format!("expected x1,y1,x2,y2 (four finite numbers), got '{s}'")),
+        }
+    }
+}
+
+/// Crop with Python semantics: `im[int(y1):int(y2), int(x1):int(x2)]` (truncation toward zero,
+/// end-exclusive, negative indices count from the end, out-of-range ends clamp).
+pub fn crop(img: &BgrImage, bx: CropBox) -> Result<BgrImage, PreprocessError> {
+    let [x1, y1, x2, y2] = bx.0.map(|v| v.trunc() as i64);
+    let (c0, c1) = (py_index(x1, img.width), py_index(x2, img.width));
+    let (r0, r1) = (py_index(y1, img.height), py_index(y2, img.height));
+    if c1 <= c0 || r1 <= r0 {
+        return Err(PreprocessError::EmptyCrop { x1, y1, x2, y2, width: img.width, height: img.height });
+    }
+    let (w, h) = (c1 - c0, r1 - r0);
+    let mut data = Vec::with_capacity(w * h * 3);
+    for r in r0..r1 {
+        let row = &img.data[(r * img.width + c0) * 3..(r * img.width + c1) * 3];
+        data.extend_from_slice(row);
+    }
+    Ok(BgrImage { width: w, height: h, data })
+}
+
+fn py_index(i: i64, len: usize) -> usize {
+    let len = len as i64;
+    let i = if i < 0 { i + len } else { i };
+    i.clamp(0, len) as usize
+}
+
+/// Output size at scale `s`: Python's `int(round(h * s))`, which rounds half to even on the f64
+/// product (433 × 0.5 = 216.5 → 216).
+pub fn scaled_size(height: usize, width: usize, s: f64) -> (usize, usize) {
+    let r = |v: usize| (v as f64 * s).round_ties_even().max(0.0) as usize;
+    (r(height), r(width))
+}
+
+/// Source position of each output pixel in OpenCV's float `INTER_LINEAR`: the step comes from the
+/// inverse ratio in f64 and the position is rounded to f32, then split into floor and fraction.
+fn linear_positions(in_len: usize, out_len: usize) -> impl Iterator<Item = (i64, f32)> {
+    let scale = 1.0 / (out_len as f64 / in_len as f64);
+    (0..out_len).map(move |d| {
+        let f = ((d as f64 + 0.5) * scale - 0.5) as f32;
+        let s = f.floor();
+        (s as i64, f - s)
+    })
+}
+
+/// Horizontal taps: OpenCV resets the weight to (1, 0) at both borders.
+fn x_taps(in_len: usize, out_len: usize) -> Vec<(usize, usize, f32, f32)> {
+    let last = in_len as i64 - 1;
+    linear_positions(in_len, out_len)
+        .map(|(s, frac)| {
+            let (s, frac) = if s < 0 { (0, 0.0) } else if s >= last { (last, 0.0) } else { (s, frac) };
+            (s as usize, (s + 1).min(last) as usize, 1.0 - frac, frac)
+        })
+        .collect()
+}
+
+/// Vertical taps: OpenCV clamps the two source rows but keeps the weights as computed.
+fn y_taps(in_len: usize, out_len: usize) -> Vec<(usize, usize, f32, f32)> {
+    let last = in_len as i64 - 1;
+    linear_positions(in_len, out_len)
+        .map(|(s, frac)| (s.clamp(0, last) as usize, (s + 1).clamp(0, last) as usize, 1.0 - frac, frac))
+        .collect()
+}
+
+/// Bilinear resize with OpenCV `INTER_LINEAR` semantics on a float32 3-channel image: horizontal
+/// pass then vertical pass, no antialiasing. Resizing to the same size returns the input unchanged.
+pub fn resize_linear(src: &FloatImage, out_h: usize, out_w: usize) -> FloatImage {
+    assert!(out_h > 0 && out_w > 0, "resize to an empty size");
+    if out_h == src.height && out_w == src.width {
+        return src.clone();
+    }
+    let xt = x_taps(src.width, out_w);
+    let hrow = |r: usize, buf: &mut [f32]| {
+        let row = &src.data[r * src.width * 3..(r + 1) * src.width * 3];
+        for (dx, &(s0, s1, a0, a1)) in xt.iter().enumerate() {
+            for c in 0..3 {
+                buf[dx * 3 + c] = row[s0 * 3 + c] * a0 + row[s1 * 3 + c] * a1;
+            }
+        }
+    };
+    // Each source row is filtered horizontally once, however many output rows read it.
+    let mut rows: Vec<Option<Vec<f32>>> = vec![None; src.height];
+    let mut freed = 0;
+    let mut out = vec![0f32; out_h * out_w * 3];
+    for (dy, (r0, r1, b0, b1)) in y_taps(src.height, out_h).into_iter().enumerate() {
+        for r in [r0, r1] {
+            if rows[r].is_none() {
+                let mut buf = vec![0f32; out_w * 3];
+                hrow(r, &mut buf);
+                rows[r] = Some(buf);
+            }
+        }
+        // Rows above r0 are never read again: free them to keep memory at about two rows.
+        while freed < r0 {
+            rows[freed] = None;
+            freed += 1;
+        }
+        let (h0, h1) = (rows[r0].as_ref().unwrap(), rows[r1].as_ref().unwrap());
+        let dst = &mut out[dy * out_w * 3..(dy + 1) * out_w * 3];
+        for i in 0..out_w * 3 {
+            dst[i] = h0[i] * b0 + h1[i] * b1;
+        }
+    }
+    FloatImage { width: out_w, height: out_h, data: out }
+}
+
+/// HWC BGR (0..255) → CHW in the network's channel order, `/255` then `(x - mean) / std`, all f32
+/// in the same order of operations as the reference.
+pub fn normalize_chw(img: &FloatImage, norm: &Normalization) -> Vec<f32> {
+    let n = img.width * img.height;
+    let mut out = vec![0f32; 3 * n];
+    for c in 0..3 {
+        // Source channel in BGR storage for output channel c.
+        let src_c = match norm.order {
+            ChannelOrder::Bgr => c,
+            ChannelOrder::Rgb => 2 - c,
+        };
+        let (m, s) = (norm.mean[c], norm.std[c]);
+        let plane = &mut out[c * n..(c + 1) * n];
+        for (i, v) in plane.iter_mut().enumerate() {
+            *v = (img.data[i * 3 + src_c] / 255.0 - m) / s;
+        }
+    }
+    out
+}
+
+/// The network input for one scale: `[3, h, w]` data plus its size.
+#[derive(Debug, Clone)]
+pub struct ScaledInput {
+    pub scale: f64,
+    pub height: usize,
+    pub width: usize,
+    pub chw: Vec<f32>,
+}
+
+/// Resize and normalise `img` for every scale, in order. Fails (rather than producing an empty
+/// tensor) when a scale rounds a side to zero pixels.
+pub fn multiscale_inputs(img: &FloatImage, scales: &[f64], norm: &Normalization) -> Result<Vec<ScaledInput>, PreprocessError> {
+    scales
+        .iter()
+        .map(|&s| {
+            if !(s.is_finite() && s > 0.0) {
+                return Err(PreprocessError::BadScale(s));
+            }
+            let (h, w) = scaled_size(img.height, img.width, s);
+            if h == 0 || w == 0 {
+                return Err(PreprocessError::TooSmall { width: img.width, height: img.height, scale: s, out_w: w, out_h: h });
+            }
+            let resized = resize_linear(img, h, w);
+            Ok(ScaledInput { scale: s, height: h, width: w, chw: normalize_chw(&resized, norm) })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ramp(w: usize, h: usize) -> FloatImage {
+        let data = (0..w * h * 3).map(|i| ((i * 37) % 251) as f32).collect();
+        FloatImage { width: w, height: h, data }
+    }
+
+    #[test]
+    fn resize_to_own_size_is_identity() {
+        let img = ramp(17, 9);
+        assert_eq!(resize_linear(&img, 9, 17), img);
+    }
+
+    #[test]
+    fn sizes_round_half_to_even() {
+        assert_eq!(scaled_size(433, 640, 0.5), (216, 320));
+        assert_eq!(scaled_size(337, 425, 0.5), (168, 212));
+        assert_eq!(scaled_size(1, 1, 0.3535), (0, 0));
+    }
+
+    #[test]
+    fn upscale_by_two_matches_hand_computed_taps() {
+        // 1-D: in = [0, 10] (width 2) to width 4: positions (d+0.5)/2-0.5 = -0.25, 0.25, 0.75, 1.25
+        // → clamp to 0; 0.25; 0.75; clamp to last → 0, 2.5, 7.5, 10.
+        let img = FloatImage { width: 2, height: 1, data: vec![0., 0., 0., 10., 10., 10.] };
+        let out = resize_linear(&img, 1, 4);
+        let ch0: Vec<f32> = out.data.chunks(3).map(|p| p[0]).collect();
+        assert_eq!(ch0, vec![0.0, 2.5, 7.5, 10.0]);
+    }
+
+    #[test]
+    fn downscale_by_two_averages_pairs_without_antialiasing() {
+        let img = FloatImage { width: 4, height: 1, data: [0., 4., 8., 100.].iter().flat_map(|&v| [v, v, v]).collect() };
+        let out = resize_linear(&img, 1, 2);
+        let ch0: Vec<f32> = out.data.chunks(3).map(|p| p[0]).collect();
+        assert_eq!(ch0, vec![2.0, 54.0]);
+    }
+
+    #[test]
+    fn crop_truncates_toward_zero_and_is_end_exclusive() {
+        let img = BgrImage { width: 5, height: 4, data: (0..60).map(|v| v as u8).collect() };
+        let c = crop(&img, CropBox([1.9, 1.2, 3.99, 3.0])).unwrap();
+        assert_eq!((c.width, c.height), (2, 2));
+        assert_eq!(&c.data[..3], &img.data[(5 + 1) * 3..(5 + 1) * 3 + 3]);
+        assert!(matches!(crop(&img, CropBox([3.0, 0.0, 3.5, 4.0])), Err(PreprocessError::EmptyCrop { .. })));
+    }
+
+    #[test]
+    fn tiny_image_is_a_clear_error_not_an_empty_tensor() {
+        let img = ramp(1, 1);
+        let err = multiscale_inputs(&img, &DEFAULT_SCALES, &Normalization::DOLG).unwrap_err();
+        assert!(matches!(err, PreprocessError::TooSmall { scale, .. } if scale == 0.3535));
+    }
+
+    #[test]
+    fn normalisation_keeps_bgr_and_applies_bgr_constants() {
+        let img = FloatImage { width: 1, height: 1, data: vec![255.0, 0.0, 127.5] };
+        let v = normalize_chw(&img, &Normalization::DOLG);
+        assert!((v[0] - (1.0 - 0.406) / 0.225).abs() < 1e-6);
+        assert!((v[1] - (0.0 - 0.456) / 0.224).abs() < 1e-6);
+        assert!((v[2] - (0.5 - 0.485) / 0.229).abs() < 1e-6);
+        let rgb = Normalization { order: ChannelOrder::Rgb, mean: [0.5, 0.5, 0.5], std: [1.0, 1.0, 1.0] };
+        let v = normalize_chw(&img, &rgb);
+        assert!((v[0] - 0.0).abs() < 1e-6 && (v[2] - 0.5).abs() < 1e-6);
+    }
+}
