@@ -74,20 +74,17 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<
     if bytes.is_empty() {
         return Err(DecodeError::Empty { path: p() });
     }
-    let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
+    let reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|source| DecodeError::Io { path: p(), source })?;
     if reader.format().is_none() {
         return Err(DecodeError::UnknownFormat { path: p() });
     }
-    let mut lim = Limits::default();
-    lim.max_image_width = Some(limits.max_side);
-    lim.max_image_height = Some(limits.max_side);
-    lim.max_alloc = Some(limits.max_alloc_bytes);
-    reader.limits(lim.clone());
-
-    // Read the header first so the rejection of a bomb names its declared size.
-    let (width, height) = reader.into_dimensions().map_err(|e| classify(e, path))?;
+    // Probe the header with no size limits of the decoder's own (reading dimensions allocates
+    // nothing), so the rejection below can name the declared size and our limit.
+    let mut probe = reader;
+    probe.limits(Limits::no_limits());
+    let (width, height) = probe.into_dimensions().map_err(|e| classify(e, path))?;
     if width == 0 || height == 0 {
         return Err(DecodeError::Degenerate { path: p(), width, height });
     }
@@ -100,6 +97,10 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<
             max_pixels: limits.max_pixels,
         });
     }
+    let mut lim = Limits::default();
+    lim.max_image_width = Some(limits.max_side);
+    lim.max_image_height = Some(limits.max_side);
+    lim.max_alloc = Some(limits.max_alloc_bytes);
     let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|source| DecodeError::Io { path: p(), source })?;

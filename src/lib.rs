@@ -9,3 +9,4 @@ pub mod checkpoint;
 pub mod model;
 pub mod descriptors;
 pub mod runtime;
+pub mod eval;

@@ -1,0 +1,100 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Args;
+use dolg::decode::{expand_inputs, DecodeLimits};
+use dolg::descriptors::{names_path, write_descriptors, Extractor};
+use dolg::preprocess::{CropBox, Normalization, DEFAULT_SCALES};
+use serde_json::json;
+
+use super::{progress, ModelArgs, RunArgs, EXIT_SOME_FAILED};
+
+#[derive(Args, Debug)]
+#[command(after_help = "OUTPUT\n  OUT.npy           float32 [N, D], one L2-normalised descriptor per image that was read successfully, in input order\n  OUT.names.txt     the N image paths, one per line, in the same order (directories are expanded recursively and sorted)\n\n\
+BAD INPUT\n  A file that cannot be decoded (corrupt, truncated, not an image, larger than --max-side) is reported with its path and skipped;\n  every other image still gets its descriptor and the exit status is 0. With --strict the exit status is 3 when any image was skipped.")]
+pub struct ExtractArgs {
+    /// Images and/or directories (searched recursively for .jpg/.jpeg/.png/.webp, in sorted order).
+    #[arg(required = true, value_name = "IMAGE_OR_DIR")]
+    pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Output descriptor file (.npy); the names file is written beside it.
+    #[arg(long, short = 'o', value_name = "OUT.npy")]
+    pub out: PathBuf,
+    /// Comma-separated image scales (default: the authors' 0.3535,0.5,0.7071,1.0,1.4142).
+    #[arg(long, value_delimiter = ',', value_name = "S,S,...")]
+    pub scales: Option<Vec<f64>>,
+    /// Crop every image to this box before describing it (query crop; int() truncation like the reference).
+    #[arg(long, value_name = "X1,Y1,X2,Y2")]
+    pub crop: Option<CropBox>,
+    /// Reject images with a side longer than this many pixels (protects against decompression bombs).
+    #[arg(long, default_value_t = 20_000, value_name = "PIXELS")]
+    pub max_side: u32,
+    /// Exit with status 3 if any image could not be processed.
+    #[arg(long)]
+    pub strict: bool,
+    /// Print a JSON summary on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+pub fn run(a: ExtractArgs) -> anyhow::Result<ExitCode> {
+    let device = a.run.init()?;
+    let (model, config) = a.model.load(true, &device)?;
+    let paths = expand_inputs(&a.inputs)?;
+    let limits = DecodeLimits { max_side: a.max_side, ..DecodeLimits::default() };
+    let ex = Extractor { model, device, scales: a.scales.clone().unwrap_or(DEFAULT_SCALES.to_vec()), norm: Normalization::DOLG, limits };
+
+    let start = Instant::now();
+    let pb = progress(paths.len() as u64, "extract");
+    let mut failed = Vec::new();
+    let results = ex.describe_many(&paths, a.crop, |_, path, r| {
+        if let Err(e) = r {
+            pb.suspend(|| eprintln!("warning: skipped: {e}"));
+            failed.push(json!({"path": path.display().to_string(), "error": e.to_string()}));
+        }
+        pb.inc(1);
+    });
+    pb.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+
+    let mut rows = Vec::new();
+    let mut names = Vec::new();
+    for (p, r) in paths.iter().zip(results) {
+        if let Ok(d) = r {
+            rows.push(d);
+            names.push(p.display().to_string());
+        }
+    }
+    write_descriptors(&a.out, &rows, config.out_dim, Some(&names))?;
+
+    if a.json {
+        let summary = json!({
+            "output": a.out.display().to_string(),
+            "names": names_path(&a.out).display().to_string(),
+            "model": config.name(),
+            "dim": config.out_dim,
+            "scales": ex.scales,
+            "images": paths.len(),
+            "extracted": rows.len(),
+            "failed": failed,
+            "seconds": seconds,
+            "seconds_per_image": if paths.is_empty() { 0.0 } else { seconds / paths.len() as f64 },
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        eprintln!(
+            "{} descriptors ({}-d, {}) written to {} in {:.1}s; {} image(s) skipped",
+            rows.len(),
+            config.out_dim,
+            config.name(),
+            a.out.display(),
+            seconds,
+            failed.len()
+        );
+    }
+    Ok(if a.strict && !failed.is_empty() { ExitCode::from(EXIT_SOME_FAILED) } else { ExitCode::SUCCESS })
+}

@@ -1,0 +1,98 @@
+//! Argument definitions and dispatch.
+
+mod convert;
+mod extract;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use dolg::model::{Arch, Dolg, DolgConfig, Fusion};
+
+/// Exit status when `--strict` is given and some images could not be processed.
+pub const EXIT_SOME_FAILED: u8 = 3;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "dolg",
+    version,
+    about = "Image retrieval with DOLG (ICCV 2021): load the authors' checkpoints, extract descriptors, evaluate.",
+    long_about = "Image retrieval with DOLG (Yang et al., ICCV 2021, \"Deep Orthogonal Fusion of Local and Global Features\").\n\n\
+Loads the authors' released checkpoints unchanged (PyTorch legacy or zip serialization, flat state dicts, safetensors, optionally gzip-compressed) \
+and turns images into the same 512-d descriptors as their PyTorch evaluation pipeline.\n\n\
+Exit status: 0 success; 1 error; 2 bad arguments; 3 some images failed and --strict was given."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Extract L2-normalised multi-scale descriptors of images into a float32 .npy [N, D].
+    Extract(extract::ExtractArgs),
+    /// Validate a checkpoint against the model and write a clean safetensors copy.
+    Convert(convert::ConvertArgs),
+    /// Describe a checkpoint: format, detected architecture, parameter count.
+    Inspect(convert::InspectArgs),
+}
+
+/// Model options shared by every command that loads weights.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// DOLG checkpoint: the authors' .pyth (legacy or zip serialization), a flat state-dict .pt,
+    /// or .safetensors; a .gz of any of these is inflated on the fly.
+    #[arg(long, short = 'w', value_name = "FILE")]
+    pub weights: PathBuf,
+    /// Override the architecture detected from the checkpoint's keys.
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
+    /// How local features are fused into the descriptor (the paper's ablations).
+    #[arg(long, value_enum, default_value_t = Fusion::Orthogonal)]
+    pub fusion: Fusion,
+}
+
+impl ModelArgs {
+    pub fn load(&self, fold_bn: bool, device: &burn::tensor::Device) -> anyhow::Result<(Dolg, DolgConfig)> {
+        let ck = dolg::checkpoint::Checkpoint::open(&self.weights)?;
+        Ok(Dolg::load(&ck, self.arch, self.fusion, fold_bn, device)?)
+    }
+}
+
+/// Execution options shared by every heavy command.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Worker threads for the network and parallel loops (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Compute device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl RunArgs {
+    pub fn init(&self) -> anyhow::Result<burn::tensor::Device> {
+        dolg::runtime::set_threads(self.threads);
+        dolg::runtime::device(&self.device).map_err(anyhow::Error::msg)
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Extract(a) => extract::run(a),
+        Command::Convert(a) => convert::run(a),
+        Command::Inspect(a) => convert::inspect(a),
+    }
+}
+
+/// A progress bar on stderr with rate and ETA; invisible when stderr is not a terminal.
+pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_owned());
+    pb
+}
