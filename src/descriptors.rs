@@ -176,8 +176,9 @@ pub fn write_descriptors(path: &Path, rows: &[Vec<f32>], dim: usize, names: Opti
 /// Read a 2-D float `.npy` (f32 or f64) as row-major f32 with its (rows, cols).
 pub fn read_matrix(path: &Path) -> Result<(Vec<f32>, usize, usize), DescriptorError> {
     let ferr = |message: String| DescriptorError::File { path: path.to_owned(), message };
-    let bytes = std::fs::read(path).map_err(|e| ferr(e.to_string()))?;
-    let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| ferr(format!("not a .npy file: {e}")))?;
+    // Streamed from the file so a 2 GB distractor set costs 2 GB, not twice that.
+    let file = std::fs::File::open(path).map_err(|e| ferr(e.to_string()))?;
+    let npy = npyz::NpyFile::new(std::io::BufReader::new(file)).map_err(|e| ferr(format!("not a .npy file: {e}")))?;
     let shape = npy.shape().to_vec();
     let [n, d] = shape[..] else {
         return Err(ferr(format!("expected a 2-D array [rows, dim], found shape {shape:?}")));
@@ -185,13 +186,20 @@ pub fn read_matrix(path: &Path) -> Result<(Vec<f32>, usize, usize), DescriptorEr
     if npy.order() != npyz::Order::C {
         return Err(ferr("Fortran-ordered arrays are not supported; save with C order".into()));
     }
-    let dtype = npy.dtype();
-    let data: Vec<f32> = match dtype.descr().as_str() {
+    let data: Vec<f32> = match npy_type(&npy.dtype()).as_str() {
         "<f4" => npy.into_vec::<f32>().map_err(|e| ferr(e.to_string()))?,
         "<f8" => npy.into_vec::<f64>().map_err(|e| ferr(e.to_string()))?.into_iter().map(|v| v as f32).collect(),
         other => return Err(ferr(format!("expected float32 or float64 data, found dtype '{other}'"))),
     };
     Ok((data, n as usize, d as usize))
+}
+
+/// The `.npy` type string of a plain dtype (`<f4`, `<i8`, …); empty for structured types.
+pub fn npy_type(dtype: &npyz::DType) -> String {
+    match dtype {
+        npyz::DType::Plain(ts) => ts.to_string(),
+        _ => String::new(),
+    }
 }
 
 /// Read the names file beside `npy`.

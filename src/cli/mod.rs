@@ -1,6 +1,7 @@
 //! Argument definitions and dispatch.
 
 mod convert;
+mod eval;
 mod extract;
 
 use std::path::PathBuf;
@@ -35,6 +36,9 @@ pub enum Command {
     Convert(convert::ConvertArgs),
     /// Describe a checkpoint: format, detected architecture, parameter count.
     Inspect(convert::InspectArgs),
+    /// Retrieval metrics: Revisited Oxford/Paris (mAP, mP@k; Easy/Medium/Hard) or a groups CSV.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
 }
 
 /// Model options shared by every command that loads weights.
@@ -82,6 +86,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Extract(a) => extract::run(a),
         Command::Convert(a) => convert::run(a),
         Command::Inspect(a) => convert::inspect(a),
+        Command::Eval(c) => eval::run(c),
     }
 }
 
