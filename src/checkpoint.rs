@@ -194,7 +194,7 @@ impl Checkpoint {
     pub fn format(&self) -> Format {
         self.format
     }
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
+    pub fn keys(&self) -> impl Iterator<Item = &str> + Clone {
         self.entries.keys().map(String::as_str)
     }
     pub fn contains(&self, key: &str) -> bool {

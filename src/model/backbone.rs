@@ -1,0 +1,78 @@
+//! The backbones a DOLG head can sit on (module `globalmodel`). Each returns the stride-16 map
+//! `f3` for the local branch and the stride-32 map `f4` for the global branch.
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+
+use super::mobilenet_v2::{self, MobileNetV2};
+use super::resnet::{ResNet, R101_DEPTHS, R50_DEPTHS};
+use crate::checkpoint::{CheckpointError, VarPath};
+use crate::preprocess::Normalization;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackboneKind {
+    /// pycls ResNet with this many blocks per stage.
+    ResNet([usize; 4]),
+    MobileNetV2,
+}
+
+impl BackboneKind {
+    pub fn name(self) -> String {
+        match self {
+            BackboneKind::ResNet(R50_DEPTHS) => "R50".into(),
+            BackboneKind::ResNet(R101_DEPTHS) => "R101".into(),
+            BackboneKind::ResNet(d) => format!("ResNet{d:?}"),
+            BackboneKind::MobileNetV2 => "MobileNetV2".into(),
+        }
+    }
+
+    /// Channels of (`f3`, `f4`).
+    pub fn channels(self) -> (usize, usize) {
+        match self {
+            BackboneKind::ResNet(_) => (1024, 2048),
+            BackboneKind::MobileNetV2 => (mobilenet_v2::F3_CHANNELS, mobilenet_v2::F4_CHANNELS),
+        }
+    }
+
+    /// The input convention the backbone's weights were trained with: the DOLG/pycls ResNets take
+    /// BGR, torchvision-style ImageNet models RGB.
+    pub fn normalization(self) -> Normalization {
+        match self {
+            BackboneKind::ResNet(_) => Normalization::DOLG,
+            BackboneKind::MobileNetV2 => mobilenet_v2::IMAGENET_RGB,
+        }
+    }
+
+    /// Detect from the keys under `prefix` (`globalmodel` in DOLG files, empty for a bare backbone).
+    pub fn detect<'a>(keys: impl Iterator<Item = &'a str> + Clone, prefix: &str) -> Option<Self> {
+        let mnv2 = if prefix.is_empty() { "features.0.0.weight".to_owned() } else { format!("{prefix}.features.0.0.weight") };
+        if keys.clone().any(|k| k == mnv2) {
+            return Some(BackboneKind::MobileNetV2);
+        }
+        let depths = ResNet::depths_in(keys, prefix);
+        (!depths.contains(&0)).then_some(BackboneKind::ResNet(depths))
+    }
+}
+
+#[derive(Module, Debug)]
+pub enum Backbone {
+    ResNet(ResNet),
+    MobileNetV2(MobileNetV2),
+}
+
+impl Backbone {
+    pub fn load(kind: BackboneKind, vb: &VarPath, fold: bool) -> Result<Self, CheckpointError> {
+        Ok(match kind {
+            BackboneKind::ResNet(depths) => Backbone::ResNet(ResNet::load(depths, vb, fold)?),
+            BackboneKind::MobileNetV2 => Backbone::MobileNetV2(MobileNetV2::load(vb, fold)?),
+        })
+    }
+
+    /// `x`: [B, 3, H, W] → (`f3`, `f4`).
+    pub fn forward(&self, x: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        match self {
+            Backbone::ResNet(r) => r.forward(x),
+            Backbone::MobileNetV2(m) => m.forward(x),
+        }
+    }
+}

