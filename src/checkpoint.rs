@@ -131,13 +131,8 @@ impl Checkpoint {
         // The reader is a parser of untrusted bytes: never let a bug in it take the process down.
         let opened = std::panic::catch_unwind(|| pytorch_reader::PytorchReader::new(file))
             .map_err(|_| CheckpointError::Corrupt { path: shown.to_owned(), message: "the PyTorch reader failed on this file".into() })?;
-        let reader = opened.map_err(|e| match e {
-            pytorch_reader::PytorchError::Io(ref io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-                CheckpointError::Corrupt { path: shown.to_owned(), message: format!("truncated: {e}") }
-            }
-            pytorch_reader::PytorchError::InvalidFormat(_) => CheckpointError::NotACheckpoint { path: shown.to_owned(), reason: e.to_string() },
-            other => CheckpointError::Corrupt { path: shown.to_owned(), message: other.to_string() },
-        })?;
+        // The header already looked like PyTorch, so a parse failure means a damaged file.
+        let reader = opened.map_err(|e| CheckpointError::Corrupt { path: shown.to_owned(), message: format!("unreadable PyTorch file: {e}") })?;
         let format = if reader.metadata().is_legacy_format() { Format::TorchLegacy } else { Format::TorchZip };
         let tensors = reader.into_tensors();
         // The authors save {"model_state": …}; other trainers use "state_dict"; DataParallel adds "module.".

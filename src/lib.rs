@@ -11,3 +11,4 @@ pub mod pretrained;
 pub mod descriptors;
 pub mod runtime;
 pub mod eval;
+pub mod index;

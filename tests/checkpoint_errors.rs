@@ -20,10 +20,11 @@ use std::sync::OnceLock;
 use burn::tensor::Device;
 use common::*;
 use dolg::checkpoint::{write_safetensors, Checkpoint, CheckpointError, Format, NamedTensor};
-use dolg::decode::DecodeLimits;
 use dolg::descriptors::Extractor;
-use dolg::model::{Arch, AsppKind, Dolg, DolgConfig, Fusion, ModelError, Pooling};
+use dolg::model::{Arch, AsppKind, BackboneKind, Dolg, DolgConfig, Fusion, ModelError, Pooling, RetrievalModel};
 use dolg::preprocess::{Normalization, DEFAULT_SCALES};
+
+const R50: BackboneKind = BackboneKind::ResNet([3, 4, 6, 3]);
 
 fn fixture() -> Option<PathBuf> {
     shared_dir().map(|s| s.join("fixtures/dolg-r50-random"))
@@ -82,10 +83,11 @@ fn safetensors_copy_reproduces_the_fixture_descriptor() {
 
     let device = Device::flex();
     let (model, config) = Dolg::load(&ck, None, Fusion::Orthogonal, true, &device).unwrap();
-    assert_eq!(config.depths, [3, 4, 6, 3]);
+    assert_eq!(config.backbone, R50);
     assert_eq!(config.aspp, None);
     assert_eq!(config.out_dim, 512);
-    let ex = Extractor { model, device, scales: DEFAULT_SCALES.to_vec(), norm: Normalization::DOLG, limits: DecodeLimits::default() };
+    let ex = Extractor::new(RetrievalModel::Dolg(model, config), device, DEFAULT_SCALES.to_vec());
+    assert_eq!(ex.norm, Normalization::DOLG, "the R50 DOLG weights take BGR input");
     let got = ex.describe_file(&fx.join("input_lab.png"), None).unwrap();
     let (shape, want) = read_npy_f32(&fx.join("noaspp/lab_desc.npy"));
     assert_eq!(shape, vec![512]);
@@ -138,7 +140,7 @@ fn wrong_shape_is_reported_with_both_shapes() {
     let dir = tempfile::tempdir().unwrap();
     // (key, new shape with the same number of elements, shape the model expects)
     for (key, found, expected) in [
-        ("fc_t.weight", vec![2048, 1024], vec![1024, 2048]),
+        ("fc_t.bias", vec![32, 32], vec![1024]),
         ("globalmodel.stem.conv.weight", vec![64, 3, 49, 1], vec![64, 3, 7, 7]),
         ("localmodel.conv1.weight", vec![1024, 1024], vec![1024, 1024, 1, 1]),
         // fc.weight sets the descriptor width (out_dim = its first dimension), so only its
@@ -168,6 +170,32 @@ fn wrong_shape_is_reported_with_both_shapes() {
         }
         assert!(msg.contains(key) && msg.contains(&format!("{found:?}")) && msg.contains(&format!("{expected:?}")), "{msg}");
         assert!(msg.contains(&path.display().to_string()), "{msg}");
+    }
+}
+
+/// `fc_t.weight` stored transposed ([2048, 1024] instead of [1024, 2048]): its input width fits
+/// no backbone, and the error must name `fc_t.weight` itself, not a tensor sized from it.
+#[test]
+fn transposed_fc_t_weight_is_reported_on_fc_t() {
+    let Some(fx) = fixture() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let tensors: Vec<NamedTensor> = variant_a_tensors(&fx)
+        .iter()
+        .map(|t| {
+            let mut t = t.clone();
+            if t.name == "fc_t.weight" {
+                t.shape = vec![2048, 1024];
+            }
+            t
+        })
+        .collect();
+    let path = dir.path().join("fc_t-transposed.safetensors");
+    write_st(&path, &tensors);
+    match checkpoint_err(load(&path, None)) {
+        CheckpointError::ShapeMismatch { key, expected, found, .. } => {
+            assert_eq!((key.as_str(), expected, found), ("fc_t.weight", vec![1024, 2048], vec![2048, 1024]));
+        }
+        other => panic!("expected a shape error on fc_t.weight, got {other}"),
     }
 }
 
@@ -241,7 +269,7 @@ fn arch_override_that_does_not_fit_names_the_absent_key() {
     assert!(msg.contains("localmodel.aspp.") && msg.contains(&a.display().to_string()), "{msg}");
     // The matching override loads.
     let (_, cfg) = load(&a, Some(Arch::R50)).unwrap();
-    assert_eq!((cfg.depths, cfg.aspp), ([3, 4, 6, 3], None));
+    assert_eq!((cfg.backbone, cfg.aspp), (R50, None));
 }
 
 #[test]
@@ -249,7 +277,8 @@ fn architecture_is_detected_from_the_keys() {
     let Some(fx) = fixture() else { return };
     let a = Checkpoint::open(&variant_a(&fx)).unwrap();
     let cfg_a = DolgConfig::detect(&a).unwrap();
-    assert_eq!(cfg_a.depths, [3, 4, 6, 3]);
+    assert_eq!(cfg_a.backbone, R50);
+    assert_eq!(cfg_a.fg_dim, 1024);
     assert_eq!(cfg_a.aspp, None);
     assert!(cfg_a.local);
     assert_eq!(cfg_a.pooling, Pooling::Gem);
@@ -262,7 +291,7 @@ fn architecture_is_detected_from_the_keys() {
     assert_eq!(b.keys().filter(|k| k.starts_with("localmodel.aspp.")).count(), 12);
     assert_eq!(b.keys().count(), a.keys().count() + 12);
     let cfg_b = DolgConfig::detect(&b).unwrap();
-    assert_eq!(cfg_b.depths, [3, 4, 6, 3]);
+    assert_eq!(cfg_b.backbone, R50);
     assert_eq!(cfg_b.aspp, Some(AsppKind::Official));
     assert_eq!(cfg_b.name(), "DOLG-R50+MA");
     // Dolg::load agrees with detect and consumes every key.

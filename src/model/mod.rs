@@ -83,9 +83,15 @@ impl DolgConfig {
         let backbone = BackboneKind::detect(ckpt.keys(), "globalmodel").ok_or_else(|| {
             err("expected a ResNet ('globalmodel.s1..s4.b*') or MobileNetV2 ('globalmodel.features.*') backbone (is this a DOLG checkpoint?)".into())
         })?;
+        // fc_t maps the backbone's f4 to fg; checking its input width here names the real culprit
+        // (e.g. a transposed matrix) instead of a downstream tensor sized from it.
+        let f4_dim = backbone.channels().1;
         let fg_dim = match ckpt.shape("fc_t.weight") {
-            Some([fg, _]) => *fg,
-            _ => 1024,
+            Some(&[fg, input]) if input == f4_dim => fg,
+            Some(found) => {
+                return Err(CheckpointError::ShapeMismatch { path: ckpt.path().to_owned(), key: "fc_t.weight".into(), expected: vec![1024, f4_dim], found: found.to_vec() }.into())
+            }
+            None => return Err(CheckpointError::Missing { path: ckpt.path().to_owned(), key: "fc_t.weight".into(), expected: vec![1024, f4_dim] }.into()),
         };
         let aspp = match ckpt.shape("localmodel.aspp.conv_after.0.weight") {
             None => None,
@@ -97,7 +103,13 @@ impl DolgConfig {
         let out_dim = match ckpt.shape("fc.weight") {
             Some([out, _]) => *out,
             Some(s) => return Err(err(format!("'fc.weight' has shape {s:?}; expected [out_dim, in_dim]"))),
-            None => return Err(CheckpointError::Missing { path: ckpt.path().to_owned(), key: "fc.weight".into(), expected: vec![512, 2048] }.into()),
+            None => return Err(CheckpointError::Missing { path: ckpt.path().to_owned(), key: "fc.weight".into(), expected: vec![512, 2 * fg_dim] }.into()),
+        };
+        let pooling = if ckpt.contains("pool_g.p") {
+            Pooling::Gem
+        } else {
+            tracing::warn!("{}: no 'pool_g.p' key: loading the GAP (average pooling) variant of the global branch", ckpt.path().display());
+            Pooling::Gap
         };
         Ok(Self {
             backbone,
@@ -105,7 +117,7 @@ impl DolgConfig {
             aspp,
             local,
             attention: true,
-            pooling: if ckpt.contains("pool_g.p") { Pooling::Gem } else { Pooling::Gap },
+            pooling,
             fusion: Fusion::Orthogonal,
             out_dim,
         })

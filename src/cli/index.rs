@@ -1,0 +1,460 @@
+//! `dolg index …` and `dolg search`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use dolg::decode::expand_inputs;
+use dolg::descriptors::{l2_normalize, read_matrix, write_descriptors};
+use dolg::index::{Index, IndexKind, ModelIdentity, NamedHit, Record};
+use dolg::preprocess::CropBox;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::{progress, ModelArgs, RunArgs};
+
+#[derive(Subcommand, Debug)]
+pub enum IndexCommand {
+    /// Create an index (or update one built with the same model) from images and directories.
+    Build(BuildArgs),
+    /// Add images to an existing index with its own model; unchanged files are not extracted again.
+    Add(AddArgs),
+    /// Remove images (by path as indexed, or imported name); nothing is rebuilt.
+    Remove(RemoveArgs),
+    /// Add precomputed descriptors without images (e.g. the revisitop 1M distractors).
+    Import(ImportArgs),
+    /// Show what an index holds and verify every file's checksum.
+    Info(InfoArgs),
+    /// Rewrite the index into one segment, dropping removed and superseded entries.
+    Compact(DbArg),
+}
+
+#[derive(Args, Debug)]
+pub struct DbArg {
+    /// Index directory.
+    #[arg(long, value_name = "DIR")]
+    pub db: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    #[arg(long, value_name = "DIR")]
+    pub db: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Search backend.
+    #[arg(long, value_enum, default_value_t = IndexKind::Exact)]
+    pub kind: IndexKind,
+    #[command(flatten)]
+    pub add: AddOptions,
+}
+
+#[derive(Args, Debug)]
+pub struct AddOptions {
+    /// Images and/or directories (recursive, sorted).
+    #[arg(required = true, value_name = "IMAGE_OR_DIR")]
+    pub inputs: Vec<PathBuf>,
+    /// Images per durable commit: a crash loses at most this many.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Print a JSON summary.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    #[arg(long, value_name = "DIR")]
+    pub db: PathBuf,
+    #[command(flatten)]
+    pub add: AddOptions,
+}
+
+#[derive(Args, Debug)]
+pub struct RemoveArgs {
+    #[arg(long, value_name = "DIR")]
+    pub db: PathBuf,
+    /// Image paths (resolved like `index add` does) or imported names.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    #[arg(long, value_name = "DIR")]
+    pub db: PathBuf,
+    /// Float [N, D] descriptors (rows are L2-normalised on import).
+    #[arg(long, value_name = "X.npy")]
+    pub descriptors: PathBuf,
+    /// Names file, one per row (default: X.names.txt beside the .npy if present, else `X.npy#<row>`).
+    #[arg(long, value_name = "FILE")]
+    pub names: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    #[arg(long, value_name = "DIR")]
+    pub db: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "QUERIES\n  An image path that is itself in the index uses its stored descriptor (no model needed) and is left out of its own results;\n  any other image is described with the index's model (its weights must still be where the index was built, or pass --weights).\n  --vectors Q.npy searches with precomputed descriptors, one query per row.\n\n\
+JSON (--json)\n  {\"queries\": [{\"query\": <path or row number>, \"results\": [{\"name\": <indexed path or imported name>, \"score\": <float>}, ...]}, ...]}")]
+pub struct SearchArgs {
+    /// Index directory.
+    #[arg(long, value_name = "DIR")]
+    pub db: PathBuf,
+    /// Query images.
+    #[arg(value_name = "QUERY_IMAGE")]
+    pub queries: Vec<PathBuf>,
+    /// Query descriptors [N, D] instead of images.
+    #[arg(long, value_name = "Q.npy", conflicts_with = "queries")]
+    pub vectors: Option<PathBuf>,
+    /// Results per query.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Drop results scoring below this cosine similarity.
+    #[arg(long, default_value_t = -1.0, allow_negative_numbers = true)]
+    pub min_score: f32,
+    /// Crop query images to this box first (x1,y1,x2,y2; int() truncation).
+    #[arg(long, value_name = "X1,Y1,X2,Y2")]
+    pub crop: Option<CropBox>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write PREFIX.ids.npy (int64 [N, k] row ids, -1 padding) and PREFIX.scores.npy (float32).
+    #[arg(long, value_name = "PREFIX")]
+    pub out_npy: Option<PathBuf>,
+    /// Write a self-contained HTML page with each query beside its results as thumbnails.
+    #[arg(long, value_name = "FILE.html")]
+    pub html: Option<PathBuf>,
+    /// Describe query images with these weights instead of the index's recorded model (must be the same model).
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+pub fn run(cmd: IndexCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        IndexCommand::Build(a) => build(a),
+        IndexCommand::Add(a) => {
+            let mut index = Index::open(&a.db, true)?;
+            let model = model_args_from(index.store().model())?;
+            add_images(&mut index, &model, &a.add)
+        }
+        IndexCommand::Remove(a) => remove(a),
+        IndexCommand::Import(a) => import(a),
+        IndexCommand::Info(a) => info(a),
+        IndexCommand::Compact(a) => {
+            let mut index = Index::open(&a.db, true)?;
+            index.compact()?;
+            eprintln!("{}: {} entries in 1 segment", a.db.display(), index.store().live_count());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn value_name<T: ValueEnum>(v: &T) -> String {
+    v.to_possible_value().expect("no skipped variants").get_name().to_owned()
+}
+
+/// The identity of the descriptors `m` produces: a hash of the weights file's bytes and of every
+/// option that changes the output, plus a spec to rebuild the same model later.
+fn identity(m: &ModelArgs, name: String, dim: usize) -> anyhow::Result<ModelIdentity> {
+    let w = m.weights_file()?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut std::fs::File::open(&w).with_context(|| format!("cannot read {}", w.display()))?, &mut h)?;
+    let weights_sha: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let options = format!(
+        "backbone={:?};arch={:?};fusion={};scales={:?}",
+        m.backbone.map(|b| value_name(&b)),
+        m.arch.map(|a| value_name(&a)),
+        value_name(&m.fusion),
+        m.scales()
+    );
+    let spec = json!({
+        "weights": if m.backbone.is_some() { serde_json::Value::Null } else { json!(std::fs::canonicalize(&w).unwrap_or(w).display().to_string()) },
+        "backbone": m.backbone.map(|b| value_name(&b)),
+        "arch": m.arch.map(|a| value_name(&a)),
+        "fusion": value_name(&m.fusion),
+        "scales": m.scales(),
+    });
+    Ok(ModelIdentity { name, dim, fingerprint: Some(sha256_hex(format!("{weights_sha};{options}").as_bytes())), spec: Some(spec) })
+}
+
+fn model_args_from(id: &ModelIdentity) -> anyhow::Result<ModelArgs> {
+    let spec = id.spec.as_ref().context("this index holds only imported vectors and has no model: search it with --vectors")?;
+    let parse = |key: &str| spec.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    Ok(ModelArgs {
+        weights: parse("weights").map(PathBuf::from),
+        backbone: parse("backbone").map(|b| ValueEnum::from_str(&b, true)).transpose().map_err(anyhow::Error::msg)?,
+        arch: parse("arch").map(|a| ValueEnum::from_str(&a, true)).transpose().map_err(anyhow::Error::msg)?,
+        fusion: parse("fusion").map(|f| ValueEnum::from_str(&f, true)).transpose().map_err(anyhow::Error::msg)?.unwrap_or_default(),
+        scales: spec.get("scales").and_then(|s| serde_json::from_value(s.clone()).ok()),
+    })
+}
+
+/// Indexed name of an image: its absolute path, so the same file is recognised from any directory.
+fn image_name(p: &Path) -> String {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned()).display().to_string()
+}
+
+fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
+    let device = a.add.run.init()?;
+    let probe = a.model.model(&device)?;
+    let id = identity(&a.model, probe.name(), probe.out_dim())?;
+    let mut index = if dolg::index::Store::exists(&a.db) {
+        let index = Index::open(&a.db, true)?;
+        index.check_model(&id)?;
+        index
+    } else {
+        Index::create(&a.db, id, a.kind)?
+    };
+    add_images(&mut index, &a.model, &a.add)
+}
+
+fn add_images(index: &mut Index, model: &ModelArgs, a: &AddOptions) -> anyhow::Result<ExitCode> {
+    let device = a.run.init()?;
+    let paths = expand_inputs(&a.inputs)?;
+    // Content hashes decide what needs extracting; unreadable files are reported by extraction.
+    let mut todo = Vec::new();
+    let mut unchanged = 0usize;
+    for p in &paths {
+        let mut bytes = Vec::new();
+        let hash: Option<[u8; 32]> = std::fs::File::open(p).and_then(|mut f| f.read_to_end(&mut bytes)).ok().map(|_| Sha256::digest(&bytes).into());
+        match hash {
+            Some(h) if index.is_current(&image_name(p), &h) => unchanged += 1,
+            _ => todo.push((p.clone(), hash)),
+        }
+    }
+    let mut added = 0usize;
+    let mut failed = Vec::new();
+    if !todo.is_empty() {
+        let ex = model.extractor(device)?;
+        let id = identity(model, ex.model.name(), ex.model.out_dim())?;
+        index.check_model(&id)?;
+        let todo_paths: Vec<PathBuf> = todo.iter().map(|(p, _)| p.clone()).collect();
+        let pb = progress(todo.len() as u64, "index");
+        let mut batch = Vec::new();
+        let mut commit_err = None;
+        ex.describe_many(&todo_paths, None, |i, path, r| {
+            match r {
+                Ok(d) => {
+                    batch.push(Record::Add { name: image_name(path), hash: todo[i].1, vector: d.clone() });
+                    added += 1;
+                }
+                Err(e) => {
+                    pb.suspend(|| eprintln!("warning: skipped: {e}"));
+                    failed.push(json!({"path": path.display().to_string(), "error": e.to_string()}));
+                }
+            }
+            if batch.len() >= a.batch.max(1) && commit_err.is_none() {
+                if let Err(e) = index.commit(std::mem::take(&mut batch)) {
+                    commit_err = Some(e);
+                }
+            }
+            pb.inc(1);
+        });
+        pb.finish_and_clear();
+        if let Some(e) = commit_err {
+            return Err(e.into());
+        }
+        index.commit(batch)?;
+    }
+    let s = index.store();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&json!({"index": s.dir().display().to_string(), "added": added, "unchanged": unchanged, "failed": failed, "entries": s.live_count()}))?);
+    } else {
+        eprintln!("{}: added {added}, unchanged {unchanged}, skipped {}; {} entries ({})", s.dir().display(), failed.len(), s.live_count(), s.model().name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn remove(a: RemoveArgs) -> anyhow::Result<ExitCode> {
+    let mut index = Index::open(&a.db, true)?;
+    let mut records = Vec::new();
+    for n in &a.names {
+        let name = if index.store().lookup(n).is_some() { n.clone() } else { image_name(Path::new(n)) };
+        if index.store().lookup(&name).is_none() {
+            bail!("'{n}' is not in the index {}", a.db.display());
+        }
+        records.push(Record::Remove { name });
+    }
+    let count = records.len();
+    index.commit(records)?;
+    eprintln!("{}: removed {count}; {} entries", a.db.display(), index.store().live_count());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
+    let (mut data, n, dim) = read_matrix(&a.descriptors)?;
+    let names: Vec<String> = match &a.names {
+        Some(f) => std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?.lines().map(str::to_owned).collect(),
+        None => match dolg::descriptors::read_names(&a.descriptors) {
+            Ok(names) => names,
+            Err(_) => (0..n).map(|i| format!("{}#{i}", a.descriptors.display())).collect(),
+        },
+    };
+    if names.len() != n {
+        bail!("{} has {n} rows but {} names were given", a.descriptors.display(), names.len());
+    }
+    let mut index = if dolg::index::Store::exists(&a.db) {
+        Index::open(&a.db, true)?
+    } else {
+        Index::create(&a.db, ModelIdentity { name: "imported descriptors".into(), dim, fingerprint: None, spec: None }, IndexKind::Exact)?
+    };
+    if index.store().dim() != dim {
+        bail!("{} holds {dim}-d descriptors, the index {}-d", a.descriptors.display(), index.store().dim());
+    }
+    let pb = progress(n as u64, "import");
+    for (chunk, names) in data.chunks_mut(dim * 65_536).zip(names.chunks(65_536)) {
+        let records = chunk
+            .chunks_mut(dim)
+            .zip(names)
+            .map(|(v, name)| {
+                l2_normalize(v);
+                Record::Add { name: name.clone(), hash: None, vector: v.to_vec() }
+            })
+            .collect::<Vec<_>>();
+        pb.inc(records.len() as u64);
+        index.commit(records)?;
+    }
+    pb.finish_and_clear();
+    eprintln!("{}: imported {n}; {} entries", a.db.display(), index.store().live_count());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
+    let index = Index::open(&a.db, false)?;
+    let s = index.store();
+    let m = s.model();
+    let v = json!({
+        "index": s.dir().display().to_string(),
+        "kind": s.kind(),
+        "model": m.name,
+        "dim": m.dim,
+        "fingerprint": m.fingerprint,
+        "spec": m.spec,
+        "entries": s.live_count(),
+        "stored_rows": s.rows().len(),
+        "segments": s.segments(),
+        "checksums": "ok",
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("{}: {} index, {} entries ({} stored rows in {} segments, all checksums verified)", s.dir().display(), s.kind(), s.live_count(), s.rows().len(), s.segments());
+        println!("model: {} ({}-d)", m.name, m.dim);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+struct Query {
+    label: serde_json::Value,
+    path: Option<PathBuf>,
+    exclude: Option<usize>,
+}
+
+pub fn search(a: SearchArgs) -> anyhow::Result<ExitCode> {
+    let device = a.run.init()?;
+    let index = Index::open(&a.db, false)?;
+    let dim = index.store().dim();
+    let mut queries: Vec<Query> = Vec::new();
+    let mut vectors: Vec<f32> = Vec::new();
+    if let Some(v) = &a.vectors {
+        let (mut data, n, d) = read_matrix(v)?;
+        if d != dim {
+            bail!("{} holds {d}-d vectors, the index {dim}-d", v.display());
+        }
+        data.chunks_mut(dim).for_each(l2_normalize);
+        vectors = data;
+        queries.extend((0..n).map(|i| Query { label: json!(i), path: None, exclude: None }));
+    } else {
+        if a.queries.is_empty() {
+            bail!("give query images or --vectors Q.npy");
+        }
+        let mut extractor = None;
+        for p in &a.queries {
+            let stored = if a.crop.is_none() { index.store().lookup(&image_name(p)) } else { None };
+            match stored {
+                Some(row) => vectors.extend_from_slice(index.store().vector(row)),
+                None => {
+                    if extractor.is_none() {
+                        let mut m = model_args_from(index.store().model())?;
+                        if let Some(w) = &a.weights {
+                            m.weights = Some(w.clone());
+                            m.backbone = None;
+                        }
+                        let ex = m.extractor(device.clone())?;
+                        index.check_model(&identity(&m, ex.model.name(), ex.model.out_dim())?)?;
+                        extractor = Some(ex);
+                    }
+                    let ex = extractor.as_ref().expect("set above");
+                    vectors.extend(ex.describe_file(p, a.crop)?.descriptor);
+                }
+            }
+            queries.push(Query { label: json!(p.display().to_string()), path: Some(p.clone()), exclude: stored });
+        }
+    }
+    // One extra result covers a query that finds itself.
+    let results = index.search(&vectors, a.k + 1, a.min_score);
+    let results: Vec<Vec<NamedHit>> = results
+        .into_iter()
+        .zip(&queries)
+        .map(|(hits, q)| hits.into_iter().filter(|h| Some(h.row) != q.exclude).take(a.k).collect())
+        .collect();
+
+    if a.json {
+        let out = json!({"queries": queries.iter().zip(&results).map(|(q, hits)| json!({
+            "query": q.label,
+            "results": hits.iter().map(|h| json!({"name": h.name, "score": h.score})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>()});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for (q, hits) in queries.iter().zip(&results) {
+            println!("{}", q.label.as_str().map_or_else(|| format!("query {}", q.label), str::to_owned));
+            for (i, h) in hits.iter().enumerate() {
+                println!("  {:>3}  {:.4}  {}", i + 1, h.score, h.name);
+            }
+        }
+    }
+    if let Some(prefix) = &a.out_npy {
+        write_hits_npy(prefix, &results, a.k)?;
+    }
+    if let Some(html) = &a.html {
+        super::report::write_html(html, &queries.iter().map(|q| (q.label.clone(), q.path.clone())).collect::<Vec<_>>(), &results)?;
+        eprintln!("wrote {}", html.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_hits_npy(prefix: &Path, results: &[Vec<NamedHit>], k: usize) -> anyhow::Result<()> {
+    use npyz::WriterBuilder;
+    let ids_path = PathBuf::from(format!("{}.ids.npy", prefix.display()));
+    let mut ids = Vec::with_capacity(results.len() * k);
+    let mut scores = Vec::with_capacity(results.len() * k);
+    for hits in results {
+        for i in 0..k {
+            ids.push(hits.get(i).map_or(-1i64, |h| h.row as i64));
+            scores.push(hits.get(i).map_or(f32::NAN, |h| h.score));
+        }
+    }
+    let f = std::fs::File::create(&ids_path).with_context(|| format!("cannot write {}", ids_path.display()))?;
+    let mut w = npyz::WriteOptions::<i64>::new().default_dtype().shape(&[results.len() as u64, k as u64]).writer(std::io::BufWriter::new(f)).begin_nd()?;
+    w.extend(ids)?;
+    w.finish()?;
+    let rows: Vec<Vec<f32>> = scores.chunks(k.max(1)).map(<[f32]>::to_vec).collect();
+    write_descriptors(&PathBuf::from(format!("{}.scores.npy", prefix.display())), &rows, k, None)?;
+    Ok(())
+}

@@ -1,0 +1,431 @@
+//! Durable storage of an index: immutable, checksummed segment files plus a manifest that is
+//! replaced atomically.
+//!
+//! Every commit writes its records to a new segment (temporary file → fsync → rename), then a
+//! new manifest listing all segments with their sizes and CRC-32s (same procedure). The manifest
+//! rename is the commit point, so a process killed at any moment leaves the previous manifest and
+//! the segments it names intact: reopening yields the last committed state, losing at most the
+//! batch in flight. Segments not named by the manifest (a crash between the two renames) are
+//! removed by the next commit. A segment or manifest whose bytes do not match its checksum is
+//! reported as corrupt, never used. Removal appends a tombstone segment; nothing is rewritten
+//! until [`Store::compact`].
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::IndexError;
+
+const SEGMENT_MAGIC: &[u8; 8] = b"DOLGSEG1";
+const MANIFEST: &str = "manifest.json";
+const LOCK: &str = "lock";
+const FORMAT: u32 = 1;
+
+/// What produced the vectors. Indexes refuse to mix vectors whose fingerprints differ.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelIdentity {
+    /// Human name, e.g. `DOLG-R50` or `MobileNetV2-GeM (off-the-shelf, ImageNet)`.
+    pub name: String,
+    pub dim: usize,
+    /// SHA-256 of the weights file and every option that changes descriptors; `None` for an index
+    /// made only of imported vectors.
+    pub fingerprint: Option<String>,
+    /// How to rebuild the model to describe new images (weights path or backbone, options).
+    pub spec: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SegmentInfo {
+    file: String,
+    records: u64,
+    bytes: u64,
+    crc32: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ManifestBody {
+    format: u32,
+    model: ModelIdentity,
+    kind: String,
+    segments: Vec<SegmentInfo>,
+    next_segment: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    body: ManifestBody,
+    /// CRC-32 of the body serialised compactly.
+    crc32: u32,
+}
+
+/// One logged operation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Add { name: String, hash: Option<[u8; 32]>, vector: Vec<f32> },
+    Remove { name: String },
+}
+
+/// A stored row: every `Add` ever committed (until compaction), dead once superseded or removed.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub name: String,
+    pub hash: Option<[u8; 32]>,
+    pub alive: bool,
+}
+
+/// The replayed contents of an index directory.
+pub struct Store {
+    dir: PathBuf,
+    body: ManifestBody,
+    rows: Vec<Row>,
+    /// Row-major `[rows.len(), dim]`.
+    vectors: Vec<f32>,
+    live: HashMap<String, usize>,
+    _lock: File,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir).field("rows", &self.rows.len()).field("live", &self.live.len()).finish()
+    }
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> IndexError + '_ {
+    move |source| IndexError::Io { path: path.to_owned(), source }
+}
+
+/// Write `bytes` to `path` atomically: temporary file in the same directory, fsync, rename, fsync dir.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IndexError> {
+    let dir = path.parent().expect("index files live in a directory");
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
+    tmp.write_all(bytes).map_err(io_err(path))?;
+    tmp.as_file().sync_all().map_err(io_err(path))?;
+    tmp.persist(path).map_err(|e| IndexError::Io { path: path.to_owned(), source: e.error })?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+    Ok(())
+}
+
+/// Writers hold an exclusive lock on `dir/lock`, readers a shared one, for the life of the Store.
+fn lock_dir(dir: &Path, exclusive: bool) -> Result<File, IndexError> {
+    let path = dir.join(LOCK);
+    let f = File::options().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
+    let got = if exclusive { f.try_lock() } else { f.try_lock_shared() };
+    match got {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(IndexError::Busy { path: dir.to_owned() }),
+        Err(std::fs::TryLockError::Error(e)) => Err(IndexError::Io { path, source: e }),
+    }
+}
+
+fn encode_segment(dim: usize, records: &[Record]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(SEGMENT_MAGIC);
+    b.extend_from_slice(&(dim as u32).to_le_bytes());
+    b.extend_from_slice(&(records.len() as u64).to_le_bytes());
+    for r in records {
+        let (kind, name, hash) = match r {
+            Record::Add { name, hash, .. } => (1u8, name, *hash),
+            Record::Remove { name } => (2u8, name, None),
+        };
+        b.push(kind);
+        match hash {
+            Some(h) => {
+                b.push(1);
+                b.extend_from_slice(&h);
+            }
+            None => b.push(0),
+        }
+        b.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        b.extend_from_slice(name.as_bytes());
+    }
+    for r in records {
+        if let Record::Add { vector, .. } = r {
+            for v in vector {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+    }
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+fn decode_segment(path: &Path, bytes: &[u8], dim: usize) -> Result<Vec<Record>, IndexError> {
+    let corrupt = |reason: String| IndexError::Corrupt { path: path.to_owned(), reason };
+    if bytes.len() < 24 || &bytes[..8] != SEGMENT_MAGIC {
+        return Err(corrupt("not a dolg segment (bad magic or too short)".into()));
+    }
+    let (body, trailer) = bytes.split_at(bytes.len() - 4);
+    let want = u32::from_le_bytes(trailer.try_into().unwrap());
+    if crc32fast::hash(body) != want {
+        return Err(corrupt("checksum mismatch".into()));
+    }
+    let mut pos = 8;
+    let mut take = |n: usize| -> Result<&[u8], IndexError> {
+        let s = body.get(pos..pos + n).ok_or_else(|| corrupt("truncated record table".into()))?;
+        pos += n;
+        Ok(s)
+    };
+    let seg_dim = u32::from_le_bytes(take(4)?.try_into().unwrap()) as usize;
+    if seg_dim != dim {
+        return Err(corrupt(format!("segment holds {seg_dim}-d vectors, the index is {dim}-d")));
+    }
+    let n = u64::from_le_bytes(take(8)?.try_into().unwrap()) as usize;
+    let mut heads = Vec::with_capacity(n.min(1 << 20));
+    for _ in 0..n {
+        let kind = take(1)?[0];
+        let hash = match take(1)?[0] {
+            0 => None,
+            1 => Some(<[u8; 32]>::try_from(take(32)?).unwrap()),
+            x => return Err(corrupt(format!("bad hash flag {x}"))),
+        };
+        let len = u32::from_le_bytes(take(4)?.try_into().unwrap()) as usize;
+        let name = String::from_utf8(take(len)?.to_vec()).map_err(|_| corrupt("name is not UTF-8".into()))?;
+        heads.push((kind, name, hash));
+    }
+    let mut records = Vec::with_capacity(heads.len());
+    for (kind, name, hash) in heads {
+        records.push(match kind {
+            1 => {
+                let raw = take(dim * 4)?;
+                Record::Add { name, hash, vector: raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect() }
+            }
+            2 => Record::Remove { name },
+            x => return Err(corrupt(format!("unknown record kind {x}"))),
+        });
+    }
+    if pos != body.len() {
+        return Err(corrupt(format!("{} unexpected trailing bytes", body.len() - pos)));
+    }
+    Ok(records)
+}
+
+impl Store {
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(MANIFEST).is_file()
+    }
+
+    /// Create an empty index in `dir` (created if needed; must not already hold an index).
+    pub fn create(dir: &Path, model: ModelIdentity, kind: &str) -> Result<Self, IndexError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock = lock_dir(dir, true)?;
+        if Self::exists(dir) {
+            return Err(IndexError::Exists { path: dir.to_owned() });
+        }
+        let body = ManifestBody { format: FORMAT, model, kind: kind.to_owned(), segments: Vec::new(), next_segment: 1 };
+        let store = Self { dir: dir.to_owned(), body, rows: Vec::new(), vectors: Vec::new(), live: HashMap::new(), _lock: lock };
+        store.write_manifest()?;
+        Ok(store)
+    }
+
+    /// Open and verify an existing index (the manifest's and every segment's checksum). A
+    /// `writable` store excludes every other process; read-only stores only exclude writers.
+    pub fn open(dir: &Path, writable: bool) -> Result<Self, IndexError> {
+        let mpath = dir.join(MANIFEST);
+        if !mpath.is_file() {
+            return Err(IndexError::NotAnIndex { path: dir.to_owned() });
+        }
+        let lock = lock_dir(dir, writable)?;
+        let text = std::fs::read(&mpath).map_err(io_err(&mpath))?;
+        let corrupt = |reason: String| IndexError::Corrupt { path: mpath.clone(), reason };
+        let m: Manifest = serde_json::from_slice(&text).map_err(|e| corrupt(format!("unreadable manifest: {e}")))?;
+        let body_bytes = serde_json::to_vec(&m.body).expect("serialisable");
+        if crc32fast::hash(&body_bytes) != m.crc32 {
+            return Err(corrupt("manifest checksum mismatch".into()));
+        }
+        if m.body.format != FORMAT {
+            return Err(corrupt(format!("format version {} (this dolg reads {FORMAT})", m.body.format)));
+        }
+        let mut store = Self { dir: dir.to_owned(), body: m.body, rows: Vec::new(), vectors: Vec::new(), live: HashMap::new(), _lock: lock };
+        for seg in store.body.segments.clone() {
+            let path = dir.join(&seg.file);
+            let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+            if bytes.len() as u64 != seg.bytes || crc32fast::hash(&bytes) != seg.crc32 {
+                return Err(IndexError::Corrupt {
+                    path,
+                    reason: format!("size or checksum differs from the manifest ({} bytes, expected {})", bytes.len(), seg.bytes),
+                });
+            }
+            let records = decode_segment(&path, &bytes, store.body.model.dim)?;
+            store.apply(records);
+        }
+        Ok(store)
+    }
+
+    fn apply(&mut self, records: Vec<Record>) {
+        let dim = self.body.model.dim;
+        for r in records {
+            match r {
+                Record::Add { name, hash, vector } => {
+                    debug_assert_eq!(vector.len(), dim);
+                    if let Some(old) = self.live.insert(name.clone(), self.rows.len()) {
+                        self.rows[old].alive = false;
+                    }
+                    self.rows.push(Row { name, hash, alive: true });
+                    self.vectors.extend_from_slice(&vector);
+                }
+                Record::Remove { name } => {
+                    if let Some(old) = self.live.remove(&name) {
+                        self.rows[old].alive = false;
+                    }
+                }
+            }
+        }
+    }
+
+    fn write_manifest(&self) -> Result<(), IndexError> {
+        let body_bytes = serde_json::to_vec(&self.body).expect("serialisable");
+        let m = Manifest { body: self.body.clone(), crc32: crc32fast::hash(&body_bytes) };
+        write_atomic(&self.dir.join(MANIFEST), &serde_json::to_vec_pretty(&m).expect("serialisable"))
+    }
+
+    /// Durably append a batch. On return the batch survives a crash; on error the index is unchanged.
+    pub fn commit(&mut self, records: Vec<Record>) -> Result<(), IndexError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let dim = self.body.model.dim;
+        for r in &records {
+            if let Record::Add { name, vector, .. } = r {
+                if vector.len() != dim {
+                    return Err(IndexError::Dimension { name: name.clone(), expected: dim, found: vector.len() });
+                }
+            }
+        }
+        let file = format!("seg-{:08}.bin", self.body.next_segment);
+        let bytes = encode_segment(dim, &records);
+        write_atomic(&self.dir.join(&file), &bytes)?;
+        let mut body = self.body.clone();
+        body.segments.push(SegmentInfo { file, records: records.len() as u64, bytes: bytes.len() as u64, crc32: crc32fast::hash(&bytes) });
+        body.next_segment += 1;
+        let previous = std::mem::replace(&mut self.body, body);
+        if let Err(e) = self.write_manifest() {
+            self.body = previous;
+            return Err(e);
+        }
+        self.apply(records);
+        self.remove_orphans();
+        Ok(())
+    }
+
+    /// Rewrite all live rows into one segment (drops dead rows and tombstones).
+    pub fn compact(&mut self) -> Result<(), IndexError> {
+        let records: Vec<Record> = self.live_rows().map(|(i, r)| Record::Add { name: r.name.clone(), hash: r.hash, vector: self.vector(i).to_vec() }).collect();
+        let file = format!("seg-{:08}.bin", self.body.next_segment);
+        let bytes = encode_segment(self.body.model.dim, &records);
+        write_atomic(&self.dir.join(&file), &bytes)?;
+        let mut body = self.body.clone();
+        body.segments = vec![SegmentInfo { file, records: records.len() as u64, bytes: bytes.len() as u64, crc32: crc32fast::hash(&bytes) }];
+        body.next_segment += 1;
+        let previous = std::mem::replace(&mut self.body, body);
+        if let Err(e) = self.write_manifest() {
+            self.body = previous;
+            return Err(e);
+        }
+        self.rows.clear();
+        self.vectors.clear();
+        self.live.clear();
+        self.apply(records);
+        self.remove_orphans();
+        Ok(())
+    }
+
+    fn remove_orphans(&self) {
+        let keep: std::collections::HashSet<&str> = self.body.segments.iter().map(|s| s.file.as_str()).collect();
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with("seg-") && name.ends_with(".bin") && !keep.contains(name.as_str()) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn model(&self) -> &ModelIdentity {
+        &self.body.model
+    }
+    pub fn kind(&self) -> &str {
+        &self.body.kind
+    }
+    pub fn dim(&self) -> usize {
+        self.body.model.dim
+    }
+    pub fn segments(&self) -> usize {
+        self.body.segments.len()
+    }
+    /// Every row ever added since the last compaction, live or not; ids are positions here.
+    pub fn rows(&self) -> &[Row] {
+        &self.rows
+    }
+    pub fn vectors(&self) -> &[f32] {
+        &self.vectors
+    }
+    pub fn vector(&self, row: usize) -> &[f32] {
+        let d = self.dim();
+        &self.vectors[row * d..(row + 1) * d]
+    }
+    pub fn live_count(&self) -> usize {
+        self.live.len()
+    }
+    pub fn lookup(&self, name: &str) -> Option<usize> {
+        self.live.get(name).copied()
+    }
+    pub fn live_rows(&self) -> impl Iterator<Item = (usize, &Row)> {
+        self.rows.iter().enumerate().filter(|(_, r)| r.alive)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(dim: usize) -> ModelIdentity {
+        ModelIdentity { name: "test".into(), dim, fingerprint: Some("abc".into()), spec: None }
+    }
+
+    #[test]
+    fn segment_round_trip_and_corruption_detected() {
+        let recs = vec![
+            Record::Add { name: "a.jpg".into(), hash: Some([7; 32]), vector: vec![1.0, 2.0] },
+            Record::Remove { name: "b.jpg".into() },
+            Record::Add { name: "c".into(), hash: None, vector: vec![-1.0, 0.5] },
+        ];
+        let bytes = encode_segment(2, &recs);
+        assert_eq!(decode_segment(Path::new("s"), &bytes, 2).unwrap(), recs);
+        for i in [0, 9, 30, bytes.len() - 9, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x40;
+            assert!(matches!(decode_segment(Path::new("s"), &bad, 2), Err(IndexError::Corrupt { .. })), "flip at {i}");
+        }
+        for cut in [0, 10, bytes.len() / 2, bytes.len() - 1] {
+            assert!(decode_segment(Path::new("s"), &bytes[..cut], 2).is_err());
+        }
+    }
+
+    #[test]
+    fn replay_supersedes_and_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::create(dir.path(), model(2), "exact").unwrap();
+        s.commit(vec![Record::Add { name: "a".into(), hash: None, vector: vec![1.0, 0.0] }, Record::Add { name: "b".into(), hash: None, vector: vec![0.0, 1.0] }]).unwrap();
+        s.commit(vec![Record::Add { name: "a".into(), hash: None, vector: vec![0.6, 0.8] }, Record::Remove { name: "b".into() }]).unwrap();
+        drop(s);
+        let s = Store::open(dir.path(), false).unwrap();
+        assert_eq!(s.live_count(), 1);
+        assert_eq!(s.vector(s.lookup("a").unwrap()), &[0.6, 0.8]);
+        assert!(s.lookup("b").is_none());
+    }
+
+    #[test]
+    fn second_writer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _s = Store::create(dir.path(), model(2), "exact").unwrap();
+        assert!(matches!(Store::open(dir.path(), false), Err(IndexError::Busy { .. })));
+    }
+}
