@@ -23,8 +23,17 @@ const DESC_MIN_COS: f64 = 0.99999;
 fn extractor(ckpt: &Path, fold: bool) -> Extractor {
     let device = Device::flex();
     let ck = Checkpoint::open(ckpt).unwrap();
-    let (model, config) = Dolg::load(&ck, None, Fusion::Orthogonal, fold, &device).unwrap();
-    Extractor::new(RetrievalModel::Dolg(model, config), device, DEFAULT_SCALES.to_vec())
+    // Folded: the production inference path (native CPU trunk). Unfolded: burn's kernels throughout.
+    let model = if fold {
+        let m = RetrievalModel::dolg(&ck, None, Fusion::Orthogonal, &device).unwrap();
+        let RetrievalModel::Dolg(d, _) = &m else { unreachable!() };
+        assert!(d.cpu_backbone.is_some(), "inference on the CPU uses the native ResNet path");
+        m
+    } else {
+        let (model, config) = Dolg::load(&ck, None, Fusion::Orthogonal, false, &device).unwrap();
+        RetrievalModel::Dolg(model, config)
+    };
+    Extractor::new(model, device, DEFAULT_SCALES.to_vec())
 }
 
 fn check_desc(what: &str, got: &[f32], want: &[f32]) {

@@ -28,6 +28,9 @@ pub struct Dolg {
     pub fc: Linear,
     #[module(skip)]
     pub fusion: Fusion,
+    /// Native CPU path for the ResNet trunk (inference with folded BatchNorm); see [`super::cpu_resnet`].
+    #[module(skip)]
+    pub cpu_backbone: Option<std::sync::Arc<super::cpu_resnet::CpuResNet>>,
 }
 
 /// Every intermediate of one forward pass (used by the parity tests; `raw` is the descriptor).
@@ -69,11 +72,17 @@ impl Dolg {
         let fc_in = if config.local { 2 * config.fg_dim } else { config.fg_dim };
         let fc = Linear::load(fc_in, config.out_dim, &root.pp("fc"))?;
         vb.finish()?;
-        Ok((Self { globalmodel, localmodel, pool_g, fc_t, fc, fusion }, config))
+        Ok((Self { globalmodel, localmodel, pool_g, fc_t, fc, fusion, cpu_backbone: None }, config))
     }
 
     pub fn forward_parts(&self, x: Tensor<4>) -> DolgOutput {
-        let (f3, f4) = self.globalmodel.forward(x);
+        let (f3, f4) = match &self.cpu_backbone {
+            Some(native) => {
+                let device = x.device();
+                native.forward(x, &device)
+            }
+            None => self.globalmodel.forward(x),
+        };
         let pooled = match &self.pool_g {
             Some(g) => g.forward(f4.clone()),
             None => gap(f4.clone()),

@@ -2,6 +2,7 @@
 
 pub mod aspp;
 pub mod backbone;
+pub mod cpu_resnet;
 pub mod dolg;
 pub mod fusion;
 pub mod gem;
@@ -147,7 +148,14 @@ pub enum RetrievalModel {
 impl RetrievalModel {
     /// Load a DOLG checkpoint for inference (BatchNorm folded).
     pub fn dolg(ckpt: &Checkpoint, arch: Option<Arch>, fusion: Fusion, device: &burn::tensor::Device) -> Result<Self, ModelError> {
-        let (m, c) = Dolg::load(ckpt, arch, fusion, true, device)?;
+        let (mut m, c) = Dolg::load(ckpt, arch, fusion, true, device)?;
+        // On the CPU the ResNet trunk runs on the native path; DOLG_NATIVE=0 keeps burn's kernels
+        // (for A/B comparisons).
+        if *device == burn::tensor::Device::flex() && std::env::var("DOLG_NATIVE").map_or(true, |v| v != "0") {
+            if let Backbone::ResNet(r) = &m.globalmodel {
+                m.cpu_backbone = Some(std::sync::Arc::new(cpu_resnet::CpuResNet::from_resnet(r)));
+            }
+        }
         Ok(RetrievalModel::Dolg(m, c))
     }
 

@@ -1,0 +1,188 @@
+"""PyTorch DOLG (R50/R101, optional multi-atrous) written from the project spec, for the speed
+comparison in bench/compare_torch.sh. Never needed by dolg itself.
+
+Usage: torch_dolg.py CHECKPOINT OUT.npy THREADS [--scales S,S,...] [--flops] IMAGE...
+Writes descriptors like `dolg extract` and prints a JSON line with timings.
+"""
+import gzip, io, json, resource, sys, time
+
+import cv2
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Bottleneck(nn.Module):
+    def __init__(self, cin, w, cout, stride):
+        super().__init__()
+        self.f = nn.Module()
+        self.f.a, self.f.a_bn = nn.Conv2d(cin, w, 1, bias=False), nn.BatchNorm2d(w)
+        self.f.b, self.f.b_bn = nn.Conv2d(w, w, 3, stride, 1, bias=False), nn.BatchNorm2d(w)
+        self.f.c, self.f.c_bn = nn.Conv2d(w, cout, 1, bias=False), nn.BatchNorm2d(cout)
+        self.has_proj = cin != cout or stride != 1
+        if self.has_proj:
+            self.proj, self.bn = nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        f = self.f
+        y = F.relu(f.a_bn(f.a(x)))
+        y = F.relu(f.b_bn(f.b(y)))
+        y = f.c_bn(f.c(y))
+        return F.relu(y + (self.bn(self.proj(x)) if self.has_proj else x))
+
+
+class ResNet(nn.Module):
+    def __init__(self, depths):
+        super().__init__()
+        self.stem = nn.Module()
+        self.stem.conv, self.stem.bn = nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64)
+        cin = 64
+        for s, (n, w, cout, st) in enumerate(zip(depths, [64, 128, 256, 512], [256, 512, 1024, 2048], [1, 2, 2, 2])):
+            stage = nn.Module()
+            for i in range(n):
+                setattr(stage, f"b{i + 1}", Bottleneck(cin, w, cout, st if i == 0 else 1))
+                cin = cout
+            setattr(self, f"s{s + 1}", stage)
+        self.depths = depths
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.stem.bn(self.stem.conv(x))), 3, 2, 1)
+        for s in range(4):
+            stage = getattr(self, f"s{s + 1}")
+            for i in range(self.depths[s]):
+                x = getattr(stage, f"b{i + 1}")(x)
+            if s == 2:
+                f3 = x
+        return f3, x
+
+
+class Aspp(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.aspp = nn.ModuleList([nn.Conv2d(c, 512, 1)] + [nn.Conv2d(c, 512, 3, 1, d, d) for d in (6, 12, 18)])
+        self.im_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, 512, 1), nn.ReLU())
+        self.conv_after = nn.Sequential(nn.Conv2d(2560, c, 1), nn.ReLU())
+
+    def forward(self, x):
+        h, w = x.shape[2:]
+        parts = [self.im_pool(x).expand(-1, -1, h, w)] + [m(x) for m in self.aspp]
+        return self.conv_after(torch.cat(parts, 1))
+
+
+class Local(nn.Module):
+    def __init__(self, aspp):
+        super().__init__()
+        if aspp:
+            self.aspp = Aspp(1024)
+        self.conv1, self.bn, self.conv2 = nn.Conv2d(1024, 1024, 1), nn.BatchNorm2d(1024), nn.Conv2d(1024, 1, 1)
+
+    def forward(self, x):
+        if hasattr(self, "aspp"):
+            x = self.aspp(x)
+        x = self.bn(self.conv1(x))
+        n = F.normalize(x, p=2, dim=1)
+        return F.softplus(self.conv2(F.relu(x))) * n
+
+
+class Dolg(nn.Module):
+    def __init__(self, depths, aspp):
+        super().__init__()
+        self.globalmodel, self.localmodel = ResNet(depths), Local(aspp)
+        self.pool_g = nn.Module()
+        self.pool_g.p = nn.Parameter(torch.ones(1) * 3)
+        self.fc_t, self.fc = nn.Linear(2048, 1024), nn.Linear(2048, 512)
+
+    def forward(self, x):
+        f3, f4 = self.globalmodel(x)
+        p = self.pool_g.p
+        fg = self.fc_t(F.avg_pool2d(f4.clamp(min=1e-6).pow(p), f4.shape[2:]).pow(1.0 / p).flatten(1))
+        fl = self.localmodel(f3)
+        flat = fl.flatten(2)
+        proj = torch.bmm(fg.unsqueeze(2), torch.bmm(fg.unsqueeze(1), flat)) / (fg * fg).sum(1).view(-1, 1, 1)
+        fo = (flat - proj).mean(2)
+        return self.fc(torch.cat([fg, fo], 1))
+
+
+def load(path):
+    raw = open(path, "rb").read()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    ck = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False)
+    sd = ck.get("model_state", ck)
+    sd = {k: v for k, v in sd.items() if not k.startswith("desc_cls.") and not k.endswith("num_batches_tracked")}
+    depths = [max(int(k.split(".")[2][1:]) for k in sd if k.startswith(f"globalmodel.s{s}.")) for s in range(1, 5)]
+    m = Dolg(depths, any(k.startswith("localmodel.aspp.") for k in sd))
+    m.load_state_dict(sd, strict=True)
+    return m.eval()
+
+
+MEAN, STD = np.array([0.406, 0.456, 0.485], np.float32), np.array([0.225, 0.224, 0.229], np.float32)
+
+
+def describe(model, path, scales):
+    im = cv2.imread(path).astype(np.float32)  # BGR, like the authors' evaluation
+    h, w = im.shape[:2]
+    acc = np.zeros(512, np.float32)
+    for s in scales:
+        r = cv2.resize(im, (int(round(w * s)), int(round(h * s))), interpolation=cv2.INTER_LINEAR)
+        x = ((r.transpose(2, 0, 1) / 255.0 - MEAN[:, None, None]) / STD[:, None, None]).astype(np.float32)
+        with torch.no_grad():
+            d = F.normalize(model(torch.from_numpy(x)[None]), p=2, dim=1)[0].numpy()
+        acc += d
+    acc /= len(scales)
+    return acc / np.linalg.norm(acc)
+
+
+def conv_flops(model, h, w):
+    """Multiply-adds ×2 of every conv and linear layer for one input of size h×w."""
+    total = [0]
+    def hook(m, inp, out):
+        if isinstance(m, nn.Conv2d):
+            total[0] += 2 * out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, nn.Linear):
+            total[0] += 2 * m.in_features * m.out_features
+    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, h, w))
+    for x in hs:
+        x.remove()
+    return total[0]
+
+
+def main():
+    args = sys.argv[1:]
+    scales = [0.3535, 0.5, 0.7071, 1.0, 1.4142]
+    if "--scales" in args:
+        i = args.index("--scales")
+        scales = [float(v) for v in args[i + 1].split(",")]
+        del args[i:i + 2]
+    want_flops = "--flops" in args
+    args = [a for a in args if a != "--flops"]
+    ckpt, out, threads, images = args[0], args[1], int(args[2]), args[3:]
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(1)
+    model = load(ckpt)
+    t0 = time.perf_counter()
+    descs = [describe(model, p, scales) for p in images]
+    secs = time.perf_counter() - t0
+    np.save(out, np.stack(descs).astype(np.float32))
+    res = {"images": len(images), "seconds": secs, "seconds_per_image": secs / len(images),
+           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if want_flops:
+        flops = 0
+        for p in images:
+            h, w = cv2.imread(p).shape[:2]
+            flops += sum(conv_flops(model, int(round(h * s)), int(round(w * s))) for s in scales)
+        res["gflop_per_image"] = flops / len(images) / 1e9
+        a = torch.randn(2048, 2048)
+        torch.mm(a, a)
+        t = time.perf_counter()
+        for _ in range(5):
+            torch.mm(a, a)
+        res["sgemm_gflops"] = 5 * 2 * 2048 ** 3 / (time.perf_counter() - t) / 1e9
+    print(json.dumps(res))
+
+
+if __name__ == "__main__":
+    main()
