@@ -2,34 +2,13 @@
 //! vectors, exact positions of 300 relevant items per query (the shape of ROxford+1M).
 //! Prints seconds and peak resident memory. Run: `cargo bench --bench rank_1m [-- N_DB]`.
 
+mod common;
+
 use std::time::Instant;
 
+use common::{peak_rss_mib, unit_rows};
+
 use dolg::eval::{stream_positions, Database, DEFAULT_BLOCK_ROWS};
-
-fn xorshift(state: &mut u64) -> f32 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    (*state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-}
-
-fn unit_rows(n: usize, dim: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    let mut v: Vec<f32> = (0..n * dim).map(|_| xorshift(&mut s)).collect();
-    for row in v.chunks_mut(dim) {
-        dolg::descriptors::l2_normalize(row);
-    }
-    v
-}
-
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 fn main() {
     let n_db: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(1_000_000);

@@ -3,32 +3,13 @@
 //! `bench/compare_faiss.sh`; `--json` prints one JSON object instead of the table.
 //! Run: `cargo bench --bench search_1m [-- --n 1000000 --threads 2]`.
 
+mod common;
+
 use std::time::Instant;
 
+use common::{peak_rss_mib, unit_rows};
+
 use dolg::index::exact;
-
-fn xorshift(state: &mut u64) -> f32 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    (*state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-}
-
-fn unit_rows(n: usize, dim: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed;
-    let mut v: Vec<f32> = (0..n * dim).map(|_| xorshift(&mut s)).collect();
-    v.chunks_mut(dim).for_each(dolg::descriptors::l2_normalize);
-    v
-}
-
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
 
 /// Streamed straight from the flat buffer, so writing adds no copy to the measured peak memory.
 fn write_npy(path: &std::path::Path, data: &[f32], dim: usize) {
