@@ -11,5 +11,14 @@ venv=target/bench-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -c "import torch, cv2, numpy" 2>/dev/null || "$venv/bin/pip" install --quiet torch opencv-python-headless numpy
 cargo build --release --quiet
-mapfile -t photos < <(ls examples/landmarks/images/*.jpg | head -n "$n")
+# Both sides must see the same pixels: JPEG decoders differ slightly (OpenCV's libjpeg-turbo vs
+# zune-jpeg), so the photos are decoded once with OpenCV and stored as lossless PNG.
+pngs=target/bench-data/png
+mkdir -p "$pngs"
+"$venv/bin/python" - "$pngs" $(ls examples/landmarks/images/*.jpg | head -n "$n") <<'PY'
+import cv2, os, sys
+for p in sys.argv[2:]:
+    cv2.imwrite(os.path.join(sys.argv[1], os.path.basename(p)[:-4] + ".png"), cv2.imread(p))
+PY
+mapfile -t photos < <(ls "$pngs"/*.png | head -n "$n")
 "$venv/bin/python" bench/compare_torch.py "$ckpt" ./target/release/dolg "$reps" "${photos[@]}"

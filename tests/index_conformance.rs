@@ -51,23 +51,23 @@ fn conformance(kind: IndexKind) {
         index.commit((0..300).map(|i| add(&format!("img{i}"), i, dim)).collect()).unwrap();
         // add: every entry finds itself first with score 1.
         for i in [0u64, 17, 299] {
-            let hits = index.search(&unit(i, dim), 3, -1.0);
+            let hits = index.search(&unit(i, dim), 3, -1.0).unwrap();
             assert_eq!(hits[0][0].name, format!("img{i}"), "{kind:?}");
             assert!((hits[0][0].score - 1.0).abs() < 1e-5);
         }
         // search agrees with brute force.
         let q = unit(1000, dim);
-        assert_eq!(names(&index.search(&q, 10, -1.0)[0]), brute_force(&index, &q, 10), "{kind:?}");
+        assert_eq!(names(&index.search(&q, 10, -1.0).unwrap()[0]), brute_force(&index, &q, 10), "{kind:?}");
         // min_score filters.
-        assert!(index.search(&q, 50, 0.3)[0].iter().all(|h| h.score >= 0.3));
+        assert!(index.search(&q, 50, 0.3).unwrap()[0].iter().all(|h| h.score >= 0.3));
         // remove: gone from results, count drops, others unaffected.
         index.commit(vec![Record::Remove { name: "img17".into() }]).unwrap();
-        let hits = index.search(&unit(17, dim), 5, -1.0);
+        let hits = index.search(&unit(17, dim), 5, -1.0).unwrap();
         assert!(hits[0].iter().all(|h| h.name != "img17"));
         assert_eq!(index.store().live_count(), 299);
         // re-adding a name replaces its vector.
         index.commit(vec![Record::Add { name: "img5".into(), hash: None, vector: unit(5000, dim) }]).unwrap();
-        assert_eq!(index.search(&unit(5000, dim), 1, -1.0)[0][0].name, "img5");
+        assert_eq!(index.search(&unit(5000, dim), 1, -1.0).unwrap()[0][0].name, "img5");
         assert_eq!(index.store().live_count(), 299);
     }
     // persist + reopen: same state, same answers.
@@ -75,8 +75,8 @@ fn conformance(kind: IndexKind) {
     assert_eq!(reopened.store().live_count(), 299);
     assert!(reopened.store().lookup("img17").is_none());
     let q = unit(1000, dim);
-    assert_eq!(names(&reopened.search(&q, 10, -1.0)[0]), brute_force(&reopened, &q, 10));
-    assert_eq!(reopened.search(&unit(5000, dim), 1, -1.0)[0][0].name, "img5");
+    assert_eq!(names(&reopened.search(&q, 10, -1.0).unwrap()[0]), brute_force(&reopened, &q, 10));
+    assert_eq!(reopened.search(&unit(5000, dim), 1, -1.0).unwrap()[0][0].name, "img5");
     // mixing models is refused.
     assert!(matches!(reopened.check_model(&model(dim, "B")), Err(IndexError::ModelMismatch { .. })));
     assert!(reopened.check_model(&model(dim, "A")).is_ok());
@@ -85,7 +85,7 @@ fn conformance(kind: IndexKind) {
     let mut w = Index::open(&path, true).unwrap();
     w.compact().unwrap();
     assert_eq!(w.store().segments(), 1);
-    assert_eq!(names(&w.search(&q, 10, -1.0)[0]), brute_force(&w, &q, 10));
+    assert_eq!(names(&w.search(&q, 10, -1.0).unwrap()[0]), brute_force(&w, &q, 10));
     drop(w);
     // a corrupted segment is detected and named, never used.
     let seg = std::fs::read_dir(&path).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "bin")).unwrap();
@@ -97,9 +97,22 @@ fn conformance(kind: IndexKind) {
         Err(IndexError::Corrupt { path: p, .. }) => assert_eq!(p, seg),
         other => panic!("{kind:?}: corrupt segment not detected: {other:?}"),
     }
-    // a corrupted manifest too.
     bytes[mid] ^= 1;
     std::fs::write(&seg, &bytes).unwrap();
+    if kind == IndexKind::Hnsw {
+        // The graph is a checksummed cache of the segments: a damaged one is reported and
+        // rebuilt from the vectors, never used.
+        let graph = path.join("hnsw.graph");
+        assert!(graph.exists(), "the graph is saved with the index");
+        let mut g = std::fs::read(&graph).unwrap();
+        let gm = g.len() / 2;
+        g[gm] ^= 0xff;
+        std::fs::write(&graph, &g).unwrap();
+        let rebuilt = Index::open(&path, false).unwrap();
+        assert_eq!(rebuilt.store().live_count(), 299);
+        assert_eq!(names(&rebuilt.search(&q, 10, -1.0).unwrap()[0]), brute_force(&rebuilt, &q, 10));
+    }
+    // a corrupted manifest too.
     let manifest = path.join("manifest.json");
     let text = std::fs::read_to_string(&manifest).unwrap().replacen("test-model", "test-modem", 1);
     std::fs::write(&manifest, text).unwrap();
@@ -117,6 +130,7 @@ macro_rules! conformance_suite {
 
 conformance_suite! {
     exact_conforms => IndexKind::Exact,
+    hnsw_conforms => IndexKind::Hnsw,
 }
 
 #[test]

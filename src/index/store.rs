@@ -255,14 +255,17 @@ impl Store {
         Ok(store)
     }
 
-    fn apply(&mut self, records: Vec<Record>) {
+    /// Replay records; returns the rows that died (superseded or removed).
+    fn apply(&mut self, records: Vec<Record>) -> Vec<usize> {
         let dim = self.body.model.dim;
+        let mut died = Vec::new();
         for r in records {
             match r {
                 Record::Add { name, hash, vector } => {
                     debug_assert_eq!(vector.len(), dim);
                     if let Some(old) = self.live.insert(name.clone(), self.rows.len()) {
                         self.rows[old].alive = false;
+                        died.push(old);
                     }
                     self.rows.push(Row { name, hash, alive: true });
                     self.vectors.extend_from_slice(&vector);
@@ -270,10 +273,12 @@ impl Store {
                 Record::Remove { name } => {
                     if let Some(old) = self.live.remove(&name) {
                         self.rows[old].alive = false;
+                        died.push(old);
                     }
                 }
             }
         }
+        died
     }
 
     fn write_manifest(&self) -> Result<(), IndexError> {
@@ -282,10 +287,11 @@ impl Store {
         write_atomic(&self.dir.join(MANIFEST), &serde_json::to_vec_pretty(&m).expect("serialisable"))
     }
 
-    /// Durably append a batch. On return the batch survives a crash; on error the index is unchanged.
-    pub fn commit(&mut self, records: Vec<Record>) -> Result<(), IndexError> {
+    /// Durably append a batch. On return the batch survives a crash; on error the index is
+    /// unchanged. Returns the rows that died; the new rows are the ones past the old row count.
+    pub fn commit(&mut self, records: Vec<Record>) -> Result<Vec<usize>, IndexError> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let dim = self.body.model.dim;
         for r in &records {
@@ -306,9 +312,9 @@ impl Store {
             self.body = previous;
             return Err(e);
         }
-        self.apply(records);
+        let died = self.apply(records);
         self.remove_orphans();
-        Ok(())
+        Ok(died)
     }
 
     /// Rewrite all live rows into one segment (drops dead rows and tombstones).
@@ -331,6 +337,11 @@ impl Store {
         self.apply(records);
         self.remove_orphans();
         Ok(())
+    }
+
+    /// The manifest's generation: changes with every commit and compaction.
+    pub fn generation(&self) -> u64 {
+        self.body.next_segment
     }
 
     fn remove_orphans(&self) {
