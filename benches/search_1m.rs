@@ -1,6 +1,8 @@
 //! Exact search benchmark: N random 512-d unit vectors (default 1,000,000), 100 queries, top-100.
-//! Prints queries/s and peak memory. `--write DIR` also saves the data as .npy for
-//! `bench/compare_faiss.sh`; `--json` prints one JSON object instead of the table.
+//! Prints queries/s and peak memory. `--hnsw` also builds the usearch HNSW index at its defaults
+//! (M=16, ef_construction=128, ef_search=64) and reports build time, queries/s (one query at a
+//! time, as `dolg search` issues them) and recall@10 against the exact results. `--write DIR`
+//! also saves the data as .npy for `bench/compare_faiss.sh`; `--json` prints one JSON object.
 //! Run: `cargo bench --bench search_1m [-- --n 1000000 --threads 2]`.
 
 mod common;
@@ -56,16 +58,36 @@ fn main() {
         std::fs::write(std::path::Path::new(&dir).join("exact_top10.txt"), ids.join("\n")).unwrap();
     }
     let threads = rayon::current_num_threads();
+    let exact_rss = peak_rss_mib();
+    let hnsw = std::env::args().any(|a| a == "--hnsw").then(|| {
+        let t = Instant::now();
+        let mut g = dolg::index::HnswIndex::new(dim, n).unwrap();
+        let ids: Vec<u64> = (0..n as u64).collect();
+        g.add_batch(&ids, &db).unwrap();
+        let build = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let found: Vec<Vec<u64>> = queries.chunks(dim).map(|q| g.search(q, 10).unwrap().into_iter().map(|(id, _)| id).collect()).collect();
+        let search = t.elapsed().as_secs_f64();
+        let recall = found
+            .iter()
+            .zip(&top)
+            .map(|(f, e)| e.iter().take(10).filter(|h| f.contains(&(h.row as u64))).count() as f64 / 10.0)
+            .sum::<f64>()
+            / nq as f64;
+        (build, nq as f64 / search, recall, peak_rss_mib())
+    });
     if json {
+        let h = hnsw.map_or(String::new(), |(b, q, r, m)| format!(", \"hnsw_build_seconds\": {b}, \"hnsw_qps\": {q}, \"hnsw_recall_at_10\": {r}, \"hnsw_peak_rss_mib\": {m}"));
         println!(
-            "{{\"n\": {n}, \"dim\": {dim}, \"queries\": {nq}, \"k\": {k}, \"threads\": {threads}, \"exact_seconds\": {secs}, \"exact_qps\": {}, \"peak_rss_mib\": {}, \"data_mib\": {}}}",
+            "{{\"n\": {n}, \"dim\": {dim}, \"queries\": {nq}, \"k\": {k}, \"threads\": {threads}, \"exact_seconds\": {secs}, \"exact_qps\": {}, \"peak_rss_mib\": {exact_rss}, \"data_mib\": {data_mib}{h}}}",
             nq as f64 / secs,
-            peak_rss_mib(),
-            data_mib
         );
     } else {
         println!("| search | database | queries x k | threads | seconds (median of 3) | queries/s | peak RSS (MiB) | of which data (MiB) |");
         println!("|---|---|---|---|---|---|---|---|");
-        println!("| dolg exact | {n} x {dim} | {nq} x {k} | {threads} | {secs:.3} | {:.1} | {:.0} | {data_mib:.0} |", nq as f64 / secs, peak_rss_mib());
+        println!("| dolg exact | {n} x {dim} | {nq} x {k} | {threads} | {secs:.3} | {:.1} | {exact_rss:.0} | {data_mib:.0} |", nq as f64 / secs);
+        if let Some((b, q, r, m)) = hnsw {
+            println!("\nHNSW (usearch, defaults): build {b:.1} s, {q:.0} queries/s (top-10, one at a time), recall@10 {r:.3}, peak RSS {m:.0} MiB");
+        }
     }
 }

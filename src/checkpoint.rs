@@ -258,10 +258,6 @@ impl<'a> VarBuilder<'a> {
         VarPath { vb: self, prefix: String::new() }
     }
 
-    pub fn checkpoint(&self) -> &'a Checkpoint {
-        self.ckpt
-    }
-
     /// Fail if the checkpoint holds keys that the model did not read (ignoring the training head
     /// and BatchNorm counters).
     pub fn finish(self) -> Result<(), CheckpointError> {

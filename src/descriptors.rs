@@ -189,6 +189,9 @@ pub fn read_matrix(path: &Path) -> Result<(Vec<f32>, usize, usize), DescriptorEr
     let [n, d] = shape[..] else {
         return Err(ferr(format!("expected a 2-D array [rows, dim], found shape {shape:?}")));
     };
+    if d == 0 {
+        return Err(ferr(format!("array of shape {shape:?} holds no values per row")));
+    }
     if npy.order() != npyz::Order::C {
         return Err(ferr("Fortran-ordered arrays are not supported; save with C order".into()));
     }

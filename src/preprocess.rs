@@ -23,6 +23,8 @@ pub enum PreprocessError {
     TooSmall { width: usize, height: usize, scale: f64, out_w: usize, out_h: usize },
     #[error("invalid scale {0}: scales must be finite and positive")]
     BadScale(f64),
+    #[error("scale {scale} would resize a {width}x{height} image to {out_w}x{out_h}, over the {max} pixel limit")]
+    TooLarge { width: usize, height: usize, scale: f64, out_w: usize, out_h: usize, max: usize },
 }
 
 /// Channel order the network expects. DOLG's released weights take BGR; torchvision-style ImageNet
@@ -200,6 +202,10 @@ pub fn normalize_chw(img: &FloatImage, norm: &Normalization) -> Vec<f32> {
     out
 }
 
+/// Largest resized image accepted (pixels): far above any real use, low enough that a typo such
+/// as `--scales 1e6` is an error for that image rather than an allocation failure.
+pub const MAX_RESIZED_PIXELS: usize = 200_000_000;
+
 /// The network input for one scale: `[3, h, w]` data plus its size.
 #[derive(Debug, Clone)]
 pub struct ScaledInput {
@@ -221,6 +227,9 @@ pub fn multiscale_inputs(img: &FloatImage, scales: &[f64], norm: &Normalization)
             let (h, w) = scaled_size(img.height, img.width, s);
             if h == 0 || w == 0 {
                 return Err(PreprocessError::TooSmall { width: img.width, height: img.height, scale: s, out_w: w, out_h: h });
+            }
+            if h.saturating_mul(w) > MAX_RESIZED_PIXELS {
+                return Err(PreprocessError::TooLarge { width: img.width, height: img.height, scale: s, out_w: w, out_h: h, max: MAX_RESIZED_PIXELS });
             }
             let resized = resize_linear(img, h, w);
             Ok(ScaledInput { scale: s, height: h, width: w, chw: normalize_chw(&resized, norm) })
@@ -282,6 +291,12 @@ mod tests {
         let img = ramp(1, 1);
         let err = multiscale_inputs(&img, &DEFAULT_SCALES, &Normalization::DOLG).unwrap_err();
         assert!(matches!(err, PreprocessError::TooSmall { scale, .. } if scale == 0.3535));
+    }
+
+    #[test]
+    fn absurd_scale_is_a_clear_error_not_an_allocation_failure() {
+        let err = multiscale_inputs(&ramp(640, 480), &[1e6], &Normalization::DOLG).unwrap_err();
+        assert!(matches!(err, PreprocessError::TooLarge { .. }));
     }
 
     #[test]

@@ -25,7 +25,8 @@ pub struct ExtractArgs {
     /// Crop every image to this box before describing it (query crop; int() truncation like the reference).
     #[arg(long, value_name = "X1,Y1,X2,Y2")]
     pub crop: Option<CropBox>,
-    /// Reject images with a side longer than this many pixels (protects against decompression bombs).
+    /// Reject images with a side longer than this many pixels (protects against decompression
+    /// bombs); images over 100 Mpx in all are rejected too.
     #[arg(long, default_value_t = 20_000, value_name = "PIXELS")]
     pub max_side: u32,
     /// Exit with status 3 if any image could not be processed.

@@ -93,6 +93,10 @@ pub struct ImportArgs {
     /// Names file, one per row (default: X.names.txt beside the .npy if present, else `X.npy#<row>`).
     #[arg(long, value_name = "FILE")]
     pub names: Option<PathBuf>,
+    /// Confirm that the descriptors were made with this index's model (same weights and options),
+    /// which dolg cannot check for bare vectors. Required when the index has a model.
+    #[arg(long)]
+    pub same_model: bool,
 }
 
 #[derive(Args, Debug)]
@@ -132,7 +136,8 @@ pub struct SearchArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
-    /// Also write PREFIX.ids.npy (int64 [N, k] row ids, -1 padding) and PREFIX.scores.npy (float32).
+    /// Also write PREFIX.ids.npy (int64 [N, k] index row ids, -1 padding), PREFIX.scores.npy
+    /// (float32 [N, k], NaN padding) and PREFIX.rows.tsv (row id <TAB> name for every id used).
     #[arg(long, value_name = "PREFIX")]
     pub out_npy: Option<PathBuf>,
     /// Write a self-contained HTML page with each query beside its results as thumbnails.
@@ -224,6 +229,9 @@ fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     let mut index = if dolg::index::Store::exists(&a.db) {
         let index = Index::open(&a.db, true)?;
         index.check_model(&id)?;
+        if index.kind() != a.kind {
+            bail!("{} is an existing {} index; it cannot be rebuilt as --kind {}", a.db.display(), index.kind().as_str(), a.kind.as_str());
+        }
         index
     } else {
         Index::create(&a.db, id, a.kind)?
@@ -325,6 +333,14 @@ fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
     };
     if index.store().dim() != dim {
         bail!("{} holds {dim}-d descriptors, the index {}-d", a.descriptors.display(), index.store().dim());
+    }
+    if index.store().model().fingerprint.is_some() && !a.same_model {
+        bail!(
+            "{} was built with {}; dolg cannot verify that {} comes from the same model. If it does (e.g. made by `dolg extract` with the same weights and scales), repeat with --same-model",
+            a.db.display(),
+            index.store().model().name,
+            a.descriptors.display()
+        );
     }
     let pb = progress(n as u64, "import");
     for (chunk, names) in data.chunks_mut(dim * 65_536).zip(names.chunks(65_536)) {
@@ -434,8 +450,10 @@ pub fn search(a: SearchArgs) -> anyhow::Result<ExitCode> {
                     if extractor.is_none() {
                         let mut m = model_args_from(index.store().model())?;
                         if let Some(w) = &a.weights {
+                            if m.backbone.is_some() {
+                                bail!("this index uses a pretrained backbone (fetched with `dolg fetch-weights`); --weights does not apply");
+                            }
                             m.weights = Some(w.clone());
-                            m.backbone = None;
                         }
                         let ex = m.extractor(device.clone())?;
                         index.check_model(&identity(&m, ex.model.name(), ex.model.out_dim())?)?;
@@ -448,12 +466,13 @@ pub fn search(a: SearchArgs) -> anyhow::Result<ExitCode> {
             queries.push(Query { label: json!(p.display().to_string()), path: Some(p.clone()), exclude: stored });
         }
     }
-    // One extra result covers a query that finds itself.
-    let results = index.search(&vectors, a.k + 1, a.min_score)?;
+    // One extra result covers a query that finds itself; never ask for more than the index holds.
+    let k = a.k.min(index.store().live_count());
+    let results = index.search(&vectors, k + 1, a.min_score)?;
     let results: Vec<Vec<NamedHit>> = results
         .into_iter()
         .zip(&queries)
-        .map(|(hits, q)| hits.into_iter().filter(|h| Some(h.row) != q.exclude).take(a.k).collect())
+        .map(|(hits, q)| hits.into_iter().filter(|h| Some(h.row) != q.exclude).take(k).collect())
         .collect();
 
     if a.json {
@@ -471,7 +490,7 @@ pub fn search(a: SearchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(prefix) = &a.out_npy {
-        write_hits_npy(prefix, &results, a.k)?;
+        write_hits_npy(prefix, &results, k)?;
     }
     if let Some(html) = &a.html {
         super::report::write_html(html, &queries.iter().map(|q| (q.label.clone(), q.path.clone())).collect::<Vec<_>>(), &results)?;
@@ -482,20 +501,27 @@ pub fn search(a: SearchArgs) -> anyhow::Result<ExitCode> {
 
 fn write_hits_npy(prefix: &Path, results: &[Vec<NamedHit>], k: usize) -> anyhow::Result<()> {
     use npyz::WriterBuilder;
-    let ids_path = PathBuf::from(format!("{}.ids.npy", prefix.display()));
+    let file = |ext: &str| PathBuf::from(format!("{}.{ext}", prefix.display()));
+    let ids_path = file("ids.npy");
     let mut ids = Vec::with_capacity(results.len() * k);
-    let mut scores = Vec::with_capacity(results.len() * k);
+    let mut scores = Vec::with_capacity(results.len());
+    let mut names = std::collections::BTreeMap::new();
     for hits in results {
         for i in 0..k {
             ids.push(hits.get(i).map_or(-1i64, |h| h.row as i64));
-            scores.push(hits.get(i).map_or(f32::NAN, |h| h.score));
         }
+        scores.push((0..k).map(|i| hits.get(i).map_or(f32::NAN, |h| h.score)).collect::<Vec<f32>>());
+        names.extend(hits.iter().map(|h| (h.row, h.name.clone())));
     }
-    let f = std::fs::File::create(&ids_path).with_context(|| format!("cannot write {}", ids_path.display()))?;
-    let mut w = npyz::WriteOptions::<i64>::new().default_dtype().shape(&[results.len() as u64, k as u64]).writer(std::io::BufWriter::new(f)).begin_nd()?;
+    let dir = ids_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write {}", ids_path.display()))?;
+    let mut w = npyz::WriteOptions::<i64>::new().default_dtype().shape(&[results.len() as u64, k as u64]).writer(std::io::BufWriter::new(tmp.as_file())).begin_nd()?;
     w.extend(ids)?;
     w.finish()?;
-    let rows: Vec<Vec<f32>> = scores.chunks(k.max(1)).map(<[f32]>::to_vec).collect();
-    write_descriptors(&PathBuf::from(format!("{}.scores.npy", prefix.display())), &rows, k, None)?;
+    tmp.persist(&ids_path)?;
+    write_descriptors(&file("scores.npy"), &scores, k, None)?;
+    // Row ids are the index's internal positions: this table maps the ones used to names.
+    let table: String = names.into_iter().map(|(row, name)| format!("{row}\t{name}\n")).collect();
+    std::fs::write(file("rows.tsv"), table).with_context(|| format!("cannot write {}", file("rows.tsv").display()))?;
     Ok(())
 }

@@ -111,7 +111,13 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IndexError> {
 /// Writers hold an exclusive lock on `dir/lock`, readers a shared one, for the life of the Store.
 fn lock_dir(dir: &Path, exclusive: bool) -> Result<File, IndexError> {
     let path = dir.join(LOCK);
-    let f = File::options().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
+    // Readers need no write access: on a read-only copy they open the existing lock file read-only.
+    let f = if exclusive || !path.exists() {
+        File::options().create(true).truncate(false).write(true).open(&path)
+    } else {
+        File::open(&path)
+    }
+    .map_err(io_err(&path))?;
     let got = if exclusive { f.try_lock() } else { f.try_lock_shared() };
     match got {
         Ok(()) => Ok(f),
@@ -337,11 +343,6 @@ impl Store {
         self.apply(records);
         self.remove_orphans();
         Ok(())
-    }
-
-    /// The manifest's generation: changes with every commit and compaction.
-    pub fn generation(&self) -> u64 {
-        self.body.next_segment
     }
 
     fn remove_orphans(&self) {
