@@ -173,7 +173,7 @@ fn check_rows(path: &Path, found: usize, expected: usize, what: &str) -> anyhow:
 fn extract_revisited(a: &RevisitedArgs, gnd: &RevisitedGnd, root: &Path, device: burn::tensor::Device) -> anyhow::Result<(Vec<f32>, Vec<f32>, usize)> {
     let cache = a.cache.clone().unwrap_or_else(|| root.join(".dolg-cache"));
     std::fs::create_dir_all(&cache).with_context(|| format!("cannot create cache directory {}", cache.display()))?;
-    let key = a.model.identity()?;
+    let key = a.model.fingerprint()?;
     let key_file = cache.join("key.txt");
     let (db_file, q_file) = (cache.join("db.npy"), cache.join("queries.npy"));
     if std::fs::read_to_string(&key_file).is_ok_and(|k| k == key) {

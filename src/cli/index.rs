@@ -1,19 +1,18 @@
 //! `dolg index …` and `dolg search`.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use dolg::decode::expand_inputs;
-use dolg::descriptors::{l2_normalize, read_matrix, write_descriptors};
+use dolg::descriptors::{l2_normalize, read_matrix, write_descriptors, Extractor};
 use dolg::index::{Index, IndexKind, ModelIdentity, NamedHit, Record};
 use dolg::preprocess::CropBox;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{progress, ModelArgs, RunArgs};
+use super::{progress, value_name, ModelArgs, RunArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum IndexCommand {
@@ -159,7 +158,7 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<ExitCode> {
         IndexCommand::Add(a) => {
             let mut index = Index::open(&a.db, true)?;
             let model = model_args_from(index.store().model())?;
-            add_images(&mut index, &model, &a.add)
+            add_images(&mut index, &model, &a.add, None)
         }
         IndexCommand::Remove(a) => remove(a),
         IndexCommand::Import(a) => import(a),
@@ -173,28 +172,10 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn value_name<T: ValueEnum>(v: &T) -> String {
-    v.to_possible_value().expect("no skipped variants").get_name().to_owned()
-}
-
-/// The identity of the descriptors `m` produces: a hash of the weights file's bytes and of every
-/// option that changes the output, plus a spec to rebuild the same model later.
+/// The identity of the descriptors `m` produces: its fingerprint, plus a spec to rebuild the same
+/// model later.
 fn identity(m: &ModelArgs, name: String, dim: usize) -> anyhow::Result<ModelIdentity> {
     let w = m.weights_file()?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut std::fs::File::open(&w).with_context(|| format!("cannot read {}", w.display()))?, &mut h)?;
-    let weights_sha: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    let options = format!(
-        "backbone={:?};arch={:?};fusion={};scales={:?}",
-        m.backbone.map(|b| value_name(&b)),
-        m.arch.map(|a| value_name(&a)),
-        value_name(&m.fusion),
-        m.scales()
-    );
     let spec = json!({
         "weights": if m.backbone.is_some() { serde_json::Value::Null } else { json!(std::fs::canonicalize(&w).unwrap_or(w).display().to_string()) },
         "backbone": m.backbone.map(|b| value_name(&b)),
@@ -202,7 +183,7 @@ fn identity(m: &ModelArgs, name: String, dim: usize) -> anyhow::Result<ModelIden
         "fusion": value_name(&m.fusion),
         "scales": m.scales(),
     });
-    Ok(ModelIdentity { name, dim, fingerprint: Some(sha256_hex(format!("{weights_sha};{options}").as_bytes())), spec: Some(spec) })
+    Ok(ModelIdentity { name, dim, fingerprint: Some(m.fingerprint()?), spec: Some(spec) })
 }
 
 fn model_args_from(id: &ModelIdentity) -> anyhow::Result<ModelArgs> {
@@ -224,8 +205,8 @@ fn image_name(p: &Path) -> String {
 
 fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     let device = a.add.run.init()?;
-    let probe = a.model.model(&device)?;
-    let id = identity(&a.model, probe.name(), probe.out_dim())?;
+    let ex = a.model.extractor(device)?;
+    let id = identity(&a.model, ex.model.name(), ex.model.out_dim())?;
     let mut index = if dolg::index::Store::exists(&a.db) {
         let index = Index::open(&a.db, true)?;
         index.check_model(&id)?;
@@ -236,18 +217,20 @@ fn build(a: BuildArgs) -> anyhow::Result<ExitCode> {
     } else {
         Index::create(&a.db, id, a.kind)?
     };
-    add_images(&mut index, &a.model, &a.add)
+    add_images(&mut index, &a.model, &a.add, Some(ex))
 }
 
-fn add_images(index: &mut Index, model: &ModelArgs, a: &AddOptions) -> anyhow::Result<ExitCode> {
+/// `checked`: an extractor already verified against the index's model (else one is built, and
+/// verified, only if something needs describing).
+fn add_images(index: &mut Index, model: &ModelArgs, a: &AddOptions, checked: Option<Extractor>) -> anyhow::Result<ExitCode> {
     let device = a.run.init()?;
     let paths = expand_inputs(&a.inputs)?;
     // Content hashes decide what needs extracting; unreadable files are reported by extraction.
     let mut todo = Vec::new();
     let mut unchanged = 0usize;
     for p in &paths {
-        let mut bytes = Vec::new();
-        let hash: Option<[u8; 32]> = std::fs::File::open(p).and_then(|mut f| f.read_to_end(&mut bytes)).ok().map(|_| Sha256::digest(&bytes).into());
+        let mut h = Sha256::new();
+        let hash: Option<[u8; 32]> = std::fs::File::open(p).and_then(|mut f| std::io::copy(&mut f, &mut h)).ok().map(|_| h.finalize().into());
         match hash {
             Some(h) if index.is_current(&image_name(p), &h) => unchanged += 1,
             _ => todo.push((p.clone(), hash)),
@@ -256,9 +239,14 @@ fn add_images(index: &mut Index, model: &ModelArgs, a: &AddOptions) -> anyhow::R
     let mut added = 0usize;
     let mut failed = Vec::new();
     if !todo.is_empty() {
-        let ex = model.extractor(device)?;
-        let id = identity(model, ex.model.name(), ex.model.out_dim())?;
-        index.check_model(&id)?;
+        let ex = match checked {
+            Some(ex) => ex,
+            None => {
+                let ex = model.extractor(device)?;
+                index.check_model(&identity(model, ex.model.name(), ex.model.out_dim())?)?;
+                ex
+            }
+        };
         let todo_paths: Vec<PathBuf> = todo.iter().map(|(p, _)| p.clone()).collect();
         let pb = progress(todo.len() as u64, "index");
         let mut batch = Vec::new();

@@ -107,22 +107,30 @@ impl ModelArgs {
         Ok(Extractor::new(model, device, self.scales()))
     }
 
-    /// Identity of the descriptors this configuration produces (for caches): the weights file's
-    /// path, size and modification time, and every option that changes the output.
-    pub fn identity(&self) -> anyhow::Result<String> {
+    /// Fingerprint of the descriptors this configuration produces: SHA-256 of the weights file's
+    /// bytes and of every option that changes the output. Keys the eval cache and an index's model.
+    pub fn fingerprint(&self) -> anyhow::Result<String> {
+        use sha2::{Digest, Sha256};
         let w = self.weights_file()?;
-        let meta = std::fs::metadata(&w).with_context(|| format!("cannot read {}", w.display()))?;
-        let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
-        Ok(format!(
-            "weights={} size={} mtime={mtime} backbone={:?} arch={:?} fusion={:?} scales={:?}",
-            std::fs::canonicalize(&w).unwrap_or(w.clone()).display(),
-            meta.len(),
-            self.backbone,
-            self.arch,
-            self.fusion,
-            self.scales()
-        ))
+        let mut h = Sha256::new();
+        std::io::copy(&mut std::fs::File::open(&w).with_context(|| format!("cannot read {}", w.display()))?, &mut h)?;
+        h.update(
+            format!(
+                ";backbone={:?};arch={:?};fusion={};scales={:?}",
+                self.backbone.map(|b| value_name(&b)),
+                self.arch.map(|a| value_name(&a)),
+                value_name(&self.fusion),
+                self.scales()
+            )
+            .as_bytes(),
+        );
+        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
     }
+}
+
+/// The command-line spelling of a value-enum variant.
+pub fn value_name<T: clap::ValueEnum>(v: &T) -> String {
+    v.to_possible_value().expect("no skipped variants").get_name().to_owned()
 }
 
 /// Execution options shared by every heavy command.
