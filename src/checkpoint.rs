@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use burn::module::{Param, ParamId, RunningState};
 use burn::tensor::{Device, Tensor, TensorData};
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +79,8 @@ pub struct Checkpoint {
     path: PathBuf,
     format: Format,
     entries: BTreeMap<String, Entry>,
+    /// safetensors `__metadata__` (empty for PyTorch files).
+    metadata: BTreeMap<String, String>,
     // A gzip-compressed file is inflated to a temporary file, which must outlive the lazy readers.
     _inflated: Option<tempfile::NamedTempFile>,
 }
@@ -157,7 +160,7 @@ impl Checkpoint {
         if entries.is_empty() {
             return Err(CheckpointError::NotACheckpoint { path: shown.to_owned(), reason: "the file holds no tensors".into() });
         }
-        Ok(Self { path: shown.to_owned(), format, entries, _inflated: inflated })
+        Ok(Self { path: shown.to_owned(), format, entries, metadata: BTreeMap::new(), _inflated: inflated })
     }
 
     fn open_safetensors(file: &Path, shown: &Path) -> Result<Self, CheckpointError> {
@@ -180,7 +183,25 @@ impl Checkpoint {
         if entries.is_empty() {
             return Err(CheckpointError::NotACheckpoint { path: shown.to_owned(), reason: "the file holds no tensors".into() });
         }
-        Ok(Self { path: shown.to_owned(), format: Format::Safetensors, entries, _inflated: None })
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| CheckpointError::Corrupt { path: shown.to_owned(), message: format!("safetensors: {e}") })?;
+        let metadata = header.metadata().clone().map(|m| m.into_iter().collect()).unwrap_or_default();
+        Ok(Self { path: shown.to_owned(), format: Format::Safetensors, entries, metadata, _inflated: None })
+    }
+
+    /// A checkpoint held in memory (a freshly initialised model); `label` stands in for the
+    /// path in error messages.
+    pub fn from_tensors(label: impl Into<PathBuf>, tensors: Vec<NamedTensor>) -> Self {
+        let entries = tensors
+            .into_iter()
+            .map(|t| (t.name, Entry { shape: t.shape, dtype: "F32".into(), source: Source::Host(t.data) }))
+            .collect();
+        Self { path: label.into(), format: Format::Safetensors, entries, metadata: BTreeMap::new(), _inflated: None }
+    }
+
+    /// The safetensors metadata (training runs record the fusion and the options there).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
     }
 
     pub fn path(&self) -> &Path {
@@ -240,6 +261,19 @@ pub struct VarBuilder<'a> {
     ckpt: &'a Checkpoint,
     device: Device,
     used: RefCell<BTreeSet<String>>,
+    keys: RefCell<Vec<(ParamId, String)>>,
+}
+
+/// The PyTorch key of every parameter and buffer a model was built with, by burn parameter id.
+/// Training writes checkpoints through it, so saved files carry the authors' names without a
+/// renaming table (the burn field paths differ: a folded `ConvBn` pair, `blocks.N` vectors).
+#[derive(Debug, Clone, Default)]
+pub struct ParamKeys(pub Vec<(ParamId, String)>);
+
+impl ParamKeys {
+    pub fn key(&self, id: ParamId) -> Option<&str> {
+        self.0.iter().find(|(i, _)| *i == id).map(|(_, k)| k.as_str())
+    }
 }
 
 /// A [`VarBuilder`] positioned under a key prefix (`globalmodel.s3.b1`).
@@ -251,7 +285,7 @@ pub struct VarPath<'a, 'b> {
 
 impl<'a> VarBuilder<'a> {
     pub fn new(ckpt: &'a Checkpoint, device: &Device) -> Self {
-        Self { ckpt, device: device.clone(), used: RefCell::new(BTreeSet::new()) }
+        Self { ckpt, device: device.clone(), used: RefCell::new(BTreeSet::new()), keys: RefCell::new(Vec::new()) }
     }
 
     pub fn root(&self) -> VarPath<'a, '_> {
@@ -259,9 +293,11 @@ impl<'a> VarBuilder<'a> {
     }
 
     /// Fail if the checkpoint holds keys that the model did not read (ignoring the training head
-    /// and BatchNorm counters).
-    pub fn finish(self) -> Result<(), CheckpointError> {
+    /// and BatchNorm counters). Returns the key of every parameter handed out through
+    /// [`VarPath::param`] / [`VarPath::running`].
+    pub fn finish(self) -> Result<ParamKeys, CheckpointError> {
         let used = self.used.into_inner();
+        let keys = ParamKeys(self.keys.into_inner());
         let extra: Vec<(String, Vec<usize>)> = self
             .ckpt
             .entries
@@ -270,7 +306,7 @@ impl<'a> VarBuilder<'a> {
             .map(|(k, e)| (k.clone(), e.shape.clone()))
             .collect();
         if extra.is_empty() {
-            Ok(())
+            Ok(keys)
         } else {
             Err(CheckpointError::Unexpected { path: self.ckpt.path.clone(), keys: extra })
         }
@@ -314,6 +350,23 @@ impl<'a, 'b> VarPath<'a, 'b> {
     pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<D>, CheckpointError> {
         let data = self.host(name, &shape)?;
         Ok(to_tensor(data, shape, self.device()))
+    }
+}
+
+impl VarPath<'_, '_> {
+    /// Read `name` as a trainable parameter and remember its key.
+    pub fn param<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Param<Tensor<D>>, CheckpointError> {
+        let p = Param::from_tensor(self.tensor(name, shape)?);
+        self.vb.keys.borrow_mut().push((p.id, self.key(name)));
+        Ok(p)
+    }
+
+    /// Read `name` as a buffer (BatchNorm running statistics) and remember its key.
+    pub fn running<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<RunningState<Tensor<D>>, CheckpointError> {
+        let id = ParamId::new();
+        let t = self.tensor(name, shape)?;
+        self.vb.keys.borrow_mut().push((id, self.key(name)));
+        Ok(RunningState::with_id(id, t.detach()))
     }
 }
 

@@ -1,7 +1,7 @@
 //! dolg: image retrieval with DOLG (Yang et al., ICCV 2021).
 //!
 //! Modules follow the data path, each depending only on those above it:
-//! [`decode`] → [`preprocess`] → [`checkpoint`] / [`model`] → [`descriptors`] → [`eval`].
+//! [`decode`] → [`preprocess`] → [`checkpoint`] / [`model`] → [`descriptors`] → [`eval`] / [`index`] → [`train`].
 
 pub mod decode;
 pub mod preprocess;
@@ -12,3 +12,4 @@ pub mod descriptors;
 pub mod runtime;
 pub mod eval;
 pub mod index;
+pub mod train;

@@ -16,7 +16,7 @@ use super::gem::{gap, GeM};
 use super::layers::Linear;
 use super::local_branch::LocalBranch;
 use super::{Arch, DolgConfig, ModelError, Pooling};
-use crate::checkpoint::{Checkpoint, VarBuilder};
+use crate::checkpoint::{Checkpoint, ParamKeys, VarBuilder};
 
 #[derive(Module, Debug)]
 pub struct Dolg {
@@ -49,6 +49,12 @@ impl Dolg {
     /// Load a model from a checkpoint. The configuration is detected from the keys unless `arch`
     /// overrides it; `fold_bn` merges BatchNorm into convolutions (inference only).
     pub fn load(ckpt: &Checkpoint, arch: Option<Arch>, fusion: Fusion, fold_bn: bool, device: &Device) -> Result<(Self, DolgConfig), ModelError> {
+        Self::load_with_keys(ckpt, arch, fusion, fold_bn, device).map(|(m, c, _)| (m, c))
+    }
+
+    /// [`Dolg::load`], also returning the PyTorch key of every parameter and buffer (for training,
+    /// which writes checkpoints under those names; meaningful with `fold_bn = false`).
+    pub fn load_with_keys(ckpt: &Checkpoint, arch: Option<Arch>, fusion: Fusion, fold_bn: bool, device: &Device) -> Result<(Self, DolgConfig, ParamKeys), ModelError> {
         let mut config = DolgConfig::detect(ckpt)?;
         if let Some(a) = arch {
             config.backbone = BackboneKind::ResNet(a.depths());
@@ -71,8 +77,8 @@ impl Dolg {
         let fc_t = Linear::load(f4_dim, config.fg_dim, &root.pp("fc_t"))?;
         let fc_in = if config.local { 2 * config.fg_dim } else { config.fg_dim };
         let fc = Linear::load(fc_in, config.out_dim, &root.pp("fc"))?;
-        vb.finish()?;
-        Ok((Self { globalmodel, localmodel, pool_g, fc_t, fc, fusion, cpu_backbone: None }, config))
+        let keys = vb.finish()?;
+        Ok((Self { globalmodel, localmodel, pool_g, fc_t, fc, fusion, cpu_backbone: None }, config, keys))
     }
 
     pub fn forward_parts(&self, x: Tensor<4>) -> DolgOutput {

@@ -18,7 +18,7 @@ pub struct GeM {
 
 impl GeM {
     pub fn load(vb: &VarPath) -> Result<Self, CheckpointError> {
-        Ok(Self { p: Param::from_tensor(vb.tensor("p", [1])?) })
+        Ok(Self { p: vb.param("p", [1])? })
     }
 
     /// `x`: [B, C, H, W] → [B, C].

@@ -1,7 +1,7 @@
 //! Building blocks shared by every model piece, loaded by PyTorch key: 2-D convolution,
 //! BatchNorm (PyTorch semantics, folded into the preceding convolution for inference) and linear.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, RunningState};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
@@ -51,10 +51,16 @@ impl ConvSpec {
     }
 
     fn build(&self, weight: Vec<f32>, bias: Option<Vec<f32>>, vb: &VarPath) -> Conv2d {
+        let weight = Param::from_tensor(to_tensor(weight, self.weight_shape(), vb.device()));
+        let bias = bias.map(|b| Param::from_tensor(to_tensor(b, [self.cout], vb.device())));
+        self.assemble(weight, bias)
+    }
+
+    fn assemble(&self, weight: Param<Tensor<4>>, bias: Option<Param<Tensor<1>>>) -> Conv2d {
         let p = self.padding;
         Conv2d {
-            weight: Param::from_tensor(to_tensor(weight, self.weight_shape(), vb.device())),
-            bias: bias.map(|b| Param::from_tensor(to_tensor(b, [self.cout], vb.device()))),
+            weight,
+            bias,
             stride: [self.stride; 2],
             kernel_size: [self.kernel; 2],
             dilation: [self.dilation; 2],
@@ -66,22 +72,29 @@ impl ConvSpec {
 
 /// Load a convolution stored as `<vb>.weight` (and `<vb>.bias` when the spec has one).
 pub fn conv(spec: ConvSpec, vb: &VarPath) -> Result<Conv2d, CheckpointError> {
-    let w = vb.host("weight", &spec.weight_shape())?;
-    let b = if spec.bias { Some(vb.host("bias", &[spec.cout])?) } else { None };
-    Ok(spec.build(w, b, vb))
+    let w = vb.param("weight", spec.weight_shape())?;
+    let b = if spec.bias { Some(vb.param("bias", [spec.cout])?) } else { None };
+    Ok(spec.assemble(w, b))
 }
 
-/// PyTorch `BatchNorm2d` (eps 1e-5): `weight`, `bias`, `running_mean`, `running_var`.
+/// PyTorch `BatchNorm2d` (eps 1e-5, momentum 0.1): `weight`, `bias`, `running_mean`, `running_var`.
+///
+/// On an autodiff device it normalises with the batch statistics and updates the running ones
+/// the way PyTorch does — with the *unbiased* batch variance (burn's own `BatchNorm` uses the
+/// biased one, which would drift from checkpoints trained by the authors' code).
 #[derive(Module, Debug)]
 pub struct BatchNorm2d {
     pub weight: Param<Tensor<1>>,
     pub bias: Param<Tensor<1>>,
-    pub running_mean: Param<Tensor<1>>,
-    pub running_var: Param<Tensor<1>>,
+    pub running_mean: RunningState<Tensor<1>>,
+    pub running_var: RunningState<Tensor<1>>,
     pub eps: f64,
+    /// Keep inference behaviour even during training (frozen stages).
+    pub frozen: bool,
 }
 
 pub const BN_EPS: f64 = 1e-5;
+pub const BN_MOMENTUM: f64 = 0.1;
 
 struct BnHost {
     weight: Vec<f32>,
@@ -101,15 +114,41 @@ fn bn_host(c: usize, vb: &VarPath) -> Result<BnHost, CheckpointError> {
 
 impl BatchNorm2d {
     pub fn load(c: usize, vb: &VarPath) -> Result<Self, CheckpointError> {
-        let h = bn_host(c, vb)?;
-        let d = vb.device();
-        let p = |v: Vec<f32>| Param::from_tensor(to_tensor(v, [c], d));
-        Ok(Self { weight: p(h.weight), bias: p(h.bias), running_mean: p(h.mean), running_var: p(h.var), eps: BN_EPS })
+        Ok(Self {
+            weight: vb.param("weight", [c])?,
+            bias: vb.param("bias", [c])?,
+            running_mean: vb.running("running_mean", [c])?,
+            running_var: vb.running("running_var", [c])?,
+            eps: BN_EPS,
+            frozen: false,
+        })
     }
 
-    /// Inference-mode normalisation with the running statistics.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        burn::tensor::module::batch_norm(x, self.weight.val(), self.bias.val(), self.running_mean.val(), self.running_var.val(), self.eps)
+        if x.device().is_autodiff() && !self.frozen {
+            return self.forward_train(x);
+        }
+        let device = x.device();
+        let mean = self.running_mean.value_sync().to_device(&device);
+        let var = self.running_var.value_sync().to_device(&device);
+        burn::tensor::module::batch_norm(x, self.weight.val(), self.bias.val(), mean, var, self.eps)
+    }
+
+    fn forward_train(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, _, h, w] = x.dims();
+        let n = (b * h * w) as f64;
+        let out = burn::tensor::module::batch_norm_train(x, self.weight.val(), self.bias.val(), self.eps);
+        let unbiased = out.variance.detach().mul_scalar(if n > 1.0 { n / (n - 1.0) } else { 1.0 });
+        let device = out.output.device();
+        let m = BN_MOMENTUM;
+        let mean = self.running_mean.value_sync().to_device(&device).mul_scalar(1.0 - m) + out.mean.detach().mul_scalar(m);
+        let var = self.running_var.value_sync().to_device(&device).mul_scalar(1.0 - m) + unbiased.mul_scalar(m);
+        self.running_mean.update(mean.detach());
+        self.running_var.update(var.detach());
+        // Fold the update into the stored value now: visitors and mappers (checkpointing, the
+        // optimizer) read the stored value, not pending per-thread updates.
+        let _ = (self.running_mean.value_sync(), self.running_var.value_sync());
+        out.output
     }
 }
 
@@ -165,7 +204,7 @@ pub struct Linear {
 
 impl Linear {
     pub fn load(din: usize, dout: usize, vb: &VarPath) -> Result<Self, CheckpointError> {
-        Ok(Self { weight: Param::from_tensor(vb.tensor("weight", [dout, din])?), bias: Param::from_tensor(vb.tensor("bias", [dout])?) })
+        Ok(Self { weight: vb.param("weight", [dout, din])?, bias: vb.param("bias", [dout])? })
     }
 
     /// `x`: [batch, in] → [batch, out].

@@ -23,9 +23,9 @@ pub struct LocalBranch {
     pub aspp: Option<MultiAtrous>,
     /// `conv1` + `bn` (BN folded into conv1 for inference).
     pub conv1: ConvBn,
-    pub conv2: Conv2d,
-    /// When false (an ablation), `fl` is the normalised features without attention weights.
-    pub attention: bool,
+    /// The attention score conv; `None` in the self-attention-off ablation, where `fl` is the
+    /// normalised features without attention weights.
+    pub conv2: Option<Conv2d>,
 }
 
 /// Output of the local branch: `fl` [B, C, H, W] and the attention map [B, 1, H, W].
@@ -38,8 +38,8 @@ impl LocalBranch {
     pub fn load(cin: usize, dim: usize, aspp: Option<AsppKind>, attention: bool, vb: &VarPath, fold: bool) -> Result<Self, CheckpointError> {
         let aspp = aspp.map(|k| MultiAtrous::load(k, cin, cin, &vb.pp("aspp"))).transpose()?;
         let conv1 = ConvBn::load(ConvSpec::new(cin, dim, 1).bias(true), &vb.pp("conv1"), &vb.pp("bn"), fold)?;
-        let conv2 = conv(ConvSpec::new(dim, 1, 1).bias(true), &vb.pp("conv2"))?;
-        Ok(Self { aspp, conv1, conv2, attention })
+        let conv2 = attention.then(|| conv(ConvSpec::new(dim, 1, 1).bias(true), &vb.pp("conv2"))).transpose()?;
+        Ok(Self { aspp, conv1, conv2 })
     }
 
     pub fn forward(&self, f3: Tensor<4>) -> LocalOutput {
@@ -50,10 +50,10 @@ impl LocalBranch {
         let x = self.conv1.forward(x);
         let norm = x.clone().powi_scalar(2).sum_dim(1).sqrt().clamp_min(1e-12);
         let n = x.clone() / norm;
-        if !self.attention {
+        let Some(conv2) = &self.conv2 else {
             return LocalOutput { fl: n, att: None };
-        }
-        let att = softplus_with_threshold(self.conv2.forward(relu(x)), 1.0, 20.0);
+        };
+        let att = softplus_with_threshold(conv2.forward(relu(x)), 1.0, 20.0);
         LocalOutput { fl: n * att.clone(), att: Some(att) }
     }
 }

@@ -101,6 +101,8 @@ impl DolgConfig {
             Some(s) => return Err(err(format!("'localmodel.aspp.conv_after.0.weight' has shape {s:?}; expected input width 2560 (official) or 1536 (paper variant)"))),
         };
         let local = ckpt.keys().any(|k| k.starts_with("localmodel."));
+        // The self-attention ablation has no score conv.
+        let attention = !local || ckpt.contains("localmodel.conv2.weight");
         let out_dim = match ckpt.shape("fc.weight") {
             Some([out, _]) => *out,
             Some(s) => return Err(err(format!("'fc.weight' has shape {s:?}; expected [out_dim, in_dim]"))),
@@ -117,7 +119,7 @@ impl DolgConfig {
             fg_dim,
             aspp,
             local,
-            attention: true,
+            attention,
             pooling,
             fusion: Fusion::Orthogonal,
             out_dim,

@@ -1,0 +1,175 @@
+//! Training and fine-tuning with the authors' recipe (spec §1.5, §4): CurricularFace/ArcFace
+//! head, SGD with Nesterov momentum and weight decay on every parameter, warm-up + cosine, BatchNorm
+//! in training mode with PyTorch's running statistics, resumable runs.
+
+pub mod head;
+pub mod init;
+pub mod sgd;
+
+use std::collections::HashMap;
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::tensor::{Device, Tensor};
+
+use crate::checkpoint::{Checkpoint, CheckpointError, NamedTensor, ParamKeys, VarBuilder};
+use crate::model::{Dolg, DolgConfig, Fusion, ModelError};
+pub use head::{HeadKind, HeadOutput, HeadSpec, MarginHead};
+pub use sgd::{Grads, Sgd, SgdConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("{path}: {message}")]
+    Config { path: std::path::PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Data { path: std::path::PathBuf, message: String },
+    #[error("{path}: cannot resume: {message}")]
+    Resume { path: std::path::PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+}
+
+/// A DOLG network with its classification head, on an autodiff device.
+#[derive(Debug)]
+pub struct Trainable {
+    pub model: Dolg,
+    pub head: MarginHead,
+    pub config: DolgConfig,
+    /// PyTorch key of every model parameter and buffer.
+    pub keys: ParamKeys,
+}
+
+impl Trainable {
+    /// Load a DOLG state dict that includes `desc_cls.weight` / `desc_cls.t`.
+    pub fn load(ckpt: &Checkpoint, fusion: Fusion, device: &Device) -> Result<Self, TrainError> {
+        let (model, config, keys) = Dolg::load_with_keys(ckpt, None, fusion, false, device)?;
+        let classes = match ckpt.shape("desc_cls.weight") {
+            Some(&[c, d]) if d == config.out_dim => c,
+            Some(s) => {
+                return Err(CheckpointError::ShapeMismatch { path: ckpt.path().to_owned(), key: "desc_cls.weight".into(), expected: vec![0, config.out_dim], found: s.to_vec() }.into())
+            }
+            None => return Err(CheckpointError::Missing { path: ckpt.path().to_owned(), key: "desc_cls.weight".into(), expected: vec![0, config.out_dim] }.into()),
+        };
+        let vb = VarBuilder::new(ckpt, device);
+        let head = MarginHead::load(classes, config.out_dim, &vb.root().pp("desc_cls"))?;
+        Ok(Self { model, head, config, keys })
+    }
+
+    /// Descriptors [B, D] and the head's logits and loss for one batch.
+    pub fn forward(&self, spec: &HeadSpec, x: Tensor<4>, labels: &[usize]) -> (Tensor<2>, HeadOutput) {
+        let desc = self.model.forward(x);
+        let out = self.head.forward(spec, desc.clone(), labels);
+        (desc, out)
+    }
+
+    /// The parameter id of a PyTorch key (model or head).
+    pub fn param_id(&self, key: &str) -> Option<ParamId> {
+        if key == "desc_cls.weight" {
+            return Some(self.head.weight.id);
+        }
+        self.keys.0.iter().find(|(_, k)| k == key).map(|(id, _)| *id)
+    }
+
+    /// Every tensor under the authors' key names (model, BatchNorm buffers, `desc_cls`).
+    pub fn named_tensors(&self) -> Vec<NamedTensor> {
+        let values = collect_values(&self.model);
+        let mut out: Vec<NamedTensor> = self
+            .keys
+            .0
+            .iter()
+            .filter_map(|(id, key)| values.get(id).map(|(shape, data)| NamedTensor { name: key.clone(), shape: shape.clone(), data: data.clone() }))
+            .collect();
+        out.extend(self.head.named_tensors());
+        out
+    }
+
+    /// Freeze (no gradient, BatchNorm on its running statistics) the first `n` backbone stages:
+    /// 1 = the stem, 2 = stem + `s1`, …, 5 = the whole ResNet. MobileNetV2 is cut at the same
+    /// strides (`features.0`, `.1`, `..3`, `..6`, `..13`, `..17`). `n = 0` freezes nothing.
+    pub fn freeze_backbone_stages(self, n: usize) -> Self {
+        if n == 0 {
+            return self;
+        }
+        let Self { mut model, head, config, keys } = self;
+        model.globalmodel = freeze::stages(model.globalmodel, n);
+        Self { model, head, config, keys }
+    }
+}
+
+mod freeze {
+    use burn::module::Module;
+
+    use crate::model::backbone::Backbone;
+    use crate::model::layers::ConvBn;
+
+    fn convbn(c: ConvBn) -> ConvBn {
+        let ConvBn { conv, bn } = c;
+        let bn = bn.map(|mut b| {
+            b.frozen = true;
+            b
+        });
+        ConvBn { conv: conv.no_grad(), bn: bn.map(|b| b.no_grad()) }
+    }
+
+    pub fn stages(b: Backbone, n: usize) -> Backbone {
+        match b {
+            Backbone::ResNet(mut r) => {
+                r.stem.conv = convbn(r.stem.conv);
+                for (i, stage) in [&mut r.s1, &mut r.s2, &mut r.s3, &mut r.s4].into_iter().enumerate() {
+                    if n >= i + 2 {
+                        let blocks = std::mem::take(&mut stage.blocks);
+                        stage.blocks = blocks
+                            .into_iter()
+                            .map(|mut blk| {
+                                blk.f.a = convbn(blk.f.a);
+                                blk.f.b = convbn(blk.f.b);
+                                blk.f.c = convbn(blk.f.c);
+                                blk.proj = blk.proj.map(convbn);
+                                blk
+                            })
+                            .collect();
+                    }
+                }
+                Backbone::ResNet(r)
+            }
+            Backbone::MobileNetV2(mut m) => {
+                // Last `features.N` of each stride (2, 4, 8, 16, 32), the ResNet stages' counterparts.
+                const ENDS: [usize; 5] = [1, 3, 6, 13, 17];
+                m.stem = convbn(m.stem);
+                let last = if n >= 2 { ENDS[(n - 2).min(4)] } else { 0 };
+                let blocks = std::mem::take(&mut m.blocks);
+                m.blocks = blocks
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, mut blk)| {
+                        if i < last {
+                            blk.expand = blk.expand.map(convbn);
+                            blk.depthwise = convbn(blk.depthwise);
+                            blk.project = convbn(blk.project);
+                        }
+                        blk
+                    })
+                    .collect();
+                Backbone::MobileNetV2(m)
+            }
+        }
+    }
+}
+
+/// Host copies of every float parameter/buffer of a module, by id.
+pub fn collect_values<M: Module>(module: &M) -> HashMap<ParamId, (Vec<usize>, Vec<f32>)> {
+    struct Collect(HashMap<ParamId, (Vec<usize>, Vec<f32>)>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let t = param.val();
+            let shape = t.dims().to_vec();
+            self.0.insert(param.id, (shape, t.into_data().try_into_vec::<f32>().expect("f32 tensor")));
+        }
+    }
+    let mut c = Collect(HashMap::new());
+    module.visit(&mut c);
+    c.0
+}
