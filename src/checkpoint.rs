@@ -397,6 +397,18 @@ pub fn write_safetensors(path: &Path, tensors: &[NamedTensor], metadata: BTreeMa
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| werr(e.to_string()))?;
     safetensors::serialize_to_file(views, Some(meta), tmp.path()).map_err(|e| werr(e.to_string()))?;
+    make_readable(tmp.as_file());
     tmp.persist(path).map_err(|e| werr(e.to_string()))?;
     Ok(())
+}
+
+/// Temporary files are created private (0600); a finished output gets the usual 0644.
+pub fn make_readable(file: &std::fs::File) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    #[cfg(not(unix))]
+    let _ = file;
 }

@@ -180,7 +180,7 @@ fn identity(m: &ModelArgs, name: String, dim: usize) -> anyhow::Result<ModelIden
         "weights": if m.backbone.is_some() { serde_json::Value::Null } else { json!(std::fs::canonicalize(&w).unwrap_or(w).display().to_string()) },
         "backbone": m.backbone.map(|b| value_name(&b)),
         "arch": m.arch.map(|a| value_name(&a)),
-        "fusion": value_name(&m.fusion),
+        "fusion": m.fusion.map(|f| value_name(&f)),
         "scales": m.scales(),
     });
     Ok(ModelIdentity { name, dim, fingerprint: Some(m.fingerprint()?), spec: Some(spec) })
@@ -193,7 +193,7 @@ fn model_args_from(id: &ModelIdentity) -> anyhow::Result<ModelArgs> {
         weights: parse("weights").map(PathBuf::from),
         backbone: parse("backbone").map(|b| ValueEnum::from_str(&b, true)).transpose().map_err(anyhow::Error::msg)?,
         arch: parse("arch").map(|a| ValueEnum::from_str(&a, true)).transpose().map_err(anyhow::Error::msg)?,
-        fusion: parse("fusion").map(|f| ValueEnum::from_str(&f, true)).transpose().map_err(anyhow::Error::msg)?.unwrap_or_default(),
+        fusion: parse("fusion").map(|f| ValueEnum::from_str(&f, true)).transpose().map_err(anyhow::Error::msg)?,
         scales: spec.get("scales").and_then(|s| serde_json::from_value(s.clone()).ok()),
     })
 }

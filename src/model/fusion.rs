@@ -8,7 +8,8 @@ use burn::tensor::Tensor;
 
 /// How the local feature map enters the descriptor. All produce `z = [fg, fo]` of width 2·C, so
 /// the final `fc` keeps its shape.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Fusion {
     /// The paper's method: the component of each local feature orthogonal to `fg`.
     #[default]

@@ -131,7 +131,9 @@ impl ResNet {
         let mut depths = [0usize; 4];
         for k in keys {
             let k = k.as_ref();
-            let Some(rest) = k.strip_prefix(prefix).and_then(|r| r.strip_prefix(".s")) else { continue };
+            // A bare backbone file has its keys at the root (`s1.b1…`), a DOLG file under `globalmodel.`.
+            let rest = if prefix.is_empty() { k.strip_prefix('s') } else { k.strip_prefix(prefix).and_then(|r| r.strip_prefix(".s")) };
+            let Some(rest) = rest else { continue };
             let mut parts = rest.split('.');
             let (Some(s), Some(b)) = (parts.next(), parts.next()) else { continue };
             if let (Ok(s), Some(Ok(b))) = (s.parse::<usize>(), b.strip_prefix('b').map(str::parse::<usize>)) {

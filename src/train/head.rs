@@ -11,12 +11,13 @@ use burn::tensor::{Bool, Tensor};
 use crate::checkpoint::{to_tensor, CheckpointError, NamedTensor, VarPath};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "lowercase")]
 pub enum HeadKind {
     /// The authors' head: ArcFace margin on the target, hard negatives re-weighted by the running `t`.
     #[default]
     Curricular,
     /// Additive angular margin on the target only.
+    #[value(name = "arcface")]
     ArcFace,
 }
 

@@ -2,9 +2,14 @@
 //! head, SGD with Nesterov momentum and weight decay on every parameter, warm-up + cosine, BatchNorm
 //! in training mode with PyTorch's running statistics, resumable runs.
 
+pub mod augment;
+pub mod config;
+pub mod data;
 pub mod head;
 pub mod init;
+pub mod run;
 pub mod sgd;
+pub mod validate;
 
 use std::collections::HashMap;
 
@@ -14,6 +19,7 @@ use burn::tensor::{Device, Tensor};
 use crate::checkpoint::{Checkpoint, CheckpointError, NamedTensor, ParamKeys, VarBuilder};
 use crate::model::{Dolg, DolgConfig, Fusion, ModelError};
 pub use head::{HeadKind, HeadOutput, HeadSpec, MarginHead};
+pub use config::TrainConfig;
 pub use sgd::{Grads, Sgd, SgdConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +71,25 @@ impl Trainable {
         (desc, out)
     }
 
+    /// Shape of a tensor by its PyTorch key.
+    pub fn named_shape(&self, key: &str) -> Option<Vec<usize>> {
+        if key == "desc_cls.weight" {
+            return Some(self.head.weight.dims().to_vec());
+        }
+        let id = self.param_id(key)?;
+        let mut shape = None;
+        struct Find<'a>(ParamId, &'a mut Option<Vec<usize>>);
+        impl ModuleVisitor for Find<'_> {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                if p.id == self.0 {
+                    *self.1 = Some(p.dims().to_vec());
+                }
+            }
+        }
+        self.model.visit(&mut Find(id, &mut shape));
+        shape
+    }
+
     /// The parameter id of a PyTorch key (model or head).
     pub fn param_id(&self, key: &str) -> Option<ParamId> {
         if key == "desc_cls.weight" {
@@ -87,8 +112,8 @@ impl Trainable {
     }
 
     /// Freeze (no gradient, BatchNorm on its running statistics) the first `n` backbone stages:
-    /// 1 = the stem, 2 = stem + `s1`, …, 5 = the whole ResNet. MobileNetV2 is cut at the same
-    /// strides (`features.0`, `.1`, `..3`, `..6`, `..13`, `..17`). `n = 0` freezes nothing.
+    /// 1 = the stem, 2 = stem + `s1`, …, 5 = the whole ResNet. MobileNetV2: 1 = `features.0`,
+    /// then up to `features.1`, `.3`, `.6`, `.13`, and 6 = the whole trunk. `n = 0` freezes nothing.
     pub fn freeze_backbone_stages(self, n: usize) -> Self {
         if n == 0 {
             return self;
@@ -136,10 +161,14 @@ mod freeze {
                 Backbone::ResNet(r)
             }
             Backbone::MobileNetV2(mut m) => {
-                // Last `features.N` of each stride (2, 4, 8, 16, 32), the ResNet stages' counterparts.
+                // Stages end at `features.1`, `.3`, `.6`, `.13`, `.17`; the last one also takes the
+                // final 1x1 conv (`features.18`), so n = 6 freezes the whole trunk.
                 const ENDS: [usize; 5] = [1, 3, 6, 13, 17];
                 m.stem = convbn(m.stem);
                 let last = if n >= 2 { ENDS[(n - 2).min(4)] } else { 0 };
+                if n >= 6 {
+                    m.head = convbn(m.head);
+                }
                 let blocks = std::mem::take(&mut m.blocks);
                 m.blocks = blocks
                     .into_iter()

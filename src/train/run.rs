@@ -1,0 +1,342 @@
+//! The training loop: run directory, checkpoints (safetensors, authors' key names) with the
+//! optimizer state beside them, metrics log, exact resume, clean stop on request.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::augment::AugmentConfig;
+use super::config::{MultiAtrous, PoolingChoice, TrainConfig};
+use super::data::{Dataset, Loader, Schedule};
+use super::head::{accuracy, HeadSpec};
+use super::init::{fresh_model, HeadLayout};
+use super::sgd::{Grads, Sgd, SgdConfig};
+use super::{Trainable, TrainError};
+use crate::checkpoint::{write_safetensors, Checkpoint, NamedTensor};
+use crate::model::{AsppKind, Pooling};
+use crate::pretrained::Pretrained;
+
+/// `state.json` in a run directory: the latest complete checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunState {
+    pub step: usize,
+    pub epoch: usize,
+    pub checkpoint: String,
+    pub optimizer: String,
+}
+
+/// Metrics of one optimizer step (one line of `metrics.jsonl`).
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub step: usize,
+    pub epoch: usize,
+    pub loss: Option<f64>,
+    pub accuracy: Option<f64>,
+    pub lr: f64,
+    pub images: usize,
+    pub images_per_s: f64,
+    /// Time the step waited for decoded batches (0 when loading keeps up).
+    pub data_wait_s: f64,
+    pub skipped_images: usize,
+}
+
+pub enum Event<'a> {
+    Started { total_steps: usize, start_step: usize, classes: usize, images: usize, model: String },
+    Step(&'a StepReport),
+    Checkpoint(&'a Path),
+    Validation { step: usize, epoch: usize, map: f64 },
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub steps_done: usize,
+    pub interrupted: bool,
+    pub checkpoint: Option<PathBuf>,
+}
+
+const CHECKPOINT_DIR: &str = "checkpoints";
+const KEEP_STEP_CHECKPOINTS: usize = 3;
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io { path: path.to_owned(), source }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(path))?;
+    tmp.write_all(bytes).map_err(io_err(path))?;
+    crate::checkpoint::make_readable(tmp.as_file());
+    tmp.as_file().sync_all().map_err(io_err(path))?;
+    tmp.persist(path).map_err(|e| TrainError::Io { path: path.to_owned(), source: e.error })?;
+    Ok(())
+}
+
+/// Read the run directory's state (for `--resume`).
+pub fn read_state(out: &Path) -> Result<RunState, TrainError> {
+    let p = out.join("state.json");
+    let bytes = std::fs::read(&p).map_err(|e| TrainError::Resume { path: p.clone(), message: format!("{e} (no checkpoint was completed in this run directory)") })?;
+    serde_json::from_slice(&bytes).map_err(|e| TrainError::Resume { path: p, message: e.to_string() })
+}
+
+fn layout(cfg: &TrainConfig, classes: usize) -> HeadLayout {
+    HeadLayout {
+        fg_dim: cfg.fg_dim,
+        out_dim: cfg.out_dim,
+        local: cfg.local_branch,
+        attention: cfg.attention,
+        aspp: match cfg.multi_atrous {
+            MultiAtrous::None => None,
+            MultiAtrous::Official => Some(AsppKind::Official),
+            MultiAtrous::Paper => Some(AsppKind::Paper),
+        },
+        pooling: match cfg.pooling {
+            PoolingChoice::Gem => Pooling::Gem,
+            PoolingChoice::Gap => Pooling::Gap,
+        },
+        classes,
+    }
+}
+
+/// The starting network: a resumed checkpoint, a DOLG checkpoint to fine-tune, or an ImageNet
+/// backbone with a fresh head.
+fn initial_model(cfg: &TrainConfig, classes: usize, resume: Option<&Path>, device: &Device) -> Result<Trainable, TrainError> {
+    if let Some(path) = resume {
+        return Trainable::load(&Checkpoint::open(path)?, cfg.fusion, device);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(super::data::mix(cfg.seed, u64::MAX, 0));
+    if let Some(init) = &cfg.init {
+        let ck = Checkpoint::open(init)?;
+        let head_fits = ck.shape("desc_cls.weight").is_some_and(|s| s[0] == classes);
+        if head_fits {
+            return Trainable::load(&ck, cfg.fusion, device);
+        }
+        let out_dim = ck.shape("fc.weight").map_or(cfg.out_dim, |s| s[0]);
+        tracing::info!("{}: no classification head for {classes} classes; starting a fresh one", init.display());
+        let mut tensors: Vec<NamedTensor> = Vec::new();
+        for key in ck.keys().filter(|k| !k.starts_with("desc_cls.") && !k.ends_with("num_batches_tracked")) {
+            tensors.push(NamedTensor { name: key.to_owned(), shape: ck.shape(key).unwrap_or_default().to_vec(), data: ck.read_f32(key)? });
+        }
+        tensors.extend(super::head::MarginHead::init_tensors(classes, out_dim, &mut rng));
+        return Trainable::load(&Checkpoint::from_tensors(init, tensors), cfg.fusion, device);
+    }
+    let name = cfg.backbone.as_deref().unwrap_or_default();
+    let path = if name == "mobilenetv2" {
+        Pretrained::MobileNetV2.path().map_err(|e| TrainError::Config { path: PathBuf::from("backbone"), message: e.to_string() })?
+    } else {
+        PathBuf::from(name)
+    };
+    let (ck, _) = fresh_model(&Checkpoint::open(&path)?, &layout(cfg, classes), &mut rng)?;
+    Trainable::load(&ck, cfg.fusion, device)
+}
+
+fn save(net: &Trainable, sgd: &Sgd, cfg: &TrainConfig, step: usize, epoch: usize) -> Result<PathBuf, TrainError> {
+    let dir = cfg.out.join(CHECKPOINT_DIR);
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let name = format!("step-{step:07}");
+    let ckpt = dir.join(format!("{name}.safetensors"));
+    let optim = dir.join(format!("{name}.optim.safetensors"));
+    let mut meta = BTreeMap::new();
+    meta.insert("format".into(), "dolg-train".into());
+    meta.insert("dolg.fusion".into(), serde_json::to_value(cfg.fusion).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default());
+    meta.insert("dolg.model".into(), net.config.name());
+    meta.insert("step".into(), step.to_string());
+    meta.insert("epoch".into(), epoch.to_string());
+    write_safetensors(&ckpt, &net.named_tensors(), meta)?;
+    // Momentum buffers under the parameters' own keys.
+    let mut bufs = Vec::new();
+    for (id, key) in net.keys.0.iter().map(|(i, k)| (*i, k.as_str())).chain(std::iter::once((net.head.weight.id, "desc_cls.weight"))) {
+        if let Some(b) = sgd.buffers.get(&id) {
+            let data = b.clone().into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 buffer");
+            let shape = net.named_shape(key).unwrap_or_else(|| vec![data.len()]);
+            bufs.push(NamedTensor { name: key.to_owned(), shape, data });
+        }
+    }
+    let mut meta = BTreeMap::new();
+    meta.insert("format".into(), "dolg-train-optimizer".into());
+    meta.insert("optimizer".into(), "sgd".into());
+    meta.insert("step".into(), step.to_string());
+    write_safetensors(&optim, &bufs, meta)?;
+    let state = RunState { step, epoch, checkpoint: format!("{CHECKPOINT_DIR}/{name}.safetensors"), optimizer: format!("{CHECKPOINT_DIR}/{name}.optim.safetensors") };
+    write_atomic(&cfg.out.join("state.json"), serde_json::to_string_pretty(&state).expect("state").as_bytes())?;
+    prune(&dir, &ckpt)?;
+    Ok(ckpt)
+}
+
+/// Keep the newest few step checkpoints (and their optimizer files), and the starting point.
+fn prune(dir: &Path, keep: &Path) -> Result<(), TrainError> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        // step 0 (the starting point) is kept for before/after comparisons.
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors") && !n.ends_with(".optim.safetensors") && n != "step-0000000.safetensors"))
+        .collect();
+    found.sort();
+    let n = found.len();
+    for old in found.into_iter().take(n.saturating_sub(KEEP_STEP_CHECKPOINTS)) {
+        if old != keep {
+            let _ = std::fs::remove_file(&old);
+            let _ = std::fs::remove_file(old.with_extension("optim.safetensors"));
+        }
+    }
+    Ok(())
+}
+
+/// Drop metrics lines past the resumed step (written after the last checkpoint of a crashed run).
+fn truncate_metrics(path: &Path, step: usize) -> Result<(), TrainError> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: String = text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s as usize <= step))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    write_atomic(path, kept.as_bytes())
+}
+
+/// Train as `cfg` says. With `resume`, continue the run in `cfg.out` from its last checkpoint.
+/// `stop` is polled after every step (Ctrl-C): the run then saves and returns.
+pub fn run(cfg: &TrainConfig, resume: bool, stop: &AtomicBool, mut on_event: impl FnMut(Event)) -> Result<Outcome, TrainError> {
+    let device = crate::runtime::device(&cfg.device).map_err(|m| TrainError::Config { path: PathBuf::from("device"), message: m })?;
+    let ad = device.clone().autodiff();
+    let dataset = Arc::new(Dataset::load(&cfg.data, cfg.format, cfg.images.as_deref())?);
+    let out = &cfg.out;
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    let state = if resume {
+        Some(read_state(out)?)
+    } else {
+        if out.join("state.json").exists() {
+            return Err(TrainError::Config { path: out.clone(), message: "this run directory already holds a run: continue it with --resume, or choose another --out".into() });
+        }
+        None
+    };
+    write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())?;
+    write_atomic(&out.join("classes.tsv"), dataset.class_table().as_bytes())?;
+    let classes = dataset.classes.len();
+
+    let mut net = initial_model(cfg, classes, state.as_ref().map(|s| out.join(&s.checkpoint)).as_deref(), &ad)?.freeze_backbone_stages(cfg.freeze_stages);
+    if net.head.classes() != classes {
+        return Err(TrainError::Resume { path: out.clone(), message: format!("the checkpoint's head has {} classes but the data has {classes}", net.head.classes()) });
+    }
+    let mut sgd = Sgd::new(SgdConfig { momentum: cfg.momentum, weight_decay: cfg.weight_decay, nesterov: cfg.nesterov });
+    let start_step = match &state {
+        Some(s) => {
+            let path = out.join(&s.optimizer);
+            let ck = Checkpoint::open(&path)?;
+            let inner = ad.clone().inner();
+            for key in ck.keys() {
+                let id = net.param_id(key).ok_or_else(|| TrainError::Resume { path: path.clone(), message: format!("momentum buffer for unknown parameter '{key}'") })?;
+                let data = ck.read_f32(key)?;
+                let n = data.len();
+                sgd.buffers.insert(id, Tensor::<1>::from_data(TensorData::new(data, [n]), &inner));
+            }
+            truncate_metrics(&out.join("metrics.jsonl"), s.step)?;
+            s.step
+        }
+        None => {
+            let _ = std::fs::remove_file(out.join("metrics.jsonl"));
+            0
+        }
+    };
+
+    let sched = Schedule { seed: cfg.seed, batch: cfg.batch_size, accum: cfg.accum, n_samples: dataset.samples.len() };
+    let per_epoch = sched.steps_per_epoch();
+    if per_epoch == 0 {
+        return Err(TrainError::Config { path: cfg.data.clone(), message: format!("{} images is fewer than one batch of {}", dataset.samples.len(), cfg.batch_size) });
+    }
+    let mut total = cfg.epochs * per_epoch;
+    if cfg.max_steps > 0 {
+        total = total.min(cfg.max_steps);
+    }
+    on_event(Event::Started { total_steps: total, start_step, classes, images: dataset.samples.len(), model: net.config.name() });
+    let aug = AugmentConfig { size: cfg.size, min_area: cfg.min_area, max_aspect: 4.0 / 3.0, flip: cfg.flip, lighting: cfg.lighting };
+    let norm = net.config.backbone.normalization();
+    let mut loader = Loader::start(dataset.clone(), sched, aug, norm, start_step * cfg.accum, total * cfg.accum, cfg.workers, 2 * cfg.workers.max(1));
+    let spec = HeadSpec { kind: cfg.head, scale: cfg.scale, margin: cfg.margin };
+    let metrics_path = out.join("metrics.jsonl");
+    let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(io_err(&metrics_path))?;
+    let mut last_ckpt = None;
+    let mut step = start_step;
+    if start_step == 0 {
+        // The starting point, saved and (with validation data) scored: the "before" of the run.
+        let p = save(&net, &sgd, cfg, 0, 0)?;
+        on_event(Event::Checkpoint(&p));
+        if let (Some(g), Some(i)) = (&cfg.val_groups, &cfg.val_images) {
+            let map = super::validate::groups_map(&p, cfg.fusion, &device, g, i, &cfg.val_scales)?;
+            writeln!(metrics, "{}", serde_json::json!({"step": 0, "epoch": 0, "val_map": map})).map_err(io_err(&metrics_path))?;
+            on_event(Event::Validation { step: 0, epoch: 0, map });
+        }
+        last_ckpt = Some(p);
+    }
+    while step < total {
+        let epoch = step / per_epoch;
+        let lr = cfg.lr_at_epoch(epoch);
+        let t0 = Instant::now();
+        let (mut grads, mut wait) = (Grads::default(), 0.0);
+        let (mut loss_sum, mut hits, mut images, mut skipped, mut parts) = (0.0, 0.0, 0usize, 0usize, 0usize);
+        for _ in 0..cfg.accum {
+            let Some((batch, waited)) = loader.next() else { break };
+            wait += waited.as_secs_f64();
+            skipped += batch.failed.len();
+            let n = batch.labels.len();
+            if n == 0 {
+                continue;
+            }
+            let x = Tensor::<4>::from_data(TensorData::new(batch.pixels, [n, 3, cfg.size, cfg.size]), &ad);
+            let (_, outp) = net.forward(&spec, x, &batch.labels);
+            loss_sum += f64::from(outp.loss.clone().into_scalar::<f32>()) * n as f64;
+            hits += accuracy(&outp.logits, &batch.labels) * n as f64;
+            let g = outp.loss.backward();
+            grads.accumulate(&net.model, &g);
+            grads.accumulate(&net.head, &g);
+            images += n;
+            parts += 1;
+        }
+        if parts > 1 {
+            grads.scale(1.0 / parts as f64);
+        }
+        if parts > 0 {
+            net.model = sgd.step(lr, net.model, &mut grads);
+            net.head = sgd.step(lr, net.head, &mut grads);
+        }
+        step += 1;
+        let report = StepReport {
+            step,
+            epoch,
+            loss: (images > 0).then(|| loss_sum / images as f64),
+            accuracy: (images > 0).then(|| hits / images as f64),
+            lr,
+            images,
+            images_per_s: images as f64 / t0.elapsed().as_secs_f64(),
+            data_wait_s: wait,
+            skipped_images: skipped,
+        };
+        writeln!(metrics, "{}", serde_json::to_string(&report).expect("report")).map_err(io_err(&metrics_path))?;
+        on_event(Event::Step(&report));
+        let epoch_end = step % per_epoch == 0;
+        let interrupted = stop.load(Ordering::Relaxed);
+        if epoch_end || step == total || interrupted || (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0) {
+            let p = save(&net, &sgd, cfg, step, step / per_epoch)?;
+            on_event(Event::Checkpoint(&p));
+            if epoch_end && !interrupted {
+                if let (Some(g), Some(i)) = (&cfg.val_groups, &cfg.val_images) {
+                    let map = super::validate::groups_map(&p, cfg.fusion, &device, g, i, &cfg.val_scales)?;
+                    let line = serde_json::json!({"step": step, "epoch": epoch, "val_map": map});
+                    writeln!(metrics, "{line}").map_err(io_err(&metrics_path))?;
+                    on_event(Event::Validation { step, epoch, map });
+                }
+            }
+            last_ckpt = Some(p);
+        }
+        if interrupted {
+            return Ok(Outcome { steps_done: step, interrupted: true, checkpoint: last_ckpt });
+        }
+    }
+    Ok(Outcome { steps_done: step, interrupted: false, checkpoint: last_ckpt })
+}

@@ -1,0 +1,30 @@
+//! Retrieval validation during training: mAP on a groups CSV, exactly as `dolg eval groups`.
+
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+
+use super::TrainError;
+use crate::checkpoint::Checkpoint;
+use crate::descriptors::Extractor;
+use crate::eval::{stream_positions, Database, GroupsGt, DEFAULT_BLOCK_ROWS};
+use crate::model::{Fusion, RetrievalModel};
+
+/// Load `checkpoint` for inference and return the groups mAP (0–1) over `images`.
+pub fn groups_map(checkpoint: &Path, fusion: Fusion, device: &Device, groups: &Path, images: &Path, scales: &[f64]) -> Result<f64, TrainError> {
+    let vfail = |m: String| TrainError::Data { path: groups.to_owned(), message: m };
+    let model = RetrievalModel::dolg(&Checkpoint::open(checkpoint)?, None, fusion, device)?;
+    let ex = Extractor::new(model, device.clone(), scales.to_vec());
+    let gt = GroupsGt::load(groups).map_err(|e| vfail(e.to_string()))?;
+    let paths: Vec<PathBuf> = gt.images.iter().map(|n| images.join(n)).collect();
+    let mut rows = Vec::with_capacity(paths.len());
+    for r in ex.describe_many(&paths, None, |_, _, _| {}) {
+        rows.push(r.map_err(|e| vfail(format!("validation image: {e}")))?);
+    }
+    let dim = rows.first().map_or(0, Vec::len);
+    let flat = rows.concat();
+    let queries: Vec<f32> = gt.queries().iter().flat_map(|&i| flat[i * dim..(i + 1) * dim].iter().copied()).collect();
+    let db = Database::single(dim, &flat).map_err(|e| vfail(e.to_string()))?;
+    let pos = stream_positions(&db, &queries, &gt.relevant(), DEFAULT_BLOCK_ROWS).map_err(|e| vfail(e.to_string()))?;
+    Ok(gt.evaluate(&pos).map_err(|e| vfail(e.to_string()))?.map)
+}

@@ -1,0 +1,212 @@
+//! `dolg train` end to end on small real data (the bundled landmark photos), with the fixture
+//! DOLG-R50 checkpoint as the starting point: an interrupted-and-resumed run reproduces an
+//! uninterrupted one bit for bit; Ctrl-C saves and exits 130; every ablation trains and its
+//! checkpoint loads for extraction with the right architecture.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use common::shared_dir;
+use dolg::checkpoint::{write_safetensors, Checkpoint, NamedTensor};
+use dolg::model::{Fusion, RetrievalModel};
+use dolg::train::config::{MultiAtrous, PoolingChoice};
+use dolg::train::run::{read_state, run, Event};
+use dolg::train::TrainConfig;
+
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/landmarks");
+
+/// A `path class` list of the grouped example photos.
+fn example_list(dir: &Path) -> PathBuf {
+    let csv = std::fs::read_to_string(Path::new(EXAMPLES).join("groups.csv")).unwrap();
+    let lines: String = csv.lines().skip(1).filter_map(|l| l.split_once(',')).filter(|(_, g)| !g.is_empty()).map(|(i, g)| format!("{i} {g}\n")).collect();
+    let p = dir.join("train.txt");
+    std::fs::write(&p, lines).unwrap();
+    p
+}
+
+fn base_config(shared: &Path, dir: &Path, out: &str) -> TrainConfig {
+    TrainConfig {
+        data: example_list(dir),
+        images: Some(Path::new(EXAMPLES).join("images")),
+        init: Some(shared.join("fixtures/dolg-r50-random/dolg_r50_random_noaspp.pyth.gz")),
+        size: 64,
+        batch_size: 4,
+        accum: 2,
+        epochs: 3,
+        lr_batch: 4,
+        base_lr: 0.001,
+        warmup_epochs: 1.0,
+        seed: 5,
+        workers: 2,
+        out: dir.join(out),
+        ..Default::default()
+    }
+}
+
+fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
+    let ck = Checkpoint::open(path).unwrap();
+    ck.keys().map(|k| (k.to_owned(), ck.read_f32(k).unwrap())).collect()
+}
+
+/// step, epoch, loss, accuracy, lr of each metrics line (timing fields differ between runs).
+fn metrics(out: &Path) -> Vec<String> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!("{} {} {} {} {}", v["step"], v["epoch"], v["loss"], v["accuracy"], v["lr"])
+        })
+        .collect()
+}
+
+#[test]
+fn interrupted_and_resumed_run_reproduces_an_uninterrupted_one() {
+    let Some(shared) = shared_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let never = AtomicBool::new(false);
+
+    // Uninterrupted: 11 steps = 1 full epoch (9 x 4 of 38 images... whatever the data gives) and more.
+    let full = TrainConfig { max_steps: 11, ..base_config(&shared, dir.path(), "full") };
+    let a = run(&full, false, &never, |_| {}).unwrap();
+    assert_eq!(a.steps_done, 11);
+    assert!(!a.interrupted);
+
+    // Interrupted at step 3 (mid-epoch, not a checkpoint boundary), then resumed.
+    let cut = TrainConfig { out: dir.path().join("cut"), ..full.clone() };
+    let stop = AtomicBool::new(false);
+    let b = run(&cut, false, &stop, |ev| {
+        if let Event::Step(r) = ev {
+            if r.step == 3 {
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+    })
+    .unwrap();
+    assert!(b.interrupted);
+    assert_eq!(b.steps_done, 3);
+    assert_eq!(read_state(&cut.out).unwrap().step, 3);
+    let c = run(&cut, true, &never, |_| {}).unwrap();
+    assert_eq!(c.steps_done, 11);
+
+    let fa = tensors(&full.out.join("checkpoints/step-0000011.safetensors"));
+    let fb = tensors(&cut.out.join("checkpoints/step-0000011.safetensors"));
+    assert_eq!(fa.keys().collect::<Vec<_>>(), fb.keys().collect::<Vec<_>>());
+    for (k, v) in &fa {
+        assert!(v == &fb[k], "{k} differs after resume");
+    }
+    // The weights moved, the head's t moved, and the momentum buffers are identical too.
+    let start = tensors(&full.out.join("checkpoints/step-0000000.safetensors"));
+    assert!(start["fc.weight"] != fa["fc.weight"]);
+    assert!(start["desc_cls.t"] != fa["desc_cls.t"]);
+    assert!(start["localmodel.bn.running_var"] != fa["localmodel.bn.running_var"]);
+    let oa = tensors(&full.out.join("checkpoints/step-0000011.optim.safetensors"));
+    let ob = tensors(&cut.out.join("checkpoints/step-0000011.optim.safetensors"));
+    assert_eq!(oa, ob);
+    assert!(oa.contains_key("globalmodel.stem.conv.weight") && oa.contains_key("desc_cls.weight"));
+    assert_eq!(metrics(&full.out), metrics(&cut.out));
+    // Older step checkpoints are pruned; the starting point stays.
+    let names: Vec<String> = std::fs::read_dir(full.out.join("checkpoints")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.contains(&"step-0000000.safetensors".to_string()), "{names:?}");
+    assert!(names.iter().filter(|n| !n.ends_with(".optim.safetensors")).count() <= 4, "{names:?}");
+
+    // The run refuses to overwrite itself, and the checkpoint loads for extraction.
+    let e = run(&full, false, &never, |_| {}).unwrap_err().to_string();
+    assert!(e.contains("--resume"), "{e}");
+    let model = RetrievalModel::dolg(&Checkpoint::open(&full.out.join("checkpoints/step-0000011.safetensors")).unwrap(), None, Fusion::Orthogonal, &Device::flex()).unwrap();
+    assert_eq!(model.out_dim(), 512);
+}
+
+#[test]
+fn ctrl_c_saves_and_resume_finishes() {
+    let Some(shared) = shared_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = base_config(&shared, dir.path(), "run");
+    let toml_path = dir.path().join("run.toml");
+    std::fs::write(&toml_path, cfg.to_toml()).unwrap();
+    let bin = env!("CARGO_BIN_EXE_dolg");
+    let mut child = Command::new(bin).args(["train", "--config"]).arg(&toml_path).args(["--max-steps", "200", "--threads", "2"]).spawn().unwrap();
+    let metrics = cfg.out.join("metrics.jsonl");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |s| s.lines().count()) < 2 {
+        assert!(t0.elapsed().as_secs() < 300, "training made no progress");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "Ctrl-C exits with 130 after saving");
+    let saved = read_state(&cfg.out).unwrap().step;
+    assert!(saved >= 2 && saved < 200);
+    assert_eq!(std::fs::read_to_string(&metrics).unwrap().lines().count(), saved, "one metrics line per completed step");
+
+    let out = Command::new(bin).args(["train", "--resume"]).arg(&cfg.out).args(["--max-steps", &(saved + 1).to_string(), "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["steps"], saved + 1);
+    assert_eq!(v["interrupted"], false);
+}
+
+/// A bare ImageNet-style backbone file (keys at the root), cut from the fixture checkpoint.
+fn bare_backbone(shared: &Path, dir: &Path) -> PathBuf {
+    let ck = Checkpoint::open(&shared.join("fixtures/dolg-r50-random/dolg_r50_random_noaspp.pyth.gz")).unwrap();
+    let t: Vec<NamedTensor> = ck
+        .keys()
+        .filter_map(|k| k.strip_prefix("globalmodel.").filter(|r| !r.ends_with("num_batches_tracked")).map(|r| (k, r)))
+        .map(|(k, r)| NamedTensor { name: r.to_owned(), shape: ck.shape(k).unwrap().to_vec(), data: ck.read_f32(k).unwrap() })
+        .collect();
+    let p = dir.join("r50.safetensors");
+    write_safetensors(&p, &t, Default::default()).unwrap();
+    p
+}
+
+#[test]
+fn every_ablation_trains_and_loads_for_extraction() {
+    let Some(shared) = shared_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let backbone = bare_backbone(&shared, dir.path());
+    let base = TrainConfig {
+        init: None,
+        backbone: Some(backbone.display().to_string()),
+        fg_dim: 64,
+        out_dim: 32,
+        batch_size: 2,
+        accum: 1,
+        max_steps: 1,
+        ..base_config(&shared, dir.path(), "x")
+    };
+    type Check = fn(&dolg::model::DolgConfig) -> bool;
+    let cases: Vec<(&str, TrainConfig, Check, &[&str])> = vec![
+        ("paper", base.clone(), |c| c.local && c.attention && c.aspp.is_none() && c.fusion == Fusion::Orthogonal, &["localmodel.conv2.weight", "pool_g.p"]),
+        ("concat", TrainConfig { fusion: Fusion::Concat, ..base.clone() }, |c| c.fusion == Fusion::Concat, &[]),
+        ("hadamard", TrainConfig { fusion: Fusion::Hadamard, ..base.clone() }, |c| c.fusion == Fusion::Hadamard, &[]),
+        ("gap", TrainConfig { pooling: PoolingChoice::Gap, ..base.clone() }, |c| c.pooling == dolg::model::Pooling::Gap, &[]),
+        ("no-local", TrainConfig { local_branch: false, ..base.clone() }, |c| !c.local, &[]),
+        ("no-attention", TrainConfig { attention: false, ..base.clone() }, |c| c.local && !c.attention, &[]),
+        ("ma", TrainConfig { multi_atrous: MultiAtrous::Official, ..base.clone() }, |c| c.aspp == Some(dolg::model::AsppKind::Official), &["localmodel.aspp.im_pool.1.weight"]),
+        ("ma-paper", TrainConfig { multi_atrous: MultiAtrous::Paper, ..base.clone() }, |c| c.aspp == Some(dolg::model::AsppKind::Paper), &[]),
+    ];
+    let never = AtomicBool::new(false);
+    for (name, cfg, check, keys) in cases {
+        let cfg = TrainConfig { out: dir.path().join(name), ..cfg };
+        let o = run(&cfg, false, &never, |_| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let ck = Checkpoint::open(o.checkpoint.as_ref().unwrap()).unwrap();
+        for k in keys {
+            assert!(ck.contains(k), "{name}: missing {k}");
+        }
+        assert_eq!(ck.contains("pool_g.p"), cfg.pooling == PoolingChoice::Gem, "{name}");
+        assert_eq!(ck.contains("localmodel.conv2.weight"), cfg.local_branch && cfg.attention, "{name}");
+        let fusion = ck.metadata().get("dolg.fusion").and_then(|f| <Fusion as clap::ValueEnum>::from_str(f, true).ok()).unwrap();
+        assert_eq!(fusion, cfg.fusion, "{name}: fusion recorded in the checkpoint");
+        let (model, config) = dolg::model::Dolg::load(&ck, None, fusion, true, &Device::flex()).unwrap();
+        assert!(check(&config), "{name}: loaded as {config:?}");
+        let x = Tensor::<4>::from_data(TensorData::new(vec![0.1f32; 3 * 64 * 64], [1, 3, 64, 64]), &Device::flex());
+        let d: Vec<f32> = model.forward(x).into_data().try_into_vec::<f32>().unwrap();
+        assert_eq!(d.len(), 32);
+        assert!(d.iter().all(|v| v.is_finite()), "{name}");
+    }
+}
