@@ -108,8 +108,20 @@ def load(path):
     raw = open(path, "rb").read()
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
-    ck = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False)
-    sd = ck.get("model_state", ck)
+    if len(raw) > 9 and raw[8:9] == b"{":
+        # safetensors (as `dolg train` writes): 8-byte header length, JSON header, raw tensors.
+        n = int.from_bytes(raw[:8], "little")
+        header = json.loads(raw[8:8 + n])
+        header.pop("__metadata__", None)
+        body = raw[8 + n:]
+        sd = {}
+        for k, v in header.items():
+            assert v["dtype"] == "F32", (k, v["dtype"])
+            a, b = v["data_offsets"]
+            sd[k] = torch.from_numpy(np.frombuffer(body[a:b], dtype="<f4").copy().reshape(v["shape"]))
+    else:
+        ck = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False)
+        sd = ck.get("model_state", ck)
     sd = {k: v for k, v in sd.items() if not k.startswith("desc_cls.") and not k.endswith("num_batches_tracked")}
     depths = [max(int(k.split(".")[2][1:]) for k in sd if k.startswith(f"globalmodel.s{s}.")) for s in range(1, 5)]
     m = Dolg(depths, any(k.startswith("localmodel.aspp.") for k in sd))

@@ -20,10 +20,13 @@ tail -n +2 "$DEV/groups.csv" | awk -F, '$2!=""{print $2}' | sort -u > "$OUT/grou
 awk 'NR%2==1' "$OUT/groups.txt" > "$OUT/train_groups.txt"
 tail -n +2 "$DEV/groups.csv" | awk -F, 'NR==FNR{t[$1]=1;next} ($2 in t){print $1" "$2}' "$OUT/train_groups.txt" - > "$OUT/train.txt"
 { echo image,group; tail -n +2 "$DEV/groups.csv" | awk -F, 'NR==FNR{t[$1]=1;next} !($2 in t){print}' "$OUT/train_groups.txt" -; } > "$OUT/heldout.csv"
+# The training groups (+ distractors), to show what the model learned on the data it saw.
+{ echo image,group; tail -n +2 "$DEV/groups.csv" | awk -F, 'NR==FNR{t[$1]=1;next} ($2 in t) || $2==""{print}' "$OUT/train_groups.txt" -; } > "$OUT/traingroups.csv"
 echo "train: $(wc -l < "$OUT/train.txt") images in $(wc -l < "$OUT/train_groups.txt") groups;" \
      "held out: $(($(wc -l < "$OUT/heldout.csv") - 1)) images ($(($(wc -l < "$OUT/groups.txt") - $(wc -l < "$OUT/train_groups.txt"))) groups + distractors)"
 
 evalg() { $BIN eval groups --groups "$OUT/heldout.csv" --images "$DEV/images" --threads "$THREADS" "$@"; }
+evalt() { $BIN eval groups --groups "$OUT/traingroups.csv" --images "$DEV/images" --threads "$THREADS" "$@"; }
 echo "== before: off-the-shelf MobileNetV2-GeM"; evalg --backbone mobilenetv2 | tee "$OUT/before_offtheshelf.txt"
 
 /usr/bin/time -v $BIN train --config "$CONFIG" --data "$OUT/train.txt" --images "$DEV/images" \
@@ -32,4 +35,7 @@ FINAL=$(sed -n 's/.*"checkpoint": "\(.*\)".*/\1/p' "$OUT/run/state.json")
 
 echo "== before: DOLG head untrained (step 0)"; evalg --weights "$OUT/run/checkpoints/step-0000000.safetensors" | tee "$OUT/before_dolg.txt"
 echo "== after: fine-tuned ($FINAL)"; evalg --weights "$OUT/run/$FINAL" | tee "$OUT/after.txt"
+echo "== training groups, before and after"
+evalt --weights "$OUT/run/checkpoints/step-0000000.safetensors" | tee "$OUT/train_before.txt"
+evalt --weights "$OUT/run/$FINAL" | tee "$OUT/train_after.txt"
 grep -E "Elapsed|Maximum resident" "$OUT/train.log"

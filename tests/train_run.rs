@@ -100,6 +100,15 @@ fn interrupted_and_resumed_run_reproduces_an_uninterrupted_one() {
     for (k, v) in &fa {
         assert!(v == &fb[k], "{k} differs after resume");
     }
+    // Saved under exactly the authors' keys and shapes (the fixture checkpoint's, less BatchNorm
+    // counters), with a fresh 14-class head since the fixture's has 10 classes.
+    let shapes = |ck: &Checkpoint| -> BTreeMap<String, Vec<usize>> {
+        ck.keys().filter(|k| !k.ends_with("num_batches_tracked") && !k.starts_with("desc_cls.")).map(|k| (k.to_owned(), ck.shape(k).unwrap().to_vec())).collect()
+    };
+    let trained = Checkpoint::open(&full.out.join("checkpoints/step-0000011.safetensors")).unwrap();
+    assert_eq!(shapes(&trained), shapes(&Checkpoint::open(full.init.as_ref().unwrap()).unwrap()));
+    assert_eq!(trained.shape("desc_cls.weight"), Some(&[14usize, 512][..]));
+    assert_eq!(trained.shape("desc_cls.t"), Some(&[1usize][..]));
     // The weights moved, the head's t moved, and the momentum buffers are identical too.
     let start = tensors(&full.out.join("checkpoints/step-0000000.safetensors"));
     assert!(start["fc.weight"] != fa["fc.weight"]);
