@@ -219,3 +219,54 @@ fn every_ablation_trains_and_loads_for_extraction() {
         assert!(d.iter().all(|v| v.is_finite()), "{name}");
     }
 }
+
+#[test]
+fn unreadable_training_images_are_skipped_and_reported() {
+    use dolg::train::augment::AugmentConfig;
+    use dolg::train::data::{Dataset, Loader, Schedule};
+    let Some(shared) = shared_dir() else { return };
+    let bad = shared.join("data/bad-inputs");
+    let good = Path::new(EXAMPLES).join("images/lg-building_1.jpg");
+    let pairs = vec![
+        (good.clone(), "a".to_string()),
+        (bad.join("truncated.jpg"), "a".into()),
+        (bad.join("bomb_60000x60000.png"), "b".into()),
+        (bad.join("not_an_image.png"), "b".into()),
+        (good, "b".into()),
+        (bad.join("tiny_1x1.png"), "a".into()),
+    ];
+    let ds = std::sync::Arc::new(Dataset::from_pairs(pairs));
+    let sched = Schedule { seed: 1, batch: 6, accum: 1, n_samples: 6 };
+    let aug = AugmentConfig { size: 32, ..Default::default() };
+    let mut loader = Loader::start(ds, sched, aug, dolg::preprocess::Normalization::DOLG, 0, 1, 2, 2);
+    let (batch, _) = loader.next().unwrap();
+    // The two real photos and the 1x1 PNG are usable; the truncated, bomb and non-image files are reported by path.
+    assert_eq!(batch.labels.len() + batch.failed.len(), 6);
+    let failed: Vec<String> = batch.failed.iter().map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    for f in ["bomb_60000x60000.png", "not_an_image.png"] {
+        assert!(failed.iter().any(|x| x == f), "{f} not reported: {failed:?}");
+    }
+    assert!(batch.labels.len() >= 2, "good images lost: {failed:?}");
+    assert_eq!(batch.pixels.len(), batch.labels.len() * 3 * 32 * 32);
+    assert!(batch.pixels.iter().all(|v| v.is_finite()));
+    assert!(loader.next().is_none(), "only one micro-batch was asked for");
+}
+
+#[test]
+fn frozen_backbone_stays_put_while_the_head_trains() {
+    let Some(shared) = shared_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig { freeze_stages: 5, max_steps: 2, accum: 1, batch_size: 2, base_lr: 0.01, ..base_config(&shared, dir.path(), "frozen") };
+    run(&cfg, false, &AtomicBool::new(false), |_| {}).unwrap();
+    let before = tensors(&cfg.out.join("checkpoints/step-0000000.safetensors"));
+    let after = tensors(&cfg.out.join("checkpoints/step-0000002.safetensors"));
+    for (k, v) in &before {
+        let moved = v != &after[k];
+        if k.starts_with("globalmodel.") {
+            // Weights and BatchNorm statistics of a frozen trunk do not change.
+            assert!(!moved, "{k} changed in a frozen backbone");
+        } else if !k.ends_with(".bias") || k.starts_with("fc") {
+            assert!(moved || k == "desc_cls.t", "{k} did not train");
+        }
+    }
+}
