@@ -118,6 +118,17 @@ impl Extractor {
         &self,
         paths: &[PathBuf],
         crop_box: Option<CropBox>,
+        on_done: impl FnMut(usize, &Path, &Result<Vec<f32>, DescriptorError>),
+    ) -> Vec<Result<Vec<f32>, DescriptorError>> {
+        self.describe_many_cropped(paths, &|_| crop_box, on_done)
+    }
+
+    /// [`Extractor::describe_many`] with a crop box per image (`crop_of(i)` for `paths[i]`), as
+    /// Revisited Oxford/Paris queries need.
+    pub fn describe_many_cropped(
+        &self,
+        paths: &[PathBuf],
+        crop_of: &(dyn Fn(usize) -> Option<CropBox> + Sync),
         mut on_done: impl FnMut(usize, &Path, &Result<Vec<f32>, DescriptorError>),
     ) -> Vec<Result<Vec<f32>, DescriptorError>> {
         let (tx, rx) = sync_channel::<(usize, Result<Prepared, DescriptorError>)>(4);
@@ -125,7 +136,7 @@ impl Extractor {
         std::thread::scope(|s| {
             s.spawn(move || {
                 for (i, p) in paths.iter().enumerate() {
-                    if tx.send((i, self.prepare(p, crop_box))).is_err() {
+                    if tx.send((i, self.prepare(p, crop_of(i)))).is_err() {
                         break;
                     }
                 }

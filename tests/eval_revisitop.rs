@@ -400,3 +400,55 @@ fn malformed_structure_is_an_error() {
             && missing.to_string().contains("/nonexistent/gnd.pkl")
     );
 }
+
+/// `dolg eval revisited --images ROOT --weights W` end to end on a tiny synthetic dataset of real
+/// photos: cropped queries, cached descriptors on the second run, and every missing image named.
+#[test]
+fn end_to_end_from_images_with_cache_and_missing_files() {
+    let Some(shared) = common::shared_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let jpg = dir.path().join("jpg");
+    std::fs::create_dir_all(&jpg).unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/landmarks/images");
+    let names = ["lg-building_1", "lg-building_2", "wxbs-berlin_1", "wxbs-berlin_2"];
+    for n in names {
+        std::fs::copy(src.join(format!("{n}.jpg")), jpg.join(format!("{n}.jpg"))).unwrap();
+    }
+    let gnd = json!({
+        "imlist": ["lg-building_2", "wxbs-berlin_1", "wxbs-berlin_2"],
+        "qimlist": ["lg-building_1"],
+        "gnd": [{"bbx": [10.5, 20.2, 300.9, 250.0], "easy": [0], "hard": [], "junk": [2]}]
+    });
+    let gnd_path = dir.path().join("gnd_tiny.pkl");
+    std::fs::write(&gnd_path, pickle(&gnd)).unwrap();
+    let weights = shared.join("fixtures/dolg-r50-random/dolg_r50_random_noaspp.pyth.gz");
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dolg"))
+            .args(["eval", "revisited", "--json", "--scales", "0.5", "--images"])
+            .arg(dir.path())
+            .arg("--gnd")
+            .arg(&gnd_path)
+            .arg("--weights")
+            .arg(&weights)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let v: Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert!(v["medium"]["map"].as_f64().is_some(), "{v}");
+    assert!(dir.path().join(".dolg-cache/queries.npy").exists());
+    let second = run();
+    assert!(second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("using cached descriptors"));
+    assert_eq!(first.stdout, second.stdout, "the cache gives the same result");
+
+    // Two database images missing (and the cache invalid): both are named in one error.
+    std::fs::remove_dir_all(dir.path().join(".dolg-cache")).unwrap();
+    std::fs::remove_file(jpg.join("wxbs-berlin_1.jpg")).unwrap();
+    std::fs::remove_file(jpg.join("wxbs-berlin_2.jpg")).unwrap();
+    let out = run();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2 database image(s)") && err.contains("wxbs-berlin_1") && err.contains("wxbs-berlin_2"), "{err}");
+}

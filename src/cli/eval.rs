@@ -186,20 +186,22 @@ fn extract_revisited(a: &RevisitedArgs, gnd: &RevisitedGnd, root: &Path, device:
     }
     let ex = a.model.extractor(device)?;
     let jpg = |n: &str| root.join("jpg").join(format!("{n}.jpg"));
-    let describe = |names: &[String], crops: Option<&dyn Fn(usize) -> CropBox>, what: &str| -> anyhow::Result<Vec<Vec<f32>>> {
+    // Decoding overlaps the network (describe_many_cropped); every unreadable image is reported
+    // together instead of stopping at the first.
+    let describe = |names: &[String], crops: &(dyn Fn(usize) -> Option<CropBox> + Sync), what: &str| -> anyhow::Result<Vec<Vec<f32>>> {
         let pb = progress(names.len() as u64, what);
-        let mut rows = Vec::with_capacity(names.len());
-        for (i, n) in names.iter().enumerate() {
-            let d = ex.describe_file(&jpg(n), crops.map(|c| c(i))).with_context(|| format!("{what} image {i} ('{n}')"))?;
-            rows.push(d.descriptor);
-            pb.inc(1);
-        }
+        let paths: Vec<PathBuf> = names.iter().map(|n| jpg(n)).collect();
+        let results = ex.describe_many_cropped(&paths, crops, |_, _, _| pb.inc(1));
         pb.finish_and_clear();
-        Ok(rows)
+        let failed: Vec<String> = results.iter().zip(names).filter_map(|(r, n)| r.as_ref().err().map(|e| format!("'{n}': {e}"))).collect();
+        if !failed.is_empty() {
+            bail!("{} {what} image(s) could not be described (every image of the ground truth is needed): {}", failed.len(), failed.join("; "));
+        }
+        Ok(results.into_iter().map(|r| r.expect("failures handled above")).collect())
     };
-    let qbox = |i: usize| CropBox(gnd.gnd[i].bbx);
-    let q = describe(&gnd.qimlist, Some(&qbox), "queries")?;
-    let db = describe(&gnd.imlist, None, "database")?;
+    let qbox = |i: usize| Some(CropBox(gnd.gnd[i].bbx));
+    let q = describe(&gnd.qimlist, &qbox, "queries")?;
+    let db = describe(&gnd.imlist, &|_| None, "database")?;
     let dim = q[0].len();
     write_descriptors(&db_file, &db, dim, Some(&gnd.imlist))?;
     write_descriptors(&q_file, &q, dim, Some(&gnd.qimlist))?;
