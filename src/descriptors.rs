@@ -9,6 +9,7 @@
 //! command line (directories expanded, sorted).
 
 use std::path::{Path, PathBuf};
+use std::ops::ControlFlow;
 use std::sync::mpsc::sync_channel;
 
 use burn::tensor::{Device, Tensor, TensorData};
@@ -118,18 +119,23 @@ impl Extractor {
         &self,
         paths: &[PathBuf],
         crop_box: Option<CropBox>,
-        on_done: impl FnMut(usize, &Path, &Result<Vec<f32>, DescriptorError>),
+        mut on_done: impl FnMut(usize, &Path, &Result<Vec<f32>, DescriptorError>),
     ) -> Vec<Result<Vec<f32>, DescriptorError>> {
-        self.describe_many_cropped(paths, &|_| crop_box, on_done)
+        self.describe_many_cropped(paths, &|_| crop_box, |i, p, r| {
+            on_done(i, p, r);
+            ControlFlow::Continue(())
+        })
     }
 
     /// [`Extractor::describe_many`] with a crop box per image (`crop_of(i)` for `paths[i]`), as
-    /// Revisited Oxford/Paris queries need.
+    /// Revisited Oxford/Paris queries need, and a callback that can stop the run early
+    /// (`ControlFlow::Break`, e.g. when the results can no longer be stored); the returned vector
+    /// then holds the results up to that image.
     pub fn describe_many_cropped(
         &self,
         paths: &[PathBuf],
         crop_of: &(dyn Fn(usize) -> Option<CropBox> + Sync),
-        mut on_done: impl FnMut(usize, &Path, &Result<Vec<f32>, DescriptorError>),
+        mut on_done: impl FnMut(usize, &Path, &Result<Vec<f32>, DescriptorError>) -> ControlFlow<()>,
     ) -> Vec<Result<Vec<f32>, DescriptorError>> {
         let (tx, rx) = sync_channel::<(usize, Result<Prepared, DescriptorError>)>(4);
         let mut results = Vec::with_capacity(paths.len());
@@ -141,11 +147,16 @@ impl Extractor {
                     }
                 }
             });
-            for (i, prepared) in rx {
+            for (i, prepared) in rx.iter() {
                 let r = prepared.map(|p| self.describe(&p).descriptor);
-                on_done(i, &paths[i], &r);
+                let flow = on_done(i, &paths[i], &r);
                 results.push(r);
+                if flow.is_break() {
+                    // Dropping the receiver makes the decoding thread's next send fail.
+                    break;
+                }
             }
+            drop(rx);
         });
         results
     }

@@ -283,3 +283,28 @@ fn real_model_descriptors_have_unit_norm() {
     // ... and its direction is the per-scale descriptor's.
     assert!(common::cosine(&raw, &d.per_scale[3]) > 0.999999);
 }
+
+#[test]
+fn describe_many_stops_when_asked_and_keeps_per_image_crops() {
+    let Some(shared) = common::shared_dir() else { return };
+    let fx = shared.join("fixtures/dolg-r50-random");
+    let device = Device::flex();
+    let ck = dolg::checkpoint::Checkpoint::open(&fx.join("dolg_r50_random_noaspp.pyth.gz")).unwrap();
+    let model = dolg::model::RetrievalModel::dolg(&ck, None, Fusion::Orthogonal, &device).unwrap();
+    let ex = dolg::descriptors::Extractor::new(model, device, vec![0.25]);
+    let paths: Vec<std::path::PathBuf> = ["input_lab.png", "input_church.png", "input_kremlin.png", "input_building.png"].iter().map(|n| fx.join(n)).collect();
+    let mut seen = Vec::new();
+    let r = ex.describe_many_cropped(&paths, &|_| None, |i, _, _| {
+        seen.push(i);
+        if i == 1 { std::ops::ControlFlow::Break(()) } else { std::ops::ControlFlow::Continue(()) }
+    });
+    assert_eq!(seen, [0, 1]);
+    assert_eq!(r.len(), 2);
+    // A crop for one image only changes that image's descriptor.
+    let crop = dolg::preprocess::CropBox([0.0, 0.0, 60.0, 60.0]);
+    let full = ex.describe_many(&paths[..2], None, |_, _, _| {});
+    let cropped = ex.describe_many_cropped(&paths[..2], &|i| (i == 1).then_some(crop), |_, _, _| std::ops::ControlFlow::Continue(()));
+    assert_eq!(full[0].as_ref().unwrap(), cropped[0].as_ref().unwrap());
+    assert_ne!(full[1].as_ref().unwrap(), cropped[1].as_ref().unwrap());
+    assert_eq!(cropped[1].as_ref().unwrap(), &ex.describe_file(&paths[1], Some(crop)).unwrap().descriptor);
+}

@@ -191,7 +191,10 @@ fn extract_revisited(a: &RevisitedArgs, gnd: &RevisitedGnd, root: &Path, device:
     let describe = |names: &[String], crops: &(dyn Fn(usize) -> Option<CropBox> + Sync), what: &str| -> anyhow::Result<Vec<Vec<f32>>> {
         let pb = progress(names.len() as u64, what);
         let paths: Vec<PathBuf> = names.iter().map(|n| jpg(n)).collect();
-        let results = ex.describe_many_cropped(&paths, crops, |_, _, _| pb.inc(1));
+        let results = ex.describe_many_cropped(&paths, crops, |_, _, _| {
+            pb.inc(1);
+            std::ops::ControlFlow::Continue(())
+        });
         pb.finish_and_clear();
         let failed: Vec<String> = results.iter().zip(names).filter_map(|(r, n)| r.as_ref().err().map(|e| format!("'{n}': {e}"))).collect();
         if !failed.is_empty() {

@@ -251,7 +251,8 @@ fn add_images(index: &mut Index, model: &ModelArgs, a: &AddOptions, checked: Opt
         let pb = progress(todo.len() as u64, "index");
         let mut batch = Vec::new();
         let mut commit_err = None;
-        ex.describe_many(&todo_paths, None, |i, path, r| {
+        // A failed commit (disk full, lost lock) stops extraction at once: nothing more could be stored.
+        ex.describe_many_cropped(&todo_paths, &|_| None, |i, path, r| {
             match r {
                 Ok(d) => {
                     batch.push(Record::Add { name: image_name(path), hash: todo[i].1, vector: d.clone() });
@@ -262,12 +263,14 @@ fn add_images(index: &mut Index, model: &ModelArgs, a: &AddOptions, checked: Opt
                     failed.push(json!({"path": path.display().to_string(), "error": e.to_string()}));
                 }
             }
-            if batch.len() >= a.batch.max(1) && commit_err.is_none() {
+            pb.inc(1);
+            if batch.len() >= a.batch.max(1) {
                 if let Err(e) = index.commit(std::mem::take(&mut batch)) {
                     commit_err = Some(e);
+                    return std::ops::ControlFlow::Break(());
                 }
             }
-            pb.inc(1);
+            std::ops::ControlFlow::Continue(())
         });
         pb.finish_and_clear();
         if let Some(e) = commit_err {
