@@ -398,6 +398,8 @@ pub fn write_safetensors(path: &Path, tensors: &[NamedTensor], metadata: BTreeMa
     let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| werr(e.to_string()))?;
     safetensors::serialize_to_file(views, Some(meta), tmp.path()).map_err(|e| werr(e.to_string()))?;
     make_readable(tmp.as_file());
+    // On disk before anything (a training run's state.json) can point at it.
+    std::fs::File::open(tmp.path()).and_then(|f| f.sync_all()).map_err(|e| werr(e.to_string()))?;
     tmp.persist(path).map_err(|e| werr(e.to_string()))?;
     Ok(())
 }

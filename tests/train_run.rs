@@ -124,6 +124,13 @@ fn interrupted_and_resumed_run_reproduces_an_uninterrupted_one() {
     assert!(names.contains(&"step-0000000.safetensors".to_string()), "{names:?}");
     assert!(names.iter().filter(|n| !n.ends_with(".optim.safetensors")).count() <= 4, "{names:?}");
 
+    // A resume with other batching is refused, and leaves the run's records untouched.
+    let config_before = std::fs::read_to_string(cut.out.join("config.toml")).unwrap();
+    let other = TrainConfig { batch_size: 2, accum: 1, ..cut.clone() };
+    let e = run(&other, true, &never, |_| {}).unwrap_err().to_string();
+    assert!(e.contains("batch_size 4 -> 2") && e.contains("accum 2 -> 1"), "{e}");
+    assert_eq!(std::fs::read_to_string(cut.out.join("config.toml")).unwrap(), config_before);
+
     // The run refuses to overwrite itself, and the checkpoint loads for extraction.
     let e = run(&full, false, &never, |_| {}).unwrap_err().to_string();
     assert!(e.contains("--resume"), "{e}");
@@ -269,4 +276,39 @@ fn frozen_backbone_stays_put_while_the_head_trains() {
             assert!(moved || k == "desc_cls.t", "{k} did not train");
         }
     }
+}
+
+#[test]
+fn validation_runs_at_the_start_each_epoch_end_and_the_last_step_even_across_a_stop() {
+    let Some(shared) = shared_dir() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        accum: 1,
+        max_steps: 9, // one epoch is 8 steps (34 images, batch 4): the last step is mid-epoch
+        val_groups: Some(Path::new(EXAMPLES).join("groups.csv")),
+        val_images: Some(Path::new(EXAMPLES).join("images")),
+        val_scales: vec![0.25],
+        ..base_config(&shared, dir.path(), "val")
+    };
+    // Stopped on the last step of epoch 0: the checkpoint is saved and scored before exiting.
+    let stop = AtomicBool::new(false);
+    let mut scored = Vec::new();
+    run(&cfg, false, &stop, |ev| match ev {
+        Event::Step(r) if r.step == 8 => stop.store(true, Ordering::Relaxed),
+        Event::Validation { step, map, .. } => scored.push((step, map)),
+        _ => {}
+    })
+    .unwrap();
+    assert_eq!(scored.iter().map(|s| s.0).collect::<Vec<_>>(), [0, 8]);
+    assert!(scored.iter().all(|(_, m)| (0.0..=1.0).contains(m)));
+    let o = run(&cfg, true, &AtomicBool::new(false), |_| {}).unwrap();
+    assert_eq!(o.steps_done, 9);
+    let val_steps: Vec<u64> = std::fs::read_to_string(cfg.out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("val_map").is_some())
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(val_steps, [0, 8, 9], "one score per epoch end, the last step, and the start; none repeated");
 }

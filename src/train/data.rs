@@ -261,7 +261,17 @@ impl Loader {
                         o.retain(|&e, _| e + 1 >= epoch);
                         o.entry(epoch).or_insert_with(|| Arc::new(sched.order(epoch))).clone()
                     };
-                    let batch = build_batch(&dataset, &order, sched.seed, epoch, range, &aug, &norm, &warned);
+                    // A panic while preparing one batch (a decoder bug on some file) must not leave a
+                    // hole that the in-order consumer would wait on forever: the batch's images are
+                    // reported as failed and the run goes on.
+                    let batch = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        build_batch(&dataset, &order, sched.seed, epoch, range.clone(), &aug, &norm, &warned)
+                    }))
+                    .unwrap_or_else(|panic| {
+                        let why = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                        let failed = range.map(|pos| (dataset.samples[order[pos]].path.clone(), format!("internal error while preparing this batch: {why}"))).collect();
+                        Batch { pixels: Vec::new(), labels: Vec::new(), failed }
+                    });
                     if tx.send((m, batch)).is_err() {
                         return;
                     }
@@ -295,7 +305,11 @@ impl Loader {
 
 impl Drop for Loader {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        {
+            // Under the lock: a worker between its stop check and its wait cannot miss the wake-up.
+            let _guard = self.state.0.lock().unwrap_or_else(|e| e.into_inner());
+            self.stop.store(true, Ordering::Relaxed);
+        }
         self.state.1.notify_all();
         // Unblock senders, then wait for the workers so no thread outlives the run.
         while self.rx.try_recv().is_ok() {}

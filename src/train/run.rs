@@ -31,6 +31,58 @@ pub struct RunState {
     pub epoch: usize,
     pub checkpoint: String,
     pub optimizer: String,
+    /// What the data order depends on; a resume with different values would not be exact.
+    #[serde(default)]
+    pub data: Option<DataIdentity>,
+}
+
+/// Everything that decides which images each step sees.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataIdentity {
+    pub samples: usize,
+    pub classes: usize,
+    /// SHA-256 of the sample list (path and class of every image, in order) and the class table.
+    pub data_sha256: String,
+    pub batch_size: usize,
+    pub accum: usize,
+    pub seed: u64,
+}
+
+impl DataIdentity {
+    fn of(dataset: &Dataset, cfg: &TrainConfig) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for s in &dataset.samples {
+            h.update(s.path.to_string_lossy().as_bytes());
+            h.update(format!("\t{}\n", s.class).as_bytes());
+        }
+        h.update(dataset.class_table().as_bytes());
+        Self {
+            samples: dataset.samples.len(),
+            classes: dataset.classes.len(),
+            data_sha256: h.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+            batch_size: cfg.batch_size,
+            accum: cfg.accum,
+            seed: cfg.seed,
+        }
+    }
+
+    /// The fields that differ, for the error message.
+    fn differences(&self, now: &Self) -> Vec<String> {
+        let mut d = Vec::new();
+        let mut cmp = |name: &str, a: String, b: String| {
+            if a != b {
+                d.push(format!("{name} {a} -> {b}"));
+            }
+        };
+        cmp("images", self.samples.to_string(), now.samples.to_string());
+        cmp("classes", self.classes.to_string(), now.classes.to_string());
+        cmp("image list", self.data_sha256[..12].to_string(), now.data_sha256[..12].to_string());
+        cmp("batch_size", self.batch_size.to_string(), now.batch_size.to_string());
+        cmp("accum", self.accum.to_string(), now.accum.to_string());
+        cmp("seed", self.seed.to_string(), now.seed.to_string());
+        d
+    }
 }
 
 /// Metrics of one optimizer step (one line of `metrics.jsonl`).
@@ -114,11 +166,11 @@ fn initial_model(cfg: &TrainConfig, classes: usize, resume: Option<&Path>, devic
     let mut rng = ChaCha8Rng::seed_from_u64(super::data::mix(cfg.seed, u64::MAX, 0));
     if let Some(init) = &cfg.init {
         let ck = Checkpoint::open(init)?;
-        let head_fits = ck.shape("desc_cls.weight").is_some_and(|s| s[0] == classes);
+        let head_fits = ck.shape("desc_cls.weight").and_then(|s| s.first()).is_some_and(|&c| c == classes);
         if head_fits {
             return Trainable::load(&ck, cfg.fusion, device);
         }
-        let out_dim = ck.shape("fc.weight").map_or(cfg.out_dim, |s| s[0]);
+        let out_dim = ck.shape("fc.weight").and_then(|s| s.first().copied()).unwrap_or(cfg.out_dim);
         tracing::info!("{}: no classification head for {classes} classes; starting a fresh one", init.display());
         let mut tensors: Vec<NamedTensor> = Vec::new();
         for key in ck.keys().filter(|k| !k.starts_with("desc_cls.") && !k.ends_with("num_batches_tracked")) {
@@ -137,7 +189,7 @@ fn initial_model(cfg: &TrainConfig, classes: usize, resume: Option<&Path>, devic
     Trainable::load(&ck, cfg.fusion, device)
 }
 
-fn save(net: &Trainable, sgd: &Sgd, cfg: &TrainConfig, step: usize, epoch: usize) -> Result<PathBuf, TrainError> {
+fn save(net: &Trainable, sgd: &Sgd, cfg: &TrainConfig, data: &DataIdentity, step: usize, epoch: usize) -> Result<PathBuf, TrainError> {
     let dir = cfg.out.join(CHECKPOINT_DIR);
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let name = format!("step-{step:07}");
@@ -164,7 +216,13 @@ fn save(net: &Trainable, sgd: &Sgd, cfg: &TrainConfig, step: usize, epoch: usize
     meta.insert("optimizer".into(), "sgd".into());
     meta.insert("step".into(), step.to_string());
     write_safetensors(&optim, &bufs, meta)?;
-    let state = RunState { step, epoch, checkpoint: format!("{CHECKPOINT_DIR}/{name}.safetensors"), optimizer: format!("{CHECKPOINT_DIR}/{name}.optim.safetensors") };
+    let state = RunState {
+        step,
+        epoch,
+        checkpoint: format!("{CHECKPOINT_DIR}/{name}.safetensors"),
+        optimizer: format!("{CHECKPOINT_DIR}/{name}.optim.safetensors"),
+        data: Some(data.clone()),
+    };
     write_atomic(&cfg.out.join("state.json"), serde_json::to_string_pretty(&state).expect("state").as_bytes())?;
     prune(&dir, &ckpt)?;
     Ok(ckpt)
@@ -178,7 +236,9 @@ fn prune(dir: &Path, keep: &Path) -> Result<(), TrainError> {
         // step 0 (the starting point) is kept for before/after comparisons.
         .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors") && !n.ends_with(".optim.safetensors") && n != "step-0000000.safetensors"))
         .collect();
-    found.sort();
+    // By step number, not by name: names stop sorting once a step needs more digits.
+    let step_of = |p: &PathBuf| p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("step-")?.split('.').next()?.parse::<u64>().ok()).unwrap_or(0);
+    found.sort_by_key(step_of);
     let n = found.len();
     for old in found.into_iter().take(n.saturating_sub(KEEP_STEP_CHECKPOINTS)) {
         if old != keep {
@@ -187,6 +247,12 @@ fn prune(dir: &Path, keep: &Path) -> Result<(), TrainError> {
         }
     }
     Ok(())
+}
+
+fn has_val_line(path: &Path, step: usize) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|t| {
+        t.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).any(|v| v["step"].as_u64() == Some(step as u64) && v.get("val_map").is_some())
+    })
 }
 
 /// Drop metrics lines past the resumed step (written after the last checkpoint of a crashed run).
@@ -216,6 +282,17 @@ pub fn run(cfg: &TrainConfig, resume: bool, stop: &AtomicBool, mut on_event: imp
         }
         None
     };
+    let identity = DataIdentity::of(&dataset, cfg);
+    if let Some(recorded) = state.as_ref().and_then(|s| s.data.as_ref()) {
+        let diff = recorded.differences(&identity);
+        if !diff.is_empty() {
+            return Err(TrainError::Resume {
+                path: out.join("state.json"),
+                message: format!("the data or batching changed since the run started ({}); the resumed run would not continue the same one", diff.join(", ")),
+            });
+        }
+    }
+    // Written after the checks, so a refused resume leaves the run's records as they were.
     write_atomic(&out.join("config.toml"), cfg.to_toml().as_bytes())?;
     write_atomic(&out.join("classes.tsv"), dataset.class_table().as_bytes())?;
     let classes = dataset.classes.len();
@@ -263,16 +340,27 @@ pub fn run(cfg: &TrainConfig, resume: bool, stop: &AtomicBool, mut on_event: imp
     let mut metrics = std::fs::OpenOptions::new().create(true).append(true).open(&metrics_path).map_err(io_err(&metrics_path))?;
     let mut last_ckpt = None;
     let mut step = start_step;
-    if start_step == 0 {
-        // The starting point, saved and (with validation data) scored: the "before" of the run.
-        let p = save(&net, &sgd, cfg, 0, 0)?;
-        on_event(Event::Checkpoint(&p));
+    let validate = |p: &Path, step: usize, epoch: usize, metrics: &mut std::fs::File, on_event: &mut dyn FnMut(Event)| -> Result<(), TrainError> {
         if let (Some(g), Some(i)) = (&cfg.val_groups, &cfg.val_images) {
-            let map = super::validate::groups_map(&p, cfg.fusion, &device, g, i, &cfg.val_scales)?;
-            writeln!(metrics, "{}", serde_json::json!({"step": 0, "epoch": 0, "val_map": map})).map_err(io_err(&metrics_path))?;
-            on_event(Event::Validation { step: 0, epoch: 0, map });
+            let map = super::validate::groups_map(p, cfg.fusion, &device, g, i, &cfg.val_scales)?;
+            writeln!(metrics, "{}", serde_json::json!({"step": step, "epoch": epoch, "val_map": map})).map_err(io_err(&metrics_path))?;
+            on_event(Event::Validation { step, epoch, map });
         }
-        last_ckpt = Some(p);
+        Ok(())
+    };
+    match &state {
+        None => {
+            // The starting point, saved and (with validation data) scored: the "before" of the run.
+            let p = save(&net, &sgd, cfg, &identity, 0, 0)?;
+            on_event(Event::Checkpoint(&p));
+            validate(&p, 0, 0, &mut metrics, &mut on_event)?;
+            last_ckpt = Some(p);
+        }
+        Some(s) if s.step > 0 && (s.step % per_epoch == 0 || s.step == total) && !has_val_line(&metrics_path, s.step) => {
+            // The run stopped between saving an epoch's checkpoint and scoring it.
+            validate(&out.join(&s.checkpoint), s.step, (s.step - 1) / per_epoch, &mut metrics, &mut on_event)?;
+        }
+        Some(_) => {}
     }
     while step < total {
         let epoch = step / per_epoch;
@@ -280,8 +368,11 @@ pub fn run(cfg: &TrainConfig, resume: bool, stop: &AtomicBool, mut on_event: imp
         let t0 = Instant::now();
         let (mut grads, mut wait) = (Grads::default(), 0.0);
         let (mut loss_sum, mut hits, mut images, mut skipped, mut parts) = (0.0, 0.0, 0usize, 0usize, 0usize);
+        let mut weights = Vec::with_capacity(cfg.accum);
         for _ in 0..cfg.accum {
-            let Some((batch, waited)) = loader.next() else { break };
+            let Some((batch, waited)) = loader.next() else {
+                return Err(TrainError::Data { path: cfg.data.clone(), message: format!("the data loader stopped before step {} of {total}", step + 1) });
+            };
             wait += waited.as_secs_f64();
             skipped += batch.failed.len();
             let n = batch.labels.len();
@@ -293,13 +384,22 @@ pub fn run(cfg: &TrainConfig, resume: bool, stop: &AtomicBool, mut on_event: imp
             loss_sum += f64::from(outp.loss.clone().into_scalar::<f32>()) * n as f64;
             hits += accuracy(&outp.logits, &batch.labels) * n as f64;
             let g = outp.loss.backward();
-            grads.accumulate(&net.model, &g);
-            grads.accumulate(&net.head, &g);
+            let mut micro = Grads::default();
+            micro.accumulate(&net.model, &g);
+            micro.accumulate(&net.head, &g);
+            weights.push((micro, n));
             images += n;
             parts += 1;
         }
-        if parts > 1 {
-            grads.scale(1.0 / parts as f64);
+        // The step's gradient is the per-image mean over all its micro-batches (each loss is a
+        // mean over its own, possibly smaller, micro-batch). One micro-batch: used as is.
+        if parts == 1 {
+            grads = weights.pop().expect("one micro-batch").0;
+        } else {
+            for (mut micro, n) in weights {
+                micro.scale(n as f64 / images as f64);
+                grads.add(micro);
+            }
         }
         if parts > 0 {
             net.model = sgd.step(lr, net.model, &mut grads);
@@ -322,15 +422,10 @@ pub fn run(cfg: &TrainConfig, resume: bool, stop: &AtomicBool, mut on_event: imp
         let epoch_end = step % per_epoch == 0;
         let interrupted = stop.load(Ordering::Relaxed);
         if epoch_end || step == total || interrupted || (cfg.checkpoint_every > 0 && step % cfg.checkpoint_every == 0) {
-            let p = save(&net, &sgd, cfg, step, step / per_epoch)?;
+            let p = save(&net, &sgd, cfg, &identity, step, epoch)?;
             on_event(Event::Checkpoint(&p));
-            if epoch_end && !interrupted {
-                if let (Some(g), Some(i)) = (&cfg.val_groups, &cfg.val_images) {
-                    let map = super::validate::groups_map(&p, cfg.fusion, &device, g, i, &cfg.val_scales)?;
-                    let line = serde_json::json!({"step": step, "epoch": epoch, "val_map": map});
-                    writeln!(metrics, "{line}").map_err(io_err(&metrics_path))?;
-                    on_event(Event::Validation { step, epoch, map });
-                }
+            if epoch_end || step == total {
+                validate(&p, step, epoch, &mut metrics, &mut on_event)?;
             }
             last_ckpt = Some(p);
         }

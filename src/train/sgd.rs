@@ -99,7 +99,18 @@ impl Grads {
         module.visit(&mut Collect { out: self, grads });
     }
 
-    /// Divide every gradient by `k` (the mean over `k` accumulated micro-batches).
+    /// Add another set of gradients (summing those of the same parameter).
+    pub fn add(&mut self, other: Grads) {
+        for (id, g) in other.0 {
+            let g = match self.0.remove(&id) {
+                Some(prev) => prev + g,
+                None => g,
+            };
+            self.0.insert(id, g);
+        }
+    }
+
+    /// Multiply every gradient by `k`.
     pub fn scale(&mut self, k: f64) {
         for g in self.0.values_mut() {
             *g = g.clone().mul_scalar(k);
