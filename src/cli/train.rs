@@ -139,6 +139,10 @@ pub struct TrainArgs {
     #[arg(long, value_name = "F", help_heading = "Optimisation")]
     #[serde(skip_serializing_if = "Option::is_none")]
     warmup_factor: Option<f64>,
+    /// Update the lr every step (fractional epochs) instead of once per epoch as the authors do.
+    #[arg(long, value_name = "BOOL", help_heading = "Optimisation")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lr_per_step: Option<bool>,
     /// Stop after N optimizer steps (the schedule still spans --epochs).
     #[arg(long, value_name = "N", help_heading = "Optimisation")]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -364,7 +364,7 @@ pub fn run(cfg: &TrainConfig, resume: bool, stop: &AtomicBool, mut on_event: imp
     }
     while step < total {
         let epoch = step / per_epoch;
-        let lr = cfg.lr_at_epoch(epoch);
+        let lr = cfg.lr_at_step(step, per_epoch);
         let t0 = Instant::now();
         let (mut grads, mut wait) = (Grads::default(), 0.0);
         let (mut loss_sum, mut hits, mut images, mut skipped, mut parts) = (0.0, 0.0, 0usize, 0usize, 0usize);
