@@ -199,6 +199,18 @@ impl Checkpoint {
         Self { path: label.into(), format: Format::Safetensors, entries, metadata: BTreeMap::new(), _inflated: None }
     }
 
+    /// Every floating-point tensor, as f32, under the name `rename` gives its key; keys it maps
+    /// to `None` are left out, and so are BatchNorm's integer `num_batches_tracked` counters.
+    pub fn named_tensors(&self, mut rename: impl FnMut(&str) -> Option<String>) -> Result<Vec<NamedTensor>, CheckpointError> {
+        let mut out = Vec::new();
+        for (key, e) in self.entries.iter().filter(|(k, _)| !k.ends_with("num_batches_tracked")) {
+            if let Some(name) = rename(key) {
+                out.push(NamedTensor { name, shape: e.shape.clone(), data: self.read_f32(key)? });
+            }
+        }
+        Ok(out)
+    }
+
     /// The safetensors metadata (training runs record the fusion and the options there).
     pub fn metadata(&self) -> &BTreeMap<String, String> {
         &self.metadata

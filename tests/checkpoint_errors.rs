@@ -40,10 +40,7 @@ fn variant_a_tensors(fx: &Path) -> &'static [NamedTensor] {
     CELL.get_or_init(|| {
         let ck = Checkpoint::open(&variant_a(fx)).unwrap();
         assert_eq!(ck.format(), Format::TorchLegacy);
-        ck.keys()
-            .filter(|k| !k.ends_with("num_batches_tracked"))
-            .map(|k| NamedTensor { name: k.to_owned(), shape: ck.shape(k).unwrap().to_vec(), data: ck.read_f32(k).unwrap() })
-            .collect()
+        ck.named_tensors(|k| Some(k.to_owned())).unwrap()
     })
 }
 

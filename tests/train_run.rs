@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use common::shared_dir;
-use dolg::checkpoint::{write_safetensors, Checkpoint, NamedTensor};
+use dolg::checkpoint::{write_safetensors, Checkpoint};
 use dolg::model::{Fusion, RetrievalModel};
 use dolg::train::config::{MultiAtrous, PoolingChoice};
 use dolg::train::run::{read_state, run, Event};
@@ -170,11 +170,7 @@ fn ctrl_c_saves_and_resume_finishes() {
 /// A bare ImageNet-style backbone file (keys at the root), cut from the fixture checkpoint.
 fn bare_backbone(shared: &Path, dir: &Path) -> PathBuf {
     let ck = Checkpoint::open(&shared.join("fixtures/dolg-r50-random/dolg_r50_random_noaspp.pyth.gz")).unwrap();
-    let t: Vec<NamedTensor> = ck
-        .keys()
-        .filter_map(|k| k.strip_prefix("globalmodel.").filter(|r| !r.ends_with("num_batches_tracked")).map(|r| (k, r)))
-        .map(|(k, r)| NamedTensor { name: r.to_owned(), shape: ck.shape(k).unwrap().to_vec(), data: ck.read_f32(k).unwrap() })
-        .collect();
+    let t = ck.named_tensors(|k| k.strip_prefix("globalmodel.").map(str::to_owned)).unwrap();
     let p = dir.join("r50.safetensors");
     write_safetensors(&p, &t, Default::default()).unwrap();
     p

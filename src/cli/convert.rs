@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use burn::module::Module;
 use clap::Args;
-use dolg::checkpoint::{write_safetensors, Checkpoint, NamedTensor};
+use dolg::checkpoint::{write_safetensors, Checkpoint};
 use dolg::model::{Arch, Dolg, Fusion};
 use serde_json::json;
 
@@ -27,11 +27,7 @@ pub struct ConvertArgs {
 pub fn run(a: ConvertArgs) -> anyhow::Result<ExitCode> {
     let ck = Checkpoint::open(&a.input)?;
     let (_, config) = Dolg::load(&ck, a.arch, Fusion::Orthogonal, false, &burn::tensor::Device::flex())?;
-    let mut tensors = Vec::new();
-    for key in ck.keys().filter(|k| !k.ends_with("num_batches_tracked")) {
-        let shape = ck.shape(key).unwrap_or_default().to_vec();
-        tensors.push(NamedTensor { name: key.to_owned(), shape, data: ck.read_f32(key)? });
-    }
+    let tensors = ck.named_tensors(|k| Some(k.to_owned()))?;
     let meta = BTreeMap::from([
         ("format".to_owned(), "pt".to_owned()),
         ("dolg.arch".to_owned(), config.name()),

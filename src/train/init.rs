@@ -99,14 +99,7 @@ pub fn fresh_model(backbone: &Checkpoint, l: &HeadLayout, rng: &mut impl Rng) ->
         path: backbone.path().to_owned(),
         reason: "no ResNet ('s1..s4.b*') or MobileNetV2 ('features.*') keys at the top level".into(),
     })?;
-    let mut tensors = Vec::new();
-    for key in backbone.keys() {
-        if key.ends_with("num_batches_tracked") {
-            continue;
-        }
-        let shape = backbone.shape(key).unwrap_or_default().to_vec();
-        tensors.push(NamedTensor { name: format!("globalmodel.{key}"), shape, data: backbone.read_f32(key)? });
-    }
+    let mut tensors = backbone.named_tensors(|k| Some(format!("globalmodel.{k}")))?;
     tensors.extend(head_tensors(kind, l, rng));
     Ok((Checkpoint::from_tensors(backbone.path(), tensors), kind))
 }

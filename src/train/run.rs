@@ -172,10 +172,7 @@ fn initial_model(cfg: &TrainConfig, classes: usize, resume: Option<&Path>, devic
         }
         let out_dim = ck.shape("fc.weight").and_then(|s| s.first().copied()).unwrap_or(cfg.out_dim);
         tracing::info!("{}: no classification head for {classes} classes; starting a fresh one", init.display());
-        let mut tensors: Vec<NamedTensor> = Vec::new();
-        for key in ck.keys().filter(|k| !k.starts_with("desc_cls.") && !k.ends_with("num_batches_tracked")) {
-            tensors.push(NamedTensor { name: key.to_owned(), shape: ck.shape(key).unwrap_or_default().to_vec(), data: ck.read_f32(key)? });
-        }
+        let mut tensors = ck.named_tensors(|k| (!k.starts_with("desc_cls.")).then(|| k.to_owned()))?;
         tensors.extend(super::head::MarginHead::init_tensors(classes, out_dim, &mut rng));
         return Trainable::load(&Checkpoint::from_tensors(init, tensors), cfg.fusion, device);
     }
