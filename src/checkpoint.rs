@@ -283,8 +283,9 @@ pub struct VarBuilder<'a> {
 pub struct ParamKeys(pub Vec<(ParamId, String)>);
 
 impl ParamKeys {
-    pub fn key(&self, id: ParamId) -> Option<&str> {
-        self.0.iter().find(|(i, _)| *i == id).map(|(_, k)| k.as_str())
+    /// The parameter id of a key.
+    pub fn id(&self, key: &str) -> Option<ParamId> {
+        self.0.iter().find(|(_, k)| k == key).map(|(id, _)| *id)
     }
 }
 

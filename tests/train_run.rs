@@ -212,7 +212,8 @@ fn every_ablation_trains_and_loads_for_extraction() {
         }
         assert_eq!(ck.contains("pool_g.p"), cfg.pooling == PoolingChoice::Gem, "{name}");
         assert_eq!(ck.contains("localmodel.conv2.weight"), cfg.local_branch && cfg.attention, "{name}");
-        let fusion = ck.metadata().get("dolg.fusion").and_then(|f| <Fusion as clap::ValueEnum>::from_str(f, true).ok()).unwrap();
+        assert_eq!(ck.metadata().get(dolg::model::fusion::FUSION_METADATA_KEY).map(String::as_str), Some(cfg.fusion.name()), "{name}: fusion not recorded");
+        let fusion = Fusion::recorded_in(ck.metadata());
         assert_eq!(fusion, cfg.fusion, "{name}: fusion recorded in the checkpoint");
         let (model, config) = dolg::model::Dolg::load(&ck, None, fusion, true, &Device::flex()).unwrap();
         assert!(check(&config), "{name}: loaded as {config:?}");

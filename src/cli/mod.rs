@@ -102,7 +102,7 @@ impl ModelArgs {
         Ok(if self.backbone.is_some() {
             RetrievalModel::off_the_shelf(&ck, device)?
         } else {
-            RetrievalModel::dolg(&ck, self.arch, self.fusion.unwrap_or_else(|| recorded_fusion(&ck)), device)?
+            RetrievalModel::dolg(&ck, self.arch, self.fusion.unwrap_or_else(|| Fusion::recorded_in(ck.metadata())), device)?
         })
     }
 
@@ -119,7 +119,7 @@ impl ModelArgs {
         // The fusion in effect, so an explicit flag and the checkpoint's record agree.
         let fusion = match (self.fusion, self.backbone) {
             (Some(f), _) => f,
-            (None, None) => recorded_fusion(&Checkpoint::open(&w)?),
+            (None, None) => Fusion::recorded_in(Checkpoint::open(&w)?.metadata()),
             (None, Some(_)) => Fusion::Orthogonal,
         };
         let mut h = Sha256::new();
@@ -136,11 +136,6 @@ impl ModelArgs {
         );
         Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
     }
-}
-
-/// The fusion a training run recorded in its checkpoint's metadata (orthogonal otherwise).
-fn recorded_fusion(ck: &Checkpoint) -> Fusion {
-    ck.metadata().get("dolg.fusion").and_then(|f| <Fusion as clap::ValueEnum>::from_str(f, true).ok()).unwrap_or_default()
 }
 
 /// The command-line spelling of a value-enum variant.

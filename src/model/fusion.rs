@@ -20,6 +20,25 @@ pub enum Fusion {
     Hadamard,
 }
 
+/// Checkpoint metadata key under which `dolg train` records the fusion a model was trained with.
+pub const FUSION_METADATA_KEY: &str = "dolg.fusion";
+
+impl Fusion {
+    /// The name written to checkpoint metadata (the command-line spelling).
+    pub fn name(self) -> &'static str {
+        match self {
+            Fusion::Orthogonal => "orthogonal",
+            Fusion::Concat => "concat",
+            Fusion::Hadamard => "hadamard",
+        }
+    }
+
+    /// The fusion recorded in a checkpoint's metadata; orthogonal (the paper's) when there is none.
+    pub fn recorded_in(metadata: &std::collections::BTreeMap<String, String>) -> Fusion {
+        metadata.get(FUSION_METADATA_KEY).and_then(|f| <Fusion as clap::ValueEnum>::from_str(f, true).ok()).unwrap_or_default()
+    }
+}
+
 /// Per-position orthogonal component `fl − proj`, [B, C, H, W] (exposed for property tests).
 pub fn orthogonal_component(fg: Tensor<2>, fl: Tensor<4>) -> Tensor<4> {
     let [b, c, h, w] = fl.dims();

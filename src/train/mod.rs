@@ -71,41 +71,22 @@ impl Trainable {
         (desc, out)
     }
 
-    /// Shape of a tensor by its PyTorch key.
-    pub fn named_shape(&self, key: &str) -> Option<Vec<usize>> {
-        if key == "desc_cls.weight" {
-            return Some(self.head.weight.dims().to_vec());
-        }
-        let id = self.param_id(key)?;
-        let mut shape = None;
-        struct Find<'a>(ParamId, &'a mut Option<Vec<usize>>);
-        impl ModuleVisitor for Find<'_> {
-            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-                if p.id == self.0 {
-                    *self.1 = Some(p.dims().to_vec());
-                }
-            }
-        }
-        self.model.visit(&mut Find(id, &mut shape));
-        shape
-    }
-
     /// The parameter id of a PyTorch key (model or head).
     pub fn param_id(&self, key: &str) -> Option<ParamId> {
         if key == "desc_cls.weight" {
             return Some(self.head.weight.id);
         }
-        self.keys.0.iter().find(|(_, k)| k == key).map(|(id, _)| *id)
+        self.keys.id(key)
     }
 
     /// Every tensor under the authors' key names (model, BatchNorm buffers, `desc_cls`).
     pub fn named_tensors(&self) -> Vec<NamedTensor> {
-        let values = collect_values(&self.model);
+        let mut values = collect_values(&self.model);
         let mut out: Vec<NamedTensor> = self
             .keys
             .0
             .iter()
-            .filter_map(|(id, key)| values.get(id).map(|(shape, data)| NamedTensor { name: key.clone(), shape: shape.clone(), data: data.clone() }))
+            .filter_map(|(id, key)| values.remove(id).map(|(shape, data)| NamedTensor { name: key.clone(), shape, data }))
             .collect();
         out.extend(self.head.named_tensors());
         out
@@ -134,9 +115,9 @@ mod freeze {
         let ConvBn { conv, bn } = c;
         let bn = bn.map(|mut b| {
             b.frozen = true;
-            b
+            b.no_grad()
         });
-        ConvBn { conv: conv.no_grad(), bn: bn.map(|b| b.no_grad()) }
+        ConvBn { conv: conv.no_grad(), bn }
     }
 
     pub fn stages(b: Backbone, n: usize) -> Backbone {

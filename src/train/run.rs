@@ -194,18 +194,18 @@ fn save(net: &Trainable, sgd: &Sgd, cfg: &TrainConfig, data: &DataIdentity, step
     let optim = dir.join(format!("{name}.optim.safetensors"));
     let mut meta = BTreeMap::new();
     meta.insert("format".into(), "dolg-train".into());
-    meta.insert("dolg.fusion".into(), serde_json::to_value(cfg.fusion).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default());
+    meta.insert(crate::model::fusion::FUSION_METADATA_KEY.into(), cfg.fusion.name().into());
     meta.insert("dolg.model".into(), net.config.name());
     meta.insert("step".into(), step.to_string());
     meta.insert("epoch".into(), epoch.to_string());
-    write_safetensors(&ckpt, &net.named_tensors(), meta)?;
-    // Momentum buffers under the parameters' own keys.
+    let tensors = net.named_tensors();
+    write_safetensors(&ckpt, &tensors, meta)?;
+    // Momentum buffers under the parameters' own keys and shapes (they are stored flat).
     let mut bufs = Vec::new();
-    for (id, key) in net.keys.0.iter().map(|(i, k)| (*i, k.as_str())).chain(std::iter::once((net.head.weight.id, "desc_cls.weight"))) {
-        if let Some(b) = sgd.buffers.get(&id) {
+    for t in &tensors {
+        if let Some(b) = net.param_id(&t.name).and_then(|id| sgd.buffers.get(&id)) {
             let data = b.clone().into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 buffer");
-            let shape = net.named_shape(key).unwrap_or_else(|| vec![data.len()]);
-            bufs.push(NamedTensor { name: key.to_owned(), shape, data });
+            bufs.push(NamedTensor { name: t.name.clone(), shape: t.shape.clone(), data });
         }
     }
     let mut meta = BTreeMap::new();

@@ -88,12 +88,7 @@ impl Grads {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
                 let Some(g) = param.val().grad(self.grads) else { return };
                 let n = g.dims().iter().product::<usize>();
-                let g = g.reshape([n]);
-                let g = match self.out.0.remove(&param.id) {
-                    Some(prev) => prev + g,
-                    None => g,
-                };
-                self.out.0.insert(param.id, g);
+                self.out.add_one(param.id, g.reshape([n]));
             }
         }
         module.visit(&mut Collect { out: self, grads });
@@ -102,12 +97,16 @@ impl Grads {
     /// Add another set of gradients (summing those of the same parameter).
     pub fn add(&mut self, other: Grads) {
         for (id, g) in other.0 {
-            let g = match self.0.remove(&id) {
-                Some(prev) => prev + g,
-                None => g,
-            };
-            self.0.insert(id, g);
+            self.add_one(id, g);
         }
+    }
+
+    fn add_one(&mut self, id: ParamId, g: Tensor<1>) {
+        let g = match self.0.remove(&id) {
+            Some(prev) => prev + g,
+            None => g,
+        };
+        self.0.insert(id, g);
     }
 
     /// Multiply every gradient by `k`.
