@@ -240,9 +240,7 @@ fn groups(a: GroupsArgs) -> anyhow::Result<ExitCode> {
             (rows.concat(), dim)
         }
     };
-    let queries: Vec<f32> = gt.queries().iter().flat_map(|&i| rows[i * dim..(i + 1) * dim].iter().copied()).collect();
-    let database = Database::single(dim, &rows)?;
-    let result = gt.evaluate(&stream_positions(&database, &queries, &gt.relevant(), DEFAULT_BLOCK_ROWS)?)?;
+    let result = gt.evaluate_descriptors(&rows, dim)?;
     let name = a.groups.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let mut value = result.to_json(a.out.per_query);
     if a.out.per_query {

@@ -192,6 +192,14 @@ impl GroupsGt {
             .collect()
     }
 
+    /// mAP / mP@k of descriptors `rows` ([n_images, dim] row-major, file order): every grouped
+    /// image is a query against all images, ranked by dot product without a full score matrix.
+    pub fn evaluate_descriptors(&self, rows: &[f32], dim: usize) -> Result<ProtocolResult> {
+        let queries: Vec<f32> = self.queries().iter().flat_map(|&i| rows[i * dim..(i + 1) * dim].iter().copied()).collect();
+        let database = super::Database::single(dim, rows)?;
+        self.evaluate(&super::stream_positions(&database, &queries, &self.relevant(), super::DEFAULT_BLOCK_ROWS)?)
+    }
+
     /// mAP / mP@k of a ranking of all images (database in file order) for every query
     /// (in [`GroupsGt::queries`] order).
     pub fn evaluate(&self, src: &(impl PositionSource + ?Sized)) -> Result<ProtocolResult> {

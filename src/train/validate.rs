@@ -7,7 +7,7 @@ use burn::tensor::Device;
 use super::TrainError;
 use crate::checkpoint::Checkpoint;
 use crate::descriptors::Extractor;
-use crate::eval::{stream_positions, Database, GroupsGt, DEFAULT_BLOCK_ROWS};
+use crate::eval::GroupsGt;
 use crate::model::{Fusion, RetrievalModel};
 
 /// Load `checkpoint` for inference and return the groups mAP (0–1) over `images`.
@@ -23,8 +23,5 @@ pub fn groups_map(checkpoint: &Path, fusion: Fusion, device: &Device, groups: &P
     }
     let dim = rows.first().map_or(0, Vec::len);
     let flat = rows.concat();
-    let queries: Vec<f32> = gt.queries().iter().flat_map(|&i| flat[i * dim..(i + 1) * dim].iter().copied()).collect();
-    let db = Database::single(dim, &flat).map_err(|e| vfail(e.to_string()))?;
-    let pos = stream_positions(&db, &queries, &gt.relevant(), DEFAULT_BLOCK_ROWS).map_err(|e| vfail(e.to_string()))?;
-    Ok(gt.evaluate(&pos).map_err(|e| vfail(e.to_string()))?.map)
+    Ok(gt.evaluate_descriptors(&flat, dim).map_err(|e| vfail(e.to_string()))?.map)
 }
