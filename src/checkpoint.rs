@@ -395,8 +395,8 @@ pub struct NamedTensor {
     pub data: Vec<f32>,
 }
 
-/// Write tensors to a safetensors file (f32, PyTorch key names and layouts), atomically: the data
-/// goes to a temporary file in the same directory, which is renamed over `path` once complete.
+/// Write tensors to a safetensors file (f32, PyTorch key names and layouts), atomically and on
+/// disk before this returns (a training run's `state.json` then points at it).
 pub fn write_safetensors(path: &Path, tensors: &[NamedTensor], metadata: BTreeMap<String, String>) -> Result<(), CheckpointError> {
     let werr = |message: String| CheckpointError::Write { path: path.to_owned(), message };
     let bytes: Vec<(String, Vec<u8>, &NamedTensor)> =
@@ -407,23 +407,6 @@ pub fn write_safetensors(path: &Path, tensors: &[NamedTensor], metadata: BTreeMa
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| werr(e.to_string()))?;
     let meta: std::collections::HashMap<String, String> = metadata.into_iter().collect();
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| werr(e.to_string()))?;
-    safetensors::serialize_to_file(views, Some(meta), tmp.path()).map_err(|e| werr(e.to_string()))?;
-    make_readable(tmp.as_file());
-    // On disk before anything (a training run's state.json) can point at it.
-    std::fs::File::open(tmp.path()).and_then(|f| f.sync_all()).map_err(|e| werr(e.to_string()))?;
-    tmp.persist(path).map_err(|e| werr(e.to_string()))?;
-    Ok(())
-}
-
-/// Temporary files are created private (0600); a finished output gets the usual 0644.
-pub fn make_readable(file: &std::fs::File) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o644));
-    }
-    #[cfg(not(unix))]
-    let _ = file;
+    crate::atomic_file::replace(path, true, |tmp| safetensors::serialize_to_file(views, Some(meta), tmp).map_err(std::io::Error::other))
+        .map_err(|e| werr(e.to_string()))
 }

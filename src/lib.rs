@@ -10,6 +10,7 @@ pub mod model;
 pub mod pretrained;
 pub mod descriptors;
 pub mod runtime;
+pub mod atomic_file;
 pub mod eval;
 pub mod index;
 pub mod train;

@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -97,15 +96,10 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> IndexError + '_ {
     move |source| IndexError::Io { path: path.to_owned(), source }
 }
 
-/// Write `bytes` to `path` atomically: temporary file in the same directory, fsync, rename, fsync dir.
+/// Write `bytes` to `path` atomically (temporary file, fsync, rename, fsync dir); index files keep
+/// the temporary file's private mode.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IndexError> {
-    let dir = path.parent().expect("index files live in a directory");
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir))?;
-    tmp.write_all(bytes).map_err(io_err(path))?;
-    tmp.as_file().sync_all().map_err(io_err(path))?;
-    tmp.persist(path).map_err(|e| IndexError::Io { path: path.to_owned(), source: e.error })?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
-    Ok(())
+    crate::atomic_file::write(path, false, bytes).map_err(io_err(path))
 }
 
 /// Writers hold an exclusive lock on `dir/lock`, readers a shared one, for the life of the Store.

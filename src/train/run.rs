@@ -122,13 +122,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(path))?;
-    tmp.write_all(bytes).map_err(io_err(path))?;
-    crate::checkpoint::make_readable(tmp.as_file());
-    tmp.as_file().sync_all().map_err(io_err(path))?;
-    tmp.persist(path).map_err(|e| TrainError::Io { path: path.to_owned(), source: e.error })?;
-    Ok(())
+    crate::atomic_file::write(path, true, bytes).map_err(io_err(path))
 }
 
 /// Read the run directory's state (for `--resume`).
