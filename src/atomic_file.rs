@@ -12,14 +12,17 @@ pub fn replace(path: &Path, readable: bool, fill: impl FnOnce(&Path) -> io::Resu
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = tempfile::NamedTempFile::new_in(dir)?;
     fill(tmp.path())?;
+    // By path, not through the temporary file's handle: `fill` may itself write elsewhere and
+    // rename over the path (safetensors' `serialize_to_file` does), leaving the handle on an
+    // orphaned inode.
     #[cfg(unix)]
     if readable {
         use std::os::unix::fs::PermissionsExt;
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))?;
     }
     #[cfg(not(unix))]
     let _ = readable;
-    tmp.as_file().sync_all()?;
+    std::fs::File::open(tmp.path())?.sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
 }
@@ -27,4 +30,33 @@ pub fn replace(path: &Path, readable: bool, fill: impl FnOnce(&Path) -> io::Resu
 /// [`replace`] with `bytes`.
 pub fn write(path: &Path, readable: bool, bytes: &[u8]) -> io::Result<()> {
     replace(path, readable, |tmp| std::fs::write(tmp, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_content_and_mode_even_when_fill_renames_over_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.bin");
+        write(&p, false, b"old").unwrap();
+        // A writer that, like safetensors, writes a sibling file and renames it over the path.
+        replace(&p, true, |tmp| {
+            let side = tmp.with_extension("side");
+            std::fs::write(&side, b"new")?;
+            std::fs::rename(&side, tmp)
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644);
+            write(&p, false, b"x").unwrap();
+            assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        // No temporary files are left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
 }
