@@ -68,16 +68,14 @@ fn main() {
         let t = Instant::now();
         let found: Vec<Vec<u64>> = queries.chunks(dim).map(|q| g.search(q, 10).unwrap().into_iter().map(|(id, _)| id).collect()).collect();
         let search = t.elapsed().as_secs_f64();
-        let recall = found
-            .iter()
-            .zip(&top)
-            .map(|(f, e)| e.iter().take(10).filter(|h| f.contains(&(h.row as u64))).count() as f64 / 10.0)
-            .sum::<f64>()
-            / nq as f64;
+        let recall =
+            found.iter().zip(&top).map(|(f, e)| e.iter().take(10).filter(|h| f.contains(&(h.row as u64))).count() as f64 / 10.0).sum::<f64>() / nq as f64;
         (build, nq as f64 / search, recall, peak_rss_mib())
     });
     if json {
-        let h = hnsw.map_or(String::new(), |(b, q, r, m)| format!(", \"hnsw_build_seconds\": {b}, \"hnsw_qps\": {q}, \"hnsw_recall_at_10\": {r}, \"hnsw_peak_rss_mib\": {m}"));
+        let h = hnsw.map_or(String::new(), |(b, q, r, m)| {
+            format!(", \"hnsw_build_seconds\": {b}, \"hnsw_qps\": {q}, \"hnsw_recall_at_10\": {r}, \"hnsw_peak_rss_mib\": {m}")
+        });
         println!(
             "{{\"n\": {n}, \"dim\": {dim}, \"queries\": {nq}, \"k\": {k}, \"threads\": {threads}, \"exact_seconds\": {secs}, \"exact_qps\": {}, \"peak_rss_mib\": {exact_rss}, \"data_mib\": {data_mib}{h}}}",
             nq as f64 / secs,

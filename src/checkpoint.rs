@@ -192,10 +192,7 @@ impl Checkpoint {
     /// A checkpoint held in memory (a freshly initialised model); `label` stands in for the
     /// path in error messages.
     pub fn from_tensors(label: impl Into<PathBuf>, tensors: Vec<NamedTensor>) -> Self {
-        let entries = tensors
-            .into_iter()
-            .map(|t| (t.name, Entry { shape: t.shape, dtype: "F32".into(), source: Source::Host(t.data) }))
-            .collect();
+        let entries = tensors.into_iter().map(|t| (t.name, Entry { shape: t.shape, dtype: "F32".into(), source: Source::Host(t.data) })).collect();
         Self { path: label.into(), format: Format::Safetensors, entries, metadata: BTreeMap::new(), _inflated: None }
     }
 
@@ -311,13 +308,8 @@ impl<'a> VarBuilder<'a> {
     pub fn finish(self) -> Result<ParamKeys, CheckpointError> {
         let used = self.used.into_inner();
         let keys = ParamKeys(self.keys.into_inner());
-        let extra: Vec<(String, Vec<usize>)> = self
-            .ckpt
-            .entries
-            .iter()
-            .filter(|(k, _)| !used.contains(*k) && !is_ignored(k))
-            .map(|(k, e)| (k.clone(), e.shape.clone()))
-            .collect();
+        let extra: Vec<(String, Vec<usize>)> =
+            self.ckpt.entries.iter().filter(|(k, _)| !used.contains(*k) && !is_ignored(k)).map(|(k, e)| (k.clone(), e.shape.clone())).collect();
         if extra.is_empty() {
             Ok(keys)
         } else {
@@ -333,7 +325,11 @@ impl<'a, 'b> VarPath<'a, 'b> {
     }
 
     pub fn key(&self, name: &str) -> String {
-        if self.prefix.is_empty() { name.to_owned() } else { format!("{}.{name}", self.prefix) }
+        if self.prefix.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}.{name}", self.prefix)
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -348,9 +344,7 @@ impl<'a, 'b> VarPath<'a, 'b> {
     pub fn host(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, CheckpointError> {
         let key = self.key(name);
         let ck = self.vb.ckpt;
-        let found = ck
-            .shape(&key)
-            .ok_or_else(|| CheckpointError::Missing { path: ck.path.clone(), key: key.clone(), expected: shape.to_vec() })?;
+        let found = ck.shape(&key).ok_or_else(|| CheckpointError::Missing { path: ck.path.clone(), key: key.clone(), expected: shape.to_vec() })?;
         if found != shape {
             return Err(CheckpointError::ShapeMismatch { path: ck.path.clone(), key, expected: shape.to_vec(), found: found.to_vec() });
         }

@@ -74,9 +74,7 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<
     if bytes.is_empty() {
         return Err(DecodeError::Empty { path: p() });
     }
-    let reader = ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|source| DecodeError::Io { path: p(), source })?;
+    let reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|source| DecodeError::Io { path: p(), source })?;
     if reader.format().is_none() {
         return Err(DecodeError::UnknownFormat { path: p() });
     }
@@ -89,21 +87,13 @@ pub fn decode_bytes(bytes: &[u8], path: &Path, limits: &DecodeLimits) -> Result<
         return Err(DecodeError::Degenerate { path: p(), width, height });
     }
     if width > limits.max_side || height > limits.max_side || u64::from(width) * u64::from(height) > limits.max_pixels {
-        return Err(DecodeError::TooLarge {
-            path: p(),
-            width,
-            height,
-            max_side: limits.max_side,
-            max_pixels: limits.max_pixels,
-        });
+        return Err(DecodeError::TooLarge { path: p(), width, height, max_side: limits.max_side, max_pixels: limits.max_pixels });
     }
     let mut lim = Limits::default();
     lim.max_image_width = Some(limits.max_side);
     lim.max_image_height = Some(limits.max_side);
     lim.max_alloc = Some(limits.max_alloc_bytes);
-    let mut reader = ImageReader::new(std::io::Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|source| DecodeError::Io { path: p(), source })?;
+    let mut reader = ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|source| DecodeError::Io { path: p(), source })?;
     reader.limits(lim);
     let img = reader.decode().map_err(|e| classify(e, path))?;
     let rgb = img.into_rgb8();
@@ -146,11 +136,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let path = entry?.path();
         if path.is_dir() {
             walk(&path, out)?;
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-        {
+        } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())) {
             out.push(path);
         }
     }

@@ -8,8 +8,8 @@
 //! file `X.names.txt` holds one UTF-8 line per row, in row order: the image path as given on the
 //! command line (directories expanded, sorted).
 
-use std::path::{Path, PathBuf};
 use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 
 use burn::tensor::{Device, Tensor, TensorData};

@@ -68,10 +68,7 @@ pub struct CropBox(pub [f64; 4]);
 impl std::str::FromStr for CropBox {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let v: Vec<f64> = s
-            .split(',')
-            .map(|p| p.trim().parse::<f64>().map_err(|_| format!("'{p}' is not a number")))
-            .collect::<Result<_, _>>()?;
+        let v: Vec<f64> = s.split(',').map(|p| p.trim().parse::<f64>().map_err(|_| format!("'{p}' is not a number"))).collect::<Result<_, _>>()?;
         match v.as_slice() {
             [x1, y1, x2, y2] if v.iter().all(|x| x.is_finite()) => Ok(Self([*x1, *y1, *x2, *y2])),
             _ => Err(format!("expected x1,y1,x2,y2 (four finite numbers), got '{s}'")),
@@ -126,7 +123,13 @@ fn x_taps(in_len: usize, out_len: usize) -> Vec<(usize, usize, f32, f32)> {
     let last = in_len as i64 - 1;
     linear_positions(in_len, out_len)
         .map(|(s, frac)| {
-            let (s, frac) = if s < 0 { (0, 0.0) } else if s >= last { (last, 0.0) } else { (s, frac) };
+            let (s, frac) = if s < 0 {
+                (0, 0.0)
+            } else if s >= last {
+                (last, 0.0)
+            } else {
+                (s, frac)
+            };
             (s as usize, (s + 1).min(last) as usize, 1.0 - frac, frac)
         })
         .collect()
@@ -135,9 +138,7 @@ fn x_taps(in_len: usize, out_len: usize) -> Vec<(usize, usize, f32, f32)> {
 /// Vertical taps: OpenCV clamps the two source rows but keeps the weights as computed.
 fn y_taps(in_len: usize, out_len: usize) -> Vec<(usize, usize, f32, f32)> {
     let last = in_len as i64 - 1;
-    linear_positions(in_len, out_len)
-        .map(|(s, frac)| (s.clamp(0, last) as usize, (s + 1).clamp(0, last) as usize, 1.0 - frac, frac))
-        .collect()
+    linear_positions(in_len, out_len).map(|(s, frac)| (s.clamp(0, last) as usize, (s + 1).clamp(0, last) as usize, 1.0 - frac, frac)).collect()
 }
 
 /// Bilinear resize with OpenCV `INTER_LINEAR` semantics on a float32 3-channel image: horizontal

@@ -221,10 +221,8 @@ fn unexpected_keys_are_listed_and_ignored_keys_accepted() {
 
     // Ignored keys: an extra desc_cls tensor plus int64 num_batches_tracked scalars, exactly as
     // PyTorch stores them (written with the safetensors crate, since write_safetensors is f32-only).
-    let mut bytes: Vec<(String, Vec<u8>, safetensors::Dtype, Vec<usize>)> = base
-        .iter()
-        .map(|t| (t.name.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect(), safetensors::Dtype::F32, t.shape.clone()))
-        .collect();
+    let mut bytes: Vec<(String, Vec<u8>, safetensors::Dtype, Vec<usize>)> =
+        base.iter().map(|t| (t.name.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect(), safetensors::Dtype::F32, t.shape.clone())).collect();
     bytes.push(("desc_cls.bias".into(), [0f32; 10].iter().flat_map(|v| v.to_le_bytes()).collect(), safetensors::Dtype::F32, vec![10]));
     for k in ["globalmodel.stem.bn.num_batches_tracked", "localmodel.bn.num_batches_tracked"] {
         bytes.push((k.into(), 1000i64.to_le_bytes().to_vec(), safetensors::Dtype::I64, vec![]));

@@ -21,12 +21,7 @@ struct Paths {
 fn paths() -> Option<Paths> {
     let shared = shared_dir()?;
     let fixture = shared.join("fixtures/dolg-r50-random");
-    Some(Paths {
-        weights: fixture.join("dolg_r50_random_noaspp.pyth.gz"),
-        lab: fixture.join("input_lab.png"),
-        bad: shared.join("data/bad-inputs"),
-        fixture,
-    })
+    Some(Paths { weights: fixture.join("dolg_r50_random_noaspp.pyth.gz"), lab: fixture.join("input_lab.png"), bad: shared.join("data/bad-inputs"), fixture })
 }
 
 fn dolg(args: &[&std::ffi::OsStr]) -> Output {
@@ -70,9 +65,7 @@ fn extract_good_and_bad_inputs_json_npy_and_names() {
     let Some(p) = paths() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("d.npy");
-    let o = dolg(os![
-        "extract", "--weights", &p.weights, "--out", &out, "--threads", "2", "--json", &p.lab, &p.bad
-    ]);
+    let o = dolg(os!["extract", "--weights", &p.weights, "--out", &out, "--threads", "2", "--json", &p.lab, &p.bad]);
     let stderr = text(&o.stderr);
     assert_eq!(o.status.code(), Some(0), "stderr:\n{stderr}");
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", text(&o.stdout)));
@@ -170,10 +163,7 @@ fn directory_first_puts_its_images_first() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let names = lines(&tmp.path().join("x.names.txt"));
     // Recursive walk, sorted by path; failing a_empty.jpg is skipped; lab comes last.
-    assert_eq!(
-        names,
-        vec![dir.join("b_grey.png").display().to_string(), dir.join("sub/c_rgba.PNG").display().to_string(), p.lab.display().to_string()]
-    );
+    assert_eq!(names, vec![dir.join("b_grey.png").display().to_string(), dir.join("sub/c_rgba.PNG").display().to_string(), p.lab.display().to_string()]);
     let r = rows(&out);
     assert_eq!(r.len(), 3);
     // Single scale 1.0: the lab row is the fixture's per-scale descriptor at scale 1.0 (row 3).
@@ -191,7 +181,18 @@ fn strict_exits_3_when_an_image_fails_but_still_writes_the_rest() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("s.npy");
     let o = dolg(os![
-        "extract", "--weights", &p.weights, "--out", &out, "--threads", "2", "--scales", "1.0", "--strict", "--json", &p.lab,
+        "extract",
+        "--weights",
+        &p.weights,
+        "--out",
+        &out,
+        "--threads",
+        "2",
+        "--scales",
+        "1.0",
+        "--strict",
+        "--json",
+        &p.lab,
         &p.bad.join("empty.jpg")
     ]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
@@ -235,10 +236,8 @@ fn crop_reproduces_the_fixture_query_descriptor() {
     let Some(p) = paths() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("q.npy");
-    let o = dolg(os![
-        "extract", "--weights", &p.weights, "--out", &out, "--threads", "2", "--crop", "20.7,33.6,445.9,370.8",
-        &p.fixture.join("input_kremlin.png")
-    ]);
+    let o =
+        dolg(os!["extract", "--weights", &p.weights, "--out", &out, "--threads", "2", "--crop", "20.7,33.6,445.9,370.8", &p.fixture.join("input_kremlin.png")]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let r = rows(&out);
     assert_eq!(r.len(), 1);

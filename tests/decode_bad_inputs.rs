@@ -120,11 +120,8 @@ fn timed(path: &Path) -> (Result<BgrImage, DecodeError>, Duration) {
 #[test]
 fn every_bad_input_gets_its_documented_outcome() {
     let Some(dir) = bad_inputs() else { return };
-    let mut names: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n != "README.md")
-        .collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n != "README.md").collect();
     names.sort();
     assert_eq!(names.len(), 9, "files in bad-inputs: {names:?}");
     let defaults = DecodeLimits::default();
@@ -263,7 +260,14 @@ fn decoded_pixels_are_bgr_like_the_reference_network_input() {
     // One pixel by hand, with a visibly non-grey colour so that B and R can be told apart.
     let i = (0..plane).find(|&i| png.data[i * 3].abs_diff(png.data[i * 3 + 2]) > 40).expect("a coloured pixel");
     let (r, g, b) = (png.data[i * 3], png.data[i * 3 + 1], png.data[i * 3 + 2]);
-    eprintln!("pixel {i} (x {}, y {}): PNG RGB = ({r}, {g}, {b}); fixture channels = ({:.3}, {:.3}, {:.3})", i % 640, i / 640, unnorm(0, i), unnorm(1, i), unnorm(2, i));
+    eprintln!(
+        "pixel {i} (x {}, y {}): PNG RGB = ({r}, {g}, {b}); fixture channels = ({:.3}, {:.3}, {:.3})",
+        i % 640,
+        i / 640,
+        unnorm(0, i),
+        unnorm(1, i),
+        unnorm(2, i)
+    );
     assert!((unnorm(0, i) - f32::from(b)).abs() < 0.01, "fixture channel 0 is blue");
     assert!((unnorm(1, i) - f32::from(g)).abs() < 0.01, "fixture channel 1 is green");
     assert!((unnorm(2, i) - f32::from(r)).abs() < 0.01, "fixture channel 2 is red");

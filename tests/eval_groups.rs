@@ -20,29 +20,14 @@ fn landmarks_dev_groups() {
     assert!(g.singleton_groups().is_empty());
     // Every image exists and every group name is the file-name prefix.
     for (img, grp) in g.images.iter().zip(&g.group) {
-        assert!(
-            shared.join("data/landmarks-dev/images").join(img).is_file(),
-            "{img}"
-        );
+        assert!(shared.join("data/landmarks-dev/images").join(img).is_file(), "{img}");
         match grp {
             Some(grp) => assert_eq!(img.rsplit_once('_').map(|p| p.0), Some(grp.as_str())),
             None => assert!(img.starts_with("distractor_")),
         }
     }
-    let size = |name: &str| {
-        g.group
-            .iter()
-            .filter(|x| x.as_deref() == Some(name))
-            .count()
-    };
-    assert_eq!(
-        (
-            size("wxbs-kettle"),
-            size("wxbs-maidan"),
-            size("lg-building")
-        ),
-        (4, 3, 2)
-    );
+    let size = |name: &str| g.group.iter().filter(|x| x.as_deref() == Some(name)).count();
+    assert_eq!((size("wxbs-kettle"), size("wxbs-maidan"), size("lg-building")), (4, 3, 2));
     let total_pos: usize = g.queries().iter().map(|&q| g.positives(q).len()).sum();
     // Sum over groups of n(n-1), from the README sizes: 22 groups of 2, 3 of 3, 4 of 4.
     assert_eq!(22 * 2 + 3 * 3 + 4 * 4, 69);
@@ -58,13 +43,9 @@ fn parse(text: &str) -> Result<GroupsGt, EvalError> {
 
 #[test]
 fn parse_variants() {
-    let g = parse("\u{feff}image,group\r\na1.jpg,a\r\n\r\n\"b,1.jpg\", b \nd.jpg,\na2.jpg,a\n")
-        .expect("ok");
+    let g = parse("\u{feff}image,group\r\na1.jpg,a\r\n\r\n\"b,1.jpg\", b \nd.jpg,\na2.jpg,a\n").expect("ok");
     assert_eq!(g.images, ["a1.jpg", "b,1.jpg", "d.jpg", "a2.jpg"]);
-    assert_eq!(
-        g.group,
-        [Some("a".into()), Some("b".into()), None, Some("a".into())]
-    );
+    assert_eq!(g.group, [Some("a".into()), Some("b".into()), None, Some("a".into())]);
     assert_eq!(g.queries(), [0, 1, 3]);
     assert_eq!(g.positives(0), [3]);
     assert_eq!(g.positives(3), [0]);
@@ -78,40 +59,18 @@ fn parse_errors_name_file_and_line() {
     let e = parse("name,group\na,b\n").expect_err("header");
     assert!(matches!(e, EvalError::GroupsHeader { line: 1, .. }), "{e}");
     assert!(e.to_string().starts_with("g.csv:1:"), "{e}");
-    assert!(matches!(
-        parse(""),
-        Err(EvalError::GroupsHeader { line: 1, .. })
-    ));
+    assert!(matches!(parse(""), Err(EvalError::GroupsHeader { line: 1, .. })));
 
     let e = parse("image,group\na,x\nb,y\na,z\n").expect_err("dup");
-    assert!(
-        matches!(
-            e,
-            EvalError::DuplicateImage {
-                line: 4,
-                first_line: 2,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, EvalError::DuplicateImage { line: 4, first_line: 2, .. }), "{e}");
     assert!(e.to_string().contains("g.csv:4:"), "{e}");
 
     let e = parse("image,group\na,x,y\n").expect_err("fields");
     assert!(matches!(e, EvalError::GroupsSyntax { line: 2, .. }), "{e}");
     assert!(e.to_string().contains("found 3"), "{e}");
-    assert!(matches!(
-        parse("image,group\na\n"),
-        Err(EvalError::GroupsSyntax { line: 2, .. })
-    ));
-    assert!(matches!(
-        parse("image,group\n\n\"a,x\n"),
-        Err(EvalError::GroupsSyntax { line: 3, .. })
-    ));
-    assert!(matches!(
-        parse("image,group\n,x\n"),
-        Err(EvalError::GroupsSyntax { line: 2, .. })
-    ));
+    assert!(matches!(parse("image,group\na\n"), Err(EvalError::GroupsSyntax { line: 2, .. })));
+    assert!(matches!(parse("image,group\n\n\"a,x\n"), Err(EvalError::GroupsSyntax { line: 3, .. })));
+    assert!(matches!(parse("image,group\n,x\n"), Err(EvalError::GroupsSyntax { line: 2, .. })));
 
     let e = GroupsGt::load("/nonexistent/groups.csv").expect_err("missing");
     assert!(matches!(e, EvalError::Io { .. }) && e.to_string().contains("/nonexistent/groups.csv"));
@@ -144,34 +103,17 @@ fn groups_hand_worked() {
     assert_eq!(r.n_queries, 4);
     assert_eq!(r.n_skipped(), 1);
     assert_eq!(r.map, (1.0 + 0.25 + 0.1 + 1.0) / 4.0);
-    assert_eq!(
-        r.mp,
-        [
-            0.5,
-            (1.0 + 0.5 + 0.2 + 1.0) / 4.0,
-            (1.0 + 0.5 + 0.2 + 1.0) / 4.0
-        ]
-    );
+    assert_eq!(r.mp, [0.5, (1.0 + 0.5 + 0.2 + 1.0) / 4.0, (1.0 + 0.5 + 0.2 + 1.0) / 4.0]);
     let j = r.to_json(true);
     assert_eq!(j["n_queries"], json!(4));
     assert_eq!(j["aps"][4], serde_json::Value::Null);
     assert_eq!(j["aps"][1].as_f64(), Some(25.0));
     assert_eq!(j["mp"]["1"].as_f64(), Some(50.0));
     let t = r.table("toy");
-    assert!(
-        t.starts_with(">> toy: mAP: 58.75, mP@k[1, 5, 10]: [50.00 67.50 67.50]\n"),
-        "{t}"
-    );
+    assert!(t.starts_with(">> toy: mAP: 58.75, mP@k[1, 5, 10]: [50.00 67.50 67.50]\n"), "{t}");
     assert!(t.contains("1 of 5 queries have no positive"), "{t}");
 
     // Wrong number of queries in the ranking.
     let ranks = RanksMatrix::from_columns(vec![vec![0, 1, 2, 3, 4, 5]], 6).expect("ranks");
-    assert!(matches!(
-        g.evaluate(&ranks),
-        Err(EvalError::CountMismatch {
-            expected: 5,
-            found: 1,
-            ..
-        })
-    ));
+    assert!(matches!(g.evaluate(&ranks), Err(EvalError::CountMismatch { expected: 5, found: 1, .. })));
 }

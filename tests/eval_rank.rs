@@ -1,10 +1,7 @@
 //! Ranking: the streaming evaluator must give exactly the positions of the full ranking.
 
 use dolg::eval::rank::dot;
-use dolg::eval::{
-    full_ranking, stream_positions, Database, EvalError, GroupsGt, PositionSource, QueryGnd,
-    RanksMatrix, RevisitedGnd,
-};
+use dolg::eval::{full_ranking, stream_positions, Database, EvalError, GroupsGt, PositionSource, QueryGnd, RanksMatrix, RevisitedGnd};
 
 /// Small deterministic generator (SplitMix64), so that tests need no extra crate.
 struct Rng(u64);
@@ -56,12 +53,7 @@ fn random_relevant(rng: &mut Rng, n_q: usize, n_db: usize) -> Vec<Vec<usize>> {
 #[test]
 fn streaming_equals_full_ranking_with_ties() {
     let mut rng = Rng(7);
-    for &(n_db, dim, n_q, normalised) in &[
-        (500, 8, 7, false),
-        (1000, 3, 5, false),
-        (777, 16, 9, true),
-        (64, 1, 3, false),
-    ] {
+    for &(n_db, dim, n_q, normalised) in &[(500, 8, 7, false), (1000, 3, 5, false), (777, 16, 9, true), (64, 1, 3, false)] {
         let mut db = tied_rows(&mut rng, n_db, dim);
         let mut queries = tied_rows(&mut rng, n_q, dim);
         // Some queries equal to database rows: exact score ties at the top.
@@ -73,12 +65,7 @@ fn streaming_equals_full_ranking_with_ties() {
         // Split the database in several slices, one of them empty.
         let cut1 = n_db / 3;
         let cut2 = n_db / 2;
-        let parts = [
-            &db[..cut1 * dim],
-            &db[cut1 * dim..cut1 * dim],
-            &db[cut1 * dim..cut2 * dim],
-            &db[cut2 * dim..],
-        ];
+        let parts = [&db[..cut1 * dim], &db[cut1 * dim..cut1 * dim], &db[cut1 * dim..cut2 * dim], &db[cut2 * dim..]];
         let split = Database::new(dim, parts).expect("db");
         let whole = Database::single(dim, &db).expect("db");
         assert_eq!(split.n_rows(), n_db);
@@ -90,25 +77,18 @@ fn streaming_equals_full_ranking_with_ties() {
         for (qi, col) in full.iter().enumerate() {
             let q = &queries[qi * dim..(qi + 1) * dim];
             for w in col.windows(2) {
-                let (sa, sb) = (
-                    dot(&db[w[0] * dim..][..dim], q),
-                    dot(&db[w[1] * dim..][..dim], q),
-                );
+                let (sa, sb) = (dot(&db[w[0] * dim..][..dim], q), dot(&db[w[1] * dim..][..dim], q));
                 assert!(sa > sb || (sa == sb && w[0] < w[1]));
                 n_ties += usize::from(sa == sb);
             }
         }
-        assert!(
-            n_ties > n_db / 2,
-            "the test data must contain many ties ({n_ties})"
-        );
+        assert!(n_ties > n_db / 2, "the test data must contain many ties ({n_ties})");
 
         let ranks = RanksMatrix::from_columns(full, n_db).expect("perm");
         let mut relevant = random_relevant(&mut rng, n_q, n_db);
         relevant[0].extend([3, 0, n_db - 1]);
         for block_rows in [1, 7, 64, 4096] {
-            let streamed =
-                stream_positions(&split, &queries, &relevant, block_rows).expect("stream");
+            let streamed = stream_positions(&split, &queries, &relevant, block_rows).expect("stream");
             for (q, rel) in relevant.iter().enumerate() {
                 let want = ranks.positions(q, rel).expect("full positions");
                 let got = streamed.positions(q, rel).expect("streamed positions");
@@ -123,84 +103,30 @@ fn tie_break_by_lower_index() {
     let db = [1.0f32, 0.0, 0.0, 1.0, 1.0, 0.0, 0.6, 0.8, 1.0, 0.0];
     let q = [1.0f32, 0.0];
     let d = Database::single(2, &db).expect("db");
-    assert_eq!(
-        full_ranking(&d, &q).expect("rank"),
-        vec![vec![0, 2, 4, 3, 1]]
-    );
+    assert_eq!(full_ranking(&d, &q).expect("rank"), vec![vec![0, 2, 4, 3, 1]]);
     let s = stream_positions(&d, &q, &[vec![4, 1, 2]], 2).expect("stream");
     assert_eq!(s.relevant(0), [1, 2, 4]);
     assert_eq!(s.positions_of(0), [4, 1, 2]);
     assert_eq!(s.positions(0, &[4, 2, 1]).expect("pos"), vec![2, 1, 4]);
-    assert!(matches!(
-        s.positions(0, &[0]),
-        Err(EvalError::NotRelevant { query: 0, index: 0 })
-    ));
+    assert!(matches!(s.positions(0, &[0]), Err(EvalError::NotRelevant { query: 0, index: 0 })));
 }
 
 #[test]
 fn bad_inputs_are_errors() {
     let db = [1.0f32, 0.0, 0.0, 1.0];
-    assert!(matches!(
-        Database::single(3, &db),
-        Err(EvalError::Shape { len: 4, dim: 3, .. })
-    ));
-    assert!(matches!(
-        Database::single(0, &db),
-        Err(EvalError::Shape { dim: 0, .. })
-    ));
+    assert!(matches!(Database::single(3, &db), Err(EvalError::Shape { len: 4, dim: 3, .. })));
+    assert!(matches!(Database::single(0, &db), Err(EvalError::Shape { dim: 0, .. })));
     let d = Database::single(2, &db).expect("db");
-    assert!(matches!(
-        full_ranking(&d, &[1.0]),
-        Err(EvalError::Shape { .. })
-    ));
-    assert!(matches!(
-        stream_positions(&d, &[1.0, 0.0], &[vec![2]], 16),
-        Err(EvalError::IndexOutOfRange {
-            index: 2,
-            len: 2,
-            ..
-        })
-    ));
-    assert!(matches!(
-        stream_positions(&d, &[1.0, 0.0], &[], 16),
-        Err(EvalError::CountMismatch {
-            expected: 1,
-            found: 0,
-            ..
-        })
-    ));
+    assert!(matches!(full_ranking(&d, &[1.0]), Err(EvalError::Shape { .. })));
+    assert!(matches!(stream_positions(&d, &[1.0, 0.0], &[vec![2]], 16), Err(EvalError::IndexOutOfRange { index: 2, len: 2, .. })));
+    assert!(matches!(stream_positions(&d, &[1.0, 0.0], &[], 16), Err(EvalError::CountMismatch { expected: 1, found: 0, .. })));
     let nan_db = [1.0f32, 0.0, f32::NAN, 1.0];
     let d = Database::single(2, &nan_db).expect("db");
-    assert!(matches!(
-        full_ranking(&d, &[1.0, 0.0]),
-        Err(EvalError::NanScore {
-            query: 0,
-            db_index: 1
-        })
-    ));
-    assert!(matches!(
-        stream_positions(&d, &[1.0, 0.0], &[vec![0]], 16),
-        Err(EvalError::NanScore {
-            query: 0,
-            db_index: 1
-        })
-    ));
-    assert!(matches!(
-        RanksMatrix::from_columns(vec![vec![0, 0]], 2),
-        Err(EvalError::NotAPermutation {
-            query: 0,
-            index: 0,
-            ..
-        })
-    ));
-    assert!(matches!(
-        RanksMatrix::from_columns(vec![vec![0, 2]], 2),
-        Err(EvalError::NotAPermutation { index: 2, .. })
-    ));
-    assert!(matches!(
-        RanksMatrix::from_row_major(&[0, 1, 1], 2, 2),
-        Err(EvalError::CountMismatch { .. })
-    ));
+    assert!(matches!(full_ranking(&d, &[1.0, 0.0]), Err(EvalError::NanScore { query: 0, db_index: 1 })));
+    assert!(matches!(stream_positions(&d, &[1.0, 0.0], &[vec![0]], 16), Err(EvalError::NanScore { query: 0, db_index: 1 })));
+    assert!(matches!(RanksMatrix::from_columns(vec![vec![0, 0]], 2), Err(EvalError::NotAPermutation { query: 0, index: 0, .. })));
+    assert!(matches!(RanksMatrix::from_columns(vec![vec![0, 2]], 2), Err(EvalError::NotAPermutation { index: 2, .. })));
+    assert!(matches!(RanksMatrix::from_row_major(&[0, 1, 1], 2, 2), Err(EvalError::CountMismatch { .. })));
 }
 
 /// Same results through both position sources, for Revisited-style and groups ground truth,
@@ -231,19 +157,10 @@ fn evaluation_agrees_end_to_end() {
     let gnd: Vec<QueryGnd> = (0..n_q)
         .map(|q| {
             let mut used = Vec::new();
-            QueryGnd {
-                bbx: [0.0, 0.0, 1.0, 1.0],
-                easy: pick(if q == 0 { 0 } else { 5 }, &mut used),
-                hard: pick(4, &mut used),
-                junk: pick(6, &mut used),
-            }
+            QueryGnd { bbx: [0.0, 0.0, 1.0, 1.0], easy: pick(if q == 0 { 0 } else { 5 }, &mut used), hard: pick(4, &mut used), junk: pick(6, &mut used) }
         })
         .collect();
-    let gt = RevisitedGnd {
-        imlist: (0..n_db).map(|i| format!("db{i}")).collect(),
-        qimlist: (0..n_q).map(|i| format!("q{i}")).collect(),
-        gnd,
-    };
+    let gt = RevisitedGnd { imlist: (0..n_db).map(|i| format!("db{i}")).collect(), qimlist: (0..n_q).map(|i| format!("q{i}")).collect(), gnd };
 
     let all: Vec<f32> = [db.as_slice(), &distractors].concat();
     let full = full_ranking(&Database::single(dim, &all).expect("db"), &queries).expect("rank");
@@ -258,19 +175,12 @@ fn evaluation_agrees_end_to_end() {
     // Groups: all images are the database, grouped ones are the queries.
     let n_img = 120;
     let images: Vec<String> = (0..n_img).map(|i| format!("im{i}")).collect();
-    let group: Vec<Option<String>> = (0..n_img)
-        .map(|i| (i % 5 != 0).then(|| format!("g{}", i % 17)))
-        .collect();
+    let group: Vec<Option<String>> = (0..n_img).map(|i| (i % 5 != 0).then(|| format!("g{}", i % 17))).collect();
     let g = GroupsGt::from_parts(images, group);
     let desc = &db[..n_img * dim];
-    let qdesc: Vec<f32> = g
-        .queries()
-        .iter()
-        .flat_map(|&i| desc[i * dim..(i + 1) * dim].to_vec())
-        .collect();
+    let qdesc: Vec<f32> = g.queries().iter().flat_map(|&i| desc[i * dim..(i + 1) * dim].to_vec()).collect();
     let d = Database::single(dim, desc).expect("db");
-    let ranks =
-        RanksMatrix::from_columns(full_ranking(&d, &qdesc).expect("rank"), n_img).expect("perm");
+    let ranks = RanksMatrix::from_columns(full_ranking(&d, &qdesc).expect("rank"), n_img).expect("perm");
     let streamed = stream_positions(&d, &qdesc, &g.relevant(), 16).expect("stream");
     let a = g.evaluate(&ranks).expect("eval");
     assert_eq!(a, g.evaluate(&streamed).expect("eval"));

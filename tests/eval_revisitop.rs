@@ -19,10 +19,7 @@ fn read_ranks(path: &Path) -> RanksMatrix {
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
     assert_eq!(npy.order(), npyz::Order::C, "{}", path.display());
     let data: Vec<i32> = npy.into_vec().expect("npy data");
-    let data: Vec<usize> = data
-        .into_iter()
-        .map(|v| usize::try_from(v).expect("index"))
-        .collect();
+    let data: Vec<usize> = data.into_iter().map(|v| usize::try_from(v).expect("index")).collect();
     RanksMatrix::from_row_major(&data, shape[0], shape[1]).expect("ranks matrix")
 }
 
@@ -61,8 +58,7 @@ fn json_exact(text: &str) -> Value {
 
 /// A number from [`json_exact`] (`None` for `null`).
 fn num(v: &Value) -> Option<f64> {
-    v.as_str()
-        .map(|s| s.parse().unwrap_or_else(|e| panic!("{s}: {e}")))
+    v.as_str().map(|s| s.parse().unwrap_or_else(|e| panic!("{s}: {e}")))
 }
 
 /// Compares one float, counting exact (bit-identical) matches.
@@ -78,8 +74,7 @@ fn check(what: &str, got: f64, want: f64, stats: &mut (usize, usize, f64)) {
 
 /// Rounded values of the README table: `dataset/case -> [mAP E, M, H, mP@1 M, mP@5 M, mP@10 M]`.
 fn readme_table(shared: &Path) -> HashMap<String, Vec<String>> {
-    let text =
-        std::fs::read_to_string(shared.join("fixtures/revisitop/README.md")).expect("README");
+    let text = std::fs::read_to_string(shared.join("fixtures/revisitop/README.md")).expect("README");
     text.lines()
         .filter(|l| l.starts_with("| roxford5k/") || l.starts_with("| rparis6k/"))
         .map(|l| {
@@ -97,9 +92,7 @@ fn golden_values_all_cases() {
         return;
     };
     let fixtures = shared.join("fixtures/revisitop");
-    let expected = json_exact(
-        &std::fs::read_to_string(fixtures.join("expected.json")).expect("expected.json"),
-    );
+    let expected = json_exact(&std::fs::read_to_string(fixtures.join("expected.json")).expect("expected.json"));
     let table = readme_table(&shared);
     let mut gnds: HashMap<String, RevisitedGnd> = HashMap::new();
     let mut stats = (0usize, 0usize, 0f64);
@@ -108,50 +101,26 @@ fn golden_values_all_cases() {
 
     for (name, case) in cases {
         let dataset = name.split('/').next().expect("dataset");
-        let gnd = gnds
-            .entry(dataset.to_string())
-            .or_insert_with(|| RevisitedGnd::load(gnd_path(&shared, dataset)).expect("gnd"));
+        let gnd = gnds.entry(dataset.to_string()).or_insert_with(|| RevisitedGnd::load(gnd_path(&shared, dataset)).expect("gnd"));
         let ranks = read_ranks(&fixtures.join(case["ranks_file"].as_str().expect("ranks_file")));
-        assert_eq!(
-            case["shape"],
-            json!([ranks.n_db().to_string(), "70"]),
-            "{name}"
-        );
+        assert_eq!(case["shape"], json!([ranks.n_db().to_string(), "70"]), "{name}");
         assert_eq!(case["kappas"], json!(["1", "5", "10"]));
         let result: RevisitedResult = gnd.evaluate(&ranks).expect("evaluate");
 
         for p in Protocol::ALL {
             let (got, want) = (result.get(p), &case[p.name()]);
             let tag = format!("{name}/{}", p.name());
-            check(
-                &format!("{tag} mAP"),
-                got.map,
-                num(&want["mAP"]).expect("mAP"),
-                &mut stats,
-            );
+            check(&format!("{tag} mAP"), got.map, num(&want["mAP"]).expect("mAP"), &mut stats);
             for k in 0..3 {
                 let w = num(&want["mP@k"][k]).expect("mP@k");
                 check(&format!("{tag} mP@k[{k}]"), got.mp[k], w, &mut stats);
             }
-            assert_eq!(
-                num(&want["num_valid_queries"]),
-                Some(got.n_queries as f64),
-                "{tag}"
-            );
-            let (aps, prs) = (
-                want["aps"].as_array().expect("aps"),
-                want["prs"].as_array().expect("prs"),
-            );
-            assert_eq!(
-                (got.aps.len(), got.prs.len()),
-                (aps.len(), prs.len()),
-                "{tag}"
-            );
+            assert_eq!(num(&want["num_valid_queries"]), Some(got.n_queries as f64), "{tag}");
+            let (aps, prs) = (want["aps"].as_array().expect("aps"), want["prs"].as_array().expect("prs"));
+            assert_eq!((got.aps.len(), got.prs.len()), (aps.len(), prs.len()), "{tag}");
             for q in 0..aps.len() {
                 // A skipped query's P@k row is written as `null` or as `[null, null, null]`.
-                let wpr = prs[q]
-                    .as_array()
-                    .filter(|row| row.iter().all(|v| !v.is_null()));
+                let wpr = prs[q].as_array().filter(|row| row.iter().all(|v| !v.is_null()));
                 match (got.aps[q], num(&aps[q]), got.prs[q], wpr) {
                     (None, None, None, None) => {}
                     (Some(ap), Some(w), Some(pr), Some(wpr)) => {
@@ -169,20 +138,10 @@ fn golden_values_all_cases() {
         // Printed 2-decimal values: the README table and our own table().
         let want = &table[name.as_str()];
         let (e, m, h) = (&result.easy, &result.medium, &result.hard);
-        let got = [
-            pct(e.map),
-            pct(m.map),
-            pct(h.map),
-            pct(m.mp[0]),
-            pct(m.mp[1]),
-            pct(m.mp[2]),
-        ];
+        let got = [pct(e.map), pct(m.map), pct(h.map), pct(m.mp[0]), pct(m.mp[1]), pct(m.mp[2])];
         assert_eq!(&got[..], &want[..], "{name}: printed values");
         let printed = result.table(dataset);
-        let map_line = format!(
-            ">> {dataset}: mAP E: {}, M: {}, H: {}",
-            want[0], want[1], want[2]
-        );
+        let map_line = format!(">> {dataset}: mAP E: {}, M: {}, H: {}", want[0], want[1], want[2]);
         assert!(printed.contains(&map_line), "{printed}");
         let mp_m = format!("M: [{} {} {}]", want[3], want[4], want[5]);
         assert!(printed.contains(&mp_m), "{printed}");
@@ -198,10 +157,7 @@ fn golden_values_all_cases() {
         assert_eq!(j["easy"]["aps"].as_array().map(Vec::len), Some(70));
         assert!(result.to_json(false)["easy"].get("aps").is_none());
     }
-    println!(
-        "compared {} values, {} not bit-identical (max |diff| {:e})",
-        stats.0, stats.1, stats.2
-    );
+    println!("compared {} values, {} not bit-identical (max |diff| {:e})", stats.0, stats.1, stats.2);
     assert_eq!(stats.1, 0, "expected bit-identical results");
 }
 
@@ -216,12 +172,7 @@ fn roxford_easy_skips_two_queries() {
     assert_eq!((r.easy.n_queries, r.easy.n_skipped()), (68, 2));
     let j = r.to_json(true);
     assert_eq!(j["easy"]["n_queries"], json!(68));
-    let nulls = j["easy"]["aps"]
-        .as_array()
-        .expect("aps")
-        .iter()
-        .filter(|v| v.is_null())
-        .count();
+    let nulls = j["easy"]["aps"].as_array().expect("aps").iter().filter(|v| v.is_null()).count();
     assert_eq!(nulls, 2);
     assert!(r.table("roxford5k").contains("skipped) E: 2, M: 0, H: 0"));
 }
@@ -232,26 +183,16 @@ fn gnd_counts() {
         return;
     };
     // (dataset, n_db, easy, hard, junk, queries without easy, queries without hard)
-    for (dataset, n_db, easy, hard, junk, no_easy, no_hard) in [
-        ("roxford5k", 4993, 3029, 2497, 1356, 2, 0),
-        ("rparis6k", 6322, 6874, 10350, 7153, 0, 0),
-    ] {
+    for (dataset, n_db, easy, hard, junk, no_easy, no_hard) in [("roxford5k", 4993, 3029, 2497, 1356, 2, 0), ("rparis6k", 6322, 6874, 10350, 7153, 0, 0)] {
         let g = RevisitedGnd::load(gnd_path(&shared, dataset)).expect("gnd");
-        assert_eq!(
-            (g.n_db(), g.n_queries(), g.gnd.len()),
-            (n_db, 70, 70),
-            "{dataset}"
-        );
+        assert_eq!((g.n_db(), g.n_queries(), g.gnd.len()), (n_db, 70, 70), "{dataset}");
         let sum = |f: fn(&dolg::eval::QueryGnd) -> usize| g.gnd.iter().map(f).sum::<usize>();
         assert_eq!(sum(|q| q.easy.len()), easy, "{dataset}");
         assert_eq!(sum(|q| q.hard.len()), hard, "{dataset}");
         assert_eq!(sum(|q| q.junk.len()), junk, "{dataset}");
         assert_eq!(g.gnd.iter().filter(|q| q.easy.is_empty()).count(), no_easy);
         assert_eq!(g.gnd.iter().filter(|q| q.hard.is_empty()).count(), no_hard);
-        assert!(
-            g.qimlist.iter().all(|q| !g.imlist.contains(q)),
-            "queries are not in the database"
-        );
+        assert!(g.qimlist.iter().all(|q| !g.imlist.contains(q)), "queries are not in the database");
         for q in &g.gnd {
             let [x1, y1, x2, y2] = q.crop_box();
             assert!(x1 <= x2 && y1 <= y2);
@@ -324,67 +265,27 @@ fn malformed_structure_is_an_error() {
     let mut v = base();
     v.as_object_mut().expect("obj").remove("imlist");
     let e = err(v);
-    assert!(
-        matches!(e, EvalError::Pickle { .. }) && e.to_string().contains("imlist"),
-        "{e}"
-    );
+    assert!(matches!(e, EvalError::Pickle { .. }) && e.to_string().contains("imlist"), "{e}");
 
     assert!(matches!(err(json!([1, 2, 3])), EvalError::Pickle { .. }));
 
     let mut v = base();
     v["gnd"].as_array_mut().expect("arr").pop();
-    assert!(matches!(
-        err(v),
-        EvalError::GndCount {
-            key: "gnd",
-            expected: 2,
-            found: 1,
-            ..
-        }
-    ));
+    assert!(matches!(err(v), EvalError::GndCount { key: "gnd", expected: 2, found: 1, .. }));
 
     let mut v = base();
     v["gnd"][1]["hard"] = json!([0, 3]);
     let e = err(v);
-    assert!(
-        matches!(
-            e,
-            EvalError::GndIndex {
-                query: 1,
-                key: "hard",
-                index: 3,
-                n_db: 3,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, EvalError::GndIndex { query: 1, key: "hard", index: 3, n_db: 3, .. }), "{e}");
     assert!(e.to_string().contains("bad.pkl"), "{e}");
 
     let mut v = base();
     v["gnd"][0]["junk"] = json!([-1]);
-    assert!(matches!(
-        err(v),
-        EvalError::GndIndex {
-            query: 0,
-            key: "junk",
-            index: -1,
-            ..
-        }
-    ));
+    assert!(matches!(err(v), EvalError::GndIndex { query: 0, key: "junk", index: -1, .. }));
 
     let mut v = base();
     v["gnd"][1]["hard"] = json!([2, 0]);
-    assert!(matches!(
-        err(v),
-        EvalError::GndUnsorted {
-            query: 1,
-            key: "hard",
-            prev: 2,
-            next: 0,
-            ..
-        }
-    ));
+    assert!(matches!(err(v), EvalError::GndUnsorted { query: 1, key: "hard", prev: 2, next: 0, .. }));
 
     let mut v = base();
     v["gnd"][0]["bbx"] = json!([1, 2, 3]);
@@ -395,10 +296,7 @@ fn malformed_structure_is_an_error() {
     assert!(matches!(err(v), EvalError::Pickle { .. }));
 
     let missing = RevisitedGnd::load("/nonexistent/gnd.pkl").expect_err("missing");
-    assert!(
-        matches!(missing, EvalError::Io { .. })
-            && missing.to_string().contains("/nonexistent/gnd.pkl")
-    );
+    assert!(matches!(missing, EvalError::Io { .. }) && missing.to_string().contains("/nonexistent/gnd.pkl"));
 }
 
 /// `dolg eval revisited --images ROOT --weights W` end to end on a tiny synthetic dataset of real

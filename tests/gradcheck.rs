@@ -90,7 +90,11 @@ fn self_attention_gradients() {
     let w2 = rand_vec(&mut rng, dim, -1.0, 1.0);
     let b2 = rand_vec(&mut rng, 1, -0.2, 0.2);
     let wl = rand_vec(&mut rng, dim * h * wd, -1.0, 1.0);
-    let branch = |w1: &[f64], w2: &[f64]| LocalBranch { aspp: None, conv1: ConvBn { conv: conv1x1(cin, dim, w1, &b1), bn: None }, conv2: Some(conv1x1(dim, 1, w2, &b2)) };
+    let branch = |w1: &[f64], w2: &[f64]| LocalBranch {
+        aspp: None,
+        conv1: ConvBn { conv: conv1x1(cin, dim, w1, &b1), bn: None },
+        conv2: Some(conv1x1(dim, 1, w2, &b2)),
+    };
     let loss = |lb: &LocalBranch, x: Tensor<4>| (lb.forward(x).fl * t(&wl, [1, dim, h, wd])).sum();
     let lb = branch(&w1, &w2);
     let x = t(&f3, [1, cin, h, wd]).require_grad();
@@ -122,10 +126,12 @@ fn orthogonal_fusion_gradients() {
         if fusion == Fusion::Orthogonal {
             // The projection removes fg's direction: d fo / d fl has no component along fg,
             // so moving every local feature along fg leaves the loss unchanged.
-            let shifted: Vec<f64> = (0..fl0.len()).map(|i| {
-                let (bi, ci) = (i / (c * h * w), (i / (h * w)) % c);
-                fl0[i] + 0.3 * fg0[bi * c + ci]
-            }).collect();
+            let shifted: Vec<f64> = (0..fl0.len())
+                .map(|i| {
+                    let (bi, ci) = (i / (c * h * w), (i / (h * w)) % c);
+                    fl0[i] + 0.3 * fg0[bi * c + ci]
+                })
+                .collect();
             let a = host(loss(t(&fg0, [b, c]), t(&fl0, [b, c, h, w])))[0];
             let s = host(loss(t(&fg0, [b, c]), t(&shifted, [b, c, h, w])))[0];
             assert!((a - s).abs() < 1e-12, "orthogonal fusion is not invariant to fl + k·fg: {a} vs {s}");

@@ -53,11 +53,11 @@ fn check_rel(what: &str, got: &[f32], want: &[f32]) {
 fn check_descriptors(ex: &Extractor, fixture: &Path, variant: &str) {
     let dir = fixture.join(variant);
     let crop_box = CropBox([20.7, 33.6, 445.9, 370.8]);
-    for (name, file, bx) in IMAGES
-        .iter()
-        .map(|n| (n.to_string(), format!("input_{n}.png"), None))
-        .chain([("kremlin_crop".to_string(), "input_kremlin.png".to_string(), Some(crop_box))])
-    {
+    for (name, file, bx) in IMAGES.iter().map(|n| (n.to_string(), format!("input_{n}.png"), None)).chain([(
+        "kremlin_crop".to_string(),
+        "input_kremlin.png".to_string(),
+        Some(crop_box),
+    )]) {
         let got = ex.describe_file(&fixture.join(&file), bx).unwrap();
         let (shape, scales) = read_npy_f32(&dir.join(format!("{name}_scales.npy")));
         assert_eq!(shape, vec![5, 512]);
@@ -142,7 +142,8 @@ fn crop_and_scale_sizes_follow_the_reference() {
     assert_eq!(got, sizes(&expected["crop"]));
     for name in IMAGES {
         let img = decode_file(&fx.join(format!("input_{name}.png")), &DecodeLimits::default()).unwrap();
-        let got: Vec<_> = multiscale_inputs(&FloatImage::from(&img), &DEFAULT_SCALES, &Normalization::DOLG).unwrap().iter().map(|s| (s.height, s.width)).collect();
+        let got: Vec<_> =
+            multiscale_inputs(&FloatImage::from(&img), &DEFAULT_SCALES, &Normalization::DOLG).unwrap().iter().map(|s| (s.height, s.width)).collect();
         assert_eq!(got, sizes(&expected["images"][name]), "{name}");
     }
 }

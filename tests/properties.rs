@@ -296,7 +296,11 @@ fn describe_many_stops_when_asked_and_keeps_per_image_crops() {
     let mut seen = Vec::new();
     let r = ex.describe_many_cropped(&paths, &|_| None, |i, _, _| {
         seen.push(i);
-        if i == 1 { std::ops::ControlFlow::Break(()) } else { std::ops::ControlFlow::Continue(()) }
+        if i == 1 {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
     });
     assert_eq!(seen, [0, 1]);
     assert_eq!(r.len(), 2);

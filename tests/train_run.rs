@@ -103,7 +103,10 @@ fn interrupted_and_resumed_run_reproduces_an_uninterrupted_one() {
     // Saved under exactly the authors' keys and shapes (the fixture checkpoint's, less BatchNorm
     // counters), with a fresh 14-class head since the fixture's has 10 classes.
     let shapes = |ck: &Checkpoint| -> BTreeMap<String, Vec<usize>> {
-        ck.keys().filter(|k| !k.ends_with("num_batches_tracked") && !k.starts_with("desc_cls.")).map(|k| (k.to_owned(), ck.shape(k).unwrap().to_vec())).collect()
+        ck.keys()
+            .filter(|k| !k.ends_with("num_batches_tracked") && !k.starts_with("desc_cls."))
+            .map(|k| (k.to_owned(), ck.shape(k).unwrap().to_vec()))
+            .collect()
     };
     let trained = Checkpoint::open(&full.out.join("checkpoints/step-0000011.safetensors")).unwrap();
     assert_eq!(shapes(&trained), shapes(&Checkpoint::open(full.init.as_ref().unwrap()).unwrap()));
@@ -134,7 +137,9 @@ fn interrupted_and_resumed_run_reproduces_an_uninterrupted_one() {
     // The run refuses to overwrite itself, and the checkpoint loads for extraction.
     let e = run(&full, false, &never, |_| {}).unwrap_err().to_string();
     assert!(e.contains("--resume"), "{e}");
-    let model = RetrievalModel::dolg(&Checkpoint::open(&full.out.join("checkpoints/step-0000011.safetensors")).unwrap(), None, Fusion::Orthogonal, &Device::flex()).unwrap();
+    let model =
+        RetrievalModel::dolg(&Checkpoint::open(&full.out.join("checkpoints/step-0000011.safetensors")).unwrap(), None, Fusion::Orthogonal, &Device::flex())
+            .unwrap();
     assert_eq!(model.out_dim(), 512);
 }
 
@@ -199,7 +204,12 @@ fn every_ablation_trains_and_loads_for_extraction() {
         ("gap", TrainConfig { pooling: PoolingChoice::Gap, ..base.clone() }, |c| c.pooling == dolg::model::Pooling::Gap, &[]),
         ("no-local", TrainConfig { local_branch: false, ..base.clone() }, |c| !c.local, &[]),
         ("no-attention", TrainConfig { attention: false, ..base.clone() }, |c| c.local && !c.attention, &[]),
-        ("ma", TrainConfig { multi_atrous: MultiAtrous::Official, ..base.clone() }, |c| c.aspp == Some(dolg::model::AsppKind::Official), &["localmodel.aspp.im_pool.1.weight"]),
+        (
+            "ma",
+            TrainConfig { multi_atrous: MultiAtrous::Official, ..base.clone() },
+            |c| c.aspp == Some(dolg::model::AsppKind::Official),
+            &["localmodel.aspp.im_pool.1.weight"],
+        ),
         ("ma-paper", TrainConfig { multi_atrous: MultiAtrous::Paper, ..base.clone() }, |c| c.aspp == Some(dolg::model::AsppKind::Paper), &[]),
     ];
     let never = AtomicBool::new(false);

@@ -109,7 +109,9 @@ fn two_training_steps_match_the_official_code() {
         let mut grads = Grads::default();
         grads.accumulate(&net.model, &g);
         grads.accumulate(&net.head, &g);
-        let grad_of = |key: &str| host(grads.0.get(&net.param_id(key).unwrap_or_else(|| panic!("no parameter {key}"))).unwrap_or_else(|| panic!("no gradient for {key}")).clone());
+        let grad_of = |key: &str| {
+            host(grads.0.get(&net.param_id(key).unwrap_or_else(|| panic!("no parameter {key}"))).unwrap_or_else(|| panic!("no gradient for {key}")).clone())
+        };
         let summaries = &expected["summaries"][format!("step{step}")];
         let mut grad_h = HashMap::new();
         for key in HEAD_SIDE.iter().chain(["globalmodel.stem.conv.weight"].iter()) {
@@ -144,7 +146,11 @@ fn two_training_steps_match_the_official_code() {
             if step == 1 {
                 let (s, v) = &before[key];
                 let (_, subset) = fixture_param(&sd.join("param_after"), key);
-                if subset { rows16(v, s) } else { v.clone() }
+                if subset {
+                    rows16(v, s)
+                } else {
+                    v.clone()
+                }
             } else {
                 fixture_param(&fx.join("step1/param_after"), key).0
             }
@@ -183,11 +189,8 @@ fn two_training_steps_match_the_official_code() {
             let dm = common::max_abs_diff(mean, &want_mean);
             let dv = var.iter().zip(&want_var).map(|(a, b)| f64::from((a - b).abs() / b.abs())).fold(0.0, f64::max);
             println!("  {bn}: running_mean max|Δ| {dm:.2e}, running_var max rel {dv:.2e}");
-            let (lm, lv) = if step == 1 {
-                (tol["bn_running_mean_max_abs"].as_f64().unwrap(), tol["bn_running_var_max_rel"].as_f64().unwrap())
-            } else {
-                (0.05, 0.2)
-            };
+            let (lm, lv) =
+                if step == 1 { (tol["bn_running_mean_max_abs"].as_f64().unwrap(), tol["bn_running_var_max_rel"].as_f64().unwrap()) } else { (0.05, 0.2) };
             assert!(dm <= lm && dv <= lv, "step {step} {bn}: mean {dm} (≤ {lm}), var {dv} (≤ {lv})");
         }
         before = after;

@@ -13,8 +13,10 @@ use super::{progress, ModelArgs, RunArgs};
 #[derive(Subcommand, Debug)]
 pub enum EvalCommand {
     /// Revisited Oxford/Paris (ROxford5k, RParis6k): mAP and mP@1,5,10 for Easy, Medium and Hard.
-    #[command(after_help = "INPUTS (exactly one)\n  --ranks R.npy               int [n_db, n_queries]; column q lists database indices best first (the reference `compute_map` layout)\n  --db DB.npy --queries Q.npy float [n_db, D] in imlist order and [70, D] in qimlist order; ranked by dot product, ties to the lower index\n  --images ROOT --weights W   end to end: database ROOT/jpg/<name>.jpg, queries cropped to their box with int() truncation;\n                              descriptors are cached (see --cache), so a second run only ranks\n\n\
---distractors D.npy appends e.g. the revisitop 1M distractor descriptors to the database; the database is streamed in blocks,\nso 1M x 512 needs about its own 2 GB plus a few MB.")]
+    #[command(
+        after_help = "INPUTS (exactly one)\n  --ranks R.npy               int [n_db, n_queries]; column q lists database indices best first (the reference `compute_map` layout)\n  --db DB.npy --queries Q.npy float [n_db, D] in imlist order and [70, D] in qimlist order; ranked by dot product, ties to the lower index\n  --images ROOT --weights W   end to end: database ROOT/jpg/<name>.jpg, queries cropped to their box with int() truncation;\n                              descriptors are cached (see --cache), so a second run only ranks\n\n\
+--distractors D.npy appends e.g. the revisitop 1M distractor descriptors to the database; the database is streamed in blocks,\nso 1M x 512 needs about its own 2 GB plus a few MB."
+    )]
     Revisited(RevisitedArgs),
     /// Any collection described by a groups CSV (`image,group`; empty group = distractor). Every grouped
     /// image is a query; its positives are the other images of its group; it is ignored in its own ranking.

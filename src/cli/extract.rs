@@ -11,8 +11,10 @@ use serde_json::json;
 use super::{progress, ModelArgs, RunArgs, EXIT_SOME_FAILED};
 
 #[derive(Args, Debug)]
-#[command(after_help = "OUTPUT\n  OUT.npy           float32 [N, D], one L2-normalised descriptor per image that was read successfully, in input order\n  OUT.names.txt     the N image paths, one per line, in the same order (directories are expanded recursively and sorted)\n\n\
-BAD INPUT\n  A file that cannot be decoded (corrupt, truncated, not an image, larger than --max-side) is reported with its path and skipped;\n  every other image still gets its descriptor and the exit status is 0. With --strict the exit status is 3 when any image was skipped.")]
+#[command(
+    after_help = "OUTPUT\n  OUT.npy           float32 [N, D], one L2-normalised descriptor per image that was read successfully, in input order\n  OUT.names.txt     the N image paths, one per line, in the same order (directories are expanded recursively and sorted)\n\n\
+BAD INPUT\n  A file that cannot be decoded (corrupt, truncated, not an image, larger than --max-side) is reported with its path and skipped;\n  every other image still gets its descriptor and the exit status is 0. With --strict the exit status is 3 when any image was skipped."
+)]
 pub struct ExtractArgs {
     /// Images and/or directories (searched recursively for .jpg/.jpeg/.png/.webp, in sorted order).
     #[arg(required = true, value_name = "IMAGE_OR_DIR")]
@@ -84,15 +86,7 @@ pub fn run(a: ExtractArgs) -> anyhow::Result<ExitCode> {
         });
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        eprintln!(
-            "{} descriptors ({}-d, {}) written to {} in {:.1}s; {} image(s) skipped",
-            rows.len(),
-            dim,
-            name,
-            a.out.display(),
-            seconds,
-            failed.len()
-        );
+        eprintln!("{} descriptors ({}-d, {}) written to {} in {:.1}s; {} image(s) skipped", rows.len(), dim, name, a.out.display(), seconds, failed.len());
     }
     Ok(if a.strict && !failed.is_empty() { ExitCode::from(EXIT_SOME_FAILED) } else { ExitCode::SUCCESS })
 }

@@ -111,8 +111,10 @@ pub struct InfoArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(after_help = "QUERIES\n  An image path that is itself in the index uses its stored descriptor (no model needed) and is left out of its own results;\n  any other image is described with the index's model (its weights must still be where the index was built, or pass --weights).\n  --vectors Q.npy searches with precomputed descriptors, one query per row.\n\n\
-JSON (--json)\n  {\"queries\": [{\"query\": <path or row number>, \"results\": [{\"name\": <indexed path or imported name>, \"score\": <float>}, ...]}, ...]}")]
+#[command(
+    after_help = "QUERIES\n  An image path that is itself in the index uses its stored descriptor (no model needed) and is left out of its own results;\n  any other image is described with the index's model (its weights must still be where the index was built, or pass --weights).\n  --vectors Q.npy searches with precomputed descriptors, one query per row.\n\n\
+JSON (--json)\n  {\"queries\": [{\"query\": <path or row number>, \"results\": [{\"name\": <indexed path or imported name>, \"score\": <float>}, ...]}, ...]}"
+)]
 pub struct SearchArgs {
     /// Index directory.
     #[arg(long, value_name = "DIR")]
@@ -281,7 +283,12 @@ fn add_images(index: &mut Index, model: &ModelArgs, a: &AddOptions, checked: Opt
     index.flush()?;
     let s = index.store();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&json!({"index": s.dir().display().to_string(), "added": added, "unchanged": unchanged, "failed": failed, "entries": s.live_count()}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"index": s.dir().display().to_string(), "added": added, "unchanged": unchanged, "failed": failed, "entries": s.live_count()})
+            )?
+        );
     } else {
         eprintln!("{}: added {added}, unchanged {unchanged}, skipped {}; {} entries ({})", s.dir().display(), failed.len(), s.live_count(), s.model().name);
     }
@@ -375,7 +382,14 @@ fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("{}: {} index, {} entries ({} stored rows in {} segments, all checksums verified)", s.dir().display(), s.kind(), s.live_count(), s.rows().len(), s.segments());
+        println!(
+            "{}: {} index, {} entries ({} stored rows in {} segments, all checksums verified)",
+            s.dir().display(),
+            s.kind(),
+            s.live_count(),
+            s.rows().len(),
+            s.segments()
+        );
         println!("model: {} ({}-d)", m.name, m.dim);
         if let Some(r) = recall {
             println!("recall@10 of the {} backend against exact search: {r:.4}", s.kind());
@@ -460,11 +474,8 @@ pub fn search(a: SearchArgs) -> anyhow::Result<ExitCode> {
     // One extra result covers a query that finds itself; never ask for more than the index holds.
     let k = a.k.min(index.store().live_count());
     let results = index.search(&vectors, k + 1, a.min_score)?;
-    let results: Vec<Vec<NamedHit>> = results
-        .into_iter()
-        .zip(&queries)
-        .map(|(hits, q)| hits.into_iter().filter(|h| Some(h.row) != q.exclude).take(k).collect())
-        .collect();
+    let results: Vec<Vec<NamedHit>> =
+        results.into_iter().zip(&queries).map(|(hits, q)| hits.into_iter().filter(|h| Some(h.row) != q.exclude).take(k).collect()).collect();
 
     if a.json {
         let out = json!({"queries": queries.iter().zip(&results).map(|(q, hits)| json!({
@@ -506,7 +517,8 @@ fn write_hits_npy(prefix: &Path, results: &[Vec<NamedHit>], k: usize) -> anyhow:
     }
     let dir = ids_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("cannot write {}", ids_path.display()))?;
-    let mut w = npyz::WriteOptions::<i64>::new().default_dtype().shape(&[results.len() as u64, k as u64]).writer(std::io::BufWriter::new(tmp.as_file())).begin_nd()?;
+    let mut w =
+        npyz::WriteOptions::<i64>::new().default_dtype().shape(&[results.len() as u64, k as u64]).writer(std::io::BufWriter::new(tmp.as_file())).begin_nd()?;
     w.extend(ids)?;
     w.finish()?;
     tmp.persist(&ids_path)?;

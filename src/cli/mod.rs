@@ -182,11 +182,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 /// A progress bar on stderr with rate and ETA; invisible when stderr is not a terminal.
 pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     let pb = indicatif::ProgressBar::new(len);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
+    pb.set_style(indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}").expect("static template").progress_chars("=> "));
     pb.set_message(what.to_owned());
     pb
 }

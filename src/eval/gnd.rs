@@ -65,34 +65,21 @@ impl RevisitedGnd {
     /// Reads and validates a ground-truth pickle.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| EvalError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| EvalError::Io { path: path.to_path_buf(), source })?;
         Self::from_bytes(&bytes, path)
     }
 
     /// Decodes and validates pickle bytes; `path` is only used in error messages.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
         let raw: RawGnd =
-            serde_pickle::from_slice(bytes, serde_pickle::DeOptions::new()).map_err(|source| {
-                EvalError::Pickle {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            })?;
+            serde_pickle::from_slice(bytes, serde_pickle::DeOptions::new()).map_err(|source| EvalError::Pickle { path: path.to_path_buf(), source })?;
         Self::validate(raw, path)
     }
 
     fn validate(raw: RawGnd, path: &Path) -> Result<Self> {
         let path_buf = || path.to_path_buf();
         if raw.gnd.len() != raw.qimlist.len() {
-            return Err(EvalError::GndCount {
-                path: path_buf(),
-                key: "gnd",
-                expected: raw.qimlist.len(),
-                found: raw.gnd.len(),
-            });
+            return Err(EvalError::GndCount { path: path_buf(), key: "gnd", expected: raw.qimlist.len(), found: raw.gnd.len() });
         }
         let n_db = raw.imlist.len();
         let gnd = raw
@@ -102,45 +89,24 @@ impl RevisitedGnd {
             .map(|(query, q)| {
                 let indices = |key: &'static str, list: Vec<i64>| -> Result<Vec<usize>> {
                     if let Some(w) = list.windows(2).find(|w| w[0] >= w[1]) {
-                        return Err(EvalError::GndUnsorted {
-                            path: path_buf(),
-                            query,
-                            key,
-                            prev: w[0],
-                            next: w[1],
-                        });
+                        return Err(EvalError::GndUnsorted { path: path_buf(), query, key, prev: w[0], next: w[1] });
                     }
                     list.into_iter()
                         .map(|index| match usize::try_from(index) {
                             Ok(i) if i < n_db => Ok(i),
-                            _ => Err(EvalError::GndIndex {
-                                path: path_buf(),
-                                query,
-                                key,
-                                index,
-                                n_db,
-                            }),
+                            _ => Err(EvalError::GndIndex { path: path_buf(), query, key, index, n_db }),
                         })
                         .collect()
                 };
                 Ok(QueryGnd {
-                    bbx: check_box(&q.bbx).map_err(|reason| EvalError::GndBox {
-                        path: path_buf(),
-                        query,
-                        bbx: q.bbx.clone(),
-                        reason,
-                    })?,
+                    bbx: check_box(&q.bbx).map_err(|reason| EvalError::GndBox { path: path_buf(), query, bbx: q.bbx.clone(), reason })?,
                     easy: indices("easy", q.easy)?,
                     hard: indices("hard", q.hard)?,
                     junk: indices("junk", q.junk)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            imlist: raw.imlist,
-            qimlist: raw.qimlist,
-            gnd,
-        })
+        Ok(Self { imlist: raw.imlist, qimlist: raw.qimlist, gnd })
     }
 
     /// Number of database images.
@@ -173,27 +139,14 @@ impl RevisitedGnd {
     }
 
     /// Looks up the positions of every query's easy, hard and junk items.
-    pub fn positions(
-        &self,
-        src: &(impl PositionSource + ?Sized),
-    ) -> Result<Vec<RevisitedPositions>> {
+    pub fn positions(&self, src: &(impl PositionSource + ?Sized)) -> Result<Vec<RevisitedPositions>> {
         if src.n_queries() != self.gnd.len() {
-            return Err(EvalError::CountMismatch {
-                what: "queries in the ranking vs. the ground truth",
-                expected: self.gnd.len(),
-                found: src.n_queries(),
-            });
+            return Err(EvalError::CountMismatch { what: "queries in the ranking vs. the ground truth", expected: self.gnd.len(), found: src.n_queries() });
         }
         self.gnd
             .iter()
             .enumerate()
-            .map(|(q, g)| {
-                Ok(RevisitedPositions {
-                    easy: src.positions(q, &g.easy)?,
-                    hard: src.positions(q, &g.hard)?,
-                    junk: src.positions(q, &g.junk)?,
-                })
-            })
+            .map(|(q, g)| Ok(RevisitedPositions { easy: src.positions(q, &g.easy)?, hard: src.positions(q, &g.hard)?, junk: src.positions(q, &g.junk)? }))
             .collect()
     }
 
@@ -206,12 +159,8 @@ impl RevisitedGnd {
 
 /// Checks that `bbx` has 4 coordinates whose `int()` is a valid non-negative, ordered u32 box.
 fn check_box(bbx: &[f64]) -> Result<[f64; 4], &'static str> {
-    let b: [f64; 4] = bbx
-        .try_into()
-        .map_err(|_| "expected 4 numbers [x1, y1, x2, y2]")?;
-    if b.iter()
-        .any(|v| !v.is_finite() || v.trunc() < 0.0 || v.trunc() > f64::from(u32::MAX))
-    {
+    let b: [f64; 4] = bbx.try_into().map_err(|_| "expected 4 numbers [x1, y1, x2, y2]")?;
+    if b.iter().any(|v| !v.is_finite() || v.trunc() < 0.0 || v.trunc() > f64::from(u32::MAX)) {
         return Err("coordinates must be finite and truncate to 0..=u32::MAX");
     }
     if b[0].trunc() > b[2].trunc() || b[1].trunc() > b[3].trunc() {
@@ -226,12 +175,7 @@ mod tests {
 
     #[test]
     fn crop_box_truncates() {
-        let q = QueryGnd {
-            bbx: [136.5, 34.1, 648.5, 955.7],
-            easy: vec![],
-            hard: vec![],
-            junk: vec![],
-        };
+        let q = QueryGnd { bbx: [136.5, 34.1, 648.5, 955.7], easy: vec![], hard: vec![], junk: vec![] };
         assert_eq!(q.crop_box(), [136, 34, 648, 955]);
         assert_eq!(check_box(&[-0.5, 0.0, 1.0, 1.0]).map(|_| ()), Ok(()));
         assert!(check_box(&[-1.0, 0.0, 1.0, 1.0]).is_err());

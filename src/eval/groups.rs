@@ -35,10 +35,7 @@ impl GroupsGt {
     /// Reads and parses a groups CSV file.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| EvalError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| EvalError::Io { path: path.to_path_buf(), source })?;
         Self::parse(&text, path)
     }
 
@@ -49,25 +46,13 @@ impl GroupsGt {
     /// name, a duplicate image.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let syntax = |line: usize, reason: String| EvalError::GroupsSyntax {
-            path: path.to_path_buf(),
-            line,
-            reason,
-        };
-        let mut lines = text
-            .split('\n')
-            .map(|l| l.strip_suffix('\r').unwrap_or(l))
-            .enumerate();
+        let syntax = |line: usize, reason: String| EvalError::GroupsSyntax { path: path.to_path_buf(), line, reason };
+        let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).enumerate();
 
         let header = lines.next().map(|(_, l)| l).unwrap_or("");
-        let header_ok =
-            matches!(split_fields(header).as_deref(), Ok([a, b]) if a == "image" && b == "group");
+        let header_ok = matches!(split_fields(header).as_deref(), Ok([a, b]) if a == "image" && b == "group");
         if !header_ok {
-            return Err(EvalError::GroupsHeader {
-                path: path.to_path_buf(),
-                line: 1,
-                found: header.to_string(),
-            });
+            return Err(EvalError::GroupsHeader { path: path.to_path_buf(), line: 1, found: header.to_string() });
         }
 
         let mut images = Vec::new();
@@ -79,22 +64,13 @@ impl GroupsGt {
                 continue;
             }
             let fields = split_fields(raw).map_err(|r| syntax(line, r.to_string()))?;
-            let [image, grp]: [String; 2] = fields.try_into().map_err(|f: Vec<String>| {
-                syntax(
-                    line,
-                    format!("expected 2 fields (image,group), found {}", f.len()),
-                )
-            })?;
+            let [image, grp]: [String; 2] =
+                fields.try_into().map_err(|f: Vec<String>| syntax(line, format!("expected 2 fields (image,group), found {}", f.len())))?;
             if image.is_empty() {
                 return Err(syntax(line, "empty image name".to_string()));
             }
             if let Some(&first) = first_line.get(&image) {
-                return Err(EvalError::DuplicateImage {
-                    path: path.to_path_buf(),
-                    line,
-                    image,
-                    first_line: first,
-                });
+                return Err(EvalError::DuplicateImage { path: path.to_path_buf(), line, image, first_line: first });
             }
             first_line.insert(image.clone(), line);
             images.push(image);
@@ -122,13 +98,7 @@ impl GroupsGt {
                 Some(id)
             })
             .collect();
-        Self {
-            images,
-            group,
-            group_id,
-            members,
-            group_names,
-        }
+        Self { images, group, group_id, members, group_names }
     }
 
     /// Number of images (the database size).
@@ -152,44 +122,26 @@ impl GroupsGt {
     /// Image indices of the queries (every grouped image), in file order. Query `q` of a
     /// [`PositionSource`] is image `queries()[q]`.
     pub fn queries(&self) -> Vec<usize> {
-        (0..self.images.len())
-            .filter(|&i| self.group_id[i].is_some())
-            .collect()
+        (0..self.images.len()).filter(|&i| self.group_id[i].is_some()).collect()
     }
 
     /// The other images of `image`'s group (empty for a distractor or a singleton group).
     pub fn positives(&self, image: usize) -> Vec<usize> {
         match self.group_id.get(image).copied().flatten() {
-            Some(id) => self.members[id]
-                .iter()
-                .copied()
-                .filter(|&i| i != image)
-                .collect(),
+            Some(id) => self.members[id].iter().copied().filter(|&i| i != image).collect(),
             None => Vec::new(),
         }
     }
 
     /// Groups with one image only; their query has no positive and is skipped.
     pub fn singleton_groups(&self) -> Vec<&str> {
-        self.members
-            .iter()
-            .zip(&self.group_names)
-            .filter(|(m, _)| m.len() == 1)
-            .map(|(_, n)| n.as_str())
-            .collect()
+        self.members.iter().zip(&self.group_names).filter(|(m, _)| m.len() == 1).map(|(_, n)| n.as_str()).collect()
     }
 
     /// Per query, the sorted image indices whose positions are needed: its positives and
     /// itself (ignored). The input of [`super::rank::stream_positions`].
     pub fn relevant(&self) -> Vec<Vec<usize>> {
-        self.queries()
-            .into_iter()
-            .map(|q| {
-                self.group_id[q]
-                    .map(|id| self.members[id].clone())
-                    .unwrap_or_default()
-            })
-            .collect()
+        self.queries().into_iter().map(|q| self.group_id[q].map(|id| self.members[id].clone()).unwrap_or_default()).collect()
     }
 
     /// mAP / mP@k of descriptors `rows` ([n_images, dim] row-major, file order): every grouped
@@ -205,11 +157,7 @@ impl GroupsGt {
     pub fn evaluate(&self, src: &(impl PositionSource + ?Sized)) -> Result<ProtocolResult> {
         let queries = self.queries();
         if src.n_queries() != queries.len() {
-            return Err(EvalError::CountMismatch {
-                what: "queries in the ranking vs. grouped images",
-                expected: queries.len(),
-                found: src.n_queries(),
-            });
+            return Err(EvalError::CountMismatch { what: "queries in the ranking vs. grouped images", expected: queries.len(), found: src.n_queries() });
         }
         let scores = queries
             .iter()

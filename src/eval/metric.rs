@@ -28,11 +28,7 @@ pub fn compute_ap(ranks: &[usize], n_positives: usize) -> f64 {
     let recall_step = 1.0 / n_positives as f64;
     let mut ap = 0.0;
     for (j, &rank) in ranks.iter().enumerate() {
-        let precision_0 = if rank == 0 {
-            1.0
-        } else {
-            j as f64 / rank as f64
-        };
+        let precision_0 = if rank == 0 { 1.0 } else { j as f64 / rank as f64 };
         let precision_1 = (j + 1) as f64 / (rank + 1) as f64;
         ap += (precision_0 + precision_1) * recall_step / 2.0;
     }
@@ -107,15 +103,9 @@ impl RanksMatrix {
     pub fn from_row_major(data: &[usize], n_db: usize, n_queries: usize) -> Result<Self> {
         let expected = n_db.saturating_mul(n_queries);
         if data.len() != expected {
-            return Err(EvalError::CountMismatch {
-                what: "ranks matrix values (n_db * n_queries)",
-                expected,
-                found: data.len(),
-            });
+            return Err(EvalError::CountMismatch { what: "ranks matrix values (n_db * n_queries)", expected, found: data.len() });
         }
-        let columns = (0..n_queries)
-            .map(|q| (0..n_db).map(|i| data[i * n_queries + q]).collect())
-            .collect();
+        let columns = (0..n_queries).map(|q| (0..n_db).map(|i| data[i * n_queries + q]).collect()).collect();
         Self::from_columns(columns, n_db)
     }
 
@@ -125,11 +115,7 @@ impl RanksMatrix {
         let mut seen = vec![false; n_db];
         for (query, col) in columns.iter().enumerate() {
             if col.len() != n_db {
-                return Err(EvalError::CountMismatch {
-                    what: "length of a ranked list (database size)",
-                    expected: n_db,
-                    found: col.len(),
-                });
+                return Err(EvalError::CountMismatch { what: "length of a ranked list (database size)", expected: n_db, found: col.len() });
             }
             seen.iter_mut().for_each(|s| *s = false);
             for &index in col {
@@ -141,12 +127,7 @@ impl RanksMatrix {
                         continue;
                     }
                 };
-                return Err(EvalError::NotAPermutation {
-                    query,
-                    n_db,
-                    index,
-                    problem,
-                });
+                return Err(EvalError::NotAPermutation { query, n_db, index, problem });
             }
         }
         Ok(Self { n_db, columns })
@@ -168,31 +149,13 @@ impl PositionSource for RanksMatrix {
     }
 
     fn positions(&self, query: usize, items: &[usize]) -> Result<Vec<usize>> {
-        let col = self.columns.get(query).ok_or(EvalError::IndexOutOfRange {
-            what: "query",
-            query,
-            index: query,
-            len: self.columns.len(),
-        })?;
+        let col = self.columns.get(query).ok_or(EvalError::IndexOutOfRange { what: "query", query, index: query, len: self.columns.len() })?;
         // Inverse permutation; O(n_db) per call, which is negligible next to ranking.
         let mut inverse = vec![0usize; self.n_db];
         for (rank, &index) in col.iter().enumerate() {
             inverse[index] = rank;
         }
-        items
-            .iter()
-            .map(|&index| {
-                inverse
-                    .get(index)
-                    .copied()
-                    .ok_or(EvalError::IndexOutOfRange {
-                        what: "database",
-                        query,
-                        index,
-                        len: self.n_db,
-                    })
-            })
-            .collect()
+        items.iter().map(|&index| inverse.get(index).copied().ok_or(EvalError::IndexOutOfRange { what: "database", query, index, len: self.n_db })).collect()
     }
 }
 
@@ -280,10 +243,7 @@ impl ProtocolResult {
     where
         I: IntoIterator<Item = (&'a [usize], &'a [usize])>,
     {
-        let scores: Vec<_> = queries
-            .into_iter()
-            .map(|(p, j)| score_query(p, j))
-            .collect();
+        let scores: Vec<_> = queries.into_iter().map(|(p, j)| score_query(p, j)).collect();
         Self::from_scores(&scores)
     }
 
@@ -305,11 +265,7 @@ impl ProtocolResult {
         obj.insert("mp".into(), Value::Object(mp));
         obj.insert("n_queries".into(), json!(self.n_queries));
         if per_query {
-            let aps = self
-                .aps
-                .iter()
-                .map(|ap| json!(ap.map(|a| a * 100.0)))
-                .collect();
+            let aps = self.aps.iter().map(|ap| json!(ap.map(|a| a * 100.0))).collect();
             obj.insert("aps".into(), Value::Array(aps));
         }
         Value::Object(obj)
@@ -318,17 +274,9 @@ impl ProtocolResult {
     /// Human summary for a single-protocol benchmark, e.g.
     /// `>> landmarks-dev: mAP: 61.35, mP@k[1, 5, 10]: [72.46 30.72 19.13]`.
     pub fn table(&self, dataset: &str) -> String {
-        let mut s = format!(
-            ">> {dataset}: mAP: {}, mP@k{KAPPAS:?}: {}\n",
-            pct(self.map),
-            pct_list(&self.mp)
-        );
+        let mut s = format!(">> {dataset}: mAP: {}, mP@k{KAPPAS:?}: {}\n", pct(self.map), pct_list(&self.mp));
         if self.n_skipped() > 0 {
-            s += &format!(
-                ">> {dataset}: {} of {} queries have no positive and were skipped\n",
-                self.n_skipped(),
-                self.aps.len()
-            );
+            s += &format!(">> {dataset}: {} of {} queries have no positive and were skipped\n", self.n_skipped(), self.aps.len());
         }
         s
     }
@@ -355,11 +303,7 @@ impl RevisitedResult {
                 .collect();
             ProtocolResult::from_scores(&scores)
         };
-        Self {
-            easy: run(Protocol::Easy),
-            medium: run(Protocol::Medium),
-            hard: run(Protocol::Hard),
-        }
+        Self { easy: run(Protocol::Easy), medium: run(Protocol::Medium), hard: run(Protocol::Hard) }
     }
 
     pub fn get(&self, protocol: Protocol) -> &ProtocolResult {
@@ -372,10 +316,7 @@ impl RevisitedResult {
 
     /// `{"easy": {...}, "medium": {...}, "hard": {...}}`, each as [`ProtocolResult::to_json`].
     pub fn to_json(&self, per_query: bool) -> Value {
-        let obj = Protocol::ALL
-            .iter()
-            .map(|&p| (p.name().to_string(), self.get(p).to_json(per_query)))
-            .collect();
+        let obj = Protocol::ALL.iter().map(|&p| (p.name().to_string(), self.get(p).to_json(per_query))).collect();
         Value::Object(obj)
     }
 
@@ -397,12 +338,7 @@ impl RevisitedResult {
             pct_list(&h.mp),
         );
         if e.n_skipped() + m.n_skipped() + h.n_skipped() > 0 {
-            s += &format!(
-                ">> {dataset}: queries without positives (skipped) E: {}, M: {}, H: {}\n",
-                e.n_skipped(),
-                m.n_skipped(),
-                h.n_skipped()
-            );
+            s += &format!(">> {dataset}: queries without positives (skipped) E: {}, M: {}, H: {}\n", e.n_skipped(), m.n_skipped(), h.n_skipped());
         }
         s
     }
@@ -463,8 +399,7 @@ mod tests {
     #[test]
     fn no_positive_is_skipped() {
         assert_eq!(score_query(&[], &[0, 1]), None);
-        let r =
-            ProtocolResult::from_scores(&[None, score_query(&[0], &[]), score_query(&[1], &[])]);
+        let r = ProtocolResult::from_scores(&[None, score_query(&[0], &[]), score_query(&[1], &[])]);
         assert_eq!(r.n_queries, 2);
         assert_eq!(r.n_skipped(), 1);
         assert_eq!(r.aps, vec![None, Some(1.0), Some(0.25)]);

@@ -41,12 +41,7 @@ impl<'a> Database<'a> {
             starts.push(n_rows);
             n_rows += p.len() / dim;
         }
-        Ok(Self {
-            dim,
-            parts,
-            starts,
-            n_rows,
-        })
+        Ok(Self { dim, parts, starts, n_rows })
     }
 
     /// A database held in a single slice.
@@ -79,22 +74,14 @@ impl<'a> Database<'a> {
         self.parts
             .iter()
             .zip(&self.starts)
-            .flat_map(|(part, &start)| {
-                part.chunks(chunk)
-                    .enumerate()
-                    .map(move |(b, rows)| (start + b * block_rows.max(1), rows))
-            })
+            .flat_map(|(part, &start)| part.chunks(chunk).enumerate().map(move |(b, rows)| (start + b * block_rows.max(1), rows)))
             .collect()
     }
 }
 
 fn n_rows_of(data: &[f32], dim: usize, what: &'static str) -> Result<usize> {
     if dim == 0 || data.len() % dim != 0 {
-        return Err(EvalError::Shape {
-            what,
-            len: data.len(),
-            dim,
-        });
+        return Err(EvalError::Shape { what, len: data.len(), dim });
     }
     Ok(data.len() / dim)
 }
@@ -115,12 +102,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (a, b) = (&a[..n], &b[..n]);
     let mut acc = [0.0f32; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
     for (x, y) in ca.zip(cb) {
         for k in 0..LANES {
             acc[k] += x[k] * y[k];
@@ -147,11 +129,7 @@ fn dot4(rows: [&[f32]; 4], q: &[f32]) -> [f32; 4] {
     }
     let mut out = [0.0f32; 4];
     for ((o, acc), row) in out.iter_mut().zip(&acc).zip(rows) {
-        let tail: f32 = row[body..n]
-            .iter()
-            .zip(&q[body..])
-            .map(|(x, y)| x * y)
-            .sum();
+        let tail: f32 = row[body..n].iter().zip(&q[body..]).map(|(x, y)| x * y).sum();
         *o = reduce(acc, tail);
     }
     out
@@ -236,14 +214,7 @@ impl PositionSource for RelevantPositions {
     fn positions(&self, query: usize, items: &[usize]) -> Result<Vec<usize>> {
         let (rel, pos) = match (self.relevant.get(query), self.positions.get(query)) {
             (Some(r), Some(p)) => (r, p),
-            _ => {
-                return Err(EvalError::IndexOutOfRange {
-                    what: "query",
-                    query,
-                    index: query,
-                    len: self.relevant.len(),
-                })
-            }
+            _ => return Err(EvalError::IndexOutOfRange { what: "query", query, index: query, len: self.relevant.len() }),
         };
         items
             .iter()
@@ -275,20 +246,11 @@ struct QueryKeys {
 /// For each row `j` and query `q`, a binary search over `q`'s relevant items (sorted in ranking
 /// order) finds the first one that `j` ranks before; a per-query histogram of those cut points,
 /// prefix-summed at the end, gives each relevant item the number of rows ranked before it.
-pub fn stream_positions(
-    db: &Database<'_>,
-    queries: &[f32],
-    relevant: &[Vec<usize>],
-    block_rows: usize,
-) -> Result<RelevantPositions> {
+pub fn stream_positions(db: &Database<'_>, queries: &[f32], relevant: &[Vec<usize>], block_rows: usize) -> Result<RelevantPositions> {
     let dim = db.dim();
     let n_q = n_rows_of(queries, dim, "query descriptors")?;
     if relevant.len() != n_q {
-        return Err(EvalError::CountMismatch {
-            what: "relevant sets vs. queries",
-            expected: n_q,
-            found: relevant.len(),
-        });
+        return Err(EvalError::CountMismatch { what: "relevant sets vs. queries", expected: n_q, found: relevant.len() });
     }
 
     let mut sorted_relevant = Vec::with_capacity(n_q);
@@ -300,22 +262,13 @@ pub fn stream_positions(
         rel.dedup();
         let mut keys = Vec::with_capacity(rel.len());
         for &index in &rel {
-            let row = db.row(index).ok_or(EvalError::IndexOutOfRange {
-                what: "relevant database",
-                query: qi,
-                index,
-                len: db.n_rows(),
-            })?;
+            let row = db.row(index).ok_or(EvalError::IndexOutOfRange { what: "relevant database", query: qi, index, len: db.n_rows() })?;
             keys.push((score(qi, index, row, q)?, index));
         }
         let mut order: Vec<usize> = (0..keys.len()).collect();
         order.sort_unstable_by(|&a, &b| rank_cmp(keys[a].0, keys[a].1, keys[b].0, keys[b].1));
         let keys = order.iter().map(|&i| keys[i]).collect();
-        per_query.push(QueryKeys {
-            keys,
-            order,
-            offset,
-        });
+        per_query.push(QueryKeys { keys, order, offset });
         offset += rel.len();
         sorted_relevant.push(rel);
     }
@@ -338,10 +291,7 @@ pub fn stream_positions(
                         for (dr, &s) in scores.iter().enumerate().take(n_rows - r0) {
                             let j = start + r0 + dr;
                             if s.is_nan() {
-                                return Err(EvalError::NanScore {
-                                    query: qi,
-                                    db_index: j,
-                                });
+                                return Err(EvalError::NanScore { query: qi, db_index: j });
                             }
                             let Some(&(ls, li)) = pk.keys.last() else {
                                 continue;
@@ -349,9 +299,7 @@ pub fn stream_positions(
                             if !ranks_before(s, j, ls, li) {
                                 continue; // ranks after every relevant item: the common case
                             }
-                            let t = pk
-                                .keys
-                                .partition_point(|&(sr, ir)| !ranks_before(s, j, sr, ir));
+                            let t = pk.keys.partition_point(|&(sr, ir)| !ranks_before(s, j, sr, ir));
                             hist[pk.offset + t] += 1;
                         }
                     }
@@ -379,10 +327,7 @@ pub fn stream_positions(
             out
         })
         .collect();
-    Ok(RelevantPositions {
-        relevant: sorted_relevant,
-        positions,
-    })
+    Ok(RelevantPositions { relevant: sorted_relevant, positions })
 }
 
 #[cfg(test)]

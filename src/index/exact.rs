@@ -68,10 +68,20 @@ pub fn search(vectors: &[f32], dim: usize, alive: Option<&[bool]>, queries: &[f3
                 // tile[q, r] = Σ_d queries[q, d] · block[r, d]
                 unsafe {
                     matrixmultiply::sgemm(
-                        nq, dim, rows, 1.0,
-                        queries.as_ptr(), dim as isize, 1,
-                        block.as_ptr(), 1, dim as isize,
-                        0.0, tile.as_mut_ptr(), rows as isize, 1,
+                        nq,
+                        dim,
+                        rows,
+                        1.0,
+                        queries.as_ptr(),
+                        dim as isize,
+                        1,
+                        block.as_ptr(),
+                        1,
+                        dim as isize,
+                        0.0,
+                        tile.as_mut_ptr(),
+                        rows as isize,
+                        1,
                     );
                 }
                 for (q, heap) in heaps.iter_mut().enumerate() {
@@ -124,10 +134,8 @@ mod tests {
         let got = search(&v, dim, Some(&alive), &q, 25, f32::MIN);
         for (qi, hits) in got.iter().enumerate() {
             let qv = &q[qi * dim..(qi + 1) * dim];
-            let mut all: Vec<Hit> = (0..5000)
-                .filter(|&r| alive[r])
-                .map(|r| Hit { row: r, score: v[r * dim..(r + 1) * dim].iter().zip(qv).map(|(a, b)| a * b).sum() })
-                .collect();
+            let mut all: Vec<Hit> =
+                (0..5000).filter(|&r| alive[r]).map(|r| Hit { row: r, score: v[r * dim..(r + 1) * dim].iter().zip(qv).map(|(a, b)| a * b).sum() }).collect();
             all.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
             assert_eq!(hits, &all[..25]);
         }

@@ -61,11 +61,7 @@ pub enum HnswError {
     #[error("id {id} is not in the index")]
     NotFound { id: u64 },
     #[error("batch shape mismatch: {ids} ids but {floats} floats (dim {dim})")]
-    BatchShape {
-        ids: usize,
-        floats: usize,
-        dim: usize,
-    },
+    BatchShape { ids: usize, floats: usize, dim: usize },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,
@@ -77,20 +73,12 @@ pub enum HnswError {
     #[error("corrupt or incompatible index file {path}: {msg}")]
     Corrupt { path: PathBuf, msg: String },
     #[error("usearch error during {op}{}: {msg}", id.map(|i| format!(" (id {i})")).unwrap_or_default())]
-    Backend {
-        op: &'static str,
-        id: Option<u64>,
-        msg: String,
-    },
+    Backend { op: &'static str, id: Option<u64>, msg: String },
 }
 
 // usearch reports C++ exceptions as `cxx::Exception` (Display = the C++ `what()`).
 fn backend<E: std::fmt::Display>(op: &'static str, id: Option<u64>) -> impl FnOnce(E) -> HnswError {
-    move |e| HnswError::Backend {
-        op,
-        id,
-        msg: e.to_string(),
-    }
+    move |e| HnswError::Backend { op, id, msg: e.to_string() }
 }
 
 pub struct HnswIndex {
@@ -120,10 +108,7 @@ struct Gate {
 
 impl Gate {
     fn new(n: usize) -> Self {
-        Self {
-            free: std::sync::Mutex::new(n),
-            cv: std::sync::Condvar::new(),
-        }
+        Self { free: std::sync::Mutex::new(n), cv: std::sync::Condvar::new() }
     }
     fn acquire(&self) -> GateGuard<'_> {
         let mut f = self.free.lock().unwrap_or_else(|p| p.into_inner());
@@ -168,9 +153,7 @@ fn options(dim: usize, ef_search: usize) -> IndexOptions {
 }
 
 fn default_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// Thread contexts reserved in usearch (cheap: a scratch buffer and visited-set each).
@@ -184,22 +167,11 @@ impl HnswIndex {
         if dim == 0 {
             return Err(HnswError::InvalidDim { dim });
         }
-        let index =
-            Index::new(&options(dim, DEFAULT_EF_SEARCH)).map_err(backend("create", None))?;
+        let index = Index::new(&options(dim, DEFAULT_EF_SEARCH)).map_err(backend("create", None))?;
         let threads = default_threads();
         let contexts = default_contexts(threads);
-        index
-            .reserve_capacity_and_threads(capacity_hint.max(64), contexts)
-            .map_err(backend("reserve", None))?;
-        Ok(Self {
-            index,
-            dim,
-            ef_search: DEFAULT_EF_SEARCH,
-            threads,
-            parallel_add: false,
-            contexts,
-            gate: Gate::new(contexts),
-        })
+        index.reserve_capacity_and_threads(capacity_hint.max(64), contexts).map_err(backend("reserve", None))?;
+        Ok(Self { index, dim, ef_search: DEFAULT_EF_SEARCH, threads, parallel_add: false, contexts, gate: Gate::new(contexts) })
     }
 
     pub fn dim(&self) -> usize {
@@ -225,10 +197,7 @@ impl HnswIndex {
 
     fn check_vec(&self, id: Option<u64>, v: &[f32]) -> Result<(), HnswError> {
         if v.len() != self.dim {
-            return Err(HnswError::DimMismatch {
-                expected: self.dim,
-                got: v.len(),
-            });
+            return Err(HnswError::DimMismatch { expected: self.dim, got: v.len() });
         }
         if !v.iter().all(|x| x.is_finite()) {
             return Err(HnswError::NonFinite { id });
@@ -242,9 +211,7 @@ impl HnswIndex {
         let cap = self.index.capacity();
         if need > cap {
             let new_cap = need.max(cap.saturating_mul(2)).max(64);
-            self.index
-                .reserve_capacity_and_threads(new_cap, self.contexts)
-                .map_err(backend("reserve", None))?;
+            self.index.reserve_capacity_and_threads(new_cap, self.contexts).map_err(backend("reserve", None))?;
         }
         Ok(())
     }
@@ -256,9 +223,7 @@ impl HnswIndex {
             return Err(HnswError::DuplicateId { id });
         }
         self.ensure_capacity(1)?;
-        self.index
-            .add::<f32>(id, v)
-            .map_err(backend("add", Some(id)))
+        self.index.add::<f32>(id, v).map_err(backend("add", Some(id)))
     }
 
     /// Let `add_batch` insert on all cores. **Off by default**: usearch 2.26.x has an open bug
@@ -277,11 +242,7 @@ impl HnswIndex {
     /// afterwards (out of memory) can leave the batch partly added.
     pub fn add_batch(&mut self, ids: &[u64], rows: &[f32]) -> Result<(), HnswError> {
         if rows.len() != ids.len() * self.dim {
-            return Err(HnswError::BatchShape {
-                ids: ids.len(),
-                floats: rows.len(),
-                dim: self.dim,
-            });
+            return Err(HnswError::BatchShape { ids: ids.len(), floats: rows.len(), dim: self.dim });
         }
         let mut seen = std::collections::HashSet::with_capacity(ids.len());
         for (i, &id) in ids.iter().enumerate() {
@@ -292,16 +253,10 @@ impl HnswIndex {
         }
         self.ensure_capacity(ids.len())?;
         let n = ids.len();
-        let nt = if self.parallel_add {
-            self.threads.min(n).max(1)
-        } else {
-            1
-        };
+        let nt = if self.parallel_add { self.threads.min(n).max(1) } else { 1 };
         if nt == 1 {
             for (i, &id) in ids.iter().enumerate() {
-                self.index
-                    .add::<f32>(id, &rows[i * self.dim..(i + 1) * self.dim])
-                    .map_err(backend("add", Some(id)))?;
+                self.index.add::<f32>(id, &rows[i * self.dim..(i + 1) * self.dim]).map_err(backend("add", Some(id)))?;
             }
             return Ok(());
         }
@@ -358,56 +313,29 @@ impl HnswIndex {
         }
         let m = {
             let _slot = self.gate.acquire();
-            self.index
-                .search::<f32>(q, k)
-                .map_err(backend("search", None))?
+            self.index.search::<f32>(q, k).map_err(backend("search", None))?
         };
         // MetricKind::IP distance is `1 - dot`; results are sorted by ascending distance.
-        Ok(m.keys
-            .into_iter()
-            .zip(m.distances)
-            .map(|(id, d)| (id, 1.0 - d))
-            .collect())
+        Ok(m.keys.into_iter().zip(m.distances).map(|(id, d)| (id, 1.0 - d)).collect())
     }
 
     /// Write the index to `path`, replacing it atomically (via `<path>.tmp.<pid>.<n>` + fsync + rename).
     pub fn save(&self, path: &Path) -> Result<(), HnswError> {
-        let io = |source| HnswError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io = |source| HnswError::Io { path: path.to_path_buf(), source };
         static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut tmp_os = path.as_os_str().to_owned();
         tmp_os.push(format!(".tmp.{}.{seq}", std::process::id()));
         let tmp = PathBuf::from(tmp_os);
-        let tmp_str = tmp
-            .to_str()
-            .ok_or_else(|| HnswError::NonUtf8Path { path: tmp.clone() })?;
+        let tmp_str = tmp.to_str().ok_or_else(|| HnswError::NonUtf8Path { path: tmp.clone() })?;
         let result = (|| {
             self.index.save(tmp_str).map_err(backend("save", None))?;
             // Append the trailer: stream the payload back to hash it.
-            let mut f = std::fs::OpenOptions::new()
-                .read(true)
-                .append(true)
-                .open(&tmp)
-                .map_err(|source| HnswError::Io {
-                    path: tmp.clone(),
-                    source,
-                })?;
-            let (len, hash) = hash_reader(&mut f).map_err(|source| HnswError::Io {
-                path: tmp.clone(),
-                source,
-            })?;
+            let mut f = std::fs::OpenOptions::new().read(true).append(true).open(&tmp).map_err(|source| HnswError::Io { path: tmp.clone(), source })?;
+            let (len, hash) = hash_reader(&mut f).map_err(|source| HnswError::Io { path: tmp.clone(), source })?;
             let trailer = make_trailer(self.dim as u32, self.ef_search as u32, len, hash);
-            f.write_all(&trailer).map_err(|source| HnswError::Io {
-                path: tmp.clone(),
-                source,
-            })?;
-            f.sync_all().map_err(|source| HnswError::Io {
-                path: tmp.clone(),
-                source,
-            })?;
+            f.write_all(&trailer).map_err(|source| HnswError::Io { path: tmp.clone(), source })?;
+            f.sync_all().map_err(|source| HnswError::Io { path: tmp.clone(), source })?;
             drop(f);
             std::fs::rename(&tmp, path).map_err(io)?;
             // Persist the rename itself (best effort).
@@ -427,93 +355,49 @@ impl HnswIndex {
     /// or one of another dimension, gives `Err`; nothing reaches usearch until the
     /// trailer and checksum match.
     pub fn load(path: &Path, dim: usize) -> Result<Self, HnswError> {
-        let corrupt = |msg: String| HnswError::Corrupt {
-            path: path.to_path_buf(),
-            msg,
-        };
+        let corrupt = |msg: String| HnswError::Corrupt { path: path.to_path_buf(), msg };
         let mut buf = Vec::new();
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut buf))
-            .map_err(|source| HnswError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut buf)).map_err(|source| HnswError::Io { path: path.to_path_buf(), source })?;
         if buf.len() < TRAILER_LEN {
-            return Err(corrupt(format!(
-                "file is {} bytes, too short for the trailer",
-                buf.len()
-            )));
+            return Err(corrupt(format!("file is {} bytes, too short for the trailer", buf.len())));
         }
         let (payload, t) = buf.split_at(buf.len() - TRAILER_LEN);
         if &t[0..8] != TRAILER_MAGIC {
-            return Err(corrupt(
-                "missing dolg trailer (truncated, or not written by HnswIndex::save)".into(),
-            ));
+            return Err(corrupt("missing dolg trailer (truncated, or not written by HnswIndex::save)".into()));
         }
         let u32_at = |o: usize| u32::from_le_bytes(t[o..o + 4].try_into().unwrap());
         let u64_at = |o: usize| u64::from_le_bytes(t[o..o + 8].try_into().unwrap());
-        let (version, fdim, fef, len, hash) =
-            (u32_at(8), u32_at(12), u32_at(16), u64_at(24), u64_at(32));
+        let (version, fdim, fef, len, hash) = (u32_at(8), u32_at(12), u32_at(16), u64_at(24), u64_at(32));
         if version != TRAILER_VERSION {
             return Err(corrupt(format!("unsupported trailer version {version}")));
         }
         if len != payload.len() as u64 {
-            return Err(corrupt(format!(
-                "payload length {} but trailer says {len}",
-                payload.len()
-            )));
+            return Err(corrupt(format!("payload length {} but trailer says {len}", payload.len())));
         }
         let actual = hash_bytes(payload);
         if actual != hash {
-            return Err(corrupt(format!(
-                "checksum mismatch (stored {hash:016x}, computed {actual:016x})"
-            )));
+            return Err(corrupt(format!("checksum mismatch (stored {hash:016x}, computed {actual:016x})")));
         }
         if fdim as usize != dim {
-            return Err(corrupt(format!(
-                "index has dim {fdim}, caller expects {dim}"
-            )));
+            return Err(corrupt(format!("index has dim {fdim}, caller expects {dim}")));
         }
-        let ef_search = if fef == 0 {
-            DEFAULT_EF_SEARCH
-        } else {
-            fef as usize
-        };
+        let ef_search = if fef == 0 { DEFAULT_EF_SEARCH } else { fef as usize };
         let index = Index::new(&options(dim, ef_search)).map_err(backend("create", None))?;
-        index
-            .load_from_buffer(payload)
-            .map_err(|e| corrupt(format!("usearch: {e}")))?;
+        index.load_from_buffer(payload).map_err(|e| corrupt(format!("usearch: {e}")))?;
         drop(buf);
         // Double-check what usearch read against what we expect.
         if index.dimensions() != dim {
-            return Err(corrupt(format!(
-                "usearch image has dim {}, expected {dim}",
-                index.dimensions()
-            )));
+            return Err(corrupt(format!("usearch image has dim {}, expected {dim}", index.dimensions())));
         }
         if index.metric_kind() != MetricKind::IP || index.scalar_kind() != ScalarKind::F32 {
-            return Err(corrupt(format!(
-                "usearch image has metric {:?} / scalar {:?}, expected IP / F32",
-                index.metric_kind(),
-                index.scalar_kind()
-            )));
+            return Err(corrupt(format!("usearch image has metric {:?} / scalar {:?}, expected IP / F32", index.metric_kind(), index.scalar_kind())));
         }
         let threads = default_threads();
         let contexts = default_contexts(threads);
         let cap = index.capacity().max(index.size()).max(64);
-        index
-            .reserve_capacity_and_threads(cap, contexts)
-            .map_err(backend("reserve", None))?;
+        index.reserve_capacity_and_threads(cap, contexts).map_err(backend("reserve", None))?;
         index.change_expansion_search(ef_search);
-        Ok(Self {
-            index,
-            dim,
-            ef_search,
-            threads,
-            parallel_add: false,
-            contexts,
-            gate: Gate::new(contexts),
-        })
+        Ok(Self { index, dim, ef_search, threads, parallel_add: false, contexts, gate: Gate::new(contexts) })
     }
 }
 
@@ -543,17 +427,11 @@ const P3: u64 = 0x1656_67B1_9E37_79F9;
 
 impl Hasher64 {
     fn new() -> Self {
-        Self {
-            lanes: [P1.wrapping_add(P2), P2, 0, 0u64.wrapping_sub(P1)],
-            tail: Vec::new(),
-            total: 0,
-        }
+        Self { lanes: [P1.wrapping_add(P2), P2, 0, 0u64.wrapping_sub(P1)], tail: Vec::new(), total: 0 }
     }
     #[inline]
     fn round(acc: u64, w: u64) -> u64 {
-        acc.wrapping_add(w.wrapping_mul(P2))
-            .rotate_left(31)
-            .wrapping_mul(P1)
+        acc.wrapping_add(w.wrapping_mul(P2)).rotate_left(31).wrapping_mul(P1)
     }
     fn stripe(&mut self, s: &[u8]) {
         for (l, c) in self.lanes.iter_mut().zip(s.chunks_exact(8)) {
@@ -581,15 +459,10 @@ impl Hasher64 {
     fn finish(&self) -> u64 {
         let mut h = self.total.wrapping_mul(P3);
         for (i, l) in self.lanes.iter().enumerate() {
-            h = (h ^ Self::round(0, *l))
-                .rotate_left(27 + i as u32)
-                .wrapping_mul(P1)
-                .wrapping_add(P3);
+            h = (h ^ Self::round(0, *l)).rotate_left(27 + i as u32).wrapping_mul(P1).wrapping_add(P3);
         }
         for &b in &self.tail {
-            h = (h ^ (b as u64).wrapping_mul(P3))
-                .rotate_left(11)
-                .wrapping_mul(P1);
+            h = (h ^ (b as u64).wrapping_mul(P3)).rotate_left(11).wrapping_mul(P1);
         }
         h ^= h >> 33;
         h = h.wrapping_mul(P2);
@@ -693,47 +566,25 @@ mod tests {
             assert!((dot(q, &data[r * DIM..(r + 1) * DIM]) - s).abs() < 1e-4);
         }
         // duplicate id rejected, index unchanged
-        assert!(matches!(
-            idx.add(1005, q),
-            Err(HnswError::DuplicateId { id: 1005 })
-        ));
+        assert!(matches!(idx.add(1005, q), Err(HnswError::DuplicateId { id: 1005 })));
         assert_eq!(idx.len(), 2000);
         // remove excludes from search
         idx.remove(1005).unwrap();
         assert_eq!(idx.len(), 1999);
         assert!(!idx.contains(1005));
         assert!(idx.search(q, 10).unwrap().iter().all(|&(id, _)| id != 1005));
-        assert!(matches!(
-            idx.remove(1005),
-            Err(HnswError::NotFound { id: 1005 })
-        ));
+        assert!(matches!(idx.remove(1005), Err(HnswError::NotFound { id: 1005 })));
         // and the id can be reused
         idx.add(1005, q).unwrap();
         assert_eq!(idx.search(q, 1).unwrap()[0].0, 1005);
         // bad input
-        assert!(matches!(
-            idx.add(1, &[0.0; 3]),
-            Err(HnswError::DimMismatch {
-                expected: 512,
-                got: 3
-            })
-        ));
-        assert!(matches!(
-            idx.search(&[0.0; 3], 1),
-            Err(HnswError::DimMismatch { .. })
-        ));
+        assert!(matches!(idx.add(1, &[0.0; 3]), Err(HnswError::DimMismatch { expected: 512, got: 3 })));
+        assert!(matches!(idx.search(&[0.0; 3], 1), Err(HnswError::DimMismatch { .. })));
         let mut nan = q.to_vec();
         nan[7] = f32::NAN;
-        assert!(matches!(
-            idx.add(99_999, &nan),
-            Err(HnswError::NonFinite { .. })
-        ));
+        assert!(matches!(idx.add(99_999, &nan), Err(HnswError::NonFinite { .. })));
         assert!(idx.search(q, 0).unwrap().is_empty());
-        assert!(HnswIndex::new(DIM, 0)
-            .unwrap()
-            .search(q, 5)
-            .unwrap()
-            .is_empty());
+        assert!(HnswIndex::new(DIM, 0).unwrap().search(q, 5).unwrap().is_empty());
     }
 
     #[test]
@@ -748,22 +599,13 @@ mod tests {
             assert_eq!(r[0].0, ids[i]);
         }
         // shape error
-        assert!(matches!(
-            idx.add_batch(&[1, 2], &data[..DIM]),
-            Err(HnswError::BatchShape { .. })
-        ));
+        assert!(matches!(idx.add_batch(&[1, 2], &data[..DIM]), Err(HnswError::BatchShape { .. })));
         // a batch with an id already present adds nothing
         let extra: Vec<f32> = clustered(2, DIM, 2, 3);
-        assert!(matches!(
-            idx.add_batch(&[1, ids[5]], &extra),
-            Err(HnswError::DuplicateId { .. })
-        ));
+        assert!(matches!(idx.add_batch(&[1, ids[5]], &extra), Err(HnswError::DuplicateId { .. })));
         assert_eq!(idx.len(), 3000);
         // a duplicate inside the batch adds nothing
-        assert!(matches!(
-            idx.add_batch(&[1, 1], &extra),
-            Err(HnswError::DuplicateId { id: 1 })
-        ));
+        assert!(matches!(idx.add_batch(&[1, 1], &extra), Err(HnswError::DuplicateId { id: 1 })));
         assert_eq!(idx.len(), 3000);
 
         // opt-in parallel path: everything is stored; most (not provably all) is reachable
@@ -772,9 +614,7 @@ mod tests {
         par.add_batch(&ids, &data).unwrap();
         assert_eq!(par.len(), 3000);
         assert!(ids.iter().all(|&id| par.contains(id)));
-        let found = (0..3000)
-            .filter(|&i| par.search(&data[i * DIM..(i + 1) * DIM], 1).unwrap()[0].0 == ids[i])
-            .count();
+        let found = (0..3000).filter(|&i| par.search(&data[i * DIM..(i + 1) * DIM], 1).unwrap()[0].0 == ids[i]).count();
         // How many are findable depends on thread interleaving (USearch#735 strands nodes under
         // parallel inserts, worse on a loaded machine), so it is reported, not asserted; the
         // sequential path that the index uses is checked above and in the conformance suite.
@@ -792,11 +632,7 @@ mod tests {
         idx.add_batch(&ids, base).unwrap();
         let mut hits = 0;
         for q in queries.chunks(DIM) {
-            let mut exact: Vec<(f32, u64)> = base
-                .chunks(DIM)
-                .enumerate()
-                .map(|(i, r)| (dot(q, r), i as u64))
-                .collect();
+            let mut exact: Vec<(f32, u64)> = base.chunks(DIM).enumerate().map(|(i, r)| (dot(q, r), i as u64)).collect();
             exact.sort_by(|a, b| b.0.total_cmp(&a.0));
             let truth: Vec<u64> = exact[..10].iter().map(|x| x.1).collect();
             let got = idx.search(q, 10).unwrap();
@@ -818,10 +654,7 @@ mod tests {
         idx.remove(10).unwrap();
         idx.set_ef_search(100);
         idx.save(&path).unwrap();
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(leftovers.len(), 1, "temp file left behind: {leftovers:?}");
 
         let mut loaded = HnswIndex::load(&path, DIM).unwrap();
@@ -838,15 +671,9 @@ mod tests {
         assert_eq!(loaded.len(), 3001);
 
         // wrong dim
-        assert!(matches!(
-            HnswIndex::load(&path, 256),
-            Err(HnswError::Corrupt { .. })
-        ));
+        assert!(matches!(HnswIndex::load(&path, 256), Err(HnswError::Corrupt { .. })));
         // missing file
-        assert!(matches!(
-            HnswIndex::load(&dir.path().join("nope"), DIM),
-            Err(HnswError::Io { .. })
-        ));
+        assert!(matches!(HnswIndex::load(&dir.path().join("nope"), DIM), Err(HnswError::Io { .. })));
 
         let good = std::fs::read(&path).unwrap();
         let bad = dir.path().join("bad.hnsw");
@@ -855,30 +682,16 @@ mod tests {
             ("truncated to 10 bytes".into(), good[..10].to_vec()),
             ("truncated to half".into(), good[..good.len() / 2].to_vec()),
             ("last byte missing".into(), good[..good.len() - 1].to_vec()),
-            (
-                "trailer removed (plain usearch image)".into(),
-                good[..good.len() - TRAILER_LEN].to_vec(),
-            ),
+            ("trailer removed (plain usearch image)".into(), good[..good.len() - TRAILER_LEN].to_vec()),
             ("extra byte".into(), [good.as_slice(), &[0u8]].concat()),
         ];
-        for off in [
-            0usize,
-            17,
-            64,
-            good.len() / 3,
-            good.len() / 2,
-            good.len() - TRAILER_LEN - 1,
-            good.len() - 1,
-        ] {
+        for off in [0usize, 17, 64, good.len() / 3, good.len() / 2, good.len() - TRAILER_LEN - 1, good.len() - 1] {
             let mut c = good.clone();
             c[off] ^= 0x01;
             cases.push((format!("bit flip at {off}"), c));
         }
         let mut r = Rng(77);
-        cases.push((
-            "garbage".into(),
-            (0..good.len()).map(|_| r.next() as u8).collect(),
-        ));
+        cases.push(("garbage".into(), (0..good.len()).map(|_| r.next() as u8).collect()));
         for (label, bytes) in cases {
             std::fs::write(&bad, &bytes).unwrap();
             match HnswIndex::load(&bad, DIM) {
@@ -895,13 +708,8 @@ mod tests {
         let ids: Vec<u64> = (0..n as u64).collect();
         let mut idx = HnswIndex::new(DIM, n).unwrap();
         idx.add_batch(&ids, &data).unwrap(); // default: sequential
-        let stranded: Vec<usize> = (0..n)
-            .filter(|&i| idx.search(&data[i * DIM..(i + 1) * DIM], 1).unwrap()[0].0 != i as u64)
-            .collect();
-        assert!(
-            stranded.is_empty(),
-            "unreachable after add_batch: {stranded:?}"
-        );
+        let stranded: Vec<usize> = (0..n).filter(|&i| idx.search(&data[i * DIM..(i + 1) * DIM], 1).unwrap()[0].0 != i as u64).collect();
+        assert!(stranded.is_empty(), "unreachable after add_batch: {stranded:?}");
     }
 
     #[test]

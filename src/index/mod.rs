@@ -134,7 +134,11 @@ impl Index {
     }
 
     pub fn kind(&self) -> IndexKind {
-        if self.graph.is_some() { IndexKind::Hnsw } else { IndexKind::Exact }
+        if self.graph.is_some() {
+            IndexKind::Hnsw
+        } else {
+            IndexKind::Exact
+        }
     }
 
     /// Fail unless vectors from `model` may join this index.

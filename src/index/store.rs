@@ -106,12 +106,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IndexError> {
 fn lock_dir(dir: &Path, exclusive: bool) -> Result<File, IndexError> {
     let path = dir.join(LOCK);
     // Readers need no write access: on a read-only copy they open the existing lock file read-only.
-    let f = if exclusive || !path.exists() {
-        File::options().create(true).truncate(false).write(true).open(&path)
-    } else {
-        File::open(&path)
-    }
-    .map_err(io_err(&path))?;
+    let f = if exclusive || !path.exists() { File::options().create(true).truncate(false).write(true).open(&path) } else { File::open(&path) }
+        .map_err(io_err(&path))?;
     let got = if exclusive { f.try_lock() } else { f.try_lock_shared() };
     match got {
         Ok(()) => Ok(f),
@@ -419,7 +415,11 @@ mod tests {
     fn replay_supersedes_and_removes() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::create(dir.path(), model(2), "exact").unwrap();
-        s.commit(vec![Record::Add { name: "a".into(), hash: None, vector: vec![1.0, 0.0] }, Record::Add { name: "b".into(), hash: None, vector: vec![0.0, 1.0] }]).unwrap();
+        s.commit(vec![
+            Record::Add { name: "a".into(), hash: None, vector: vec![1.0, 0.0] },
+            Record::Add { name: "b".into(), hash: None, vector: vec![0.0, 1.0] },
+        ])
+        .unwrap();
         s.commit(vec![Record::Add { name: "a".into(), hash: None, vector: vec![0.6, 0.8] }, Record::Remove { name: "b".into() }]).unwrap();
         drop(s);
         let s = Store::open(dir.path(), false).unwrap();

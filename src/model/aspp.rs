@@ -11,8 +11,8 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
+use burn::tensor::Tensor;
 
 use super::layers::{conv, ConvSpec};
 use crate::checkpoint::{CheckpointError, VarPath};
@@ -48,10 +48,9 @@ impl MultiAtrous {
                 ],
                 Some(conv(ConvSpec::new(cin, BRANCH, 1).bias(true), &vb.pp("im_pool").pp(1))?),
             ),
-            AsppKind::Paper => (
-                vec![ConvSpec::new(cin, BRANCH, 3).dilation(3), ConvSpec::new(cin, BRANCH, 3).dilation(6), ConvSpec::new(cin, BRANCH, 3).dilation(9)],
-                None,
-            ),
+            AsppKind::Paper => {
+                (vec![ConvSpec::new(cin, BRANCH, 3).dilation(3), ConvSpec::new(cin, BRANCH, 3).dilation(6), ConvSpec::new(cin, BRANCH, 3).dilation(9)], None)
+            }
         };
         let concat = BRANCH * (specs.len() + usize::from(im_pool.is_some()));
         let aspp = specs.into_iter().enumerate().map(|(i, s)| conv(s.bias(true), &a.pp(i))).collect::<Result<_, _>>()?;

@@ -257,10 +257,7 @@ impl CpuResNet {
                 })
                 .collect::<Vec<_>>()
         };
-        Self {
-            stem: Conv::from_folded(&r.stem.conv),
-            stages: [blocks(&r.s1.blocks), blocks(&r.s2.blocks), blocks(&r.s3.blocks), blocks(&r.s4.blocks)],
-        }
+        Self { stem: Conv::from_folded(&r.stem.conv), stages: [blocks(&r.s1.blocks), blocks(&r.s2.blocks), blocks(&r.s3.blocks), blocks(&r.s4.blocks)] }
     }
 
     /// CHW image (one) → (`f3`, `f4`) channels-last.

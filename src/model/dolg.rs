@@ -54,7 +54,13 @@ impl Dolg {
 
     /// [`Dolg::load`], also returning the PyTorch key of every parameter and buffer (for training,
     /// which writes checkpoints under those names; meaningful with `fold_bn = false`).
-    pub fn load_with_keys(ckpt: &Checkpoint, arch: Option<Arch>, fusion: Fusion, fold_bn: bool, device: &Device) -> Result<(Self, DolgConfig, ParamKeys), ModelError> {
+    pub fn load_with_keys(
+        ckpt: &Checkpoint,
+        arch: Option<Arch>,
+        fusion: Fusion,
+        fold_bn: bool,
+        device: &Device,
+    ) -> Result<(Self, DolgConfig, ParamKeys), ModelError> {
         let mut config = DolgConfig::detect(ckpt)?;
         if let Some(a) = arch {
             config.backbone = BackboneKind::ResNet(a.depths());
@@ -65,11 +71,8 @@ impl Dolg {
         let vb = VarBuilder::new(ckpt, device);
         let root = vb.root();
         let globalmodel = Backbone::load(config.backbone, &root.pp("globalmodel"), fold_bn)?;
-        let localmodel = if config.local {
-            Some(LocalBranch::load(f3_dim, config.fg_dim, config.aspp, config.attention, &root.pp("localmodel"), fold_bn)?)
-        } else {
-            None
-        };
+        let localmodel =
+            if config.local { Some(LocalBranch::load(f3_dim, config.fg_dim, config.aspp, config.attention, &root.pp("localmodel"), fold_bn)?) } else { None };
         let pool_g = match config.pooling {
             Pooling::Gem => Some(GeM::load(&root.pp("pool_g"))?),
             Pooling::Gap => None,

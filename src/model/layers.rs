@@ -2,8 +2,8 @@
 //! BatchNorm (PyTorch semantics, folded into the preceding convolution for inference) and linear.
 
 use burn::module::{Module, Param, RunningState};
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
+use burn::nn::PaddingConfig2d;
 use burn::tensor::Tensor;
 
 use crate::checkpoint::{to_tensor, CheckpointError, VarPath};
@@ -104,12 +104,7 @@ struct BnHost {
 }
 
 fn bn_host(c: usize, vb: &VarPath) -> Result<BnHost, CheckpointError> {
-    Ok(BnHost {
-        weight: vb.host("weight", &[c])?,
-        bias: vb.host("bias", &[c])?,
-        mean: vb.host("running_mean", &[c])?,
-        var: vb.host("running_var", &[c])?,
-    })
+    Ok(BnHost { weight: vb.host("weight", &[c])?, bias: vb.host("bias", &[c])?, mean: vb.host("running_mean", &[c])?, var: vb.host("running_var", &[c])? })
 }
 
 impl BatchNorm2d {
@@ -211,5 +206,4 @@ impl Linear {
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         x.matmul(self.weight.val().transpose()) + self.bias.val().unsqueeze::<2>()
     }
-
 }

@@ -11,8 +11,8 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::tensor::Tensor;
 use burn::tensor::activation::{relu, softplus_with_threshold};
+use burn::tensor::Tensor;
 
 use super::aspp::{AsppKind, MultiAtrous};
 use super::layers::{conv, ConvBn, ConvSpec};

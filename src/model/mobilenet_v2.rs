@@ -57,7 +57,11 @@ impl InvertedResidual {
             None => x.clone(),
         };
         let y = self.project.forward(relu6(self.depthwise.forward(y)));
-        if self.residual { x + y } else { y }
+        if self.residual {
+            x + y
+        } else {
+            y
+        }
     }
 }
 

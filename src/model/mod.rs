@@ -13,8 +13,8 @@ pub mod off_the_shelf;
 pub mod resnet;
 
 pub use aspp::AsppKind;
-pub use dolg::{Dolg, DolgOutput};
 pub use backbone::{Backbone, BackboneKind};
+pub use dolg::{Dolg, DolgOutput};
 pub use fusion::Fusion;
 pub use off_the_shelf::OffTheShelf;
 
@@ -90,7 +90,13 @@ impl DolgConfig {
         let fg_dim = match ckpt.shape("fc_t.weight") {
             Some(&[fg, input]) if input == f4_dim => fg,
             Some(found) => {
-                return Err(CheckpointError::ShapeMismatch { path: ckpt.path().to_owned(), key: "fc_t.weight".into(), expected: vec![1024, f4_dim], found: found.to_vec() }.into())
+                return Err(CheckpointError::ShapeMismatch {
+                    path: ckpt.path().to_owned(),
+                    key: "fc_t.weight".into(),
+                    expected: vec![1024, f4_dim],
+                    found: found.to_vec(),
+                }
+                .into())
             }
             None => return Err(CheckpointError::Missing { path: ckpt.path().to_owned(), key: "fc_t.weight".into(), expected: vec![1024, f4_dim] }.into()),
         };
@@ -98,7 +104,9 @@ impl DolgConfig {
             None => None,
             Some([_, 2560, ..]) => Some(AsppKind::Official),
             Some([_, 1536, ..]) => Some(AsppKind::Paper),
-            Some(s) => return Err(err(format!("'localmodel.aspp.conv_after.0.weight' has shape {s:?}; expected input width 2560 (official) or 1536 (paper variant)"))),
+            Some(s) => {
+                return Err(err(format!("'localmodel.aspp.conv_after.0.weight' has shape {s:?}; expected input width 2560 (official) or 1536 (paper variant)")))
+            }
         };
         let local = ckpt.keys().any(|k| k.starts_with("localmodel."));
         // The self-attention ablation has no score conv.
@@ -114,16 +122,7 @@ impl DolgConfig {
             tracing::warn!("{}: no 'pool_g.p' key: loading the GAP (average pooling) variant of the global branch", ckpt.path().display());
             Pooling::Gap
         };
-        Ok(Self {
-            backbone,
-            fg_dim,
-            aspp,
-            local,
-            attention,
-            pooling,
-            fusion: Fusion::Orthogonal,
-            out_dim,
-        })
+        Ok(Self { backbone, fg_dim, aspp, local, attention, pooling, fusion: Fusion::Orthogonal, out_dim })
     }
 
     /// A short human name such as `DOLG-R50` or `DOLG-R101+MA`.

@@ -6,10 +6,10 @@
 //! the stride-32 map `f4` (end of `s4`).
 
 use burn::module::Module;
-use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
+use burn::tensor::Tensor;
 
 use super::layers::{ConvBn, ConvSpec};
 use crate::checkpoint::{CheckpointError, VarPath};
@@ -63,11 +63,8 @@ impl ResBlock {
             b: ConvBn::load(ConvSpec::new(width, width, 3).stride(stride), &f.pp("b"), &f.pp("b_bn"), fold)?,
             c: ConvBn::load(ConvSpec::new(width, cout, 1), &f.pp("c"), &f.pp("c_bn"), fold)?,
         };
-        let proj = if cin != cout || stride != 1 {
-            Some(ConvBn::load(ConvSpec::new(cin, cout, 1).stride(stride), &vb.pp("proj"), &vb.pp("bn"), fold)?)
-        } else {
-            None
-        };
+        let proj =
+            if cin != cout || stride != 1 { Some(ConvBn::load(ConvSpec::new(cin, cout, 1).stride(stride), &vb.pp("proj"), &vb.pp("bn"), fold)?) } else { None };
         Ok(Self { f: t, proj })
     }
 

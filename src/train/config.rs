@@ -178,7 +178,8 @@ impl TrainConfig {
         }
         table.extend(overrides);
         let label = file.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("<command line>"));
-        let cfg: Self = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| TrainError::Config { path: label.clone(), message: e.to_string() })?;
+        let cfg: Self =
+            toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| TrainError::Config { path: label.clone(), message: e.to_string() })?;
         cfg.validate(&label)?;
         Ok(cfg)
     }

@@ -62,7 +62,11 @@ impl Dataset {
             f => f,
         };
         let base = images.map(Path::to_path_buf).unwrap_or_else(|| {
-            if format == DataFormat::Folder { source.to_owned() } else { source.parent().map(Path::to_path_buf).unwrap_or_default() }
+            if format == DataFormat::Folder {
+                source.to_owned()
+            } else {
+                source.parent().map(Path::to_path_buf).unwrap_or_default()
+            }
         });
         let pairs = match format {
             DataFormat::Folder => read_folder(source)?,
@@ -233,7 +237,16 @@ pub struct Loader {
 }
 
 impl Loader {
-    pub fn start(dataset: Arc<Dataset>, sched: Schedule, aug: AugmentConfig, norm: Normalization, start: usize, end: usize, workers: usize, prefetch: usize) -> Self {
+    pub fn start(
+        dataset: Arc<Dataset>,
+        sched: Schedule,
+        aug: AugmentConfig,
+        norm: Normalization,
+        start: usize,
+        end: usize,
+        workers: usize,
+        prefetch: usize,
+    ) -> Self {
         let (tx, rx) = mpsc::channel();
         let state = Arc::new((Mutex::new(Shared { next: start, consumed: start }), Condvar::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -269,7 +282,8 @@ impl Loader {
                     }))
                     .unwrap_or_else(|panic| {
                         let why = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-                        let failed = range.map(|pos| (dataset.samples[order[pos]].path.clone(), format!("internal error while preparing this batch: {why}"))).collect();
+                        let failed =
+                            range.map(|pos| (dataset.samples[order[pos]].path.clone(), format!("internal error while preparing this batch: {why}"))).collect();
                         Batch { pixels: Vec::new(), labels: Vec::new(), failed }
                     });
                     if tx.send((m, batch)).is_err() {

@@ -18,8 +18,8 @@ use burn::tensor::{Device, Tensor};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, NamedTensor, ParamKeys, VarBuilder};
 use crate::model::{Dolg, DolgConfig, Fusion, ModelError};
-pub use head::{HeadKind, HeadOutput, HeadSpec, MarginHead};
 pub use config::TrainConfig;
+pub use head::{HeadKind, HeadOutput, HeadSpec, MarginHead};
 pub use sgd::{Grads, Sgd, SgdConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,9 +55,17 @@ impl Trainable {
         let classes = match ckpt.shape("desc_cls.weight") {
             Some(&[c, d]) if d == config.out_dim => c,
             Some(s) => {
-                return Err(CheckpointError::ShapeMismatch { path: ckpt.path().to_owned(), key: "desc_cls.weight".into(), expected: vec![0, config.out_dim], found: s.to_vec() }.into())
+                return Err(CheckpointError::ShapeMismatch {
+                    path: ckpt.path().to_owned(),
+                    key: "desc_cls.weight".into(),
+                    expected: vec![0, config.out_dim],
+                    found: s.to_vec(),
+                }
+                .into())
             }
-            None => return Err(CheckpointError::Missing { path: ckpt.path().to_owned(), key: "desc_cls.weight".into(), expected: vec![0, config.out_dim] }.into()),
+            None => {
+                return Err(CheckpointError::Missing { path: ckpt.path().to_owned(), key: "desc_cls.weight".into(), expected: vec![0, config.out_dim] }.into())
+            }
         };
         let vb = VarBuilder::new(ckpt, device);
         let head = MarginHead::load(classes, config.out_dim, &vb.root().pp("desc_cls"))?;
@@ -82,12 +90,8 @@ impl Trainable {
     /// Every tensor under the authors' key names (model, BatchNorm buffers, `desc_cls`).
     pub fn named_tensors(&self) -> Vec<NamedTensor> {
         let mut values = collect_values(&self.model);
-        let mut out: Vec<NamedTensor> = self
-            .keys
-            .0
-            .iter()
-            .filter_map(|(id, key)| values.remove(id).map(|(shape, data)| NamedTensor { name: key.clone(), shape, data }))
-            .collect();
+        let mut out: Vec<NamedTensor> =
+            self.keys.0.iter().filter_map(|(id, key)| values.remove(id).map(|(shape, data)| NamedTensor { name: key.clone(), shape, data })).collect();
         out.extend(self.head.named_tensors());
         out
     }

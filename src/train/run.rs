@@ -19,7 +19,7 @@ use super::data::{Dataset, Loader, Schedule};
 use super::head::{accuracy, HeadSpec};
 use super::init::{fresh_model, HeadLayout};
 use super::sgd::{Grads, Sgd, SgdConfig};
-use super::{Trainable, TrainError};
+use super::{TrainError, Trainable};
 use crate::checkpoint::{write_safetensors, Checkpoint, NamedTensor};
 use crate::model::{AsppKind, Pooling};
 use crate::pretrained::Pretrained;
@@ -128,7 +128,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
 /// Read the run directory's state (for `--resume`).
 pub fn read_state(out: &Path) -> Result<RunState, TrainError> {
     let p = out.join("state.json");
-    let bytes = std::fs::read(&p).map_err(|e| TrainError::Resume { path: p.clone(), message: format!("{e} (no checkpoint was completed in this run directory)") })?;
+    let bytes =
+        std::fs::read(&p).map_err(|e| TrainError::Resume { path: p.clone(), message: format!("{e} (no checkpoint was completed in this run directory)") })?;
     serde_json::from_slice(&bytes).map_err(|e| TrainError::Resume { path: p, message: e.to_string() })
 }
 
@@ -225,10 +226,15 @@ fn prune(dir: &Path, keep: &Path) -> Result<(), TrainError> {
         .map_err(io_err(dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         // step 0 (the starting point) is kept for before/after comparisons.
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors") && !n.ends_with(".optim.safetensors") && n != "step-0000000.safetensors"))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors") && !n.ends_with(".optim.safetensors") && n != "step-0000000.safetensors")
+        })
         .collect();
     // By step number, not by name: names stop sorting once a step needs more digits.
-    let step_of = |p: &PathBuf| p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("step-")?.split('.').next()?.parse::<u64>().ok()).unwrap_or(0);
+    let step_of =
+        |p: &PathBuf| p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix("step-")?.split('.').next()?.parse::<u64>().ok()).unwrap_or(0);
     found.sort_by_key(step_of);
     let n = found.len();
     for old in found.into_iter().take(n.saturating_sub(KEEP_STEP_CHECKPOINTS)) {
@@ -242,7 +248,9 @@ fn prune(dir: &Path, keep: &Path) -> Result<(), TrainError> {
 
 fn has_val_line(path: &Path, step: usize) -> bool {
     std::fs::read_to_string(path).is_ok_and(|t| {
-        t.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).any(|v| v["step"].as_u64() == Some(step as u64) && v.get("val_map").is_some())
+        t.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|v| v["step"].as_u64() == Some(step as u64) && v.get("val_map").is_some())
     })
 }
 
@@ -269,7 +277,10 @@ pub fn run(cfg: &TrainConfig, resume: bool, stop: &AtomicBool, mut on_event: imp
         Some(read_state(out)?)
     } else {
         if out.join("state.json").exists() {
-            return Err(TrainError::Config { path: out.clone(), message: "this run directory already holds a run: continue it with --resume, or choose another --out".into() });
+            return Err(TrainError::Config {
+                path: out.clone(),
+                message: "this run directory already holds a run: continue it with --resume, or choose another --out".into(),
+            });
         }
         None
     };
@@ -290,7 +301,10 @@ pub fn run(cfg: &TrainConfig, resume: bool, stop: &AtomicBool, mut on_event: imp
 
     let mut net = initial_model(cfg, classes, state.as_ref().map(|s| out.join(&s.checkpoint)).as_deref(), &ad)?.freeze_backbone_stages(cfg.freeze_stages);
     if net.head.classes() != classes {
-        return Err(TrainError::Resume { path: out.clone(), message: format!("the checkpoint's head has {} classes but the data has {classes}", net.head.classes()) });
+        return Err(TrainError::Resume {
+            path: out.clone(),
+            message: format!("the checkpoint's head has {} classes but the data has {classes}", net.head.classes()),
+        });
     }
     let mut sgd = Sgd::new(SgdConfig { momentum: cfg.momentum, weight_decay: cfg.weight_decay, nesterov: cfg.nesterov });
     let start_step = match &state {
@@ -299,7 +313,9 @@ pub fn run(cfg: &TrainConfig, resume: bool, stop: &AtomicBool, mut on_event: imp
             let ck = Checkpoint::open(&path)?;
             let inner = ad.clone().inner();
             for key in ck.keys() {
-                let id = net.param_id(key).ok_or_else(|| TrainError::Resume { path: path.clone(), message: format!("momentum buffer for unknown parameter '{key}'") })?;
+                let id = net
+                    .param_id(key)
+                    .ok_or_else(|| TrainError::Resume { path: path.clone(), message: format!("momentum buffer for unknown parameter '{key}'") })?;
                 let data = ck.read_f32(key)?;
                 let n = data.len();
                 sgd.buffers.insert(id, Tensor::<1>::from_data(TensorData::new(data, [n]), &inner));
@@ -316,7 +332,10 @@ pub fn run(cfg: &TrainConfig, resume: bool, stop: &AtomicBool, mut on_event: imp
     let sched = Schedule { seed: cfg.seed, batch: cfg.batch_size, accum: cfg.accum, n_samples: dataset.samples.len() };
     let per_epoch = sched.steps_per_epoch();
     if per_epoch == 0 {
-        return Err(TrainError::Config { path: cfg.data.clone(), message: format!("{} images is fewer than one batch of {}", dataset.samples.len(), cfg.batch_size) });
+        return Err(TrainError::Config {
+            path: cfg.data.clone(),
+            message: format!("{} images is fewer than one batch of {}", dataset.samples.len(), cfg.batch_size),
+        });
     }
     let mut total = cfg.epochs * per_epoch;
     if cfg.max_steps > 0 {
