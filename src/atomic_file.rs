@@ -4,11 +4,20 @@
 use std::io;
 use std::path::Path;
 
+/// Permissions of the file once written (Unix; ignored elsewhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// 0600: only the owner reads or writes it (the index's files).
+    Private,
+    /// 0644: everyone may read it, the owner writes it (checkpoints, outputs, reports).
+    Shared,
+}
+
 /// Replace `path` with what `fill` writes to the temporary path it is given (in the same
 /// directory, so the final rename is atomic). The file is flushed to disk before the rename and
-/// the directory entry after it. Temporary files are created private (0600); `readable` gives the
-/// result the usual 0644.
-pub fn replace(path: &Path, readable: bool, fill: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
+/// the directory entry after it. Temporary files are created private (0600); `mode` sets the
+/// result's permissions.
+pub fn replace(path: &Path, mode: Mode, fill: impl FnOnce(&Path) -> io::Result<()>) -> io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = tempfile::NamedTempFile::new_in(dir)?;
     fill(tmp.path())?;
@@ -16,20 +25,20 @@ pub fn replace(path: &Path, readable: bool, fill: impl FnOnce(&Path) -> io::Resu
     // rename over the path (safetensors' `serialize_to_file` does), leaving the handle on an
     // orphaned inode.
     #[cfg(unix)]
-    if readable {
+    if mode == Mode::Shared {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))?;
     }
     #[cfg(not(unix))]
-    let _ = readable;
+    let _ = mode;
     std::fs::File::open(tmp.path())?.sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
 }
 
 /// [`replace`] with `bytes`.
-pub fn write(path: &Path, readable: bool, bytes: &[u8]) -> io::Result<()> {
-    replace(path, readable, |tmp| std::fs::write(tmp, bytes))
+pub fn write(path: &Path, mode: Mode, bytes: &[u8]) -> io::Result<()> {
+    replace(path, mode, |tmp| std::fs::write(tmp, bytes))
 }
 
 #[cfg(test)]
@@ -40,9 +49,9 @@ mod tests {
     fn replaces_content_and_mode_even_when_fill_renames_over_its_path() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("out.bin");
-        write(&p, false, b"old").unwrap();
+        write(&p, Mode::Private, b"old").unwrap();
         // A writer that, like safetensors, writes a sibling file and renames it over the path.
-        replace(&p, true, |tmp| {
+        replace(&p, Mode::Shared, |tmp| {
             let side = tmp.with_extension("side");
             std::fs::write(&side, b"new")?;
             std::fs::rename(&side, tmp)
@@ -53,7 +62,7 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644);
-            write(&p, false, b"x").unwrap();
+            write(&p, Mode::Private, b"x").unwrap();
             assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
         }
         // No temporary files are left behind.

@@ -401,6 +401,8 @@ pub fn write_safetensors(path: &Path, tensors: &[NamedTensor], metadata: BTreeMa
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| werr(e.to_string()))?;
     let meta: std::collections::HashMap<String, String> = metadata.into_iter().collect();
-    crate::atomic_file::replace(path, true, |tmp| safetensors::serialize_to_file(views, Some(meta), tmp).map_err(std::io::Error::other))
-        .map_err(|e| werr(e.to_string()))
+    crate::atomic_file::replace(path, crate::atomic_file::Mode::Shared, |tmp| {
+        safetensors::serialize_to_file(views, Some(meta), tmp).map_err(std::io::Error::other)
+    })
+    .map_err(|e| werr(e.to_string()))
 }

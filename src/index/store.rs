@@ -99,7 +99,7 @@ fn io_err(path: &Path) -> impl Fn(std::io::Error) -> IndexError + '_ {
 /// Write `bytes` to `path` atomically (temporary file, fsync, rename, fsync dir); index files keep
 /// the temporary file's private mode.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IndexError> {
-    crate::atomic_file::write(path, false, bytes).map_err(io_err(path))
+    crate::atomic_file::write(path, crate::atomic_file::Mode::Private, bytes).map_err(io_err(path))
 }
 
 /// Writers hold an exclusive lock on `dir/lock`, readers a shared one, for the life of the Store.

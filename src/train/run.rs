@@ -122,7 +122,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    crate::atomic_file::write(path, true, bytes).map_err(io_err(path))
+    crate::atomic_file::write(path, crate::atomic_file::Mode::Shared, bytes).map_err(io_err(path))
 }
 
 /// Read the run directory's state (for `--resume`).
