@@ -8,6 +8,7 @@
 //! file `X.names.txt` holds one UTF-8 line per row, in row order: the image path as given on the
 //! command line (directories expanded, sorted).
 
+use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
@@ -15,6 +16,7 @@ use std::sync::mpsc::sync_channel;
 use burn::tensor::{Device, Tensor, TensorData};
 use npyz::WriterBuilder;
 
+use crate::atomic_file::{self, Mode};
 use crate::decode::{decode_file, DecodeError, DecodeLimits};
 use crate::model::RetrievalModel;
 use crate::preprocess::{crop, multiscale_inputs, CropBox, FloatImage, Normalization, PreprocessError, ScaledInput};
@@ -27,6 +29,8 @@ pub enum DescriptorError {
     Preprocess { path: PathBuf, source: PreprocessError },
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
+    #[error("{npy} has {rows} rows but its names file {names} lists {count} names; they were not written together")]
+    NamesMismatch { npy: PathBuf, names: PathBuf, rows: usize, count: usize },
 }
 
 /// `x / max(‖x‖₂, 1e-12)` in place.
@@ -168,37 +172,62 @@ pub fn names_path(npy: &Path) -> PathBuf {
     npy.with_file_name(format!("{stem}.names.txt"))
 }
 
-/// Write an [N, D] float32 `.npy` and, when `names` is given, its names file — each atomically.
+/// Write a `.npy` of the given shape and the element type's default dtype (`<f4` for `f32`,
+/// `<i8` for `i64`, …) through [`atomic_file`](crate::atomic_file), streaming `values` (row-major)
+/// into it, readable by everyone (0644). Errors name `path`; a count of values that does not fill
+/// `shape` exactly is an error and leaves any old file in place.
+pub fn write_npy<T: npyz::AutoSerialize>(path: &Path, shape: &[u64], values: impl IntoIterator<Item = T>) -> std::io::Result<()> {
+    atomic_file::replace_with_writer(path, Mode::Shared, |w| npy_into(w, shape, values))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot write {}: {e}", path.display())))
+}
+
+fn npy_into<T: npyz::AutoSerialize>(w: &mut impl std::io::Write, shape: &[u64], values: impl IntoIterator<Item = T>) -> std::io::Result<()> {
+    let mut npy = npyz::WriteOptions::<T>::new().default_dtype().shape(shape).writer(w).begin_nd()?;
+    npy.extend(values)?;
+    npy.finish()
+}
+
+/// Write an [N, D] float32 `.npy` and its names file (when `names` is given) as one pair
+/// ([`atomic_file::replace_pair`]): a reader sees the old pair, the new pair, or the new `.npy`
+/// with no names file (which [`read_names`] reports as missing), never a `.npy` beside names
+/// written for another. Without `names`, an old names file beside `path` is removed.
 pub fn write_descriptors(path: &Path, rows: &[Vec<f32>], dim: usize, names: Option<&[String]>) -> Result<(), DescriptorError> {
+    let np = names_path(path);
     let ferr = |p: &Path, message: String| DescriptorError::File { path: p.to_owned(), message };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| ferr(path, e.to_string()))?;
-    {
-        let mut w = npyz::WriteOptions::<f32>::new()
-            .default_dtype()
-            .shape(&[rows.len() as u64, dim as u64])
-            .writer(std::io::BufWriter::new(tmp.as_file()))
-            .begin_nd()
-            .map_err(|e| ferr(path, e.to_string()))?;
-        for r in rows {
-            assert_eq!(r.len(), dim, "descriptor rows must all have {dim} values");
-            w.extend(r.iter().copied()).map_err(|e| ferr(path, e.to_string()))?;
-        }
-        w.finish().map_err(|e| ferr(path, e.to_string()))?;
-    }
-    tmp.persist(path).map_err(|e| ferr(path, e.to_string()))?;
     if let Some(names) = names {
-        let np = names_path(path);
+        if names.len() != rows.len() {
+            return Err(ferr(&np, format!("{} names for {} rows", names.len(), rows.len())));
+        }
         if let Some(bad) = names.iter().find(|n| n.contains('\n')) {
             return Err(ferr(&np, format!("name {bad:?} contains a newline and cannot be written one per line")));
         }
-        let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| ferr(&np, e.to_string()))?;
-        let mut text = names.join("\n");
-        text.push('\n');
-        std::fs::write(tmp.path(), text).map_err(|e| ferr(&np, e.to_string()))?;
-        tmp.persist(&np).map_err(|e| ferr(&np, e.to_string()))?;
     }
-    Ok(())
+    if let Some(r) = rows.iter().find(|r| r.len() != dim) {
+        return Err(ferr(path, format!("a descriptor row has {} values, expected {dim}", r.len())));
+    }
+    // Which of the two files an error is about: the names file's fill records its own failures.
+    let mut names_failed = false;
+    let mut write_names = |w: &mut std::io::BufWriter<std::fs::File>| {
+        let r = names.unwrap_or_default().iter().try_for_each(|n| writeln!(w, "{n}"));
+        names_failed = r.is_err();
+        r
+    };
+    let fill_names: Option<&mut dyn FnMut(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>> =
+        if names.is_some() { Some(&mut write_names) } else { None };
+    let shape = [rows.len() as u64, dim as u64];
+    let result = atomic_file::replace_pair(path, &np, Mode::Shared, |w| npy_into(w, &shape, rows.iter().flatten().copied()), fill_names);
+    result.map_err(|e| ferr(if names_failed { &np } else { path }, e.to_string()))
+}
+
+/// Read a descriptor file and the names file beside it, checking that they belong together (as
+/// many names as rows): (row-major data, rows, dim, names).
+pub fn read_matrix_with_names(path: &Path) -> Result<(Vec<f32>, usize, usize, Vec<String>), DescriptorError> {
+    let (data, n, d) = read_matrix(path)?;
+    let names = read_names(path)?;
+    if names.len() != n {
+        return Err(DescriptorError::NamesMismatch { npy: path.to_owned(), names: names_path(path), rows: n, count: names.len() });
+    }
+    Ok((data, n, d, names))
 }
 
 /// Read a 2-D float `.npy` (f32 or f64) as row-major f32 with its (rows, cols).
@@ -233,9 +262,17 @@ pub fn npy_type(dtype: &npyz::DType) -> String {
     }
 }
 
-/// Read the names file beside `npy`.
+/// Read the names file beside `npy`. Callers must check its count against the `.npy`'s rows
+/// (as [`read_matrix_with_names`] does).
 pub fn read_names(npy: &Path) -> Result<Vec<String>, DescriptorError> {
     let np = names_path(npy);
-    let text = std::fs::read_to_string(&np).map_err(|e| DescriptorError::File { path: np.clone(), message: e.to_string() })?;
+    let text = std::fs::read_to_string(&np).map_err(|e| DescriptorError::File {
+        message: if e.kind() == std::io::ErrorKind::NotFound {
+            format!("names file of {} not found (it is written beside the .npy by `dolg extract`)", npy.display())
+        } else {
+            e.to_string()
+        },
+        path: np,
+    })?;
     Ok(text.lines().map(str::to_owned).collect())
 }

@@ -110,9 +110,7 @@ impl Pretrained {
         }
         let dir = dest.parent().expect("cache path has a parent");
         std::fs::create_dir_all(dir).map_err(|source| PretrainedError::Io { path: dir.into(), source })?;
-        let part = tempfile::NamedTempFile::new_in(dir).map_err(|source| PretrainedError::Io { path: dir.into(), source })?;
-        std::fs::write(part.path(), &bytes).map_err(|source| PretrainedError::Io { path: part.path().into(), source })?;
-        part.persist(&dest).map_err(|e| PretrainedError::Io { path: dest.clone(), source: e.error })?;
+        crate::atomic_file::write(&dest, crate::atomic_file::Mode::Shared, &bytes).map_err(|source| PretrainedError::Io { path: dest.clone(), source })?;
         Ok(dest)
     }
 }

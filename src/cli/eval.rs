@@ -3,7 +3,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use dolg::descriptors::{npy_type, read_matrix, read_names, write_descriptors};
+use dolg::atomic_file::{self, Mode};
+use dolg::descriptors::{npy_type, read_matrix, read_matrix_with_names, write_descriptors};
 use dolg::eval::{stream_positions, Database, GroupsGt, RanksMatrix, RevisitedGnd, DEFAULT_BLOCK_ROWS};
 use dolg::preprocess::CropBox;
 use serde_json::json;
@@ -171,16 +172,18 @@ fn check_rows(path: &Path, found: usize, expected: usize, what: &str) -> anyhow:
 }
 
 /// Describe database images and cropped queries, reusing cached descriptors made with the same
-/// weights, architecture and scales.
+/// weights, architecture and scales (`key.txt`) for the same images (the names files beside them).
 fn extract_revisited(a: &RevisitedArgs, gnd: &RevisitedGnd, root: &Path, device: burn::tensor::Device) -> anyhow::Result<(Vec<f32>, Vec<f32>, usize)> {
     let cache = a.cache.clone().unwrap_or_else(|| root.join(".dolg-cache"));
     std::fs::create_dir_all(&cache).with_context(|| format!("cannot create cache directory {}", cache.display()))?;
     let key = a.model.fingerprint()?;
     let key_file = cache.join("key.txt");
     let (db_file, q_file) = (cache.join("db.npy"), cache.join("queries.npy"));
+    // A cached file counts only with its names file, listing exactly the images wanted.
+    let cached = |file: &Path, names: &[String]| read_matrix_with_names(file).ok().filter(|c| c.3 == names).map(|(data, _, d, _)| (data, d));
     if std::fs::read_to_string(&key_file).is_ok_and(|k| k == key) {
-        if let (Ok((db, n_db, d)), Ok((q, n_q, _))) = (read_matrix(&db_file), read_matrix(&q_file)) {
-            if n_db == gnd.n_db() && n_q == gnd.n_queries() {
+        if let (Some((db, d)), Some((q, dq))) = (cached(&db_file, &gnd.imlist), cached(&q_file, &gnd.qimlist)) {
+            if d == dq {
                 eprintln!("using cached descriptors in {}", cache.display());
                 return Ok((db, q, d));
             }
@@ -208,9 +211,12 @@ fn extract_revisited(a: &RevisitedArgs, gnd: &RevisitedGnd, root: &Path, device:
     let q = describe(&gnd.qimlist, &qbox, "queries")?;
     let db = describe(&gnd.imlist, &|_| None, "database")?;
     let dim = q[0].len();
+    // The key goes first and comes back last, so that no crash in between leaves descriptors
+    // under a key they were not made with.
+    atomic_file::remove(&key_file).with_context(|| format!("cannot remove {}", key_file.display()))?;
     write_descriptors(&db_file, &db, dim, Some(&gnd.imlist))?;
     write_descriptors(&q_file, &q, dim, Some(&gnd.qimlist))?;
-    std::fs::write(&key_file, key)?;
+    atomic_file::write(&key_file, Mode::Shared, key.as_bytes()).with_context(|| format!("cannot write {}", key_file.display()))?;
     Ok((db.concat(), q.concat(), dim))
 }
 
@@ -255,11 +261,7 @@ fn groups(a: GroupsArgs) -> anyhow::Result<ExitCode> {
 /// Reorder the rows of a `dolg extract` output into the CSV's image order, matching each row's
 /// name (its path relative to `images_dir`, or failing that its file name) to the CSV.
 fn rows_by_name(db: &Path, images_dir: &Path, wanted: &[String]) -> anyhow::Result<(Vec<f32>, usize)> {
-    let (data, n, dim) = read_matrix(db)?;
-    let names = read_names(db)?;
-    if names.len() != n {
-        bail!("{}: {n} rows but its names file lists {} names", db.display(), names.len());
-    }
+    let (data, _, dim, names) = read_matrix_with_names(db)?;
     let mut index = std::collections::HashMap::new();
     for (row, name) in names.iter().enumerate() {
         let p = Path::new(name);

@@ -51,6 +51,6 @@ figure img{{max-width:{THUMB}px;max-height:{THUMB}px;border-radius:4px}}\n.query
 .missing{{width:{THUMB}px;height:120px;background:#eee;line-height:120px;color:#888}}\n</style></head><body>\n\
 <h1>dolg search results</h1>\n<p>Each row: the query (left) and its results, best first, with cosine similarity.</p>\n{rows}</body></html>\n"
     );
-    std::fs::write(out, html).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+    dolg::atomic_file::write(out, dolg::atomic_file::Mode::Shared, html.as_bytes()).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
     Ok(())
 }
