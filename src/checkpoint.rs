@@ -238,6 +238,11 @@ impl Checkpoint {
             Source::NonFloat => Err(CheckpointError::Dtype { path: self.path.clone(), key: key.into(), dtype: e.dtype.clone() }),
             Source::Torch(t) => {
                 let bytes = t.read().map_err(|err| corrupt(format!("tensor '{key}': {err}")))?;
+                // Native-endian, not little-endian: the file's bytes are little-endian, but
+                // `pytorch_reader::Tensor::read` already returns them in the host's byte order
+                // (its documented contract; it swaps them on big-endian targets). Reading them as
+                // little-endian here would swap them a second time there. The safetensors path
+                // above does read the file's own (little-endian) bytes, hence `from_le_bytes`.
                 Ok(match t.dtype() {
                     pytorch_reader::DType::F32 => bytes.chunks_exact(4).map(|b| f32::from_ne_bytes(b.try_into().unwrap())).collect(),
                     pytorch_reader::DType::F64 => bytes.chunks_exact(8).map(|b| f64::from_ne_bytes(b.try_into().unwrap()) as f32).collect(),

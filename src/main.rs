@@ -8,7 +8,9 @@ fn main() -> std::process::ExitCode {
     // Like other Unix tools, end quietly when the reader of our output goes away (`dolg … | head`)
     // instead of panicking on a broken pipe.
     #[cfg(unix)]
-    // SAFETY: restoring the default disposition of SIGPIPE before any thread is started.
+    // SAFETY: `signal` with SIG_DFL installs no handler of ours, so nothing can run in signal
+    // context; it is called first thing in `main`, before any thread is started that could be
+    // changing signal dispositions at the same time.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }

@@ -66,6 +66,10 @@ pub fn search(vectors: &[f32], dim: usize, alive: Option<&[bool]>, queries: &[f3
                 tile.resize(nq * rows, 0.0);
                 let block = &vectors[start * dim..(start + rows) * dim];
                 // tile[q, r] = Σ_d queries[q, d] · block[r, d]
+                // SAFETY: sgemm reads nq×dim from `queries` (row stride dim; nq = queries.len() / dim),
+                // rows×dim from `block` (a slice of exactly rows·dim values, read transposed through
+                // the strides) and writes nq×rows into `tile`, resized to nq·rows just above. All three
+                // are live borrows for the call, and `tile` is a distinct, exclusively borrowed buffer.
                 unsafe {
                     matrixmultiply::sgemm(
                         nq,

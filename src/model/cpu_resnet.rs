@@ -83,7 +83,7 @@ impl Conv {
         let n = self.cout;
         if self.k == 1 && self.stride == 1 {
             let mut out = vec![0f32; ho * wo * n];
-            gemm_rows(ho * wo, n, self.cin, x.data.as_ptr(), self.cin, &self.w, out.as_mut_ptr(), false);
+            gemm_rows(ho * wo, n, self.cin, &x.data, self.cin, &self.w, &mut out, false);
             epilogue_rows(&mut out, n, &self.bias, epi);
             return Act { h: ho, w: wo, c: n, data: out };
         }
@@ -99,9 +99,10 @@ impl Conv {
             for kh in 0..3 {
                 for kw in 0..3 {
                     let t = kh * 3 + kw;
-                    let a = xp[(kh * wp + kw) * self.cin..].as_ptr();
+                    // Output row r reads padded row r + kh·wp + kw: the window starts that many rows in.
+                    let a = &xp[(kh * wp + kw) * self.cin..];
                     let b = &self.w[t * self.cin * n..(t + 1) * self.cin * n];
-                    gemm_rows(m, n, self.cin, a, self.cin, b, ext.as_mut_ptr(), t > 0);
+                    gemm_rows(m, n, self.cin, a, self.cin, b, &mut ext, t > 0);
                 }
             }
             // Keep the W valid columns of every padded-width row, applying the epilogue on the way.
@@ -137,19 +138,58 @@ impl Conv {
             }
         });
         let mut out = vec![0f32; ho * wo * n];
-        gemm_rows(ho * wo, n, kk, cols.as_ptr(), kk, &self.w, out.as_mut_ptr(), false);
+        gemm_rows(ho * wo, n, kk, &cols, kk, &self.w, &mut out, false);
         epilogue_rows(&mut out, n, &self.bias, epi);
         Act { h: ho, w: wo, c: n, data: out }
     }
 }
 
-/// `c[m×n] (+)= a[m×k] · b[k×n]`, all row-major; `a` has row stride `lda`.
-fn gemm_rows(m: usize, n: usize, k: usize, a: *const f32, lda: usize, b: &[f32], c: *mut f32, accumulate: bool) {
+/// `c[m×n] (+)= a[m×k] · b[k×n]`, all row-major; row `i` of `a` is `a[i·lda..i·lda + k]` (`lda ≥ k`),
+/// `b` and `c` are dense. With `accumulate` the product is added to `c`, otherwise it overwrites it.
+///
+/// Panics if a slice is shorter than `m`, `n`, `k` and `lda` reach (checked once per call; the
+/// GEMM itself dwarfs the check).
+fn gemm_rows(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], c: &mut [f32], accumulate: bool) {
+    let a_reach = if m == 0 { 0 } else { (m - 1) * lda + k };
+    assert!(
+        lda >= k && a.len() >= a_reach && b.len() >= k * n && c.len() >= m * n,
+        "gemm_rows: m={m} n={n} k={k} lda={lda} need a ≥ {a_reach}, b ≥ {}, c ≥ {} values; got {}, {}, {}",
+        k * n,
+        m * n,
+        a.len(),
+        b.len(),
+        c.len()
+    );
     let threads = rayon::current_num_threads();
     let par = if threads > 1 && m * n * k > 1 << 16 { Parallelism::Rayon(threads) } else { Parallelism::None };
-    // SAFETY: the callers size `a` (m rows of stride lda, k valid columns), `b` (k×n) and `c` (m×n).
+    // SAFETY: the assert above guarantees that every element gemm touches is in bounds: `a` is
+    // read at i·lda + p for i < m, p < k (≤ (m−1)·lda + k − 1 < a.len()), `b` at p·n + j
+    // (< k·n ≤ b.len()) and `c` written at i·n + j (< m·n ≤ c.len()); strides are positive
+    // and fit in isize because the slices they index exist. `c` is a `&mut` borrow, so it
+    // aliases neither `a` nor `b`, and all three outlive the call (gemm returns only when every
+    // rayon task it spawned has finished).
     unsafe {
-        gemm::gemm(m, n, k, c, 1, n as isize, accumulate, a, 1, lda as isize, b.as_ptr(), 1, n as isize, 1.0f32, 1.0f32, false, false, false, par);
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            1,
+            lda as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par,
+        );
     }
 }
 
@@ -245,7 +285,7 @@ pub struct CpuResNet {
 }
 
 impl CpuResNet {
-    /// Build from a ResNet loaded with BatchNorm folded (`fold_bn = true`).
+    /// Build from a ResNet loaded with [`BatchNorm::Fold`](super::layers::BatchNorm::Fold).
     pub fn from_resnet(r: &ResNet) -> Self {
         let blocks = |s: &[ResBlock]| {
             s.iter()
