@@ -7,7 +7,7 @@ use std::time::Instant;
 use burn::tensor::{Device, Tensor, TensorData};
 use dolg::checkpoint::Checkpoint;
 use dolg::model::cpu_resnet::{profile_convs, CpuResNet};
-use dolg::model::{Backbone, Dolg, Fusion};
+use dolg::model::{Backbone, BatchNorm, Dolg, Fusion};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -16,7 +16,7 @@ fn main() {
     dolg::runtime::set_threads(args.get(3).and_then(|s| s.parse().ok()));
     let device = Device::flex();
     let ck = Checkpoint::open(std::path::Path::new(ckpt)).unwrap();
-    let (model, _) = Dolg::load(&ck, None, Fusion::Orthogonal, true, &device).unwrap();
+    let (model, _) = Dolg::load(&ck, None, Fusion::Orthogonal, BatchNorm::Fold, &device).unwrap();
     let Backbone::ResNet(r) = &model.globalmodel else { panic!("ResNet checkpoint expected") };
     let native = CpuResNet::from_resnet(r);
 

@@ -21,7 +21,7 @@ use burn::tensor::Device;
 use common::*;
 use dolg::checkpoint::{write_safetensors, Checkpoint, CheckpointError, Format, NamedTensor};
 use dolg::descriptors::Extractor;
-use dolg::model::{Arch, AsppKind, BackboneKind, Dolg, DolgConfig, Fusion, ModelError, Pooling, RetrievalModel};
+use dolg::model::{Arch, AsppKind, BackboneKind, BatchNorm, Dolg, DolgConfig, Fusion, ModelError, Pooling, RetrievalModel};
 use dolg::preprocess::{Normalization, DEFAULT_SCALES};
 
 const R50: BackboneKind = BackboneKind::ResNet([3, 4, 6, 3]);
@@ -51,7 +51,7 @@ fn write_st(path: &Path, tensors: &[NamedTensor]) {
 /// Load with the defaults the CLI uses (orthogonal fusion, BN folded, CPU).
 fn load(path: &Path, arch: Option<Arch>) -> Result<(Dolg, DolgConfig), ModelError> {
     let ck = Checkpoint::open(path)?;
-    Dolg::load(&ck, arch, Fusion::Orthogonal, true, &Device::flex())
+    Dolg::load(&ck, arch, Fusion::Orthogonal, BatchNorm::Fold, &Device::flex())
 }
 
 fn checkpoint_err(r: Result<(Dolg, DolgConfig), ModelError>) -> CheckpointError {
@@ -79,7 +79,7 @@ fn safetensors_copy_reproduces_the_fixture_descriptor() {
     assert_eq!(p, vec![2.75], "GeM exponent stored in the fixture");
 
     let device = Device::flex();
-    let (model, config) = Dolg::load(&ck, None, Fusion::Orthogonal, true, &device).unwrap();
+    let (model, config) = Dolg::load(&ck, None, Fusion::Orthogonal, BatchNorm::Fold, &device).unwrap();
     assert_eq!(config.backbone, R50);
     assert_eq!(config.aspp, None);
     assert_eq!(config.out_dim, 512);
@@ -236,7 +236,7 @@ fn unexpected_keys_are_listed_and_ignored_keys_accepted() {
     // The non-float counter is refused if someone asks for it...
     assert!(matches!(ck.read_f32("localmodel.bn.num_batches_tracked"), Err(CheckpointError::Dtype { .. })));
     // ...but the model never does, and finish() does not count it as unexpected.
-    let (_, cfg) = Dolg::load(&ck, None, Fusion::Orthogonal, true, &Device::flex()).unwrap_or_else(|e| panic!("ignored keys: {e}"));
+    let (_, cfg) = Dolg::load(&ck, None, Fusion::Orthogonal, BatchNorm::Fold, &Device::flex()).unwrap_or_else(|e| panic!("ignored keys: {e}"));
     assert_eq!(cfg.out_dim, 512);
 }
 
@@ -290,7 +290,7 @@ fn architecture_is_detected_from_the_keys() {
     assert_eq!(cfg_b.aspp, Some(AsppKind::Official));
     assert_eq!(cfg_b.name(), "DOLG-R50+MA");
     // Dolg::load agrees with detect and consumes every key.
-    let (model, cfg) = Dolg::load(&b, None, Fusion::Orthogonal, true, &Device::flex()).unwrap();
+    let (model, cfg) = Dolg::load(&b, None, Fusion::Orthogonal, BatchNorm::Fold, &Device::flex()).unwrap();
     assert_eq!(cfg.aspp, Some(AsppKind::Official));
     let aspp = model.localmodel.as_ref().unwrap().aspp.as_ref().expect("multi-atrous module loaded");
     assert_eq!(aspp.aspp.len(), 4);
@@ -331,7 +331,7 @@ fn damaged_files_are_errors_naming_the_file_never_panics() {
     std::fs::write(&full, &legacy).unwrap();
     let ck = Checkpoint::open(&full).unwrap();
     assert_eq!(ck.format(), Format::TorchLegacy);
-    Dolg::load(&ck, None, Fusion::Orthogonal, true, &Device::flex()).unwrap();
+    Dolg::load(&ck, None, Fusion::Orthogonal, BatchNorm::Fold, &Device::flex()).unwrap();
 
     let mut st_bytes = {
         let path = d.join("good.safetensors");
@@ -374,7 +374,7 @@ fn damaged_files_are_errors_naming_the_file_never_panics() {
         std::fs::write(&path, &bytes).unwrap();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let ck = Checkpoint::open(&path).map_err(|e| format!("open: {e}"))?;
-            Dolg::load(&ck, None, Fusion::Orthogonal, true, &Device::flex()).map(|_| ()).map_err(|e| format!("load: {e}"))
+            Dolg::load(&ck, None, Fusion::Orthogonal, BatchNorm::Fold, &Device::flex()).map(|_| ()).map_err(|e| format!("load: {e}"))
         }));
         match outcome {
             Err(_) => failures.push(format!("{name}: PANICKED")),

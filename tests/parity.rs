@@ -30,7 +30,7 @@ fn extractor(ckpt: &Path, fold: bool) -> Extractor {
         assert!(d.cpu_backbone.is_some(), "inference on the CPU uses the native ResNet path");
         m
     } else {
-        let (model, config) = Dolg::load(&ck, None, Fusion::Orthogonal, false, &device).unwrap();
+        let (model, config) = Dolg::load(&ck, None, Fusion::Orthogonal, dolg::model::BatchNorm::Keep, &device).unwrap();
         RetrievalModel::Dolg(model, config)
     };
     Extractor::new(model, device, DEFAULT_SCALES.to_vec())

@@ -263,7 +263,7 @@ fn real_model_descriptors_have_unit_norm() {
     let fx = shared.join("fixtures/dolg-r50-random");
     let device = Device::flex();
     let ck = dolg::checkpoint::Checkpoint::open(&fx.join("dolg_r50_random_noaspp.pyth.gz")).unwrap();
-    let (model, config) = dolg::model::Dolg::load(&ck, None, Fusion::Orthogonal, true, &device).unwrap();
+    let (model, config) = dolg::model::Dolg::load(&ck, None, Fusion::Orthogonal, dolg::model::BatchNorm::Fold, &device).unwrap();
     let model = dolg::model::RetrievalModel::Dolg(model, config);
     let ex = dolg::descriptors::Extractor::new(model, device, dolg::preprocess::DEFAULT_SCALES.to_vec());
     let d = ex.describe_file(&fx.join("input_lab.png"), None).unwrap();

@@ -14,7 +14,6 @@ use burn::tensor::{Device, Tensor, TensorData};
 use common::shared_dir;
 use dolg::checkpoint::{write_safetensors, Checkpoint};
 use dolg::model::{Fusion, RetrievalModel};
-use dolg::train::config::{MultiAtrous, PoolingChoice};
 use dolg::train::run::{read_state, run, Event};
 use dolg::train::TrainConfig;
 
@@ -158,6 +157,8 @@ fn ctrl_c_saves_and_resume_finishes() {
         assert!(t0.elapsed().as_secs() < 300, "training made no progress");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours; the pid is our own
+    // child's, not yet waited for, so it cannot have been reused.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "Ctrl-C exits with 130 after saving");
@@ -201,16 +202,16 @@ fn every_ablation_trains_and_loads_for_extraction() {
         ("paper", base.clone(), |c| c.local && c.attention && c.aspp.is_none() && c.fusion == Fusion::Orthogonal, &["localmodel.conv2.weight", "pool_g.p"]),
         ("concat", TrainConfig { fusion: Fusion::Concat, ..base.clone() }, |c| c.fusion == Fusion::Concat, &[]),
         ("hadamard", TrainConfig { fusion: Fusion::Hadamard, ..base.clone() }, |c| c.fusion == Fusion::Hadamard, &[]),
-        ("gap", TrainConfig { pooling: PoolingChoice::Gap, ..base.clone() }, |c| c.pooling == dolg::model::Pooling::Gap, &[]),
+        ("gap", TrainConfig { pooling: dolg::model::Pooling::Gap, ..base.clone() }, |c| c.pooling == dolg::model::Pooling::Gap, &[]),
         ("no-local", TrainConfig { local_branch: false, ..base.clone() }, |c| !c.local, &[]),
         ("no-attention", TrainConfig { attention: false, ..base.clone() }, |c| c.local && !c.attention, &[]),
         (
             "ma",
-            TrainConfig { multi_atrous: MultiAtrous::Official, ..base.clone() },
+            TrainConfig { multi_atrous: Some(dolg::model::AsppKind::Official), ..base.clone() },
             |c| c.aspp == Some(dolg::model::AsppKind::Official),
             &["localmodel.aspp.im_pool.1.weight"],
         ),
-        ("ma-paper", TrainConfig { multi_atrous: MultiAtrous::Paper, ..base.clone() }, |c| c.aspp == Some(dolg::model::AsppKind::Paper), &[]),
+        ("ma-paper", TrainConfig { multi_atrous: Some(dolg::model::AsppKind::Paper), ..base.clone() }, |c| c.aspp == Some(dolg::model::AsppKind::Paper), &[]),
     ];
     let never = AtomicBool::new(false);
     for (name, cfg, check, keys) in cases {
@@ -220,12 +221,12 @@ fn every_ablation_trains_and_loads_for_extraction() {
         for k in keys {
             assert!(ck.contains(k), "{name}: missing {k}");
         }
-        assert_eq!(ck.contains("pool_g.p"), cfg.pooling == PoolingChoice::Gem, "{name}");
+        assert_eq!(ck.contains("pool_g.p"), cfg.pooling == dolg::model::Pooling::Gem, "{name}");
         assert_eq!(ck.contains("localmodel.conv2.weight"), cfg.local_branch && cfg.attention, "{name}");
         assert_eq!(ck.metadata().get(dolg::model::fusion::FUSION_METADATA_KEY).map(String::as_str), Some(cfg.fusion.name()), "{name}: fusion not recorded");
         let fusion = Fusion::recorded_in(ck.metadata());
         assert_eq!(fusion, cfg.fusion, "{name}: fusion recorded in the checkpoint");
-        let (model, config) = dolg::model::Dolg::load(&ck, None, fusion, true, &Device::flex()).unwrap();
+        let (model, config) = dolg::model::Dolg::load(&ck, None, fusion, dolg::model::BatchNorm::Fold, &Device::flex()).unwrap();
         assert!(check(&config), "{name}: loaded as {config:?}");
         let x = Tensor::<4>::from_data(TensorData::new(vec![0.1f32; 3 * 64 * 64], [1, 3, 64, 64]), &Device::flex());
         let d: Vec<f32> = model.forward(x).into_data().try_into_vec::<f32>().unwrap();

@@ -26,7 +26,7 @@ pub struct ConvertArgs {
 /// The model is loaded first, so a file with missing or mis-shaped keys is refused.
 pub fn run(a: ConvertArgs) -> anyhow::Result<ExitCode> {
     let ck = Checkpoint::open(&a.input)?;
-    let (_, config) = Dolg::load(&ck, a.arch, Fusion::Orthogonal, false, &burn::tensor::Device::flex())?;
+    let (_, config) = Dolg::load(&ck, a.arch, Fusion::Orthogonal, dolg::model::BatchNorm::Keep, &burn::tensor::Device::flex())?;
     let tensors = ck.named_tensors(|k| Some(k.to_owned()))?;
     let meta = BTreeMap::from([
         ("format".to_owned(), "pt".to_owned()),
@@ -50,7 +50,7 @@ pub struct InspectArgs {
 
 pub fn inspect(a: InspectArgs) -> anyhow::Result<ExitCode> {
     let ck = Checkpoint::open(&a.weights)?;
-    let (model, config) = Dolg::load(&ck, None, Fusion::Orthogonal, false, &burn::tensor::Device::flex())?;
+    let (model, config) = Dolg::load(&ck, None, Fusion::Orthogonal, dolg::model::BatchNorm::Keep, &burn::tensor::Device::flex())?;
     let params = model.num_params();
     if a.json {
         let v = json!({

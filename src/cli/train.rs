@@ -5,9 +5,10 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
-use dolg::model::Fusion;
-use dolg::train::config::{MultiAtrous, PoolingChoice};
+use dolg::model::aspp::none_or_kind;
+use dolg::model::{AsppKind, Fusion, Pooling};
 use dolg::train::data::DataFormat;
 use dolg::train::run::{run as train_run, Event};
 use dolg::train::{HeadKind, TrainConfig};
@@ -15,6 +16,22 @@ use serde::Serialize;
 
 /// Exit status of a run stopped by Ctrl-C (after its checkpoint was saved).
 const EXIT_INTERRUPTED: u8 = 130;
+
+/// `--multi-atrous` takes `none` besides the [`AsppKind`]s. (An alias, so that clap reads
+/// `Option<MultiAtrousChoice>` as an optional flag taking a value, not as an optional value.)
+type MultiAtrousChoice = Option<AsppKind>;
+
+fn multi_atrous_parser() -> impl TypedValueParser<Value = MultiAtrousChoice> {
+    PossibleValuesParser::new(none_or_kind::NAMES).map(|s| none_or_kind::parse(&s).expect("one of the possible values"))
+}
+
+/// The flag's value in the option table, in the spelling of the config file.
+fn serialize_multi_atrous<S: serde::Serializer>(v: &Option<MultiAtrousChoice>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(kind) => none_or_kind::serialize(kind, s),
+        None => s.serialize_none(),
+    }
+}
 
 #[derive(Args, Debug, Serialize)]
 #[command(after_long_help = "Every option can be set in the TOML file given by --config (same names, with underscores: \
@@ -78,14 +95,15 @@ pub struct TrainArgs {
     #[arg(long, value_name = "BOOL", help_heading = "Model")]
     #[serde(skip_serializing_if = "Option::is_none")]
     attention: Option<bool>,
-    /// Multi-atrous module in front of the local branch.
-    #[arg(long, value_enum, help_heading = "Model")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    multi_atrous: Option<MultiAtrous>,
+    /// Multi-atrous module in front of the local branch: none (as the released weights), official
+    /// (the authors' code: 1x1, dilations 6/12/18, image pool) or paper (dilations 3/6/9).
+    #[arg(long, value_parser = multi_atrous_parser(), help_heading = "Model")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "serialize_multi_atrous")]
+    multi_atrous: Option<MultiAtrousChoice>,
     /// Global pooling: GeM (learnable p) or GAP (ablation).
     #[arg(long, value_enum, help_heading = "Model")]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pooling: Option<PoolingChoice>,
+    pooling: Option<Pooling>,
     /// Fusion of local and global features (ablation: concat, hadamard).
     #[arg(long, value_enum, help_heading = "Model")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -259,4 +277,44 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_INTERRUPTED));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        train: TrainArgs,
+    }
+
+    /// The option table the flags give, as `run` builds it.
+    fn overrides(flags: &[&str]) -> Result<toml::Table, String> {
+        let cli = Cli::try_parse_from(std::iter::once("dolg-train").chain(flags.iter().copied())).map_err(|e| e.to_string())?;
+        Ok(toml::Table::try_from(&cli.train).expect("flags serialise"))
+    }
+
+    #[test]
+    fn model_flags_keep_their_spellings() {
+        for v in ["none", "official", "paper"] {
+            let t = overrides(&["--multi-atrous", v]).unwrap();
+            assert_eq!(t.get("multi_atrous").and_then(|v| v.as_str()), Some(v));
+        }
+        for v in ["gem", "gap"] {
+            let t = overrides(&["--pooling", v]).unwrap();
+            assert_eq!(t.get("pooling").and_then(|v| v.as_str()), Some(v));
+        }
+        let t = overrides(&[]).unwrap();
+        assert!(!t.contains_key("multi_atrous") && !t.contains_key("pooling"), "{t:?}");
+        let e = overrides(&["--multi-atrous", "dilated"]).unwrap_err();
+        assert!(e.contains("none") && e.contains("official") && e.contains("paper"), "{e}");
+        assert!(overrides(&["--multi-atrous"]).is_err(), "the flag takes a value");
+        // The table resolves to the model's enums.
+        let mut t = overrides(&["--multi-atrous", "paper", "--pooling", "gap", "--data", "x", "--backbone", "b"]).unwrap();
+        let cfg = TrainConfig::resolve(None, std::mem::take(&mut t)).unwrap();
+        assert_eq!((cfg.multi_atrous, cfg.pooling), (Some(AsppKind::Paper), Pooling::Gap));
+    }
 }

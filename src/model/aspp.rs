@@ -17,10 +17,51 @@ use burn::tensor::Tensor;
 use super::layers::{conv, ConvSpec};
 use crate::checkpoint::{CheckpointError, VarPath};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which multi-atrous design (`--multi-atrous`, the training config's `multi_atrous`, where a
+/// model without one is spelled `none`: see [`none_or_kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum AsppKind {
+    /// The authors' code: 1x1, dilations 6/12/18, image pool.
     Official,
+    /// The paper's figure: dilations 3/6/9.
     Paper,
+}
+
+/// `Option<AsppKind>` spelled `none`, `official` or `paper`, as the `multi_atrous` option has
+/// always been written in training configs and on the command line. Serde: use with
+/// `#[serde(with = "crate::model::aspp::none_or_kind")]`.
+pub mod none_or_kind {
+    use super::AsppKind;
+
+    /// Every spelling, `none` first.
+    pub const NAMES: [&str; 3] = ["none", "official", "paper"];
+
+    pub fn name(kind: Option<AsppKind>) -> &'static str {
+        match kind {
+            None => "none",
+            Some(AsppKind::Official) => "official",
+            Some(AsppKind::Paper) => "paper",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Option<AsppKind>, String> {
+        match s {
+            "none" => Ok(None),
+            "official" => Ok(Some(AsppKind::Official)),
+            "paper" => Ok(Some(AsppKind::Paper)),
+            _ => Err(format!("unknown multi-atrous variant '{s}': expected one of {}", NAMES.join(", "))),
+        }
+    }
+
+    pub fn serialize<S: serde::Serializer>(kind: &Option<AsppKind>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(name(*kind))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<AsppKind>, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        parse(&s).map_err(serde::de::Error::custom)
+    }
 }
 
 const BRANCH: usize = 512;

@@ -4,6 +4,7 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 
+use super::layers::BatchNorm;
 use super::mobilenet_v2::{self, MobileNetV2};
 use super::resnet::{ResNet, R101_DEPTHS, R50_DEPTHS};
 use crate::checkpoint::{CheckpointError, VarPath};
@@ -61,10 +62,10 @@ pub enum Backbone {
 }
 
 impl Backbone {
-    pub fn load(kind: BackboneKind, vb: &VarPath, fold: bool) -> Result<Self, CheckpointError> {
+    pub fn load(kind: BackboneKind, vb: &VarPath, bn: BatchNorm) -> Result<Self, CheckpointError> {
         Ok(match kind {
-            BackboneKind::ResNet(depths) => Backbone::ResNet(ResNet::load(depths, vb, fold)?),
-            BackboneKind::MobileNetV2 => Backbone::MobileNetV2(MobileNetV2::load(vb, fold)?),
+            BackboneKind::ResNet(depths) => Backbone::ResNet(ResNet::load(depths, vb, bn)?),
+            BackboneKind::MobileNetV2 => Backbone::MobileNetV2(MobileNetV2::load(vb, bn)?),
         })
     }
 

@@ -13,7 +13,7 @@ use super::aspp::AsppKind;
 use super::backbone::{Backbone, BackboneKind};
 use super::fusion::{fuse_local, Fusion};
 use super::gem::{gap, GeM};
-use super::layers::Linear;
+use super::layers::{BatchNorm, Linear};
 use super::local_branch::LocalBranch;
 use super::{Arch, DolgConfig, ModelError, Pooling};
 use crate::checkpoint::{Checkpoint, ParamKeys, VarBuilder};
@@ -47,18 +47,19 @@ pub struct DolgOutput {
 
 impl Dolg {
     /// Load a model from a checkpoint. The configuration is detected from the keys unless `arch`
-    /// overrides it; `fold_bn` merges BatchNorm into convolutions (inference only).
-    pub fn load(ckpt: &Checkpoint, arch: Option<Arch>, fusion: Fusion, fold_bn: bool, device: &Device) -> Result<(Self, DolgConfig), ModelError> {
-        Self::load_with_keys(ckpt, arch, fusion, fold_bn, device).map(|(m, c, _)| (m, c))
+    /// overrides it; [`BatchNorm::Fold`] merges BatchNorm into the convolutions (inference only).
+    /// The model runs on burn's kernels; [`super::RetrievalModel::dolg`] adds the native CPU trunk.
+    pub fn load(ckpt: &Checkpoint, arch: Option<Arch>, fusion: Fusion, bn: BatchNorm, device: &Device) -> Result<(Self, DolgConfig), ModelError> {
+        Self::load_with_keys(ckpt, arch, fusion, bn, device).map(|(m, c, _)| (m, c))
     }
 
     /// [`Dolg::load`], also returning the PyTorch key of every parameter and buffer (for training,
-    /// which writes checkpoints under those names; meaningful with `fold_bn = false`).
+    /// which writes checkpoints under those names; complete with [`BatchNorm::Keep`]).
     pub fn load_with_keys(
         ckpt: &Checkpoint,
         arch: Option<Arch>,
         fusion: Fusion,
-        fold_bn: bool,
+        bn: BatchNorm,
         device: &Device,
     ) -> Result<(Self, DolgConfig, ParamKeys), ModelError> {
         let mut config = DolgConfig::detect(ckpt)?;
@@ -70,9 +71,9 @@ impl Dolg {
         let (f3_dim, f4_dim) = config.backbone.channels();
         let vb = VarBuilder::new(ckpt, device);
         let root = vb.root();
-        let globalmodel = Backbone::load(config.backbone, &root.pp("globalmodel"), fold_bn)?;
+        let globalmodel = Backbone::load(config.backbone, &root.pp("globalmodel"), bn)?;
         let localmodel =
-            if config.local { Some(LocalBranch::load(f3_dim, config.fg_dim, config.aspp, config.attention, &root.pp("localmodel"), fold_bn)?) } else { None };
+            if config.local { Some(LocalBranch::load(f3_dim, config.fg_dim, config.aspp, config.attention, &root.pp("localmodel"), bn)?) } else { None };
         let pool_g = match config.pooling {
             Pooling::Gem => Some(GeM::load(&root.pp("pool_g"))?),
             Pooling::Gap => None,

@@ -147,6 +147,17 @@ impl BatchNorm2d {
     }
 }
 
+/// How a model's BatchNorm layers are loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchNorm {
+    /// Merged into the preceding convolution's weight and bias: one pass over the activations
+    /// instead of two. Inference only; the BatchNorm parameters are gone from the model.
+    Fold,
+    /// Kept as separate [`BatchNorm2d`] modules with their parameters and running statistics:
+    /// for training, and wherever the model is written back under the checkpoint's keys.
+    Keep,
+}
+
 /// A convolution followed by BatchNorm. For inference the BatchNorm is folded into the
 /// convolution's weight and bias at load time (one pass over the activations instead of two);
 /// for training it stays a separate module.
@@ -159,8 +170,8 @@ pub struct ConvBn {
 impl ConvBn {
     /// `conv_vb` and `bn_vb` are the two PyTorch module paths (they are siblings, e.g. `f.a` and
     /// `f.a_bn`, so the pair is not one PyTorch module).
-    pub fn load(spec: ConvSpec, conv_vb: &VarPath, bn_vb: &VarPath, fold: bool) -> Result<Self, CheckpointError> {
-        if !fold {
+    pub fn load(spec: ConvSpec, conv_vb: &VarPath, bn_vb: &VarPath, bn: BatchNorm) -> Result<Self, CheckpointError> {
+        if bn == BatchNorm::Keep {
             return Ok(Self { conv: conv(spec, conv_vb)?, bn: Some(BatchNorm2d::load(spec.cout, bn_vb)?) });
         }
         let mut w = conv_vb.host("weight", &spec.weight_shape())?;

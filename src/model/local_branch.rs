@@ -15,7 +15,7 @@ use burn::tensor::activation::{relu, softplus_with_threshold};
 use burn::tensor::Tensor;
 
 use super::aspp::{AsppKind, MultiAtrous};
-use super::layers::{conv, ConvBn, ConvSpec};
+use super::layers::{conv, BatchNorm, ConvBn, ConvSpec};
 use crate::checkpoint::{CheckpointError, VarPath};
 
 #[derive(Module, Debug)]
@@ -35,9 +35,9 @@ pub struct LocalOutput {
 }
 
 impl LocalBranch {
-    pub fn load(cin: usize, dim: usize, aspp: Option<AsppKind>, attention: bool, vb: &VarPath, fold: bool) -> Result<Self, CheckpointError> {
+    pub fn load(cin: usize, dim: usize, aspp: Option<AsppKind>, attention: bool, vb: &VarPath, bn: BatchNorm) -> Result<Self, CheckpointError> {
         let aspp = aspp.map(|k| MultiAtrous::load(k, cin, cin, &vb.pp("aspp"))).transpose()?;
-        let conv1 = ConvBn::load(ConvSpec::new(cin, dim, 1).bias(true), &vb.pp("conv1"), &vb.pp("bn"), fold)?;
+        let conv1 = ConvBn::load(ConvSpec::new(cin, dim, 1).bias(true), &vb.pp("conv1"), &vb.pp("bn"), bn)?;
         let conv2 = attention.then(|| conv(ConvSpec::new(dim, 1, 1).bias(true), &vb.pp("conv2"))).transpose()?;
         Ok(Self { aspp, conv1, conv2 })
     }

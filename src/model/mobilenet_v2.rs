@@ -10,7 +10,7 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 
-use super::layers::{ConvBn, ConvSpec};
+use super::layers::{BatchNorm, ConvBn, ConvSpec};
 use crate::checkpoint::{CheckpointError, VarPath};
 use crate::preprocess::{ChannelOrder, Normalization};
 
@@ -38,15 +38,15 @@ pub struct InvertedResidual {
 }
 
 impl InvertedResidual {
-    fn load(cin: usize, cout: usize, stride: usize, t: usize, vb: &VarPath, fold: bool) -> Result<Self, CheckpointError> {
+    fn load(cin: usize, cout: usize, stride: usize, t: usize, vb: &VarPath, bn: BatchNorm) -> Result<Self, CheckpointError> {
         let hidden = cin * t;
         let c = vb.pp("conv");
         // Sequential indices: with expansion 0/1 pw, 3/4 dw, 6/7 pw-linear; without 0/1 dw, 3/4 pw-linear.
         let (expand, dw, pw) = if t == 1 { (None, 0, 3) } else { (Some(0), 3, 6) };
         Ok(Self {
-            expand: expand.map(|i| ConvBn::load(ConvSpec::new(cin, hidden, 1), &c.pp(i), &c.pp(i + 1), fold)).transpose()?,
-            depthwise: ConvBn::load(ConvSpec::new(hidden, hidden, 3).stride(stride).groups(hidden), &c.pp(dw), &c.pp(dw + 1), fold)?,
-            project: ConvBn::load(ConvSpec::new(hidden, cout, 1), &c.pp(pw), &c.pp(pw + 1), fold)?,
+            expand: expand.map(|i| ConvBn::load(ConvSpec::new(cin, hidden, 1), &c.pp(i), &c.pp(i + 1), bn)).transpose()?,
+            depthwise: ConvBn::load(ConvSpec::new(hidden, hidden, 3).stride(stride).groups(hidden), &c.pp(dw), &c.pp(dw + 1), bn)?,
+            project: ConvBn::load(ConvSpec::new(hidden, cout, 1), &c.pp(pw), &c.pp(pw + 1), bn)?,
             residual: stride == 1 && cin == cout,
         })
     }
@@ -77,20 +77,20 @@ pub struct MobileNetV2 {
 
 impl MobileNetV2 {
     /// `vb` points at the module holding `features` (the file root, or `globalmodel` in a DOLG checkpoint).
-    pub fn load(vb: &VarPath, fold: bool) -> Result<Self, CheckpointError> {
+    pub fn load(vb: &VarPath, bn: BatchNorm) -> Result<Self, CheckpointError> {
         let f = vb.pp("features");
-        let stem = ConvBn::load(ConvSpec::new(3, 32, 3).stride(2), &f.pp(0).pp(0), &f.pp(0).pp(1), fold)?;
+        let stem = ConvBn::load(ConvSpec::new(3, 32, 3).stride(2), &f.pp(0).pp(0), &f.pp(0).pp(1), bn)?;
         let mut blocks = Vec::new();
         let mut cin = 32;
         for (t, c, n, s) in SETTINGS {
             for i in 0..n {
                 let idx = blocks.len() + 1;
-                blocks.push(InvertedResidual::load(cin, c, if i == 0 { s } else { 1 }, t, &f.pp(idx), fold)?);
+                blocks.push(InvertedResidual::load(cin, c, if i == 0 { s } else { 1 }, t, &f.pp(idx), bn)?);
                 cin = c;
             }
         }
         let last = blocks.len() + 1;
-        let head = ConvBn::load(ConvSpec::new(cin, F4_CHANNELS, 1), &f.pp(last).pp(0), &f.pp(last).pp(1), fold)?;
+        let head = ConvBn::load(ConvSpec::new(cin, F4_CHANNELS, 1), &f.pp(last).pp(0), &f.pp(last).pp(1), bn)?;
         Ok(Self { stem, blocks, head })
     }
 

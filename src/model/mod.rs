@@ -16,9 +16,10 @@ pub use aspp::AsppKind;
 pub use backbone::{Backbone, BackboneKind};
 pub use dolg::{Dolg, DolgOutput};
 pub use fusion::Fusion;
+pub use layers::BatchNorm;
 pub use off_the_shelf::OffTheShelf;
 
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, VarBuilder};
 use crate::preprocess::Normalization;
@@ -58,13 +59,44 @@ impl Arch {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Global pooling of `f4` (`--pooling`, the training config's `pooling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Pooling {
+    /// Generalised mean with a learnable exponent (`pool_g.p`), the paper's.
+    #[default]
     Gem,
+    /// Global average pooling (ablation).
     Gap,
 }
 
-/// Everything that shapes a DOLG network. Detected from a checkpoint's keys by [`DolgConfig::detect`].
+/// Which kernels compute a DOLG model's ResNet trunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// burn's generic kernels, on the model's device.
+    Burn,
+    /// The native channels-last CPU path ([`cpu_resnet`]): a ResNet trunk with BatchNorm folded,
+    /// one image at a time. The rest of the network, and a MobileNetV2 trunk, which has no native
+    /// path, run on burn's kernels.
+    Native,
+}
+
+impl Kernels {
+    /// The default on `device`: native on the CPU, burn's elsewhere.
+    ///
+    /// Debugging override: `DOLG_NATIVE=0` in the environment makes it burn's on the CPU too (for
+    /// A/B comparisons without rebuilding); an explicit choice is never overridden.
+    pub fn default_for(device: &Device) -> Self {
+        if *device == Device::flex() && std::env::var_os("DOLG_NATIVE").is_none_or(|v| v != "0") {
+            Kernels::Native
+        } else {
+            Kernels::Burn
+        }
+    }
+}
+
+/// Everything that shapes a DOLG network, detected from a checkpoint's keys by [`DolgConfig::detect`],
+/// and what computes its trunk.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DolgConfig {
     pub backbone: BackboneKind,
@@ -76,6 +108,10 @@ pub struct DolgConfig {
     pub pooling: Pooling,
     pub fusion: Fusion,
     pub out_dim: usize,
+    /// What computes the trunk. [`Dolg::load`] builds burn modules ([`Kernels::Burn`]);
+    /// [`RetrievalModel::dolg`] adds the native trunk where [`Kernels::default_for`] says so, and
+    /// [`RetrievalModel::dolg_with_kernels`] where its caller does.
+    pub kernels: Kernels,
 }
 
 impl DolgConfig {
@@ -122,7 +158,7 @@ impl DolgConfig {
             tracing::warn!("{}: no 'pool_g.p' key: loading the GAP (average pooling) variant of the global branch", ckpt.path().display());
             Pooling::Gap
         };
-        Ok(Self { backbone, fg_dim, aspp, local, attention, pooling, fusion: Fusion::Orthogonal, out_dim })
+        Ok(Self { backbone, fg_dim, aspp, local, attention, pooling, fusion: Fusion::Orthogonal, out_dim, kernels: Kernels::Burn })
     }
 
     /// A short human name such as `DOLG-R50` or `DOLG-R101+MA`.
@@ -147,25 +183,33 @@ pub enum RetrievalModel {
 }
 
 impl RetrievalModel {
-    /// Load a DOLG checkpoint for inference (BatchNorm folded).
-    pub fn dolg(ckpt: &Checkpoint, arch: Option<Arch>, fusion: Fusion, device: &burn::tensor::Device) -> Result<Self, ModelError> {
-        let (mut m, c) = Dolg::load(ckpt, arch, fusion, true, device)?;
-        // On the CPU the ResNet trunk runs on the native path; DOLG_NATIVE=0 keeps burn's kernels
-        // (for A/B comparisons).
-        if *device == burn::tensor::Device::flex() && std::env::var("DOLG_NATIVE").map_or(true, |v| v != "0") {
+    /// Load a DOLG checkpoint for inference (BatchNorm folded), with the default kernels for
+    /// `device` ([`Kernels::default_for`]: the native trunk on the CPU).
+    pub fn dolg(ckpt: &Checkpoint, arch: Option<Arch>, fusion: Fusion, device: &Device) -> Result<Self, ModelError> {
+        Self::dolg_with_kernels(ckpt, arch, fusion, Kernels::default_for(device), device)
+    }
+
+    /// [`RetrievalModel::dolg`] with the trunk's kernels chosen by the caller. [`Kernels::Native`]
+    /// applies to a ResNet trunk (a MobileNetV2 one stays on burn's kernels, and the returned
+    /// config says so); on a device other than the CPU it moves `f3` and `f4` through host
+    /// memory, which works but is slow.
+    pub fn dolg_with_kernels(ckpt: &Checkpoint, arch: Option<Arch>, fusion: Fusion, kernels: Kernels, device: &Device) -> Result<Self, ModelError> {
+        let (mut m, mut c) = Dolg::load(ckpt, arch, fusion, BatchNorm::Fold, device)?;
+        if kernels == Kernels::Native {
             if let Backbone::ResNet(r) = &m.globalmodel {
                 m.cpu_backbone = Some(std::sync::Arc::new(cpu_resnet::CpuResNet::from_resnet(r)));
+                c.kernels = Kernels::Native;
             }
         }
         Ok(RetrievalModel::Dolg(m, c))
     }
 
     /// Load a bare ImageNet backbone (keys at the file root) as an off-the-shelf GeM model.
-    pub fn off_the_shelf(ckpt: &Checkpoint, device: &burn::tensor::Device) -> Result<Self, ModelError> {
+    pub fn off_the_shelf(ckpt: &Checkpoint, device: &Device) -> Result<Self, ModelError> {
         let kind = BackboneKind::detect(ckpt.keys(), "")
             .ok_or_else(|| ModelError::UnknownArch { path: ckpt.path().to_owned(), message: "no ResNet or MobileNetV2 keys at the top level".into() })?;
         let vb = VarBuilder::new(ckpt, device);
-        let backbone = Backbone::load(kind, &vb.root(), true)?;
+        let backbone = Backbone::load(kind, &vb.root(), BatchNorm::Fold)?;
         vb.finish()?;
         Ok(RetrievalModel::OffTheShelf(OffTheShelf { backbone }))
     }

@@ -11,7 +11,7 @@ use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::Tensor;
 
-use super::layers::{ConvBn, ConvSpec};
+use super::layers::{BatchNorm, ConvBn, ConvSpec};
 use crate::checkpoint::{CheckpointError, VarPath};
 
 /// Blocks per stage: ResNet-50 and ResNet-101.
@@ -28,9 +28,9 @@ pub struct ResStem {
 }
 
 impl ResStem {
-    fn load(vb: &VarPath, fold: bool) -> Result<Self, CheckpointError> {
+    fn load(vb: &VarPath, bn: BatchNorm) -> Result<Self, CheckpointError> {
         let spec = ConvSpec::new(3, 64, 7).stride(2).padding(3);
-        Ok(Self { conv: ConvBn::load(spec, &vb.pp("conv"), &vb.pp("bn"), fold)? })
+        Ok(Self { conv: ConvBn::load(spec, &vb.pp("conv"), &vb.pp("bn"), bn)? })
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
@@ -56,15 +56,15 @@ pub struct ResBlock {
 }
 
 impl ResBlock {
-    fn load(cin: usize, cout: usize, width: usize, stride: usize, vb: &VarPath, fold: bool) -> Result<Self, CheckpointError> {
+    fn load(cin: usize, cout: usize, width: usize, stride: usize, vb: &VarPath, bn: BatchNorm) -> Result<Self, CheckpointError> {
         let f = vb.pp("f");
         let t = BottleneckTransform {
-            a: ConvBn::load(ConvSpec::new(cin, width, 1), &f.pp("a"), &f.pp("a_bn"), fold)?,
-            b: ConvBn::load(ConvSpec::new(width, width, 3).stride(stride), &f.pp("b"), &f.pp("b_bn"), fold)?,
-            c: ConvBn::load(ConvSpec::new(width, cout, 1), &f.pp("c"), &f.pp("c_bn"), fold)?,
+            a: ConvBn::load(ConvSpec::new(cin, width, 1), &f.pp("a"), &f.pp("a_bn"), bn)?,
+            b: ConvBn::load(ConvSpec::new(width, width, 3).stride(stride), &f.pp("b"), &f.pp("b_bn"), bn)?,
+            c: ConvBn::load(ConvSpec::new(width, cout, 1), &f.pp("c"), &f.pp("c_bn"), bn)?,
         };
         let proj =
-            if cin != cout || stride != 1 { Some(ConvBn::load(ConvSpec::new(cin, cout, 1).stride(stride), &vb.pp("proj"), &vb.pp("bn"), fold)?) } else { None };
+            if cin != cout || stride != 1 { Some(ConvBn::load(ConvSpec::new(cin, cout, 1).stride(stride), &vb.pp("proj"), &vb.pp("bn"), bn)?) } else { None };
         Ok(Self { f: t, proj })
     }
 
@@ -103,10 +103,10 @@ pub struct ResNet {
 }
 
 impl ResNet {
-    /// `depths`: blocks per stage ([`R50_DEPTHS`], [`R101_DEPTHS`]). With `fold`, every BN is
-    /// merged into its convolution (inference only).
-    pub fn load(depths: [usize; 4], vb: &VarPath, fold: bool) -> Result<Self, CheckpointError> {
-        let stem = ResStem::load(&vb.pp("stem"), fold)?;
+    /// `depths`: blocks per stage ([`R50_DEPTHS`], [`R101_DEPTHS`]). With [`BatchNorm::Fold`],
+    /// every BN is merged into its convolution (inference only).
+    pub fn load(depths: [usize; 4], vb: &VarPath, bn: BatchNorm) -> Result<Self, CheckpointError> {
+        let stem = ResStem::load(&vb.pp("stem"), bn)?;
         let mut cin = 64;
         let mut stages = Vec::with_capacity(4);
         for s in 0..4 {
@@ -114,7 +114,7 @@ impl ResNet {
             let mut blocks = Vec::with_capacity(depths[s]);
             for i in 0..depths[s] {
                 let stride = if i == 0 { STRIDES[s] } else { 1 };
-                blocks.push(ResBlock::load(cin, WIDTHS[s], BOTTLENECK[s], stride, &sv.pp(format!("b{}", i + 1)), fold)?);
+                blocks.push(ResBlock::load(cin, WIDTHS[s], BOTTLENECK[s], stride, &sv.pp(format!("b{}", i + 1)), bn)?);
                 cin = WIDTHS[s];
             }
             stages.push(ResStage { blocks });

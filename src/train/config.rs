@@ -8,27 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::data::DataFormat;
 use super::head::HeadKind;
 use super::TrainError;
-use crate::model::Fusion;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MultiAtrous {
-    /// No multi-atrous module (as the released weights).
-    #[default]
-    None,
-    /// The authors' code: 1x1, dilations 6/12/18, image pool.
-    Official,
-    /// The paper's figure: dilations 3/6/9.
-    Paper,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PoolingChoice {
-    #[default]
-    Gem,
-    Gap,
-}
+use crate::model::{AsppKind, Fusion, Pooling};
 
 /// Every training option, with the authors' recipe as defaults (spec §4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,8 +30,11 @@ pub struct TrainConfig {
     pub out_dim: usize,
     pub local_branch: bool,
     pub attention: bool,
-    pub multi_atrous: MultiAtrous,
-    pub pooling: PoolingChoice,
+    /// Multi-atrous module in front of the local branch; `none` (as the released weights) in
+    /// the file.
+    #[serde(with = "crate::model::aspp::none_or_kind")]
+    pub multi_atrous: Option<AsppKind>,
+    pub pooling: Pooling,
     pub fusion: Fusion,
     /// Freeze the first N backbone stages (1 = stem, 2 = stem + s1, …; the whole ResNet at 5,
     /// the whole MobileNetV2 at 6). Frozen BatchNorm layers keep their running statistics.
@@ -111,8 +94,8 @@ impl Default for TrainConfig {
             out_dim: 512,
             local_branch: true,
             attention: true,
-            multi_atrous: MultiAtrous::None,
-            pooling: PoolingChoice::Gem,
+            multi_atrous: None,
+            pooling: Pooling::Gem,
             fusion: Fusion::Orthogonal,
             freeze_stages: 0,
             head: HeadKind::Curricular,
@@ -204,7 +187,7 @@ impl TrainConfig {
         if self.val_groups.is_some() != self.val_images.is_some() {
             return err("'val_groups' and 'val_images' go together".into());
         }
-        if !self.local_branch && (self.fusion != Fusion::Orthogonal || !self.attention || self.multi_atrous != MultiAtrous::None) {
+        if !self.local_branch && (self.fusion != Fusion::Orthogonal || !self.attention || self.multi_atrous.is_some()) {
             return err("with local_branch = false, 'fusion', 'attention' and 'multi_atrous' have no effect; leave them at their defaults".into());
         }
         Ok(())
@@ -307,5 +290,35 @@ mod tests {
         std::fs::write(&f, "data = \"x\"\nbackbone = \"b\"\nbatch_size = 10\naccum = 3\n").unwrap();
         let e = TrainConfig::resolve(Some(&f), toml::Table::new()).unwrap_err().to_string();
         assert!(e.contains("batch_size 10") && e.contains("accum 3"), "{e}");
+    }
+
+    #[test]
+    fn model_options_keep_their_spellings() {
+        let base = "data = \"x\"\nbackbone = \"b\"\n";
+        let parse = |extra: &str| -> Result<TrainConfig, String> {
+            let dir = tempfile::tempdir().unwrap();
+            let f = dir.path().join("run.toml");
+            std::fs::write(&f, format!("{base}{extra}")).unwrap();
+            TrainConfig::resolve(Some(&f), toml::Table::new()).map_err(|e| e.to_string())
+        };
+        assert_eq!(parse("").unwrap().multi_atrous, None);
+        assert_eq!(parse("").unwrap().pooling, Pooling::Gem);
+        assert_eq!(parse("multi_atrous = \"none\"\n").unwrap().multi_atrous, None);
+        assert_eq!(parse("multi_atrous = \"official\"\n").unwrap().multi_atrous, Some(AsppKind::Official));
+        assert_eq!(parse("multi_atrous = \"paper\"\n").unwrap().multi_atrous, Some(AsppKind::Paper));
+        assert_eq!(parse("pooling = \"gap\"\n").unwrap().pooling, Pooling::Gap);
+        assert_eq!(parse("pooling = \"gem\"\n").unwrap().pooling, Pooling::Gem);
+        let e = parse("multi_atrous = \"dilated\"\n").unwrap_err();
+        assert!(e.contains("multi_atrous") || e.contains("dilated"), "{e}");
+        assert!(e.contains("official") && e.contains("paper") && e.contains("none"), "{e}");
+        assert!(parse("pooling = \"max\"\n").is_err());
+        // The copy in the run directory spells every option out and reads back the same.
+        for aspp in [None, Some(AsppKind::Official), Some(AsppKind::Paper)] {
+            let c = TrainConfig { multi_atrous: aspp, pooling: Pooling::Gap, data: "x".into(), ..Default::default() };
+            let text = c.to_toml();
+            let want = format!("multi_atrous = \"{}\"", crate::model::aspp::none_or_kind::name(aspp));
+            assert!(text.contains(&want) && text.contains("pooling = \"gap\""), "{text}");
+            assert_eq!(toml::from_str::<TrainConfig>(&text).unwrap(), c);
+        }
     }
 }

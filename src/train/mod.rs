@@ -17,7 +17,7 @@ use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Device, Tensor};
 
 use crate::checkpoint::{Checkpoint, CheckpointError, NamedTensor, ParamKeys, VarBuilder};
-use crate::model::{Dolg, DolgConfig, Fusion, ModelError};
+use crate::model::{BatchNorm, Dolg, DolgConfig, Fusion, ModelError};
 pub use config::TrainConfig;
 pub use head::{HeadKind, HeadOutput, HeadSpec, MarginHead};
 pub use sgd::{Grads, Sgd, SgdConfig};
@@ -51,7 +51,7 @@ pub struct Trainable {
 impl Trainable {
     /// Load a DOLG state dict that includes `desc_cls.weight` / `desc_cls.t`.
     pub fn load(ckpt: &Checkpoint, fusion: Fusion, device: &Device) -> Result<Self, TrainError> {
-        let (model, config, keys) = Dolg::load_with_keys(ckpt, None, fusion, false, device)?;
+        let (model, config, keys) = Dolg::load_with_keys(ckpt, None, fusion, BatchNorm::Keep, device)?;
         let classes = match ckpt.shape("desc_cls.weight") {
             Some(&[c, d]) if d == config.out_dim => c,
             Some(s) => {

@@ -14,14 +14,13 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::augment::AugmentConfig;
-use super::config::{MultiAtrous, PoolingChoice, TrainConfig};
+use super::config::TrainConfig;
 use super::data::{Dataset, Loader, Schedule};
 use super::head::{accuracy, HeadSpec};
 use super::init::{fresh_model, HeadLayout};
 use super::sgd::{Grads, Sgd, SgdConfig};
 use super::{TrainError, Trainable};
 use crate::checkpoint::{write_safetensors, Checkpoint, NamedTensor};
-use crate::model::{AsppKind, Pooling};
 use crate::pretrained::Pretrained;
 
 /// `state.json` in a run directory: the latest complete checkpoint.
@@ -139,15 +138,8 @@ fn layout(cfg: &TrainConfig, classes: usize) -> HeadLayout {
         out_dim: cfg.out_dim,
         local: cfg.local_branch,
         attention: cfg.attention,
-        aspp: match cfg.multi_atrous {
-            MultiAtrous::None => None,
-            MultiAtrous::Official => Some(AsppKind::Official),
-            MultiAtrous::Paper => Some(AsppKind::Paper),
-        },
-        pooling: match cfg.pooling {
-            PoolingChoice::Gem => Pooling::Gem,
-            PoolingChoice::Gap => Pooling::Gap,
-        },
+        aspp: cfg.multi_atrous,
+        pooling: cfg.pooling,
         classes,
     }
 }
