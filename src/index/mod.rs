@@ -1,12 +1,38 @@
 //! A persistent, incremental index of descriptors: durable storage ([`store`]) plus a search
-//! backend ([`exact`] brute force by default).
+//! backend ([`backend`]: [`exact`] brute force, or an approximate [`hnsw`] graph).
+//!
+//! # Files and who writes them
+//!
+//! The segments and the manifest ([`store`]) are the truth; only a writer ([`OpenMode::Write`],
+//! an exclusive lock) changes them, through [`Index::commit`] and [`Index::compact`]. A backend may
+//! keep a derived file beside them (the HNSW graph, `hnsw.graph`): a cache of the segments that
+//! records the store's row epoch ([`Store::epoch`]) and is checked against the store's live rows
+//! on every open.
+//!
+//! * **Re-synchronised once, by whoever opens first.** When an open finds the graph missing,
+//!   damaged, of an older format, or behind the store (a writer that crashed or never called
+//!   [`Index::flush`]), it brings the graph in line with the store and saves it at once,
+//!   atomically, whether the index was opened to write or only to read
+//!   ([`Index::graph_resynced`] says how many rows that took). A reader may write this file
+//!   because it holds the shared lock, so no writer can exist meanwhile, and concurrent readers
+//!   of the same manifest write equivalent graphs (each replaces the file atomically; the last
+//!   one wins). Where the save fails (a read-only file system, a copy without write access) the
+//!   reader carries on with the graph in memory; the failure is logged at debug level only, and
+//!   the next open re-synchronises again.
+//! * **Writers save explicitly.** After committing, a writer calls [`Index::flush`] to save the
+//!   graph. Nothing is written when an [`Index`] is dropped: a writer that ends without `flush`
+//!   (an error, a crash) leaves the graph behind the segments, which the next open repairs.
 
+pub mod backend;
 pub mod exact;
 pub mod hnsw;
 pub mod store;
 
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
+pub use backend::{ExactBackend, HnswBackend, SearchBackend};
 pub use exact::Hit;
 pub use hnsw::{HnswError, HnswIndex};
 pub use store::{ModelIdentity, Record, Row, Store};
@@ -17,22 +43,30 @@ pub enum IndexError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: corrupt index file ({reason}); it was not used. Restore it from a backup or rebuild the index")]
     Corrupt { path: PathBuf, reason: String },
+    #[error("{path}: unknown index kind '{kind}' (this dolg knows exact and hnsw); it may have been written by a newer dolg")]
+    UnknownKind { path: PathBuf, kind: String },
     #[error("{path} is not a dolg index (no manifest.json); create one with `dolg index build`")]
     NotAnIndex { path: PathBuf },
     #[error("{path} already holds an index")]
     Exists { path: PathBuf },
     #[error("{path} is in use by another dolg process")]
     Busy { path: PathBuf },
+    #[error("{path} was opened read-only; open it with OpenMode::Write to change it")]
+    ReadOnly { path: PathBuf },
     #[error("'{name}': vector has {found} values, the index holds {expected}-d vectors")]
     Dimension { name: String, expected: usize, found: usize },
     #[error("the index was built with {index}; refusing to mix in vectors from {given}")]
     ModelMismatch { index: String, given: String },
+    #[error("row {row} is already in the search backend")]
+    DuplicateRow { row: usize },
     #[error("approximate index: {0}")]
     Hnsw(#[from] HnswError),
 }
 
-/// Search backends. All of them answer the same questions over the same [`Store`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Search backends. All of them answer the same questions over the same [`Store`]. Stored in the
+/// manifest by its lowercase name (`"exact"`, `"hnsw"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
 pub enum IndexKind {
     /// Brute-force inner product over every live vector: exact, no build cost.
     Exact,
@@ -42,16 +76,35 @@ pub enum IndexKind {
 }
 
 impl IndexKind {
+    pub const ALL: [IndexKind; 2] = [IndexKind::Exact, IndexKind::Hnsw];
+
+    /// The name stored in the manifest (the serde name).
     pub fn as_str(self) -> &'static str {
         match self {
             IndexKind::Exact => "exact",
             IndexKind::Hnsw => "hnsw",
         }
     }
+
+    /// The kind stored under `name`, if this dolg knows it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
 }
 
-/// File holding the HNSW graph: a cache derived from the segments, re-synchronised on open.
-const GRAPH: &str = "hnsw.graph";
+impl std::fmt::Display for IndexKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How an index is opened: [`OpenMode::Read`] takes a shared lock (other readers may open it at
+/// the same time, writers may not); [`OpenMode::Write`] an exclusive one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpenMode {
+    Read,
+    Write,
+}
 
 /// A result with its indexed name.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,68 +118,32 @@ pub struct NamedHit {
 #[derive(Debug)]
 pub struct Index {
     store: Store,
-    /// The approximate graph for `hnsw` indexes. Its ids are store row ids.
-    graph: Option<HnswIndex>,
-    /// The graph differs from its saved file.
-    graph_dirty: bool,
-    /// Read-only opens never write (the graph is re-synchronised in memory only).
-    writable: bool,
+    /// Holds exactly the store's live rows (after every successful commit).
+    backend: Box<dyn SearchBackend>,
+    /// Rows the open had to add to or remove from the saved backend state.
+    resynced: usize,
 }
 
 impl Index {
+    /// Create an empty index of `kind` in `dir`, opened for writing.
     pub fn create(dir: &Path, model: ModelIdentity, kind: IndexKind) -> Result<Self, IndexError> {
-        let dim = model.dim;
-        let store = Store::create(dir, model, kind.as_str())?;
-        let graph = (kind == IndexKind::Hnsw).then(|| HnswIndex::new(dim, 1024)).transpose()?;
-        let graph_dirty = graph.is_some();
-        Ok(Self { store, graph, graph_dirty, writable: true })
+        let store = Store::create(dir, model, kind)?;
+        let mut backend = backend::create(kind, store.dim())?;
+        // Replaces any graph file left in the directory by an index that was deleted without it.
+        backend.persist(&store)?;
+        Ok(Self { store, backend, resynced: 0 })
     }
 
-    pub fn open(dir: &Path, writable: bool) -> Result<Self, IndexError> {
-        let store = Store::open(dir, writable)?;
-        let mut index = Self { graph: None, graph_dirty: false, writable, store };
-        if index.store.kind() == IndexKind::Hnsw.as_str() {
-            index.load_graph()?;
+    /// Open and verify an existing index. The backend's saved state is brought in line with the
+    /// store and, if it had to change, saved again at once (see the module documentation).
+    pub fn open(dir: &Path, mode: OpenMode) -> Result<Self, IndexError> {
+        let store = Store::open(dir, mode)?;
+        let (mut backend, resynced) = backend::open(store.kind(), &store)?;
+        if let Err(e) = backend.persist(&store) {
+            // A read-only copy or file system: search with the graph in memory.
+            tracing::debug!("could not save the re-synchronised search graph ({e}); the next open will repeat the work");
         }
-        Ok(index)
-    }
-
-    /// Load the saved graph (checksummed) and bring it in line with the store's live rows. A
-    /// missing, stale or damaged graph is rebuilt from the vectors, which are the source of truth.
-    fn load_graph(&mut self) -> Result<(), IndexError> {
-        let path = self.store.dir().join(GRAPH);
-        let dim = self.store.dim();
-        let rows = self.store.rows().len();
-        let mut graph = match HnswIndex::load(&path, dim) {
-            Ok(g) => g,
-            Err(e) => {
-                if path.exists() {
-                    tracing::warn!("{}: {e}; rebuilding the graph from the stored vectors", path.display());
-                }
-                HnswIndex::new(dim, self.store.live_count().max(1024))?
-            }
-        };
-        // Ids past the row count mean the graph predates a compaction: start again.
-        if graph.len() > self.store.live_count() * 2 + 1024 || (rows > 0 && graph.contains(rows as u64)) {
-            graph = HnswIndex::new(dim, self.store.live_count().max(1024))?;
-        }
-        let (mut add_ids, mut add_rows) = (Vec::new(), Vec::new());
-        for (i, r) in self.store.rows().iter().enumerate() {
-            let present = graph.contains(i as u64);
-            if r.alive && !present {
-                add_ids.push(i as u64);
-                add_rows.extend_from_slice(self.store.vector(i));
-            } else if !r.alive && present {
-                graph.remove(i as u64)?;
-                self.graph_dirty = true;
-            }
-        }
-        if !add_ids.is_empty() {
-            graph.add_batch(&add_ids, &add_rows)?;
-            self.graph_dirty = true;
-        }
-        self.graph = Some(graph);
-        Ok(())
+        Ok(Self { store, backend, resynced })
     }
 
     pub fn store(&self) -> &Store {
@@ -134,11 +151,18 @@ impl Index {
     }
 
     pub fn kind(&self) -> IndexKind {
-        if self.graph.is_some() {
-            IndexKind::Hnsw
-        } else {
-            IndexKind::Exact
-        }
+        self.store.kind()
+    }
+
+    /// The open mode this index was opened with ([`Index::create`] opens for writing).
+    pub fn mode(&self) -> OpenMode {
+        self.store.mode()
+    }
+
+    /// How many rows [`Index::open`] had to add to or remove from the backend's saved state (for
+    /// HNSW: graph insertions and removals) to match the store; 0 when the saved state was current.
+    pub fn graph_resynced(&self) -> usize {
+        self.resynced
     }
 
     /// Fail unless vectors from `model` may join this index.
@@ -158,50 +182,36 @@ impl Index {
         self.store.lookup(name).is_some_and(|r| self.store.rows()[r].hash.as_ref() == Some(hash))
     }
 
-    /// Durably append a batch, then update the graph (if any) to match.
+    /// Durably append a batch, then update the backend to match. If the backend fails after the
+    /// store committed (out of memory), the batch is still durable and the next open repairs the
+    /// backend.
     pub fn commit(&mut self, records: Vec<Record>) -> Result<(), IndexError> {
         let before = self.store.rows().len();
         let died = self.store.commit(records)?;
-        if let Some(g) = &mut self.graph {
-            for r in died.into_iter().filter(|&r| r < before) {
-                g.remove(r as u64)?;
-            }
-            let after = self.store.rows().len();
-            let ids: Vec<u64> = (before..after).filter(|&r| self.store.rows()[r].alive).map(|r| r as u64).collect();
-            let rows: Vec<f32> = ids.iter().flat_map(|&r| self.store.vector(r as usize).iter().copied()).collect();
-            g.add_batch(&ids, &rows)?;
-            self.graph_dirty = true;
+        for r in died.into_iter().filter(|&r| r < before) {
+            self.backend.remove(r)?;
         }
-        Ok(())
+        let rows: Vec<usize> = (before..self.store.rows().len()).filter(|&r| self.store.rows()[r].alive).collect();
+        let vectors: Vec<f32> = rows.iter().flat_map(|&r| self.store.vector(r).iter().copied()).collect();
+        self.backend.add(&rows, &vectors)
     }
 
-    /// Save the graph if it changed (the segments are already durable). Called by every writing
-    /// command at the end; if it never runs, the next open re-synchronises the graph.
+    /// Save the backend's derived files if they changed (the segments are already durable).
+    /// Writers call it once they are done; nothing is saved on drop, and if it never runs, the
+    /// next open re-synchronises.
     pub fn flush(&mut self) -> Result<(), IndexError> {
-        if let (Some(g), true, true) = (&self.graph, self.graph_dirty, self.writable) {
-            g.save(&self.store.dir().join(GRAPH))?;
-            self.graph_dirty = false;
-        }
-        Ok(())
+        self.backend.persist(&self.store).map(|_| ())
     }
 
-    /// Top `k` live entries for each query ([nq, dim] row-major), best first.
+    /// Top `k` live entries for each query ([nq, dim] row-major), best first, scores at least `min_score`.
     pub fn search(&self, queries: &[f32], k: usize, min_score: f32) -> Result<Vec<Vec<NamedHit>>, IndexError> {
         let s = &self.store;
-        let named = |row: usize, score: f32| NamedHit { row, name: s.rows()[row].name.clone(), score };
-        match &self.graph {
-            Some(g) => queries
-                .chunks(s.dim())
-                .map(|q| Ok(g.search(q, k)?.into_iter().filter(|&(_, sc)| sc >= min_score).map(|(id, sc)| named(id as usize, sc)).collect()))
-                .collect(),
-            None => {
-                let alive: Vec<bool> = s.rows().iter().map(|r| r.alive).collect();
-                Ok(exact::search(s.vectors(), s.dim(), Some(&alive), queries, k, min_score)
-                    .into_iter()
-                    .map(|hits| hits.into_iter().map(|h| named(h.row, h.score)).collect())
-                    .collect())
-            }
-        }
+        Ok(self
+            .backend
+            .search(s, queries, k, min_score)?
+            .into_iter()
+            .map(|hits| hits.into_iter().map(|h| NamedHit { row: h.row, name: s.rows()[h.row].name.clone(), score: h.score }).collect())
+            .collect())
     }
 
     /// Exact results regardless of the backend (for measuring an approximate index's recall).
@@ -211,28 +221,16 @@ impl Index {
         exact::search(s.vectors(), s.dim(), Some(&alive), queries, k, f32::MIN).into_iter().map(|h| h.into_iter().map(|h| h.row).collect()).collect()
     }
 
+    /// HNSW: candidates examined per query (higher = better recall, slower). No effect on exact search.
     pub fn set_ef_search(&mut self, ef: usize) {
-        if let Some(g) = &mut self.graph {
-            g.set_ef_search(ef);
-        }
+        self.backend.set_ef_search(ef);
     }
 
-    /// Compact the store; row ids change, so the graph is rebuilt.
+    /// Compact the store; row ids change, so the backend is rebuilt from the live rows (saved by
+    /// the next [`Index::flush`]).
     pub fn compact(&mut self) -> Result<(), IndexError> {
         self.store.compact()?;
-        if self.graph.is_some() {
-            let _ = std::fs::remove_file(self.store.dir().join(GRAPH));
-            self.load_graph()?;
-            self.graph_dirty = true;
-        }
+        self.backend = backend::rebuild(self.store.kind(), &self.store)?;
         Ok(())
-    }
-}
-
-impl Drop for Index {
-    fn drop(&mut self) {
-        if let Err(e) = self.flush() {
-            tracing::warn!("could not save the search graph ({e}); it will be rebuilt on next open");
-        }
     }
 }

@@ -9,6 +9,25 @@
 //! removed by the next commit. A segment or manifest whose bytes do not match its checksum is
 //! reported as corrupt, never used. Removal appends a tombstone segment; nothing is rewritten
 //! until [`Store::compact`].
+//!
+//! The manifest names the index kind by its lowercase name (`"kind": "exact"` or `"hnsw"`, see
+//! [`IndexKind`]); a kind this dolg does not know is refused ([`IndexError::UnknownKind`]), never
+//! read as another kind.
+//!
+//! # Testing hook: the commit failpoint
+//!
+//! `DOLG_FAILPOINT=commit:N[:STAGE]` makes the process call [`std::process::abort`] during its
+//! N-th call of [`Store::commit`] (counting from 1, non-empty commits only), at STAGE:
+//!
+//! * `segment` (the default): the new segment is durable, the manifest not yet replaced, so the
+//!   commit is lost and its segment is an orphan;
+//! * `manifest`: just after the manifest rename, so the commit is durable although the call
+//!   never returned.
+//!
+//! The variable is read once per process; when it is unset the hook costs one check of a
+//! `OnceLock` per commit. A malformed `commit:` value is ignored with a warning; other values
+//! belong to the failpoints of [`crate::atomic_file`]. The crash test in
+//! `tests/index_conformance.rs` uses it to kill a child process at every commit of a build.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -16,7 +35,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::IndexError;
+use super::{IndexError, IndexKind, OpenMode};
 
 const SEGMENT_MAGIC: &[u8; 8] = b"DOLGSEG1";
 const MANIFEST: &str = "manifest.json";
@@ -48,6 +67,8 @@ struct SegmentInfo {
 struct ManifestBody {
     format: u32,
     model: ModelIdentity,
+    /// An [`IndexKind`]'s serde name, kept as a string here so that an unknown one is reported
+    /// by name ([`IndexError::UnknownKind`]) after the checksum, not as an unreadable manifest.
     kind: String,
     segments: Vec<SegmentInfo>,
     next_segment: u64,
@@ -79,6 +100,8 @@ pub struct Row {
 pub struct Store {
     dir: PathBuf,
     body: ManifestBody,
+    kind: IndexKind,
+    mode: OpenMode,
     rows: Vec<Row>,
     /// Row-major `[rows.len(), dim]`.
     vectors: Vec<f32>,
@@ -115,6 +138,52 @@ fn lock_dir(dir: &Path, exclusive: bool) -> Result<File, IndexError> {
         Err(std::fs::TryLockError::Error(e)) => Err(IndexError::Io { path, source: e }),
     }
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FailStage {
+    /// After the segment is written, before the manifest rename.
+    Segment,
+    /// After the manifest rename.
+    Manifest,
+}
+
+/// `DOLG_FAILPOINT=commit:N[:segment|manifest]`, read once (see the module documentation).
+fn failpoint() -> Option<(u64, FailStage)> {
+    static FAILPOINT: std::sync::OnceLock<Option<(u64, FailStage)>> = std::sync::OnceLock::new();
+    *FAILPOINT.get_or_init(|| {
+        let value = std::env::var("DOLG_FAILPOINT").ok()?;
+        let parsed = parse_failpoint(&value);
+        // Other values name failpoints elsewhere (crate::atomic_file's).
+        if parsed.is_none() && value.starts_with("commit:") {
+            tracing::warn!("ignoring DOLG_FAILPOINT={value:?}: expected commit:N or commit:N:segment or commit:N:manifest");
+        }
+        parsed
+    })
+}
+
+fn parse_failpoint(value: &str) -> Option<(u64, FailStage)> {
+    let mut parts = value.split(':');
+    if parts.next()? != "commit" {
+        return None;
+    }
+    let n: u64 = parts.next()?.parse().ok().filter(|&n| n > 0)?;
+    let stage = match parts.next() {
+        None | Some("segment") => FailStage::Segment,
+        Some("manifest") => FailStage::Manifest,
+        Some(_) => return None,
+    };
+    parts.next().is_none().then_some((n, stage))
+}
+
+/// Abort the process if the failpoint names commit `n` at `stage`.
+fn failpoint_check(n: u64, stage: FailStage) {
+    if failpoint() == Some((n, stage)) {
+        std::process::abort();
+    }
+}
+
+/// Commits attempted by this process (for the failpoint).
+static COMMITS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn encode_segment(dim: usize, records: &[Record]) -> Vec<u8> {
     let mut b = Vec::new();
@@ -204,27 +273,29 @@ impl Store {
         dir.join(MANIFEST).is_file()
     }
 
-    /// Create an empty index in `dir` (created if needed; must not already hold an index).
-    pub fn create(dir: &Path, model: ModelIdentity, kind: &str) -> Result<Self, IndexError> {
+    /// Create an empty index in `dir` (created if needed; must not already hold an index),
+    /// opened for writing.
+    pub fn create(dir: &Path, model: ModelIdentity, kind: IndexKind) -> Result<Self, IndexError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let lock = lock_dir(dir, true)?;
         if Self::exists(dir) {
             return Err(IndexError::Exists { path: dir.to_owned() });
         }
-        let body = ManifestBody { format: FORMAT, model, kind: kind.to_owned(), segments: Vec::new(), next_segment: 1 };
-        let store = Self { dir: dir.to_owned(), body, rows: Vec::new(), vectors: Vec::new(), live: HashMap::new(), _lock: lock };
+        let body = ManifestBody { format: FORMAT, model, kind: kind.as_str().to_owned(), segments: Vec::new(), next_segment: 1 };
+        let store = Self { dir: dir.to_owned(), body, kind, mode: OpenMode::Write, rows: Vec::new(), vectors: Vec::new(), live: HashMap::new(), _lock: lock };
         store.write_manifest()?;
         Ok(store)
     }
 
-    /// Open and verify an existing index (the manifest's and every segment's checksum). A
-    /// `writable` store excludes every other process; read-only stores only exclude writers.
-    pub fn open(dir: &Path, writable: bool) -> Result<Self, IndexError> {
+    /// Open and verify an existing index (the manifest's and every segment's checksum). A store
+    /// opened with [`OpenMode::Write`] excludes every other process; [`OpenMode::Read`] stores only
+    /// exclude writers, and refuse to commit or compact.
+    pub fn open(dir: &Path, mode: OpenMode) -> Result<Self, IndexError> {
         let mpath = dir.join(MANIFEST);
         if !mpath.is_file() {
             return Err(IndexError::NotAnIndex { path: dir.to_owned() });
         }
-        let lock = lock_dir(dir, writable)?;
+        let lock = lock_dir(dir, mode == OpenMode::Write)?;
         let text = std::fs::read(&mpath).map_err(io_err(&mpath))?;
         let corrupt = |reason: String| IndexError::Corrupt { path: mpath.clone(), reason };
         let m: Manifest = serde_json::from_slice(&text).map_err(|e| corrupt(format!("unreadable manifest: {e}")))?;
@@ -235,7 +306,8 @@ impl Store {
         if m.body.format != FORMAT {
             return Err(corrupt(format!("format version {} (this dolg reads {FORMAT})", m.body.format)));
         }
-        let mut store = Self { dir: dir.to_owned(), body: m.body, rows: Vec::new(), vectors: Vec::new(), live: HashMap::new(), _lock: lock };
+        let kind = IndexKind::from_name(&m.body.kind).ok_or_else(|| IndexError::UnknownKind { path: mpath.clone(), kind: m.body.kind.clone() })?;
+        let mut store = Self { dir: dir.to_owned(), body: m.body, kind, mode, rows: Vec::new(), vectors: Vec::new(), live: HashMap::new(), _lock: lock };
         for seg in store.body.segments.clone() {
             let path = dir.join(&seg.file);
             let bytes = std::fs::read(&path).map_err(io_err(&path))?;
@@ -289,6 +361,7 @@ impl Store {
         if records.is_empty() {
             return Ok(Vec::new());
         }
+        self.check_writable()?;
         let dim = self.body.model.dim;
         for r in &records {
             if let Record::Add { name, vector, .. } = r {
@@ -297,9 +370,11 @@ impl Store {
                 }
             }
         }
+        let nth = COMMITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let file = format!("seg-{:08}.bin", self.body.next_segment);
         let bytes = encode_segment(dim, &records);
         write_atomic(&self.dir.join(&file), &bytes)?;
+        failpoint_check(nth, FailStage::Segment);
         let mut body = self.body.clone();
         body.segments.push(SegmentInfo { file, records: records.len() as u64, bytes: bytes.len() as u64, crc32: crc32fast::hash(&bytes) });
         body.next_segment += 1;
@@ -308,6 +383,7 @@ impl Store {
             self.body = previous;
             return Err(e);
         }
+        failpoint_check(nth, FailStage::Manifest);
         let died = self.apply(records);
         self.remove_orphans();
         Ok(died)
@@ -315,6 +391,7 @@ impl Store {
 
     /// Rewrite all live rows into one segment (drops dead rows and tombstones).
     pub fn compact(&mut self) -> Result<(), IndexError> {
+        self.check_writable()?;
         let records: Vec<Record> = self.live_rows().map(|(i, r)| Record::Add { name: r.name.clone(), hash: r.hash, vector: self.vector(i).to_vec() }).collect();
         let file = format!("seg-{:08}.bin", self.body.next_segment);
         let bytes = encode_segment(self.body.model.dim, &records);
@@ -335,6 +412,13 @@ impl Store {
         Ok(())
     }
 
+    fn check_writable(&self) -> Result<(), IndexError> {
+        match self.mode {
+            OpenMode::Write => Ok(()),
+            OpenMode::Read => Err(IndexError::ReadOnly { path: self.dir.clone() }),
+        }
+    }
+
     fn remove_orphans(&self) {
         let keep: std::collections::HashSet<&str> = self.body.segments.iter().map(|s| s.file.as_str()).collect();
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
@@ -353,8 +437,19 @@ impl Store {
     pub fn model(&self) -> &ModelIdentity {
         &self.body.model
     }
-    pub fn kind(&self) -> &str {
-        &self.body.kind
+    pub fn kind(&self) -> IndexKind {
+        self.kind
+    }
+    pub fn mode(&self) -> OpenMode {
+        self.mode
+    }
+    /// Identifies the current numbering of rows: it changes when [`Store::compact`] renumbers
+    /// them, and only then (commits append rows, keeping every existing id). Derived files such as
+    /// the HNSW graph record it to tell whether their row ids still mean the same vectors.
+    pub fn epoch(&self) -> u64 {
+        // Commits append segment next_segment; compaction leaves the single segment it wrote. So
+        // the segments are always numbered consecutively from the last compaction's (or from 1).
+        self.body.next_segment - self.body.segments.len() as u64
     }
     pub fn dim(&self) -> usize {
         self.body.model.dim
@@ -414,7 +509,7 @@ mod tests {
     #[test]
     fn replay_supersedes_and_removes() {
         let dir = tempfile::tempdir().unwrap();
-        let mut s = Store::create(dir.path(), model(2), "exact").unwrap();
+        let mut s = Store::create(dir.path(), model(2), IndexKind::Exact).unwrap();
         s.commit(vec![
             Record::Add { name: "a".into(), hash: None, vector: vec![1.0, 0.0] },
             Record::Add { name: "b".into(), hash: None, vector: vec![0.0, 1.0] },
@@ -422,7 +517,7 @@ mod tests {
         .unwrap();
         s.commit(vec![Record::Add { name: "a".into(), hash: None, vector: vec![0.6, 0.8] }, Record::Remove { name: "b".into() }]).unwrap();
         drop(s);
-        let s = Store::open(dir.path(), false).unwrap();
+        let s = Store::open(dir.path(), OpenMode::Read).unwrap();
         assert_eq!(s.live_count(), 1);
         assert_eq!(s.vector(s.lookup("a").unwrap()), &[0.6, 0.8]);
         assert!(s.lookup("b").is_none());
@@ -431,7 +526,93 @@ mod tests {
     #[test]
     fn second_writer_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let _s = Store::create(dir.path(), model(2), "exact").unwrap();
-        assert!(matches!(Store::open(dir.path(), false), Err(IndexError::Busy { .. })));
+        let _s = Store::create(dir.path(), model(2), IndexKind::Exact).unwrap();
+        assert!(matches!(Store::open(dir.path(), OpenMode::Read), Err(IndexError::Busy { .. })));
+    }
+
+    /// A manifest as dolg has always written it (kind as the string "exact").
+    fn manifest_text(kind: &str, crc32: u32) -> String {
+        format!(
+            r#"{{
+  "body": {{
+    "format": 1,
+    "model": {{
+      "name": "test",
+      "dim": 2,
+      "fingerprint": "abc",
+      "spec": null
+    }},
+    "kind": "{kind}",
+    "segments": [],
+    "next_segment": 1
+  }},
+  "crc32": {crc32}
+}}"#
+        )
+    }
+
+    #[test]
+    fn kind_is_read_from_existing_manifests_and_unknown_kinds_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(MANIFEST), manifest_text("exact", 1019842226)).unwrap();
+        let s = Store::open(dir.path(), OpenMode::Read).unwrap();
+        assert_eq!(s.kind(), IndexKind::Exact);
+        drop(s);
+        std::fs::write(dir.path().join(MANIFEST), manifest_text("ivf", 679099068)).unwrap();
+        match Store::open(dir.path(), OpenMode::Read) {
+            Err(IndexError::UnknownKind { path, kind }) => {
+                assert_eq!(kind, "ivf");
+                assert_eq!(path, dir.path().join(MANIFEST));
+            }
+            other => panic!("expected UnknownKind, got {other:?}"),
+        }
+        // Written manifests keep the same spelling.
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::create(dir.path(), model(2), IndexKind::Hnsw).unwrap());
+        assert!(std::fs::read_to_string(dir.path().join(MANIFEST)).unwrap().contains(r#""kind": "hnsw""#));
+        assert_eq!(Store::open(dir.path(), OpenMode::Read).unwrap().kind(), IndexKind::Hnsw);
+        for k in IndexKind::ALL {
+            assert_eq!(serde_json::to_value(k).unwrap(), serde_json::Value::String(k.as_str().into()));
+            assert_eq!(IndexKind::from_name(k.as_str()), Some(k));
+        }
+    }
+
+    #[test]
+    fn read_only_store_refuses_to_change() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::create(dir.path(), model(2), IndexKind::Exact).unwrap());
+        let mut s = Store::open(dir.path(), OpenMode::Read).unwrap();
+        let rec = Record::Add { name: "a".into(), hash: None, vector: vec![1.0, 0.0] };
+        assert!(matches!(s.commit(vec![rec]), Err(IndexError::ReadOnly { .. })));
+        assert!(matches!(s.compact(), Err(IndexError::ReadOnly { .. })));
+        assert_eq!(s.segments(), 0);
+    }
+
+    #[test]
+    fn epoch_changes_with_compaction_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::create(dir.path(), model(2), IndexKind::Exact).unwrap();
+        let e0 = s.epoch();
+        for name in ["a", "b", "c"] {
+            s.commit(vec![Record::Add { name: name.into(), hash: None, vector: vec![1.0, 0.0] }]).unwrap();
+            assert_eq!(s.epoch(), e0);
+        }
+        s.compact().unwrap();
+        let e1 = s.epoch();
+        assert_ne!(e1, e0);
+        s.commit(vec![Record::Remove { name: "a".into() }]).unwrap();
+        assert_eq!(s.epoch(), e1);
+        drop(s);
+        assert_eq!(Store::open(dir.path(), OpenMode::Read).unwrap().epoch(), e1);
+    }
+
+    #[test]
+    fn failpoint_values() {
+        assert_eq!(parse_failpoint("commit:3"), Some((3, FailStage::Segment)));
+        assert_eq!(parse_failpoint("commit:1:segment"), Some((1, FailStage::Segment)));
+        assert_eq!(parse_failpoint("commit:12:manifest"), Some((12, FailStage::Manifest)));
+        for bad in ["", "commit", "commit:0", "commit:x", "commit:2:later", "compact:1", "commit:1:segment:x"] {
+            assert_eq!(parse_failpoint(bad), None, "{bad}");
+        }
     }
 }
