@@ -1,16 +1,26 @@
 //! dolg: image retrieval with DOLG (Yang et al., ICCV 2021).
 //!
 //! Modules follow the data path, each depending only on those above it:
-//! [`decode`] → [`preprocess`] → [`checkpoint`] / [`model`] → [`descriptors`] → [`eval`] / [`index`] → [`train`].
+//! [`decode`] → [`preprocess`] → [`checkpoint`] / [`model`] → [`descriptors`] → [`spec`] →
+//! [`index`] → [`collection`] → [`eval`] / [`train`]. [`Error`] wraps every module's error at the
+//! crate boundary.
+//!
+//! Start with [`collection::Collection`]: a searchable photo collection (create, add photos,
+//! search by photo or vector, remove, export).
 
 pub mod atomic_file;
 pub mod checkpoint;
+pub mod collection;
 pub mod decode;
 pub mod descriptors;
+mod error;
 pub mod eval;
 pub mod index;
 pub mod model;
 pub mod preprocess;
 pub mod pretrained;
 pub mod runtime;
+pub mod spec;
 pub mod train;
+
+pub use error::{Error, Result};

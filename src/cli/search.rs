@@ -1,0 +1,113 @@
+//! `dolg search`: argument parsing and output formatting over [`Collection`] searches.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use dolg::collection::{write_hits_npy, Collection, NamedHit, OpenMode, SearchParams};
+use dolg::descriptors::read_matrix;
+use dolg::preprocess::CropBox;
+use serde_json::json;
+
+use super::RunArgs;
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "QUERIES\n  An image path that is itself in the index uses its stored descriptor (no model needed) and is left out of its own results;\n  any other image is described with the index's model (its weights must still be where the index was built, or pass --weights).\n  --vectors Q.npy searches with precomputed descriptors, one query per row.\n\n\
+RANGE QUERIES\n  --k 0 --min-score S returns every entry scoring at least S (exact, whatever the index kind), best first.\n\n\
+JSON (--json)\n  {\"queries\": [{\"query\": <path or row number>, \"results\": [{\"name\": <indexed path or imported name>, \"score\": <float>}, ...]}, ...]}"
+)]
+pub struct SearchArgs {
+    /// Index directory.
+    #[arg(long, value_name = "DIR")]
+    pub db: PathBuf,
+    /// Query images.
+    #[arg(value_name = "QUERY_IMAGE")]
+    pub queries: Vec<PathBuf>,
+    /// Query descriptors [N, D] instead of images.
+    #[arg(long, value_name = "Q.npy", conflicts_with = "queries")]
+    pub vectors: Option<PathBuf>,
+    /// Results per query; 0 with --min-score returns every entry scoring at least that (a range query).
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Drop results scoring below this cosine similarity.
+    #[arg(long, allow_negative_numbers = true, value_name = "S")]
+    pub min_score: Option<f32>,
+    /// Crop query images to this box first (x1,y1,x2,y2; int() truncation).
+    #[arg(long, value_name = "X1,Y1,X2,Y2")]
+    pub crop: Option<CropBox>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write PREFIX.ids.npy (int64 [N, k] index row ids, -1 padding), PREFIX.scores.npy
+    /// (float32 [N, k], NaN padding) and PREFIX.rows.tsv (row id <TAB> name for every id used).
+    #[arg(long, value_name = "PREFIX")]
+    pub out_npy: Option<PathBuf>,
+    /// Write a self-contained HTML page with each query beside its results as thumbnails.
+    #[arg(long, value_name = "FILE.html")]
+    pub html: Option<PathBuf>,
+    /// HNSW indexes: candidates examined per query (higher = better recall, slower; default 64).
+    #[arg(long, value_name = "N")]
+    pub ef: Option<usize>,
+    /// Describe query images with these weights instead of the index's recorded model (must be the same model).
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
+    let device = a.run.init()?;
+    let mut c = Collection::open(&a.db, OpenMode::Read, &device)?;
+    if let Some(ef) = a.ef {
+        c.set_ef_search(ef);
+    }
+    if let Some(w) = &a.weights {
+        c.use_weights(w.clone())?;
+    }
+    let range = a.k == 0;
+    let min_score = match (range, a.min_score) {
+        (true, None) => bail!("--k 0 asks for every entry above a score: give it with --min-score S"),
+        (_, s) => s.unwrap_or(f32::MIN),
+    };
+    let params = SearchParams { k: a.k, min_score, crop: a.crop };
+    let (labels, paths, results): (Vec<serde_json::Value>, Vec<Option<PathBuf>>, Vec<Vec<NamedHit>>) = match &a.vectors {
+        Some(v) => {
+            let (data, n, _) = read_matrix(v)?;
+            let results = if range { c.range_search_vectors(&data, min_score) } else { c.search_vectors(&data, &params) };
+            ((0..n).map(|i| json!(i)).collect(), vec![None; n], results.with_context(|| format!("searching with {}", v.display()))?)
+        }
+        None => {
+            if a.queries.is_empty() {
+                bail!("give query images or --vectors Q.npy");
+            }
+            let results = if range { c.range_search_images(&a.queries, min_score, a.crop)? } else { c.search_images(&a.queries, &params)? };
+            (a.queries.iter().map(|p| json!(p.display().to_string())).collect(), a.queries.iter().cloned().map(Some).collect(), results)
+        }
+    };
+
+    if a.json {
+        let out = json!({"queries": labels.iter().zip(&results).map(|(q, hits)| json!({
+            "query": q,
+            "results": hits.iter().map(|h| json!({"name": h.name, "score": h.score})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>()});
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for (q, hits) in labels.iter().zip(&results) {
+            println!("{}", q.as_str().map_or_else(|| format!("query {q}"), str::to_owned));
+            for (i, h) in hits.iter().enumerate() {
+                println!("  {:>3}  {:.4}  {}", i + 1, h.score, h.name);
+            }
+        }
+    }
+    if let Some(prefix) = &a.out_npy {
+        let width = if range { results.iter().map(Vec::len).max().unwrap_or(0) } else { a.k.min(c.len()) };
+        write_hits_npy(prefix, &results, width)?;
+    }
+    if let Some(html) = &a.html {
+        super::report::write_html(html, &labels.into_iter().zip(paths).collect::<Vec<_>>(), &results)?;
+        eprintln!("wrote {}", html.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

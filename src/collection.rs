@@ -1,0 +1,531 @@
+//! [`Collection`]: a searchable photo collection — the model that describes it plus the durable
+//! index of its descriptors. The CLI, the HTTP server and the Python package are thin layers over
+//! this type.
+//!
+//! * Photos are named by their absolute path, so the same file is recognised from any directory;
+//!   imported vectors keep the names they were imported with.
+//! * Adding is incremental: a file whose content hash (SHA-256) is already indexed under its name
+//!   is not described again. Descriptors are committed in batches; a crash loses at most the batch
+//!   in flight (see [`crate::index::store`]).
+//! * A query photo that is itself indexed (and not cropped) reuses its stored descriptor, needs no
+//!   model, and is left out of its own results.
+//! * The model is built on first need from the [`ModelSpec`] recorded in the index, and checked
+//!   against the recorded fingerprint before any of its vectors are used.
+//!
+//! Index three photos and ask which photos look most like the first one. (The example runs as a
+//! test with a randomly initialised DOLG-R50 from `../shared`; it is ignored without it.)
+//!
+#![cfg_attr(dolg_shared, doc = "```")]
+#![cfg_attr(not(dolg_shared), doc = "```ignore")]
+//! use dolg::collection::{AddOptions, Collection, IndexKind, SearchParams};
+//! use dolg::spec::ModelSpec;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let weights = "../shared/fixtures/dolg-r50-random/dolg_r50_random_noaspp.pyth.gz";
+//! # let dir = tempfile::tempdir()?;
+//! # let db = dir.path().join("photos.idx");
+//! let device = dolg::runtime::device("cpu")?;
+//! let spec = ModelSpec::dolg(weights).with_scales(vec![1.0]);
+//! let mut photos = Collection::create(&db, spec, IndexKind::Exact, &device)?;
+//!
+//! let images = ["wxbs-kyiv_1.jpg", "wxbs-kyiv_2.jpg", "wxbs-tyn_1.jpg"];
+//! let paths: Vec<_> = images.iter().map(|f| std::path::Path::new("examples/landmarks/images").join(f)).collect();
+//! let report = photos.add_paths(&paths, &AddOptions::default(), |_| {})?;
+//! assert_eq!((report.added, report.failed.len()), (3, 0));
+//!
+//! // An indexed query photo reuses its stored descriptor and is left out of its own results.
+//! let hits = &photos.search_images(&paths[..1], &SearchParams::top(5))?[0];
+//! assert_eq!(hits.len(), 2);
+//! assert!(hits[0].score >= hits[1].score && !hits[0].name.ends_with("kyiv_1.jpg"));
+//! # Ok(())
+//! # }
+//! ```
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::descriptors::{l2_normalize, write_descriptors, DescriptorError};
+use crate::error::{Error, Result};
+use crate::index::{exact, Index, ModelIdentity, Record, Store};
+pub use crate::index::{IndexKind, NamedHit, OpenMode};
+use crate::preprocess::CropBox;
+use crate::spec::{LoadedModel, ModelSpec};
+
+/// Options of [`Collection::add_paths`].
+#[derive(Debug, Clone)]
+pub struct AddOptions {
+    /// Images per durable commit: a crash loses at most this many.
+    pub batch: usize,
+}
+
+impl Default for AddOptions {
+    fn default() -> Self {
+        Self { batch: 32 }
+    }
+}
+
+/// Progress of [`Collection::add_paths`], reported as it happens.
+#[derive(Debug)]
+pub enum AddEvent<'a> {
+    /// Hashing is done: this many files will be described, this many are already indexed.
+    Planned { describe: usize, unchanged: usize },
+    /// One file was described (and will be committed with its batch) or failed.
+    Described { path: &'a Path, error: Option<&'a DescriptorError> },
+}
+
+/// A file that could not be added, with the reason.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub path: PathBuf,
+    pub error: String,
+}
+
+/// What [`Collection::add_paths`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct AddReport {
+    pub added: usize,
+    pub unchanged: usize,
+    pub failed: Vec<Failure>,
+    /// Live entries after the call.
+    pub entries: usize,
+}
+
+/// Where imported vectors come from; the index cannot check bare vectors itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VectorOrigin {
+    /// The caller vouches that the vectors were made with this collection's model and options.
+    SameModel,
+    /// Unknown origin: only accepted into an index that has no model (imported vectors only).
+    Unverified,
+}
+
+/// Options of a search.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchParams {
+    /// Results per query (at most the number of entries).
+    pub k: usize,
+    /// Results scoring below this cosine similarity are dropped.
+    pub min_score: f32,
+    /// Crop query images to this box first (query photos only; a cropped query is always
+    /// described, never taken from the index).
+    pub crop: Option<CropBox>,
+}
+
+impl SearchParams {
+    pub fn top(k: usize) -> Self {
+        Self { k, min_score: f32::MIN, crop: None }
+    }
+}
+
+/// What an index holds, as `dolg index info` reports it. Opening verified every checksum.
+#[derive(Debug, Clone, Serialize)]
+pub struct Info {
+    pub index: PathBuf,
+    pub kind: IndexKind,
+    pub model: String,
+    pub dim: usize,
+    pub fingerprint: Option<String>,
+    pub spec: Option<ModelSpec>,
+    pub entries: usize,
+    pub stored_rows: usize,
+    pub segments: usize,
+}
+
+/// A photo collection: its index plus the model that describes new photos.
+pub struct Collection {
+    index: Index,
+    device: Device,
+    /// Built on first need: searching by stored photos or vectors needs no model.
+    model: Option<LoadedModel>,
+    /// Weights to build the recorded model from instead of the recorded path.
+    weights: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Collection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collection").field("index", &self.index).field("model_loaded", &self.model.is_some()).finish()
+    }
+}
+
+/// The name a photo is indexed under: its absolute path.
+pub fn image_name(path: &Path) -> String {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()).display().to_string()
+}
+
+fn sha256_file(path: &Path) -> Option<[u8; 32]> {
+    let mut h = Sha256::new();
+    std::fs::File::open(path).and_then(|mut f| std::io::copy(&mut f, &mut h)).ok().map(|_| h.finalize().into())
+}
+
+impl Collection {
+    /// Create a collection in `dir` (which must not hold an index yet) for the model `spec`.
+    pub fn create(dir: &Path, spec: ModelSpec, kind: IndexKind, device: &Device) -> Result<Self> {
+        let spec = spec.absolute();
+        let loaded = spec.load(device)?;
+        let index = Index::create(dir, identity(&spec, &loaded), kind)?;
+        Ok(Self { index, device: device.clone(), model: Some(loaded), weights: None })
+    }
+
+    /// Open `dir` for writing if it holds an index of the same model and kind, else create it.
+    pub fn open_or_create(dir: &Path, spec: ModelSpec, kind: IndexKind, device: &Device) -> Result<Self> {
+        if !Store::exists(dir) {
+            return Self::create(dir, spec, kind, device);
+        }
+        let spec = spec.absolute();
+        let loaded = spec.load(device)?;
+        let index = Index::open(dir, OpenMode::Write)?;
+        index.check_model(&identity(&spec, &loaded))?;
+        if index.kind() != kind {
+            return Err(Error::KindMismatch { index: dir.to_owned(), existing: index.kind(), requested: kind });
+        }
+        Ok(Self { index, device: device.clone(), model: Some(loaded), weights: None })
+    }
+
+    /// Create an index of `dim`-d vectors with no model, for [`Collection::import`].
+    pub fn create_for_vectors(dir: &Path, dim: usize, device: &Device) -> Result<Self> {
+        let model = ModelIdentity { name: "imported descriptors".into(), dim, fingerprint: None, spec: None };
+        let index = Index::create(dir, model, IndexKind::Exact)?;
+        Ok(Self { index, device: device.clone(), model: None, weights: None })
+    }
+
+    /// Open an existing collection. [`OpenMode::Read`] shares the index with other readers;
+    /// [`OpenMode::Write`] excludes every other process.
+    pub fn open(dir: &Path, mode: OpenMode, device: &Device) -> Result<Self> {
+        Ok(Self { index: Index::open(dir, mode)?, device: device.clone(), model: None, weights: None })
+    }
+
+    /// Build the recorded model from `weights` instead of the recorded path (the file moved). The
+    /// fingerprint check still applies, so it must be the same file.
+    pub fn use_weights(&mut self, weights: PathBuf) -> Result<()> {
+        if let Some(b) = self.index.store().model().spec.as_ref().and_then(|s| s.backbone) {
+            return Err(Error::WeightsNotApplicable { backbone: b.name() });
+        }
+        self.weights = Some(weights);
+        self.model = None;
+        Ok(())
+    }
+
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.index.store().dir()
+    }
+
+    /// Live entries.
+    pub fn len(&self) -> usize {
+        self.index.store().live_count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn dim(&self) -> usize {
+        self.index.store().dim()
+    }
+
+    /// HNSW collections: candidates examined per query (recall against speed).
+    pub fn set_ef_search(&mut self, ef: usize) {
+        self.index.set_ef_search(ef);
+    }
+
+    /// The collection's model, built from its recorded spec and checked against its fingerprint.
+    fn model(&mut self) -> Result<&LoadedModel> {
+        if self.model.is_none() {
+            let recorded = self.index.store().model();
+            let mut spec = recorded.spec.clone().ok_or_else(|| Error::NoModel { index: self.dir().to_owned() })?;
+            if let Some(w) = &self.weights {
+                spec.weights = Some(w.clone());
+            }
+            let loaded = spec.load(&self.device)?;
+            self.index.check_model(&identity(&spec, &loaded))?;
+            self.model = Some(loaded);
+        }
+        Ok(self.model.as_ref().expect("set above"))
+    }
+
+    /// Describe and add image files. Files already indexed with the same content are skipped
+    /// without being decoded; unreadable files are reported in the result and skipped, the rest
+    /// go on. A failed commit (disk full, lost lock) stops at once with that error: everything
+    /// committed before it stays. `on_event` sees the plan and every file as it is done.
+    pub fn add_paths(&mut self, paths: &[PathBuf], options: &AddOptions, mut on_event: impl FnMut(AddEvent)) -> Result<AddReport> {
+        let mut todo = Vec::new();
+        let mut unchanged = 0usize;
+        for p in paths {
+            // Unreadable files are reported by extraction, which names the error.
+            let hash = sha256_file(p);
+            match hash {
+                Some(h) if self.index.is_current(&image_name(p), &h) => unchanged += 1,
+                _ => todo.push((p.clone(), hash)),
+            }
+        }
+        on_event(AddEvent::Planned { describe: todo.len(), unchanged });
+        let mut added = 0usize;
+        let mut failed = Vec::new();
+        if !todo.is_empty() {
+            self.model()?;
+            let ex = &self.model.as_ref().expect("loaded above").extractor;
+            let index = &mut self.index;
+            let todo_paths: Vec<PathBuf> = todo.iter().map(|(p, _)| p.clone()).collect();
+            let mut batch = Vec::new();
+            let mut commit_err = None;
+            ex.describe_many_cropped(&todo_paths, &|_| None, |i, path, r| {
+                match r {
+                    Ok(d) => {
+                        batch.push(Record::Add { name: image_name(path), hash: todo[i].1, vector: d.clone() });
+                        added += 1;
+                        on_event(AddEvent::Described { path, error: None });
+                    }
+                    Err(e) => {
+                        on_event(AddEvent::Described { path, error: Some(e) });
+                        failed.push(Failure { path: path.to_owned(), error: e.to_string() });
+                    }
+                }
+                if batch.len() >= options.batch.max(1) {
+                    if let Err(e) = index.commit(std::mem::take(&mut batch)) {
+                        commit_err = Some(e);
+                        return ControlFlow::Break(());
+                    }
+                }
+                ControlFlow::Continue(())
+            });
+            if let Some(e) = commit_err {
+                return Err(e.into());
+            }
+            self.index.commit(batch)?;
+        }
+        self.index.flush()?;
+        Ok(AddReport { added, unchanged, failed, entries: self.len() })
+    }
+
+    /// Remove entries by indexed name or by image path (resolved as [`Collection::add_paths`]
+    /// names it). Nothing is removed unless every name is found. Returns the count removed.
+    pub fn remove(&mut self, names: &[String]) -> Result<usize> {
+        let store = self.index.store();
+        let mut records = Vec::with_capacity(names.len());
+        for n in names {
+            let name = if store.lookup(n).is_some() { n.clone() } else { image_name(Path::new(n)) };
+            if store.lookup(&name).is_none() {
+                return Err(Error::NotInIndex { index: self.dir().to_owned(), name: n.clone() });
+            }
+            records.push(Record::Remove { name });
+        }
+        let count = records.len();
+        self.index.commit(records)?;
+        self.index.flush()?;
+        Ok(count)
+    }
+
+    /// Add precomputed vectors ([n, dim] row-major, L2-normalised here) under `names`, committed
+    /// in chunks of 65,536 rows; `on_chunk` sees the rows done so far.
+    pub fn import(&mut self, vectors: &mut [f32], names: &[String], origin: VectorOrigin, mut on_chunk: impl FnMut(usize)) -> Result<()> {
+        let dim = self.dim();
+        if vectors.len() % dim != 0 {
+            return Err(Error::VectorLength { expected: dim, values: vectors.len() });
+        }
+        if vectors.len() / dim != names.len() {
+            return Err(Error::NameCount { rows: vectors.len() / dim, names: names.len() });
+        }
+        if self.index.store().model().fingerprint.is_some() && origin != VectorOrigin::SameModel {
+            return Err(Error::UnverifiedVectors { index: self.dir().to_owned(), model: self.index.store().model().name.clone() });
+        }
+        const CHUNK: usize = 65_536;
+        let mut done = 0;
+        for (chunk, names) in vectors.chunks_mut(dim * CHUNK).zip(names.chunks(CHUNK)) {
+            let records = chunk
+                .chunks_mut(dim)
+                .zip(names)
+                .map(|(v, name)| {
+                    l2_normalize(v);
+                    Record::Add { name: name.clone(), hash: None, vector: v.to_vec() }
+                })
+                .collect::<Vec<_>>();
+            done += records.len();
+            self.index.commit(records)?;
+            on_chunk(done);
+        }
+        self.index.flush()?;
+        Ok(())
+    }
+
+    /// Rewrite the index into one segment, dropping removed and superseded entries.
+    pub fn compact(&mut self) -> Result<()> {
+        self.index.compact()?;
+        self.index.flush()?;
+        Ok(())
+    }
+
+    /// The descriptor of each query photo: the stored one when the photo is indexed and not
+    /// cropped (with its row, to leave it out of its own results), else freshly described.
+    fn query_vectors(&mut self, paths: &[PathBuf], crop: Option<CropBox>) -> Result<(Vec<f32>, Vec<Option<usize>>)> {
+        let mut vectors = Vec::with_capacity(paths.len() * self.dim());
+        let mut stored = Vec::with_capacity(paths.len());
+        for p in paths {
+            let row = if crop.is_none() { self.index.store().lookup(&image_name(p)) } else { None };
+            match row {
+                Some(r) => vectors.extend_from_slice(self.index.store().vector(r)),
+                None => vectors.extend(self.model()?.extractor.describe_file(p, crop)?.descriptor),
+            }
+            stored.push(row);
+        }
+        Ok((vectors, stored))
+    }
+
+    /// Top-k results for each query photo, best first. An indexed query photo is left out of its
+    /// own results.
+    pub fn search_images(&mut self, paths: &[PathBuf], params: &SearchParams) -> Result<Vec<Vec<NamedHit>>> {
+        let (vectors, stored) = self.query_vectors(paths, params.crop)?;
+        self.search_excluding(&vectors, &stored, params)
+    }
+
+    /// Top-k results for each query vector ([nq, dim] row-major; normalised here), best first.
+    pub fn search_vectors(&self, vectors: &[f32], params: &SearchParams) -> Result<Vec<Vec<NamedHit>>> {
+        let queries = self.normalized_queries(vectors)?;
+        self.search_excluding(&queries, &vec![None; queries.len() / self.dim()], params)
+    }
+
+    fn normalized_queries(&self, vectors: &[f32]) -> Result<Vec<f32>> {
+        let dim = self.dim();
+        if vectors.is_empty() || vectors.len() % dim != 0 {
+            return Err(Error::VectorLength { expected: dim, values: vectors.len() });
+        }
+        let mut q = vectors.to_vec();
+        q.chunks_mut(dim).for_each(l2_normalize);
+        Ok(q)
+    }
+
+    fn search_excluding(&self, queries: &[f32], exclude: &[Option<usize>], params: &SearchParams) -> Result<Vec<Vec<NamedHit>>> {
+        // One extra result covers a query that finds itself; never ask for more than the index holds.
+        let k = params.k.min(self.len());
+        let results = self.index.search(queries, k + 1, params.min_score)?;
+        Ok(results.into_iter().zip(exclude).map(|(hits, ex)| hits.into_iter().filter(|h| Some(h.row) != *ex).take(k).collect()).collect())
+    }
+
+    /// Every entry scoring at least `min_score` against each query vector, best first (a range
+    /// query). Always exact, whatever the backend. Memory grows with the results, not the index.
+    pub fn range_search_vectors(&self, vectors: &[f32], min_score: f32) -> Result<Vec<Vec<NamedHit>>> {
+        let queries = self.normalized_queries(vectors)?;
+        Ok(self.range_excluding(&queries, &vec![None; queries.len() / self.dim()], min_score))
+    }
+
+    /// [`Collection::range_search_vectors`] for query photos (stored-vector reuse and
+    /// self-exclusion as in [`Collection::search_images`]).
+    pub fn range_search_images(&mut self, paths: &[PathBuf], min_score: f32, crop: Option<CropBox>) -> Result<Vec<Vec<NamedHit>>> {
+        let (vectors, stored) = self.query_vectors(paths, crop)?;
+        Ok(self.range_excluding(&vectors, &stored, min_score))
+    }
+
+    fn range_excluding(&self, queries: &[f32], exclude: &[Option<usize>], min_score: f32) -> Vec<Vec<NamedHit>> {
+        let s = self.index.store();
+        let dim = s.dim();
+        let alive: Vec<bool> = s.rows().iter().map(|r| r.alive).collect();
+        let live = s.live_count();
+        queries
+            .chunks(dim)
+            .zip(exclude)
+            .map(|(q, ex)| {
+                // Widen k until the k-th hit falls below the threshold: the top-k heaps stay the
+                // size of the answer (at most twice it), not of the index.
+                let mut k = 64.min(live + 1);
+                loop {
+                    let hits = exact::search(s.vectors(), dim, Some(&alive), q, k, min_score).remove(0);
+                    if hits.len() < k || k > live {
+                        break hits
+                            .into_iter()
+                            .filter(|h| Some(h.row) != *ex)
+                            .map(|h| NamedHit { row: h.row, name: s.rows()[h.row].name.clone(), score: h.score })
+                            .collect();
+                    }
+                    k = (k * 2).min(live + 1);
+                }
+            })
+            .collect()
+    }
+
+    /// Names and vectors ([n, dim] row-major) of every live entry, in storage order.
+    pub fn export(&self) -> (Vec<String>, Vec<f32>) {
+        let s = self.index.store();
+        let mut names = Vec::with_capacity(s.live_count());
+        let mut vectors = Vec::with_capacity(s.live_count() * s.dim());
+        for (i, r) in s.live_rows() {
+            names.push(r.name.clone());
+            vectors.extend_from_slice(s.vector(i));
+        }
+        (names, vectors)
+    }
+
+    /// [`Collection::export`] to a float32 `.npy` [n, dim] with its names file beside it.
+    pub fn export_npy(&self, path: &Path) -> Result<usize> {
+        let (names, vectors) = self.export();
+        let rows: Vec<Vec<f32>> = vectors.chunks(self.dim()).map(<[f32]>::to_vec).collect();
+        write_descriptors(path, &rows, self.dim(), Some(&names))?;
+        Ok(names.len())
+    }
+
+    pub fn info(&self) -> Info {
+        let s = self.index.store();
+        let m = s.model();
+        Info {
+            index: s.dir().to_owned(),
+            kind: self.index.kind(),
+            model: m.name.clone(),
+            dim: m.dim,
+            fingerprint: m.fingerprint.clone(),
+            spec: m.spec.clone(),
+            entries: s.live_count(),
+            stored_rows: s.rows().len(),
+            segments: s.segments(),
+        }
+    }
+
+    /// Mean recall@10 of the collection's backend against exact search, querying with up to 200
+    /// stored vectors spread over the index (each left out of its own results).
+    pub fn recall_at_10(&self) -> Result<f64> {
+        let s = self.index.store();
+        let live: Vec<usize> = s.live_rows().map(|(i, _)| i).collect();
+        if live.len() < 2 {
+            return Err(Error::TooFewForRecall { index: self.dir().to_owned(), entries: live.len() });
+        }
+        let n = live.len().min(200);
+        let picks: Vec<usize> = (0..n).map(|i| live[i * live.len() / n]).collect();
+        let queries: Vec<f32> = picks.iter().flat_map(|&r| s.vector(r).iter().copied()).collect();
+        let approx = self.index.search(&queries, 11, f32::MIN)?;
+        let exact = self.index.search_exact(&queries, 11);
+        let mut total = 0.0;
+        for ((q, a), e) in picks.iter().zip(&approx).zip(&exact) {
+            let truth: Vec<usize> = e.iter().copied().filter(|r| r != q).take(10).collect();
+            let found = a.iter().filter(|h| h.row != *q).take(10).filter(|h| truth.contains(&h.row)).count();
+            total += found as f64 / truth.len().max(1) as f64;
+        }
+        Ok(total / picks.len() as f64)
+    }
+}
+
+/// What the index records about a loaded model.
+fn identity(spec: &ModelSpec, loaded: &LoadedModel) -> ModelIdentity {
+    let m = &loaded.extractor.model;
+    ModelIdentity { name: m.name(), dim: m.out_dim(), fingerprint: Some(loaded.fingerprint.clone()), spec: Some(spec.clone()) }
+}
+
+/// Write search results as arrays for scripts: `PREFIX.ids.npy` (int64 [nq, width] index row
+/// ids, -1 padding), `PREFIX.scores.npy` (float32 [nq, width], NaN padding) and `PREFIX.rows.tsv`
+/// (row id, tab, name for every id used; row ids are the index's internal positions). Each file
+/// is replaced atomically.
+pub fn write_hits_npy(prefix: &Path, results: &[Vec<NamedHit>], width: usize) -> Result<()> {
+    let file = |ext: &str| PathBuf::from(format!("{}.{ext}", prefix.display()));
+    let shape = [results.len() as u64, width as u64];
+    let io = |path: PathBuf| move |source| Error::Io { path, source };
+    let ids = results.iter().flat_map(|hits| (0..width).map(move |i| hits.get(i).map_or(-1i64, |h| h.row as i64)));
+    crate::descriptors::write_npy(&file("ids.npy"), &shape, ids).map_err(io(file("ids.npy")))?;
+    let scores = results.iter().flat_map(|hits| (0..width).map(move |i| hits.get(i).map_or(f32::NAN, |h| h.score)));
+    crate::descriptors::write_npy(&file("scores.npy"), &shape, scores).map_err(io(file("scores.npy")))?;
+    let names: std::collections::BTreeMap<usize, &str> = results.iter().flatten().map(|h| (h.row, h.name.as_str())).collect();
+    let table: String = names.into_iter().map(|(row, name)| format!("{row}\t{name}\n")).collect();
+    crate::atomic_file::write(&file("rows.tsv"), crate::atomic_file::Mode::Shared, table.as_bytes()).map_err(io(file("rows.tsv")))?;
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! [`Error`]: the one error type at the crate boundary.
+//!
+//! Each module keeps its own error enum, whose variants carry what a caller needs to act (the
+//! file, key, row or value at fault); this enum wraps them, so an application handles one type
+//! and can still match on the module's variant. Variants of its own cover what only the
+//! [`Collection`](crate::collection::Collection) layer knows.
+
+use std::path::PathBuf;
+
+use crate::checkpoint::CheckpointError;
+use crate::decode::DecodeError;
+use crate::descriptors::DescriptorError;
+use crate::eval::EvalError;
+use crate::index::{IndexError, IndexKind};
+use crate::model::ModelError;
+use crate::pretrained::PretrainedError;
+use crate::spec::SpecError;
+use crate::train::TrainError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file the collection layer itself reads or writes (search result arrays, exports).
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Pretrained(#[from] PretrainedError),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Descriptor(#[from] DescriptorError),
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error("{index}: no entry named '{name}' (give a path as it was indexed, or an imported name)")]
+    NotInIndex { index: PathBuf, name: String },
+    #[error("{index} holds only imported vectors and has no model: search it with vectors, not images")]
+    NoModel { index: PathBuf },
+    #[error("{index} is an existing {existing} index; it cannot be rebuilt as a {requested} index")]
+    KindMismatch { index: PathBuf, existing: IndexKind, requested: IndexKind },
+    #[error(
+        "{index} was built with {model}; dolg cannot verify that imported vectors come from the same model. If they do (made with the same weights and options), import them as the same model (`--same-model`)"
+    )]
+    UnverifiedVectors { index: PathBuf, model: String },
+    #[error("{values} values are not a whole, non-zero number of {expected}-d vectors (the index's dimension)")]
+    VectorLength { expected: usize, values: usize },
+    #[error("{rows} vectors but {names} names were given")]
+    NameCount { rows: usize, names: usize },
+    #[error("this index uses a pretrained backbone ({backbone}); a weights file does not apply")]
+    WeightsNotApplicable { backbone: &'static str },
+    #[error("recall needs at least 2 entries; {index} holds {entries}")]
+    TooFewForRecall { index: PathBuf, entries: usize },
+}
