@@ -26,8 +26,8 @@ use dolg::preprocess::{Normalization, DEFAULT_SCALES};
 
 const R50: BackboneKind = BackboneKind::ResNet([3, 4, 6, 3]);
 
-fn fixture() -> Option<PathBuf> {
-    shared_dir().map(|s| s.join("fixtures/dolg-r50-random"))
+fn fixture() -> PathBuf {
+    shared_dir().join("fixtures/dolg-r50-random")
 }
 
 fn variant_a(fx: &Path) -> PathBuf {
@@ -63,8 +63,9 @@ fn checkpoint_err(r: Result<(Dolg, DolgConfig), ModelError>) -> CheckpointError 
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn safetensors_copy_reproduces_the_fixture_descriptor() {
-    let Some(fx) = fixture() else { return };
+    let fx = fixture();
     let tensors = variant_a_tensors(&fx);
     let dir = tempfile::tempdir().unwrap();
     let st = dir.path().join("a.safetensors");
@@ -94,8 +95,9 @@ fn safetensors_copy_reproduces_the_fixture_descriptor() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn missing_key_is_reported_with_its_expected_shape() {
-    let Some(fx) = fixture() else { return };
+    let fx = fixture();
     let dir = tempfile::tempdir().unwrap();
     // (key removed, shape the model expects for it: from the ResNet-50 / DOLG layout)
     for (key, expected) in [
@@ -132,8 +134,9 @@ fn missing_key_is_reported_with_its_expected_shape() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn wrong_shape_is_reported_with_both_shapes() {
-    let Some(fx) = fixture() else { return };
+    let fx = fixture();
     let dir = tempfile::tempdir().unwrap();
     // (key, new shape with the same number of elements, shape the model expects)
     for (key, found, expected) in [
@@ -173,8 +176,9 @@ fn wrong_shape_is_reported_with_both_shapes() {
 /// `fc_t.weight` stored transposed ([2048, 1024] instead of [1024, 2048]): its input width fits
 /// no backbone, and the error must name `fc_t.weight` itself, not a tensor sized from it.
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn transposed_fc_t_weight_is_reported_on_fc_t() {
-    let Some(fx) = fixture() else { return };
+    let fx = fixture();
     let dir = tempfile::tempdir().unwrap();
     let tensors: Vec<NamedTensor> = variant_a_tensors(&fx)
         .iter()
@@ -197,8 +201,9 @@ fn transposed_fc_t_weight_is_reported_on_fc_t() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn unexpected_keys_are_listed_and_ignored_keys_accepted() {
-    let Some(fx) = fixture() else { return };
+    let fx = fixture();
     let dir = tempfile::tempdir().unwrap();
     let base = variant_a_tensors(&fx);
     // The base list already carries the training head (desc_cls.weight [10, 512], desc_cls.t [1]).
@@ -241,8 +246,9 @@ fn unexpected_keys_are_listed_and_ignored_keys_accepted() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn arch_override_that_does_not_fit_names_the_absent_key() {
-    let Some(fx) = fixture() else { return };
+    let fx = fixture();
     let a = variant_a(&fx);
     // ResNet-101 has 23 blocks in stage 3; the R50 file stops at b6.
     match checkpoint_err(load(&a, Some(Arch::R101))) {
@@ -268,8 +274,9 @@ fn arch_override_that_does_not_fit_names_the_absent_key() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn architecture_is_detected_from_the_keys() {
-    let Some(fx) = fixture() else { return };
+    let fx = fixture();
     let a = Checkpoint::open(&variant_a(&fx)).unwrap();
     let cfg_a = DolgConfig::detect(&a).unwrap();
     assert_eq!(cfg_a.backbone, R50);
@@ -316,8 +323,9 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn damaged_files_are_errors_naming_the_file_never_panics() {
-    let Some(fx) = fixture() else { return };
+    let fx = fixture();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
 

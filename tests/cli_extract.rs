@@ -18,10 +18,10 @@ struct Paths {
     lab: PathBuf,
 }
 
-fn paths() -> Option<Paths> {
-    let shared = shared_dir()?;
+fn paths() -> Paths {
+    let shared = shared_dir();
     let fixture = shared.join("fixtures/dolg-r50-random");
-    Some(Paths { weights: fixture.join("dolg_r50_random_noaspp.pyth.gz"), lab: fixture.join("input_lab.png"), bad: shared.join("data/bad-inputs"), fixture })
+    Paths { weights: fixture.join("dolg_r50_random_noaspp.pyth.gz"), lab: fixture.join("input_lab.png"), bad: shared.join("data/bad-inputs"), fixture }
 }
 
 fn dolg(args: &[&std::ffi::OsStr]) -> Output {
@@ -61,8 +61,9 @@ fn assert_desc(what: &str, got: &[f32], want: &[f32]) {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn extract_good_and_bad_inputs_json_npy_and_names() {
-    let Some(p) = paths() else { return };
+    let p = paths();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("d.npy");
     let o = dolg(os!["extract", "--weights", &p.weights, "--out", &out, "--threads", "2", "--json", &p.lab, &p.bad]);
@@ -148,8 +149,9 @@ fn extract_good_and_bad_inputs_json_npy_and_names() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn directory_first_puts_its_images_first() {
-    let Some(p) = paths() else { return };
+    let p = paths();
     let tmp = tempfile::tempdir().unwrap();
     // Only the cheap-to-reject and tiny inputs plus lab, at one scale, to keep this fast.
     let dir = tmp.path().join("imgs");
@@ -176,8 +178,9 @@ fn directory_first_puts_its_images_first() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn strict_exits_3_when_an_image_fails_but_still_writes_the_rest() {
-    let Some(p) = paths() else { return };
+    let p = paths();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("s.npy");
     let o = dolg(os![
@@ -205,8 +208,9 @@ fn strict_exits_3_when_an_image_fails_but_still_writes_the_rest() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn scales_option_changes_the_descriptor() {
-    let Some(p) = paths() else { return };
+    let p = paths();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("one.npy");
     let o = dolg(os!["extract", "--weights", &p.weights, "--out", &out, "--threads", "2", "--scales", "1.0", "--json", &p.lab]);
@@ -232,8 +236,9 @@ fn scales_option_changes_the_descriptor() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn crop_reproduces_the_fixture_query_descriptor() {
-    let Some(p) = paths() else { return };
+    let p = paths();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("q.npy");
     let o =
@@ -250,8 +255,9 @@ fn crop_reproduces_the_fixture_query_descriptor() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn converted_safetensors_gives_the_same_descriptor() {
-    let Some(p) = paths() else { return };
+    let p = paths();
     let tmp = tempfile::tempdir().unwrap();
     let st = tmp.path().join("w.safetensors");
     let o = dolg(os!["convert", &p.weights, &st]);
@@ -286,8 +292,9 @@ fn converted_safetensors_gives_the_same_descriptor() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn missing_or_bad_weights_exit_1_naming_the_path() {
-    let Some(p) = paths() else { return };
+    let p = paths();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("d.npy");
     let missing = tmp.path().join("no-such-weights.pyth");

@@ -14,8 +14,8 @@ use common::*;
 use dolg::decode::{decode_bytes, decode_file, BgrImage, DecodeError, DecodeLimits};
 use dolg::preprocess::{multiscale_inputs, FloatImage, Normalization, PreprocessError, DEFAULT_SCALES, DOLG_MEAN_BGR, DOLG_STD_BGR};
 
-fn bad_inputs() -> Option<PathBuf> {
-    shared_dir().map(|s| s.join("data/bad-inputs"))
+fn bad_inputs() -> PathBuf {
+    shared_dir().join("data/bad-inputs")
 }
 
 /// A decoded PNG as stored: width, height, samples per pixel, and the unfiltered bytes.
@@ -118,8 +118,9 @@ fn timed(path: &Path) -> (Result<BgrImage, DecodeError>, Duration) {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn every_bad_input_gets_its_documented_outcome() {
-    let Some(dir) = bad_inputs() else { return };
+    let dir = bad_inputs();
     let mut names: Vec<String> =
         std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n != "README.md").collect();
     names.sort();
@@ -193,8 +194,9 @@ fn every_bad_input_gets_its_documented_outcome() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn limits_are_applied_per_side_and_per_pixel_count() {
-    let Some(dir) = bad_inputs() else { return };
+    let dir = bad_inputs();
     // The bomb passes a generous side limit but not the pixel-count limit (3.6e9 > 1e8).
     let side_ok = DecodeLimits { max_side: 100_000, ..DecodeLimits::default() };
     let t = Instant::now();
@@ -222,9 +224,9 @@ fn limits_are_applied_per_side_and_per_pixel_count() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn truncated_prefixes_of_a_good_png_never_panic() {
-    let Some(dir) = bad_inputs() else { return };
-    let Some(shared) = dir.parent().and_then(Path::parent).map(Path::to_path_buf) else { return };
+    let shared = shared_dir();
     let bytes = std::fs::read(shared.join("fixtures/dolg-r50-random/input_lab.png")).unwrap();
     let path = Path::new("lab-prefix.png");
     for n in [1, 7, 8, 16, 33, 100, 1000, bytes.len() / 2, bytes.len() - 13, bytes.len() - 1] {
@@ -240,8 +242,9 @@ fn truncated_prefixes_of_a_good_png_never_panic() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn decoded_pixels_are_bgr_like_the_reference_network_input() {
-    let Some(shared) = shared_dir() else { return };
+    let shared = shared_dir();
     let fx = shared.join("fixtures/dolg-r50-random");
     let path = fx.join("input_kremlin.png");
     let img = decode_file(&path, &DecodeLimits::default()).unwrap();

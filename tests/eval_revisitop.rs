@@ -87,10 +87,9 @@ fn readme_table(shared: &Path) -> HashMap<String, Vec<String>> {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn golden_values_all_cases() {
-    let Some(shared) = common::shared_dir() else {
-        return;
-    };
+    let shared = common::shared_dir();
     let fixtures = shared.join("fixtures/revisitop");
     let expected = json_exact(&std::fs::read_to_string(fixtures.join("expected.json")).expect("expected.json"));
     let table = readme_table(&shared);
@@ -162,10 +161,9 @@ fn golden_values_all_cases() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn roxford_easy_skips_two_queries() {
-    let Some(shared) = common::shared_dir() else {
-        return;
-    };
+    let shared = common::shared_dir();
     let gnd = RevisitedGnd::load(gnd_path(&shared, "roxford5k")).expect("gnd");
     let ranks = read_ranks(&shared.join("fixtures/revisitop/roxford5k_oracle_ranks.npy"));
     let r = gnd.evaluate(&ranks).expect("evaluate");
@@ -178,10 +176,9 @@ fn roxford_easy_skips_two_queries() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn gnd_counts() {
-    let Some(shared) = common::shared_dir() else {
-        return;
-    };
+    let shared = common::shared_dir();
     // (dataset, n_db, easy, hard, junk, queries without easy, queries without hard)
     for (dataset, n_db, easy, hard, junk, no_easy, no_hard) in [("roxford5k", 4993, 3029, 2497, 1356, 2, 0), ("rparis6k", 6322, 6874, 10350, 7153, 0, 0)] {
         let g = RevisitedGnd::load(gnd_path(&shared, dataset)).expect("gnd");
@@ -208,10 +205,9 @@ fn gnd_counts() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn truncated_pickles_are_errors() {
-    let Some(shared) = common::shared_dir() else {
-        return;
-    };
+    let shared = common::shared_dir();
     let path = gnd_path(&shared, "roxford5k");
     let bytes = std::fs::read(&path).expect("read");
     let mut lens: Vec<usize> = (0..256).collect();
@@ -302,8 +298,9 @@ fn malformed_structure_is_an_error() {
 /// `dolg eval revisited --images ROOT --weights W` end to end on a tiny synthetic dataset of real
 /// photos: cropped queries, cached descriptors on the second run, and every missing image named.
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn end_to_end_from_images_with_cache_and_missing_files() {
-    let Some(shared) = common::shared_dir() else { return };
+    let shared = common::shared_dir();
     let dir = tempfile::tempdir().unwrap();
     let jpg = dir.path().join("jpg");
     std::fs::create_dir_all(&jpg).unwrap();

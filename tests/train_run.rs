@@ -65,8 +65,9 @@ fn metrics(out: &Path) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn interrupted_and_resumed_run_reproduces_an_uninterrupted_one() {
-    let Some(shared) = shared_dir() else { return };
+    let shared = shared_dir();
     let dir = tempfile::tempdir().unwrap();
     let never = AtomicBool::new(false);
 
@@ -143,8 +144,9 @@ fn interrupted_and_resumed_run_reproduces_an_uninterrupted_one() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn ctrl_c_saves_and_resume_finishes() {
-    let Some(shared) = shared_dir() else { return };
+    let shared = shared_dir();
     let dir = tempfile::tempdir().unwrap();
     let cfg = base_config(&shared, dir.path(), "run");
     let toml_path = dir.path().join("run.toml");
@@ -183,8 +185,9 @@ fn bare_backbone(shared: &Path, dir: &Path) -> PathBuf {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn every_ablation_trains_and_loads_for_extraction() {
-    let Some(shared) = shared_dir() else { return };
+    let shared = shared_dir();
     let dir = tempfile::tempdir().unwrap();
     let backbone = bare_backbone(&shared, dir.path());
     let base = TrainConfig {
@@ -236,10 +239,11 @@ fn every_ablation_trains_and_loads_for_extraction() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn unreadable_training_images_are_skipped_and_reported() {
     use dolg::train::augment::AugmentConfig;
     use dolg::train::data::{Dataset, Loader, Schedule};
-    let Some(shared) = shared_dir() else { return };
+    let shared = shared_dir();
     let bad = shared.join("data/bad-inputs");
     let good = Path::new(EXAMPLES).join("images/lg-building_1.jpg");
     let pairs = vec![
@@ -268,8 +272,9 @@ fn unreadable_training_images_are_skipped_and_reported() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn frozen_backbone_stays_put_while_the_head_trains() {
-    let Some(shared) = shared_dir() else { return };
+    let shared = shared_dir();
     let dir = tempfile::tempdir().unwrap();
     let cfg = TrainConfig { freeze_stages: 5, max_steps: 2, accum: 1, batch_size: 2, base_lr: 0.01, ..base_config(&shared, dir.path(), "frozen") };
     run(&cfg, false, &AtomicBool::new(false), |_| {}).unwrap();
@@ -287,8 +292,9 @@ fn frozen_backbone_stays_put_while_the_head_trains() {
 }
 
 #[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn validation_runs_at_the_start_each_epoch_end_and_the_last_step_even_across_a_stop() {
-    let Some(shared) = shared_dir() else { return };
+    let shared = shared_dir();
     let dir = tempfile::tempdir().unwrap();
     let cfg = TrainConfig {
         accum: 1,

@@ -3,18 +3,24 @@
 
 use std::path::{Path, PathBuf};
 
-/// `../shared` beside the checkout. On a fresh clone without it the caller skips (with a
-/// message); under CI (`CI=true`) a missing directory is a failure, never a skip.
-pub fn shared_dir() -> Option<PathBuf> {
+/// `../shared` beside the checkout, for tests that read its fixtures and data. Every such test is
+/// marked `#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]`: build.rs
+/// sets `dolg_shared` when the directory exists or when `CI=true`, so on a fresh clone without it
+/// those tests are reported as ignored (never as passed), and under CI they run and fail here.
+///
+/// Panics, naming the path, if the directory is missing: the test was compiled to run, so it must
+/// not pass without checking anything.
+pub fn shared_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
-    if dir.is_dir() {
-        return Some(dir);
+    if !dir.is_dir() {
+        let why = if std::env::var("CI").is_ok_and(|v| v == "true") {
+            "CI=true, where fixture tests must run"
+        } else {
+            "it was there when the tests were built; rebuild them to have cargo report these tests as ignored"
+        };
+        panic!("../shared (test fixtures and data) is missing at {}: {why}", dir.display());
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("../shared is missing at {} and CI=true: fixture tests must run in CI", dir.display());
-    }
-    eprintln!("SKIP: ../shared not found beside the checkout ({}); fixture tests skipped", dir.display());
-    None
+    dir
 }
 
 /// Read any float32 `.npy` as (shape, data).
