@@ -55,6 +55,9 @@ impl BackboneKind {
     }
 }
 
+// One backbone per model, built once: boxing the larger variant would save nothing worth an
+// indirection (and burn's Module derive takes the variants as they are).
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Backbone {
     ResNet(ResNet),

@@ -149,6 +149,7 @@ impl Conv {
 ///
 /// Panics if a slice is shorter than `m`, `n`, `k` and `lda` reach (checked once per call; the
 /// GEMM itself dwarfs the check).
+#[allow(clippy::too_many_arguments)] // a GEMM's sizes and operands, in BLAS order
 fn gemm_rows(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], c: &mut [f32], accumulate: bool) {
     let a_reach = if m == 0 { 0 } else { (m - 1) * lda + k };
     assert!(

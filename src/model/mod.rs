@@ -176,6 +176,8 @@ impl DolgConfig {
 }
 
 /// Anything that turns an image tensor into a global descriptor.
+// One per process, built once: the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum RetrievalModel {
     Dolg(Dolg, DolgConfig),

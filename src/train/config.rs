@@ -175,7 +175,7 @@ impl TrainConfig {
         if self.init.is_some() == self.backbone.is_some() {
             return err("set exactly one of 'init' (a DOLG checkpoint to fine-tune) and 'backbone' (an ImageNet backbone)".into());
         }
-        if self.batch_size == 0 || self.accum == 0 || self.batch_size % self.accum != 0 {
+        if self.batch_size == 0 || self.accum == 0 || !self.batch_size.is_multiple_of(self.accum) {
             return err(format!("batch_size {} must be a positive multiple of accum {}", self.batch_size, self.accum));
         }
         if self.epochs == 0 || self.size < 32 || self.lr_batch == 0 {

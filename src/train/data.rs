@@ -237,6 +237,9 @@ pub struct Loader {
 }
 
 impl Loader {
+    /// Start `workers` threads preparing micro-batches `start..end`, at most `prefetch` ahead of
+    /// the consumer.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         dataset: Arc<Dataset>,
         sched: Schedule,
@@ -294,9 +297,14 @@ impl Loader {
             .collect();
         Self { rx, ready: BTreeMap::new(), next: start, state, stop, workers: handles }
     }
+}
 
-    /// The next micro-batch in order, and how long the caller waited for it.
-    pub fn next(&mut self) -> Option<(Batch, std::time::Duration)> {
+impl Iterator for Loader {
+    /// A micro-batch, and how long the caller waited for it.
+    type Item = (Batch, std::time::Duration);
+
+    /// The next micro-batch in order; `None` once all of them were delivered.
+    fn next(&mut self) -> Option<Self::Item> {
         let t0 = std::time::Instant::now();
         let batch = loop {
             if let Some(b) = self.ready.remove(&self.next) {
