@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use dolg::collection::{AddEvent, AddOptions as AddOpts, AddReport, Collection, IndexKind, OpenMode, VectorOrigin};
+use dolg::collection::{common_root, AddEvent, AddOptions as AddOpts, AddReport, Collection, IndexKind, OpenMode, VectorOrigin};
 use dolg::decode::expand_inputs;
 use dolg::descriptors::read_matrix;
 use serde_json::json;
@@ -18,6 +18,9 @@ pub enum IndexCommand {
     Build(BuildArgs),
     /// Add images to an existing index with its own model; unchanged files are not extracted again.
     Add(AddArgs),
+    /// Make the index equal to folders: add new files, describe changed ones again, keep the
+    /// descriptor of renamed or moved ones, remove vanished ones.
+    Sync(SyncArgs),
     /// Remove images (by path as indexed, or imported name); nothing is rebuilt.
     Remove(RemoveArgs),
     /// Add precomputed descriptors without images (e.g. the revisitop 1M distractors).
@@ -56,6 +59,11 @@ pub struct BuildArgs {
     /// Search backend.
     #[arg(long, value_enum, default_value_t = IndexKind::Exact)]
     pub kind: IndexKind,
+    /// Folder that photo names are relative to, so the index stays valid when the whole folder
+    /// moves (default for a new index: the deepest folder holding every input; an existing index
+    /// keeps its own unless this is given).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
     #[command(flatten)]
     pub add: AddOptions,
 }
@@ -79,6 +87,21 @@ pub struct AddOptions {
 pub struct AddArgs {
     #[arg(long, value_name = "DIR")]
     pub db: PathBuf,
+    #[command(flatten)]
+    pub add: AddOptions,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "WHAT CHANGES\n  new files are described and added; files whose content changed are described again; a file found under a new name\n  with the content of an entry whose file vanished keeps that entry's descriptor (renamed or moved: matched by SHA-256,\n  not described again); entries whose file vanished from under the given folders are removed. Entries outside them and\n  imported vectors are left alone. Files unchanged since the last run (same size, mtime, inode) are not read at all.\n\n\
+JSON (--json)\n  {\"index\", \"added\", \"updated\", \"renamed\", \"removed\", \"unchanged\", \"failed\": [{\"path\", \"error\"}], \"entries\"}"
+)]
+pub struct SyncArgs {
+    #[arg(long, value_name = "DIR")]
+    pub db: PathBuf,
+    /// Record this folder as the one photo names are relative to (after moving the whole folder).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
     #[command(flatten)]
     pub add: AddOptions,
 }
@@ -125,8 +148,21 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<ExitCode> {
         IndexCommand::Build(a) => {
             let device = a.add.run.init()?;
             let spec = a.model.spec()?;
-            let mut c = Collection::open_or_create(&a.db, spec, a.kind, &device)?;
+            let root = match (&a.root, dolg::index::Store::exists(&a.db)) {
+                (Some(r), _) => Some(r.clone()),
+                (None, false) => common_root(&a.add.inputs),
+                (None, true) => None,
+            };
+            let mut c = Collection::open_or_create(&a.db, spec, a.kind, root.as_deref(), &device)?;
             add(&mut c, &a.add)
+        }
+        IndexCommand::Sync(a) => {
+            let device = a.add.run.init()?;
+            let mut c = Collection::open(&a.db, OpenMode::Write, &device)?;
+            if let Some(r) = &a.root {
+                c.set_root(r)?;
+            }
+            sync(&mut c, &a.add)
         }
         IndexCommand::Add(a) => {
             let device = a.add.run.init()?;
@@ -159,18 +195,60 @@ fn cpu() -> anyhow::Result<burn::tensor::Device> {
     dolg::runtime::device("cpu").map_err(anyhow::Error::msg)
 }
 
-fn add(c: &mut Collection, a: &AddOptions) -> anyhow::Result<ExitCode> {
-    let paths = expand_inputs(&a.inputs)?;
-    let pb = progress(0, "index");
-    let report = c.add_paths(&paths, &AddOpts { batch: a.batch }, |event| match event {
-        AddEvent::Planned { describe, .. } => pb.set_length(describe as u64),
+/// Progress of an add or a sync: a bar while checking files, then one while describing them.
+fn on_event(pb: &indicatif::ProgressBar) -> impl FnMut(AddEvent) + '_ {
+    move |event| match event {
+        AddEvent::Checked { done, total } => {
+            if done == 1 {
+                pb.set_message("check");
+                pb.set_length(total as u64);
+            }
+            pb.set_position(done as u64);
+        }
+        AddEvent::Planned { describe, .. } => {
+            pb.set_message("index");
+            pb.set_length(describe as u64);
+            pb.set_position(0);
+        }
         AddEvent::Described { error, .. } => {
             if let Some(e) = error {
                 pb.suspend(|| eprintln!("warning: skipped: {e}"));
             }
             pb.inc(1);
         }
-    });
+    }
+}
+
+fn sync(c: &mut Collection, a: &AddOptions) -> anyhow::Result<ExitCode> {
+    let files = expand_inputs(&a.inputs)?;
+    let pb = progress(0, "check");
+    let report = c.sync(&a.inputs, &files, &AddOpts { batch: a.batch }, on_event(&pb));
+    pb.finish_and_clear();
+    let r = report?;
+    if a.json {
+        let mut v = serde_json::to_value(&r)?;
+        v["index"] = json!(c.dir().display().to_string());
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        eprintln!(
+            "{}: added {}, updated {}, renamed {}, removed {}, unchanged {}, skipped {}; {} entries",
+            c.dir().display(),
+            r.added,
+            r.updated,
+            r.renamed,
+            r.removed,
+            r.unchanged,
+            r.failed.len(),
+            r.entries
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn add(c: &mut Collection, a: &AddOptions) -> anyhow::Result<ExitCode> {
+    let paths = expand_inputs(&a.inputs)?;
+    let pb = progress(0, "check");
+    let report = c.add_paths(&paths, &AddOpts { batch: a.batch }, on_event(&pb));
     pb.finish_and_clear();
     let AddReport { added, unchanged, failed, entries } = report?;
     if a.json {

@@ -4,6 +4,7 @@ mod convert;
 mod eval;
 mod extract;
 mod index;
+mod inputs;
 mod report;
 mod search;
 mod train;
@@ -97,11 +98,6 @@ impl ModelArgs {
 
     pub fn extractor(&self, device: burn::tensor::Device) -> anyhow::Result<Extractor> {
         Ok(self.spec()?.load(&device)?.extractor)
-    }
-
-    /// Fingerprint of the descriptors this configuration produces (keys the eval cache).
-    pub fn fingerprint(&self) -> anyhow::Result<String> {
-        Ok(self.spec()?.fingerprint()?)
     }
 }
 

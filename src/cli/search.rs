@@ -106,7 +106,10 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
         write_hits_npy(prefix, &results, width)?;
     }
     if let Some(html) = &a.html {
-        super::report::write_html(html, &labels.into_iter().zip(paths).collect::<Vec<_>>(), &results)?;
+        // The page shows thumbnails, read from where each photo is on disk.
+        let on_disk: Vec<Vec<NamedHit>> =
+            results.iter().map(|hits| hits.iter().map(|h| NamedHit { name: c.path_of(&h.name).display().to_string(), ..h.clone() }).collect()).collect();
+        super::report::write_html(html, &labels.into_iter().zip(paths).collect::<Vec<_>>(), &on_disk)?;
         eprintln!("wrote {}", html.display());
     }
     Ok(ExitCode::SUCCESS)

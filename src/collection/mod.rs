@@ -2,11 +2,17 @@
 //! index of its descriptors. The CLI, the HTTP server and the Python package are thin layers over
 //! this type.
 //!
-//! * Photos are named by their absolute path, so the same file is recognised from any directory;
-//!   imported vectors keep the names they were imported with.
+//! * Photos under the collection's root folder are named by their path relative to it (`a/b.jpg`),
+//!   so moving or remounting the whole folder keeps the index valid ([`Collection::set_root`]);
+//!   other photos, and all photos of an index made without a root, by their absolute path.
+//!   Symbolic links are resolved first, so any spelling of a path finds the same entry. Imported
+//!   vectors keep the names they were imported with.
 //! * Adding is incremental: a file whose content hash (SHA-256) is already indexed under its name
-//!   is not described again. Descriptors are committed in batches; a crash loses at most the batch
-//!   in flight (see [`crate::index::store`]).
+//!   is not described again, and a file whose size, mtime and inode are unchanged since it was
+//!   hashed is not even read (the stat cache). [`Collection::sync`] also re-describes changed
+//!   files, removes vanished ones and keeps the descriptor of renamed or moved ones. Descriptors
+//!   are committed in batches; a crash loses at most the batch in flight (see
+//!   [`crate::index::store`]).
 //! * A query photo that is itself indexed (and not cropped) reuses its stored descriptor, needs no
 //!   model, and is left out of its own results.
 //! * The model is built on first need from the [`ModelSpec`] recorded in the index, and checked
@@ -25,7 +31,7 @@
 //! # let db = dir.path().join("photos.idx");
 //! let device = dolg::runtime::device("cpu")?;
 //! let spec = ModelSpec::dolg(weights).with_scales(vec![1.0]);
-//! let mut photos = Collection::create(&db, spec, IndexKind::Exact, &device)?;
+//! let mut photos = Collection::create(&db, spec, IndexKind::Exact, Some("examples".as_ref()), &device)?;
 //!
 //! let images = ["wxbs-kyiv_1.jpg", "wxbs-kyiv_2.jpg", "wxbs-tyn_1.jpg"];
 //! let paths: Vec<_> = images.iter().map(|f| std::path::Path::new("examples/landmarks/images").join(f)).collect();
@@ -35,7 +41,7 @@
 //! // An indexed query photo reuses its stored descriptor and is left out of its own results.
 //! let hits = &photos.search_images(&paths[..1], &SearchParams::top(5))?[0];
 //! assert_eq!(hits.len(), 2);
-//! assert!(hits[0].score >= hits[1].score && !hits[0].name.ends_with("kyiv_1.jpg"));
+//! assert!(hits[0].score >= hits[1].score && hits[0].name != "landmarks/images/wxbs-kyiv_1.jpg");
 //! # Ok(())
 //! # }
 //! ```
@@ -54,6 +60,9 @@ pub use crate::index::{IndexKind, NamedHit, OpenMode};
 use crate::preprocess::CropBox;
 use crate::spec::{LoadedModel, ModelSpec};
 
+mod stat_cache;
+use stat_cache::{FileStat, StatCache};
+
 /// Options of [`Collection::add_paths`].
 #[derive(Debug, Clone)]
 pub struct AddOptions {
@@ -67,10 +76,12 @@ impl Default for AddOptions {
     }
 }
 
-/// Progress of [`Collection::add_paths`], reported as it happens.
+/// Progress of [`Collection::add_paths`] and [`Collection::sync`], reported as it happens.
 #[derive(Debug)]
 pub enum AddEvent<'a> {
-    /// Hashing is done: this many files will be described, this many are already indexed.
+    /// One file was checked against the index (by its stat record or its content hash).
+    Checked { done: usize, total: usize },
+    /// Checking is done: this many files will be described, this many are already indexed.
     Planned { describe: usize, unchanged: usize },
     /// One file was described (and will be committed with its batch) or failed.
     Described { path: &'a Path, error: Option<&'a DescriptorError> },
@@ -86,7 +97,26 @@ pub struct Failure {
 /// What [`Collection::add_paths`] did.
 #[derive(Debug, Clone, Serialize)]
 pub struct AddReport {
+    /// New or changed files described and stored.
     pub added: usize,
+    pub unchanged: usize,
+    pub failed: Vec<Failure>,
+    /// Live entries after the call.
+    pub entries: usize,
+}
+
+/// What [`Collection::sync`] did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyncReport {
+    /// New files described and stored.
+    pub added: usize,
+    /// Files whose content changed, described again.
+    pub updated: usize,
+    /// Files found under a new name with the content of a vanished entry: stored under the new
+    /// name with their old descriptor, not described again.
+    pub renamed: usize,
+    /// Entries whose file vanished.
+    pub removed: usize,
     pub unchanged: usize,
     pub failed: Vec<Failure>,
     /// Live entries after the call.
@@ -132,6 +162,9 @@ pub struct Info {
     pub entries: usize,
     pub stored_rows: usize,
     pub segments: usize,
+    /// The folder photo names are relative to (indexes made before roots existed have none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
 }
 
 /// A photo collection: its index plus the model that describes new photos.
@@ -150,29 +183,59 @@ impl std::fmt::Debug for Collection {
     }
 }
 
-/// The name a photo is indexed under: its absolute path.
-pub fn image_name(path: &Path) -> String {
-    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()).display().to_string()
-}
-
 fn sha256_file(path: &Path) -> Option<[u8; 32]> {
     let mut h = Sha256::new();
     std::fs::File::open(path).and_then(|mut f| std::io::copy(&mut f, &mut h)).ok().map(|_| h.finalize().into())
 }
 
+/// `path` relative to `root` with `/` separators, if it lies under it.
+fn relative_name(path: &Path, root: &Path) -> Option<String> {
+    let rel = path.strip_prefix(root).ok()?;
+    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+    parts.filter(|p| !p.is_empty()).map(|p| p.join("/"))
+}
+
+/// The deepest folder containing every path (absolute, canonical where the path exists): the
+/// default collection root.
+pub fn common_root(paths: &[PathBuf]) -> Option<PathBuf> {
+    let mut root: Option<PathBuf> = None;
+    for p in paths {
+        let abs = std::fs::canonicalize(p).ok()?;
+        let dir = if abs.is_dir() { abs } else { abs.parent()?.to_owned() };
+        root = Some(match root {
+            None => dir,
+            Some(r) => r.components().zip(dir.components()).take_while(|(a, b)| a == b).map(|(a, _)| a).collect(),
+        });
+    }
+    root
+}
+
+/// A file checked against the index.
+struct Checked {
+    path: PathBuf,
+    name: String,
+    /// `None`: unreadable (extraction reports why).
+    hash: Option<[u8; 32]>,
+}
+
 impl Collection {
     /// Create a collection in `dir` (which must not hold an index yet) for the model `spec`.
-    pub fn create(dir: &Path, spec: ModelSpec, kind: IndexKind, device: &Device) -> Result<Self> {
+    /// Photos under `root` are named by their path relative to it, so the index stays valid
+    /// when the whole folder moves ([`Collection::set_root`]); others, and every photo when
+    /// `root` is `None`, by their absolute path.
+    pub fn create(dir: &Path, spec: ModelSpec, kind: IndexKind, root: Option<&Path>, device: &Device) -> Result<Self> {
         let spec = spec.absolute();
         let loaded = spec.load(device)?;
-        let index = Index::create(dir, identity(&spec, &loaded), kind)?;
+        let root = root.map(absolute_dir).transpose()?;
+        let index = Index::create_with_root(dir, identity(&spec, &loaded), kind, root)?;
         Ok(Self { index, device: device.clone(), model: Some(loaded), weights: None })
     }
 
     /// Open `dir` for writing if it holds an index of the same model and kind, else create it.
-    pub fn open_or_create(dir: &Path, spec: ModelSpec, kind: IndexKind, device: &Device) -> Result<Self> {
+    /// A `root` given for an existing index replaces its recorded one (the photos moved).
+    pub fn open_or_create(dir: &Path, spec: ModelSpec, kind: IndexKind, root: Option<&Path>, device: &Device) -> Result<Self> {
         if !Store::exists(dir) {
-            return Self::create(dir, spec, kind, device);
+            return Self::create(dir, spec, kind, root, device);
         }
         let spec = spec.absolute();
         let loaded = spec.load(device)?;
@@ -181,7 +244,40 @@ impl Collection {
         if index.kind() != kind {
             return Err(Error::KindMismatch { index: dir.to_owned(), existing: index.kind(), requested: kind });
         }
-        Ok(Self { index, device: device.clone(), model: Some(loaded), weights: None })
+        let mut c = Self { index, device: device.clone(), model: Some(loaded), weights: None };
+        if let Some(r) = root {
+            c.set_root(r)?;
+        }
+        Ok(c)
+    }
+
+    /// Record where the photos now are: names relative to the old root resolve under the new one.
+    pub fn set_root(&mut self, root: &Path) -> Result<()> {
+        let root = absolute_dir(root)?;
+        if self.index.store().root() != Some(root.as_path()) {
+            self.index.set_root(root)?;
+        }
+        Ok(())
+    }
+
+    /// The folder photo names are relative to, if any.
+    pub fn root(&self) -> Option<&Path> {
+        self.index.store().root()
+    }
+
+    /// The name a photo is indexed under: its path relative to the root when it lies under it,
+    /// else its absolute path (symbolic links resolved, so any spelling finds the same entry).
+    pub fn name_of(&self, path: &Path) -> String {
+        let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        self.root().and_then(|r| relative_name(&abs, r)).unwrap_or_else(|| abs.display().to_string())
+    }
+
+    /// Where the photo named `name` is expected on disk (imported names are returned as given).
+    pub fn path_of(&self, name: &str) -> PathBuf {
+        match self.root() {
+            Some(r) if !Path::new(name).is_absolute() => r.join(name),
+            _ => PathBuf::from(name),
+        }
     }
 
     /// Create an index of `dim`-d vectors with no model, for [`Collection::import`].
@@ -249,58 +345,159 @@ impl Collection {
         Ok(self.model.as_ref().expect("set above"))
     }
 
+    /// Name, stat and hash each file, using the stat cache for files unchanged since they were
+    /// last hashed (so a no-change run reads no image).
+    fn check(&self, paths: &[PathBuf], cache: &mut StatCache, on_event: &mut impl FnMut(AddEvent)) -> Vec<Checked> {
+        let total = paths.len();
+        paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let name = self.name_of(p);
+                let stat = std::fs::metadata(p).ok().filter(|m| m.is_file()).map(|m| FileStat::of(&m));
+                let hash = match stat {
+                    Some(st) => cache.hash(&name, &st).or_else(|| {
+                        let h = sha256_file(p)?;
+                        cache.insert(name.clone(), st, h);
+                        Some(h)
+                    }),
+                    None => None,
+                };
+                on_event(AddEvent::Checked { done: i + 1, total });
+                Checked { path: p.clone(), name, hash }
+            })
+            .collect()
+    }
+
+    /// Describe `todo` and commit in batches of `batch`; returns (stored, failures). A failed
+    /// commit stops extraction at once: nothing more could be stored.
+    fn describe_and_commit(&mut self, todo: Vec<Checked>, batch_size: usize, on_event: &mut impl FnMut(AddEvent)) -> Result<(usize, Vec<Failure>)> {
+        let mut stored = 0usize;
+        let mut failed = Vec::new();
+        if todo.is_empty() {
+            return Ok((stored, failed));
+        }
+        self.model()?;
+        let ex = &self.model.as_ref().expect("loaded above").extractor;
+        let index = &mut self.index;
+        let paths: Vec<PathBuf> = todo.iter().map(|t| t.path.clone()).collect();
+        let mut batch = Vec::new();
+        let mut commit_err = None;
+        ex.describe_many_cropped(&paths, &|_| None, |i, path, r| {
+            match r {
+                Ok(d) => {
+                    batch.push(Record::Add { name: todo[i].name.clone(), hash: todo[i].hash, vector: d.clone() });
+                    stored += 1;
+                    on_event(AddEvent::Described { path, error: None });
+                }
+                Err(e) => {
+                    on_event(AddEvent::Described { path, error: Some(e) });
+                    failed.push(Failure { path: path.to_owned(), error: e.to_string() });
+                }
+            }
+            if batch.len() >= batch_size.max(1) {
+                if let Err(e) = index.commit(std::mem::take(&mut batch)) {
+                    commit_err = Some(e);
+                    return ControlFlow::Break(());
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        if let Some(e) = commit_err {
+            return Err(e.into());
+        }
+        self.index.commit(batch)?;
+        Ok((stored, failed))
+    }
+
+    /// Drop stat-cache entries of names no longer indexed, and save it (best effort: it is a
+    /// cache, so a failure costs re-hashing next time, with a warning).
+    fn save_cache(&self, mut cache: StatCache) {
+        let store = self.index.store();
+        cache.retain(|name| store.lookup(name).is_some());
+        if let Err(e) = cache.save(store.dir()) {
+            tracing::warn!("{}: cannot save the stat cache ({e}); unchanged files will be hashed again next time", store.dir().display());
+        }
+    }
+
     /// Describe and add image files. Files already indexed with the same content are skipped
-    /// without being decoded; unreadable files are reported in the result and skipped, the rest
+    /// without being decoded (a file whose size, mtime and inode are unchanged since it was last
+    /// hashed is not even read); unreadable files are reported in the result and skipped, the rest
     /// go on. A failed commit (disk full, lost lock) stops at once with that error: everything
     /// committed before it stays. `on_event` sees the plan and every file as it is done.
     pub fn add_paths(&mut self, paths: &[PathBuf], options: &AddOptions, mut on_event: impl FnMut(AddEvent)) -> Result<AddReport> {
-        let mut todo = Vec::new();
-        let mut unchanged = 0usize;
-        for p in paths {
-            // Unreadable files are reported by extraction, which names the error.
-            let hash = sha256_file(p);
-            match hash {
-                Some(h) if self.index.is_current(&image_name(p), &h) => unchanged += 1,
-                _ => todo.push((p.clone(), hash)),
-            }
-        }
-        on_event(AddEvent::Planned { describe: todo.len(), unchanged });
-        let mut added = 0usize;
-        let mut failed = Vec::new();
-        if !todo.is_empty() {
-            self.model()?;
-            let ex = &self.model.as_ref().expect("loaded above").extractor;
-            let index = &mut self.index;
-            let todo_paths: Vec<PathBuf> = todo.iter().map(|(p, _)| p.clone()).collect();
-            let mut batch = Vec::new();
-            let mut commit_err = None;
-            ex.describe_many_cropped(&todo_paths, &|_| None, |i, path, r| {
-                match r {
-                    Ok(d) => {
-                        batch.push(Record::Add { name: image_name(path), hash: todo[i].1, vector: d.clone() });
-                        added += 1;
-                        on_event(AddEvent::Described { path, error: None });
-                    }
-                    Err(e) => {
-                        on_event(AddEvent::Described { path, error: Some(e) });
-                        failed.push(Failure { path: path.to_owned(), error: e.to_string() });
-                    }
-                }
-                if batch.len() >= options.batch.max(1) {
-                    if let Err(e) = index.commit(std::mem::take(&mut batch)) {
-                        commit_err = Some(e);
-                        return ControlFlow::Break(());
-                    }
-                }
-                ControlFlow::Continue(())
-            });
-            if let Some(e) = commit_err {
-                return Err(e.into());
-            }
-            self.index.commit(batch)?;
-        }
+        let mut cache = StatCache::load(self.dir());
+        let checked = self.check(paths, &mut cache, &mut on_event);
+        let (unchanged, todo): (Vec<Checked>, Vec<Checked>) = checked.into_iter().partition(|c| c.hash.is_some_and(|h| self.index.is_current(&c.name, &h)));
+        on_event(AddEvent::Planned { describe: todo.len(), unchanged: unchanged.len() });
+        let result = self.describe_and_commit(todo, options.batch, &mut on_event);
         self.index.flush()?;
-        Ok(AddReport { added, unchanged, failed, entries: self.len() })
+        self.save_cache(cache);
+        let (added, failed) = result?;
+        Ok(AddReport { added, unchanged: unchanged.len(), failed, entries: self.len() })
+    }
+
+    /// Make the index equal to the photo files `files` found under the folders `dirs`: new files
+    /// are described and added, changed files described again, files found under a new name with
+    /// the content of an entry whose file vanished keep that entry's descriptor (a rename or move,
+    /// matched by content hash), and entries whose file vanished from under `dirs` are removed.
+    /// Entries outside `dirs`, and imported vectors, are left alone. Unchanged files are
+    /// recognised by the stat cache without being read.
+    pub fn sync(&mut self, dirs: &[PathBuf], files: &[PathBuf], options: &AddOptions, mut on_event: impl FnMut(AddEvent)) -> Result<SyncReport> {
+        let mut cache = StatCache::load(self.dir());
+        let checked = self.check(files, &mut cache, &mut on_event);
+        let scopes: Vec<PathBuf> = dirs.iter().filter_map(|d| std::fs::canonicalize(d).ok()).collect();
+        let seen: std::collections::HashSet<&str> = checked.iter().map(|c| c.name.as_str()).collect();
+        let store = self.index.store();
+        // Entries of photos (they have a content hash) under the synced folders whose file is gone.
+        let mut vanished: std::collections::HashMap<[u8; 32], Vec<usize>> = std::collections::HashMap::new();
+        for (row, r) in store.live_rows() {
+            if let Some(h) = r.hash {
+                if !seen.contains(r.name.as_str()) && scopes.iter().any(|s| self.path_of(&r.name).starts_with(s)) {
+                    vanished.entry(h).or_default().push(row);
+                }
+            }
+        }
+        let mut report = SyncReport::default();
+        let mut moves = Vec::new();
+        let mut todo = Vec::new();
+        let mut updated_names = std::collections::HashSet::new();
+        for c in checked {
+            let current = store.lookup(&c.name);
+            match (current, c.hash) {
+                (Some(row), Some(h)) if store.rows()[row].hash == Some(h) => report.unchanged += 1,
+                (Some(_), _) => {
+                    updated_names.insert(c.name.clone());
+                    todo.push(c);
+                }
+                (None, Some(h)) => match vanished.get_mut(&h).and_then(Vec::pop) {
+                    Some(old) => {
+                        moves.push(Record::Add { name: c.name, hash: Some(h), vector: store.vector(old).to_vec() });
+                        moves.push(Record::Remove { name: store.rows()[old].name.clone() });
+                        report.renamed += 1;
+                    }
+                    None => todo.push(c),
+                },
+                (None, None) => todo.push(c),
+            }
+        }
+        let removals: Vec<Record> = vanished.into_values().flatten().map(|row| Record::Remove { name: store.rows()[row].name.clone() }).collect();
+        report.removed = removals.len();
+        on_event(AddEvent::Planned { describe: todo.len(), unchanged: report.unchanged });
+        // Renames and removals first, each one commit: they need no model and are cheap.
+        self.index.commit(moves)?;
+        self.index.commit(removals)?;
+        let n_updates = todo.iter().filter(|c| updated_names.contains(&c.name)).count();
+        let result = self.describe_and_commit(todo, options.batch, &mut on_event);
+        self.index.flush()?;
+        self.save_cache(cache);
+        let (stored, failed) = result?;
+        let failed_updates = failed.iter().filter(|f| updated_names.contains(&self.name_of(&f.path))).count();
+        report.updated = n_updates - failed_updates;
+        report.added = stored - report.updated;
+        report.failed = failed;
+        report.entries = self.len();
+        Ok(report)
     }
 
     /// Remove entries by indexed name or by image path (resolved as [`Collection::add_paths`]
@@ -309,7 +506,7 @@ impl Collection {
         let store = self.index.store();
         let mut records = Vec::with_capacity(names.len());
         for n in names {
-            let name = if store.lookup(n).is_some() { n.clone() } else { image_name(Path::new(n)) };
+            let name = if store.lookup(n).is_some() { n.clone() } else { self.name_of(Path::new(n)) };
             if store.lookup(&name).is_none() {
                 return Err(Error::NotInIndex { index: self.dir().to_owned(), name: n.clone() });
             }
@@ -366,7 +563,7 @@ impl Collection {
         let mut vectors = Vec::with_capacity(paths.len() * self.dim());
         let mut stored = Vec::with_capacity(paths.len());
         for p in paths {
-            let row = if crop.is_none() { self.index.store().lookup(&image_name(p)) } else { None };
+            let row = if crop.is_none() { self.index.store().lookup(&self.name_of(p)) } else { None };
             match row {
                 Some(r) => vectors.extend_from_slice(self.index.store().vector(r)),
                 None => vectors.extend(self.model()?.extractor.describe_file(p, crop)?.descriptor),
@@ -480,6 +677,7 @@ impl Collection {
             entries: s.live_count(),
             stored_rows: s.rows().len(),
             segments: s.segments(),
+            root: s.root().map(Path::to_owned),
         }
     }
 
@@ -504,6 +702,11 @@ impl Collection {
         }
         Ok(total / picks.len() as f64)
     }
+}
+
+/// `dir` made absolute and canonical; it must exist.
+fn absolute_dir(dir: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })
 }
 
 /// What the index records about a loaded model.

@@ -127,7 +127,12 @@ pub struct Index {
 impl Index {
     /// Create an empty index of `kind` in `dir`, opened for writing.
     pub fn create(dir: &Path, model: ModelIdentity, kind: IndexKind) -> Result<Self, IndexError> {
-        let store = Store::create(dir, model, kind)?;
+        Self::create_with_root(dir, model, kind, None)
+    }
+
+    /// [`Index::create`] recording the folder photo names are relative to ([`Store::root`]).
+    pub fn create_with_root(dir: &Path, model: ModelIdentity, kind: IndexKind, root: Option<PathBuf>) -> Result<Self, IndexError> {
+        let store = Store::create_with_root(dir, model, kind, root)?;
         let mut backend = backend::create(kind, store.dim())?;
         // Replaces any graph file left in the directory by an index that was deleted without it.
         backend.persist(&store)?;
@@ -144,6 +149,11 @@ impl Index {
             tracing::debug!("could not save the re-synchronised search graph ({e}); the next open will repeat the work");
         }
         Ok(Self { store, backend, resynced })
+    }
+
+    /// Record the folder photo names are relative to ([`Store::set_root`]).
+    pub fn set_root(&mut self, root: PathBuf) -> Result<(), IndexError> {
+        self.store.set_root(root)
     }
 
     pub fn store(&self) -> &Store {

@@ -72,6 +72,11 @@ struct ManifestBody {
     kind: String,
     segments: Vec<SegmentInfo>,
     next_segment: u64,
+    /// The folder photo names are relative to (absolute). Absent in indexes written before it
+    /// existed, whose names are absolute paths; skipped when absent so their manifests keep
+    /// serialising, and checksumming, exactly as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    root: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -276,12 +281,17 @@ impl Store {
     /// Create an empty index in `dir` (created if needed; must not already hold an index),
     /// opened for writing.
     pub fn create(dir: &Path, model: ModelIdentity, kind: IndexKind) -> Result<Self, IndexError> {
+        Self::create_with_root(dir, model, kind, None)
+    }
+
+    /// [`Store::create`] recording the folder photo names will be relative to.
+    pub fn create_with_root(dir: &Path, model: ModelIdentity, kind: IndexKind, root: Option<PathBuf>) -> Result<Self, IndexError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let lock = lock_dir(dir, true)?;
         if Self::exists(dir) {
             return Err(IndexError::Exists { path: dir.to_owned() });
         }
-        let body = ManifestBody { format: FORMAT, model, kind: kind.as_str().to_owned(), segments: Vec::new(), next_segment: 1 };
+        let body = ManifestBody { format: FORMAT, model, kind: kind.as_str().to_owned(), segments: Vec::new(), next_segment: 1, root };
         let store = Self { dir: dir.to_owned(), body, kind, mode: OpenMode::Write, rows: Vec::new(), vectors: Vec::new(), live: HashMap::new(), _lock: lock };
         store.write_manifest()?;
         Ok(store)
@@ -434,6 +444,24 @@ impl Store {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+    /// The folder photo names are relative to, if the index records one.
+    pub fn root(&self) -> Option<&Path> {
+        self.body.root.as_deref()
+    }
+
+    /// Record a new root folder (the photos moved): one atomic manifest replacement.
+    pub fn set_root(&mut self, root: PathBuf) -> Result<(), IndexError> {
+        self.check_writable()?;
+        let mut body = self.body.clone();
+        body.root = Some(root);
+        let previous = std::mem::replace(&mut self.body, body);
+        if let Err(e) = self.write_manifest() {
+            self.body = previous;
+            return Err(e);
+        }
+        Ok(())
+    }
+
     pub fn model(&self) -> &ModelIdentity {
         &self.body.model
     }
