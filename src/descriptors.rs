@@ -166,6 +166,47 @@ impl Extractor {
     }
 }
 
+/// A file that could not be described, with the reason (which names the file).
+#[derive(Debug)]
+pub struct FileFailure {
+    pub path: PathBuf,
+    pub error: DescriptorError,
+}
+
+/// What [`Extractor::describe_files`] produced: one row per file that was described, in input
+/// order, with its name (the path as given), and every file that was not.
+#[derive(Debug, Default)]
+pub struct Described {
+    pub rows: Vec<Vec<f32>>,
+    /// `rows[i]` describes the file `names[i]` (its path, as given, in display form).
+    pub names: Vec<String>,
+    pub failures: Vec<FileFailure>,
+}
+
+impl Extractor {
+    /// Describe every file ([`Extractor::describe_many`]) and sort the results into the rows and
+    /// names of the files that were described and the failures of those that were not. A failing
+    /// file does not stop the run; `on_done` sees every result as it comes, in input order.
+    pub fn describe_files(
+        &self,
+        paths: &[PathBuf],
+        crop_box: Option<CropBox>,
+        on_done: impl FnMut(usize, &Path, &Result<Vec<f32>, DescriptorError>),
+    ) -> Described {
+        let mut out = Described::default();
+        for (path, result) in paths.iter().zip(self.describe_many(paths, crop_box, on_done)) {
+            match result {
+                Ok(row) => {
+                    out.rows.push(row);
+                    out.names.push(path.display().to_string());
+                }
+                Err(error) => out.failures.push(FileFailure { path: path.clone(), error }),
+            }
+        }
+        out
+    }
+}
+
 /// Names file that sits beside a descriptor file: `X.npy` → `X.names.txt`.
 pub fn names_path(npy: &Path) -> PathBuf {
     let stem = npy.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();

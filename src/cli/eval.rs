@@ -1,12 +1,12 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::{Args, Subcommand};
-use dolg::atomic_file::{self, Mode};
-use dolg::descriptors::{npy_type, read_matrix, read_matrix_with_names, write_descriptors};
-use dolg::eval::{stream_positions, Database, GroupsGt, RanksMatrix, RevisitedGnd, DEFAULT_BLOCK_ROWS};
-use dolg::preprocess::CropBox;
+use dolg::eval::{
+    describe_groups, describe_revisited_cached, read_distractors, read_ranks, read_revisited_descriptors, rows_by_name, stream_positions, Database,
+    DescribeEvent, GroupsGt, ImageSet, RevisitedCache, RevisitedGnd, DEFAULT_BLOCK_ROWS,
+};
 use serde_json::json;
 
 use super::{progress, ModelArgs, RunArgs};
@@ -96,20 +96,6 @@ fn dataset_name(gnd: &Path) -> String {
     stem.strip_prefix("gnd_").map(str::to_owned).unwrap_or(stem)
 }
 
-fn read_ranks(path: &Path) -> anyhow::Result<(Vec<usize>, usize, usize)> {
-    let file = std::io::BufReader::new(std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?);
-    let npy = npyz::NpyFile::new(file).with_context(|| format!("{}: not a .npy file", path.display()))?;
-    let shape = npy.shape().to_vec();
-    let [n, q] = shape[..] else { bail!("{}: expected a 2-D array [n_db, n_queries], found shape {shape:?}", path.display()) };
-    let bad = |v: i64| anyhow::anyhow!("{}: negative database index {v}", path.display());
-    let data: Vec<usize> = match npy_type(&npy.dtype()).as_str() {
-        "<i4" => npy.into_vec::<i32>()?.into_iter().map(|v| usize::try_from(v).map_err(|_| bad(v.into()))).collect::<Result<_, _>>()?,
-        "<i8" => npy.into_vec::<i64>()?.into_iter().map(|v| usize::try_from(v).map_err(|_| bad(v))).collect::<Result<_, _>>()?,
-        other => bail!("{}: expected int32 or int64 ranks, found dtype '{other}'", path.display()),
-    };
-    Ok((data, n as usize, q as usize))
-}
-
 fn print_result(json_value: serde_json::Value, table: String, json: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(&json_value)?);
@@ -122,102 +108,56 @@ fn print_result(json_value: serde_json::Value, table: String, json: bool) -> any
     Ok(())
 }
 
+/// A progress callback for the library's describing functions: one bar per image set.
+fn describe_progress() -> impl FnMut(DescribeEvent<'_>) {
+    let mut pb: Option<indicatif::ProgressBar> = None;
+    move |event| match event {
+        DescribeEvent::Cached { dir } => eprintln!("using cached descriptors in {}", dir.display()),
+        DescribeEvent::Started { set, total } => {
+            let what = match set {
+                ImageSet::Queries => "queries",
+                ImageSet::Database => "database",
+                ImageSet::Groups => "extract",
+            };
+            pb = Some(progress(total as u64, what));
+        }
+        DescribeEvent::Described { .. } => {
+            if let Some(pb) = &pb {
+                pb.inc(1);
+            }
+        }
+        DescribeEvent::Finished { .. } => {
+            if let Some(pb) = pb.take() {
+                pb.finish_and_clear();
+            }
+        }
+    }
+}
+
 fn revisited(a: RevisitedArgs) -> anyhow::Result<ExitCode> {
     let device = a.run.init()?;
     let gnd = RevisitedGnd::load(&a.gnd)?;
     let name = dataset_name(&a.gnd);
     let result = if let Some(r) = &a.ranks {
-        let (data, n_db, n_q) = read_ranks(r)?;
-        if n_db != gnd.n_db() || n_q != gnd.n_queries() {
-            bail!("{}: shape [{n_db}, {n_q}] does not match {} ({} database images, {} queries)", r.display(), a.gnd.display(), gnd.n_db(), gnd.n_queries());
-        }
-        gnd.evaluate(&RanksMatrix::from_row_major(&data, n_db, n_q)?)?
+        gnd.evaluate(&read_ranks(r, &gnd)?)?
     } else {
-        let (db, q, dim) = if let (Some(db), Some(qp)) = (&a.db, &a.queries) {
-            let (db_rows, n_db, d) = read_matrix(db)?;
-            let (q_rows, n_q, dq) = read_matrix(qp)?;
-            check_rows(db, n_db, gnd.n_db(), "database images (imlist)")?;
-            check_rows(qp, n_q, gnd.n_queries(), "queries (qimlist)")?;
-            if d != dq {
-                bail!("descriptor widths differ: {} has {d}, {} has {dq}", db.display(), qp.display());
-            }
-            (db_rows, q_rows, d)
+        let d = if let (Some(db), Some(qp)) = (&a.db, &a.queries) {
+            read_revisited_descriptors(&gnd, db, qp)?
         } else if let Some(root) = &a.images {
-            extract_revisited(&a, &gnd, root, device)?
+            let cache = a.cache.as_ref().map_or_else(|| RevisitedCache::in_dataset(root), RevisitedCache::new);
+            describe_revisited_cached(&a.model.spec()?, &device, &gnd, root, &cache, describe_progress())?
         } else {
             bail!("give one of --ranks, --db with --queries, or --images with --weights");
         };
         let distractors = match &a.distractors {
-            Some(p) => {
-                let (rows, _, d) = read_matrix(p)?;
-                if d != dim {
-                    bail!("{}: distractor descriptors are {d}-d, the database is {dim}-d", p.display());
-                }
-                rows
-            }
+            Some(p) => read_distractors(p, d.dim)?,
             None => Vec::new(),
         };
-        let database = Database::new(dim, [db.as_slice(), distractors.as_slice()])?;
-        gnd.evaluate(&stream_positions(&database, &q, &gnd.relevant(), DEFAULT_BLOCK_ROWS)?)?
+        let database = Database::new(d.dim, [d.database.as_slice(), distractors.as_slice()])?;
+        gnd.evaluate(&stream_positions(&database, &d.queries, &gnd.relevant(), DEFAULT_BLOCK_ROWS)?)?
     };
     print_result(result.to_json(a.out.per_query), result.table(&name), a.out.json)?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn check_rows(path: &Path, found: usize, expected: usize, what: &str) -> anyhow::Result<()> {
-    if found != expected {
-        bail!("{}: {found} rows, but the ground truth has {expected} {what}", path.display());
-    }
-    Ok(())
-}
-
-/// Describe database images and cropped queries, reusing cached descriptors made with the same
-/// weights, architecture and scales (`key.txt`) for the same images (the names files beside them).
-fn extract_revisited(a: &RevisitedArgs, gnd: &RevisitedGnd, root: &Path, device: burn::tensor::Device) -> anyhow::Result<(Vec<f32>, Vec<f32>, usize)> {
-    let cache = a.cache.clone().unwrap_or_else(|| root.join(".dolg-cache"));
-    std::fs::create_dir_all(&cache).with_context(|| format!("cannot create cache directory {}", cache.display()))?;
-    let key = a.model.fingerprint()?;
-    let key_file = cache.join("key.txt");
-    let (db_file, q_file) = (cache.join("db.npy"), cache.join("queries.npy"));
-    // A cached file counts only with its names file, listing exactly the images wanted.
-    let cached = |file: &Path, names: &[String]| read_matrix_with_names(file).ok().filter(|c| c.3 == names).map(|(data, _, d, _)| (data, d));
-    if std::fs::read_to_string(&key_file).is_ok_and(|k| k == key) {
-        if let (Some((db, d)), Some((q, dq))) = (cached(&db_file, &gnd.imlist), cached(&q_file, &gnd.qimlist)) {
-            if d == dq {
-                eprintln!("using cached descriptors in {}", cache.display());
-                return Ok((db, q, d));
-            }
-        }
-    }
-    let ex = a.model.extractor(device)?;
-    let jpg = |n: &str| root.join("jpg").join(format!("{n}.jpg"));
-    // Decoding overlaps the network (describe_many_cropped); every unreadable image is reported
-    // together instead of stopping at the first.
-    let describe = |names: &[String], crops: &(dyn Fn(usize) -> Option<CropBox> + Sync), what: &str| -> anyhow::Result<Vec<Vec<f32>>> {
-        let pb = progress(names.len() as u64, what);
-        let paths: Vec<PathBuf> = names.iter().map(|n| jpg(n)).collect();
-        let results = ex.describe_many_cropped(&paths, crops, |_, _, _| {
-            pb.inc(1);
-            std::ops::ControlFlow::Continue(())
-        });
-        pb.finish_and_clear();
-        let failed: Vec<String> = results.iter().zip(names).filter_map(|(r, n)| r.as_ref().err().map(|e| format!("'{n}': {e}"))).collect();
-        if !failed.is_empty() {
-            bail!("{} {what} image(s) could not be described (every image of the ground truth is needed): {}", failed.len(), failed.join("; "));
-        }
-        Ok(results.into_iter().map(|r| r.expect("failures handled above")).collect())
-    };
-    let qbox = |i: usize| Some(CropBox(gnd.gnd[i].bbx));
-    let q = describe(&gnd.qimlist, &qbox, "queries")?;
-    let db = describe(&gnd.imlist, &|_| None, "database")?;
-    let dim = q[0].len();
-    // The key goes first and comes back last, so that no crash in between leaves descriptors
-    // under a key they were not made with.
-    atomic_file::remove(&key_file).with_context(|| format!("cannot remove {}", key_file.display()))?;
-    write_descriptors(&db_file, &db, dim, Some(&gnd.imlist))?;
-    write_descriptors(&q_file, &q, dim, Some(&gnd.qimlist))?;
-    atomic_file::write(&key_file, Mode::Shared, key.as_bytes()).with_context(|| format!("cannot write {}", key_file.display()))?;
-    Ok((db.concat(), q.concat(), dim))
 }
 
 fn groups(a: GroupsArgs) -> anyhow::Result<ExitCode> {
@@ -228,25 +168,7 @@ fn groups(a: GroupsArgs) -> anyhow::Result<ExitCode> {
     }
     let (rows, dim) = match &a.db {
         Some(db) => rows_by_name(db, &a.images, &gt.images)?,
-        None => {
-            let ex = a.model.extractor(device)?;
-            let paths: Vec<PathBuf> = gt.images.iter().map(|n| a.images.join(n)).collect();
-            let pb = progress(paths.len() as u64, "extract");
-            let mut failed = Vec::new();
-            let results = ex.describe_many(&paths, None, |_, _, r| {
-                if let Err(e) = r {
-                    failed.push(e.to_string());
-                }
-                pb.inc(1);
-            });
-            pb.finish_and_clear();
-            if !failed.is_empty() {
-                bail!("{} image(s) could not be described: {}", failed.len(), failed.join("; "));
-            }
-            let rows: Vec<Vec<f32>> = results.into_iter().map(|r| r.expect("failures handled above")).collect();
-            let dim = rows.first().map_or(0, Vec::len);
-            (rows.concat(), dim)
-        }
+        None => describe_groups(&a.model.extractor(device)?, &gt, &a.images, describe_progress())?,
     };
     let result = gt.evaluate_descriptors(&rows, dim)?;
     let name = a.groups.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -256,31 +178,4 @@ fn groups(a: GroupsArgs) -> anyhow::Result<ExitCode> {
     }
     print_result(value, result.table(&name), a.out.json)?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Reorder the rows of a `dolg extract` output into the CSV's image order, matching each row's
-/// name (its path relative to `images_dir`, or failing that its file name) to the CSV.
-fn rows_by_name(db: &Path, images_dir: &Path, wanted: &[String]) -> anyhow::Result<(Vec<f32>, usize)> {
-    let (data, _, dim, names) = read_matrix_with_names(db)?;
-    let mut index = std::collections::HashMap::new();
-    for (row, name) in names.iter().enumerate() {
-        let p = Path::new(name);
-        let key = p
-            .strip_prefix(images_dir)
-            .ok()
-            .map(|r| r.to_string_lossy().into_owned())
-            .unwrap_or_else(|| p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default());
-        if index.insert(key.clone(), row).is_some() {
-            bail!("{}: image '{key}' appears twice in the names file", db.display());
-        }
-    }
-    let mut out = Vec::with_capacity(wanted.len() * dim);
-    for w in wanted {
-        let row = index.remove(w).with_context(|| format!("image '{w}' of the groups file has no descriptor in {}", db.display()))?;
-        out.extend_from_slice(&data[row * dim..(row + 1) * dim]);
-    }
-    if let Some(extra) = index.keys().next() {
-        bail!("{}: image '{extra}' has a descriptor but is not in the groups file ({} extra in all)", db.display(), index.len());
-    }
-    Ok((out, dim))
 }

@@ -50,26 +50,16 @@ pub fn run(a: ExtractArgs) -> anyhow::Result<ExitCode> {
 
     let start = Instant::now();
     let pb = progress(paths.len() as u64, "extract");
-    let mut failed = Vec::new();
-    let results = ex.describe_many(&paths, a.crop, |_, path, r| {
+    let described = ex.describe_files(&paths, a.crop, |_, _, r| {
         if let Err(e) = r {
             pb.suspend(|| eprintln!("warning: skipped: {e}"));
-            failed.push(json!({"path": path.display().to_string(), "error": e.to_string()}));
         }
         pb.inc(1);
     });
     pb.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
-
-    let mut rows = Vec::new();
-    let mut names = Vec::new();
-    for (p, r) in paths.iter().zip(results) {
-        if let Ok(d) = r {
-            rows.push(d);
-            names.push(p.display().to_string());
-        }
-    }
-    write_descriptors(&a.out, &rows, dim, Some(&names))?;
+    write_descriptors(&a.out, &described.rows, dim, Some(&described.names))?;
+    let failed: Vec<_> = described.failures.iter().map(|f| json!({"path": f.path.display().to_string(), "error": f.error.to_string()})).collect();
 
     if a.json {
         let summary = json!({
@@ -79,14 +69,22 @@ pub fn run(a: ExtractArgs) -> anyhow::Result<ExitCode> {
             "dim": dim,
             "scales": ex.scales,
             "images": paths.len(),
-            "extracted": rows.len(),
+            "extracted": described.rows.len(),
             "failed": failed,
             "seconds": seconds,
             "seconds_per_image": if paths.is_empty() { 0.0 } else { seconds / paths.len() as f64 },
         });
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        eprintln!("{} descriptors ({}-d, {}) written to {} in {:.1}s; {} image(s) skipped", rows.len(), dim, name, a.out.display(), seconds, failed.len());
+        eprintln!(
+            "{} descriptors ({}-d, {}) written to {} in {:.1}s; {} image(s) skipped",
+            described.rows.len(),
+            dim,
+            name,
+            a.out.display(),
+            seconds,
+            failed.len()
+        );
     }
     Ok(if a.strict && !failed.is_empty() { ExitCode::from(EXIT_SOME_FAILED) } else { ExitCode::SUCCESS })
 }

@@ -10,16 +10,30 @@
 //!
 //! Both implement [`metric::PositionSource`], which [`gnd::RevisitedGnd::evaluate`] and
 //! [`groups::GroupsGt::evaluate`] consume.
+//!
+//! Inputs come from files ([`inputs`]: ranking matrices, descriptor files checked against the
+//! ground truth, `dolg extract` outputs matched to a groups CSV by name) or from the images
+//! themselves ([`images`]: all-or-nothing description of every image, with a descriptor cache for
+//! Revisited Oxford/Paris).
 
 pub mod gnd;
 pub mod groups;
+pub mod images;
+pub mod inputs;
 pub mod metric;
 pub mod rank;
 
 use std::path::PathBuf;
 
+use crate::descriptors::DescriptorError;
+use crate::spec::SpecError;
+
 pub use gnd::{QueryGnd, RevisitedGnd};
 pub use groups::GroupsGt;
+pub use images::{
+    describe_all, describe_groups, describe_revisited, describe_revisited_cached, DescribeEvent, ImageFailure, ImageSet, RevisitedCache, RevisitedDescriptors,
+};
+pub use inputs::{read_distractors, read_ranks, read_revisited_descriptors, rows_by_name};
 pub use metric::{compute_ap, score_query, PositionSource, Protocol, ProtocolResult, QueryScore, RanksMatrix, RevisitedPositions, RevisitedResult, KAPPAS};
 pub use rank::{full_ranking, stream_positions, Database, RelevantPositions, DEFAULT_BLOCK_ROWS};
 
@@ -81,6 +95,63 @@ pub enum EvalError {
 
     #[error("query {query}: no position was computed for database item {index} (not in its relevant set)")]
     NotRelevant { query: usize, index: usize },
+
+    /// A descriptor file could not be read or written.
+    #[error(transparent)]
+    Descriptor(#[from] DescriptorError),
+
+    /// The model that describes images for an end-to-end evaluation could not be built.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+
+    #[error("cannot {action} {path}: {source}")]
+    Cache {
+        /// What was being done: "create cache directory", "remove", "write".
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{} {set} image(s) could not be described (every image of the ground truth is needed): {}", failures.len(), images::list_failures(failures))]
+    NotDescribed { set: ImageSet, failures: Vec<ImageFailure> },
+
+    #[error("{path}: {found} rows, but the ground truth has {expected} {what}")]
+    RowCount { path: PathBuf, found: usize, expected: usize, what: &'static str },
+
+    #[error("descriptor widths differ: {} has {}, {} has {}", db.display(), db_dim, queries.display(), queries_dim)]
+    WidthMismatch { db: PathBuf, db_dim: usize, queries: PathBuf, queries_dim: usize },
+
+    #[error("{path}: distractor descriptors are {found}-d, the database is {expected}-d")]
+    DistractorWidth { path: PathBuf, found: usize, expected: usize },
+
+    #[error("{path}: image '{image}' appears twice in the names file")]
+    DuplicateName { path: PathBuf, image: String },
+
+    #[error("image '{image}' of the groups file has no descriptor in {path}")]
+    MissingDescriptor { path: PathBuf, image: String },
+
+    #[error("{path}: image '{image}' has a descriptor but is not in the groups file ({count} extra in all)")]
+    ExtraDescriptor { path: PathBuf, image: String, count: usize },
+
+    #[error("{path}: not a .npy file: {source}")]
+    NotNpy {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path}: expected a 2-D array [n_db, n_queries], found shape {shape:?}")]
+    RanksShape { path: PathBuf, shape: Vec<u64> },
+
+    #[error("{path}: expected int32 or int64 ranks, found dtype '{dtype}'")]
+    RanksDtype { path: PathBuf, dtype: String },
+
+    #[error("{path}: negative database index {index}")]
+    NegativeRank { path: PathBuf, index: i64 },
+
+    #[error("{path}: shape [{n_db}, {n_queries}] does not match the ground truth ({expected_db} database images, {expected_queries} queries)")]
+    RanksMismatch { path: PathBuf, n_db: usize, n_queries: usize, expected_db: usize, expected_queries: usize },
 }
 
 /// Result alias for this layer.
