@@ -113,32 +113,17 @@ fn classify(e: image::ImageError, path: &Path) -> DecodeError {
 /// Extensions `dolg` picks up when expanding a directory.
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp"];
 
-/// Expand files and directories into a list of image paths: files are kept as given (whatever
-/// their extension, so a bad file is reported rather than silently dropped); directories are walked
-/// recursively and their images added in sorted order.
+/// Expand files and directories into a list of image paths with the default
+/// [`WalkOptions`](crate::inputs::WalkOptions): files are kept as given (whatever their extension,
+/// so a bad file is reported rather than silently dropped); directories are walked recursively and
+/// their images added in sorted order, without following symbolic links inside them or entering
+/// hidden folders, each file once. A subfolder that cannot be read is logged (`tracing::warn!`)
+/// and skipped. A thin wrapper over [`crate::inputs::list_inputs`], which also returns those
+/// problems and takes the options.
 pub fn expand_inputs(inputs: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            let mut found = Vec::new();
-            walk(input, &mut found)?;
-            found.sort();
-            out.extend(found);
-        } else {
-            out.push(input.clone());
-        }
+    let listing = crate::inputs::list_inputs(inputs, &crate::inputs::WalkOptions::default()).map_err(std::io::Error::other)?;
+    for p in &listing.problems {
+        tracing::warn!("skipped {}: {}", p.path.display(), p.error);
     }
-    Ok(out)
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            walk(&path, out)?;
-        } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str())) {
-            out.push(path);
-        }
-    }
-    Ok(())
+    Ok(listing.files)
 }

@@ -16,6 +16,7 @@ pub mod descriptors;
 mod error;
 pub mod eval;
 pub mod index;
+pub mod inputs;
 pub mod model;
 pub mod preprocess;
 pub mod pretrained;
