@@ -19,8 +19,8 @@ pub enum CheckpointError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: not a checkpoint ({reason})")]
     NotACheckpoint { path: PathBuf, reason: String },
-    #[error("{path}: damaged checkpoint: {message}")]
-    Corrupt { path: PathBuf, message: String },
+    #[error("{path}: damaged checkpoint: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
     #[error("{path}: missing key '{key}' (expected shape {expected:?})")]
     Missing { path: PathBuf, key: String, expected: Vec<usize> },
     #[error("{path}: key '{key}' has shape {found:?}, expected {expected:?}")]
@@ -29,8 +29,8 @@ pub enum CheckpointError {
     Unexpected { path: PathBuf, keys: Vec<(String, Vec<usize>)> },
     #[error("{path}: key '{key}' has dtype {dtype}, expected a floating-point tensor")]
     Dtype { path: PathBuf, key: String, dtype: String },
-    #[error("{path}: cannot write: {message}")]
-    Write { path: PathBuf, message: String },
+    #[error("{path}: cannot write: {reason}")]
+    Write { path: PathBuf, reason: String },
 }
 
 fn fmt_keys(keys: &[(String, Vec<usize>)]) -> String {
@@ -118,7 +118,7 @@ impl Checkpoint {
         let mut tmp = tempfile::NamedTempFile::new().map_err(io)?;
         let file = std::fs::File::open(path).map_err(io)?;
         std::io::copy(&mut flate2::read::GzDecoder::new(file), &mut tmp)
-            .map_err(|e| CheckpointError::Corrupt { path: path.to_owned(), message: format!("gzip stream: {e}") })?;
+            .map_err(|e| CheckpointError::Corrupt { path: path.to_owned(), reason: format!("gzip stream: {e}") })?;
         let inner = tmp.path().to_owned();
         let mut head = [0u8; 16];
         let n = std::fs::File::open(&inner).and_then(|mut f| read_up_to(&mut f, &mut head)).map_err(io)?;
@@ -133,9 +133,9 @@ impl Checkpoint {
     fn open_torch(file: &Path, shown: &Path, inflated: Option<tempfile::NamedTempFile>) -> Result<Self, CheckpointError> {
         // The reader is a parser of untrusted bytes: never let a bug in it take the process down.
         let opened = std::panic::catch_unwind(|| pytorch_reader::PytorchReader::new(file))
-            .map_err(|_| CheckpointError::Corrupt { path: shown.to_owned(), message: "the PyTorch reader failed on this file".into() })?;
+            .map_err(|_| CheckpointError::Corrupt { path: shown.to_owned(), reason: "the PyTorch reader failed on this file".into() })?;
         // The header already looked like PyTorch, so a parse failure means a damaged file.
-        let reader = opened.map_err(|e| CheckpointError::Corrupt { path: shown.to_owned(), message: format!("unreadable PyTorch file: {e}") })?;
+        let reader = opened.map_err(|e| CheckpointError::Corrupt { path: shown.to_owned(), reason: format!("unreadable PyTorch file: {e}") })?;
         let format = if reader.metadata().is_legacy_format() { Format::TorchLegacy } else { Format::TorchZip };
         let tensors = reader.into_tensors();
         // The authors save {"model_state": …}; other trainers use "state_dict"; DataParallel adds "module.".
@@ -166,7 +166,7 @@ impl Checkpoint {
     fn open_safetensors(file: &Path, shown: &Path) -> Result<Self, CheckpointError> {
         let bytes = std::fs::read(file).map_err(|source| CheckpointError::Io { path: shown.to_owned(), source })?;
         let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| CheckpointError::Corrupt { path: shown.to_owned(), message: format!("safetensors: {e}") })?;
+            .map_err(|e| CheckpointError::Corrupt { path: shown.to_owned(), reason: format!("safetensors: {e}") })?;
         let mut entries = BTreeMap::new();
         for (key, view) in st.tensors() {
             use safetensors::Dtype as D;
@@ -184,7 +184,7 @@ impl Checkpoint {
             return Err(CheckpointError::NotACheckpoint { path: shown.to_owned(), reason: "the file holds no tensors".into() });
         }
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| CheckpointError::Corrupt { path: shown.to_owned(), message: format!("safetensors: {e}") })?;
+            .map_err(|e| CheckpointError::Corrupt { path: shown.to_owned(), reason: format!("safetensors: {e}") })?;
         let metadata = header.metadata().clone().map(|m| m.into_iter().collect()).unwrap_or_default();
         Ok(Self { path: shown.to_owned(), format: Format::Safetensors, entries, metadata, _inflated: None })
     }
@@ -232,7 +232,7 @@ impl Checkpoint {
     /// Read one floating-point tensor as f32, row-major.
     pub fn read_f32(&self, key: &str) -> Result<Vec<f32>, CheckpointError> {
         let e = self.entries.get(key).ok_or_else(|| CheckpointError::Missing { path: self.path.clone(), key: key.into(), expected: vec![] })?;
-        let corrupt = |message: String| CheckpointError::Corrupt { path: self.path.clone(), message };
+        let corrupt = |reason: String| CheckpointError::Corrupt { path: self.path.clone(), reason };
         match &e.source {
             Source::Host(v) => Ok(v.clone()),
             Source::NonFloat => Err(CheckpointError::Dtype { path: self.path.clone(), key: key.into(), dtype: e.dtype.clone() }),
@@ -397,7 +397,7 @@ pub struct NamedTensor {
 /// Write tensors to a safetensors file (f32, PyTorch key names and layouts), atomically and on
 /// disk before this returns (a training run's `state.json` then points at it).
 pub fn write_safetensors(path: &Path, tensors: &[NamedTensor], metadata: BTreeMap<String, String>) -> Result<(), CheckpointError> {
-    let werr = |message: String| CheckpointError::Write { path: path.to_owned(), message };
+    let werr = |reason: String| CheckpointError::Write { path: path.to_owned(), reason };
     let bytes: Vec<(String, Vec<u8>, &NamedTensor)> =
         tensors.iter().map(|t| (t.name.clone(), t.data.iter().flat_map(|v| v.to_le_bytes()).collect(), t)).collect();
     let views = bytes

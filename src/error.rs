@@ -25,6 +25,8 @@ pub enum Error {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
+    Inputs(#[from] crate::inputs::InputsError),
+    #[error(transparent)]
     Decode(#[from] DecodeError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),

@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use dolg::collection::{common_root, AddEvent, AddOptions as AddOpts, AddReport, Collection, IndexKind, OpenMode, VectorOrigin};
-use dolg::decode::expand_inputs;
 use dolg::descriptors::read_matrix;
 use serde_json::json;
 
+use super::inputs::InputArgs;
 use super::{progress, ModelArgs, RunArgs};
 
 #[derive(Subcommand, Debug)]
@@ -70,9 +70,8 @@ pub struct BuildArgs {
 
 #[derive(Args, Debug)]
 pub struct AddOptions {
-    /// Images and/or directories (recursive, sorted).
-    #[arg(required = true, value_name = "IMAGE_OR_DIR")]
-    pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub inputs: InputArgs,
     /// Images per durable commit: a crash loses at most this many.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
@@ -148,13 +147,14 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<ExitCode> {
         IndexCommand::Build(a) => {
             let device = a.add.run.init()?;
             let spec = a.model.spec()?;
+            let files = a.add.inputs.list()?.files;
             let root = match (&a.root, dolg::index::Store::exists(&a.db)) {
                 (Some(r), _) => Some(r.clone()),
-                (None, false) => common_root(&a.add.inputs),
+                (None, false) => common_root(&files),
                 (None, true) => None,
             };
             let mut c = Collection::open_or_create(&a.db, spec, a.kind, root.as_deref(), &device)?;
-            add(&mut c, &a.add)
+            add(&mut c, files, &a.add)
         }
         IndexCommand::Sync(a) => {
             let device = a.add.run.init()?;
@@ -166,7 +166,8 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<ExitCode> {
         }
         IndexCommand::Add(a) => {
             let device = a.add.run.init()?;
-            add(&mut Collection::open(&a.db, OpenMode::Write, &device)?, &a.add)
+            let files = a.add.inputs.list()?.files;
+            add(&mut Collection::open(&a.db, OpenMode::Write, &device)?, files, &a.add)
         }
         IndexCommand::Remove(a) => {
             let mut c = Collection::open(&a.db, OpenMode::Write, &cpu()?)?;
@@ -220,9 +221,9 @@ fn on_event(pb: &indicatif::ProgressBar) -> impl FnMut(AddEvent) + '_ {
 }
 
 fn sync(c: &mut Collection, a: &AddOptions) -> anyhow::Result<ExitCode> {
-    let files = expand_inputs(&a.inputs)?;
+    let files = a.inputs.list()?.files;
     let pb = progress(0, "check");
-    let report = c.sync(&a.inputs, &files, &AddOpts { batch: a.batch }, on_event(&pb));
+    let report = c.sync(&a.inputs.inputs, &files, &AddOpts { batch: a.batch }, on_event(&pb));
     pb.finish_and_clear();
     let r = report?;
     if a.json {
@@ -245,8 +246,7 @@ fn sync(c: &mut Collection, a: &AddOptions) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn add(c: &mut Collection, a: &AddOptions) -> anyhow::Result<ExitCode> {
-    let paths = expand_inputs(&a.inputs)?;
+fn add(c: &mut Collection, paths: Vec<PathBuf>, a: &AddOptions) -> anyhow::Result<ExitCode> {
     let pb = progress(0, "check");
     let report = c.add_paths(&paths, &AddOpts { batch: a.batch }, on_event(&pb));
     pb.finish_and_clear();

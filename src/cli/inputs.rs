@@ -2,9 +2,6 @@
 //! `--files-from`, `--follow-links`, `--include-hidden`, `--exclude`. Flatten [`InputArgs`] into a
 //! command's arguments and call [`InputArgs::list`].
 
-// Not wired into `extract`/`index` yet (the lead does that); remove this once it is used.
-#![allow(dead_code)]
-
 use std::path::PathBuf;
 
 use anyhow::Context;

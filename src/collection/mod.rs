@@ -60,7 +60,11 @@ pub use crate::index::{IndexKind, NamedHit, OpenMode};
 use crate::preprocess::CropBox;
 use crate::spec::{LoadedModel, ModelSpec};
 
+pub mod dedup;
 mod stat_cache;
+pub use dedup::{
+    components, default_threshold, self_join, DedupMethod, DedupOptions, DuplicateGroup, DuplicatePair, ScoredPair, DEFAULT_BLOCK_ROWS, SCORE_TOLERANCE,
+};
 use stat_cache::{FileStat, StatCache};
 
 /// Options of [`Collection::add_paths`].
@@ -195,12 +199,12 @@ fn relative_name(path: &Path, root: &Path) -> Option<String> {
     parts.filter(|p| !p.is_empty()).map(|p| p.join("/"))
 }
 
-/// The deepest folder containing every path (absolute, canonical where the path exists): the
-/// default collection root.
+/// The deepest folder containing every existing path (canonical): the default collection root.
+/// Paths that do not resolve are left out (they will fail to be described anyway).
 pub fn common_root(paths: &[PathBuf]) -> Option<PathBuf> {
     let mut root: Option<PathBuf> = None;
     for p in paths {
-        let abs = std::fs::canonicalize(p).ok()?;
+        let Ok(abs) = std::fs::canonicalize(p) else { continue };
         let dir = if abs.is_dir() { abs } else { abs.parent()?.to_owned() };
         root = Some(match root {
             None => dir,

@@ -29,8 +29,8 @@ use resnet::{R101_DEPTHS, R50_DEPTHS};
 pub enum ModelError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    #[error("{path}: cannot tell the architecture: {message}")]
-    UnknownArch { path: std::path::PathBuf, message: String },
+    #[error("{path}: cannot tell the architecture: {reason}")]
+    UnknownArch { path: std::path::PathBuf, reason: String },
 }
 
 /// `--arch` values: backbone depth and multi-atrous variant.
@@ -116,7 +116,7 @@ pub struct DolgConfig {
 
 impl DolgConfig {
     pub fn detect(ckpt: &Checkpoint) -> Result<Self, ModelError> {
-        let err = |message: String| ModelError::UnknownArch { path: ckpt.path().to_owned(), message };
+        let err = |reason: String| ModelError::UnknownArch { path: ckpt.path().to_owned(), reason };
         let backbone = BackboneKind::detect(ckpt.keys(), "globalmodel").ok_or_else(|| {
             err("expected a ResNet ('globalmodel.s1..s4.b*') or MobileNetV2 ('globalmodel.features.*') backbone (is this a DOLG checkpoint?)".into())
         })?;
@@ -209,7 +209,7 @@ impl RetrievalModel {
     /// Load a bare ImageNet backbone (keys at the file root) as an off-the-shelf GeM model.
     pub fn off_the_shelf(ckpt: &Checkpoint, device: &Device) -> Result<Self, ModelError> {
         let kind = BackboneKind::detect(ckpt.keys(), "")
-            .ok_or_else(|| ModelError::UnknownArch { path: ckpt.path().to_owned(), message: "no ResNet or MobileNetV2 keys at the top level".into() })?;
+            .ok_or_else(|| ModelError::UnknownArch { path: ckpt.path().to_owned(), reason: "no ResNet or MobileNetV2 keys at the top level".into() })?;
         let vb = VarBuilder::new(ckpt, device);
         let backbone = Backbone::load(kind, &vb.root(), BatchNorm::Fold)?;
         vb.finish()?;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::DataFormat;
 use super::head::HeadKind;
-use super::TrainError;
+use super::{ConfigOrigin, TrainError};
 use crate::model::{AsppKind, Fusion, Pooling};
 
 /// Every training option, with the authors' recipe as defaults (spec §4).
@@ -137,7 +137,7 @@ impl TrainConfig {
         let mut table = match file {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|source| TrainError::Io { path: p.to_owned(), source })?;
-                text.parse::<toml::Table>().map_err(|e| TrainError::Config { path: p.to_owned(), message: e.to_string() })?
+                text.parse::<toml::Table>().map_err(|e| TrainError::Config { origin: ConfigOrigin::File(p.to_owned()), reason: e.to_string() })?
             }
             None => toml::Table::new(),
         };
@@ -160,15 +160,15 @@ impl TrainConfig {
             }
         }
         table.extend(overrides);
-        let label = file.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("<command line>"));
+        let origin = file.map_or(ConfigOrigin::CommandLine, |f| ConfigOrigin::File(f.to_owned()));
         let cfg: Self =
-            toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| TrainError::Config { path: label.clone(), message: e.to_string() })?;
-        cfg.validate(&label)?;
+            toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| TrainError::Config { origin: origin.clone(), reason: e.to_string() })?;
+        cfg.validate(&origin)?;
         Ok(cfg)
     }
 
-    pub fn validate(&self, label: &Path) -> Result<(), TrainError> {
-        let err = |m: String| Err(TrainError::Config { path: label.to_owned(), message: m });
+    pub fn validate(&self, origin: &ConfigOrigin) -> Result<(), TrainError> {
+        let err = |reason: String| Err(TrainError::Config { origin: origin.clone(), reason });
         if self.data.as_os_str().is_empty() {
             return err("no training data: set 'data' (a list file, train_clean.csv or a folder per class)".into());
         }

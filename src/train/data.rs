@@ -47,8 +47,8 @@ pub struct Dataset {
     pub classes: Vec<String>,
 }
 
-fn data_err(path: &Path, message: impl Into<String>) -> TrainError {
-    TrainError::Data { path: path.to_owned(), message: message.into() }
+fn data_err(path: &Path, reason: impl Into<String>) -> TrainError {
+    TrainError::Data { path: path.to_owned(), reason: reason.into() }
 }
 
 impl Dataset {

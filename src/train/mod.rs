@@ -28,14 +28,43 @@ pub enum TrainError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
-    #[error("{path}: {message}")]
-    Config { path: std::path::PathBuf, message: String },
-    #[error("{path}: {message}")]
-    Data { path: std::path::PathBuf, message: String },
-    #[error("{path}: cannot resume: {message}")]
-    Resume { path: std::path::PathBuf, message: String },
+    #[error(transparent)]
+    Pretrained(#[from] crate::pretrained::PretrainedError),
+    /// Validation: the groups file or its evaluation.
+    #[error(transparent)]
+    Eval(#[from] crate::eval::EvalError),
+    /// Validation: a validation image that could not be described.
+    #[error("validation image: {0}")]
+    Descriptor(#[from] crate::descriptors::DescriptorError),
+    /// A bad training configuration, from a TOML file or the command line.
+    #[error("{origin}: {reason}")]
+    Config { origin: ConfigOrigin, reason: String },
+    /// A setting whose value cannot be used (`device`, …).
+    #[error("{key} = '{value}': {reason}")]
+    Setting { key: &'static str, value: String, reason: String },
+    /// A run directory or data set that does not fit the configuration.
+    #[error("{path}: {reason}")]
+    Data { path: std::path::PathBuf, reason: String },
+    #[error("{path}: cannot resume: {reason}")]
+    Resume { path: std::path::PathBuf, reason: String },
     #[error("{path}: {source}")]
     Io { path: std::path::PathBuf, source: std::io::Error },
+}
+
+/// Where a training configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigOrigin {
+    File(std::path::PathBuf),
+    CommandLine,
+}
+
+impl std::fmt::Display for ConfigOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigOrigin::File(p) => write!(f, "{}", p.display()),
+            ConfigOrigin::CommandLine => f.write_str("command line"),
+        }
+    }
 }
 
 /// A DOLG network with its classification head, on an autodiff device.

@@ -128,8 +128,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
 pub fn read_state(out: &Path) -> Result<RunState, TrainError> {
     let p = out.join("state.json");
     let bytes =
-        std::fs::read(&p).map_err(|e| TrainError::Resume { path: p.clone(), message: format!("{e} (no checkpoint was completed in this run directory)") })?;
-    serde_json::from_slice(&bytes).map_err(|e| TrainError::Resume { path: p, message: e.to_string() })
+        std::fs::read(&p).map_err(|e| TrainError::Resume { path: p.clone(), reason: format!("{e} (no checkpoint was completed in this run directory)") })?;
+    serde_json::from_slice(&bytes).map_err(|e| TrainError::Resume { path: p, reason: e.to_string() })
 }
 
 fn layout(cfg: &TrainConfig, classes: usize) -> HeadLayout {
@@ -164,11 +164,7 @@ fn initial_model(cfg: &TrainConfig, classes: usize, resume: Option<&Path>, devic
         return Trainable::load(&Checkpoint::from_tensors(init, tensors), cfg.fusion, device);
     }
     let name = cfg.backbone.as_deref().unwrap_or_default();
-    let path = if name == "mobilenetv2" {
-        Pretrained::MobileNetV2.path().map_err(|e| TrainError::Config { path: PathBuf::from("backbone"), message: e.to_string() })?
-    } else {
-        PathBuf::from(name)
-    };
+    let path = if name == "mobilenetv2" { Pretrained::MobileNetV2.path()? } else { PathBuf::from(name) };
     let (ck, _) = fresh_model(&Checkpoint::open(&path)?, &layout(cfg, classes), &mut rng)?;
     Trainable::load(&ck, cfg.fusion, device)
 }
@@ -260,7 +256,7 @@ fn truncate_metrics(path: &Path, step: usize) -> Result<(), TrainError> {
 /// Train as `cfg` says. With `resume`, continue the run in `cfg.out` from its last checkpoint.
 /// `stop` is polled after every step (Ctrl-C): the run then saves and returns.
 pub fn run(cfg: &TrainConfig, resume: bool, stop: &AtomicBool, mut on_event: impl FnMut(Event)) -> Result<Outcome, TrainError> {
-    let device = crate::runtime::device(&cfg.device).map_err(|m| TrainError::Config { path: PathBuf::from("device"), message: m })?;
+    let device = crate::runtime::device(&cfg.device).map_err(|reason| TrainError::Setting { key: "device", value: cfg.device.clone(), reason })?;
     let ad = device.clone().autodiff();
     let dataset = Arc::new(Dataset::load(&cfg.data, cfg.format, cfg.images.as_deref())?);
     let out = &cfg.out;
@@ -269,9 +265,9 @@ pub fn run(cfg: &TrainConfig, resume: bool, stop: &AtomicBool, mut on_event: imp
         Some(read_state(out)?)
     } else {
         if out.join("state.json").exists() {
-            return Err(TrainError::Config {
+            return Err(TrainError::Data {
                 path: out.clone(),
-                message: "this run directory already holds a run: continue it with --resume, or choose another --out".into(),
+                reason: "this run directory already holds a run: continue it with --resume, or choose another --out".into(),
             });
         }
         None
@@ -282,7 +278,7 @@ pub fn run(cfg: &TrainConfig, resume: bool, stop: &AtomicBool, mut on_event: imp
         if !diff.is_empty() {
             return Err(TrainError::Resume {
                 path: out.join("state.json"),
-                message: format!("the data or batching changed since the run started ({}); the resumed run would not continue the same one", diff.join(", ")),
+                reason: format!("the data or batching changed since the run started ({}); the resumed run would not continue the same one", diff.join(", ")),
             });
         }
     }
@@ -295,7 +291,7 @@ pub fn run(cfg: &TrainConfig, resume: bool, stop: &AtomicBool, mut on_event: imp
     if net.head.classes() != classes {
         return Err(TrainError::Resume {
             path: out.clone(),
-            message: format!("the checkpoint's head has {} classes but the data has {classes}", net.head.classes()),
+            reason: format!("the checkpoint's head has {} classes but the data has {classes}", net.head.classes()),
         });
     }
     let mut sgd = Sgd::new(SgdConfig { momentum: cfg.momentum, weight_decay: cfg.weight_decay, nesterov: cfg.nesterov });
@@ -307,7 +303,7 @@ pub fn run(cfg: &TrainConfig, resume: bool, stop: &AtomicBool, mut on_event: imp
             for key in ck.keys() {
                 let id = net
                     .param_id(key)
-                    .ok_or_else(|| TrainError::Resume { path: path.clone(), message: format!("momentum buffer for unknown parameter '{key}'") })?;
+                    .ok_or_else(|| TrainError::Resume { path: path.clone(), reason: format!("momentum buffer for unknown parameter '{key}'") })?;
                 let data = ck.read_f32(key)?;
                 let n = data.len();
                 sgd.buffers.insert(id, Tensor::<1>::from_data(TensorData::new(data, [n]), &inner));
@@ -324,9 +320,9 @@ pub fn run(cfg: &TrainConfig, resume: bool, stop: &AtomicBool, mut on_event: imp
     let sched = Schedule { seed: cfg.seed, batch: cfg.batch_size, accum: cfg.accum, n_samples: dataset.samples.len() };
     let per_epoch = sched.steps_per_epoch();
     if per_epoch == 0 {
-        return Err(TrainError::Config {
+        return Err(TrainError::Data {
             path: cfg.data.clone(),
-            message: format!("{} images is fewer than one batch of {}", dataset.samples.len(), cfg.batch_size),
+            reason: format!("{} images is fewer than one batch of {}", dataset.samples.len(), cfg.batch_size),
         });
     }
     let mut total = cfg.epochs * per_epoch;
@@ -373,7 +369,7 @@ pub fn run(cfg: &TrainConfig, resume: bool, stop: &AtomicBool, mut on_event: imp
         let mut weights = Vec::with_capacity(cfg.accum);
         for _ in 0..cfg.accum {
             let Some((batch, waited)) = loader.next() else {
-                return Err(TrainError::Data { path: cfg.data.clone(), message: format!("the data loader stopped before step {} of {total}", step + 1) });
+                return Err(TrainError::Data { path: cfg.data.clone(), reason: format!("the data loader stopped before step {} of {total}", step + 1) });
             };
             wait += waited.as_secs_f64();
             skipped += batch.failed.len();
