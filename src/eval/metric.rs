@@ -426,8 +426,8 @@ mod tests {
         assert_eq!(pct(0.848_1), "84.81");
         assert_eq!(pct(1.0), "100.00");
         assert_eq!(pct(0.0), "0.00");
-        // A tie after scaling: numpy's rint rounds 12.5 to 12, i.e. 0.12 (not 0.13).
-        assert_eq!(0.00125 * 100.0 * 100.0, 12.5);
+        // A tie after scaling (0.00125 * 100 * 100 is exactly 12.5 in f64): numpy's rint rounds it
+        // to 12, i.e. 0.12 (not 0.13).
         assert_eq!(pct(0.00125), "0.12");
         assert_eq!(pct(0.00135), "0.14");
     }
