@@ -160,6 +160,9 @@ pub fn remove(path: &Path) -> io::Result<()> {
     }
 }
 
+/// A writer of a file's content through a buffered handle on its temporary file.
+pub type Fill<'a> = dyn FnMut(&mut BufWriter<File>) -> io::Result<()> + 'a;
+
 /// Replace `main` and the `companion` file that describes it (e.g. `X.npy` and `X.names.txt`),
 /// so that a reader never sees one beside a companion written for another. With
 /// `fill_companion` `None`, an old companion is removed and none is written.
@@ -176,7 +179,7 @@ pub fn replace_pair(
     companion: &Path,
     mode: Mode,
     fill_main: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
-    fill_companion: Option<&mut dyn FnMut(&mut BufWriter<File>) -> io::Result<()>>,
+    fill_companion: Option<&mut Fill<'_>>,
 ) -> io::Result<()> {
     let staged_main = Staged::by_writer(main, mode, fill_main)?;
     let staged_companion = match fill_companion {

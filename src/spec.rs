@@ -15,9 +15,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
+use crate::decode::Orientation;
 use crate::descriptors::Extractor;
 use crate::model::{Arch, Fusion, ModelError, RetrievalModel};
-use crate::preprocess::DEFAULT_SCALES;
+use crate::preprocess::{DEFAULT_MAX_SIZE, DEFAULT_SCALES};
 use crate::pretrained::{Pretrained, PretrainedError};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,10 +57,30 @@ pub struct ModelSpec {
     /// Image scales of the multi-scale descriptor.
     #[serde(default = "default_scales")]
     pub scales: Vec<f64>,
+    /// Longest side an image is brought down to (after orienting and cropping) before the
+    /// pyramid; `None`: no limit. New specs default to [`DEFAULT_MAX_SIZE`]; indexes made before
+    /// the policy existed had none, and read back that way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u32>,
+    /// Whether the EXIF orientation is applied. New specs apply it (as `cv2.imread` does); indexes
+    /// made before it existed ignored it, and read back that way.
+    #[serde(default = "legacy_orientation", skip_serializing_if = "is_legacy_orientation")]
+    pub orientation: Orientation,
 }
 
 fn default_scales() -> Vec<f64> {
     DEFAULT_SCALES.to_vec()
+}
+
+// The stored form of a spec written before these options existed must serialise to the same
+// bytes (the manifest's checksum covers them) and fingerprint to the same hash, so their
+// "absent" values are the old behaviour, and those values are never written.
+fn legacy_orientation() -> Orientation {
+    Orientation::Ignore
+}
+
+fn is_legacy_orientation(o: &Orientation) -> bool {
+    *o == Orientation::Ignore
 }
 
 /// A built model with the identity of what it produces.
@@ -72,16 +93,39 @@ pub struct LoadedModel {
 impl ModelSpec {
     /// A DOLG checkpoint with default options.
     pub fn dolg(weights: impl Into<PathBuf>) -> Self {
-        Self { weights: Some(weights.into()), backbone: None, arch: None, fusion: None, scales: default_scales() }
+        Self { weights: Some(weights.into()), ..Self::defaults() }
     }
 
     /// A pretrained backbone (fetched with `dolg fetch-weights`) with off-the-shelf GeM descriptors.
     pub fn pretrained(backbone: Pretrained) -> Self {
-        Self { weights: None, backbone: Some(backbone), arch: None, fusion: None, scales: default_scales() }
+        Self { backbone: Some(backbone), ..Self::defaults() }
+    }
+
+    fn defaults() -> Self {
+        Self {
+            weights: None,
+            backbone: None,
+            arch: None,
+            fusion: None,
+            scales: default_scales(),
+            max_size: Some(DEFAULT_MAX_SIZE),
+            orientation: Orientation::Apply,
+        }
     }
 
     pub fn with_scales(mut self, scales: Vec<f64>) -> Self {
         self.scales = scales;
+        self
+    }
+
+    /// Longest image side before the pyramid; 0 means no limit.
+    pub fn with_max_size(mut self, max_size: u32) -> Self {
+        self.max_size = (max_size > 0).then_some(max_size);
+        self
+    }
+
+    pub fn with_orientation(mut self, orientation: Orientation) -> Self {
+        self.orientation = orientation;
         self
     }
 
@@ -126,7 +170,10 @@ impl ModelSpec {
             (RetrievalModel::dolg(&ck, self.arch, fusion, device)?, fusion)
         };
         let fingerprint = self.fingerprint_with(&file, fusion)?;
-        Ok(LoadedModel { extractor: Extractor::new(model, device.clone(), self.scales.clone()), fingerprint })
+        let mut extractor = Extractor::new(model, device.clone(), self.scales.clone());
+        extractor.max_size = self.max_size;
+        extractor.orientation = self.orientation;
+        Ok(LoadedModel { extractor, fingerprint })
     }
 
     /// The fingerprint without building the model (for cache keys). Opens the checkpoint only
@@ -142,7 +189,9 @@ impl ModelSpec {
     }
 
     /// SHA-256 of the weights file's bytes, then of the options. The option string is the one
-    /// every earlier release hashed, so existing indexes and caches keep their fingerprints.
+    /// every earlier release hashed, extended only by options that differ from the old behaviour
+    /// (a size limit, applied EXIF orientation), so existing indexes and caches keep their
+    /// fingerprints.
     fn fingerprint_with(&self, file: &Path, fusion: Fusion) -> Result<String, SpecError> {
         let io = |source| SpecError::Io { path: file.to_owned(), source };
         let mut h = Sha256::new();
@@ -157,6 +206,12 @@ impl ModelSpec {
             )
             .as_bytes(),
         );
+        if let Some(m) = self.max_size {
+            h.update(format!(";max_size={m}").as_bytes());
+        }
+        if self.orientation != legacy_orientation() {
+            h.update(format!(";orientation={}", value_enum::name(&self.orientation)).as_bytes());
+        }
         Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
     }
 }
@@ -196,11 +251,15 @@ mod tests {
     use super::*;
 
     #[test]
+    // 0.7071 is the authors' literal scale, not an approximation of 1/sqrt(2) to be replaced.
+    #[allow(clippy::approx_constant)]
     fn reads_the_spec_that_earlier_releases_stored() {
         // Written by `dolg index build` before the spec was typed (src/cli/index.rs, release 0.1).
         let old = r#"{"weights":"/w/r50.pyth","backbone":null,"arch":"r50-ma-paper","fusion":"concat","scales":[0.7071,1.0]}"#;
         let spec: ModelSpec = serde_json::from_str(old).unwrap();
         assert_eq!(spec.weights.as_deref(), Some(Path::new("/w/r50.pyth")));
+        // Options that did not exist then read back as the behaviour of that time.
+        assert_eq!((spec.max_size, spec.orientation), (None, Orientation::Ignore));
         assert_eq!((spec.backbone, spec.arch, spec.fusion), (None, Some(Arch::R50MaPaper), Some(Fusion::Concat)));
         assert_eq!(spec.scales, vec![0.7071, 1.0]);
         // And writes it back in the same shape.
@@ -216,18 +275,30 @@ mod tests {
     }
 
     #[test]
+    fn todays_options_are_stored_and_read_back() {
+        let today = serde_json::to_string(&ModelSpec::dolg("w")).unwrap();
+        assert!(today.ends_with(r#""max_size":1024,"orientation":"apply"}"#), "{today}");
+        let back: ModelSpec = serde_json::from_str(&today).unwrap();
+        assert_eq!(back, ModelSpec::dolg("w"));
+    }
+
+    #[test]
     fn fingerprint_hashes_the_file_and_the_options_as_before() {
         let dir = tempfile::tempdir().unwrap();
         let w = dir.path().join("w.bin");
         std::fs::write(&w, b"weights").unwrap();
-        let spec = ModelSpec { fusion: Some(Fusion::Hadamard), ..ModelSpec::dolg(&w) }.with_scales(vec![1.0]);
+        let legacy =
+            ModelSpec { fusion: Some(Fusion::Hadamard), ..ModelSpec::dolg(&w) }.with_scales(vec![1.0]).with_max_size(0).with_orientation(Orientation::Ignore);
         // Independent reference: the hash of the same bytes and option string, spelled out here.
-        let mut h = Sha256::new();
-        h.update(b"weights;backbone=None;arch=None;fusion=hadamard;scales=[1.0]");
-        let want: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(spec.fingerprint().unwrap(), want);
-        let other = ModelSpec { fusion: Some(Fusion::Concat), ..spec.clone() };
+        let sha = |text: &[u8]| -> String { Sha256::digest(text).iter().map(|b| format!("{b:02x}")).collect() };
+        let want = sha(b"weights;backbone=None;arch=None;fusion=hadamard;scales=[1.0]");
+        assert_eq!(legacy.fingerprint().unwrap(), want, "the 0.1 options hash as 0.1 hashed them");
+        let other = ModelSpec { fusion: Some(Fusion::Concat), ..legacy.clone() };
         assert_ne!(other.fingerprint().unwrap(), want);
+        // Today's defaults add the size limit and the orientation policy.
+        let today = ModelSpec { fusion: Some(Fusion::Hadamard), ..ModelSpec::dolg(&w) }.with_scales(vec![1.0]);
+        let want = sha(b"weights;backbone=None;arch=None;fusion=hadamard;scales=[1.0];max_size=1024;orientation=apply");
+        assert_eq!(today.fingerprint().unwrap(), want);
     }
 
     #[test]

@@ -117,7 +117,8 @@ fn cli_search_and_info_print_what_0_1_printed() {
 #[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn recorded_fingerprint_is_reproduced_from_the_checkpoint() {
     let weights = common::shared_dir().join("fixtures/dolg-r50-random/dolg_r50_random_noaspp.pyth.gz");
-    let spec = dolg::spec::ModelSpec::dolg(weights).with_scales(vec![1.0]);
+    // 0.1 had no size limit and ignored EXIF orientation: the same options are those.
+    let spec = dolg::spec::ModelSpec::dolg(weights).with_scales(vec![1.0]).with_max_size(0).with_orientation(dolg::decode::Orientation::Ignore);
     let old = json(&fixture().join("exact.info.json"));
     assert_eq!(spec.fingerprint().unwrap(), old["fingerprint"].as_str().unwrap());
 

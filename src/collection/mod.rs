@@ -526,7 +526,7 @@ impl Collection {
     /// in chunks of 65,536 rows; `on_chunk` sees the rows done so far.
     pub fn import(&mut self, vectors: &mut [f32], names: &[String], origin: VectorOrigin, mut on_chunk: impl FnMut(usize)) -> Result<()> {
         let dim = self.dim();
-        if vectors.len() % dim != 0 {
+        if !vectors.len().is_multiple_of(dim) {
             return Err(Error::VectorLength { expected: dim, values: vectors.len() });
         }
         if vectors.len() / dim != names.len() {
@@ -592,7 +592,7 @@ impl Collection {
 
     fn normalized_queries(&self, vectors: &[f32]) -> Result<Vec<f32>> {
         let dim = self.dim();
-        if vectors.is_empty() || vectors.len() % dim != 0 {
+        if vectors.is_empty() || !vectors.len().is_multiple_of(dim) {
             return Err(Error::VectorLength { expected: dim, values: vectors.len() });
         }
         let mut q = vectors.to_vec();

@@ -80,7 +80,7 @@ impl<'a> Database<'a> {
 }
 
 fn n_rows_of(data: &[f32], dim: usize, what: &'static str) -> Result<usize> {
-    if dim == 0 || data.len() % dim != 0 {
+    if dim == 0 || !data.len().is_multiple_of(dim) {
         return Err(EvalError::Shape { what, len: data.len(), dim });
     }
     Ok(data.len() / dim)
