@@ -17,9 +17,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use npyz::WriterBuilder;
 
 use crate::atomic_file::{self, Mode};
-use crate::decode::{decode_file, DecodeError, DecodeLimits};
+use crate::decode::{decode_file_oriented, DecodeError, DecodeLimits, Orientation};
 use crate::model::RetrievalModel;
-use crate::preprocess::{crop, multiscale_inputs, CropBox, FloatImage, Normalization, PreprocessError, ScaledInput};
+use crate::preprocess::{crop, limit_size, multiscale_inputs, CropBox, FloatImage, Normalization, PreprocessError, ScaledInput, DEFAULT_MAX_SIZE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DescriptorError {
@@ -66,6 +66,12 @@ pub struct Extractor {
     pub scales: Vec<f64>,
     pub norm: Normalization,
     pub limits: DecodeLimits,
+    /// Apply the EXIF orientation a file records (default) or take its pixels as stored.
+    pub orientation: Orientation,
+    /// Longest side an image is brought down to, after decoding, orienting and cropping, before
+    /// the pyramid ([`limit_size`]); `None` or `Some(0)`: no limit. Default
+    /// [`DEFAULT_MAX_SIZE`] (1024).
+    pub max_size: Option<u32>,
 }
 
 /// An image decoded, optionally cropped, and resized for every scale: the network's input.
@@ -74,20 +80,24 @@ pub struct Prepared {
 }
 
 impl Extractor {
-    /// An extractor with the model's own input convention and the default decode limits.
+    /// An extractor with the model's own input convention, the default decode limits, EXIF
+    /// orientation applied and the default size limit ([`DEFAULT_MAX_SIZE`]).
     pub fn new(model: RetrievalModel, device: Device, scales: Vec<f64>) -> Self {
         let norm = model.normalization();
-        Self { model, device, scales, norm, limits: DecodeLimits::default() }
+        Self { model, device, scales, norm, limits: DecodeLimits::default(), orientation: Orientation::Apply, max_size: Some(DEFAULT_MAX_SIZE) }
     }
 
-    /// Decode, crop and preprocess one file (the part that runs on the decoding thread).
+    /// Decode (turned upright unless `orientation` says otherwise), crop (the box is in the
+    /// upright image's pixels), bring within `max_size`, and preprocess one file for every scale
+    /// (the part that runs on the decoding thread).
     pub fn prepare(&self, path: &Path, crop_box: Option<CropBox>) -> Result<Prepared, DescriptorError> {
-        let img = decode_file(path, &self.limits)?;
+        let img = decode_file_oriented(path, &self.limits, self.orientation)?;
         let pre = |source| DescriptorError::Preprocess { path: path.to_owned(), source };
         let img = match crop_box {
             Some(b) => crop(&img, b).map_err(pre)?,
             None => img,
         };
+        let img = limit_size(img, self.max_size);
         let inputs = multiscale_inputs(&FloatImage::from(&img), &self.scales, &self.norm).map_err(pre)?;
         Ok(Prepared { inputs })
     }

@@ -6,6 +6,26 @@
 //! (`fast_image_resize`, `image::imageops`) antialias when shrinking and use different pixel-centre
 //! and border rules, and the fixture shows that such a resize moves the descriptor by ~7e-3. We need
 //! OpenCV's exact float32 path: half-pixel centres, two taps per axis, borders clamped.
+//!
+//! # Image size policy (before the pyramid)
+//!
+//! The authors evaluate on Revisited Oxford/Paris, whose images are at most 1024 px a side; a phone
+//! photo is 4000–8000 px. [`limit_size`] brings an image (decoded, oriented, cropped: crop boxes are
+//! in the original pixel coordinates) whose longest side exceeds `max_size` down to that side, the
+//! other side `round(side × max_size / longest)` half to even, at least 1 px; an image at or under
+//! the limit is left untouched, so everything within 1024 px gives the descriptors it always did.
+//! The multi-scale pyramid then runs on the result as above.
+//!
+//! This step resizes the way the field does it: DELG (and the revisitop tooling) scale images to a
+//! maximum size with PIL's `Image.resize(size, BILINEAR)`, which, unlike OpenCV's `INTER_LINEAR`,
+//! is anti-aliased when shrinking: a triangle filter whose support is widened by the reduction
+//! ratio (every source pixel contributes), so a 6× reduction does not alias. [`resize_pil_bilinear`]
+//! is Pillow's algorithm (`libImaging/Resample.c`) re-done step for step, 8-bit in and out:
+//! coefficients in f64, normalised per output pixel, rounded to 22-bit fixed point; a horizontal
+//! pass over the rows the vertical pass needs, stored as rounded, clamped 8-bit, then the vertical
+//! pass. `scripts/check_decode_cv2.py` checks it against Pillow (identical bytes). `image`'s
+//! `imageops::resize(Triangle)` computes the same weights but in f32 with a float intermediate and
+//! the vertical pass first, and so lands a level off here and there.
 
 use crate::decode::BgrImage;
 
@@ -203,6 +223,150 @@ pub fn normalize_chw(img: &FloatImage, norm: &Normalization) -> Vec<f32> {
     out
 }
 
+/// The product's image size policy: the longest side an image is brought down to before the
+/// pyramid (see the module doc). `Extractor::max_size` defaults to it.
+pub const DEFAULT_MAX_SIZE: u32 = 1024;
+
+/// Size `(height, width)` that [`limit_size`] gives an image of `height` x `width`: the same size
+/// when its longest side is at most `max_size` (or `max_size` is 0, no limit); otherwise the
+/// longest side becomes `max_size` and the other `round(other × max_size / longest)`, half to even
+/// (exact: the division is done once on integers small enough for f64), at least 1.
+pub fn limited_size(height: usize, width: usize, max_size: u32) -> (usize, usize) {
+    let (longest, max) = (height.max(width), max_size as usize);
+    if max == 0 || longest <= max {
+        return (height, width);
+    }
+    let other = |side: usize| ((side as f64 * max as f64) / longest as f64).round_ties_even().max(1.0) as usize;
+    if height >= width {
+        (max, other(width))
+    } else {
+        (other(height), max)
+    }
+}
+
+/// The image size policy: `img` itself when its longest side is within `max_size` (`None` or 0:
+/// no limit), else downscaled by [`resize_pil_bilinear`] to [`limited_size`].
+pub fn limit_size(img: BgrImage, max_size: Option<u32>) -> BgrImage {
+    let (h, w) = limited_size(img.height, img.width, max_size.unwrap_or(0));
+    if (h, w) == (img.height, img.width) {
+        img
+    } else {
+        resize_pil_bilinear(&img, h, w)
+    }
+}
+
+/// Fixed-point precision of Pillow's 8-bit resampling (`PRECISION_BITS`).
+const PIL_PRECISION_BITS: u32 = 32 - 8 - 2;
+
+/// Pillow's per-output-pixel taps along one axis (`precompute_coeffs` + `normalize_coeffs_8bpc`,
+/// BILINEAR filter of support 1): for each output pixel the first source pixel and its weights.
+fn pil_bilinear_taps(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i32>)> {
+    // Pillow takes the box as floats: (in1 - in0) is a float, then divided in double.
+    let scale = f64::from(in_size as f32) / out_size as f64;
+    let filterscale = scale.max(1.0);
+    let support = filterscale; // BILINEAR's support is 1.0
+    let ss = 1.0 / filterscale;
+    (0..out_size)
+        .map(|xx| {
+            let center = (xx as f64 + 0.5) * scale;
+            // C's (int) cast truncates toward zero, as `as i64` does.
+            let xmin = ((center - support + 0.5) as i64).max(0);
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) - xmin;
+            let w: Vec<f64> = (0..xmax)
+                .map(|x| {
+                    let t = (((x + xmin) as f64 - center + 0.5) * ss).abs();
+                    if t < 1.0 {
+                        1.0 - t
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let ww: f64 = w.iter().sum();
+            let one = f64::from(1u32 << PIL_PRECISION_BITS);
+            let k = w
+                .iter()
+                .map(|&v| {
+                    let v = if ww != 0.0 { v / ww } else { v };
+                    if v < 0.0 {
+                        (-0.5 + v * one) as i32
+                    } else {
+                        (0.5 + v * one) as i32
+                    }
+                })
+                .collect();
+            (xmin as usize, k)
+        })
+        .collect()
+}
+
+/// Pillow's `clip8`: a fixed-point sum back to a byte.
+fn pil_clip8(v: i32) -> u8 {
+    if v >= 1 << (PIL_PRECISION_BITS + 8) {
+        255
+    } else if v <= 0 {
+        0
+    } else {
+        (v >> PIL_PRECISION_BITS) as u8
+    }
+}
+
+/// PIL's `Image.resize((out_w, out_h), Image.BILINEAR)` on an 8-bit 3-channel image, byte for
+/// byte (module doc): anti-aliased when shrinking. Channels are filtered independently, so the
+/// order (BGR here) does not matter. Resizing to the same size returns a copy.
+pub fn resize_pil_bilinear(src: &BgrImage, out_h: usize, out_w: usize) -> BgrImage {
+    assert!(out_h > 0 && out_w > 0, "resize to an empty size");
+    assert_eq!(src.data.len(), src.width * src.height * 3, "BGR buffer does not match {}x{}", src.width, src.height);
+    const HALF: i32 = 1 << (PIL_PRECISION_BITS - 1);
+    // Horizontal pass, only over the source rows the vertical pass reads (Pillow's ybox).
+    let vt = if out_h != src.height { Some(pil_bilinear_taps(src.height, out_h)) } else { None };
+    let (first, last) = match &vt {
+        Some(t) => (t[0].0, t.last().map(|(s, k)| s + k.len()).unwrap_or(src.height)),
+        None => (0, src.height),
+    };
+    let tmp: std::borrow::Cow<'_, [u8]> = if out_w != src.width {
+        let ht = pil_bilinear_taps(src.width, out_w);
+        let mut tmp = vec![0u8; (last - first) * out_w * 3];
+        for (r, dst) in (first..last).zip(tmp.chunks_exact_mut(out_w * 3)) {
+            let row = &src.data[r * src.width * 3..(r + 1) * src.width * 3];
+            for ((x0, k), px) in ht.iter().zip(dst.chunks_exact_mut(3)) {
+                let mut acc = [HALF; 3];
+                for (&w, p) in k.iter().zip(row[x0 * 3..].chunks_exact(3)) {
+                    for c in 0..3 {
+                        acc[c] += i32::from(p[c]) * w;
+                    }
+                }
+                for c in 0..3 {
+                    px[c] = pil_clip8(acc[c]);
+                }
+            }
+        }
+        tmp.into()
+    } else {
+        src.data[first * src.width * 3..last * src.width * 3].into()
+    };
+    let Some(vt) = vt else {
+        return BgrImage { width: out_w, height: out_h, data: tmp.into_owned() };
+    };
+    // Vertical pass over the horizontal result (its row 0 is source row `first`).
+    let stride = out_w * 3;
+    let mut data = vec![0u8; out_h * stride];
+    let mut acc = vec![0i32; stride];
+    for ((y0, k), dst) in vt.iter().zip(data.chunks_exact_mut(stride)) {
+        acc.fill(HALF);
+        for (j, &w) in k.iter().enumerate() {
+            let row = &tmp[(y0 - first + j) * stride..(y0 - first + j + 1) * stride];
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a += i32::from(v) * w;
+            }
+        }
+        for (out, &a) in dst.iter_mut().zip(&acc) {
+            *out = pil_clip8(a);
+        }
+    }
+    BgrImage { width: out_w, height: out_h, data }
+}
+
 /// Largest resized image accepted (pixels): far above any real use, low enough that a typo such
 /// as `--scales 1e6` is an error for that image rather than an allocation failure.
 pub const MAX_RESIZED_PIXELS: usize = 200_000_000;
@@ -276,6 +440,39 @@ mod tests {
         let out = resize_linear(&img, 1, 2);
         let ch0: Vec<f32> = out.data.chunks(3).map(|p| p[0]).collect();
         assert_eq!(ch0, vec![2.0, 54.0]);
+    }
+
+    #[test]
+    fn size_limit_keeps_the_longest_side_and_rounds_half_to_even() {
+        assert_eq!(limited_size(2000, 3000, 1024), (683, 1024));
+        assert_eq!(limited_size(3000, 2000, 1024), (1024, 683));
+        // 1025 · 1024 / 2048 = 512.5 → 512 (even); 1027 · 1024 / 2048 = 513.5 → 514.
+        assert_eq!(limited_size(1025, 2048, 1024), (512, 1024));
+        assert_eq!(limited_size(1027, 2048, 1024), (514, 1024));
+        assert_eq!(limited_size(3, 4000, 1024), (1, 1024), "at least one pixel");
+        assert_eq!(limited_size(1024, 1024, 1024), (1024, 1024));
+        assert_eq!(limited_size(640, 433, 1024), (640, 433));
+        assert_eq!(limited_size(6000, 4500, 0), (6000, 4500), "0: no limit");
+        let img = BgrImage { width: 5, height: 2000, data: vec![7; 5 * 2000 * 3] };
+        assert_eq!(limit_size(img.clone(), None), img);
+        assert_eq!(limit_size(img.clone(), Some(2000)), img);
+        let small = limit_size(img, Some(1000));
+        assert_eq!((small.width, small.height), (2, 1000));
+        assert!(small.data.iter().all(|&v| v == 7), "a flat image stays flat");
+    }
+
+    #[test]
+    fn pil_bilinear_downscale_is_antialiased_with_hand_computed_weights() {
+        // Halving [0, 4, 8, 100]: support 2 source pixels, centres 1.0 and 3.0. Output 0 reads
+        // pixels 0..3 with triangle weights 0.75, 0.75, 0.25 (/1.75): 20/7 = 2.86 → 3; output 1
+        // reads 1..4 with 0.25, 0.75, 0.75: 328/7 = 46.9 → 47. (OpenCV's INTER_LINEAR gives 2, 54.)
+        let img = BgrImage { width: 4, height: 1, data: [0u8, 4, 8, 100].iter().flat_map(|&v| [v, v, v]).collect() };
+        let out = resize_pil_bilinear(&img, 1, 2);
+        assert_eq!(out.data, vec![3, 3, 3, 47, 47, 47]);
+        // The same along the other axis.
+        let col = BgrImage { width: 1, height: 4, data: img.data.clone() };
+        assert_eq!(resize_pil_bilinear(&col, 2, 1).data, out.data);
+        assert_eq!(resize_pil_bilinear(&img, 1, 4), img, "same size: a copy");
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //!
 //! The reference PNG reader below (zlib inflate via flate2 + the five PNG row filters) is written
 //! from the PNG specification and shares no code with the `image` crate that `dolg` uses.
+//!
+//! The formats added after the bad-inputs set (TIFF, BMP, GIF, PNM, and WebP) are tested with
+//! files written here: valid ones cut at every length, headers followed by garbage, headers that
+//! declare bomb sizes, 16-bit and grey/alpha conversions as `cv2.imread` does them, and HEIC/AVIF.
 
 mod common;
 
@@ -11,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use dolg::decode::{decode_bytes, decode_file, BgrImage, DecodeError, DecodeLimits};
+use dolg::decode::{decode_bytes, decode_file, expand_inputs, BgrImage, DecodeError, DecodeLimits, IMAGE_EXTENSIONS};
 use dolg::preprocess::{multiscale_inputs, FloatImage, Normalization, PreprocessError, DEFAULT_SCALES, DOLG_MEAN_BGR, DOLG_STD_BGR};
 
 fn bad_inputs() -> PathBuf {
@@ -291,4 +295,264 @@ fn decoded_pixels_are_bgr_like_the_reference_network_input() {
     // 3. The library's own normalisation reproduces the fixture input (≤ 1e-5, fixture tolerance).
     let ours = multiscale_inputs(&FloatImage::from(&img), &[1.0], &Normalization::DOLG).unwrap();
     assert!(max_abs_diff(&ours[0].chw, &input) <= 1e-5);
+}
+
+/// A valid small file of every format the decoder reads, written by `image`'s encoders (PBM by
+/// hand: `image` writes it as ASCII only).
+fn sample_files() -> Vec<(&'static str, Vec<u8>)> {
+    use image::codecs::{bmp::BmpEncoder, gif::GifEncoder, jpeg::JpegEncoder, png::PngEncoder, pnm, tiff::TiffEncoder, webp::WebPEncoder};
+    use image::{ExtendedColorType as C, ImageEncoder};
+    let (w, h) = (23u32, 17u32);
+    let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
+    let rgba: Vec<u8> = (0..w * h * 4).map(|i| (i * 5 % 253) as u8).collect();
+    let grey: Vec<u8> = (0..w * h).map(|i| (i * 3 % 256) as u8).collect();
+    let enc = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut v = Vec::new();
+        f(&mut v);
+        v
+    };
+    let mut tiff = std::io::Cursor::new(Vec::new());
+    TiffEncoder::new(&mut tiff).write_image(&rgb, w, h, C::Rgb8).unwrap();
+    let mut pbm = format!("P4\n{w} {h}\n").into_bytes();
+    pbm.extend((0..h * w.div_ceil(8)).map(|i| (i * 37) as u8));
+    vec![
+        ("sample.png", enc(&|v| PngEncoder::new(v).write_image(&rgb, w, h, C::Rgb8).unwrap())),
+        ("sample.jpg", enc(&|v| JpegEncoder::new_with_quality(v, 90).write_image(&rgb, w, h, C::Rgb8).unwrap())),
+        ("sample.webp", enc(&|v| WebPEncoder::new_lossless(v).write_image(&rgba, w, h, C::Rgba8).unwrap())),
+        ("sample.tif", tiff.into_inner()),
+        ("sample.bmp", enc(&|v| BmpEncoder::new(v).write_image(&rgb, w, h, C::Rgb8).unwrap())),
+        ("sample.gif", enc(&|v| GifEncoder::new(v).write_image(&rgba, w, h, C::Rgba8).unwrap())),
+        (
+            "sample.pgm",
+            enc(&|v| pnm::PnmEncoder::new(v).with_subtype(pnm::PnmSubtype::Graymap(pnm::SampleEncoding::Binary)).write_image(&grey, w, h, C::L8).unwrap()),
+        ),
+        (
+            "sample.ppm",
+            enc(&|v| pnm::PnmEncoder::new(v).with_subtype(pnm::PnmSubtype::Pixmap(pnm::SampleEncoding::Binary)).write_image(&rgb, w, h, C::Rgb8).unwrap()),
+        ),
+        ("sample.pbm", pbm),
+    ]
+}
+
+/// Decode without panicking; an error must name the file and be about the content (not I/O).
+fn decode_named(bytes: &[u8], name: &str) -> Result<BgrImage, DecodeError> {
+    let path = Path::new(name);
+    let r = std::panic::catch_unwind(|| decode_bytes(bytes, path, &DecodeLimits::default()))
+        .unwrap_or_else(|_| panic!("{name}: decoding {} bytes panicked", bytes.len()));
+    if let Err(e) = &r {
+        assert!(e.to_string().contains(name), "{name}: error does not name the file: {e}");
+        assert!(
+            matches!(
+                e,
+                DecodeError::Empty { .. }
+                    | DecodeError::UnknownFormat { .. }
+                    | DecodeError::Corrupt { .. }
+                    | DecodeError::Degenerate { .. }
+                    // A damaged header may declare a size over the limits.
+                    | DecodeError::TooLarge { .. }
+            ),
+            "{name}: unexpected error kind: {e:?}"
+        );
+    }
+    r
+}
+
+#[test]
+fn every_format_decodes_and_its_truncations_never_panic() {
+    for (name, bytes) in sample_files() {
+        let full = decode_named(&bytes, name).unwrap_or_else(|e| panic!("{name}: the valid file fails: {e}"));
+        assert_eq!((full.width, full.height), (23, 17), "{name}");
+        let mut cuts: Vec<usize> = (0..bytes.len().min(200)).collect();
+        cuts.extend((200..bytes.len()).step_by(37));
+        cuts.push(bytes.len() - 1);
+        let (mut errors, mut decoded) = (0, 0);
+        for n in cuts {
+            match decode_named(&bytes[..n], name) {
+                // Some decoders fill what is missing at the end; the image is then whole-sized.
+                Ok(img) => {
+                    assert_eq!((img.width, img.height), (23, 17), "{name} cut at {n}");
+                    decoded += 1;
+                }
+                Err(_) => errors += 1,
+            }
+        }
+        eprintln!("{name}: {} bytes; prefixes: {errors} errors, {decoded} decoded", bytes.len());
+        assert!(errors > 0, "{name}: no prefix was refused");
+    }
+}
+
+#[test]
+fn garbage_after_each_format_header_is_a_named_error_or_an_image_never_a_panic() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    for (name, bytes) in sample_files() {
+        for keep in [2usize, 4, 8, 16, 30, 60] {
+            for len in [keep, keep + 1, keep + 64, keep + 3000] {
+                let mut v = bytes[..keep.min(bytes.len())].to_vec();
+                v.extend((v.len()..len).map(|_| rng.random::<u8>()));
+                let _ = decode_named(&v, name);
+            }
+        }
+        // Single flipped bytes all over a valid file.
+        for _ in 0..200 {
+            let mut v = bytes.clone();
+            let i = rng.random_range(0..v.len());
+            v[i] ^= 1 << rng.random_range(0..8);
+            if let Ok(img) = decode_named(&v, name) {
+                assert!(img.width > 0 && img.height > 0 && img.data.len() == img.width * img.height * 3, "{name}");
+            }
+        }
+    }
+}
+
+/// Headers that declare a decompression bomb are refused from the header, for every format.
+#[test]
+fn bomb_headers_of_every_format_are_refused_before_decoding() {
+    let side = 60_000u32;
+    let mut bmp = b"BM".to_vec();
+    bmp.extend_from_slice(&(54u32 + 64).to_le_bytes()); // file size (a lie, as bombs do)
+    bmp.extend_from_slice(&[0; 4]);
+    bmp.extend_from_slice(&54u32.to_le_bytes()); // pixel data offset
+    bmp.extend_from_slice(&40u32.to_le_bytes()); // BITMAPINFOHEADER
+    bmp.extend_from_slice(&(side as i32).to_le_bytes());
+    bmp.extend_from_slice(&(side as i32).to_le_bytes());
+    bmp.extend_from_slice(&1u16.to_le_bytes()); // planes
+    bmp.extend_from_slice(&24u16.to_le_bytes()); // bits per pixel
+    bmp.extend_from_slice(&[0; 24]); // no compression, sizes and palette counts 0
+    bmp.extend_from_slice(&[0x55; 64]);
+    let mut ppm = format!("P6\n{side} {side}\n255\n").into_bytes();
+    ppm.extend_from_slice(&[0x55; 64]);
+    let mut pgm16 = format!("P5\n{side} {side}\n65535\n").into_bytes();
+    pgm16.extend_from_slice(&[0x55; 64]);
+    // GIF: logical screen and first frame both 65535 x 65535.
+    let mut gif = b"GIF89a".to_vec();
+    gif.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF, 0x80, 0, 0]); // screen, global table of 2
+    gif.extend_from_slice(&[0, 0, 0, 255, 255, 255]);
+    gif.extend_from_slice(&[0x2C, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0]); // image descriptor
+    gif.extend_from_slice(&[2, 2, 0x4C, 0x01, 0, 0x3B]);
+    // TIFF: one strip of a 60000 x 60000 RGB image, 64 bytes of it present.
+    let mut tiff = b"II*\0".to_vec();
+    tiff.extend_from_slice(&8u32.to_le_bytes());
+    let entries: [(u16, u16, u32); 8] =
+        [(256, 4, side), (257, 4, side), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, 8 + 2 + 8 * 12 + 4), (278, 4, side), (279, 4, 64)];
+    tiff.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    for (tag, ty, value) in entries {
+        tiff.extend_from_slice(&tag.to_le_bytes());
+        tiff.extend_from_slice(&ty.to_le_bytes());
+        tiff.extend_from_slice(&1u32.to_le_bytes());
+        if ty == 3 {
+            tiff.extend_from_slice(&(value as u16).to_le_bytes());
+            tiff.extend_from_slice(&[0, 0]);
+        } else {
+            tiff.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    tiff.extend_from_slice(&0u32.to_le_bytes());
+    tiff.extend_from_slice(&[0x55; 64]);
+    for (name, bytes, want) in
+        [("bomb.bmp", bmp, side), ("bomb.ppm", ppm, side), ("bomb16.pgm", pgm16, side), ("bomb.gif", gif, 65535), ("bomb.tif", tiff, side)]
+    {
+        let t = Instant::now();
+        let r = std::panic::catch_unwind(|| decode_bytes(&bytes, Path::new(name), &DecodeLimits::default())).unwrap_or_else(|_| panic!("{name} panicked"));
+        match r {
+            Err(DecodeError::TooLarge { width, height, .. }) => assert_eq!((width, height), (want, want), "{name}"),
+            other => panic!("{name}: expected TooLarge, got {other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(2), "{name}: took {:?}", t.elapsed());
+    }
+}
+
+/// `cv2.imread`'s default conversions (checked against OpenCV 5.0 by scripts/check_decode_cv2.py):
+/// 16-bit samples by `v >> 8` (PNG, PNM, grey TIFF) but rounded `/ 257` in RGB(A) TIFF, grey
+/// replicated, alpha dropped.
+#[test]
+fn sixteen_bit_grey_and_alpha_convert_like_cv2_imread() {
+    use image::codecs::{png::PngEncoder, tiff::TiffEncoder};
+    use image::{ExtendedColorType as C, ImageEncoder};
+    let v16: [u16; 8] = [0, 255, 256, 383, 32895, 32896, 65280, 65535];
+    let ne = |v: &[u16]| v.iter().flat_map(|x| x.to_ne_bytes()).collect::<Vec<u8>>();
+    let shift = |v: u16| (v >> 8) as u8;
+    let round = |v: u16| ((u32::from(v) + 128) / 257) as u8;
+    let png = |data: &[u8], c: C| {
+        let mut out = Vec::new();
+        PngEncoder::new(&mut out).write_image(data, 8, 1, c).unwrap();
+        out
+    };
+    let tiff = |data: &[u8], c: C| {
+        let mut out = std::io::Cursor::new(Vec::new());
+        TiffEncoder::new(&mut out).write_image(data, 8, 1, c).unwrap();
+        out.into_inner()
+    };
+    let grey_want = |f: &dyn Fn(u16) -> u8| v16.iter().flat_map(|&v| [f(v); 3]).collect::<Vec<u8>>();
+    // RGB with R = v, G = 65535 - v, B = v / 2: BGR out.
+    let rgb16: Vec<u16> = v16.iter().flat_map(|&v| [v, 65535 - v, v / 2]).collect();
+    let rgba16: Vec<u16> = v16.iter().flat_map(|&v| [v, 65535 - v, v / 2, 65535 - v]).collect();
+    let la16: Vec<u16> = v16.iter().flat_map(|&v| [v, 1234]).collect();
+    let rgb_want = |f: &dyn Fn(u16) -> u8| v16.iter().flat_map(|&v| [f(v / 2), f(65535 - v), f(v)]).collect::<Vec<u8>>();
+    let mut pgm = b"P5\n8 1\n65535\n".to_vec();
+    pgm.extend(v16.iter().flat_map(|v| v.to_be_bytes()));
+    let cases: Vec<(&str, Vec<u8>, Vec<u8>)> = vec![
+        ("grey16.png", png(&ne(&v16), C::L16), grey_want(&shift)),
+        ("greyalpha16.png", png(&ne(&la16), C::La16), grey_want(&shift)),
+        ("rgb16.png", png(&ne(&rgb16), C::Rgb16), rgb_want(&shift)),
+        ("rgba16.png", png(&ne(&rgba16), C::Rgba16), rgb_want(&shift)),
+        ("grey16.pgm", pgm, grey_want(&shift)),
+        ("grey16.tif", tiff(&ne(&v16), C::L16), grey_want(&shift)),
+        ("rgb16.tif", tiff(&ne(&rgb16), C::Rgb16), rgb_want(&round)),
+        ("rgba16.tif", tiff(&ne(&rgba16), C::Rgba16), rgb_want(&round)),
+        (
+            "greyalpha8.png",
+            png(&[10, 0, 200, 255, 30, 128, 0, 1, 255, 9, 1, 2, 3, 4, 5, 6], C::La8),
+            [10, 200, 30, 0, 255, 1, 3, 5].iter().flat_map(|&v| [v; 3]).collect(),
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        let img = decode_named(&bytes, name).unwrap();
+        assert_eq!((img.width, img.height), (8, 1), "{name}");
+        assert_eq!(img.data, want, "{name}");
+    }
+}
+
+#[test]
+fn heic_and_avif_are_named_as_unsupported() {
+    for (brand, kind) in [(&b"heic"[..], "HEIC/HEIF"), (b"mif1", "HEIC/HEIF"), (b"avif", "AVIF")] {
+        let mut v = vec![0, 0, 0, 0x18];
+        v.extend_from_slice(b"ftyp");
+        v.extend_from_slice(brand);
+        v.extend_from_slice(&[0; 12]);
+        let name = format!("phone.{}", String::from_utf8_lossy(brand));
+        match decode_bytes(&v, Path::new(&name), &DecodeLimits::default()) {
+            Err(e @ DecodeError::UnsupportedFormat { format, .. }) => {
+                assert_eq!(format, kind);
+                let msg = e.to_string();
+                assert!(msg.contains(&name) && msg.contains(kind) && msg.contains("convert"), "{msg}");
+            }
+            other => panic!("{name}: expected UnsupportedFormat, got {other:?}"),
+        }
+    }
+    let msg = decode_bytes(b"plain text", Path::new("t.png"), &DecodeLimits::default()).unwrap_err().to_string();
+    for f in ["JPEG", "PNG", "WebP", "TIFF", "BMP", "GIF", "PGM"] {
+        assert!(msg.contains(f), "{msg}");
+    }
+}
+
+#[test]
+fn folders_are_walked_for_every_supported_extension_in_any_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut want = Vec::new();
+    for ext in IMAGE_EXTENSIONS {
+        for e in [ext.to_string(), ext.to_uppercase()] {
+            let p = dir.path().join(format!("img_{e}.{e}"));
+            std::fs::write(&p, b"x").unwrap();
+            want.push(p);
+        }
+    }
+    for other in ["notes.txt", "raw.cr2", "clip.mp4"] {
+        std::fs::write(dir.path().join(other), b"x").unwrap();
+    }
+    want.sort();
+    assert_eq!(expand_inputs(&[dir.path().to_owned()]).unwrap(), want);
+    for ext in ["tif", "tiff", "bmp", "gif", "pgm", "ppm", "pbm", "pnm"] {
+        assert!(IMAGE_EXTENSIONS.contains(&ext), "{ext}");
+    }
 }
