@@ -270,6 +270,62 @@ pub fn write_descriptors(path: &Path, rows: &[Vec<f32>], dim: usize, names: Opti
     result.map_err(|e| ferr(if names_failed { &np } else { path }, e.to_string()))
 }
 
+/// [`write_descriptors`] streamed, for outputs too large to hold in memory (merging extraction
+/// shards or parts): `fill_rows` pushes the `rows` rows of `dim` values, in order, into the sink
+/// it is given; `fill_names` pushes their names, one per row, into its sink. Each is called once
+/// (rows first, then names), so a caller reads its sources twice rather than holding them. The
+/// pair is replaced as one ([`atomic_file::replace_pair`]); a row of the wrong length, a name
+/// with a newline, a count other than `rows`, or an error returned by a fill (e.g. a source that
+/// cannot be read) fails the call and leaves any old pair in place.
+pub fn write_descriptors_with(
+    path: &Path,
+    rows: usize,
+    dim: usize,
+    fill_rows: impl FnOnce(&mut dyn FnMut(&[f32]) -> std::io::Result<()>) -> std::io::Result<()>,
+    fill_names: impl FnOnce(&mut dyn FnMut(&str) -> std::io::Result<()>) -> std::io::Result<()>,
+) -> Result<(), DescriptorError> {
+    use std::io::{Error, ErrorKind};
+    let np = names_path(path);
+    let shape = [rows as u64, dim as u64];
+    let fill_main = |w: &mut std::io::BufWriter<std::fs::File>| {
+        let mut npy = npyz::WriteOptions::<f32>::new().default_dtype().shape(&shape).writer(w).begin_nd()?;
+        let mut count = 0usize;
+        fill_rows(&mut |row: &[f32]| {
+            if row.len() != dim {
+                return Err(Error::new(ErrorKind::InvalidData, format!("a descriptor row has {} values, expected {dim}", row.len())));
+            }
+            count += 1;
+            if count > rows {
+                return Err(Error::new(ErrorKind::InvalidData, format!("more than the {rows} rows announced")));
+            }
+            npy.extend(row.iter().copied())
+        })?;
+        if count != rows {
+            return Err(Error::new(ErrorKind::InvalidData, format!("{count} rows given, {rows} announced")));
+        }
+        npy.finish()
+    };
+    // Which of the two files an error is about: the names file's fill records its own failures.
+    let mut names_failed = false;
+    let mut fill_names = Some(fill_names);
+    let mut write_names = |w: &mut std::io::BufWriter<std::fs::File>| {
+        let fill = fill_names.take().ok_or_else(|| Error::other("names written twice"))?;
+        let mut count = 0usize;
+        let r = fill(&mut |name: &str| {
+            if name.contains('\n') {
+                return Err(Error::new(ErrorKind::InvalidData, format!("name {name:?} contains a newline and cannot be written one per line")));
+            }
+            count += 1;
+            writeln!(w, "{name}")
+        })
+        .and_then(|()| if count == rows { Ok(()) } else { Err(Error::new(ErrorKind::InvalidData, format!("{count} names for {rows} rows"))) });
+        names_failed = r.is_err();
+        r
+    };
+    let result = atomic_file::replace_pair(path, &np, Mode::Shared, fill_main, Some(&mut write_names));
+    result.map_err(|e| DescriptorError::File { path: if names_failed { np } else { path.to_owned() }, message: e.to_string() })
+}
+
 /// Read a descriptor file and the names file beside it, checking that they belong together (as
 /// many names as rows): (row-major data, rows, dim, names).
 pub fn read_matrix_with_names(path: &Path) -> Result<(Vec<f32>, usize, usize, Vec<String>), DescriptorError> {

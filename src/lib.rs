@@ -21,6 +21,7 @@ pub mod model;
 pub mod preprocess;
 pub mod pretrained;
 pub mod runtime;
+pub mod shards;
 pub mod spec;
 pub mod train;
 

@@ -1,5 +1,6 @@
 //! The `dolg` binary end to end: `extract` on good and hostile inputs, its outputs (.npy, names
-//! file, JSON summary, exit status), `--scales`, `--crop`, `convert`, and the help texts.
+//! file, JSON summary, exit status), `--scales`, `--crop`, `convert`, and the help texts
+//! (resuming and `--shard` are tested in extract_resume.rs).
 //! Descriptors are checked against the authors' fixture outputs (variant A).
 
 mod common;
@@ -229,10 +230,13 @@ fn scales_option_changes_the_descriptor() {
     let two = rows(&out).remove(0);
     let want = dolg::descriptors::combine_scales(&[scales[512..1024].to_vec(), scales[3 * 512..4 * 512].to_vec()]);
     assert_desc("--scales 0.5,1.0", &two, &want);
-    // Invalid scales are refused per image, not silently used.
+    // Invalid scales are refused up front (the model spec is checked before any image is read),
+    // not silently used; the previous output stays as it was.
+    let before = std::fs::read(&out).unwrap();
     let o = dolg(os!["extract", "--weights", &p.weights, "--out", &out, "--scales", "0", "--strict", &p.lab]);
-    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
-    assert!(text(&o.stderr).contains("invalid scale 0"), "{}", text(&o.stderr));
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("scale 0 is not a positive, finite number"), "{}", text(&o.stderr));
+    assert_eq!(std::fs::read(&out).unwrap(), before);
 }
 
 #[test]
@@ -321,9 +325,30 @@ fn help_texts_document_threads_and_strict() {
     let o = Command::new(BIN).args(["extract", "--help"]).output().unwrap();
     assert_eq!(o.status.code(), Some(0));
     let h = text(&o.stdout);
-    for flag in ["--threads", "--strict", "--weights", "--out", "--scales", "--crop", "--json", "--max-side"] {
+    for flag in [
+        "--threads",
+        "--strict",
+        "--weights",
+        "--out",
+        "--scales",
+        "--crop",
+        "--json",
+        "--max-side",
+        "--resume",
+        "--shard",
+        "--shard-rows",
+        "--files-from",
+        "--exclude",
+        "--follow-links",
+        "--include-hidden",
+        "DOLG_PROGRESS_SECONDS",
+        "dolg merge",
+    ] {
         assert!(h.contains(flag), "extract --help lacks {flag}:\n{h}");
     }
+    let o = Command::new(BIN).args(["merge", "--help"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(text(&o.stdout).contains("--shard I/N"), "{}", text(&o.stdout));
     // No subcommand is a usage error.
     let o = Command::new(BIN).output().unwrap();
     assert_eq!(o.status.code(), Some(2));

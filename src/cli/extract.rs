@@ -1,24 +1,30 @@
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use clap::builder::TypedValueParser;
 use clap::Args;
-use dolg::decode::{expand_inputs, DecodeLimits};
-use dolg::descriptors::{names_path, write_descriptors};
+use dolg::decode::DecodeLimits;
+use dolg::descriptors::names_path;
 use dolg::preprocess::CropBox;
+use dolg::shards::{shard_folder, Identity, Part, ShardedRun, DEFAULT_SHARD_ROWS};
 use serde_json::json;
 
-use super::{progress, ModelArgs, RunArgs, EXIT_SOME_FAILED};
+use super::inputs::InputArgs;
+use super::{ModelArgs, Progress, RunArgs, EXIT_SOME_FAILED};
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "OUTPUT\n  OUT.npy           float32 [N, D], one L2-normalised descriptor per image that was read successfully, in input order\n  OUT.names.txt     the N image paths, one per line, in the same order (directories are expanded recursively and sorted)\n\n\
-BAD INPUT\n  A file that cannot be decoded (corrupt, truncated, not an image, larger than --max-side) is reported with its path and skipped;\n  every other image still gets its descriptor and the exit status is 0. With --strict the exit status is 3 when any image was skipped."
+    after_help = "OUTPUT\n  OUT.npy           float32 [N, D], one L2-normalised descriptor per image that was read successfully, in input order\n  OUT.names.txt     the N image paths, one per line, in the same order (folders are expanded recursively and sorted)\n\n\
+BAD INPUT\n  A file that cannot be decoded (corrupt, truncated, not an image, larger than --max-side) is reported with its path and skipped;\n  every other image still gets its descriptor and the exit status is 0. With --strict the exit status is 3 when any image was skipped.\n\n\
+LONG RUNS AND --resume\n  Results are written as they are made, in OUT.shards/ beside the output: every --shard-rows inputs become a durable shard\n  (shard-000000.npy + .names.txt, and .failures.json naming the inputs that failed, with their errors), and progress.json\n  (checksummed) records the run's identity (the ordered input list's hash, the model fingerprint, the options) and how many\n  shards are done. At the end the shards are merged into OUT.npy + OUT.names.txt and the folder is removed; memory stays\n  bounded by one shard. A run that was killed continues with the same command plus --resume: finished shards are kept, failed\n  inputs are not retried (the final report still lists them), and the outputs are byte for byte those of an uninterrupted\n  run. Resuming with other inputs, model or options is refused, naming what changed. Without --resume an existing\n  OUT.shards/ is an error (resume, or remove it to start over).\n\n\
+SPLITTING OVER MACHINES: --shard I/N\n  Process only part I of N: the inputs at positions p (0-based, in input order) with p % N == I-1 (round robin, so parts get\n  a similar mix of images). Give every job the same inputs and options; each writes OUT.npy + OUT.names.txt for its part and\n  OUT.part.json (checksummed: I/N, the run's identity, its rows and failed inputs). `dolg merge ALL.npy PART1.npy ... PARTN.npy`\n  joins the N parts into the output an unsharded run would have written, row for row.\n\n\
+PROGRESS\n  On a terminal, a progress bar. Otherwise (a log file, a batch job) a line `extract: DONE/TOTAL (P%), R/s, ETA T` every\n  5 seconds; DOLG_PROGRESS_SECONDS=S changes the interval (0: after every image)."
 )]
 pub struct ExtractArgs {
-    /// Images and/or directories (searched recursively for .jpg/.jpeg/.png/.webp, in sorted order).
-    #[arg(required = true, value_name = "IMAGE_OR_DIR")]
-    pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub inputs: InputArgs,
     #[command(flatten)]
     pub model: ModelArgs,
     /// Output descriptor file (.npy); the names file is written beside it.
@@ -37,29 +43,62 @@ pub struct ExtractArgs {
     /// Print a JSON summary on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Continue an interrupted run from its shard folder (OUT.shards/), with the same inputs,
+    /// model and options; finished shards are not described again.
+    #[arg(long)]
+    pub resume: bool,
+    /// Process only part I of N of the inputs (positions p with p % N == I-1), for job arrays;
+    /// join the parts with `dolg merge`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<Part>,
+    /// Inputs per durable shard: at most this much work is lost when a run is killed.
+    #[arg(long, default_value_t = DEFAULT_SHARD_ROWS, value_name = "N", value_parser = clap::value_parser!(u64).range(1..).map(|n| n as usize))]
+    pub shard_rows: usize,
     #[command(flatten)]
     pub run: RunArgs,
 }
 
+/// The settings besides the model that change the output, as recorded in the shard folder.
+fn options(a: &ExtractArgs, ex: &dolg::descriptors::Extractor) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("crop".to_owned(), a.crop.map_or("none".to_owned(), |c| format!("{:?}", c.0))),
+        ("max_side".to_owned(), a.max_side.to_string()),
+        ("scales".to_owned(), format!("{:?}", ex.scales)),
+        ("max_size".to_owned(), ex.max_size.map_or("none".to_owned(), |m| m.to_string())),
+        ("orientation".to_owned(), format!("{:?}", ex.orientation)),
+    ])
+}
+
 pub fn run(a: ExtractArgs) -> anyhow::Result<ExitCode> {
     let device = a.run.init()?;
-    let mut ex = a.model.extractor(device)?;
+    let loaded = a.model.spec()?.load(&device)?;
+    let mut ex = loaded.extractor;
     ex.limits = DecodeLimits { max_side: a.max_side, ..DecodeLimits::default() };
-    let paths = expand_inputs(&a.inputs)?;
+    let files = a.inputs.list()?.files;
     let (name, dim) = (ex.model.name(), ex.model.out_dim());
+    let part = a.shard.unwrap_or(Part::WHOLE);
+
+    let identity = Identity::new(&files, loaded.fingerprint.as_str(), dim, options(&a, &ex));
+    let mut run = ShardedRun::open(&a.out, &files, identity, part, a.shard_rows, a.resume)?;
+    let (todo, resumed) = (run.work_len(), run.resumed_inputs());
+    if resumed > 0 {
+        eprintln!("resuming {}: {resumed} of {todo} inputs already done", shard_folder(&a.out).display());
+    }
 
     let start = Instant::now();
-    let pb = progress(paths.len() as u64, "extract");
-    let described = ex.describe_files(&paths, a.crop, |_, _, r| {
+    let mut pb = Progress::new(todo as u64, "extract");
+    pb.start_at(resumed as u64);
+    let processed = run.describe_pending(&ex, a.crop, |_, _, r| {
         if let Err(e) = r {
-            pb.suspend(|| eprintln!("warning: skipped: {e}"));
+            pb.println(&format!("warning: skipped: {e}"));
         }
         pb.inc(1);
     });
-    pb.finish_and_clear();
+    pb.finish();
+    let processed = processed?;
     let seconds = start.elapsed().as_secs_f64();
-    write_descriptors(&a.out, &described.rows, dim, Some(&described.names))?;
-    let failed: Vec<_> = described.failures.iter().map(|f| json!({"path": f.path.display().to_string(), "error": f.error.to_string()})).collect();
+    let finished = run.finish()?;
+    let failed: Vec<_> = finished.failures.iter().map(|f| json!({"path": f.path, "error": f.error})).collect();
 
     if a.json {
         let summary = json!({
@@ -68,17 +107,24 @@ pub fn run(a: ExtractArgs) -> anyhow::Result<ExitCode> {
             "model": name,
             "dim": dim,
             "scales": ex.scales,
-            "images": paths.len(),
-            "extracted": described.rows.len(),
+            "images": todo,
+            "extracted": finished.rows,
             "failed": failed,
+            "resumed": resumed,
+            "described": processed,
+            "shard": a.shard.map(|p| p.to_string()),
+            "inputs": files.len(),
+            "part_record": finished.part_record.as_ref().map(|p| p.display().to_string()),
             "seconds": seconds,
-            "seconds_per_image": if paths.is_empty() { 0.0 } else { seconds / paths.len() as f64 },
+            "seconds_per_image": if processed == 0 { 0.0 } else { seconds / processed as f64 },
         });
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
+        let of = a.shard.map(|p| format!(" (part {p} of {} inputs)", files.len())).unwrap_or_default();
+        let earlier = if resumed > 0 { format!("; {resumed} input(s) done by the interrupted run") } else { String::new() };
         eprintln!(
-            "{} descriptors ({}-d, {}) written to {} in {:.1}s; {} image(s) skipped",
-            described.rows.len(),
+            "{} descriptors ({}-d, {}) written to {}{of} in {:.1}s; {} image(s) skipped{earlier}",
+            finished.rows,
             dim,
             name,
             a.out.display(),
@@ -87,4 +133,21 @@ pub fn run(a: ExtractArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(if a.strict && !failed.is_empty() { ExitCode::from(EXIT_SOME_FAILED) } else { ExitCode::SUCCESS })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::progress_line;
+
+    #[test]
+    fn progress_lines_show_count_rate_and_eta() {
+        assert_eq!(progress_line("extract", 25, 100, 25, Duration::from_secs(10)), "extract: 25/100 (25.0%), 2.50/s, ETA 30s");
+        // Resumed at 50: the rate counts only this run's 10 items.
+        assert_eq!(progress_line("extract", 60, 100, 10, Duration::from_secs(100)), "extract: 60/100 (60.0%), 0.10/s, ETA 6m40s");
+        assert_eq!(progress_line("x", 1, 10_000, 1, Duration::from_secs(1)), "x: 1/10000 (0.0%), 1.00/s, ETA 2h46m");
+        assert_eq!(progress_line("x", 0, 5, 0, Duration::ZERO), "x: 0/5 (0.0%), 0.00/s, ETA ?");
+        assert_eq!(progress_line("x", 5, 5, 5, Duration::from_secs(1)), "x: 5/5 (100.0%), 5.00/s, ETA 0s");
+    }
 }

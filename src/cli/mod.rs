@@ -6,6 +6,7 @@ mod eval;
 mod extract;
 mod index;
 mod inputs;
+mod merge;
 mod report;
 mod search;
 mod train;
@@ -42,6 +43,8 @@ pub struct Cli {
 pub enum Command {
     /// Extract L2-normalised multi-scale descriptors of images into a float32 .npy [N, D].
     Extract(extract::ExtractArgs),
+    /// Join the outputs of `dolg extract --shard I/N` (all N parts) into one .npy in input order.
+    Merge(merge::MergeArgs),
     /// Validate a checkpoint against the model and write a clean safetensors copy.
     Convert(convert::ConvertArgs),
     /// Describe a checkpoint: format, detected architecture, parameter count.
@@ -125,6 +128,7 @@ impl RunArgs {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Extract(a) => extract::run(a),
+        Command::Merge(a) => merge::run(a),
         Command::Train(a) => train::run(*a),
         Command::Convert(a) => convert::run(a),
         Command::Inspect(a) => convert::inspect(a),
@@ -147,4 +151,73 @@ pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     pb.set_style(indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}").expect("static template").progress_chars("=> "));
     pb.set_message(what.to_owned());
     pb
+}
+
+/// Progress of a long loop on stderr: on a terminal, the bar of [`progress`]; otherwise (a log
+/// file, a batch job) a line `WHAT: DONE/TOTAL (P%), R/s, ETA T` at most every
+/// `DOLG_PROGRESS_SECONDS` seconds (default 5; 0 prints one after every item).
+pub struct Progress {
+    bar: indicatif::ProgressBar,
+    /// Off a terminal: what is counted, and the interval between lines.
+    lines: Option<(String, std::time::Duration)>,
+    /// Position when counting started (the rate counts from there), when, and the last line.
+    first: u64,
+    started: std::time::Instant,
+    last: std::time::Instant,
+}
+
+impl Progress {
+    pub fn new(len: u64, what: &str) -> Self {
+        use std::io::IsTerminal;
+        let every = std::env::var("DOLG_PROGRESS_SECONDS").ok().and_then(|v| v.parse::<f64>().ok()).filter(|s| s.is_finite() && *s >= 0.0).unwrap_or(5.0);
+        let lines = (!std::io::stderr().is_terminal()).then(|| (what.to_owned(), std::time::Duration::from_secs_f64(every)));
+        let now = std::time::Instant::now();
+        Self { bar: progress(len, what), lines, first: 0, started: now, last: now }
+    }
+
+    /// Start counting at `pos` (items done before this run); the rate counts only what follows.
+    pub fn start_at(&mut self, pos: u64) {
+        self.bar.set_position(pos);
+        self.first = pos;
+        self.started = std::time::Instant::now();
+    }
+
+    pub fn inc(&mut self, n: u64) {
+        self.bar.inc(n);
+        if let Some((what, every)) = &self.lines {
+            if self.last.elapsed() >= *every {
+                self.last = std::time::Instant::now();
+                let (pos, len) = (self.bar.position(), self.bar.length().unwrap_or(0));
+                eprintln!("{}", progress_line(what, pos, len, pos - self.first.min(pos), self.started.elapsed()));
+            }
+        }
+    }
+
+    /// Print a message (a warning) without breaking the bar.
+    pub fn println(&self, msg: &str) {
+        self.bar.suspend(|| eprintln!("{msg}"));
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// `what: pos/len (p%), rate/s, ETA t`, the rate from `counted` items in `elapsed`.
+pub fn progress_line(what: &str, pos: u64, len: u64, counted: u64, elapsed: std::time::Duration) -> String {
+    let pct = if len == 0 { 100.0 } else { 100.0 * pos as f64 / len as f64 };
+    let rate = counted as f64 / elapsed.as_secs_f64().max(1e-9);
+    let eta = if pos >= len {
+        "0s".to_owned()
+    } else if counted == 0 {
+        "?".to_owned()
+    } else {
+        let s = ((len - pos) as f64 / rate).round() as u64;
+        match s {
+            0..60 => format!("{s}s"),
+            60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+            _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        }
+    };
+    format!("{what}: {pos}/{len} ({pct:.1}%), {rate:.2}/s, ETA {eta}")
 }
