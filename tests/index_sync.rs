@@ -143,4 +143,8 @@ fn cli_sync_reports_counts_as_json_and_leaves_other_folders_alone() {
         assert_eq!(v[k], want, "{k} in {v}");
     }
     assert_eq!(v["failed"], serde_json::json!([]));
+    // A photo already deleted from disk is still removed by its path.
+    dolg(&["index", "remove", "--db", db_s, two.join("y.jpg").to_str().unwrap()]);
+    let info: serde_json::Value = serde_json::from_str(&dolg(&["index", "info", "--db", db_s, "--json"])).unwrap();
+    assert_eq!(info["entries"], 0);
 }

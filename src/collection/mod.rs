@@ -61,7 +61,10 @@ use crate::preprocess::CropBox;
 use crate::spec::{LoadedModel, ModelSpec};
 
 pub mod dedup;
+mod rerank;
+mod serve_support;
 mod stat_cache;
+pub use crate::rerank::{QueryExpansion, Rerank, SuperGlobal};
 pub use dedup::{
     components, default_threshold, self_join, DedupMethod, DedupOptions, DuplicateGroup, DuplicatePair, ScoredPair, DEFAULT_BLOCK_ROWS, SCORE_TOLERANCE,
 };
@@ -272,7 +275,9 @@ impl Collection {
     /// The name a photo is indexed under: its path relative to the root when it lies under it,
     /// else its absolute path (symbolic links resolved, so any spelling finds the same entry).
     pub fn name_of(&self, path: &Path) -> String {
-        let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        // A file that no longer exists (being removed) cannot be canonicalised: made absolute
+        // lexically instead, it still finds its entry unless a symbolic link led to it.
+        let abs = std::fs::canonicalize(path).or_else(|_| std::path::absolute(path)).unwrap_or_else(|_| path.to_owned());
         self.root().and_then(|r| relative_name(&abs, r)).unwrap_or_else(|| abs.display().to_string())
     }
 
