@@ -20,6 +20,7 @@ pub mod inputs;
 pub mod model;
 pub mod preprocess;
 pub mod pretrained;
+pub mod rerank;
 pub mod runtime;
 pub mod shards;
 pub mod spec;

@@ -4,11 +4,12 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use dolg::eval::{
-    describe_groups, describe_revisited_cached, read_distractors, read_ranks, read_revisited_descriptors, rows_by_name, stream_positions, Database,
-    DescribeEvent, GroupsGt, ImageSet, RevisitedCache, RevisitedGnd, DEFAULT_BLOCK_ROWS,
+    describe_groups, describe_revisited_cached, read_distractors, read_ranks, read_revisited_descriptors, rows_by_name, reranked_ranking, stream_positions, Database,
+    DescribeEvent, GroupsGt, ImageSet, RanksMatrix, RevisitedCache, RevisitedGnd, DEFAULT_BLOCK_ROWS,
 };
 use serde_json::json;
 
+use super::search::RerankArgs;
 use super::{progress, ModelArgs, RunArgs};
 
 #[derive(Subcommand, Debug)]
@@ -32,6 +33,23 @@ pub struct OutputArgs {
     /// Also report the AP of every query.
     #[arg(long)]
     pub per_query: bool,
+    #[command(flatten)]
+    pub rerank: RerankArgs,
+    /// α-DBA: replace every database vector by the α-weighted sum of itself and its K nearest neighbours (0 = off).
+    #[arg(long, default_value_t = 0, value_name = "K")]
+    pub dba: usize,
+    /// α of α-DBA.
+    #[arg(long, default_value_t = 3.0, value_name = "A")]
+    pub dba_alpha: f32,
+}
+
+impl OutputArgs {
+    fn dba(&self) -> Option<(usize, f32)> {
+        (self.dba > 0).then_some((self.dba, self.dba_alpha))
+    }
+    fn reranking(&self) -> bool {
+        self.dba > 0 || !self.rerank.rerank().is_none()
+    }
 }
 
 #[derive(Args, Debug)]
@@ -153,8 +171,18 @@ fn revisited(a: RevisitedArgs) -> anyhow::Result<ExitCode> {
             Some(p) => read_distractors(p, d.dim)?,
             None => Vec::new(),
         };
-        let database = Database::new(d.dim, [d.database.as_slice(), distractors.as_slice()])?;
-        gnd.evaluate(&stream_positions(&database, &d.queries, &gnd.relevant(), DEFAULT_BLOCK_ROWS)?)?
+        if a.out.reranking() {
+            // Full rankings in memory: meant for ROxford/RParis without +1M distractors.
+            let mut db = [d.database.as_slice(), distractors.as_slice()].concat();
+            if let Some((k, alpha)) = a.out.dba() {
+                db = dolg::rerank::dba(&db, d.dim, k, alpha);
+            }
+            let columns = reranked_ranking(&db, d.dim, &d.queries, &vec![None; d.queries.len() / d.dim], &a.out.rerank.rerank());
+            gnd.evaluate(&RanksMatrix::from_columns(columns, db.len() / d.dim)?)?
+        } else {
+            let database = Database::new(d.dim, [d.database.as_slice(), distractors.as_slice()])?;
+            gnd.evaluate(&stream_positions(&database, &d.queries, &gnd.relevant(), DEFAULT_BLOCK_ROWS)?)?
+        }
     };
     print_result(result.to_json(a.out.per_query), result.table(&name), a.out.json)?;
     Ok(ExitCode::SUCCESS)
@@ -170,7 +198,7 @@ fn groups(a: GroupsArgs) -> anyhow::Result<ExitCode> {
         Some(db) => rows_by_name(db, &a.images, &gt.images)?,
         None => describe_groups(&a.model.extractor(device)?, &gt, &a.images, describe_progress())?,
     };
-    let result = gt.evaluate_descriptors(&rows, dim)?;
+    let result = if a.out.reranking() { gt.evaluate_reranked(&rows, dim, a.out.dba(), &a.out.rerank.rerank())? } else { gt.evaluate_descriptors(&rows, dim)? };
     let name = a.groups.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let mut value = result.to_json(a.out.per_query);
     if a.out.per_query {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use dolg::collection::{write_hits_npy, Collection, NamedHit, OpenMode, SearchParams};
+use dolg::collection::{write_hits_npy, Collection, NamedHit, OpenMode, QueryExpansion, Rerank, SearchParams, SuperGlobal};
 use dolg::descriptors::read_matrix;
 use dolg::preprocess::CropBox;
 use serde_json::json;
@@ -54,7 +54,41 @@ pub struct SearchArgs {
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
     #[command(flatten)]
+    pub rerank: RerankArgs,
+    #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// Training-free re-ranking (see `dolg::rerank`), applied in the order α-QE then SuperGlobal.
+#[derive(Args, Debug, Clone)]
+pub struct RerankArgs {
+    /// α-query expansion with the top N results (Radenović et al. 2018); 0 = off.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub qe: usize,
+    /// α of α-QE: weights max(q·x, 0)^α (0 = average query expansion).
+    #[arg(long, default_value_t = 3.0, value_name = "A")]
+    pub qe_alpha: f32,
+    /// Re-rank the top results: `superglobal` (Shao et al., ICCV 2023).
+    #[arg(long, value_name = "METHOD", value_parser = ["superglobal"])]
+    pub rerank: Option<String>,
+    /// SuperGlobal: candidates re-ranked.
+    #[arg(long, default_value_t = SuperGlobal::default().m, value_name = "M")]
+    pub sg_m: usize,
+    /// SuperGlobal: neighbours refining each candidate (the expanded query is the max over the top K+1).
+    #[arg(long, default_value_t = SuperGlobal::default().k, value_name = "K")]
+    pub sg_k: usize,
+    /// SuperGlobal: weight of the neighbours.
+    #[arg(long, default_value_t = SuperGlobal::default().beta, value_name = "B")]
+    pub sg_beta: f32,
+}
+
+impl RerankArgs {
+    pub fn rerank(&self) -> Rerank {
+        Rerank {
+            qe: (self.qe > 0).then_some(QueryExpansion { n: self.qe, alpha: self.qe_alpha }),
+            superglobal: self.rerank.is_some().then_some(SuperGlobal { m: self.sg_m, k: self.sg_k, beta: self.sg_beta }),
+        }
+    }
 }
 
 pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
@@ -72,17 +106,21 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
         (_, s) => s.unwrap_or(f32::MIN),
     };
     let params = SearchParams { k: a.k, min_score, crop: a.crop };
+    let rerank = a.rerank.rerank();
+    if range && !rerank.is_none() {
+        bail!("--qe and --rerank apply to top-k searches, not to range queries (--k 0)");
+    }
     let (labels, paths, results): (Vec<serde_json::Value>, Vec<Option<PathBuf>>, Vec<Vec<NamedHit>>) = match &a.vectors {
         Some(v) => {
             let (data, n, _) = read_matrix(v)?;
-            let results = if range { c.range_search_vectors(&data, min_score) } else { c.search_vectors(&data, &params) };
+            let results = if range { c.range_search_vectors(&data, min_score) } else { c.search_vectors_reranked(&data, &params, &rerank) };
             ((0..n).map(|i| json!(i)).collect(), vec![None; n], results.with_context(|| format!("searching with {}", v.display()))?)
         }
         None => {
             if a.queries.is_empty() {
                 bail!("give query images or --vectors Q.npy");
             }
-            let results = if range { c.range_search_images(&a.queries, min_score, a.crop)? } else { c.search_images(&a.queries, &params)? };
+            let results = if range { c.range_search_images(&a.queries, min_score, a.crop)? } else { c.search_images_reranked(&a.queries, &params, &rerank)? };
             (a.queries.iter().map(|p| json!(p.display().to_string())).collect(), a.queries.iter().cloned().map(Some).collect(), results)
         }
     };

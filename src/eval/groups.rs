@@ -152,6 +152,18 @@ impl GroupsGt {
         self.evaluate(&super::stream_positions(&database, &queries, &self.relevant(), super::DEFAULT_BLOCK_ROWS)?)
     }
 
+    /// [`GroupsGt::evaluate_descriptors`] with α-DBA (`dba`: k, α) applied to the database and
+    /// `rerank` (α-QE, SuperGlobal) to every query's ranking. Queries keep their own
+    /// descriptor; each query is left out of its own ranking (and so of its expansion).
+    pub fn evaluate_reranked(&self, rows: &[f32], dim: usize, dba: Option<(usize, f32)>, rerank: &crate::rerank::Rerank) -> Result<ProtocolResult> {
+        let db = dba.map_or_else(|| rows.to_vec(), |(k, alpha)| crate::rerank::dba(rows, dim, k, alpha));
+        let queries = self.queries();
+        let q: Vec<f32> = queries.iter().flat_map(|&i| rows[i * dim..(i + 1) * dim].iter().copied()).collect();
+        let exclude: Vec<Option<usize>> = queries.iter().map(|&i| Some(i)).collect();
+        let columns = super::rank::reranked_ranking(&db, dim, &q, &exclude, rerank);
+        self.evaluate(&super::RanksMatrix::from_columns(columns, self.images.len())?)
+    }
+
     /// mAP / mP@k of a ranking of all images (database in file order) for every query
     /// (in [`GroupsGt::queries`] order).
     pub fn evaluate(&self, src: &(impl PositionSource + ?Sized)) -> Result<ProtocolResult> {

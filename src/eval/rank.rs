@@ -184,6 +184,21 @@ pub fn full_ranking(db: &Database<'_>, queries: &[f32]) -> Result<Vec<Vec<usize>
         .collect()
 }
 
+/// Full rankings after training-free re-ranking ([`crate::rerank::rank_reranked`]): `db` is
+/// row-major `[n_db, dim]` (already α-DBA-augmented if wanted), `queries` `[n_queries, dim]`;
+/// `exclude[q]`, if any, is left out of query q's re-ranking and placed last (an ignored item).
+pub fn reranked_ranking(db: &[f32], dim: usize, queries: &[f32], exclude: &[Option<usize>], rerank: &crate::rerank::Rerank) -> Vec<Vec<usize>> {
+    queries
+        .par_chunks(dim)
+        .zip(exclude)
+        .map(|(q, ex)| {
+            let mut order: Vec<usize> = crate::rerank::rank_reranked(db, dim, q, *ex, rerank).into_iter().map(|(r, _)| r).collect();
+            order.extend(*ex);
+            order
+        })
+        .collect()
+}
+
 /// Exact positions in the full ranking of each query's relevant items, as computed by
 /// [`stream_positions`].
 #[derive(Debug, Clone, PartialEq, Eq)]
