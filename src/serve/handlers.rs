@@ -1,0 +1,636 @@
+//! Routes, middleware and handlers.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path as UrlPath, Query, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::state::{AppState, THUMB_CACHE};
+use super::photo_id;
+use crate::collection::{NamedHit, SearchParams};
+use crate::decode::{decode_file_oriented, DecodeError, DecodeLimits, Orientation};
+use crate::descriptors::DescriptorError;
+use crate::error::Error;
+use crate::index::hnsw::DEFAULT_EF_SEARCH;
+use crate::preprocess::CropBox;
+
+const PAGE: &str = include_str!("index.html");
+const OPENAPI: &str = include_str!("openapi.json");
+/// Results per query at most.
+pub const MAX_K: usize = 1000;
+/// Longest side of a thumbnail.
+pub const THUMB_SIDE: u32 = 320;
+
+/// A failed request: its status and a message, sent as `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), retry_after: None }
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+    fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+    fn busy(message: impl Into<String>) -> Self {
+        Self { retry_after: Some(1), ..Self::new(StatusCode::TOO_MANY_REQUESTS, message) }
+    }
+
+    /// The status a library error deserves; `upload` (a temporary file) is named "the upload".
+    pub fn from_error(e: Error, upload: Option<&Path>) -> Self {
+        let mut message = e.to_string();
+        if let Some(p) = upload {
+            message = message.replace(&p.display().to_string(), "the upload");
+        }
+        let decode_status = |d: &DecodeError| match d {
+            DecodeError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            DecodeError::UnknownFormat { .. } | DecodeError::UnsupportedFormat { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        let status = match &e {
+            Error::NotInIndex { .. } => StatusCode::NOT_FOUND,
+            Error::VectorLength { .. } => StatusCode::BAD_REQUEST,
+            Error::NoModel { .. } => StatusCode::CONFLICT,
+            Error::Decode(d) | Error::Descriptor(DescriptorError::Decode(d)) => decode_status(d),
+            Error::Descriptor(DescriptorError::Preprocess { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Index(crate::index::IndexError::ReadOnly { .. }) => StatusCode::FORBIDDEN,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!("{message}");
+        }
+        Self::new(status, message)
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        Self::from_error(e, None)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The application: every route behind the observing middleware (metrics, time limit, JSON errors)
+/// and the token check.
+pub fn router(state: Arc<AppState>) -> Router {
+    let limit = state.config.body_limit;
+    Router::new()
+        .route("/", get(page))
+        .route("/openapi.json", get(openapi))
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/search", axum::routing::post(search))
+        .route("/images", get(list_images).post(add_image))
+        .route("/images/{id}", get(image_info).delete(delete_image))
+        .route("/images/{id}/thumbnail", get(thumbnail))
+        .route("/images/{id}/file", get(image_file))
+        .fallback(|| async { ApiError::not_found("no such endpoint: see /openapi.json") })
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// The route template a path belongs to, for metrics.
+fn route_of(path: &str) -> &'static str {
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    match parts.as_slice() {
+        [""] => "/",
+        ["", "openapi.json"] => "/openapi.json",
+        ["", "health"] => "/health",
+        ["", "ready"] => "/ready",
+        ["", "metrics"] => "/metrics",
+        ["", "search"] => "/search",
+        ["", "images"] => "/images",
+        ["", "images", _] => "/images/{id}",
+        ["", "images", _, "thumbnail"] => "/images/{id}/thumbnail",
+        ["", "images", _, "file"] => "/images/{id}/file",
+        _ => "other",
+    }
+}
+
+/// Outermost: time limit, JSON bodies for every error (including axum's own rejections), CORS
+/// when configured, and metrics.
+async fn observe(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = route_of(req.uri().path());
+    let method = req.method().clone();
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut resp = if method == Method::OPTIONS && st.config.cors_origin.is_some() {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        match tokio::time::timeout(st.config.timeout, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the request took longer than {} s", st.config.timeout.as_secs_f64())).into_response(),
+        }
+    };
+    let is_json = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+    if resp.status().as_u16() >= 400 && !is_json {
+        let status = resp.status();
+        let body = axum::body::to_bytes(std::mem::replace(resp.body_mut(), Body::empty()), 64 * 1024).await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&body).trim().to_owned();
+        let text = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { text };
+        let mut wrapped = ApiError::new(status, text).into_response();
+        for h in [header::RETRY_AFTER, header::WWW_AUTHENTICATE, header::ALLOW] {
+            if let Some(v) = resp.headers().get(&h) {
+                wrapped.headers_mut().insert(h, v.clone());
+            }
+        }
+        resp = wrapped;
+    }
+    if let (Some(allowed), Some(_)) = (&st.config.cors_origin, origin) {
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(allowed) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        }
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type"));
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, DELETE"));
+    }
+    st.metrics.record(route, method.as_str(), resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+/// Whether a request changes the collection.
+fn is_write(method: &Method, path: &str) -> bool {
+    (method == Method::POST && route_of(path) == "/images") || method == Method::DELETE
+}
+
+/// Token check, read-only mode, and early refusal of bodies declared larger than the limit.
+async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let write = is_write(req.method(), path);
+    if let Some(token) = &st.config.token {
+        let open = matches!(route_of(path), "/" | "/health" | "/ready" | "/openapi.json");
+        if write || (st.config.token_read && !open) {
+            let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+            let ok = given.is_some_and(|g| {
+                let (a, b) = (Sha256::digest(g.as_bytes()), Sha256::digest(token.as_bytes()));
+                a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+            });
+            if !ok {
+                let mut r = ApiError::new(StatusCode::UNAUTHORIZED, if given.is_some() { "wrong token" } else { "this request needs Authorization: Bearer <token>" })
+                    .into_response();
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return r;
+            }
+        }
+    }
+    if write && st.config.read_only {
+        return ApiError::new(StatusCode::FORBIDDEN, "the server is read-only (--read-only)").into_response();
+    }
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > st.config.body_limit as u64) {
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than the limit of {} bytes", st.config.body_limit)).into_response();
+    }
+    next.run(req).await
+}
+
+async fn page() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], PAGE)
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn ready(State(st): State<Arc<AppState>>) -> Response {
+    if !st.ready.load(Ordering::SeqCst) {
+        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "loading the model");
+        e.retry_after = Some(1);
+        return e.into_response();
+    }
+    let describes = matches!(st.model.get(), Some(Ok(_)));
+    Json(json!({"ready": true, "entries": st.read().len(), "model": st.model_name, "describes_photos": describes})).into_response()
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
+    let entries = st.read().len();
+    let in_use = st.config.queue.max(1) - st.extract_slots.available_permits();
+    let text = st.metrics.render(entries, &st.model_name, &st.fingerprint, in_use, st.config.queue.max(1));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+}
+
+/// Run `f` on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + 'static) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+}
+
+/// Search options from the query string, a JSON body or multipart fields.
+#[derive(Debug, Default, Clone)]
+struct Options {
+    k: Option<usize>,
+    min_score: Option<f32>,
+    crop: Option<CropBox>,
+    ef: Option<usize>,
+}
+
+impl Options {
+    fn set(&mut self, key: &str, value: &str) -> ApiResult<()> {
+        let bad = |what: &str| ApiError::bad(format!("{key}: '{value}' is not {what}"));
+        match key {
+            "k" => self.k = Some(value.trim().parse().map_err(|_| bad("a whole number"))?),
+            "min_score" => self.min_score = Some(value.trim().parse::<f32>().ok().filter(|s| s.is_finite()).ok_or_else(|| bad("a finite number"))?),
+            "crop" => self.crop = Some(value.parse().map_err(|e: String| ApiError::bad(format!("crop: {e}")))?),
+            "ef" => self.ef = Some(value.trim().parse().ok().filter(|&e| e > 0).ok_or_else(|| bad("a positive whole number"))?),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn params(&self) -> ApiResult<SearchParams> {
+        let k = self.k.unwrap_or(10);
+        if k == 0 || k > MAX_K {
+            return Err(ApiError::bad(format!("k must be between 1 and {MAX_K}, not {k}")));
+        }
+        Ok(SearchParams { k, min_score: self.min_score.unwrap_or(f32::MIN), crop: self.crop })
+    }
+}
+
+/// What to search with.
+enum QueryBy {
+    Upload(Vec<u8>),
+    Vector(Vec<f32>),
+    Name(String),
+}
+
+fn content_type(req: &Request) -> String {
+    req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase()
+}
+
+/// The image of a multipart body (the field named `image`, or the first with a file name), with
+/// the other fields applied to `options`.
+async fn read_multipart(req: Request, options: &mut Options) -> ApiResult<Vec<u8>> {
+    let mut mp = Multipart::from_request(req, &()).await.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let mut image = None;
+    loop {
+        let field = match mp.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return Err(ApiError::new(e.status(), e.body_text())),
+        };
+        let name = field.name().unwrap_or("").to_owned();
+        let is_file = field.file_name().is_some() || name == "image";
+        let bytes = field.bytes().await.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+        if is_file {
+            if image.is_some() {
+                return Err(ApiError::bad("send one image per request"));
+            }
+            image = Some(bytes.to_vec());
+        } else {
+            options.set(&name, std::str::from_utf8(&bytes).map_err(|_| ApiError::bad(format!("field {name} is not UTF-8 text")))?)?;
+        }
+    }
+    image.ok_or_else(|| ApiError::bad("the multipart body has no image (a field named 'image')"))
+}
+
+/// Check an upload looks like an image and name its format's extension.
+fn sniff(bytes: &[u8]) -> ApiResult<&'static str> {
+    if bytes.is_empty() {
+        return Err(ApiError::bad("the upload is empty"));
+    }
+    let format = image::guess_format(bytes).map_err(|_| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the upload is not an image in a known format (JPEG, PNG, WebP, TIFF, BMP, GIF, PNM)"))?;
+    Ok(format.extensions_str().first().copied().unwrap_or("img"))
+}
+
+/// Describe `path` with the query model through the bounded queue.
+async fn describe(st: &Arc<AppState>, path: PathBuf, crop: Option<CropBox>, upload: bool) -> ApiResult<Vec<f32>> {
+    let model = match st.model.get() {
+        None => return Err(ApiError { retry_after: Some(1), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is still loading") }),
+        Some(Err(e)) => return Err(ApiError::new(StatusCode::CONFLICT, format!("this index cannot describe photos: {e}"))),
+        Some(Ok(m)) => m.clone(),
+    };
+    let permit = st.extract_slots.clone().try_acquire_owned().map_err(|_| {
+        st.metrics.rejected();
+        ApiError::busy(format!("{} photos are being described already; retry shortly", st.config.queue.max(1)))
+    })?;
+    blocking(move || {
+        let _permit = permit;
+        let r = model.extractor.describe_file(&path, crop);
+        r.map(|d| d.descriptor).map_err(|e| ApiError::from_error(e.into(), upload.then_some(path.as_path())))
+    })
+    .await
+}
+
+/// Write an upload to a temporary file (removed on drop) in `dir`, or the system's.
+fn temp_upload(bytes: &[u8], ext: &str, dir: Option<&Path>) -> ApiResult<tempfile::NamedTempFile> {
+    let suffix = format!(".{ext}");
+    let mut b = tempfile::Builder::new();
+    b.prefix(".dolg-upload-").suffix(&suffix);
+    let f = match dir {
+        Some(d) => b.tempfile_in(d),
+        None => b.tempfile(),
+    };
+    let mut f = f.map_err(|e| ApiError::internal(format!("temporary file: {e}")))?;
+    std::io::Write::write_all(&mut f, bytes).map_err(|e| ApiError::internal(format!("temporary file: {e}")))?;
+    Ok(f)
+}
+
+fn hits_json(hits: Vec<NamedHit>) -> Value {
+    Value::Array(hits.into_iter().map(|h| json!({"id": photo_id(&h.name), "name": h.name, "score": h.score})).collect())
+}
+
+/// Run a search under the read lock, or under the write lock when `ef` is given (it is a setting
+/// of the index; restored to the default afterwards).
+fn locked_search<T>(st: &AppState, ef: Option<usize>, f: impl FnOnce(&crate::collection::Collection) -> crate::Result<T>) -> ApiResult<T> {
+    match ef {
+        None => Ok(f(&st.read())?),
+        Some(ef) => {
+            let mut c = st.write();
+            c.set_ef_search(ef);
+            let r = f(&c);
+            c.set_ef_search(DEFAULT_EF_SEARCH);
+            Ok(r?)
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SearchBody {
+    vector: Option<Vec<f32>>,
+    name: Option<String>,
+    id: Option<String>,
+    k: Option<usize>,
+    min_score: Option<f32>,
+    crop: Option<[f64; 4]>,
+    ef: Option<usize>,
+}
+
+async fn search(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String, String>>, req: Request) -> ApiResult<Json<Value>> {
+    let started = Instant::now();
+    let mut opts = Options::default();
+    for (k, v) in &q {
+        opts.set(k, v)?;
+    }
+    let ct = content_type(&req);
+    let by = if ct.starts_with("multipart/form-data") {
+        QueryBy::Upload(read_multipart(req, &mut opts).await?)
+    } else if ct.starts_with("application/json") {
+        let bytes = axum::body::to_bytes(req.into_body(), st.config.body_limit)
+            .await
+            .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than the limit of {} bytes", st.config.body_limit)))?;
+        let b: SearchBody = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad(format!("JSON body: {e}")))?;
+        opts.k = b.k.or(opts.k);
+        opts.min_score = b.min_score.or(opts.min_score);
+        if let Some(c) = b.crop {
+            opts.set("crop", &c.map(|x| x.to_string()).join(","))?;
+        }
+        if let Some(ef) = b.ef {
+            opts.set("ef", &ef.to_string())?;
+        }
+        if let Some(s) = opts.min_score.filter(|s| !s.is_finite()) {
+            return Err(ApiError::bad(format!("min_score: {s} is not finite")));
+        }
+        let name = match (b.name, b.id) {
+            (n, None) => n,
+            (None, Some(id)) => Some(st.name_of_id(&id).ok_or_else(|| ApiError::not_found(format!("no photo with id {id}")))?),
+            (Some(_), Some(_)) => return Err(ApiError::bad("give one of vector, name or id")),
+        };
+        match (b.vector, name) {
+            (Some(v), None) => QueryBy::Vector(v),
+            (None, Some(n)) => QueryBy::Name(n),
+            _ => return Err(ApiError::bad("give one of vector, name or id")),
+        }
+    } else if ct.starts_with("image/") || ct.starts_with("application/octet-stream") {
+        let bytes = axum::body::to_bytes(req.into_body(), st.config.body_limit)
+            .await
+            .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than the limit of {} bytes", st.config.body_limit)))?;
+        QueryBy::Upload(bytes.to_vec())
+    } else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content type '{ct}': send multipart/form-data with an image, an image/* body, or JSON {{\"vector\"|\"name\"|\"id\": ...}}"),
+        ));
+    };
+    let params = opts.params()?;
+    let ef = opts.ef;
+    let hits = match by {
+        QueryBy::Upload(bytes) => {
+            let ext = sniff(&bytes)?;
+            let tmp = temp_upload(&bytes, ext, None)?;
+            let d = describe(&st, tmp.path().to_owned(), params.crop, true).await?;
+            drop(tmp);
+            let st2 = st.clone();
+            blocking(move || locked_search(&st2, ef, |c| c.search_described(&d, &params))).await?
+        }
+        QueryBy::Vector(v) => {
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(ApiError::bad("the vector holds a value that is not finite"));
+            }
+            let st2 = st.clone();
+            blocking(move || locked_search(&st2, ef, |c| Ok(c.search_vectors(&v, &params)?.pop().unwrap_or_default()))).await?
+        }
+        QueryBy::Name(n) if params.crop.is_some() => {
+            // A cropped query photo is described, as `dolg search --crop` does.
+            let path = {
+                let c = st.read();
+                if c.index().store().lookup(&n).is_none() {
+                    return Err(ApiError::not_found(format!("no photo named '{n}'")));
+                }
+                let p = c.path_of(&n);
+                if !c.contains_path(&p) {
+                    return Err(ApiError::not_found(format!("the file of '{n}' is not available under the collection's root")));
+                }
+                p
+            };
+            let d = describe(&st, path, params.crop, false).await?;
+            let st2 = st.clone();
+            blocking(move || locked_search(&st2, ef, |c| c.search_described(&d, &params))).await?
+        }
+        QueryBy::Name(n) => {
+            let st2 = st.clone();
+            blocking(move || locked_search(&st2, ef, |c| c.search_name(&n, &params))).await?
+        }
+    };
+    Ok(Json(json!({"results": hits_json(hits), "took_ms": started.elapsed().as_secs_f64() * 1000.0})))
+}
+
+fn name_for(st: &AppState, id: &str) -> ApiResult<String> {
+    st.name_of_id(id).ok_or_else(|| ApiError::not_found(format!("no photo with id {id}")))
+}
+
+fn info_json(st: &AppState, id: &str, name: &str) -> Value {
+    let c = st.read();
+    let store = c.index().store();
+    let hash = store.lookup(name).and_then(|r| store.rows()[r].hash).map(|h| h.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let path = c.path_of(name);
+    let file = c.contains_path(&path);
+    json!({
+        "id": id,
+        "name": name,
+        "sha256": hash,
+        "file": file,
+        "thumbnail_url": format!("/images/{id}/thumbnail"),
+        "file_url": format!("/images/{id}/file"),
+    })
+}
+
+async fn list_images(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+    let num = |k: &str, d: usize| q.get(k).map_or(Ok(d), |v| v.parse::<usize>().map_err(|_| ApiError::bad(format!("{k}: '{v}' is not a whole number"))));
+    let (offset, limit) = (num("offset", 0)?, num("limit", 100)?.min(MAX_K));
+    let mut all: Vec<(String, String)> = st.ids.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(i, n)| (n.clone(), i.clone())).collect();
+    all.sort();
+    let total = all.len();
+    let items: Vec<Value> = all.into_iter().skip(offset).take(limit).map(|(n, i)| json!({"id": i, "name": n})).collect();
+    Ok(Json(json!({"total": total, "offset": offset, "images": items})))
+}
+
+async fn image_info(State(st): State<Arc<AppState>>, UrlPath(id): UrlPath<String>) -> ApiResult<Json<Value>> {
+    let name = name_for(&st, &id)?;
+    Ok(Json(info_json(&st, &id, &name)))
+}
+
+async fn add_image(State(st): State<Arc<AppState>>, req: Request) -> ApiResult<Response> {
+    let ct = content_type(&req);
+    let mut opts = Options::default();
+    let bytes = if ct.starts_with("multipart/form-data") {
+        read_multipart(req, &mut opts).await?
+    } else if ct.starts_with("image/") || ct.starts_with("application/octet-stream") {
+        axum::body::to_bytes(req.into_body(), st.config.body_limit)
+            .await
+            .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than the limit of {} bytes", st.config.body_limit)))?
+            .to_vec()
+    } else {
+        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("content type '{ct}': send multipart/form-data with an image, or an image/* body")));
+    };
+    let ext = sniff(&bytes)?;
+    let root = st.read().root().map(Path::to_owned).ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "this index has no root folder to store uploads in"))?;
+    let dir = root.join(&st.config.upload_dir);
+    std::fs::create_dir_all(&dir).map_err(|e| ApiError::internal(format!("{}: {e}", dir.display())))?;
+    let hash: [u8; 32] = Sha256::digest(&bytes).into();
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = temp_upload(&bytes, ext, Some(&dir))?;
+    let d = describe(&st, tmp.path().to_owned(), None, true).await?;
+    let dest = dir.join(format!("{}.{ext}", &hex[..16]));
+    let st2 = st.clone();
+    let (name, added) = blocking(move || {
+        // Durable file first (contents, then the folder entry), then the index commit.
+        tmp.as_file().sync_all().map_err(|e| ApiError::internal(format!("saving the upload: {e}")))?;
+        tmp.persist(&dest).map_err(|e| ApiError::internal(format!("saving the upload: {e}")))?;
+        std::fs::File::open(&dir).and_then(|f| f.sync_all()).map_err(|e| ApiError::internal(format!("saving the upload: {e}")))?;
+        let mut c = st2.write();
+        let name = c.name_of(&dest);
+        let store = c.index().store();
+        let same = store.lookup(&name).is_some_and(|r| store.rows()[r].hash == Some(hash));
+        if !same {
+            c.add_described(name.clone(), Some(hash), d)?;
+        }
+        Ok((name, !same))
+    })
+    .await?;
+    st.set_id(&name, true);
+    let id = photo_id(&name);
+    let mut body = info_json(&st, &id, &name);
+    body["added"] = json!(added);
+    let status = if added { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, [(header::LOCATION, format!("/images/{id}"))], Json(body)).into_response())
+}
+
+async fn delete_image(State(st): State<Arc<AppState>>, UrlPath(id): UrlPath<String>) -> ApiResult<Json<Value>> {
+    let name = name_for(&st, &id)?;
+    let st2 = st.clone();
+    let n = name.clone();
+    let file_removed = blocking(move || {
+        let mut c = st2.write();
+        c.remove(std::slice::from_ref(&n))?;
+        // Files the server stored (in the upload folder) go with their entry; others stay.
+        let path = c.path_of(&n);
+        let uploads = c.root().map(|r| r.join(&st2.config.upload_dir));
+        let ours = uploads.is_some_and(|u| std::fs::canonicalize(&path).is_ok_and(|p| p.parent() == Some(u.as_path())));
+        Ok(ours && crate::atomic_file::remove(&path).is_ok())
+    })
+    .await?;
+    st.set_id(&name, false);
+    Ok(Json(json!({"id": id, "name": name, "deleted": true, "file_removed": file_removed})))
+}
+
+/// The file of photo `id`, if it lies inside the collection's root.
+fn file_of(st: &AppState, id: &str) -> ApiResult<PathBuf> {
+    let name = name_for(st, id)?;
+    let c = st.read();
+    let path = c.path_of(&name);
+    if !c.contains_path(&path) {
+        return Err(ApiError::not_found(format!("the file of '{name}' is not available under the collection's root")));
+    }
+    std::fs::canonicalize(&path).map_err(|_| ApiError::not_found(format!("the file of '{name}' is missing")))
+}
+
+async fn image_file(State(st): State<Arc<AppState>>, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
+    let path = file_of(&st, &id)?;
+    let mime = image::ImageFormat::from_path(&path).map(|f| f.to_mime_type()).unwrap_or("application/octet-stream");
+    let bytes = blocking(move || std::fs::read(&path).map_err(|e| ApiError::not_found(format!("reading the file: {e}")))).await?;
+    Ok(([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "private, max-age=60")], bytes).into_response())
+}
+
+async fn thumbnail(State(st): State<Arc<AppState>>, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
+    let cached = st.thumbs.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
+    let jpeg = match cached {
+        Some(j) => j,
+        None => {
+            let path = file_of(&st, &id)?;
+            let permit = st.thumb_slots.clone().try_acquire_owned().map_err(|_| ApiError::busy("too many thumbnails are being made; retry shortly"))?;
+            let (limits, orientation) = match st.model.get() {
+                Some(Ok(m)) => (m.extractor.limits.clone(), m.extractor.orientation),
+                _ => (DecodeLimits::default(), Orientation::Apply),
+            };
+            let jpeg = blocking(move || {
+                let _permit = permit;
+                make_thumbnail(&path, &limits, orientation)
+            })
+            .await?;
+            let mut cache = st.thumbs.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= THUMB_CACHE {
+                cache.clear();
+            }
+            cache.insert(id, jpeg.clone());
+            jpeg
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=300")], jpeg).into_response())
+}
+
+/// Decode (within the decoder limits, turned upright), shrink to [`THUMB_SIDE`] and encode as JPEG.
+fn make_thumbnail(path: &Path, limits: &DecodeLimits, orientation: Orientation) -> ApiResult<Vec<u8>> {
+    let img = decode_file_oriented(path, limits, orientation).map_err(|e| ApiError::from_error(e.into(), None))?;
+    let rgb: Vec<u8> = img.data.chunks_exact(3).flat_map(|p| [p[2], p[1], p[0]]).collect();
+    let buf = image::RgbImage::from_raw(img.width as u32, img.height as u32, rgb).ok_or_else(|| ApiError::internal("decoded image has the wrong size"))?;
+    let scale = (THUMB_SIDE as f64 / buf.width().max(buf.height()) as f64).min(1.0);
+    let (w, h) = (((buf.width() as f64 * scale).round() as u32).max(1), ((buf.height() as f64 * scale).round() as u32).max(1));
+    let small = image::imageops::thumbnail(&buf, w, h);
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 82).encode_image(&small).map_err(|e| ApiError::internal(format!("encoding the thumbnail: {e}")))?;
+    Ok(out)
+}

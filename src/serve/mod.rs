@@ -1,0 +1,121 @@
+//! `dolg serve`: an HTTP API and a web page over a [`Collection`](crate::collection::Collection).
+//!
+//! * The collection is opened once and kept in memory behind an `RwLock`: searches share a read
+//!   lock, writes (adding, removing) take the write lock only to commit. The model is loaded once,
+//!   separately from the collection ([`Collection::load_query_model`](crate::collection::Collection::load_query_model)),
+//!   so describing an upload (the slow part) holds no lock at all.
+//! * Heavy work (decoding, describing, searching, thumbnails) runs on `tokio::task::spawn_blocking`.
+//!   Describing goes through a bounded queue: when `queue` requests are already waiting or
+//!   running, a new one is answered `429 Too Many Requests` with `Retry-After`.
+//! * Photos are addressed by a stable id: the first 16 hex digits of the SHA-256 of their indexed
+//!   name (see [`photo_id`]). It survives compaction and restarts; it changes when a photo is
+//!   renamed. Files are only ever served by id, and only from inside the collection's root.
+//! * Client errors are 4xx with a JSON body `{"error": "..."}`; see [`handlers::ApiError`].
+//! * Endpoints are described by the OpenAPI document served at `/openapi.json` (`openapi.json`
+//!   beside this file).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+mod handlers;
+mod metrics;
+mod state;
+
+pub use handlers::ApiError;
+pub use state::AppState;
+
+/// Server options (the flags of `dolg serve`).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Index directory.
+    pub db: PathBuf,
+    pub addr: SocketAddr,
+    /// Bearer token required for writes (and for reads too with `token_read`).
+    pub token: Option<String>,
+    pub token_read: bool,
+    /// Open the index for reading only: writes answer 403, and other readers may share it.
+    pub read_only: bool,
+    /// Largest request body in bytes (uploads included).
+    pub body_limit: usize,
+    /// Per-request time limit.
+    pub timeout: Duration,
+    /// Describing requests admitted at once (running or waiting); more get 429.
+    pub queue: usize,
+    /// Folder under the collection's root where uploaded photos are stored.
+    pub upload_dir: String,
+    /// Build the recorded model from these weights (the file moved).
+    pub weights: Option<PathBuf>,
+    /// Allow cross-origin requests from this origin (`*` for any); none by default.
+    pub cors_origin: Option<String>,
+}
+
+impl Config {
+    pub fn new(db: PathBuf) -> Self {
+        Self {
+            db,
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token: None,
+            token_read: false,
+            read_only: false,
+            body_limit: 20 * 1024 * 1024,
+            timeout: Duration::from_secs(60),
+            queue: 8,
+            upload_dir: "uploads".into(),
+            weights: None,
+            cors_origin: None,
+        }
+    }
+}
+
+/// The id of the photo indexed as `name`: the first 16 hex digits of SHA-256(name).
+pub fn photo_id(name: &str) -> String {
+    let h = Sha256::digest(name.as_bytes());
+    h[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Open the collection, bind `config.addr`, call `on_listening` with the bound address, load the
+/// model (the server answers `/health` meanwhile and `/ready` once it is loaded) and serve until
+/// SIGINT or SIGTERM; the index is flushed on the way out.
+pub fn serve(config: Config, device: &burn::tensor::Device, on_listening: impl FnOnce(SocketAddr)) -> crate::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| crate::Error::Io { path: config.db.clone(), source })?;
+    rt.block_on(async move {
+        let state = Arc::new(AppState::open(config.clone(), device)?);
+        let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|source| crate::Error::Io { path: PathBuf::from(config.addr.to_string()), source })?;
+        let local = listener.local_addr().map_err(|source| crate::Error::Io { path: PathBuf::from(config.addr.to_string()), source })?;
+        on_listening(local);
+        let loader = state.clone();
+        tokio::task::spawn_blocking(move || loader.load_model());
+        let app = handlers::router(state.clone());
+        let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown_signal()).await;
+        state.flush();
+        served.map_err(|source| crate::Error::Io { path: PathBuf::from(local.to_string()), source })
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

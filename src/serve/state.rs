@@ -1,0 +1,101 @@
+//! The server's shared state: the collection, the query model, the id table, caches and metrics.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use tokio::sync::Semaphore;
+
+use super::metrics::Metrics;
+use super::{photo_id, Config};
+use crate::collection::{Collection, OpenMode};
+use crate::spec::LoadedModel;
+
+/// Thumbnails kept in memory at most (the cache is emptied when it is full).
+pub const THUMB_CACHE: usize = 2048;
+
+pub struct AppState {
+    pub config: Config,
+    pub collection: RwLock<Collection>,
+    /// `Err` holds why the index cannot describe photos (it has no model, or loading failed).
+    pub model: OnceLock<Result<Arc<LoadedModel>, String>>,
+    pub ready: AtomicBool,
+    /// id → indexed name, for every live entry.
+    pub ids: RwLock<HashMap<String, String>>,
+    /// Admission to describing (uploads to search or add): `config.queue` permits.
+    pub extract_slots: Arc<Semaphore>,
+    /// Admission to thumbnail rendering.
+    pub thumb_slots: Arc<Semaphore>,
+    /// id → JPEG thumbnail.
+    pub thumbs: Mutex<HashMap<String, Vec<u8>>>,
+    pub metrics: Metrics,
+    pub model_name: String,
+    pub fingerprint: String,
+}
+
+impl AppState {
+    pub fn open(config: Config, device: &burn::tensor::Device) -> crate::Result<Self> {
+        let mode = if config.read_only { OpenMode::Read } else { OpenMode::Write };
+        let mut c = Collection::open(&config.db, mode, device)?;
+        if let Some(w) = &config.weights {
+            c.use_weights(w.clone())?;
+        }
+        let info = c.info();
+        let ids = c.entries().map(|(n, _)| (photo_id(n), n.to_owned())).collect();
+        Ok(Self {
+            extract_slots: Arc::new(Semaphore::new(config.queue.max(1))),
+            thumb_slots: Arc::new(Semaphore::new(16)),
+            config,
+            collection: RwLock::new(c),
+            model: OnceLock::new(),
+            ready: AtomicBool::new(false),
+            ids: RwLock::new(ids),
+            thumbs: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
+            model_name: info.model,
+            fingerprint: info.fingerprint.unwrap_or_default(),
+        })
+    }
+
+    /// Build the query model (blocking; called once at startup), then mark the server ready.
+    pub fn load_model(&self) {
+        let loaded = self.read().load_query_model().map(Arc::new).map_err(|e| e.to_string());
+        if let Err(e) = &loaded {
+            tracing::warn!("photos cannot be described: {e}");
+        }
+        let _ = self.model.set(loaded);
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Collection> {
+        self.collection.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, Collection> {
+        self.collection.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn name_of_id(&self, id: &str) -> Option<String> {
+        self.ids.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    pub fn set_id(&self, name: &str, present: bool) {
+        let mut ids = self.ids.write().unwrap_or_else(|p| p.into_inner());
+        let id = photo_id(name);
+        if present {
+            ids.insert(id.clone(), name.to_owned());
+        } else {
+            ids.remove(&id);
+        }
+        self.thumbs.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
+    /// Save derived search structures (on shutdown).
+    pub fn flush(&self) {
+        if !self.config.read_only {
+            if let Err(e) = self.write().flush() {
+                tracing::warn!("flushing the index: {e}");
+            }
+        }
+    }
+}
