@@ -11,10 +11,12 @@ use dolg::serve::{serve, Config};
 use super::RunArgs;
 
 #[derive(Args, Debug)]
-#[command(after_help = "ENDPOINTS\n  GET / (web page), POST /search, GET|POST /images, GET|DELETE /images/{id}, GET /images/{id}/thumbnail, GET /images/{id}/file,\n  \
+#[command(
+    after_help = "ENDPOINTS\n  GET / (web page), POST /search, GET|POST /images, GET|DELETE /images/{id}, GET /images/{id}/thumbnail, GET /images/{id}/file,\n  \
 GET /health, GET /ready, GET /metrics (Prometheus), GET /openapi.json (the full description).\n\n\
 IDS\n  A photo's id is the first 16 hex digits of the SHA-256 of its indexed name: stable across restarts and compaction.\n\n\
-SECURITY\n  Listens on 127.0.0.1 by default. With --token, adding and removing photos need `Authorization: Bearer TOKEN`;\n  with --token-read as well, so does everything but /, /health, /ready and /openapi.json. There is no TLS: put a proxy in front\n  to serve beyond this machine.")]
+SECURITY\n  Listens on 127.0.0.1 by default. With --token, adding and removing photos need `Authorization: Bearer TOKEN`;\n  with --token-read as well, so does everything but /, /health, /ready and /openapi.json. There is no TLS: put a proxy in front\n  to serve beyond this machine."
+)]
 pub struct ServeArgs {
     /// Index directory.
     #[arg(long, value_name = "DIR")]

@@ -16,8 +16,8 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::state::{AppState, THUMB_CACHE};
 use super::photo_id;
+use super::state::{AppState, THUMB_CACHE};
 use crate::collection::{NamedHit, SearchParams};
 use crate::decode::{decode_file_oriented, DecodeError, DecodeLimits, Orientation};
 use crate::descriptors::DescriptorError;
@@ -154,7 +154,9 @@ async fn observe(State(st): State<Arc<AppState>>, req: Request, next: Next) -> R
     } else {
         match tokio::time::timeout(st.config.timeout, next.run(req)).await {
             Ok(r) => r,
-            Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the request took longer than {} s", st.config.timeout.as_secs_f64())).into_response(),
+            Err(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the request took longer than {} s", st.config.timeout.as_secs_f64())).into_response()
+            }
         }
     };
     let is_json = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
@@ -201,8 +203,9 @@ async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
                 a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
             });
             if !ok {
-                let mut r = ApiError::new(StatusCode::UNAUTHORIZED, if given.is_some() { "wrong token" } else { "this request needs Authorization: Bearer <token>" })
-                    .into_response();
+                let mut r =
+                    ApiError::new(StatusCode::UNAUTHORIZED, if given.is_some() { "wrong token" } else { "this request needs Authorization: Bearer <token>" })
+                        .into_response();
                 r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 return r;
             }
@@ -321,7 +324,9 @@ fn sniff(bytes: &[u8]) -> ApiResult<&'static str> {
     if bytes.is_empty() {
         return Err(ApiError::bad("the upload is empty"));
     }
-    let format = image::guess_format(bytes).map_err(|_| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the upload is not an image in a known format (JPEG, PNG, WebP, TIFF, BMP, GIF, PNM)"))?;
+    let format = image::guess_format(bytes).map_err(|_| {
+        ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the upload is not an image in a known format (JPEG, PNG, WebP, TIFF, BMP, GIF, PNM)")
+    })?;
     Ok(format.extensions_str().first().copied().unwrap_or("img"))
 }
 
@@ -524,7 +529,10 @@ async fn add_image(State(st): State<Arc<AppState>>, req: Request) -> ApiResult<R
             .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than the limit of {} bytes", st.config.body_limit)))?
             .to_vec()
     } else {
-        return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("content type '{ct}': send multipart/form-data with an image, or an image/* body")));
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content type '{ct}': send multipart/form-data with an image, or an image/* body"),
+        ));
     };
     let ext = sniff(&bytes)?;
     let root = st.read().root().map(Path::to_owned).ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "this index has no root folder to store uploads in"))?;
@@ -631,6 +639,8 @@ fn make_thumbnail(path: &Path, limits: &DecodeLimits, orientation: Orientation) 
     let (w, h) = (((buf.width() as f64 * scale).round() as u32).max(1), ((buf.height() as f64 * scale).round() as u32).max(1));
     let small = image::imageops::thumbnail(&buf, w, h);
     let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 82).encode_image(&small).map_err(|e| ApiError::internal(format!("encoding the thumbnail: {e}")))?;
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 82)
+        .encode_image(&small)
+        .map_err(|e| ApiError::internal(format!("encoding the thumbnail: {e}")))?;
     Ok(out)
 }

@@ -81,13 +81,11 @@ pub fn photo_id(name: &str) -> String {
 /// model (the server answers `/health` meanwhile and `/ready` once it is loaded) and serve until
 /// SIGINT or SIGTERM; the index is flushed on the way out.
 pub fn serve(config: Config, device: &burn::tensor::Device, on_listening: impl FnOnce(SocketAddr)) -> crate::Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| crate::Error::Io { path: config.db.clone(), source })?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|source| crate::Error::Io { path: config.db.clone(), source })?;
     rt.block_on(async move {
         let state = Arc::new(AppState::open(config.clone(), device)?);
-        let listener = tokio::net::TcpListener::bind(config.addr).await.map_err(|source| crate::Error::Io { path: PathBuf::from(config.addr.to_string()), source })?;
+        let listener =
+            tokio::net::TcpListener::bind(config.addr).await.map_err(|source| crate::Error::Io { path: PathBuf::from(config.addr.to_string()), source })?;
         let local = listener.local_addr().map_err(|source| crate::Error::Io { path: PathBuf::from(config.addr.to_string()), source })?;
         on_listening(local);
         let loader = state.clone();
