@@ -7,20 +7,20 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use dolg::index::NamedHit;
 
-const THUMB: u32 = 180;
+pub(crate) const THUMB: u32 = 180;
 
-fn thumbnail(path: &Path) -> Option<String> {
+pub(crate) fn thumbnail(path: &Path) -> Option<String> {
     let img = image::ImageReader::open(path).ok()?.with_guessed_format().ok()?.decode().ok()?;
     let mut out = Vec::new();
     img.thumbnail(THUMB, THUMB).into_rgb8().write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Jpeg).ok()?;
     Some(format!("data:image/jpeg;base64,{}", base64::engine::general_purpose::STANDARD.encode(out)))
 }
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-fn short(name: &str) -> String {
+pub(crate) fn short(name: &str) -> String {
     Path::new(name).file_name().map_or_else(|| name.to_owned(), |f| f.to_string_lossy().into_owned())
 }
 

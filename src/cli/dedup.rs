@@ -1,0 +1,171 @@
+//! `dolg dedup`: groups of near-duplicate photos ([`Collection::duplicates`]) as text, JSON, CSV
+//! or a self-contained HTML page of thumbnails.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use clap::Args;
+use dolg::collection::{Collection, DedupMethod, DedupOptions, DuplicateGroup, OpenMode};
+use serde_json::json;
+
+use super::report::{escape, short, thumbnail, THUMB};
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "GROUPS\n  Two photos are near-duplicates when their descriptors' cosine similarity reaches the threshold; a group is a connected\n  component of those pairs, so A~B and B~C group A, B and C even if A and C score lower. Each group reports its weakest pair\n  (lowest similarity between any two members): below the threshold, the group was chained and deserves a closer look.\n\n\
+THRESHOLD\n  Default: measured per model (MobileNetV2-GeM or DOLG) on re-encoded, resized, cropped and brightened copies of photos\n  among other photos of the same landmarks; the text output says which was used.\n\n\
+METHOD\n  auto: the exact self-join up to 100,000 photos, the HNSW graph above (the index's own, or one built for the run).\n  exact: every pair, blocked (memory: one 1024x1024 tile per thread plus the pairs found).\n  graph: each photo's nearest neighbours from an HNSW graph (approximate: a missed pair can split a group).\n\n\
+JSON (--json)\n  {\"threshold\", \"method\", \"entries\", \"groups\": [{\"members\": [names], \"pairs\": [{\"a\", \"b\", \"score\"}], \"best\", \"weakest\"}]}\n\
+CSV (--csv)\n  group,name,best_score   (one row per member; group numbers from 1; best_score: the member's best score within its group)"
+)]
+pub struct DedupArgs {
+    /// Index directory.
+    #[arg(long, value_name = "DIR")]
+    pub db: PathBuf,
+    /// Cosine similarity at which two photos count as near-duplicates (default: measured for the index's model).
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    pub threshold: Option<f32>,
+    /// How pairs are found.
+    #[arg(long, value_enum, default_value_t = DedupMethod::Auto)]
+    pub method: DedupMethod,
+    /// Print JSON.
+    #[arg(long, conflicts_with = "csv")]
+    pub json: bool,
+    /// Print CSV rows `group,name,best_score`.
+    #[arg(long)]
+    pub csv: bool,
+    /// Also write a self-contained HTML page with each group's photos as thumbnails.
+    #[arg(long, value_name = "PAGE.html")]
+    pub html: Option<PathBuf>,
+    /// HNSW graph: candidates examined per query (higher = better recall, slower).
+    #[arg(long, value_name = "N")]
+    pub ef: Option<usize>,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+fn method_name(m: DedupMethod) -> &'static str {
+    match m {
+        DedupMethod::Auto => "auto",
+        DedupMethod::Exact => "exact",
+        DedupMethod::Graph => "graph",
+    }
+}
+
+pub fn run(a: DedupArgs) -> anyhow::Result<ExitCode> {
+    dolg::runtime::set_threads(a.threads);
+    let device = dolg::runtime::device("cpu").map_err(anyhow::Error::msg)?;
+    let mut c = Collection::open(&a.db, OpenMode::Read, &device)?;
+    if let Some(ef) = a.ef {
+        c.set_ef_search(ef);
+    }
+    let (threshold, default) = match a.threshold {
+        Some(t) if !(-1.0..=1.0).contains(&t) => bail!("--threshold {t}: a cosine similarity lies between -1 and 1"),
+        Some(t) => (t, false),
+        None => (c.default_duplicate_threshold(), true),
+    };
+    let method = c.dedup_method(a.method);
+    let groups = c.duplicates(threshold, &DedupOptions { method, ..DedupOptions::default() })?;
+
+    if a.json {
+        let out = json!({
+            "threshold": threshold,
+            "method": method_name(method),
+            "entries": c.len(),
+            "groups": groups.iter().map(|g| json!({
+                "members": g.members,
+                "pairs": g.pairs.iter().map(|p| json!({"a": p.a, "b": p.b, "score": p.score})).collect::<Vec<_>>(),
+                "best": g.best,
+                "weakest": g.weakest,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if a.csv {
+        println!("group,name,best_score");
+        for (i, g) in groups.iter().enumerate() {
+            for (m, best) in g.members.iter().zip(g.member_best()) {
+                println!("{},{},{best}", i + 1, csv_field(m));
+            }
+        }
+    } else {
+        print_text(&c, &groups, threshold, default, method);
+    }
+    if let Some(page) = &a.html {
+        write_html(&c, page, &groups, threshold)?;
+        eprintln!("wrote {}", page.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_text(c: &Collection, groups: &[DuplicateGroup], threshold: f32, default: bool, method: DedupMethod) {
+    let how = if default { format!("threshold {threshold:.3} (the default for {})", c.info().model) } else { format!("threshold {threshold:.3}") };
+    let method = match method {
+        DedupMethod::Graph => "approximate: nearest neighbours from an HNSW graph",
+        _ => "exact: every pair compared",
+    };
+    println!("{} photos, {how}, {method}", c.len());
+    if groups.is_empty() {
+        println!("no near-duplicates");
+        return;
+    }
+    let photos: usize = groups.iter().map(|g| g.members.len()).sum();
+    println!("{} groups of near-duplicates, {photos} photos in them", groups.len());
+    for (i, g) in groups.iter().enumerate() {
+        let weakest = match g.weakest {
+            Some(w) if g.is_chained(threshold) => format!(", weakest pair {w:.4}: chained, some members are below the threshold to each other"),
+            Some(w) => format!(", weakest pair {w:.4}"),
+            None => String::new(),
+        };
+        println!("\ngroup {}: {} photos, best {:.4}{weakest}", i + 1, g.members.len(), g.best);
+        for (m, best) in g.members.iter().zip(g.member_best()) {
+            println!("  {best:.4}  {m}");
+        }
+    }
+}
+
+fn write_html(c: &Collection, out: &std::path::Path, groups: &[DuplicateGroup], threshold: f32) -> anyhow::Result<()> {
+    let mut sections = String::new();
+    for (i, g) in groups.iter().enumerate() {
+        let weakest = g.weakest.map_or_else(String::new, |w| {
+            let chained = if g.is_chained(threshold) { " <span class=\"chained\">chained</span>" } else { "" };
+            format!(" &middot; weakest pair {w:.3}{chained}")
+        });
+        sections.push_str(&format!(
+            "<section><h2>Group {} &middot; {} photos &middot; best {:.3}{weakest}</h2><div class=\"row\">",
+            i + 1,
+            g.members.len(),
+            g.best
+        ));
+        for (m, best) in g.members.iter().zip(g.member_best()) {
+            let img = thumbnail(&c.path_of(m)).map_or_else(|| "<div class=\"missing\">no preview</div>".to_owned(), |s| format!("<img src=\"{s}\" alt=\"\">"));
+            sections.push_str(&format!("<figure title=\"{}\">{img}<figcaption>{:.3}<br>{}</figcaption></figure>", escape(m), best, escape(&short(m))));
+        }
+        sections.push_str("</div></section>\n");
+    }
+    if groups.is_empty() {
+        sections.push_str("<p>No near-duplicates.</p>\n");
+    }
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>dolg near-duplicates</title>\n<style>\n\
+body{{font-family:system-ui,sans-serif;margin:24px;background:#fafafa;color:#222}}\n\
+section{{margin-bottom:20px;background:#fff;border:1px solid #ddd;border-radius:6px;padding:10px}}\nh2{{font-size:15px;margin:0 0 8px}}\n\
+.row{{display:flex;gap:10px;flex-wrap:wrap}}\nfigure{{margin:0;text-align:center;font-size:12px;min-width:{THUMB}px}}\n\
+figure img{{max-width:{THUMB}px;max-height:{THUMB}px;border-radius:4px}}\n.chained{{color:#b50}}\n\
+.missing{{width:{THUMB}px;height:120px;background:#eee;line-height:120px;color:#888}}\n</style></head><body>\n\
+<h1>dolg near-duplicates</h1>\n<p>{} photos, threshold {threshold:.3}: {} groups. Under each photo: its best similarity to another member of its group.</p>\n{sections}</body></html>\n",
+        c.len(),
+        groups.len()
+    );
+    dolg::atomic_file::write(out, dolg::atomic_file::Mode::Shared, html.as_bytes()).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+    Ok(())
+}

@@ -1,0 +1,495 @@
+//! Near-duplicate photos ([`Collection::duplicates`]): re-encodes, resizes, crops and edits of
+//! the same picture, grouped so that a person can review each group and keep one photo.
+//!
+//! # What a group is
+//!
+//! Two photos are *near-duplicates* when the cosine similarity of their descriptors is at least
+//! the threshold. A group is a **connected component** of that graph (union-find over the pairs):
+//! if A~B and B~C, then A, B and C form one group even when A and C score below the threshold.
+//! This is what photo-collection tools show (imagededup, czkawka, Immich's duplicate review), and
+//! it is the only grouping that is independent of the order the photos were indexed in and needs
+//! nothing beyond the pairs: complete linkage ("every two members ≥ threshold") has no unique
+//! answer (a greedy split depends on the order), and average linkage needs every pairwise score of
+//! every candidate cluster. The price is chaining: a run of gradual edits (or a burst of photos
+//! taken seconds apart) can link pictures that are not duplicates of each other. Each group
+//! therefore reports its **weakest** pair — the lowest similarity between any two members, over
+//! all pairs and not only those above the threshold ([`DuplicateGroup::weakest`]). When it is
+//! below the threshold, the group was chained and deserves a closer look; raising the threshold
+//! splits it.
+//!
+//! # How pairs are found, without an n×n matrix
+//!
+//! * **Exact** ([`DedupMethod::Exact`], [`self_join`]): a blocked self-join. The live rows are
+//!   cut into blocks of `block` rows; every pair of blocks (i ≤ j, the upper triangle) is scored
+//!   with one SGEMM into a `block × block` tile on a rayon worker, and only the pairs (row a <
+//!   row b) scoring at least the threshold are kept. Memory beyond the stored vectors is one tile
+//!   per worker (4 MiB at the default 1,024 rows) plus the pairs found. The work is n²·dim/2
+//!   multiply-adds: 50,000 photos of 512-d descriptors took 16 s on 2 cores (80 GFLOP/s,
+//!   `dedup_bench join-bench 50000 512`), so 100,000 take about a minute there.
+//! * **Graph** ([`DedupMethod::Graph`]): each live vector asks the search backend for its nearest
+//!   neighbours scoring at least the threshold (widening k while all of them do, up to
+//!   [`GRAPH_MAX_K`]); the pairs found are scored again exactly against the stored vectors and
+//!   kept if they still reach the threshold. For an HNSW index this uses its own graph; for an
+//!   exact index a temporary HNSW graph of its live vectors is built for the call. It is
+//!   **approximate**: a pair the graph misses (HNSW recall below 1, or a photo with more than
+//!   [`GRAPH_MAX_K`] duplicates) is missing, which can split a group in two. Scores and every
+//!   pair it reports are exact.
+//! * [`DedupMethod::Auto`] takes the exact join up to [`EXACT_LIMIT`] live entries, whatever the
+//!   index kind (up to that size the join costs at most about a minute and misses nothing), and
+//!   the graph above it.
+//!
+//! Scores within [`SCORE_TOLERANCE`] below the threshold count as reaching it, so that f32
+//! rounding of a dot product cannot drop a pair at the threshold (two copies of the same photo
+//! score 1 ± 10⁻⁶, and must be found with threshold 1.0).
+//!
+//! # Default thresholds
+//!
+//! [`default_threshold`] picks the threshold by the collection's model, from a measurement
+//! (`examples/dedup_bench.rs`, `scripts/dedup_measure.sh`): 12 photos of
+//! `examples/landmarks/images`, each with 11 edits — JPEG re-encodes at quality 95/75/50/30,
+//! resizes to 50 % and 25 %, centre crops keeping 90/80/70 % of each side, brightness ×1.2 and
+//! ×0.8 — among the other 27 photos, 171 in all. Different photos of the same landmark
+//! (`wxbs-kyiv_2.jpg` beside the `wxbs-kyiv_1.jpg` group) are *not* duplicates. Each threshold of
+//! a sweep is scored by the precision and recall of "in the same group" over all 14,535 pairs
+//! (792 true), and the default maximises F1.
+//!
+//! * **MobileNetV2-GeM** (off-the-shelf ImageNet weights, default scales): F1 is highest, 0.947,
+//!   on 0.926–0.928; the default is **0.927** (precision 0.922, recall 0.972). Its scores are
+//!   compressed (every pair of photos scores above 0.78), so the curve is steep: at 0.918
+//!   chaining merges groups (precision 0.75), above 0.94 the heaviest edits (25 % resize, 70 %
+//!   crop) fall out (recall < 0.9). The precision lost is different photos of one landmark taken
+//!   from nearly the same spot (kyiv_2/3/4), which this backbone scores like edits.
+//! * **DOLG** checkpoints: **0.90**, *not measured on a trained model* — none is at hand. The only
+//!   DOLG weights measured are the random-weights test fixture, whose descriptors are nearly
+//!   constant (every pair scores above 0.73; best F1 0.44 at 0.992), which says nothing about a
+//!   trained model. 0.90 is the value photo-deduplication tools use for CNN cosine similarity
+//!   (imagededup's default); a landmark model is trained to pull different photos of one place
+//!   together, so check it on your own collection (`examples/dedup_bench.rs` measures any index)
+//!   and pass `--threshold`.
+//! * Indexes of imported vectors (no model recorded) get the DOLG default.
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::{Collection, Info};
+use crate::error::Result;
+use crate::index::{HnswIndex, IndexError, IndexKind};
+
+/// Scores this far below the threshold still reach it (f32 rounding of a dot product).
+pub const SCORE_TOLERANCE: f32 = 1e-5;
+
+/// Rows per block of the exact self-join: tiles of `1024 × 1024` scores (4 MiB) per worker.
+pub const DEFAULT_BLOCK_ROWS: usize = 1024;
+
+/// [`DedupMethod::Auto`] joins exactly up to this many live entries, and uses the graph above.
+pub const EXACT_LIMIT: usize = 100_000;
+
+/// Neighbours first asked of the graph per photo (itself included).
+pub const GRAPH_K: usize = 16;
+
+/// The graph widens its neighbour lists up to this many per photo.
+pub const GRAPH_MAX_K: usize = 1024;
+
+/// Groups with more members than this get no [`DuplicateGroup::weakest`] (it costs every pair).
+pub const WEAKEST_MAX_MEMBERS: usize = 4096;
+
+/// Default threshold for DOLG models: not measured on a trained checkpoint (see the module documentation).
+pub const DEFAULT_THRESHOLD_DOLG: f32 = 0.90;
+
+/// Default threshold for the off-the-shelf MobileNetV2-GeM backbone: the F1 maximum of the measurement.
+pub const DEFAULT_THRESHOLD_MOBILENETV2: f32 = 0.927;
+
+/// How pairs above the threshold are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DedupMethod {
+    /// Exact up to [`EXACT_LIMIT`] live entries, the graph above.
+    #[default]
+    Auto,
+    /// Blocked exact self-join ([`self_join`]): finds every pair.
+    Exact,
+    /// Each photo's nearest neighbours from an HNSW graph: approximate.
+    Graph,
+}
+
+/// Options of [`Collection::duplicates`].
+#[derive(Debug, Clone, Copy)]
+pub struct DedupOptions {
+    pub method: DedupMethod,
+    /// Rows per block of the exact self-join (the tile is `block × block` scores per worker).
+    pub block_rows: usize,
+    /// Graph: neighbours first asked per photo (widened while all reach the threshold).
+    pub graph_k: usize,
+}
+
+impl Default for DedupOptions {
+    fn default() -> Self {
+        Self { method: DedupMethod::Auto, block_rows: DEFAULT_BLOCK_ROWS, graph_k: GRAPH_K }
+    }
+}
+
+/// Two rows scoring at least the threshold (`a < b`, store row ids).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoredPair {
+    pub a: usize,
+    pub b: usize,
+    pub score: f32,
+}
+
+/// Two near-duplicate photos of a group, by name (`a < b`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DuplicatePair {
+    pub a: String,
+    pub b: String,
+    pub score: f32,
+}
+
+/// A group of near-duplicate photos: a connected component of the pairs at or above the
+/// threshold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DuplicateGroup {
+    /// Indexed names, sorted.
+    pub members: Vec<String>,
+    /// Every pair of members scoring at least the threshold (exact method: all of them; graph:
+    /// those the graph found), best first, then by names.
+    pub pairs: Vec<DuplicatePair>,
+    /// The highest score of the group's pairs.
+    pub best: f32,
+    /// The lowest similarity between any two members, over all pairs (also those below the
+    /// threshold): below the threshold when the group was chained (A~B~C with A≁C). `None` for
+    /// groups of more than [`WEAKEST_MAX_MEMBERS`] members.
+    pub weakest: Option<f32>,
+}
+
+impl DuplicateGroup {
+    /// Each member's best score against another member of the group, in `members` order.
+    pub fn member_best(&self) -> Vec<f32> {
+        let pos: HashMap<&str, usize> = self.members.iter().enumerate().map(|(i, m)| (m.as_str(), i)).collect();
+        let mut best = vec![f32::NEG_INFINITY; self.members.len()];
+        for p in &self.pairs {
+            for name in [&p.a, &p.b] {
+                let b = &mut best[pos[name.as_str()]];
+                *b = b.max(p.score);
+            }
+        }
+        best
+    }
+
+    /// True when some two members score below `threshold`: the group is a chain.
+    pub fn is_chained(&self, threshold: f32) -> bool {
+        self.weakest.is_some_and(|w| w < threshold - SCORE_TOLERANCE)
+    }
+}
+
+/// Does `score` reach `threshold` (within [`SCORE_TOLERANCE`])? A NaN threshold reaches nothing.
+#[inline]
+pub fn reaches(score: f32, threshold: f32) -> bool {
+    score >= threshold - SCORE_TOLERANCE
+}
+
+/// The default near-duplicate threshold for a collection's model (see the module documentation):
+/// [`DEFAULT_THRESHOLD_MOBILENETV2`] for the MobileNetV2-GeM backbone, [`DEFAULT_THRESHOLD_DOLG`]
+/// for DOLG checkpoints and for indexes of imported vectors (no model recorded).
+pub fn default_threshold(info: &Info) -> f32 {
+    let backbone = info.spec.as_ref().and_then(|s| s.backbone);
+    if backbone.is_some() || info.model.starts_with("MobileNetV2") {
+        DEFAULT_THRESHOLD_MOBILENETV2
+    } else {
+        DEFAULT_THRESHOLD_DOLG
+    }
+}
+
+/// Every pair of rows `a < b` of `vectors` ([n, dim] row-major) whose inner product reaches
+/// `threshold`, skipping rows where `alive` is false, sorted by `(a, b)`. Blocked: tiles of at
+/// most `block × block` scores, one per rayon worker; nothing of size n×n is allocated.
+pub fn self_join(vectors: &[f32], dim: usize, alive: Option<&[bool]>, threshold: f32, block: usize) -> Vec<ScoredPair> {
+    assert!(dim > 0 && block > 0, "self_join: dim and block must be positive");
+    let n = vectors.len() / dim;
+    let nb = n.div_ceil(block);
+    let live = |r: usize| alive.is_none_or(|a| a[r]);
+    let mut pairs = (0..nb)
+        .into_par_iter()
+        .flat_map_iter(|bi| (bi..nb).map(move |bj| (bi, bj)))
+        .fold(
+            || (Vec::new(), Vec::<f32>::new()),
+            |(mut found, mut tile): (Vec<ScoredPair>, Vec<f32>), (bi, bj)| {
+                let (r0, c0) = (bi * block, bj * block);
+                let (rows, cols) = (block.min(n - r0), block.min(n - c0));
+                tile.resize(rows * cols, 0.0);
+                let a = &vectors[r0 * dim..(r0 + rows) * dim];
+                let b = &vectors[c0 * dim..(c0 + cols) * dim];
+                // tile[r, c] = Σ_d a[r, d] · b[c, d]
+                // SAFETY: sgemm reads rows×dim values of `a` (row stride dim; a holds exactly
+                // rows·dim values), cols×dim of `b` read transposed through the strides (exactly
+                // cols·dim values), and writes rows×cols values into `tile`, resized to rows·cols
+                // just above. All are live borrows for the call; `tile` is exclusively borrowed.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        rows,
+                        dim,
+                        cols,
+                        1.0,
+                        a.as_ptr(),
+                        dim as isize,
+                        1,
+                        b.as_ptr(),
+                        1,
+                        dim as isize,
+                        0.0,
+                        tile.as_mut_ptr(),
+                        cols as isize,
+                        1,
+                    );
+                }
+                for r in 0..rows {
+                    let ra = r0 + r;
+                    if !live(ra) {
+                        continue;
+                    }
+                    // On a diagonal tile only the pairs above the diagonal (a < b).
+                    let first = if bi == bj { r + 1 } else { 0 };
+                    for (c, &score) in tile[r * cols..(r + 1) * cols].iter().enumerate().skip(first) {
+                        if reaches(score, threshold) && live(c0 + c) {
+                            found.push(ScoredPair { a: ra, b: c0 + c, score });
+                        }
+                    }
+                }
+                (found, tile)
+            },
+        )
+        .map(|(found, _)| found)
+        .reduce(Vec::new, |mut x, mut y| {
+            x.append(&mut y);
+            x
+        });
+    pairs.sort_by(|x, y| (x.a, x.b).cmp(&(y.a, y.b)));
+    pairs
+}
+
+/// Union-find with path halving and union by size.
+struct UnionFind {
+    parent: Vec<usize>,
+    size: Vec<usize>,
+}
+
+impl UnionFind {
+    fn new(n: usize) -> Self {
+        Self { parent: (0..n).collect(), size: vec![1; n] }
+    }
+
+    fn find(&mut self, mut x: usize) -> usize {
+        while self.parent[x] != x {
+            self.parent[x] = self.parent[self.parent[x]];
+            x = self.parent[x];
+        }
+        x
+    }
+
+    fn union(&mut self, a: usize, b: usize) {
+        let (mut ra, mut rb) = (self.find(a), self.find(b));
+        if ra == rb {
+            return;
+        }
+        if self.size[ra] < self.size[rb] {
+            std::mem::swap(&mut ra, &mut rb);
+        }
+        self.parent[rb] = ra;
+        self.size[ra] += self.size[rb];
+    }
+}
+
+/// Connected components of the graph on rows `0..n` with edges `pairs`, leaving out rows in no
+/// pair: each component's rows ascending, components ordered by their smallest row.
+pub fn components(n: usize, pairs: &[ScoredPair]) -> Vec<Vec<usize>> {
+    let mut uf = UnionFind::new(n);
+    for p in pairs {
+        uf.union(p.a, p.b);
+    }
+    let mut by_root: HashMap<usize, Vec<usize>> = HashMap::new();
+    let mut in_pair = vec![false; n];
+    for p in pairs {
+        in_pair[p.a] = true;
+        in_pair[p.b] = true;
+    }
+    for r in (0..n).filter(|&r| in_pair[r]) {
+        by_root.entry(uf.find(r)).or_default().push(r);
+    }
+    let mut comps: Vec<Vec<usize>> = by_root.into_values().collect();
+    comps.sort_by_key(|c| c[0]);
+    comps
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Groups from the pairs of a join: members by name, pairs inside each group, best and weakest
+/// scores, ordered largest first, then by best score, then by first member name.
+pub fn groups_from_pairs(vectors: &[f32], dim: usize, names: &(dyn Fn(usize) -> String + Sync), pairs: &[ScoredPair]) -> Vec<DuplicateGroup> {
+    let n = vectors.len() / dim;
+    let comps = components(n, pairs);
+    let mut comp_of = HashMap::new();
+    for (g, c) in comps.iter().enumerate() {
+        for &r in c {
+            comp_of.insert(r, g);
+        }
+    }
+    let mut group_pairs: Vec<Vec<&ScoredPair>> = vec![Vec::new(); comps.len()];
+    for p in pairs {
+        group_pairs[comp_of[&p.a]].push(p);
+    }
+    let row = |r: usize| &vectors[r * dim..(r + 1) * dim];
+    let mut groups: Vec<DuplicateGroup> = comps
+        .par_iter()
+        .zip(group_pairs)
+        .map(|(rows, gp)| {
+            let mut members: Vec<String> = rows.iter().map(|&r| names(r)).collect();
+            let name_of: HashMap<usize, &str> = rows.iter().zip(&members).map(|(&r, m)| (r, m.as_str())).collect();
+            let mut pairs: Vec<DuplicatePair> = gp
+                .iter()
+                .map(|p| {
+                    let (x, y) = (name_of[&p.a], name_of[&p.b]);
+                    let (a, b) = if x <= y { (x, y) } else { (y, x) };
+                    DuplicatePair { a: a.to_owned(), b: b.to_owned(), score: p.score }
+                })
+                .collect();
+            pairs.sort_by(|p, q| q.score.total_cmp(&p.score).then_with(|| (&p.a, &p.b).cmp(&(&q.a, &q.b))));
+            let best = pairs.first().map_or(f32::NAN, |p| p.score);
+            let weakest = (rows.len() <= WEAKEST_MAX_MEMBERS).then(|| {
+                let mut w = f32::INFINITY;
+                for (i, &a) in rows.iter().enumerate() {
+                    for &b in &rows[i + 1..] {
+                        w = w.min(dot(row(a), row(b)));
+                    }
+                }
+                w
+            });
+            members.sort();
+            DuplicateGroup { members, pairs, best, weakest }
+        })
+        .collect();
+    groups.sort_by(|x, y| y.members.len().cmp(&x.members.len()).then_with(|| y.best.total_cmp(&x.best)).then_with(|| x.members.cmp(&y.members)));
+    groups
+}
+
+/// Pairs reaching `threshold` found through each row's nearest neighbours (`search(rows, k)`:
+/// per query row, up to `k` `(row, score)` hits, best first, possibly including itself), then
+/// scored exactly against `vectors`. Widens `k` for the rows whose every hit reached the
+/// threshold, up to [`GRAPH_MAX_K`].
+fn graph_pairs(
+    vectors: &[f32],
+    dim: usize,
+    live: &[usize],
+    threshold: f32,
+    k0: usize,
+    search: &(dyn Fn(&[usize], usize) -> Result<Vec<Vec<(usize, f32)>>> + Sync),
+) -> Result<Vec<ScoredPair>> {
+    // The graph's own scores carry its rounding (usearch returns 1 − (1 − dot)): take a margin
+    // and decide on the exact score.
+    let margin = 1e-4;
+    let mut found: HashMap<(usize, usize), f32> = HashMap::new();
+    let mut todo: Vec<usize> = live.to_vec();
+    let mut k = (k0.max(2)).min(live.len());
+    let mut capped = 0usize;
+    while !todo.is_empty() {
+        let hits: Vec<(usize, Vec<(usize, f32)>)> = todo
+            .par_chunks(256)
+            .map(|chunk| Ok(chunk.iter().copied().zip(search(chunk, k)?).collect::<Vec<_>>()))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut again = Vec::new();
+        for (q, hs) in hits {
+            let mut all_reach = hs.len() == k;
+            for (r, s) in hs {
+                if s < threshold - margin {
+                    all_reach = false;
+                    continue;
+                }
+                if r == q {
+                    continue;
+                }
+                let key = (q.min(r), q.max(r));
+                if !found.contains_key(&key) {
+                    let exact = dot(&vectors[key.0 * dim..(key.0 + 1) * dim], &vectors[key.1 * dim..(key.1 + 1) * dim]);
+                    found.insert(key, exact);
+                }
+            }
+            if all_reach {
+                if k >= GRAPH_MAX_K.min(live.len()) {
+                    capped += 1;
+                } else {
+                    again.push(q);
+                }
+            }
+        }
+        todo = again;
+        k = (k * 2).min(GRAPH_MAX_K).min(live.len());
+    }
+    if capped > 0 {
+        tracing::warn!("{capped} photos have more than {GRAPH_MAX_K} near-duplicates; the graph kept only that many of their pairs");
+    }
+    let mut pairs: Vec<ScoredPair> = found.into_iter().filter(|&(_, s)| reaches(s, threshold)).map(|((a, b), score)| ScoredPair { a, b, score }).collect();
+    pairs.sort_by(|x, y| (x.a, x.b).cmp(&(y.a, y.b)));
+    Ok(pairs)
+}
+
+impl Collection {
+    /// The near-duplicate threshold measured to suit this collection's model
+    /// ([`default_threshold`]).
+    pub fn default_duplicate_threshold(&self) -> f32 {
+        default_threshold(&self.info())
+    }
+
+    /// The method [`DedupMethod::Auto`] resolves to for this collection.
+    pub fn dedup_method(&self, method: DedupMethod) -> DedupMethod {
+        match method {
+            DedupMethod::Auto if self.len() <= EXACT_LIMIT => DedupMethod::Exact,
+            DedupMethod::Auto => DedupMethod::Graph,
+            m => m,
+        }
+    }
+
+    /// Groups of near-duplicate photos: connected components of the pairs scoring at least
+    /// `threshold` (cosine similarity), largest groups first, then by best score. See the
+    /// [module documentation](self) for the grouping, the methods and their memory.
+    pub fn duplicates(&self, threshold: f32, options: &DedupOptions) -> Result<Vec<DuplicateGroup>> {
+        let s = self.index.store();
+        let (dim, vectors) = (s.dim(), s.vectors());
+        let alive: Vec<bool> = s.rows().iter().map(|r| r.alive).collect();
+        if self.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pairs = match self.dedup_method(options.method) {
+            DedupMethod::Exact | DedupMethod::Auto => self_join(vectors, dim, Some(&alive), threshold, options.block_rows.max(1)),
+            DedupMethod::Graph => {
+                let live: Vec<usize> = (0..alive.len()).filter(|&r| alive[r]).collect();
+                let k0 = options.graph_k + 1;
+                if self.index.kind() == IndexKind::Hnsw {
+                    let search = |rows: &[usize], k: usize| -> Result<Vec<Vec<(usize, f32)>>> {
+                        let q: Vec<f32> = rows.iter().flat_map(|&r| s.vector(r).iter().copied()).collect();
+                        Ok(self.index.search(&q, k, f32::MIN)?.into_iter().map(|hs| hs.into_iter().map(|h| (h.row, h.score)).collect()).collect())
+                    };
+                    graph_pairs(vectors, dim, &live, threshold, k0, &search)?
+                } else {
+                    let mut graph = HnswIndex::new(dim, live.len()).map_err(IndexError::from)?;
+                    let ids: Vec<u64> = live.iter().map(|&r| r as u64).collect();
+                    let rows: Vec<f32> = live.iter().flat_map(|&r| s.vector(r).iter().copied()).collect();
+                    graph.add_batch(&ids, &rows).map_err(IndexError::from)?;
+                    drop(rows);
+                    let search = |rows: &[usize], k: usize| -> Result<Vec<Vec<(usize, f32)>>> {
+                        rows.iter()
+                            .map(|&r| Ok(graph.search(s.vector(r), k).map_err(IndexError::from)?.into_iter().map(|(id, sc)| (id as usize, sc)).collect()))
+                            .collect()
+                    };
+                    graph_pairs(vectors, dim, &live, threshold, k0, &search)?
+                }
+            }
+        };
+        let rows = s.rows();
+        Ok(groups_from_pairs(vectors, dim, &|r| rows[r].name.clone(), &pairs))
+    }
+}
