@@ -1,0 +1,177 @@
+//! dolg::rerank against hand-worked cases and against the independent numpy reference
+//! (scripts/rerank_reference.py, fixtures in tests/fixtures/rerank/).
+
+use std::path::Path;
+
+use dolg::collection::{Collection, SearchParams, VectorOrigin};
+use dolg::rerank::{dba, expand_query, rank_reranked, superglobal, QueryExpansion, Rerank, SuperGlobal};
+use serde_json::Value;
+
+fn close(a: f32, b: f32) -> bool {
+    (a - b).abs() < 1e-5
+}
+
+#[test]
+fn average_qe_by_hand() {
+    // α = 0: every weight 1: (1,0) + (0.6,0.8) + (0,1) = (1.6,1.8), normalised.
+    let e = expand_query(&[1.0, 0.0], &[0.6, 0.8, 0.0, 1.0], 0.0);
+    let n = (1.6f32 * 1.6 + 1.8 * 1.8).sqrt();
+    assert!(close(e[0], 1.6 / n) && close(e[1], 1.8 / n), "{e:?}");
+    // α = 2: weights 0.36 and 0: (1 + 0.216, 0.288), normalised.
+    let e = expand_query(&[1.0, 0.0], &[0.6, 0.8, 0.0, 1.0], 2.0);
+    let n = (1.216f32 * 1.216 + 0.288 * 0.288).sqrt();
+    assert!(close(e[0], 1.216 / n) && close(e[1], 0.288 / n), "{e:?}");
+}
+
+#[test]
+fn negative_similarity_is_clamped() {
+    // q·x = -0.6: weight max(-0.6, 0)^3 = 0 (no NaN), and 0^0 = 1 for α = 0.
+    let e = expand_query(&[1.0, 0.0], &[-0.6, 0.8], 3.0);
+    assert_eq!(e, vec![1.0, 0.0]);
+    let e = expand_query(&[1.0, 0.0], &[-0.6, 0.8], 0.5);
+    assert_eq!(e, vec![1.0, 0.0]);
+    let e = expand_query(&[1.0, 0.0], &[-0.6, 0.8], 0.0);
+    let n = (0.4f32 * 0.4 + 0.8 * 0.8).sqrt();
+    assert!(close(e[0], 0.4 / n) && close(e[1], 0.8 / n));
+}
+
+#[test]
+fn dba_k0_is_identity_and_k1_by_hand() {
+    let db = [1.0, 0.0, 0.6, 0.8, 0.0, 1.0];
+    assert_eq!(dba(&db, 2, 0, 3.0), db.to_vec());
+    // k = 1, α = 1: row 0's neighbour is row 1 (0.6): (1 + 0.36, 0.48) normalised.
+    let d = dba(&db, 2, 1, 1.0);
+    let n = (1.36f32 * 1.36 + 0.48 * 0.48).sqrt();
+    assert!(close(d[0], 1.36 / n) && close(d[1], 0.48 / n), "{d:?}");
+}
+
+#[test]
+fn superglobal_by_hand() {
+    // q = (1,0); candidates a = (1,0), b = (0.6,0.8), c = (0,1); K = 1, β = 1.
+    // a' = (a + 0.6b)/1.6 = (0.85, 0.3); b' = (b + 0.8c)/1.8; c' = (c + 0.8b)/1.8.
+    // s1 = (0.85, 1/3, 0.48/1.8); q̂ = max(a', b') = (0.85, 1.6/1.8).
+    let cand = [1.0, 0.0, 0.6, 0.8, 0.0, 1.0];
+    let out = superglobal(&[1.0, 0.0], &cand, &SuperGlobal { m: 3, k: 1, beta: 1.0 });
+    let refined = [(0.85f32, 0.3f32), (0.6 / 1.8, 1.6 / 1.8), (0.48 / 1.8, 1.64 / 1.8)];
+    let qhat = (0.85f32, 1.6f32 / 1.8);
+    let expect: Vec<f32> = refined.iter().map(|&(x, y)| (x + x * qhat.0 + y * qhat.1) / 2.0).collect();
+    assert_eq!(out.iter().map(|p| p.0).collect::<Vec<_>>(), [0, 1, 2]);
+    for (p, s) in &out {
+        assert!(close(*s, expect[*p]), "{out:?} vs {expect:?}");
+    }
+    assert!(close(expect[0], 0.919_583));
+}
+
+#[test]
+fn superglobal_leaves_the_tail_alone() {
+    let db: Vec<f32> = (0..20)
+        .flat_map(|i| {
+            let t = i as f32 * 0.15;
+            [t.cos(), t.sin()]
+        })
+        .collect();
+    let plain = rank_reranked(&db, 2, &[1.0, 0.0], None, &Rerank::default());
+    let sg = rank_reranked(&db, 2, &[1.0, 0.0], None, &Rerank { qe: None, superglobal: Some(SuperGlobal { m: 5, k: 2, beta: 0.15 }) });
+    assert_eq!(plain[5..], sg[5..]);
+    let mut head: Vec<usize> = sg[..5].iter().map(|h| h.0).collect();
+    head.sort();
+    assert_eq!(head, [0, 1, 2, 3, 4]);
+}
+
+fn rerank_of(case: &Value) -> (Option<(usize, f32)>, Rerank) {
+    let pair = |v: &Value| (v[0].as_u64().unwrap() as usize, v[1].as_f64().unwrap() as f32);
+    let dba = (!case["dba"].is_null()).then(|| pair(&case["dba"]));
+    let qe = (!case["qe"].is_null()).then(|| {
+        let (n, alpha) = pair(&case["qe"]);
+        QueryExpansion { n, alpha }
+    });
+    let sg = &case["sg"];
+    let superglobal =
+        (!sg.is_null()).then(|| SuperGlobal { m: sg[0].as_u64().unwrap() as usize, k: sg[1].as_u64().unwrap() as usize, beta: sg[2].as_f64().unwrap() as f32 });
+    (dba, Rerank { qe, superglobal })
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+/// Compare every case of a fixture: scores within 1e-5 everywhere, rows where the reference's
+/// score is more than 1e-5 away from its neighbours' (not tied).
+fn check_fixture(name: &str) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rerank");
+    let f: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.json"))).unwrap()).unwrap();
+    let dim = f["dim"].as_u64().unwrap() as usize;
+    let exclude: Vec<Option<usize>> = f["exclude"].as_array().unwrap().iter().map(|v| v.as_u64().map(|x| x as usize)).collect();
+    let (db, queries) = match f["db_npy"].as_str() {
+        Some(npy) => {
+            let (db, _, d) = dolg::descriptors::read_matrix(&dir.join(npy)).unwrap();
+            assert_eq!(d, dim);
+            let q: Vec<f32> = exclude.iter().flat_map(|r| db[r.unwrap() * dim..(r.unwrap() + 1) * dim].to_vec()).collect();
+            (db, q)
+        }
+        None => (floats(&f["db"]), floats(&f["queries"])),
+    };
+    let mut checked = 0;
+    for case in f["cases"].as_array().unwrap() {
+        let cname = case["name"].as_str().unwrap();
+        let (dba_opt, rerank) = rerank_of(case);
+        let db = dba_opt.map_or_else(|| db.clone(), |(k, a)| dba(&db, dim, k, a));
+        for (qi, (q, ex)) in queries.chunks(dim).zip(&exclude).enumerate() {
+            let got = rank_reranked(&db, dim, q, *ex, &rerank);
+            let rows: Vec<usize> = case["ranks"][qi].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+            let scores = floats(&case["scores"][qi]);
+            assert!(got.len() >= rows.len());
+            for (i, (&row, &s)) in rows.iter().zip(&scores).enumerate() {
+                assert!(close(got[i].1, s), "{name}/{cname} query {qi} rank {i}: score {} vs reference {s}", got[i].1);
+                let tied = (i > 0 && close(scores[i - 1], s)) || scores.get(i + 1).is_some_and(|&n| close(n, s));
+                if !tied {
+                    assert_eq!(got[i].0, row, "{name}/{cname} query {qi} rank {i}");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 0);
+}
+
+#[test]
+fn matches_reference_on_random_vectors() {
+    check_fixture("random");
+}
+
+#[test]
+fn matches_reference_on_mobilenetv2_descriptors() {
+    check_fixture("mobilenetv2");
+}
+
+#[test]
+fn collection_search_reranked_matches_pure_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = dolg::runtime::device("cpu").unwrap();
+    let mut c = Collection::create_for_vectors(&dir.path().join("v.idx"), 8, &device).unwrap();
+    let mut state = 7u64;
+    let mut rnd = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    };
+    let mut vectors: Vec<f32> = (0..60 * 8).map(|_| rnd()).collect();
+    vectors.chunks_mut(8).for_each(dolg::rerank::normalize);
+    let names: Vec<String> = (0..60).map(|i| format!("v{i}")).collect();
+    c.import(&mut vectors.clone(), &names, VectorOrigin::Unverified, |_| {}).unwrap();
+    let q: Vec<f32> = (0..8).map(|_| rnd()).collect();
+    let mut qn = q.clone();
+    dolg::rerank::normalize(&mut qn);
+    let rerank = Rerank { qe: Some(QueryExpansion { n: 3, alpha: 3.0 }), superglobal: Some(SuperGlobal { m: 20, k: 4, beta: 0.15 }) };
+    let hits = c.search_vectors_reranked(&q, &SearchParams::top(25), &rerank).unwrap().remove(0);
+    let expect = rank_reranked(&vectors, 8, &qn, None, &rerank);
+    assert_eq!(hits.len(), 25);
+    for (h, (row, s)) in hits.iter().zip(&expect) {
+        assert_eq!(h.name, names[*row]);
+        assert!(close(h.score, *s));
+    }
+}
+
+#[test]
+fn matches_reference_on_dolg_fixture_descriptors() {
+    check_fixture("dolg-r50-random");
+}
