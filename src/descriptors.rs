@@ -263,8 +263,7 @@ pub fn write_descriptors(path: &Path, rows: &[Vec<f32>], dim: usize, names: Opti
         names_failed = r.is_err();
         r
     };
-    let fill_names: Option<&mut dyn FnMut(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>> =
-        if names.is_some() { Some(&mut write_names) } else { None };
+    let fill_names: Option<&mut atomic_file::Fill<'_>> = if names.is_some() { Some(&mut write_names) } else { None };
     let shape = [rows.len() as u64, dim as u64];
     let result = atomic_file::replace_pair(path, &np, Mode::Shared, |w| npy_into(w, &shape, rows.iter().flatten().copied()), fill_names);
     result.map_err(|e| ferr(if names_failed { &np } else { path }, e.to_string()))

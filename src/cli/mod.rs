@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use dolg::decode::Orientation;
 use dolg::descriptors::Extractor;
 use dolg::model::{Arch, Fusion};
 use dolg::preprocess::DEFAULT_SCALES;
@@ -92,6 +93,16 @@ pub struct ModelArgs {
     /// Comma-separated image scales (default: the authors' 0.3535,0.5,0.7071,1.0,1.4142).
     #[arg(long, value_delimiter = ',', value_name = "S,S,...")]
     pub scales: Option<Vec<f64>>,
+    /// Bring an image whose longest side exceeds N pixels down to N (anti-aliased, after EXIF
+    /// orientation and any crop) before the multi-scale pyramid; 0 = no limit. 1024 is the
+    /// Revisited Oxford/Paris and DELG convention: their images are at most that, so they are
+    /// untouched, while a 27 MP phone photo no longer costs minutes and gigabytes.
+    #[arg(long, default_value_t = dolg::preprocess::DEFAULT_MAX_SIZE, value_name = "N")]
+    pub max_size: u32,
+    /// Take the pixels as stored, ignoring the EXIF orientation tag (by default a photo is turned
+    /// upright as the tag says, as OpenCV's imread does).
+    #[arg(long)]
+    pub ignore_orientation: bool,
 }
 
 impl ModelArgs {
@@ -102,7 +113,11 @@ impl ModelArgs {
             (None, Some(b)) => ModelSpec::pretrained(b),
             (None, None) => return Err(dolg::spec::SpecError::NoModel.into()),
         };
-        Ok(ModelSpec { arch: self.arch, fusion: self.fusion, ..spec }.with_scales(self.scales.clone().unwrap_or(DEFAULT_SCALES.to_vec())))
+        let orientation = if self.ignore_orientation { Orientation::Ignore } else { Orientation::Apply };
+        Ok(ModelSpec { arch: self.arch, fusion: self.fusion, ..spec }
+            .with_scales(self.scales.clone().unwrap_or(DEFAULT_SCALES.to_vec()))
+            .with_max_size(self.max_size)
+            .with_orientation(orientation))
     }
 
     pub fn extractor(&self, device: burn::tensor::Device) -> anyhow::Result<Extractor> {
