@@ -192,7 +192,8 @@ fn is_write(method: &Method, path: &str) -> bool {
 
 /// Token check, read-only mode, and early refusal of bodies declared larger than the limit.
 async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let path = req.uri().path();
+    let path = req.uri().path().to_owned();
+    let path = path.as_str();
     let write = is_write(req.method(), path);
     if let Some(token) = &st.config.token {
         let open = matches!(route_of(path), "/" | "/health" | "/ready" | "/openapi.json");
@@ -203,15 +204,16 @@ async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
                 a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
             });
             if !ok {
-                let mut r =
-                    ApiError::new(StatusCode::UNAUTHORIZED, if given.is_some() { "wrong token" } else { "this request needs Authorization: Bearer <token>" })
-                        .into_response();
+                let why = if given.is_some() { "wrong token" } else { "this request needs Authorization: Bearer <token>" };
+                drain(req, st.config.body_limit).await;
+                let mut r = ApiError::new(StatusCode::UNAUTHORIZED, why).into_response();
                 r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 return r;
             }
         }
     }
     if write && st.config.read_only {
+        drain(req, st.config.body_limit).await;
         return ApiError::new(StatusCode::FORBIDDEN, "the server is read-only (--read-only)").into_response();
     }
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -219,6 +221,12 @@ async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
         return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than the limit of {} bytes", st.config.body_limit)).into_response();
     }
     next.run(req).await
+}
+
+/// Read and drop a refused request's body (within the limit, for at most 10 s), so that a client
+/// still sending it reads the answer instead of a broken connection.
+async fn drain(req: Request, limit: usize) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), axum::body::to_bytes(req.into_body(), limit)).await;
 }
 
 async fn page() -> impl IntoResponse {

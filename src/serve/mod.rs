@@ -25,7 +25,7 @@ mod handlers;
 mod metrics;
 mod state;
 
-pub use handlers::ApiError;
+pub use handlers::{ApiError, MAX_K, THUMB_SIDE};
 pub use state::AppState;
 
 /// Server options (the flags of `dolg serve`).

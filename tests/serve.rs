@@ -1,0 +1,387 @@
+//! `dolg serve`: a real server on 127.0.0.1 (a free port) over an index of a few landmark photos,
+//! described by the randomly initialised DOLG-R50 fixture at one scale. Every server is a child
+//! process killed when its test ends; every request has a time limit.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const DOLG: &str = env!("CARGO_BIN_EXE_dolg");
+const PHOTOS: [&str; 5] = ["wxbs-kyiv_1.jpg", "wxbs-kyiv_2.jpg", "wxbs-kyiv_3.jpg", "wxbs-tyn_1.jpg", "distractor_01.jpg"];
+
+fn images_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/landmarks/images")
+}
+
+fn weights() -> PathBuf {
+    common::shared_dir().join("fixtures/dolg-r50-random/dolg_r50_random_noaspp.pyth.gz")
+}
+
+/// A fresh collection of [`PHOTOS`] under `tmp/photos`, indexed in `tmp/db`.
+fn build_index(tmp: &Path) -> PathBuf {
+    let photos = tmp.join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    for p in PHOTOS {
+        std::fs::copy(images_dir().join(p), photos.join(p)).unwrap();
+    }
+    let db = tmp.join("db");
+    let out = Command::new(DOLG).args(["index", "build", "--db"]).arg(&db).arg("-w").arg(weights()).args(["--scales", "1.0"]).arg(&photos).output().unwrap();
+    assert!(out.status.success(), "index build: {}", String::from_utf8_lossy(&out.stderr));
+    db
+}
+
+fn cli_search(db: &Path, args: &[&str]) -> Value {
+    let out = Command::new(DOLG).args(["search", "--json", "--db"]).arg(db).args(args).output().unwrap();
+    assert!(out.status.success(), "dolg search: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A `dolg serve` child process; killed (SIGKILL) on drop.
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(db: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(DOLG)
+            .args(["serve", "--addr", "127.0.0.1:0", "--threads", "2", "--db"])
+            .arg(db)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line: {line:?}")).to_owned();
+        let s = Self { child, base: addr };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            match agent().get(&s.url("/ready")).call() {
+                Ok(r) if r.status() == 200 => break,
+                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+                other => panic!("server never became ready: {other:?}"),
+            }
+        }
+        s
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(Duration::from_secs(120)).build()
+}
+
+/// (status, JSON body) of any response, error statuses included.
+fn answer(r: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
+    let resp = match r {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("transport error: {e}"),
+    };
+    let status = resp.status();
+    let ct = resp.content_type().to_owned();
+    let text = resp.into_string().unwrap();
+    assert_eq!(ct, "application/json", "status {status}: not JSON: {text}");
+    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")))
+}
+
+/// A multipart/form-data body with one file field `image` and text fields.
+fn multipart(bytes: &[u8], filename: &str, fields: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let boundary = "dolgtestboundary7d3f";
+    let mut body = Vec::new();
+    for (k, v) in fields {
+        body.extend(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").bytes());
+    }
+    body.extend(
+        format!("--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n")
+            .bytes(),
+    );
+    body.extend_from_slice(bytes);
+    body.extend(format!("\r\n--{boundary}--\r\n").bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn post_image(s: &Server, path: &str, bytes: &[u8], fields: &[(&str, &str)], token: Option<&str>) -> (u16, Value) {
+    let (ct, body) = multipart(bytes, "photo.jpg", fields);
+    let mut req = agent().post(&s.url(path)).set("Content-Type", &ct);
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    answer(req.send_bytes(&body))
+}
+
+fn post_json(s: &Server, path: &str, body: Value) -> (u16, Value) {
+    answer(agent().post(&s.url(path)).send_json(body))
+}
+
+/// (name, score) pairs of a server or CLI result list.
+fn ranking(results: &Value) -> Vec<(String, f64)> {
+    results.as_array().unwrap().iter().map(|h| (h["name"].as_str().unwrap().to_owned(), h["score"].as_f64().unwrap())).collect()
+}
+
+fn assert_same_ranking(server: &Value, cli: &Value) {
+    let (a, b) = (ranking(&server["results"]), ranking(&cli["results"]));
+    assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+    for ((na, sa), (nb, sb)) in a.iter().zip(&b) {
+        assert_eq!(na, nb, "{a:?} vs {b:?}");
+        assert!((sa - sb).abs() < 1e-6, "{a:?} vs {b:?}");
+    }
+}
+
+#[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
+fn search_by_upload_vector_and_name_equals_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = build_index(tmp.path());
+    let query = images_dir().join("wxbs-kyiv_4.jpg");
+    let indexed = tmp.path().join("photos/wxbs-kyiv_1.jpg");
+    let cli_upload = cli_search(&db, &["--k", "3", query.to_str().unwrap()]);
+    let cli_name = cli_search(&db, &["--k", "4", indexed.to_str().unwrap()]);
+    let cli_min = cli_search(&db, &["--k", "5", "--min-score", "0.8", query.to_str().unwrap()]);
+    let cli_crop = cli_search(&db, &["--k", "5", "--crop", "10,20,300,200", query.to_str().unwrap()]);
+    let vector: Vec<f32> = (0..512).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+    let npy = tmp.path().join("q.npy");
+    dolg::descriptors::write_npy(&npy, &[1, 512], vector.iter().copied()).unwrap();
+    let cli_vec = cli_search(&db, &["--k", "5", "--vectors", npy.to_str().unwrap()]);
+
+    let s = Server::start(&db, &[]);
+    let bytes = std::fs::read(&query).unwrap();
+    let (st, r) = post_image(&s, "/search?k=3", &bytes, &[], None);
+    assert_eq!(st, 200, "{r}");
+    assert_same_ranking(&r, &cli_upload["queries"][0]);
+    assert!(r["took_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(r["results"][0]["id"], json!(dolg::serve::photo_id(r["results"][0]["name"].as_str().unwrap())));
+
+    let (st, r) = post_image(&s, "/search", &bytes, &[("k", "5"), ("min_score", "0.8")], None);
+    assert_eq!(st, 200, "{r}");
+    assert_same_ranking(&r, &cli_min["queries"][0]);
+    let (st, r) = post_image(&s, "/search?k=5&crop=10,20,300,200", &bytes, &[], None);
+    assert_eq!(st, 200, "{r}");
+    assert_same_ranking(&r, &cli_crop["queries"][0]);
+    // A raw image body is an upload too.
+    let (st, r) = answer(agent().post(&s.url("/search?k=3")).set("Content-Type", "image/jpeg").send_bytes(&bytes));
+    assert_eq!(st, 200, "{r}");
+    assert_same_ranking(&r, &cli_upload["queries"][0]);
+
+    let (st, r) = post_json(&s, "/search", json!({"name": "wxbs-kyiv_1.jpg", "k": 4}));
+    assert_eq!(st, 200, "{r}");
+    assert_same_ranking(&r, &cli_name["queries"][0]);
+    let id = dolg::serve::photo_id("wxbs-kyiv_1.jpg");
+    let (st, r) = post_json(&s, "/search", json!({"id": id, "k": 4}));
+    assert_eq!(st, 200, "{r}");
+    assert_same_ranking(&r, &cli_name["queries"][0]);
+
+    let (st, r) = post_json(&s, "/search", json!({"vector": vector, "k": 5}));
+    assert_eq!(st, 200, "{r}");
+    assert_same_ranking(&r, &cli_vec["queries"][0]);
+
+    // Metadata, thumbnail, file, listing, OpenAPI, page, metrics.
+    let (st, info) = answer(agent().get(&s.url(&format!("/images/{id}"))).call());
+    assert_eq!((st, info["name"].as_str()), (200, Some("wxbs-kyiv_1.jpg")));
+    let thumb = agent().get(&s.url(&format!("/images/{id}/thumbnail"))).call().unwrap();
+    assert_eq!(thumb.content_type(), "image/jpeg");
+    let mut jpeg = Vec::new();
+    std::io::Read::read_to_end(&mut thumb.into_reader(), &mut jpeg).unwrap();
+    let t = image::load_from_memory(&jpeg).unwrap();
+    assert!(t.width().max(t.height()) <= dolg::serve::THUMB_SIDE && t.width() > 0);
+    let file = agent().get(&s.url(&format!("/images/{id}/file"))).call().unwrap();
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut file.into_reader(), &mut got).unwrap();
+    assert_eq!(got, std::fs::read(&indexed).unwrap());
+    let (_, list) = answer(agent().get(&s.url("/images")).call());
+    assert_eq!(list["total"], json!(PHOTOS.len()));
+    let (_, api) = answer(agent().get(&s.url("/openapi.json")).call());
+    assert!(api["paths"]["/search"]["post"].is_object(), "{api}");
+    let page = agent().get(&s.url("/")).call().unwrap().into_string().unwrap();
+    assert!(page.contains("<html") && !page.contains("http://") && !page.contains("https://"), "the page must not load anything from elsewhere");
+    let metrics = agent().get(&s.url("/metrics")).call().unwrap().into_string().unwrap();
+    assert!(metrics.contains("dolg_http_requests_total{route=\"/search\",method=\"POST\",status=\"200\"} 7"), "{metrics}");
+    assert!(metrics.contains("dolg_http_request_duration_seconds_bucket{route=\"/search\",method=\"POST\",le=\"+Inf\"} 7"), "{metrics}");
+    assert!(metrics.contains("dolg_index_entries 5") && metrics.contains("dolg_model_info{model=\"DOLG-R50\""), "{metrics}");
+}
+
+#[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
+fn bad_requests_get_4xx_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = build_index(tmp.path());
+    let s = Server::start(&db, &["--max-body-mb", "1"]);
+    let bad = common::shared_dir().join("data/bad-inputs");
+    let read = |f: &str| std::fs::read(bad.join(f)).unwrap();
+    let expect = |(st, r): (u16, Value), want: u16, mentions: &str| {
+        assert_eq!(st, want, "{r}");
+        let e = r["error"].as_str().unwrap_or_else(|| panic!("no error message: {r}"));
+        assert!(e.to_lowercase().contains(mentions), "{e:?} should mention {mentions:?}");
+        assert!(!e.contains("dolg-upload"), "temporary paths leak: {e}");
+    };
+    expect(post_image(&s, "/search", &read("bomb_60000x60000.png"), &[], None), 422, "60000");
+    expect(post_image(&s, "/search", &read("huge_dims.jpg"), &[], None), 422, "");
+    expect(post_image(&s, "/search", &read("corrupt_stream.png"), &[], None), 422, "");
+    // The decoder may recover part of a truncated JPEG: an error or results, never a 5xx.
+    let (st, r) = post_image(&s, "/search", &read("truncated.jpg"), &[], None);
+    assert!(st == 200 || st == 422, "{st} {r}");
+    expect(post_image(&s, "/search", &read("empty.jpg"), &[], None), 400, "empty");
+    expect(post_image(&s, "/search", b"just some text, not a photo\n", &[], None), 415, "not an image");
+    expect(post_image(&s, "/images", &read("bomb_60000x60000.png"), &[], None), 422, "60000");
+    expect(post_image(&s, "/search", &vec![0xffu8; 1_100_000], &[], None), 413, "limit");
+    expect(answer(agent().post(&s.url("/search")).set("Content-Type", "text/plain").send_string("hello")), 415, "content type");
+    expect(answer(agent().post(&s.url("/search")).set("Content-Type", "application/json").send_string("{not json")), 400, "json");
+    expect(post_json(&s, "/search", json!({"vector": [1.0, 2.0]})), 400, "512");
+    expect(post_json(&s, "/search", json!({"name": "nope.jpg"})), 404, "nope.jpg");
+    expect(post_json(&s, "/search", json!({"name": "wxbs-kyiv_1.jpg", "k": 0})), 400, "k must be");
+    expect(post_json(&s, "/search", json!({"name": "wxbs-kyiv_1.jpg", "vector": [1.0]})), 400, "one of");
+    expect(post_image(&s, "/search?k=abc", &read("grey.png"), &[], None), 400, "whole number");
+    expect(post_image(&s, "/search?crop=1,2,3", &read("grey.png"), &[], None), 400, "crop");
+    expect(answer(agent().get(&s.url("/images/0123456789abcdef")).call()), 404, "no photo");
+    expect(answer(agent().get(&s.url("/images/..%2F..%2Fetc%2Fpasswd/file")).call()), 404, "no photo");
+    expect(answer(agent().get(&s.url("/nothing/here")).call()), 404, "no such endpoint");
+    expect(answer(agent().put(&s.url("/search")).call()), 405, "");
+    // Still serving.
+    let (st, _) = post_json(&s, "/search", json!({"name": "wxbs-kyiv_1.jpg"}));
+    assert_eq!(st, 200);
+    let metrics = agent().get(&s.url("/metrics")).call().unwrap().into_string().unwrap();
+    assert!(metrics.contains("status=\"422\""), "{metrics}");
+}
+
+#[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
+fn tokens_guard_writes_and_optionally_reads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = build_index(tmp.path());
+    let photo = std::fs::read(images_dir().join("wxbs-kyiv_4.jpg")).unwrap();
+    {
+        let s = Server::start(&db, &["--token", "s3cret"]);
+        let (st, r) = post_image(&s, "/images", &photo, &[], None);
+        assert_eq!(st, 401, "{r}");
+        assert_eq!(post_image(&s, "/images", &photo, &[], Some("wrong")).0, 401);
+        let (st, r) = post_image(&s, "/images", &photo, &[], Some("s3cret"));
+        assert_eq!(st, 201, "{r}");
+        let id = r["id"].as_str().unwrap().to_owned();
+        assert!(r["name"].as_str().unwrap().starts_with("uploads/"), "{r}");
+        assert_eq!(answer(agent().delete(&s.url(&format!("/images/{id}"))).call()).0, 401);
+        assert_eq!(post_json(&s, "/search", json!({"name": "wxbs-kyiv_1.jpg"})).0, 200, "reads are open without --token-read");
+        let (st, r) = answer(agent().delete(&s.url(&format!("/images/{id}"))).set("Authorization", "Bearer s3cret").call());
+        assert_eq!((st, r["file_removed"].as_bool()), (200, Some(true)), "{r}");
+    }
+    {
+        let s = Server::start(&db, &["--token", "s3cret", "--token-read"]);
+        assert_eq!(post_json(&s, "/search", json!({"name": "wxbs-kyiv_1.jpg"})).0, 401);
+        assert_eq!(answer(agent().get(&s.url("/images")).call()).0, 401);
+        assert_eq!(answer(agent().get(&s.url("/health")).call()).0, 200);
+        let r = agent().post(&s.url("/search")).set("Authorization", "Bearer s3cret").send_json(json!({"name": "wxbs-kyiv_1.jpg"}));
+        assert_eq!(answer(r).0, 200);
+    }
+    {
+        let s = Server::start(&db, &["--read-only"]);
+        let (st, r) = post_image(&s, "/images", &photo, &[], None);
+        assert_eq!(st, 403, "{r}");
+        assert_eq!(post_json(&s, "/search", json!({"name": "wxbs-kyiv_1.jpg"})).0, 200);
+    }
+}
+
+#[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
+fn concurrent_searches_while_adding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = build_index(tmp.path());
+    let s = Server::start(&db, &[]);
+    let adds = ["wxbs-kyiv_4.jpg", "wxbs-tyn_2.jpg", "wxbs-maidan_1.jpg"];
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            for f in adds {
+                let (st, r) = post_image(&s, "/images", &std::fs::read(images_dir().join(f)).unwrap(), &[], None);
+                assert_eq!(st, 201, "{r}");
+            }
+        });
+        let readers: Vec<_> = (0..3)
+            .map(|t| {
+                let s = &s;
+                scope.spawn(move || {
+                    let mut n = 0;
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while n < 40 && Instant::now() < deadline {
+                        let (st, r) = post_json(s, "/search", json!({"name": PHOTOS[(n + t) % PHOTOS.len()], "k": 3}));
+                        assert_eq!(st, 200, "{r}");
+                        assert!(!r["results"].as_array().unwrap().is_empty());
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        writer.join().unwrap();
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+    });
+    let (_, list) = answer(agent().get(&s.url("/images")).call());
+    assert_eq!(list["total"], json!(PHOTOS.len() + adds.len()));
+}
+
+#[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
+fn sigkill_during_uploads_keeps_every_acknowledged_photo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = build_index(tmp.path());
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(images_dir()).unwrap().map(|e| e.unwrap().path()).filter(|p| !PHOTOS.iter().any(|f| p.ends_with(f))).collect();
+    files.sort();
+    files.truncate(8);
+    let mut s = Server::start(&db, &[]);
+    let url = s.url("/images");
+    let acked = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        let uploader = scope.spawn(|| {
+            for f in &files {
+                let (ct, body) = multipart(&std::fs::read(f).unwrap(), "p.jpg", &[]);
+                match agent().post(&url).set("Content-Type", &ct).send_bytes(&body) {
+                    Ok(r) if r.status() == 201 => {
+                        let v: Value = r.into_json().unwrap();
+                        acked.lock().unwrap().push(v["id"].as_str().unwrap().to_owned());
+                    }
+                    _ => return, // the server is gone
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while acked.lock().unwrap().len() < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Mid-upload of the next photo (or just after its acknowledgement).
+        std::thread::sleep(Duration::from_millis(300));
+        s.kill(); // SIGKILL
+
+        uploader.join().unwrap();
+    });
+    let acked = acked.into_inner().unwrap();
+    assert!(acked.len() >= 3, "{acked:?}");
+    let s2 = Server::start(&db, &[]);
+    for id in &acked {
+        let (st, r) = answer(agent().get(&s2.url(&format!("/images/{id}"))).call());
+        assert_eq!(st, 200, "acknowledged photo {id} lost: {r}");
+        assert_eq!(r["file"], json!(true), "{r}");
+    }
+    let (_, list) = answer(agent().get(&s2.url("/images")).call());
+    assert!(list["total"].as_u64().unwrap() as usize >= PHOTOS.len() + acked.len());
+}
