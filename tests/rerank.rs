@@ -175,3 +175,63 @@ fn collection_search_reranked_matches_pure_pipeline() {
 fn matches_reference_on_dolg_fixture_descriptors() {
     check_fixture("dolg-r50-random");
 }
+
+#[test]
+fn dba_layer_is_used_goes_stale_and_is_rebuilt() {
+    use dolg::collection::dba::DbaState;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("v.idx");
+    let device = dolg::runtime::device("cpu").unwrap();
+    let mut c = Collection::create_for_vectors(&db, 8, &device).unwrap();
+    let mut state = 11u64;
+    let mut rnd = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    };
+    let mut vectors: Vec<f32> = (0..40 * 8).map(|_| rnd()).collect();
+    vectors.chunks_mut(8).for_each(dolg::rerank::normalize);
+    let names: Vec<String> = (0..40).map(|i| format!("v{i}")).collect();
+    c.import(&mut vectors.clone(), &names, VectorOrigin::Unverified, |_| {}).unwrap();
+    assert!(matches!(c.dba_state().unwrap(), DbaState::Absent));
+    c.build_dba(3, 3.0).unwrap();
+    let augmented = dba(&vectors, 8, 3, 3.0);
+    let DbaState::Fresh(layer) = c.dba_state().unwrap() else { panic!("not fresh") };
+    assert_eq!((layer.k, layer.alpha), (3, 3.0));
+    assert!(layer.vectors.iter().zip(&augmented).all(|(a, b)| close(*a, *b)));
+
+    // Searches (reranked or not) compare with the DBA vectors.
+    let q: Vec<f32> = vectors[..8].to_vec();
+    let hits = c.search_vectors_reranked(&q, &SearchParams::top(10), &Rerank::default()).unwrap().remove(0);
+    let expect = rank_reranked(&augmented, 8, &q, None, &Rerank::default());
+    for (h, (row, s)) in hits.iter().zip(&expect) {
+        assert_eq!(h.name, names[*row]);
+        assert!(close(h.score, *s));
+    }
+
+    // A removal makes it stale (ignored); refreshing recomputes it over the live entries.
+    c.remove(&["v5".to_string()]).unwrap();
+    assert!(matches!(c.dba_state().unwrap(), DbaState::Stale { k: 3, .. }));
+    assert!(c.fresh_dba().unwrap().is_none());
+    assert_eq!(c.refresh_dba().unwrap(), Some((3, 3.0)));
+    let keep: Vec<usize> = (0..40).filter(|&i| i != 5).collect();
+    let live: Vec<f32> = keep.iter().flat_map(|&i| vectors[i * 8..(i + 1) * 8].to_vec()).collect();
+    let augmented = dba(&live, 8, 3, 3.0);
+    let layer = c.fresh_dba().unwrap().unwrap();
+    for (p, &i) in keep.iter().enumerate() {
+        assert!(layer.vectors[i * 8..(i + 1) * 8].iter().zip(&augmented[p * 8..(p + 1) * 8]).all(|(a, b)| close(*a, *b)));
+    }
+
+    // Compaction renumbers rows: stale again until refreshed.
+    c.compact().unwrap();
+    assert!(matches!(c.dba_state().unwrap(), DbaState::Stale { .. }));
+    c.refresh_dba().unwrap();
+    let layer = c.fresh_dba().unwrap().unwrap();
+    assert!(layer.vectors.iter().zip(&augmented).all(|(a, b)| close(*a, *b)));
+
+    // The checksum catches a flipped byte.
+    let file = db.join("dba.bin");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[60] ^= 0x10;
+    std::fs::write(&file, &bytes).unwrap();
+    assert!(c.dba_state().is_err());
+}

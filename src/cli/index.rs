@@ -32,6 +32,29 @@ pub enum IndexCommand {
     /// Write every entry's descriptor to a float32 .npy [N, D] with X.names.txt beside it (for
     /// `dolg eval --db` and other tools).
     Export(ExportArgs),
+    /// Compute the α-DBA layer (database-side augmentation) that `dolg search` then uses; writer
+    /// commands recompute it after changing the entries.
+    Dba(DbaArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct DbaArgs {
+    #[arg(long, value_name = "DIR")]
+    pub db: PathBuf,
+    /// Neighbours of each entry (0 = the raw vectors).
+    #[arg(long, value_name = "K")]
+    pub k: usize,
+    /// α: neighbour weights max(x·y, 0)^α.
+    #[arg(long, default_value_t = 3.0, value_name = "A")]
+    pub alpha: f32,
+}
+
+/// After a writer command: recompute a DBA layer the change made stale.
+fn refresh_dba(c: &mut Collection) -> anyhow::Result<()> {
+    if let Some((k, alpha)) = c.refresh_dba()? {
+        eprintln!("{}: DBA layer recomputed (k {k}, alpha {alpha})", c.dir().display());
+    }
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -56,6 +79,12 @@ pub struct BuildArgs {
     pub db: PathBuf,
     #[command(flatten)]
     pub model: ModelArgs,
+    /// Also compute the α-DBA layer with K neighbours (see `dolg index dba`).
+    #[arg(long, value_name = "K")]
+    pub dba: Option<usize>,
+    /// α of --dba.
+    #[arg(long, default_value_t = 3.0, value_name = "A")]
+    pub dba_alpha: f32,
     /// Search backend.
     #[arg(long, value_enum, default_value_t = IndexKind::Exact)]
     pub kind: IndexKind,
@@ -154,7 +183,12 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<ExitCode> {
                 (None, true) => None,
             };
             let mut c = Collection::open_or_create(&a.db, spec, a.kind, root.as_deref(), &device)?;
-            add(&mut c, files, &a.add)
+            let code = add(&mut c, files, &a.add)?;
+            match a.dba {
+                Some(k) => c.build_dba(k, a.dba_alpha)?,
+                None => refresh_dba(&mut c)?,
+            }
+            Ok(code)
         }
         IndexCommand::Sync(a) => {
             let device = a.add.run.init()?;
@@ -162,16 +196,22 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<ExitCode> {
             if let Some(r) = &a.root {
                 c.set_root(r)?;
             }
-            sync(&mut c, &a.add)
+            let code = sync(&mut c, &a.add)?;
+            refresh_dba(&mut c)?;
+            Ok(code)
         }
         IndexCommand::Add(a) => {
             let device = a.add.run.init()?;
             let files = a.add.inputs.list()?.files;
-            add(&mut Collection::open(&a.db, OpenMode::Write, &device)?, files, &a.add)
+            let mut c = Collection::open(&a.db, OpenMode::Write, &device)?;
+            let code = add(&mut c, files, &a.add)?;
+            refresh_dba(&mut c)?;
+            Ok(code)
         }
         IndexCommand::Remove(a) => {
             let mut c = Collection::open(&a.db, OpenMode::Write, &cpu()?)?;
             let count = c.remove(&a.names)?;
+            refresh_dba(&mut c)?;
             eprintln!("{}: removed {count}; {} entries", a.db.display(), c.len());
             Ok(ExitCode::SUCCESS)
         }
@@ -180,7 +220,14 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<ExitCode> {
         IndexCommand::Compact(a) => {
             let mut c = Collection::open(&a.db, OpenMode::Write, &cpu()?)?;
             c.compact()?;
+            refresh_dba(&mut c)?;
             eprintln!("{}: {} entries in 1 segment", a.db.display(), c.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        IndexCommand::Dba(a) => {
+            let mut c = Collection::open(&a.db, OpenMode::Write, &cpu()?)?;
+            c.build_dba(a.k, a.alpha)?;
+            eprintln!("{}: DBA layer of {} entries (k {}, alpha {})", a.db.display(), c.len(), a.k, a.alpha);
             Ok(ExitCode::SUCCESS)
         }
         IndexCommand::Export(a) => {
@@ -289,6 +336,7 @@ fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
     let pb = progress(n as u64, "import");
     c.import(&mut data, &names, origin, |done| pb.set_position(done as u64)).with_context(|| format!("importing {}", a.descriptors.display()))?;
     pb.finish_and_clear();
+    refresh_dba(&mut c)?;
     eprintln!("{}: imported {n}; {} entries", a.db.display(), c.len());
     Ok(ExitCode::SUCCESS)
 }

@@ -60,6 +60,7 @@ pub use crate::index::{IndexKind, NamedHit, OpenMode};
 use crate::preprocess::CropBox;
 use crate::spec::{LoadedModel, ModelSpec};
 
+pub mod dba;
 pub mod dedup;
 mod rerank;
 mod serve_support;

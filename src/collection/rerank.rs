@@ -1,10 +1,14 @@
 //! Re-ranked searches: α-QE then SuperGlobal over the collection's search backend, in the fixed
-//! order of [`crate::rerank`] (DBA, when the index has that layer, is already in the vectors).
+//! order of [`crate::rerank`]. When the index has a fresh DBA layer ([`super::dba`]), these
+//! searches compare queries with the DBA vectors (exactly, whatever the backend); the plain
+//! [`Collection::search_vectors`] / [`Collection::search_images`] keep using the raw ones.
 
 use std::path::PathBuf;
 
+use super::dba::DbaLayer;
 use super::{Collection, NamedHit, SearchParams};
 use crate::error::Result;
+use crate::index::exact;
 use crate::rerank::{expand_query, superglobal_ranking, Rerank};
 
 impl Collection {
@@ -24,7 +28,8 @@ impl Collection {
     }
 
     fn rerank_excluding(&self, queries: &[f32], exclude: &[Option<usize>], params: &SearchParams, rerank: &Rerank) -> Result<Vec<Vec<NamedHit>>> {
-        if rerank.is_none() {
+        let layer = self.fresh_dba()?;
+        if rerank.is_none() && layer.is_none() {
             return self.search_excluding(queries, exclude, params);
         }
         let dim = self.dim();
@@ -35,16 +40,16 @@ impl Collection {
         let mut out = Vec::with_capacity(exclude.len());
         for (q, ex) in queries.chunks(dim).zip(exclude) {
             let ex = std::slice::from_ref(ex);
-            let mut hits = self.search_excluding(q, ex, &wide)?.remove(0);
+            let mut hits = self.layer_search(layer.as_ref(), q, ex, &wide)?;
             let mut query = q.to_vec();
             if let Some(qe) = rerank.qe.filter(|qe| qe.n > 0) {
-                let top: Vec<f32> = hits.iter().take(qe.n).flat_map(|h| self.search_vector(h.row).iter().copied()).collect();
+                let top: Vec<f32> = hits.iter().take(qe.n).flat_map(|h| self.search_vector(layer.as_ref(), h.row).iter().copied()).collect();
                 query = expand_query(q, &top, qe.alpha);
-                hits = self.search_excluding(&query, ex, &wide)?.remove(0);
+                hits = self.layer_search(layer.as_ref(), &query, ex, &wide)?;
             }
             if let Some(sg) = &rerank.superglobal {
                 let ranking: Vec<(usize, f32)> = hits.iter().map(|h| (h.row, h.score)).collect();
-                let ranking = superglobal_ranking(&query, &ranking, |r| self.search_vector(r), sg);
+                let ranking = superglobal_ranking(&query, &ranking, |r| self.search_vector(layer.as_ref(), r), sg);
                 hits = ranking.into_iter().map(|(row, score)| NamedHit { row, name: store.rows()[row].name.clone(), score }).collect();
             }
             hits.truncate(params.k);
@@ -54,9 +59,27 @@ impl Collection {
         Ok(out)
     }
 
-    /// The vector searches compare queries with for `row`: the stored descriptor (or its DBA
-    /// version when the index has that layer).
-    pub(crate) fn search_vector(&self, row: usize) -> &[f32] {
-        self.index.store().vector(row)
+    /// The vector searches compare queries with for `row`: its DBA version when the index has a
+    /// fresh DBA layer, else the stored descriptor.
+    fn search_vector<'a>(&'a self, layer: Option<&'a DbaLayer>, row: usize) -> &'a [f32] {
+        match layer {
+            Some(l) => &l.vectors[row * self.dim()..(row + 1) * self.dim()],
+            None => self.index.store().vector(row),
+        }
+    }
+
+    /// One query's top results: through the backend, or exactly over the DBA vectors.
+    fn layer_search(&self, layer: Option<&DbaLayer>, q: &[f32], ex: &[Option<usize>], params: &SearchParams) -> Result<Vec<NamedHit>> {
+        let Some(l) = layer else { return Ok(self.search_excluding(q, ex, params)?.remove(0)) };
+        let s = self.index.store();
+        let alive: Vec<bool> = s.rows().iter().map(|r| r.alive).collect();
+        let k = params.k.min(self.len());
+        let hits = exact::search(&l.vectors, self.dim(), Some(&alive), q, k + 1, params.min_score).remove(0);
+        Ok(hits
+            .into_iter()
+            .filter(|h| Some(h.row) != ex[0])
+            .take(k)
+            .map(|h| NamedHit { row: h.row, name: s.rows()[h.row].name.clone(), score: h.score })
+            .collect())
     }
 }
