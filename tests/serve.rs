@@ -2,6 +2,10 @@
 //! described by the randomly initialised DOLG-R50 fixture at one scale. Every server is a child
 //! process killed when its test ends; every request has a time limit.
 
+// `dolg_chromium` (the browser test): to be set by build.rs when chromium is on PATH or CI=true;
+// until it declares it, rustc does not know the name.
+#![allow(unexpected_cfgs)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -384,4 +388,75 @@ fn sigkill_during_uploads_keeps_every_acknowledged_photo() {
     }
     let (_, list) = answer(agent().get(&s2.url("/images")).call());
     assert!(list["total"].as_u64().unwrap() as usize >= PHOTOS.len() + acked.len());
+}
+
+/// Headless Chromium, if installed (scripts/install_test_deps.sh installs it from Debian).
+fn chromium() -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join("chromium")).find(|c| c.is_file()))
+}
+
+/// Run headless Chromium on `url` with a fresh profile; `mode` is `--dump-dom` or `--screenshot=FILE`.
+fn run_chromium(chrome: &Path, profile: &Path, url: &str, mode: &str) -> String {
+    let mut child = Command::new(chrome)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ])
+        .args(["--disable-default-apps", "--disable-extensions", "--hide-scrollbars", "--window-size=1200,900", "--virtual-time-budget=15000"])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(mode)
+        .arg(url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = String::new();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        std::io::Read::read_to_string(&mut stdout, &mut out).unwrap();
+        out
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("chromium did not finish within 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    reader.join().unwrap()
+}
+
+/// The page, driven by its `#id=` link, shows the same results as the API, with thumbnails. Keeps
+/// a screenshot at target/serve-page.png.
+#[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
+#[cfg_attr(not(dolg_chromium), ignore = "needs chromium (scripts/install_test_deps.sh)")]
+fn page_renders_results_in_chromium() {
+    let chrome = chromium().expect("chromium on PATH (scripts/install_test_deps.sh installs it)");
+    let tmp = tempfile::tempdir().unwrap();
+    let db = build_index(tmp.path());
+    let s = Server::start(&db, &[]);
+    let id = dolg::serve::photo_id("wxbs-kyiv_1.jpg");
+    let (_, api) = post_json(&s, "/search", json!({"id": id, "k": 24}));
+    let url = s.url(&format!("/#id={id}"));
+    let dom = run_chromium(&chrome, &tmp.path().join("profile-dom"), &url, "--dump-dom");
+    let cards = dom.matches("class=\"hit\"").count();
+    assert_eq!(cards, api["results"].as_array().unwrap().len(), "{dom}");
+    for h in api["results"].as_array().unwrap() {
+        assert!(dom.contains(h["name"].as_str().unwrap()), "{} missing from the page", h["name"]);
+    }
+    assert!(dom.contains(&format!("/images/{id}/file")), "the query photo is shown");
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/serve-page.png");
+    let _ = std::fs::remove_file(&shot);
+    run_chromium(&chrome, &tmp.path().join("profile-shot"), &url, &format!("--screenshot={}", shot.display()));
+    let png = image::open(&shot).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));
+    assert_eq!((png.width(), png.height()), (1200, 900));
+    let metrics = agent().get(&s.url("/metrics")).call().unwrap().into_string().unwrap();
+    assert!(metrics.contains("route=\"/images/{id}/thumbnail\",method=\"GET\",status=\"200\""), "the page loaded thumbnails: {metrics}");
 }
