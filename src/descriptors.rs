@@ -59,6 +59,31 @@ pub fn combine_scales(per_scale: &[Vec<f32>]) -> Vec<f32> {
     acc
 }
 
+/// How the per-scale unit descriptors become one: their mean (DOLG's, the default) or their
+/// element-wise max (SuperGlobal's scale-GeM with p → ∞, Shao et al. ICCV 2023), then L2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleCombine {
+    #[default]
+    Mean,
+    Max,
+}
+
+/// [`combine_scales`] with a choice of [`ScaleCombine`].
+pub fn combine_scales_with(per_scale: &[Vec<f32>], how: ScaleCombine) -> Vec<f32> {
+    match how {
+        ScaleCombine::Mean => combine_scales(per_scale),
+        ScaleCombine::Max => {
+            let mut acc = vec![f32::NEG_INFINITY; per_scale[0].len()];
+            for v in per_scale {
+                acc.iter_mut().zip(v).for_each(|(a, x)| *a = a.max(*x));
+            }
+            l2_normalize(&mut acc);
+            acc
+        }
+    }
+}
+
 /// A loaded model plus everything needed to turn images into descriptors.
 pub struct Extractor {
     pub model: RetrievalModel,
@@ -72,6 +97,8 @@ pub struct Extractor {
     /// the pyramid ([`limit_size`]); `None` or `Some(0)`: no limit. Default
     /// [`DEFAULT_MAX_SIZE`] (1024).
     pub max_size: Option<u32>,
+    /// How the per-scale descriptors are combined (default: their mean).
+    pub scale_combine: ScaleCombine,
 }
 
 /// An image decoded, optionally cropped, and resized for every scale: the network's input.
@@ -84,7 +111,16 @@ impl Extractor {
     /// orientation applied and the default size limit ([`DEFAULT_MAX_SIZE`]).
     pub fn new(model: RetrievalModel, device: Device, scales: Vec<f64>) -> Self {
         let norm = model.normalization();
-        Self { model, device, scales, norm, limits: DecodeLimits::default(), orientation: Orientation::Apply, max_size: Some(DEFAULT_MAX_SIZE) }
+        Self {
+            model,
+            device,
+            scales,
+            norm,
+            limits: DecodeLimits::default(),
+            orientation: Orientation::Apply,
+            max_size: Some(DEFAULT_MAX_SIZE),
+            scale_combine: ScaleCombine::Mean,
+        }
     }
 
     /// Decode (turned upright unless `orientation` says otherwise), crop (the box is in the
@@ -118,7 +154,7 @@ impl Extractor {
                 v
             })
             .collect();
-        let descriptor = combine_scales(&per_scale);
+        let descriptor = combine_scales_with(&per_scale, self.scale_combine);
         MultiScaleDescriptor { per_scale, descriptor }
     }
 

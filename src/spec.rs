@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::decode::Orientation;
-use crate::descriptors::Extractor;
+use crate::descriptors::{Extractor, ScaleCombine};
 use crate::model::{Arch, Fusion, ModelError, RetrievalModel};
 use crate::preprocess::{DEFAULT_MAX_SIZE, DEFAULT_SCALES};
 use crate::pretrained::{Pretrained, PretrainedError};
@@ -66,6 +66,14 @@ pub struct ModelSpec {
     /// made before it existed ignored it, and read back that way.
     #[serde(default = "legacy_orientation", skip_serializing_if = "is_legacy_orientation")]
     pub orientation: Orientation,
+    /// How the per-scale descriptors are combined; the mean (the default, and what every spec
+    /// written before the option meant) is never written.
+    #[serde(default, skip_serializing_if = "is_mean")]
+    pub scale_combine: ScaleCombine,
+}
+
+fn is_mean(c: &ScaleCombine) -> bool {
+    *c == ScaleCombine::Mean
 }
 
 fn default_scales() -> Vec<f64> {
@@ -110,6 +118,7 @@ impl ModelSpec {
             scales: default_scales(),
             max_size: Some(DEFAULT_MAX_SIZE),
             orientation: Orientation::Apply,
+            scale_combine: ScaleCombine::Mean,
         }
     }
 
@@ -126,6 +135,11 @@ impl ModelSpec {
 
     pub fn with_orientation(mut self, orientation: Orientation) -> Self {
         self.orientation = orientation;
+        self
+    }
+
+    pub fn with_scale_combine(mut self, scale_combine: ScaleCombine) -> Self {
+        self.scale_combine = scale_combine;
         self
     }
 
@@ -173,6 +187,7 @@ impl ModelSpec {
         let mut extractor = Extractor::new(model, device.clone(), self.scales.clone());
         extractor.max_size = self.max_size;
         extractor.orientation = self.orientation;
+        extractor.scale_combine = self.scale_combine;
         Ok(LoadedModel { extractor, fingerprint })
     }
 
@@ -211,6 +226,9 @@ impl ModelSpec {
         }
         if self.orientation != legacy_orientation() {
             h.update(format!(";orientation={}", value_enum::name(&self.orientation)).as_bytes());
+        }
+        if self.scale_combine != ScaleCombine::Mean {
+            h.update(format!(";scale_combine={}", value_enum::name(&self.scale_combine)).as_bytes());
         }
         Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
     }

@@ -235,3 +235,25 @@ fn dba_layer_is_used_goes_stale_and_is_rebuilt() {
     std::fs::write(&file, &bytes).unwrap();
     assert!(c.dba_state().is_err());
 }
+
+#[test]
+fn scale_gem_max_and_spec_option() {
+    use dolg::descriptors::{combine_scales_with, ScaleCombine};
+    use dolg::spec::ModelSpec;
+    // Element-wise max of (1,0) and (0.6,0.8) is (1,0.8), normalised; the mean is (0.8,0.4), normalised.
+    let per_scale = vec![vec![1.0, 0.0], vec![0.6, 0.8]];
+    let n = (1.0f32 + 0.64).sqrt();
+    let m = combine_scales_with(&per_scale, ScaleCombine::Max);
+    assert!(close(m[0], 1.0 / n) && close(m[1], 0.8 / n), "{m:?}");
+    let a = combine_scales_with(&per_scale, ScaleCombine::Mean);
+    let n = (0.64f32 + 0.16).sqrt();
+    assert!(close(a[0], 0.8 / n) && close(a[1], 0.4 / n), "{a:?}");
+    // The mean is never written (stored specs keep their bytes); max is, and reads back.
+    let spec = ModelSpec::dolg("w.pyth");
+    let json = serde_json::to_string(&spec).unwrap();
+    assert!(!json.contains("scale_combine"), "{json}");
+    let max = spec.clone().with_scale_combine(ScaleCombine::Max);
+    let json = serde_json::to_string(&max).unwrap();
+    assert!(json.ends_with(r#","scale_combine":"max"}"#), "{json}");
+    assert_eq!(serde_json::from_str::<ModelSpec>(&json).unwrap(), max);
+}

@@ -103,6 +103,9 @@ pub struct ModelArgs {
     /// upright as the tag says, as OpenCV's imread does).
     #[arg(long)]
     pub ignore_orientation: bool,
+    /// Combine the per-scale descriptors by their mean (DOLG) or element-wise max (SuperGlobal's scale-GeM).
+    #[arg(long, value_enum, default_value_t = dolg::descriptors::ScaleCombine::Mean, value_name = "HOW")]
+    pub scale_combine: dolg::descriptors::ScaleCombine,
 }
 
 impl ModelArgs {
@@ -117,7 +120,8 @@ impl ModelArgs {
         Ok(ModelSpec { arch: self.arch, fusion: self.fusion, ..spec }
             .with_scales(self.scales.clone().unwrap_or(DEFAULT_SCALES.to_vec()))
             .with_max_size(self.max_size)
-            .with_orientation(orientation))
+            .with_orientation(orientation)
+            .with_scale_combine(self.scale_combine))
     }
 
     pub fn extractor(&self, device: burn::tensor::Device) -> anyhow::Result<Extractor> {
