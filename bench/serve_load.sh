@@ -62,14 +62,14 @@ run() { # name threads conns url [script]
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
     non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out"); non2xx=${non2xx:-0}
     sockerr=$(awk -F'[ ,]+' '/Socket errors/ {print $4+$6+$8+$10}' <<<"$out"); sockerr=${sockerr:-0}
-    printf '| %-11s | %5s | %9s | %9s | %9s | %8s | %6s |\n' "$1" "$3" "$rps" "$p50" "$p99" "$non2xx" "$sockerr"
+    printf '| %-11s | %5s | %9s | %9s | %9s | %8s | %11s |\n' "$1" "$3" "$rps" "$p50" "$p99" "$non2xx" "$sockerr"
 }
 
 echo
 echo "dolg serve on $BASE: $ENTRIES entries, DOLG-R50 (random fixture, scale 1.0), $(nproc) cores, ${SECS}s per scenario"
 echo
 echo "| scenario    | conns | req/s     | p50       | p99       | non-2xx  | sock errors |"
-echo "|-------------|-------|-----------|-----------|-----------|----------|--------|"
+echo "|-------------|-------|-----------|-----------|-----------|----------|-------------|"
 run health 2 "$CONNS" "$BASE/health"
 run search-name 2 "$CONNS" "$BASE/search" "$(lua_post "$TMP/name.json" application/json)"
 run search-vec 2 "$CONNS" "$BASE/search" "$(lua_post "$TMP/vec.json" application/json)"

@@ -460,3 +460,45 @@ fn page_renders_results_in_chromium() {
     let metrics = agent().get(&s.url("/metrics")).call().unwrap().into_string().unwrap();
     assert!(metrics.contains("route=\"/images/{id}/thumbnail\",method=\"GET\",status=\"200\""), "the page loaded thumbnails: {metrics}");
 }
+
+#[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
+fn full_describe_queue_answers_429_and_slow_requests_time_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = build_index(tmp.path());
+    let photo = std::fs::read(images_dir().join("wxbs-kyiv_4.jpg")).unwrap();
+    {
+        let s = Server::start(&db, &["--queue", "1"]);
+        let answers: Vec<(u16, Value, Option<String>)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let (ct, body) = multipart(&photo, "q.jpg", &[]);
+                        let r = agent().post(&s.url("/search")).set("Content-Type", &ct).send_bytes(&body);
+                        let retry = match &r {
+                            Err(ureq::Error::Status(_, resp)) => resp.header("Retry-After").map(str::to_owned),
+                            _ => None,
+                        };
+                        let (st, v) = answer(r);
+                        (st, v, retry)
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        let ok = answers.iter().filter(|a| a.0 == 200).count();
+        let busy: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+        assert_eq!(ok + busy.len(), 4, "{answers:?}");
+        assert!(ok >= 1 && !busy.is_empty(), "{answers:?}");
+        assert!(busy.iter().all(|b| b.2.as_deref() == Some("1") && b.1["error"].as_str().unwrap().contains("retry")), "{busy:?}");
+        let metrics = agent().get(&s.url("/metrics")).call().unwrap().into_string().unwrap();
+        assert!(metrics.contains(&format!("dolg_extract_rejected_total {}", busy.len())), "{metrics}");
+    }
+    {
+        let s = Server::start(&db, &["--timeout", "0.05"]);
+        let (st, r) = post_image(&s, "/search", &photo, &[], None);
+        assert_eq!(st, 503, "{r}");
+        assert!(r["error"].as_str().unwrap().contains("longer than"), "{r}");
+        assert_eq!(answer(agent().get(&s.url("/health")).call()).0, 200);
+    }
+}
