@@ -257,3 +257,36 @@ fn scale_gem_max_and_spec_option() {
     assert!(json.ends_with(r#","scale_combine":"max"}"#), "{json}");
     assert_eq!(serde_json::from_str::<ModelSpec>(&json).unwrap(), max);
 }
+
+/// Extra cost per query of each method on random unit vectors (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn timing_per_query() {
+    for dim in [512usize, 1280] {
+        let mut state = 5u64;
+        let mut rnd = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        };
+        let n = 5000;
+        let mut db: Vec<f32> = (0..n * dim).map(|_| rnd()).collect();
+        db.chunks_mut(dim).for_each(dolg::rerank::normalize);
+        let queries: Vec<f32> = db[..20 * dim].to_vec();
+        let cases = [
+            ("plain", Rerank::default()),
+            ("qe n=2", Rerank { qe: Some(QueryExpansion { n: 2, alpha: 3.0 }), superglobal: None }),
+            ("sg M=400 K=9", Rerank { qe: None, superglobal: Some(SuperGlobal::default()) }),
+            ("sg M=100 K=9", Rerank { qe: None, superglobal: Some(SuperGlobal { m: 100, ..SuperGlobal::default() }) }),
+        ];
+        for (name, r) in cases {
+            let t = std::time::Instant::now();
+            for q in queries.chunks(dim) {
+                std::hint::black_box(rank_reranked(&db, dim, q, None, &r));
+            }
+            println!("dim {dim}, n {n}: {name}: {:.2} ms/query", t.elapsed().as_secs_f64() * 1e3 / 20.0);
+        }
+        let t = std::time::Instant::now();
+        std::hint::black_box(dba(&db[..2000 * dim], dim, 2, 3.0));
+        println!("dim {dim}: dba of 2000 vectors (k 2): {:.2} s", t.elapsed().as_secs_f64());
+    }
+}
