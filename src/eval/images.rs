@@ -264,7 +264,7 @@ mod tests {
             .map(|n| ImageFailure {
                 name: n.into(),
                 path: PathBuf::from(format!("/r/jpg/{n}.jpg")),
-                error: DescriptorError::File { path: PathBuf::from(format!("/r/jpg/{n}.jpg")), message: "missing".into() },
+                error: DescriptorError::Invalid { path: PathBuf::from(format!("/r/jpg/{n}.jpg")), reason: "missing".into() },
             })
             .into_iter()
             .collect();
