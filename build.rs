@@ -10,6 +10,7 @@ use std::path::Path;
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(dolg_shared)");
+    println!("cargo::rustc-check-cfg=cfg(dolg_chromium)");
     println!("cargo::rerun-if-env-changed=CI");
     // Cargo reruns this script when anything under ../shared changes, when it disappears, and, while
     // it is missing, on every build (cargo counts a missing path as changed). That last case rebuilds
@@ -21,5 +22,14 @@ fn main() {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     if present || ci {
         println!("cargo::rustc-cfg=dolg_shared");
+    }
+    // The browser test of `dolg serve` needs Debian's chromium (scripts/install_test_deps.sh, which
+    // .ci/run calls): it runs where chromium is installed, and always under CI, where a missing
+    // browser fails it. /usr/bin is watched (it exists, so this costs one scan, not a rebuild on
+    // every build) to notice an installation.
+    println!("cargo::rerun-if-changed=/usr/bin");
+    let chromium = Path::new("/usr/bin/chromium").exists();
+    if chromium || ci {
+        println!("cargo::rustc-cfg=dolg_chromium");
     }
 }

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what the tests need from Debian packages
+# (scripts/install_test_deps.sh: chromium for the browser test of `dolg serve`), then runs every
+# test. Tests that read ../shared (fixtures beside the checkout) are reported as ignored without it,
+# and fail under CI=true.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install_test_deps.sh
+cargo test --release "$@"
