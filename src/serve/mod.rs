@@ -82,7 +82,7 @@ pub fn photo_id(name: &str) -> String {
 /// SIGINT or SIGTERM; the index is flushed on the way out.
 pub fn serve(config: Config, device: &burn::tensor::Device, on_listening: impl FnOnce(SocketAddr)) -> crate::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|source| crate::Error::Io { path: config.db.clone(), source })?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let state = Arc::new(AppState::open(config.clone(), device)?);
         let listener =
             tokio::net::TcpListener::bind(config.addr).await.map_err(|source| crate::Error::Io { path: PathBuf::from(config.addr.to_string()), source })?;
@@ -94,7 +94,10 @@ pub fn serve(config: Config, device: &burn::tensor::Device, on_listening: impl F
         let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown_signal()).await;
         state.flush();
         served.map_err(|source| crate::Error::Io { path: PathBuf::from(local.to_string()), source })
-    })
+    });
+    // Blocking work still running (a search or description whose client left) is abandoned.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    result
 }
 
 async fn shutdown_signal() {
