@@ -38,7 +38,8 @@
 //!   text describes M and K but we could not re-check its table of values).
 //! * **scale-GeM** (SuperGlobal §3.2 with p → ∞): the multi-scale descriptor is the element-wise
 //!   max of the per-scale L2-normalised descriptors, then L2-normalised, see
-//!   [`crate::descriptors::ScaleCombine`] where that exists.
+//!   [`crate::descriptors::ScaleCombine`]
+//!   (`dolg --scale-combine max`).
 //!
 //! # Composition ([`Rerank`], fixed order)
 //!
