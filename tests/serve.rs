@@ -2,10 +2,6 @@
 //! described by the randomly initialised DOLG-R50 fixture at one scale. Every server is a child
 //! process killed when its test ends; every request has a time limit.
 
-// `dolg_chromium` (the browser test): to be set by build.rs when chromium is on PATH or CI=true;
-// until it declares it, rustc does not know the name.
-#![allow(unexpected_cfgs)]
-
 mod common;
 
 use std::io::{BufRead, BufReader};
