@@ -30,6 +30,9 @@
 use crate::decode::BgrImage;
 
 /// The authors' five evaluation scales.
+// Their literal values (0.7071, 1.4142), not approximations of 1/sqrt(2) and sqrt(2) to be
+// replaced: the per-scale sizes round(h * s) must match theirs.
+#[allow(clippy::approx_constant)]
 pub const DEFAULT_SCALES: [f64; 5] = [0.3535, 0.5, 0.7071, 1.0, 1.4142];
 /// Mean and std of the DOLG/pycls weights, **in BGR order**.
 pub const DOLG_MEAN_BGR: [f32; 3] = [0.406, 0.456, 0.485];

@@ -87,7 +87,7 @@ fn an_indexed_photo_is_found_by_its_stored_name_without_the_model() {
     // resolves to the stored vector, so no weights are needed and it is left out of its results.
     let stored = PathBuf::from("/work/main/examples/landmarks/images/wxbs-kyiv_1.jpg");
     assert!(c.index().store().lookup(stored.to_str().unwrap()).is_some());
-    let hits = c.search_images(&[stored.clone()], &SearchParams::top(3)).unwrap();
+    let hits = c.search_images(std::slice::from_ref(&stored), &SearchParams::top(3)).unwrap();
     let expected = expected_hits(&want);
     assert_eq!(got_hits(&hits), expected);
     assert!(hits[0].iter().all(|h| Path::new(&h.name) != stored));

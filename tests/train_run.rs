@@ -165,7 +165,7 @@ fn ctrl_c_saves_and_resume_finishes() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130), "Ctrl-C exits with 130 after saving");
     let saved = read_state(&cfg.out).unwrap().step;
-    assert!(saved >= 2 && saved < 200);
+    assert!((2..200).contains(&saved));
     assert_eq!(std::fs::read_to_string(&metrics).unwrap().lines().count(), saved, "one metrics line per completed step");
 
     let out = Command::new(bin).args(["train", "--resume"]).arg(&cfg.out).args(["--max-steps", &(saved + 1).to_string(), "--json"]).output().unwrap();

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use dolg::eval::{
-    describe_groups, describe_revisited_cached, read_distractors, read_ranks, read_revisited_descriptors, rows_by_name, reranked_ranking, stream_positions, Database,
-    DescribeEvent, GroupsGt, ImageSet, RanksMatrix, RevisitedCache, RevisitedGnd, DEFAULT_BLOCK_ROWS,
+    describe_groups, describe_revisited_cached, read_distractors, read_ranks, read_revisited_descriptors, reranked_ranking, rows_by_name, stream_positions,
+    Database, DescribeEvent, GroupsGt, ImageSet, RanksMatrix, RevisitedCache, RevisitedGnd, DEFAULT_BLOCK_ROWS,
 };
 use serde_json::json;
 

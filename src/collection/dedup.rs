@@ -264,7 +264,7 @@ pub fn self_join(vectors: &[f32], dim: usize, alive: Option<&[bool]>, threshold:
             x.append(&mut y);
             x
         });
-    pairs.sort_by(|x, y| (x.a, x.b).cmp(&(y.a, y.b)));
+    pairs.sort_by_key(|p| (p.a, p.b));
     pairs
 }
 
@@ -374,18 +374,14 @@ pub fn groups_from_pairs(vectors: &[f32], dim: usize, names: &(dyn Fn(usize) -> 
     groups
 }
 
+/// Neighbours of each listed row (row ids, k), best first: (row, score) pairs.
+type NeighbourSearch<'a> = dyn Fn(&[usize], usize) -> Result<Vec<Vec<(usize, f32)>>> + Sync + 'a;
+
 /// Pairs reaching `threshold` found through each row's nearest neighbours (`search(rows, k)`:
 /// per query row, up to `k` `(row, score)` hits, best first, possibly including itself), then
 /// scored exactly against `vectors`. Widens `k` for the rows whose every hit reached the
 /// threshold, up to [`GRAPH_MAX_K`].
-fn graph_pairs(
-    vectors: &[f32],
-    dim: usize,
-    live: &[usize],
-    threshold: f32,
-    k0: usize,
-    search: &(dyn Fn(&[usize], usize) -> Result<Vec<Vec<(usize, f32)>>> + Sync),
-) -> Result<Vec<ScoredPair>> {
+fn graph_pairs(vectors: &[f32], dim: usize, live: &[usize], threshold: f32, k0: usize, search: &NeighbourSearch<'_>) -> Result<Vec<ScoredPair>> {
     // The graph's own scores carry its rounding (usearch returns 1 − (1 − dot)): take a margin
     // and decide on the exact score.
     let margin = 1e-4;
@@ -413,10 +409,7 @@ fn graph_pairs(
                     continue;
                 }
                 let key = (q.min(r), q.max(r));
-                if !found.contains_key(&key) {
-                    let exact = dot(&vectors[key.0 * dim..(key.0 + 1) * dim], &vectors[key.1 * dim..(key.1 + 1) * dim]);
-                    found.insert(key, exact);
-                }
+                found.entry(key).or_insert_with(|| dot(&vectors[key.0 * dim..(key.0 + 1) * dim], &vectors[key.1 * dim..(key.1 + 1) * dim]));
             }
             if all_reach {
                 if k >= GRAPH_MAX_K.min(live.len()) {
@@ -433,7 +426,7 @@ fn graph_pairs(
         tracing::warn!("{capped} photos have more than {GRAPH_MAX_K} near-duplicates; the graph kept only that many of their pairs");
     }
     let mut pairs: Vec<ScoredPair> = found.into_iter().filter(|&(_, s)| reaches(s, threshold)).map(|((a, b), score)| ScoredPair { a, b, score }).collect();
-    pairs.sort_by(|x, y| (x.a, x.b).cmp(&(y.a, y.b)));
+    pairs.sort_by_key(|p| (p.a, p.b));
     Ok(pairs)
 }
 

@@ -619,7 +619,7 @@ async fn thumbnail(State(st): State<Arc<AppState>>, UrlPath(id): UrlPath<String>
             let path = file_of(&st, &id)?;
             let permit = st.thumb_slots.clone().try_acquire_owned().map_err(|_| ApiError::busy("too many thumbnails are being made; retry shortly"))?;
             let (limits, orientation) = match st.model.get() {
-                Some(Ok(m)) => (m.extractor.limits.clone(), m.extractor.orientation),
+                Some(Ok(m)) => (m.extractor.limits, m.extractor.orientation),
                 _ => (DecodeLimits::default(), Orientation::Apply),
             };
             let jpeg = blocking(move || {
