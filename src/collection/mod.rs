@@ -343,14 +343,7 @@ impl Collection {
     /// The collection's model, built from its recorded spec and checked against its fingerprint.
     fn model(&mut self) -> Result<&LoadedModel> {
         if self.model.is_none() {
-            let recorded = self.index.store().model();
-            let mut spec = recorded.spec.clone().ok_or_else(|| Error::NoModel { index: self.dir().to_owned() })?;
-            if let Some(w) = &self.weights {
-                spec.weights = Some(w.clone());
-            }
-            let loaded = spec.load(&self.device)?;
-            self.index.check_model(&identity(&spec, &loaded))?;
-            self.model = Some(loaded);
+            self.model = Some(self.load_query_model()?);
         }
         Ok(self.model.as_ref().expect("set above"))
     }
