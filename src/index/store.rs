@@ -136,13 +136,23 @@ fn lock_dir(dir: &Path, exclusive: bool) -> Result<File, IndexError> {
     // Readers need no write access: on a read-only copy they open the existing lock file read-only.
     let f = if exclusive || !path.exists() { File::options().create(true).truncate(false).write(true).open(&path) } else { File::open(&path) }
         .map_err(io_err(&path))?;
-    let got = if exclusive { f.try_lock() } else { f.try_lock_shared() };
-    match got {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => Err(IndexError::Busy { path: dir.to_owned() }),
-        Err(std::fs::TryLockError::Error(e)) => Err(IndexError::Io { path, source: e }),
+    // A lock can outlive its holder by a moment: a process that forks while holding it (any
+    // multi-threaded program spawning a child) keeps a copy of the descriptor until the child's
+    // exec closes it. So "busy" is only said after a short grace period, not at the first try.
+    let deadline = std::time::Instant::now() + LOCK_GRACE;
+    loop {
+        let got = if exclusive { f.try_lock() } else { f.try_lock_shared() };
+        match got {
+            Ok(()) => return Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Err(std::fs::TryLockError::WouldBlock) => return Err(IndexError::Busy { path: dir.to_owned() }),
+            Err(std::fs::TryLockError::Error(e)) => return Err(IndexError::Io { path, source: e }),
+        }
     }
 }
+
+/// How long opening waits for a lock held by someone else before reporting the index busy.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(300);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FailStage {
