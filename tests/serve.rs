@@ -235,6 +235,18 @@ fn bad_requests_get_4xx_json() {
         assert!(e.to_lowercase().contains(mentions), "{e:?} should mention {mentions:?}");
         assert!(!e.contains("dolg-upload"), "temporary paths leak: {e}");
     };
+    // Every answer carries a request id (also in its log line): the client's own when it sends a
+    // sane one, else a new one per request.
+    let id_of = |given: Option<&str>| {
+        let mut r = agent().get(&s.url("/health"));
+        if let Some(g) = given {
+            r = r.set("x-request-id", g);
+        }
+        r.call().unwrap().header("x-request-id").expect("x-request-id on every answer").to_owned()
+    };
+    assert_ne!(id_of(None), id_of(None));
+    assert_eq!(id_of(Some("trace-42_a")), "trace-42_a");
+    assert_ne!(id_of(Some("no/slashes")), "no/slashes");
     expect(post_image(&s, "/search", &read("bomb_60000x60000.png"), &[], None), 422, "60000");
     expect(post_image(&s, "/search", &read("huge_dims.jpg"), &[], None), 422, "");
     expect(post_image(&s, "/search", &read("corrupt_stream.png"), &[], None), 422, "");

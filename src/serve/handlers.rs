@@ -144,10 +144,24 @@ fn route_of(path: &str) -> &'static str {
 
 /// Outermost: time limit, JSON bodies for every error (including axum's own rejections), CORS
 /// when configured, and metrics.
+/// The id a request is logged under and answered with (`x-request-id`): the client's, when it
+/// sends a short one made of letters, digits, '-' and '_' (so ids can follow a request through a
+/// proxy), else a new one.
+fn request_id(req: &Request) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let given = req.headers().get("x-request-id").and_then(|v| v.to_str().ok());
+    match given {
+        Some(id) if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => id.to_owned(),
+        _ => format!("{:08x}-{:x}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)),
+    }
+}
+
 async fn observe(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = route_of(req.uri().path());
     let method = req.method().clone();
+    let id = request_id(&req);
+    let path = req.uri().path().to_owned();
     let origin = req.headers().get(header::ORIGIN).cloned();
     let mut resp = if method == Method::OPTIONS && st.config.cors_origin.is_some() {
         StatusCode::NO_CONTENT.into_response()
@@ -182,6 +196,11 @@ async fn observe(State(st): State<Arc<AppState>>, req: Request, next: Next) -> R
         h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, DELETE"));
     }
     st.metrics.record(route, method.as_str(), resp.status().as_u16(), started.elapsed());
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    // One structured line per request (fields, not prose), for log pipelines.
+    tracing::info!(target: "dolg::serve::request", request_id = %id, method = %method, path = %path, route, status = resp.status().as_u16(), ms = started.elapsed().as_secs_f64() * 1e3);
     resp
 }
 
@@ -217,7 +236,12 @@ async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Res
         return ApiError::new(StatusCode::FORBIDDEN, "the server is read-only (--read-only)").into_response();
     }
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > st.config.body_limit as u64) {
+    if let Some(n) = declared.filter(|&n| n > st.config.body_limit as u64) {
+        // Read and drop a body of up to 4x the limit first, so that a client still sending it reads
+        // the 413 instead of a broken pipe; a larger one is cut off unread.
+        if n <= (st.config.body_limit as u64).saturating_mul(4) {
+            drain(req, n as usize).await;
+        }
         return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than the limit of {} bytes", st.config.body_limit)).into_response();
     }
     next.run(req).await
