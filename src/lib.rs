@@ -17,6 +17,7 @@ mod error;
 pub mod eval;
 pub mod index;
 pub mod inputs;
+pub mod linalg;
 pub mod model;
 pub mod preprocess;
 pub mod pretrained;

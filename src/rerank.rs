@@ -48,18 +48,7 @@
 //! (spatial verification, when it exists). Scores below the top M are the plain dot products of
 //! the last search and are not comparable with the SuperGlobal scores above them.
 
-/// Dot product (eight independent partial sums, so that it vectorises).
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    let mut acc = [0f32; 8];
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
+pub use crate::linalg::dot;
 
 /// Scale to unit L2 norm (a zero vector stays zero).
 pub fn normalize(v: &mut [f32]) {

@@ -76,6 +76,7 @@ use serde::Serialize;
 use super::{Collection, Info};
 use crate::error::Result;
 use crate::index::{HnswIndex, IndexError, IndexKind};
+use crate::linalg::dot;
 
 /// Scores this far below the threshold still reach it (f32 rounding of a dot product).
 pub const SCORE_TOLERANCE: f32 = 1e-5;
@@ -319,10 +320,6 @@ pub fn components(n: usize, pairs: &[ScoredPair]) -> Vec<Vec<usize>> {
     let mut comps: Vec<Vec<usize>> = by_root.into_values().collect();
     comps.sort_by_key(|c| c[0]);
     comps
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// Groups from the pairs of a join: members by name, pairs inside each group, best and weakest
