@@ -8,6 +8,7 @@ pub mod fusion;
 pub mod gem;
 pub mod layers;
 pub mod local_branch;
+pub mod local_features;
 pub mod mobilenet_v2;
 pub mod off_the_shelf;
 pub mod resnet;
@@ -17,6 +18,7 @@ pub use backbone::{Backbone, BackboneKind};
 pub use dolg::{Dolg, DolgOutput};
 pub use fusion::Fusion;
 pub use layers::BatchNorm;
+pub use local_features::LocalFeatures;
 pub use off_the_shelf::OffTheShelf;
 
 use burn::tensor::{Device, Tensor};
