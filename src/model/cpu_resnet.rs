@@ -5,14 +5,25 @@
 //! changes is how it is computed:
 //! * activations stay channels-last (`[H·W, C]`, one image) through the whole trunk, so every
 //!   1x1 convolution is a single GEMM on the activation as stored, with no layout conversion;
-//! * a stride-1 3x3 convolution is nine GEMMs over the zero-padded image flattened row by row
-//!   (output row `r` reads input row `r + kh·(W+2) + kw`), accumulating into one buffer — no
-//!   im2col copy; only the two padding columns per row are computed and thrown away;
-//! * strided convolutions (the 7x7 stem, the first 3x3 of stages 2–4) use an explicit im2col;
-//! * bias, ReLU and the residual addition are applied in one pass over each output.
+//! * a stride-1 3x3 convolution is three GEMMs (one per kernel row) over the zero-padded image
+//!   flattened row by row: output row `r` reads the three consecutive input rows from
+//!   `r + kh·(W+2)`, which in channels-last are one run of `3·C` values, so each GEMM has
+//!   `K = 3·C` with overlapping rows of `A` and no im2col copy; only the two padding columns
+//!   per row are computed and thrown away. (Nine `K = C` GEMMs would re-read the accumulator
+//!   nine times.)
+//! * strided convolutions (the 7x7 stem, the first 3x3 and the projection of stages 2–4) use an
+//!   explicit im2col, a band of output rows at a time (bands in parallel), so the stem's
+//!   147-wide rows never exist for the whole image at once;
+//! * bias, ReLU and the residual addition are applied in one pass over each output (for the 3x3
+//!   convolutions, while the valid columns are copied out);
+//! * activation buffers are recycled through a small pool instead of being allocated (and
+//!   page-faulted in) per convolution.
 //!
 //! GEMMs run on the `gemm` crate (runtime-dispatched SIMD kernels, rayon-parallel). Weights are
 //! rearranged once at load to `[kh][kw][cin][cout]`.
+
+use std::cell::RefCell;
+use std::sync::Mutex;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use gemm::Parallelism;
@@ -28,6 +39,48 @@ pub struct Act {
     pub w: usize,
     pub c: usize,
     pub data: Vec<f32>,
+}
+
+/// Recycled activation buffers. A buffer handed out holds stale values: every user overwrites
+/// (or zeroes) what it later reads.
+#[derive(Debug, Default)]
+struct Pool(Vec<Vec<f32>>);
+
+impl Pool {
+    /// Most buffers alive at once in the trunk (input, two intermediates, projection, output).
+    const KEEP: usize = 8;
+
+    fn take(&mut self, len: usize) -> Vec<f32> {
+        let fit = (0..self.0.len()).filter(|&i| self.0[i].capacity() >= len).min_by_key(|&i| self.0[i].capacity());
+        let mut v = match fit {
+            Some(i) => self.0.swap_remove(i),
+            None => {
+                // None is large enough: free the largest (it would have to be reallocated anyway).
+                if let Some(i) = (0..self.0.len()).max_by_key(|&i| self.0[i].capacity()) {
+                    self.0.swap_remove(i);
+                }
+                Vec::with_capacity(len)
+            }
+        };
+        v.resize(len, 0.0);
+        v
+    }
+
+    fn give(&mut self, v: Vec<f32>) {
+        if v.capacity() == 0 {
+            return;
+        }
+        self.0.push(v);
+        if self.0.len() > Self::KEEP {
+            let smallest = (0..self.0.len()).min_by_key(|&i| self.0[i].capacity()).expect("non-empty");
+            self.0.swap_remove(smallest);
+        }
+    }
+}
+
+thread_local! {
+    /// Per-worker im2col band.
+    static COLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 #[derive(Debug)]
@@ -46,7 +99,18 @@ struct Conv {
 enum Epilogue<'a> {
     Linear,
     Relu,
+    /// Add the residual (same layout as the output), then ReLU.
     AddRelu(&'a [f32]),
+}
+
+impl Epilogue<'_> {
+    /// The epilogue for output rows starting at row `row` (of width `n`).
+    fn from_row(self, row: usize, n: usize) -> Self {
+        match self {
+            Epilogue::AddRelu(r) => Epilogue::AddRelu(&r[row * n..]),
+            e => e,
+        }
+    }
 }
 
 impl Conv {
@@ -55,105 +119,165 @@ impl Conv {
         let c = &cb.conv;
         let [cout, cin, k, _] = c.weight.val().dims();
         let src = c.weight.val().into_data().try_into_vec::<f32>().expect("f32 weights");
-        let mut w = vec![0f32; src.len()];
-        for o in 0..cout {
-            for i in 0..cin {
-                for kh in 0..k {
-                    for kw in 0..k {
-                        w[((kh * k + kw) * cin + i) * cout + o] = src[((o * cin + i) * k + kh) * k + kw];
-                    }
-                }
-            }
-        }
         let bias = c.bias.as_ref().map_or_else(|| vec![0.0; cout], |b| b.val().into_data().try_into_vec::<f32>().expect("f32 bias"));
         let pad = match c.padding {
             burn::nn::PaddingConfig2d::Explicit(p, ..) => p,
             _ => 0,
         };
-        Self { cin, cout, k, stride: c.stride[0], pad, w, bias }
+        Self { cin, cout, k, stride: c.stride[0], pad, w: to_khwc_cout(&src, cout, cin, k), bias }
     }
 
     fn out_size(&self, n: usize) -> usize {
         (n + 2 * self.pad - self.k) / self.stride + 1
     }
 
-    fn forward(&self, x: &Act, epi: Epilogue) -> Act {
+    fn forward(&self, x: &Act, epi: Epilogue, pool: &mut Pool) -> Act {
         debug_assert_eq!(x.c, self.cin);
         let (ho, wo) = (self.out_size(x.h), self.out_size(x.w));
-        let n = self.cout;
+        let (n, cin) = (self.cout, self.cin);
         if self.k == 1 && self.stride == 1 {
-            let mut out = vec![0f32; ho * wo * n];
-            gemm_rows(ho * wo, n, self.cin, &x.data, self.cin, &self.w, &mut out, false);
-            epilogue_rows(&mut out, n, &self.bias, epi);
+            let mut out = pool.take(ho * wo * n);
+            gemm_rows(ho * wo, n, cin, &x.data, cin, &self.w, &mut out, false, parallelism(ho * wo, n, cin));
+            out.par_chunks_mut(n * 64).enumerate().for_each(|(i, rows)| epilogue(rows, None, n, &self.bias, epi.from_row(i * 64, n)));
             return Act { h: ho, w: wo, c: n, data: out };
         }
         if self.k == 3 && self.stride == 1 && self.pad == 1 {
             // Flattened zero-padded input with two spare rows so every shifted window stays in bounds.
             let (hp, wp) = (x.h + 2, x.w + 2);
-            let mut xp = vec![0f32; (hp * wp + 2) * self.cin];
-            xp.par_chunks_mut(wp * self.cin).skip(1).take(x.h).enumerate().for_each(|(y, row)| {
-                row[self.cin..(x.w + 1) * self.cin].copy_from_slice(&x.data[y * x.w * self.cin..(y + 1) * x.w * self.cin]);
+            let mut xp = pool.take((hp * wp + 2) * cin);
+            xp[..wp * cin].fill(0.0);
+            xp[(hp - 1) * wp * cin..].fill(0.0);
+            xp.par_chunks_mut(wp * cin).skip(1).take(x.h).enumerate().for_each(|(y, row)| {
+                row[..cin].fill(0.0);
+                row[(x.w + 1) * cin..].fill(0.0);
+                row[cin..(x.w + 1) * cin].copy_from_slice(&x.data[y * x.w * cin..(y + 1) * x.w * cin]);
             });
             let m = x.h * wp;
-            let mut ext = vec![0f32; m * n];
+            let mut ext = pool.take(m * n);
+            let par = parallelism(m, n, 3 * cin);
             for kh in 0..3 {
-                for kw in 0..3 {
-                    let t = kh * 3 + kw;
-                    // Output row r reads padded row r + kh·wp + kw: the window starts that many rows in.
-                    let a = &xp[(kh * wp + kw) * self.cin..];
-                    let b = &self.w[t * self.cin * n..(t + 1) * self.cin * n];
-                    gemm_rows(m, n, self.cin, a, self.cin, b, &mut ext, t > 0);
-                }
+                // Output row r reads padded rows r + kh·wp + (0, 1, 2): 3·cin consecutive values.
+                let a = &xp[kh * wp * cin..];
+                let b = &self.w[kh * 3 * cin * n..(kh + 1) * 3 * cin * n];
+                gemm_rows(m, n, 3 * cin, a, cin, b, &mut ext, kh > 0, par);
             }
             // Keep the W valid columns of every padded-width row, applying the epilogue on the way.
-            let mut out = vec![0f32; ho * wo * n];
+            let mut out = pool.take(ho * wo * n);
             out.par_chunks_mut(wo * n).enumerate().for_each(|(y, dst)| {
-                dst.copy_from_slice(&ext[y * wp * n..(y * wp + wo) * n]);
+                epilogue(dst, Some(&ext[y * wp * n..(y * wp + wo) * n]), n, &self.bias, epi.from_row(y * wo, n));
             });
-            epilogue_rows(&mut out, n, &self.bias, epi);
+            pool.give(ext);
+            pool.give(xp);
             return Act { h: ho, w: wo, c: n, data: out };
         }
-        // General case: im2col rows ordered (kh, kw, cin) to match the weight layout.
-        let kk = self.k * self.k * self.cin;
-        let mut cols = vec![0f32; ho * wo * kk];
-        cols.par_chunks_mut(wo * kk).enumerate().for_each(|(oy, rows)| {
+        // General case: im2col rows ordered (kh, kw, cin) to match the weight layout, one band of
+        // output rows at a time.
+        let kk = self.k * self.k * cin;
+        let mut out = pool.take(ho * wo * n);
+        let threads = rayon::current_num_threads();
+        // Bands of at most about 2^20 im2col values (4 MiB); several bands per thread keep the
+        // threads evenly loaded. A small output goes band after band, each GEMM parallel.
+        let cap = ((1 << 20) / (wo * kk)).max(1);
+        let (band, par) = if threads > 1 && ho * wo >= 512 * threads {
+            (ho.div_ceil(4 * threads).min(cap), Parallelism::None)
+        } else {
+            (ho.min(cap), parallelism(ho.min(cap) * wo, n, kk))
+        };
+        let run_band = |(bi, dst): (usize, &mut [f32])| {
+            let oy0 = bi * band;
+            let rows = dst.len() / (wo * n);
+            COLS.with_borrow_mut(|cols| {
+                cols.clear();
+                cols.resize(rows * wo * kk, 0.0);
+                self.im2col(x, oy0, rows, wo, cols);
+                gemm_rows(rows * wo, n, kk, cols, kk, &self.w, dst, false, par);
+            });
+            epilogue(dst, None, n, &self.bias, epi.from_row(oy0 * wo, n));
+        };
+        if threads > 1 && matches!(par, Parallelism::None) {
+            out.par_chunks_mut(band * wo * n).enumerate().for_each(run_band);
+        } else {
+            out.chunks_mut(band * wo * n).enumerate().for_each(run_band);
+        }
+        Act { h: ho, w: wo, c: n, data: out }
+    }
+
+    /// im2col of output rows `oy0..oy0 + rows` into `cols` (zeroed: taps in the padding stay 0).
+    fn im2col(&self, x: &Act, oy0: usize, rows: usize, wo: usize, cols: &mut [f32]) {
+        let (k, cin) = (self.k, self.cin);
+        let kk = k * k * cin;
+        for r in 0..rows {
+            let oy = oy0 + r;
             for ox in 0..wo {
-                let row = &mut rows[ox * kk..(ox + 1) * kk];
-                for kh in 0..self.k {
+                let row = &mut cols[(r * wo + ox) * kk..(r * wo + ox + 1) * kk];
+                for kh in 0..k {
                     let iy = (oy * self.stride + kh) as isize - self.pad as isize;
                     if iy < 0 || iy >= x.h as isize {
                         continue;
                     }
                     // Channels-last: the valid kw taps of one kernel row are one contiguous run.
                     let x0 = (ox * self.stride) as isize - self.pad as isize;
-                    let (kw0, kw1) = ((-x0).max(0) as usize, ((x.w as isize - x0).min(self.k as isize)).max(0) as usize);
+                    let (kw0, kw1) = ((-x0).max(0) as usize, ((x.w as isize - x0).min(k as isize)).max(0) as usize);
                     if kw0 >= kw1 {
                         continue;
                     }
-                    let src = (iy as usize * x.w + (x0 + kw0 as isize) as usize) * self.cin;
-                    let dst = (kh * self.k + kw0) * self.cin;
-                    let len = (kw1 - kw0) * self.cin;
+                    let src = (iy as usize * x.w + (x0 + kw0 as isize) as usize) * cin;
+                    let dst = (kh * k + kw0) * cin;
+                    let len = (kw1 - kw0) * cin;
                     row[dst..dst + len].copy_from_slice(&x.data[src..src + len]);
                 }
             }
-        });
-        let mut out = vec![0f32; ho * wo * n];
-        gemm_rows(ho * wo, n, kk, &cols, kk, &self.w, &mut out, false);
-        epilogue_rows(&mut out, n, &self.bias, epi);
-        Act { h: ho, w: wo, c: n, data: out }
+        }
     }
 }
 
-/// `c[m×n] (+)= a[m×k] · b[k×n]`, all row-major; row `i` of `a` is `a[i·lda..i·lda + k]` (`lda ≥ k`),
-/// `b` and `c` are dense. With `accumulate` the product is added to `c`, otherwise it overwrites it.
+/// PyTorch's `[cout][cin][kh][kw]` → `[kh][kw][cin][cout]`: a transpose of the `cout × (cin·k²)`
+/// matrix with the columns reordered, done in tiles so that neither side is read or written one
+/// value per cache line.
+fn to_khwc_cout(src: &[f32], cout: usize, cin: usize, k: usize) -> Vec<f32> {
+    const T: usize = 32;
+    let kk = k * k;
+    let rows = cin * kk;
+    let mut w = vec![0f32; src.len()];
+    // Destination rows (kh, kw, cin) in tiles of T, each tile filled from T source columns.
+    w.par_chunks_mut(T * cout).enumerate().for_each(|(tile, dst)| {
+        let r0 = tile * T;
+        let nr = dst.len() / cout;
+        for o0 in (0..cout).step_by(T) {
+            for o in o0..(o0 + T).min(cout) {
+                let s = &src[o * rows..(o + 1) * rows];
+                for r in 0..nr {
+                    // Destination row r0 + r is tap t = (r0 + r) / cin, input channel i = (r0 + r) % cin.
+                    let (t, i) = ((r0 + r) / cin, (r0 + r) % cin);
+                    dst[r * cout + o] = s[i * kk + t];
+                }
+            }
+        }
+    });
+    w
+}
+
+/// How a GEMM of `m × n × k` is split over the threads.
+fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
+    let threads = rayon::current_num_threads();
+    if threads > 1 && m * n * k > 1 << 16 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    }
+}
+
+/// `c[m×n] (+)= a[m×k] · b[k×n]`, all row-major; row `i` of `a` is `a[i·lda..i·lda + k]`, `b` and
+/// `c` are dense. Rows of `a` may overlap (`lda < k`: the 3x3 convolution's shifted windows).
+/// With `accumulate` the product is added to `c`, otherwise it overwrites it (without reading it).
 ///
 /// Panics if a slice is shorter than `m`, `n`, `k` and `lda` reach (checked once per call; the
 /// GEMM itself dwarfs the check).
 #[allow(clippy::too_many_arguments)] // a GEMM's sizes and operands, in BLAS order
-fn gemm_rows(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], c: &mut [f32], accumulate: bool) {
+fn gemm_rows(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], c: &mut [f32], accumulate: bool, par: Parallelism) {
     let a_reach = if m == 0 { 0 } else { (m - 1) * lda + k };
     assert!(
-        lda >= k && a.len() >= a_reach && b.len() >= k * n && c.len() >= m * n,
+        lda > 0 && a.len() >= a_reach && b.len() >= k * n && c.len() >= m * n,
         "gemm_rows: m={m} n={n} k={k} lda={lda} need a ≥ {a_reach}, b ≥ {}, c ≥ {} values; got {}, {}, {}",
         k * n,
         m * n,
@@ -161,14 +285,13 @@ fn gemm_rows(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], c: 
         b.len(),
         c.len()
     );
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 && m * n * k > 1 << 16 { Parallelism::Rayon(threads) } else { Parallelism::None };
     // SAFETY: the assert above guarantees that every element gemm touches is in bounds: `a` is
     // read at i·lda + p for i < m, p < k (≤ (m−1)·lda + k − 1 < a.len()), `b` at p·n + j
     // (< k·n ≤ b.len()) and `c` written at i·n + j (< m·n ≤ c.len()); strides are positive
-    // and fit in isize because the slices they index exist. `c` is a `&mut` borrow, so it
-    // aliases neither `a` nor `b`, and all three outlive the call (gemm returns only when every
-    // rayon task it spawned has finished).
+    // and fit in isize because the slices they index exist. `a` and `b` are only read, so rows
+    // of `a` may overlap; `c` is a `&mut` borrow, so it aliases neither `a` nor `b`, and all
+    // three outlive the call (gemm returns only when every rayon task it spawned has finished).
+    // Without `accumulate` gemm never reads `c` (alpha is zeroed), so stale values are fine.
     unsafe {
         gemm::gemm(
             m,
@@ -194,28 +317,32 @@ fn gemm_rows(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], c: 
     }
 }
 
-/// Bias, then ReLU or residual-add-then-ReLU, over rows of width `n`.
-fn epilogue_rows(out: &mut [f32], n: usize, bias: &[f32], epi: Epilogue) {
-    out.par_chunks_mut(n * 64).enumerate().for_each(|(chunk, rows)| match epi {
-        Epilogue::Linear => rows.chunks_mut(n).for_each(|r| r.iter_mut().zip(bias).for_each(|(v, b)| *v += b)),
-        Epilogue::Relu => rows.chunks_mut(n).for_each(|r| r.iter_mut().zip(bias).for_each(|(v, b)| *v = (*v + b).max(0.0))),
-        Epilogue::AddRelu(res) => {
-            let res = &res[chunk * n * 64..chunk * n * 64 + rows.len()];
-            for (r, s) in rows.chunks_mut(n).zip(res.chunks(n)) {
-                for ((v, b), s) in r.iter_mut().zip(bias).zip(s) {
-                    *v = (*v + b + s).max(0.0);
-                }
+/// Rows of width `n`: `dst = act(src + bias [+ residual])`, with `src` = `dst` itself when `None`.
+fn epilogue(dst: &mut [f32], src: Option<&[f32]>, n: usize, bias: &[f32], epi: Epilogue) {
+    let rows = dst.len() / n;
+    for r in 0..rows {
+        let d = &mut dst[r * n..(r + 1) * n];
+        if let Some(s) = src {
+            d.copy_from_slice(&s[r * n..(r + 1) * n]);
+        }
+        match epi {
+            Epilogue::Linear => d.iter_mut().zip(bias).for_each(|(v, b)| *v += b),
+            Epilogue::Relu => d.iter_mut().zip(bias).for_each(|(v, b)| *v = (*v + b).max(0.0)),
+            Epilogue::AddRelu(res) => {
+                let res = &res[r * n..(r + 1) * n];
+                d.iter_mut().zip(bias).zip(res).for_each(|((v, b), s)| *v = (*v + b + s).max(0.0));
             }
         }
-    });
+    }
 }
 
 /// 3x3 / stride 2 / padding 1 max-pool (padding never wins, as with PyTorch's −∞ padding).
-fn max_pool_3x3_s2(x: &Act) -> Act {
+fn max_pool_3x3_s2(x: &Act, pool: &mut Pool) -> Act {
     let (ho, wo) = ((x.h + 2 - 3) / 2 + 1, (x.w + 2 - 3) / 2 + 1);
     let c = x.c;
-    let mut out = vec![f32::NEG_INFINITY; ho * wo * c];
+    let mut out = pool.take(ho * wo * c);
     out.par_chunks_mut(wo * c).enumerate().for_each(|(oy, row)| {
+        row.fill(f32::NEG_INFINITY);
         for ox in 0..wo {
             let dst = &mut row[ox * c..(ox + 1) * c];
             for iy in (2 * oy).saturating_sub(1)..(2 * oy + 2).min(x.h) {
@@ -238,16 +365,21 @@ struct Block {
 }
 
 impl Block {
-    fn forward(&self, x: &Act) -> Act {
-        let y = self.a.forward(x, Epilogue::Relu);
-        let y = self.b.forward(&y, Epilogue::Relu);
-        match &self.proj {
+    fn forward(&self, x: &Act, pool: &mut Pool) -> Act {
+        let y = self.a.forward(x, Epilogue::Relu, pool);
+        let z = self.b.forward(&y, Epilogue::Relu, pool);
+        pool.give(y.data);
+        let out = match &self.proj {
             Some(p) => {
-                let s = p.forward(x, Epilogue::Linear);
-                self.c.forward(&y, Epilogue::AddRelu(&s.data))
+                let s = p.forward(x, Epilogue::Linear, pool);
+                let out = self.c.forward(&z, Epilogue::AddRelu(&s.data), pool);
+                pool.give(s.data);
+                out
             }
-            None => self.c.forward(&y, Epilogue::AddRelu(&x.data)),
-        }
+            None => self.c.forward(&z, Epilogue::AddRelu(&x.data), pool),
+        };
+        pool.give(z.data);
+        out
     }
 }
 
@@ -255,24 +387,30 @@ impl Block {
 /// a development aid for the speed work (`examples/profile_r50.rs`).
 pub fn profile_convs(net: &CpuResNet, h: usize, w: usize) -> Vec<(String, f64)> {
     let mut out = Vec::new();
-    let mut timed = |label: String, conv: &Conv, x: &Act| {
+    let mut pool = Pool::default();
+    let mut timed = |label: String, conv: &Conv, x: &Act, pool: &mut Pool| {
         let t = std::time::Instant::now();
-        let y = conv.forward(x, Epilogue::Relu);
+        let y = conv.forward(x, Epilogue::Relu, pool);
         out.push((label, t.elapsed().as_secs_f64()));
         y
     };
     let x = Act { h, w, c: 3, data: vec![0.5; h * w * 3] };
-    let mut x = max_pool_3x3_s2(&timed(format!("stem 7x7/2 3->64 @{h}x{w}"), &net.stem, &x));
+    let stem = timed(format!("stem 7x7/2 3->64 @{h}x{w}"), &net.stem, &x, &mut pool);
+    let mut x = max_pool_3x3_s2(&stem, &mut pool);
+    pool.give(stem.data);
     for (s, stage) in net.stages.iter().enumerate() {
         for (i, b) in stage.iter().enumerate() {
             let tag = |c: &Conv, x: &Act| format!("s{}b{} {}x{}/{} {}->{} @{}x{}", s + 1, i + 1, c.k, c.k, c.stride, c.cin, c.cout, x.h, x.w);
-            let y = timed(tag(&b.a, &x), &b.a, &x);
-            let y = timed(tag(&b.b, &y), &b.b, &y);
-            let y = timed(tag(&b.c, &y), &b.c, &y);
+            let y = timed(tag(&b.a, &x), &b.a, &x, &mut pool);
+            let z = timed(tag(&b.b, &y), &b.b, &y, &mut pool);
+            let o = timed(tag(&b.c, &z), &b.c, &z, &mut pool);
             if let Some(p) = &b.proj {
-                timed(tag(p, &x), p, &x);
+                let s = timed(tag(p, &x), p, &x, &mut pool);
+                pool.give(s.data);
             }
-            x = y;
+            pool.give(y.data);
+            pool.give(z.data);
+            pool.give(std::mem::replace(&mut x, o).data);
         }
     }
     out
@@ -283,6 +421,8 @@ pub fn profile_convs(net: &CpuResNet, h: usize, w: usize) -> Vec<(String, f64)> 
 pub struct CpuResNet {
     stem: Conv,
     stages: [Vec<Block>; 4],
+    /// Buffers of the last forward pass, reused by the next (a concurrent pass starts empty).
+    pool: Mutex<Pool>,
 }
 
 impl CpuResNet {
@@ -298,29 +438,43 @@ impl CpuResNet {
                 })
                 .collect::<Vec<_>>()
         };
-        Self { stem: Conv::from_folded(&r.stem.conv), stages: [blocks(&r.s1.blocks), blocks(&r.s2.blocks), blocks(&r.s3.blocks), blocks(&r.s4.blocks)] }
+        Self {
+            stem: Conv::from_folded(&r.stem.conv),
+            stages: [blocks(&r.s1.blocks), blocks(&r.s2.blocks), blocks(&r.s3.blocks), blocks(&r.s4.blocks)],
+            pool: Mutex::new(Pool::default()),
+        }
     }
 
     /// CHW image (one) → (`f3`, `f4`) channels-last.
     pub fn forward_act(&self, chw: &[f32], h: usize, w: usize) -> (Act, Act) {
-        let mut hwc = vec![0f32; h * w * 3];
-        for c in 0..3 {
-            for i in 0..h * w {
-                hwc[i * 3 + c] = chw[c * h * w + i];
+        let mut pool = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut hwc = pool.take(h * w * 3);
+        hwc.par_chunks_mut(w * 3).enumerate().for_each(|(y, row)| {
+            for (x, px) in row.chunks_mut(3).enumerate() {
+                for (c, v) in px.iter_mut().enumerate() {
+                    *v = chw[(c * h + y) * w + x];
+                }
             }
-        }
+        });
         let x = Act { h, w, c: 3, data: hwc };
-        let x = max_pool_3x3_s2(&self.stem.forward(&x, Epilogue::Relu));
-        let mut x = x;
+        let stem = self.stem.forward(&x, Epilogue::Relu, &mut pool);
+        pool.give(x.data);
+        let mut x = max_pool_3x3_s2(&stem, &mut pool);
+        pool.give(stem.data);
         let mut f3 = None;
         for (s, stage) in self.stages.iter().enumerate() {
-            for b in stage {
-                x = b.forward(&x);
-            }
-            if s == 2 {
-                f3 = Some(x.clone());
+            for (i, b) in stage.iter().enumerate() {
+                let y = b.forward(&x, &mut pool);
+                let done = std::mem::replace(&mut x, y);
+                if s == 3 && i == 0 {
+                    // Stage 3's output, which stage 4 has just read, leaves the trunk as f3.
+                    f3 = Some(done);
+                } else {
+                    pool.give(done.data);
+                }
             }
         }
+        *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = pool;
         (f3.expect("stage 3 ran"), x)
     }
 
@@ -334,7 +488,8 @@ impl CpuResNet {
     }
 }
 
-fn to_nchw(a: &Act, device: &Device) -> Tensor<4> {
+/// A channels-last activation as a `[1, C, H, W]` tensor.
+pub fn to_nchw(a: &Act, device: &Device) -> Tensor<4> {
     let hw = a.h * a.w;
     let mut chw = vec![0f32; a.c * hw];
     chw.par_chunks_mut(hw).enumerate().for_each(|(c, plane)| {
@@ -343,4 +498,13 @@ fn to_nchw(a: &Act, device: &Device) -> Tensor<4> {
         }
     });
     Tensor::from_data(TensorData::new(chw, [1, a.c, a.h, a.w]), device)
+}
+
+/// `x · w + b` for `m` rows of `x` (`[m][k]`) and `w` as `[k][n]`: a 1x1 convolution on a
+/// channels-last map (the DOLG local branch's `conv1`).
+pub fn linear_rows(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, b: &[f32]) -> Vec<f32> {
+    let mut out = vec![0f32; m * n];
+    gemm_rows(m, n, k, x, k, w, &mut out, false, parallelism(m, n, k));
+    out.par_chunks_mut(n * 64).for_each(|rows| epilogue(rows, None, n, b, Epilogue::Linear));
+    out
 }

@@ -5,14 +5,22 @@
 //! maps to a field path without a renaming table:
 //! `globalmodel` (ResNet) → `f3`, `f4`; `pool_g` (GeM) on `f4` → `fc_t` → `fg`;
 //! `localmodel` on `f3` → `fl`; fusion → `fo`; `fc([fg, fo])` → descriptor.
+//!
+//! On the CPU, [`Dolg::into_native`] moves inference off burn's kernels: the ResNet trunk to
+//! [`super::cpu_resnet`] and the head (local branch without multi-atrous module, GeM, `fc_t`,
+//! fusion, `fc`) to [`NativeHead`], which works on the trunk's channels-last maps directly.
 
-use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use std::sync::Arc;
+
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{Device, Tensor, TensorData};
+use rayon::prelude::*;
 
 use super::aspp::AsppKind;
 use super::backbone::{Backbone, BackboneKind};
+use super::cpu_resnet::{to_nchw, Act, CpuResNet};
 use super::fusion::{fuse_local, Fusion};
-use super::gem::{gap, GeM};
+use super::gem::{gap, GeM, GEM_EPS};
 use super::layers::{BatchNorm, Linear};
 use super::local_branch::LocalBranch;
 use super::{Arch, DolgConfig, ModelError, Pooling};
@@ -20,6 +28,8 @@ use crate::checkpoint::{Checkpoint, ParamKeys, VarBuilder};
 
 #[derive(Module, Debug)]
 pub struct Dolg {
+    /// The trunk on burn's kernels. After [`Dolg::into_native`] its weights are dropped (empty
+    /// tensors: the native copy in `cpu_backbone` is the one used).
     pub globalmodel: Backbone,
     pub localmodel: Option<LocalBranch>,
     /// `None` for the GAP ablation (no learnable exponent).
@@ -30,7 +40,11 @@ pub struct Dolg {
     pub fusion: Fusion,
     /// Native CPU path for the ResNet trunk (inference with folded BatchNorm); see [`super::cpu_resnet`].
     #[module(skip)]
-    pub cpu_backbone: Option<std::sync::Arc<super::cpu_resnet::CpuResNet>>,
+    pub cpu_backbone: Option<Arc<CpuResNet>>,
+    /// Native CPU path for the head, beside `cpu_backbone` (absent with a multi-atrous module,
+    /// which stays on burn's kernels).
+    #[module(skip)]
+    pub cpu_head: Option<Arc<NativeHead>>,
 }
 
 /// Every intermediate of one forward pass (used by the parity tests; `raw` is the descriptor).
@@ -48,7 +62,7 @@ pub struct DolgOutput {
 impl Dolg {
     /// Load a model from a checkpoint. The configuration is detected from the keys unless `arch`
     /// overrides it; [`BatchNorm::Fold`] merges BatchNorm into the convolutions (inference only).
-    /// The model runs on burn's kernels; [`super::RetrievalModel::dolg`] adds the native CPU trunk.
+    /// The model runs on burn's kernels; [`super::RetrievalModel::dolg`] adds the native CPU path.
     pub fn load(ckpt: &Checkpoint, arch: Option<Arch>, fusion: Fusion, bn: BatchNorm, device: &Device) -> Result<(Self, DolgConfig), ModelError> {
         Self::load_with_keys(ckpt, arch, fusion, bn, device).map(|(m, c, _)| (m, c))
     }
@@ -82,15 +96,48 @@ impl Dolg {
         let fc_in = if config.local { 2 * config.fg_dim } else { config.fg_dim };
         let fc = Linear::load(fc_in, config.out_dim, &root.pp("fc"))?;
         let keys = vb.finish()?;
-        Ok((Self { globalmodel, localmodel, pool_g, fc_t, fc, fusion, cpu_backbone: None }, config, keys))
+        Ok((Self { globalmodel, localmodel, pool_g, fc_t, fc, fusion, cpu_backbone: None, cpu_head: None }, config, keys))
+    }
+
+    /// Move inference to the native CPU kernels where they apply: a ResNet trunk loaded with
+    /// [`BatchNorm::Fold`] becomes a [`CpuResNet`] (and the burn copy of its weights, about
+    /// 100 MB for R50, is dropped), and the head a [`NativeHead`] unless it has a multi-atrous
+    /// module. Returns the model and whether the trunk is now native; anything else (a
+    /// MobileNetV2 trunk, unfolded BatchNorm) is returned unchanged.
+    pub fn into_native(self) -> (Self, bool) {
+        let Backbone::ResNet(r) = &self.globalmodel else { return (self, false) };
+        let folded = |c: &super::layers::ConvBn| c.bn.is_none();
+        if !folded(&r.stem.conv) {
+            return (self, false);
+        }
+        let trunk = Arc::new(CpuResNet::from_resnet(r));
+        let head = NativeHead::new(&self).map(Arc::new);
+        let globalmodel = self.globalmodel.map(&mut DropWeights);
+        (Self { globalmodel, cpu_backbone: Some(trunk), cpu_head: head, ..self }, true)
     }
 
     pub fn forward_parts(&self, x: Tensor<4>) -> DolgOutput {
+        let device = x.device();
+        if let (Some(trunk), Some(head)) = (&self.cpu_backbone, &self.cpu_head) {
+            let (chw, h, w) = host_image(x);
+            let (f3, f4) = trunk.forward_act(&chw, h, w);
+            let p = head.forward(&f3, &f4);
+            let t2 = |v: Vec<f32>| {
+                let n = v.len();
+                Tensor::<2>::from_data(TensorData::new(v, [1, n]), &device)
+            };
+            return DolgOutput {
+                f3: to_nchw(&f3, &device),
+                f4: to_nchw(&f4, &device),
+                pooled: t2(p.pooled),
+                fg: t2(p.fg),
+                att: p.att.map(|a| Tensor::from_data(TensorData::new(a, [1, 1, f3.h, f3.w]), &device)),
+                fo: p.fo.map(t2),
+                raw: t2(p.raw),
+            };
+        }
         let (f3, f4) = match &self.cpu_backbone {
-            Some(native) => {
-                let device = x.device();
-                native.forward(x, &device)
-            }
+            Some(native) => native.forward(x, &device),
             None => self.globalmodel.forward(x),
         };
         let pooled = match &self.pool_g {
@@ -112,8 +159,212 @@ impl Dolg {
 
     /// `x`: [B, 3, H, W] → unnormalised descriptors [B, out_dim].
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        if let (Some(trunk), Some(head)) = (&self.cpu_backbone, &self.cpu_head) {
+            let device = x.device();
+            let (chw, h, w) = host_image(x);
+            let (f3, f4) = trunk.forward_act(&chw, h, w);
+            let raw = head.forward(&f3, &f4).raw;
+            let n = raw.len();
+            return Tensor::from_data(TensorData::new(raw, [1, n]), &device);
+        }
         self.forward_parts(x).raw
     }
+}
+
+/// One `[1, 3, H, W]` image as CHW values.
+fn host_image(x: Tensor<4>) -> (Vec<f32>, usize, usize) {
+    let [b, _, h, w] = x.dims();
+    assert_eq!(b, 1, "the fast CPU path describes one image at a time");
+    (x.into_data().try_into_vec::<f32>().expect("f32 input"), h, w)
+}
+
+/// Replaces every weight with an empty tensor: what is left of a trunk whose native copy is used.
+struct DropWeights;
+
+impl ModuleMapper for DropWeights {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let empty = Tensor::<D>::zeros([0usize; D], &tensor.device());
+        Param::from_mapped_value(id, empty, mapper)
+    }
+}
+
+/// `y = W x + b` with `W` as PyTorch stores it, `[out][in]`.
+#[derive(Debug)]
+struct HostLinear {
+    w: Vec<f32>,
+    b: Vec<f32>,
+    din: usize,
+}
+
+impl HostLinear {
+    fn new(l: &Linear) -> Self {
+        let [_, din] = l.weight.val().dims();
+        Self { w: host(l.weight.val()), b: host(l.bias.val()), din }
+    }
+
+    fn forward(&self, x: &[f32]) -> Vec<f32> {
+        debug_assert_eq!(x.len(), self.din);
+        self.w.par_chunks(self.din).zip(&self.b).map(|(row, b)| b + row.iter().zip(x).map(|(w, x)| w * x).sum::<f32>()).collect()
+    }
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_into_vec::<f32>().expect("f32 weights")
+}
+
+/// The local branch without multi-atrous module, on channels-last `f3` (see [`LocalBranch`]).
+#[derive(Debug)]
+struct HostLocal {
+    /// `conv1` with BatchNorm folded, `[cin][dim]` (GEMM-ready).
+    w1: Vec<f32>,
+    b1: Vec<f32>,
+    cin: usize,
+    dim: usize,
+    /// `conv2` (`[dim]`, bias); `None` without attention.
+    w2: Option<(Vec<f32>, f32)>,
+}
+
+/// The DOLG head on the native trunk's channels-last maps: GeM (or GAP) → `fc_t`; local branch;
+/// fusion; `fc`. Orthogonal fusion is linear in `fl`, so `fo = mean(fl) − (fg·mean(fl))/‖fg‖² fg`
+/// is computed from the mean local feature without forming the per-position projections.
+#[derive(Debug)]
+pub struct NativeHead {
+    gem_p: Option<f32>,
+    fc_t: HostLinear,
+    fc: HostLinear,
+    local: Option<HostLocal>,
+    fusion: Fusion,
+}
+
+/// Host results of [`NativeHead::forward`] (one image).
+pub struct HostParts {
+    pub pooled: Vec<f32>,
+    pub fg: Vec<f32>,
+    /// Attention score per `f3` position, row-major `[h3][w3]`.
+    pub att: Option<Vec<f32>>,
+    pub fo: Option<Vec<f32>>,
+    pub raw: Vec<f32>,
+}
+
+impl NativeHead {
+    /// `None` when the head has a multi-atrous module or unfolded BatchNorm.
+    fn new(m: &Dolg) -> Option<Self> {
+        let local = match &m.localmodel {
+            None => None,
+            Some(l) if l.aspp.is_some() || l.conv1.bn.is_some() => return None,
+            Some(l) => {
+                let [dim, cin, _, _] = l.conv1.conv.weight.val().dims();
+                let w = host(l.conv1.conv.weight.val());
+                let mut w1 = vec![0f32; w.len()];
+                for o in 0..dim {
+                    for i in 0..cin {
+                        w1[i * dim + o] = w[o * cin + i];
+                    }
+                }
+                let b1 = l.conv1.conv.bias.as_ref().map_or_else(|| vec![0.0; dim], |b| host(b.val()));
+                let w2 = l.conv2.as_ref().map(|c| (host(c.weight.val()), c.bias.as_ref().map_or(0.0, |b| host(b.val())[0])));
+                Some(HostLocal { w1, b1, cin, dim, w2 })
+            }
+        };
+        Some(Self { gem_p: m.pool_g.as_ref().map(|g| host(g.p.val())[0]), fc_t: HostLinear::new(&m.fc_t), fc: HostLinear::new(&m.fc), local, fusion: m.fusion })
+    }
+
+    pub fn forward(&self, f3: &Act, f4: &Act) -> HostParts {
+        let pooled = self.pool(f4);
+        let fg = self.fc_t.forward(&pooled);
+        let Some(local) = &self.local else {
+            let raw = self.fc.forward(&fg);
+            return HostParts { pooled, fg, att: None, fo: None, raw };
+        };
+        let (fl_mean, att) = local.mean_feature(f3);
+        let fo: Vec<f32> = match self.fusion {
+            Fusion::Orthogonal => {
+                let dot = fg.iter().zip(&fl_mean).map(|(g, l)| g * l).sum::<f32>();
+                let norm2 = fg.iter().map(|g| g * g).sum::<f32>();
+                fl_mean.iter().zip(&fg).map(|(l, g)| l - dot / norm2 * g).collect()
+            }
+            Fusion::Concat => fl_mean,
+            Fusion::Hadamard => fl_mean.iter().zip(&fg).map(|(l, g)| l * g).collect(),
+        };
+        let z: Vec<f32> = fg.iter().chain(&fo).copied().collect();
+        let raw = self.fc.forward(&z);
+        HostParts { pooled, fg, att, fo: Some(fo), raw }
+    }
+
+    /// GeM (`mean(clamp(x, eps)^p)^(1/p)`) or the mean over positions, per channel.
+    fn pool(&self, f4: &Act) -> Vec<f32> {
+        let c = f4.c;
+        let hw = (f4.h * f4.w) as f32;
+        let p = self.gem_p;
+        let sums = column_sums(&f4.data, c, |_, row, acc| match p {
+            Some(p) => acc.iter_mut().zip(row).for_each(|(a, x)| *a += x.max(GEM_EPS as f32).powf(p)),
+            None => acc.iter_mut().zip(row).for_each(|(a, x)| *a += x),
+        });
+        sums.into_iter()
+            .map(|s| match p {
+                Some(p) => (s / hw).powf(1.0 / p),
+                None => s / hw,
+            })
+            .collect()
+    }
+}
+
+impl HostLocal {
+    /// (`mean(fl)` over positions, attention map): `x = conv1(f3)`, `fl = softplus(conv2(relu x)) · x/‖x‖`.
+    fn mean_feature(&self, f3: &Act) -> (Vec<f32>, Option<Vec<f32>>) {
+        assert_eq!(f3.c, self.cin, "f3 width");
+        let (m, dim) = (f3.h * f3.w, self.dim);
+        let x = super::cpu_resnet::linear_rows(&f3.data, m, self.cin, &self.w1, dim, &self.b1);
+        // Per position: the attention score and the weight a/‖x‖ of its row in mean(fl).
+        let (att, weight): (Vec<f32>, Vec<f32>) = x
+            .par_chunks(dim)
+            .map(|row| {
+                let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                let a = match &self.w2 {
+                    Some((w2, b2)) => softplus20(b2 + row.iter().zip(w2).map(|(v, w)| v.max(0.0) * w).sum::<f32>()),
+                    None => 1.0,
+                };
+                (a, a / norm)
+            })
+            .unzip();
+        let sums = column_sums(&x, dim, |r, row, acc| {
+            let s = weight[r];
+            acc.iter_mut().zip(row).for_each(|(a, v)| *a += s * v);
+        });
+        let mean = sums.into_iter().map(|s| s / m as f32).collect();
+        (mean, self.w2.is_some().then_some(att))
+    }
+}
+
+/// PyTorch's `softplus` with β = 1 and threshold 20 (linear above it).
+fn softplus20(z: f32) -> f32 {
+    if z > 20.0 {
+        z
+    } else {
+        z.exp().ln_1p()
+    }
+}
+
+/// Per-channel sums over the rows of a row-major `[rows][c]` matrix, `add(r, row, acc)` folding
+/// row `r` into an accumulator. Rows go in chunks of a fixed size, in parallel, and the chunks'
+/// sums are added in order: the result does not depend on the number of threads.
+fn column_sums(data: &[f32], c: usize, add: impl Fn(usize, &[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    const CHUNK: usize = 64;
+    let partial: Vec<Vec<f32>> = data
+        .par_chunks(c * CHUNK)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut acc = vec![0f32; c];
+            chunk.chunks(c).enumerate().for_each(|(r, row)| add(i * CHUNK + r, row, &mut acc));
+            acc
+        })
+        .collect();
+    let mut sums = vec![0f32; c];
+    for p in partial {
+        sums.iter_mut().zip(p).for_each(|(s, v)| *s += v);
+    }
+    sums
 }
 
 impl Arch {

@@ -200,8 +200,9 @@ impl RetrievalModel {
     pub fn dolg_with_kernels(ckpt: &Checkpoint, arch: Option<Arch>, fusion: Fusion, kernels: Kernels, device: &Device) -> Result<Self, ModelError> {
         let (mut m, mut c) = Dolg::load(ckpt, arch, fusion, BatchNorm::Fold, device)?;
         if kernels == Kernels::Native {
-            if let Backbone::ResNet(r) = &m.globalmodel {
-                m.cpu_backbone = Some(std::sync::Arc::new(cpu_resnet::CpuResNet::from_resnet(r)));
+            let native;
+            (m, native) = m.into_native();
+            if native {
                 c.kernels = Kernels::Native;
             }
         }
