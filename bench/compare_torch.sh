@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
-# dolg extract vs a PyTorch DOLG-R50 (bench/torch_dolg.py) on the same checkpoint and photos,
-# alternating runs, 1 and 2 threads, 5 scales and scale 1.0. Installs torch, opencv-python-headless
-# and numpy into target/bench-venv with pip (for this benchmark only).
-# Usage: bench/compare_torch.sh [CHECKPOINT] [REPS] [N_PHOTOS]
+# dolg extract vs PyTorch eager (bench/torch_dolg.py) vs ONNX Runtime (bench/ort_dolg.py, the
+# PyTorch model exported with torch.onnx.export) on the same weights and photos, alternating
+# runs, 1 and 2 threads, 5 scales and scale 1.0; per photo inside the process and for the whole
+# process, CPU time, peak RSS, the FLOP floor, and a descriptor check (cosine >= 0.9999).
+# Installs torch, torchvision, onnx, onnxruntime, opencv-python-headless and numpy into
+# target/bench-venv with pip (for this benchmark only; dolg never needs them).
+# Usage: bench/compare_torch.sh [dolg|mobilenetv2] [CHECKPOINT] [REPS] [N_PHOTOS]
+#   dolg (default): DOLG-R50 from CHECKPOINT (default: the random-weight fixture in ../shared).
+#   mobilenetv2: the off-the-shelf MobileNetV2 GeM model (`dolg extract --backbone mobilenetv2`)
+#   against torchvision's MobileNetV2 with the same ImageNet weights (fetched with
+#   `dolg fetch-weights mobilenetv2`); CHECKPOINT is ignored.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ckpt=${1:-../shared/fixtures/dolg-r50-random/dolg_r50_random_noaspp.pyth.gz}
-reps=${2:-3}; n=${3:-20}
+mode=${1:-dolg}
+ckpt=${2:-../shared/fixtures/dolg-r50-random/dolg_r50_random_noaspp.pyth.gz}
+reps=${3:-3}; n=${4:-8}
 venv=target/bench-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/python" -c "import torch, cv2, numpy" 2>/dev/null || "$venv/bin/pip" install --quiet torch opencv-python-headless numpy
-cargo build --release --quiet
-# Both sides must see the same pixels: JPEG decoders differ slightly (OpenCV's libjpeg-turbo vs
+"$venv/bin/python" -c "import torch, torchvision, onnx, onnxruntime, cv2, numpy" 2>/dev/null ||
+  "$venv/bin/pip" install --quiet torch torchvision onnx onnxruntime opencv-python-headless numpy
+cargo build --release --quiet --bin dolg
+# Every runtime must see the same pixels: JPEG decoders differ slightly (OpenCV's libjpeg-turbo vs
 # zune-jpeg), so the photos are decoded once with OpenCV and stored as lossless PNG.
-pngs=target/bench-data/png
+data=target/bench-data
+pngs=$data/png
 mkdir -p "$pngs"
 "$venv/bin/python" - "$pngs" $(ls examples/landmarks/images/*.jpg | head -n "$n") <<'PY'
 import cv2, os, sys
@@ -21,4 +31,12 @@ for p in sys.argv[2:]:
     cv2.imwrite(os.path.join(sys.argv[1], os.path.basename(p)[:-4] + ".png"), cv2.imread(p))
 PY
 mapfile -t photos < <(ls "$pngs"/*.png | head -n "$n")
-"$venv/bin/python" bench/compare_torch.py "$ckpt" ./target/release/dolg "$reps" "${photos[@]}"
+if [ "$mode" = mobilenetv2 ]; then
+  ckpt=$(./target/release/dolg fetch-weights mobilenetv2 | tail -n 1)
+  onnx=$data/mobilenetv2.onnx
+  [ -s "$onnx" ] || "$venv/bin/python" bench/torch_dolg.py "$ckpt" "$onnx" --export-onnx --mobilenetv2
+else
+  onnx=$data/$(basename "$ckpt").onnx
+  [ -s "$onnx" ] && [ "$onnx" -nt "$ckpt" ] || "$venv/bin/python" bench/torch_dolg.py "$ckpt" "$onnx" --export-onnx
+fi
+"$venv/bin/python" bench/compare_torch.py "$mode" "$ckpt" "$onnx" ./target/release/dolg "$reps" "${photos[@]}"

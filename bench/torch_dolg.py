@@ -1,16 +1,21 @@
-"""PyTorch DOLG (R50/R101, optional multi-atrous) written from the project spec, for the speed
-comparison in bench/compare_torch.sh. Never needed by dolg itself.
+"""PyTorch DOLG (R50/R101, optional multi-atrous) written from the project spec, and torchvision's
+MobileNetV2 with off-the-shelf GeM (p = 3), for the speed comparison in bench/compare_torch.sh.
+Never needed by dolg itself.
 
-Usage: torch_dolg.py CHECKPOINT OUT.npy THREADS [--scales S,S,...] [--flops] IMAGE...
-Writes descriptors like `dolg extract` and prints a JSON line with timings.
+Usage: torch_dolg.py CHECKPOINT OUT.npy THREADS [--scales S,S,...] [--flops] [--mobilenetv2] IMAGE...
+       torch_dolg.py CHECKPOINT --export-onnx OUT.onnx [--mobilenetv2]
+The first writes descriptors like `dolg extract` and prints a JSON line with timings; the second
+exports the same network (eval mode, dynamic height and width) for ONNX Runtime (ort_dolg.py).
 """
-import gzip, io, json, resource, sys, time
+import gzip, io, json, resource, sys, time, warnings
 
 import cv2
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from bench_prep import describe, parse_args
 
 
 class Bottleneck(nn.Module):
@@ -96,7 +101,9 @@ class Dolg(nn.Module):
     def forward(self, x):
         f3, f4 = self.globalmodel(x)
         p = self.pool_g.p
-        fg = self.fc_t(F.avg_pool2d(f4.clamp(min=1e-6).pow(p), f4.shape[2:]).pow(1.0 / p).flatten(1))
+        # GeM; a mean over (H, W) rather than avg_pool2d with the map's size, so that an exported
+        # graph keeps H and W dynamic.
+        fg = self.fc_t(f4.clamp(min=1e-6).pow(p).mean((2, 3)).pow(1.0 / p))
         fl = self.localmodel(f3)
         flat = fl.flatten(2)
         proj = torch.bmm(fg.unsqueeze(2), torch.bmm(fg.unsqueeze(1), flat)) / (fg * fg).sum(1).view(-1, 1, 1)
@@ -129,21 +136,40 @@ def load(path):
     return m.eval()
 
 
-MEAN, STD = np.array([0.406, 0.456, 0.485], np.float32), np.array([0.225, 0.224, 0.229], np.float32)
+class OffTheShelf(nn.Module):
+    """torchvision's MobileNetV2 `features` (ReLU6 after features.18), GeM with p = 3."""
+
+    def __init__(self, features):
+        super().__init__()
+        self.features = features
+
+    def forward(self, x):
+        return self.features(x).clamp(min=1e-6).pow(3).mean((2, 3)).pow(1.0 / 3)
 
 
-def describe(model, path, scales):
-    im = cv2.imread(path).astype(np.float32)  # BGR, like the authors' evaluation
-    h, w = im.shape[:2]
-    acc = np.zeros(512, np.float32)
-    for s in scales:
-        r = cv2.resize(im, (int(round(w * s)), int(round(h * s))), interpolation=cv2.INTER_LINEAR)
-        x = ((r.transpose(2, 0, 1) / 255.0 - MEAN[:, None, None]) / STD[:, None, None]).astype(np.float32)
-        with torch.no_grad():
-            d = F.normalize(model(torch.from_numpy(x)[None]), p=2, dim=1)[0].numpy()
-        acc += d
-    acc /= len(scales)
-    return acc / np.linalg.norm(acc)
+def load_mobilenetv2(path):
+    import torchvision
+
+    sd = torch.load(path, map_location="cpu", weights_only=False)
+    sd = sd.get("state_dict", sd)
+    # The shipped file has the flat layout of the original MobileNetV2 code (conv.0 … conv.7 in
+    # one Sequential); torchvision nests the expand and depthwise conv+BN pairs.
+    flat_to_nested = {"0": "0.0", "1": "0.1", "3": "1.0", "4": "1.1", "6": "2", "7": "3"}
+    flat_to_nested_t1 = {"0": "0.0", "1": "0.1", "3": "1", "4": "2"}
+    feats = {}
+    for k, v in sd.items():
+        if not k.startswith("features.") or k.endswith("num_batches_tracked"):
+            continue
+        parts = k[len("features."):].split(".")
+        if len(parts) > 2 and parts[1] == "conv":
+            table = flat_to_nested_t1 if parts[0] == "1" else flat_to_nested
+            parts = parts[:2] + table[parts[2]].split(".") + parts[3:]
+        feats[".".join(parts)] = v
+    net = torchvision.models.mobilenet_v2().features
+    net.load_state_dict(feats, strict=False)
+    missing = [k for k in net.state_dict() if k not in feats and not k.endswith("num_batches_tracked")]
+    assert not missing, f"{path}: no weights for {missing[:5]}"
+    return OffTheShelf(net).eval()
 
 
 def conv_flops(model, h, w):
@@ -163,25 +189,30 @@ def conv_flops(model, h, w):
 
 
 def main():
-    args = sys.argv[1:]
-    scales = [0.3535, 0.5, 0.7071, 1.0, 1.4142]
-    if "--scales" in args:
-        i = args.index("--scales")
-        scales = [float(v) for v in args[i + 1].split(",")]
-        del args[i:i + 2]
-    want_flops = "--flops" in args
-    args = [a for a in args if a != "--flops"]
+    scales, flags, args = parse_args(sys.argv[1:])
+    mobile = "--mobilenetv2" in flags
+    if "--export-onnx" in flags:
+        model = load_mobilenetv2(args[0]) if mobile else load(args[0])
+        warnings.filterwarnings("ignore", category=DeprecationWarning)  # the TorchScript exporter: dynamic axes as declared
+        torch.onnx.export(model, torch.zeros(1, 3, 224, 320), args[1], input_names=["image"], output_names=["raw"],
+                          dynamic_axes={"image": {2: "height", 3: "width"}}, opset_version=17, dynamo=False)
+        return
     ckpt, out, threads, images = args[0], args[1], int(args[2]), args[3:]
     torch.set_num_threads(threads)
     cv2.setNumThreads(1)
-    model = load(ckpt)
+    model = load_mobilenetv2(ckpt) if mobile else load(ckpt)
+
+    def run(x):
+        with torch.no_grad():
+            return model(torch.from_numpy(x)).numpy()
+
     t0 = time.perf_counter()
-    descs = [describe(model, p, scales) for p in images]
+    descs = [describe(run, p, scales, rgb=mobile) for p in images]
     secs = time.perf_counter() - t0
     np.save(out, np.stack(descs).astype(np.float32))
     res = {"images": len(images), "seconds": secs, "seconds_per_image": secs / len(images),
            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    if want_flops:
+    if "--flops" in flags:
         flops = 0
         for p in images:
             h, w = cv2.imread(p).shape[:2]
@@ -192,7 +223,7 @@ def main():
         t = time.perf_counter()
         for _ in range(5):
             torch.mm(a, a)
-        res["sgemm_gflops"] = 5 * 2 * 2048 ** 3 / (time.perf_counter() - t) / 1e9
+        res["sgemm_gflops"] = 5 * 2 * 2048 ** 3 / (time.perf_counter() - t) / 1e9 / threads
     print(json.dumps(res))
 
 
