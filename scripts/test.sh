@@ -7,3 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install_test_deps.sh
 cargo test --release "$@"
+# The Python package's suite (python/tests, pytest): builds the extension into target/py-venv and
+# compares its results with the CLI's, including the Ray Data example on a local Ray cluster.
+scripts/python_test.sh

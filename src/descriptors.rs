@@ -17,7 +17,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use npyz::WriterBuilder;
 
 use crate::atomic_file::{self, Mode};
-use crate::decode::{decode_file_oriented, DecodeError, DecodeLimits, Orientation};
+use crate::decode::{decode_file_oriented, BgrImage, DecodeError, DecodeLimits, Orientation};
 use crate::model::RetrievalModel;
 use crate::preprocess::{crop, limit_size, multiscale_inputs, CropBox, FloatImage, Normalization, PreprocessError, ScaledInput, DEFAULT_MAX_SIZE};
 
@@ -136,13 +136,18 @@ impl Extractor {
     /// (the part that runs on the decoding thread).
     pub fn prepare(&self, path: &Path, crop_box: Option<CropBox>) -> Result<Prepared, DescriptorError> {
         let img = decode_file_oriented(path, &self.limits, self.orientation)?;
-        let pre = |source| DescriptorError::Preprocess { path: path.to_owned(), source };
+        self.prepare_image(img, crop_box).map_err(|source| DescriptorError::Preprocess { path: path.to_owned(), source })
+    }
+
+    /// [`Extractor::prepare`] for an image already decoded (and turned upright): crop, bring
+    /// within `max_size`, preprocess for every scale. The Python binding describes arrays this way.
+    pub fn prepare_image(&self, img: BgrImage, crop_box: Option<CropBox>) -> Result<Prepared, PreprocessError> {
         let img = match crop_box {
-            Some(b) => crop(&img, b).map_err(pre)?,
+            Some(b) => crop(&img, b)?,
             None => img,
         };
         let img = limit_size(img, self.max_size);
-        let inputs = multiscale_inputs(&FloatImage::from(&img), &self.scales, &self.norm).map_err(pre)?;
+        let inputs = multiscale_inputs(&FloatImage::from(&img), &self.scales, &self.norm)?;
         Ok(Prepared { inputs })
     }
 

@@ -147,8 +147,10 @@ pub struct RemoveArgs {
 pub struct ImportArgs {
     #[arg(long, value_name = "DIR")]
     pub db: PathBuf,
-    /// Float [N, D] descriptors (rows are L2-normalised on import).
-    #[arg(long, value_name = "X.npy")]
+    /// Float [N, D] descriptors (rows are L2-normalised on import), or a folder of shards
+    /// (`*.npy` in file-name order, each with its `.names.txt` beside it, as
+    /// examples/ray_extract.py writes them).
+    #[arg(long, value_name = "X.npy|DIR")]
     pub descriptors: PathBuf,
     /// Names file, one per row (default: X.names.txt beside the .npy if present, else `X.npy#<row>`).
     #[arg(long, value_name = "FILE")]
@@ -312,8 +314,40 @@ fn add(c: &mut Collection, paths: Vec<PathBuf>, a: &AddOptions) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
+/// A folder of shards (`*.npy`, each with its names file beside it, as examples/ray_extract.py
+/// writes them): every shard in file-name order, concatenated. Returns (rows, count, dim, names).
+fn read_shard_folder(dir: &std::path::Path) -> anyhow::Result<(Vec<f32>, usize, usize, Vec<String>)> {
+    let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("cannot read {}", dir.display()))?;
+    shards.retain(|p| p.extension().is_some_and(|e| e == "npy"));
+    shards.sort();
+    if shards.is_empty() {
+        bail!("{} holds no .npy shard", dir.display());
+    }
+    let (mut data, mut names, mut dim) = (Vec::new(), Vec::new(), None);
+    for shard in &shards {
+        let (rows, _, d, shard_names) = dolg::descriptors::read_matrix_with_names(shard)?;
+        if *dim.get_or_insert(d) != d {
+            bail!("{} holds {d}-d descriptors, the shards before it {}-d", shard.display(), dim.unwrap_or(d));
+        }
+        data.extend(rows);
+        names.extend(shard_names);
+    }
+    Ok((data, names.len(), dim.unwrap_or(0), names))
+}
+
 fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
-    let (mut data, n, dim) = read_matrix(&a.descriptors)?;
+    if a.descriptors.is_dir() {
+        if a.names.is_some() {
+            bail!("--names applies to one .npy; the shards of {} have their names files beside them", a.descriptors.display());
+        }
+        let (data, n, dim, names) = read_shard_folder(&a.descriptors)?;
+        return import_rows(a, data, n, dim, names);
+    }
+    let (data, n, dim) = read_matrix(&a.descriptors)?;
     let names: Vec<String> = match &a.names {
         Some(f) => std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?.lines().map(str::to_owned).collect(),
         None => match dolg::descriptors::read_names(&a.descriptors) {
@@ -324,6 +358,10 @@ fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
     if names.len() != n {
         bail!("{} has {n} rows but {} names were given", a.descriptors.display(), names.len());
     }
+    import_rows(a, data, n, dim, names)
+}
+
+fn import_rows(a: ImportArgs, mut data: Vec<f32>, n: usize, dim: usize, names: Vec<String>) -> anyhow::Result<ExitCode> {
     let mut c = if dolg::index::Store::exists(&a.db) {
         Collection::open(&a.db, OpenMode::Write, &cpu()?)?
     } else {

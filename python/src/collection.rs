@@ -1,0 +1,417 @@
+//! `dolg.Collection`: a searchable photo collection (the library's `Collection`), with what the
+//! `dolg index ...`, `dolg search` and `dolg dedup` commands do around it (folders expanded the
+//! same way, the DBA layer refreshed after every change).
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use dolg::collection::{
+    common_root, AddOptions, Collection as Inner, DedupMethod, DedupOptions, IndexKind, NamedHit, OpenMode, QueryExpansion, Rerank, SearchParams, SuperGlobal,
+    VectorOrigin,
+};
+use dolg::preprocess::CropBox;
+use numpy::{PyArray2, PyReadonlyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+
+use crate::model::Model;
+use crate::{bad_choice, json_to_py, lib_err, list_files, matrix, value_enum, DolgError};
+
+/// A photo collection: a durable, incremental index of descriptors plus the model that makes
+/// them. Create one with `Collection.create(path, model)`, open one with `Collection.open(path)`.
+/// Methods may be called from several Python threads; they take turns (one lock per collection)
+/// and release the GIL while they work.
+#[pyclass(frozen, module = "dolg._dolg")]
+pub struct Collection {
+    inner: Mutex<Inner>,
+}
+
+/// Re-ranking options of `dolg search` (its defaults), as the library takes them.
+fn rerank(qe: usize, qe_alpha: f32, method: Option<&str>, sg_m: Option<usize>, sg_k: Option<usize>, sg_beta: Option<f32>) -> PyResult<Rerank> {
+    let d = SuperGlobal::default();
+    let superglobal = match method {
+        None => None,
+        Some("superglobal") => Some(SuperGlobal { m: sg_m.unwrap_or(d.m), k: sg_k.unwrap_or(d.k), beta: sg_beta.unwrap_or(d.beta) }),
+        Some(other) => return Err(bad_choice("rerank", other, &["superglobal"])),
+    };
+    Ok(Rerank { qe: (qe > 0).then_some(QueryExpansion { n: qe, alpha: qe_alpha }), superglobal, ..Rerank::default() })
+}
+
+fn crop_box(crop: Option<[f64; 4]>) -> PyResult<Option<CropBox>> {
+    match crop {
+        Some(b) if b.iter().all(|x| x.is_finite()) => Ok(Some(CropBox(b))),
+        Some(b) => Err(PyValueError::new_err(format!("crop={b:?}: expected four finite numbers x1, y1, x2, y2"))),
+        None => Ok(None),
+    }
+}
+
+/// A float32 [n, dim] array's values, row-major (one copy; any strides).
+fn rows_of(vectors: &Bound<'_, PyAny>, what: &str) -> PyResult<(Vec<f32>, usize)> {
+    let Ok(a) = vectors.extract::<PyReadonlyArray2<'_, f32>>() else {
+        let dtype = vectors.getattr("dtype").map(|d| d.to_string()).unwrap_or_else(|_| vectors.get_type().to_string());
+        let shape = vectors.getattr("shape").map(|d| d.to_string()).unwrap_or_else(|_| "?".into());
+        return Err(PyTypeError::new_err(format!("{what}: expected a float32 array of shape (n, dim), got {dtype} with shape {shape}")));
+    };
+    let n = a.shape()[0];
+    let values = match a.as_slice() {
+        Ok(s) => s.to_vec(),
+        Err(_) => a.as_array().iter().copied().collect(),
+    };
+    Ok((values, n))
+}
+
+/// Results as (scores float32 [nq, width], ids int64 [nq, width]): NaN and -1 past the end.
+fn hit_arrays<'py>(py: Python<'py>, results: &[Vec<NamedHit>], width: usize) -> (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>) {
+    let nq = results.len();
+    let mut scores = Vec::with_capacity(nq * width);
+    let mut ids = Vec::with_capacity(nq * width);
+    for hits in results {
+        for i in 0..width {
+            scores.push(hits.get(i).map_or(f32::NAN, |h| h.score));
+            ids.push(hits.get(i).map_or(-1, |h| h.row as i64));
+        }
+    }
+    (matrix(py, scores, nq, width), matrix(py, ids, nq, width))
+}
+
+fn report<'py, T: serde::Serialize>(py: Python<'py>, r: &T, index: &std::path::Path) -> PyResult<Bound<'py, PyAny>> {
+    let mut v = serde_json::to_value(r).map_err(|e| DolgError::new_err(e.to_string()))?;
+    v["index"] = serde_json::json!(index.display().to_string());
+    json_to_py(py, &v)
+}
+
+impl Collection {
+    /// Run `f` on the collection with the GIL released. The lock is taken and dropped without
+    /// the GIL, so a thread holding it never waits for the GIL (no lock-order deadlock).
+    fn with<R: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut Inner) -> R + Send) -> PyResult<R> {
+        py.detach(|| self.inner.lock().map(|mut c| f(&mut c)).map_err(|_| ()))
+            .map_err(|_| DolgError::new_err("this collection is unusable: an earlier call panicked while holding it"))
+    }
+
+    fn wrap(inner: Inner) -> Self {
+        Self { inner: Mutex::new(inner) }
+    }
+}
+
+/// After a change: recompute a DBA layer the change made stale (as every CLI writer does).
+fn refresh_dba(c: &mut Inner) -> dolg::Result<()> {
+    c.refresh_dba().map(|_| ())
+}
+
+#[pymethods]
+impl Collection {
+    /// Create a collection in the folder `path` (which must not hold an index yet) described by
+    /// `model`, with search backend `kind` ("exact" or "hnsw"). Photos under `root` are named by
+    /// their path relative to it (the index stays valid when the folder moves); others, and all
+    /// photos when `root` is None, by their absolute path.
+    #[staticmethod]
+    #[pyo3(signature = (path, model, *, kind="exact", root=None))]
+    fn create(py: Python<'_>, path: PathBuf, model: &Model, kind: &str, root: Option<PathBuf>) -> PyResult<Self> {
+        let kind: IndexKind = value_enum("kind", kind)?;
+        let c = py.detach(|| Inner::create(&path, model.spec.clone(), kind, root.as_deref(), &model.device)).map_err(lib_err)?;
+        Ok(Self::wrap(c))
+    }
+
+    /// `dolg index build`'s opening: open the collection at `path` for writing if it holds an
+    /// index of the same model and kind, else create it (with `root`, or for a new index the
+    /// deepest folder holding every path of `paths` when given).
+    #[staticmethod]
+    #[pyo3(signature = (path, model, *, kind="exact", root=None, paths=None))]
+    fn open_or_create(py: Python<'_>, path: PathBuf, model: &Model, kind: &str, root: Option<PathBuf>, paths: Option<Vec<PathBuf>>) -> PyResult<Self> {
+        let kind: IndexKind = value_enum("kind", kind)?;
+        let root = match (root, dolg::index::Store::exists(&path), paths) {
+            (Some(r), _, _) => Some(r),
+            (None, false, Some(p)) => common_root(&list_files(py, &p, &Default::default())?),
+            _ => None,
+        };
+        let c = py.detach(|| Inner::open_or_create(&path, model.spec.clone(), kind, root.as_deref(), &model.device)).map_err(lib_err)?;
+        Ok(Self::wrap(c))
+    }
+
+    /// Open the collection at `path`: mode "read" shares it with other readers, "write" excludes
+    /// every other process. `weights` rebuilds the recorded model from another copy of the same
+    /// file (checked against the recorded fingerprint).
+    #[staticmethod]
+    #[pyo3(signature = (path, *, mode="read", weights=None, device="cpu"))]
+    fn open(py: Python<'_>, path: PathBuf, mode: &str, weights: Option<PathBuf>, device: &str) -> PyResult<Self> {
+        let mode = match mode {
+            "read" => OpenMode::Read,
+            "write" => OpenMode::Write,
+            other => return Err(bad_choice("mode", other, &["read", "write"])),
+        };
+        let device = dolg::runtime::device(device).map_err(PyValueError::new_err)?;
+        let mut c = py.detach(|| Inner::open(&path, mode, &device)).map_err(lib_err)?;
+        if let Some(w) = weights {
+            c.use_weights(w).map_err(lib_err)?;
+        }
+        Ok(Self::wrap(c))
+    }
+
+    /// Create an index of `dim`-d vectors with no model, for `import_vectors` only.
+    #[staticmethod]
+    fn create_for_vectors(py: Python<'_>, path: PathBuf, dim: usize) -> PyResult<Self> {
+        let device = dolg::runtime::device("cpu").map_err(PyValueError::new_err)?;
+        Ok(Self::wrap(py.detach(|| Inner::create_for_vectors(&path, dim, &device)).map_err(lib_err)?))
+    }
+
+    /// Describe and add images (folders searched recursively, as `dolg index add`). Files already
+    /// indexed with the same content are not described again. Returns the CLI's `--json` report:
+    /// {"index", "added", "unchanged", "failed": [{"path", "error"}], "entries"}.
+    #[pyo3(signature = (paths, *, batch=32))]
+    fn add<'py>(&self, py: Python<'py>, paths: Vec<PathBuf>, batch: usize) -> PyResult<Bound<'py, PyAny>> {
+        let files = list_files(py, &paths, &Default::default())?;
+        let (r, dir) = self
+            .with(py, |c| {
+                let r = c.add_paths(&files, &AddOptions { batch }, |_| {})?;
+                refresh_dba(c)?;
+                Ok::<_, dolg::Error>((r, c.dir().to_owned()))
+            })?
+            .map_err(lib_err)?;
+        report(py, &r, &dir)
+    }
+
+    /// `dolg index sync`: make the collection equal to the images found under `paths` (new
+    /// files added, changed ones described again, renamed or moved ones keep their descriptor,
+    /// vanished ones removed). `root` first records where the photos now are. Returns the CLI's
+    /// `--json` report: {"added", "updated", "renamed", "removed", "unchanged", "failed",
+    /// "entries", "index"}.
+    #[pyo3(signature = (paths, *, root=None, batch=32))]
+    fn sync<'py>(&self, py: Python<'py>, paths: Vec<PathBuf>, root: Option<PathBuf>, batch: usize) -> PyResult<Bound<'py, PyAny>> {
+        let files = list_files(py, &paths, &Default::default())?;
+        let (r, dir) = self
+            .with(py, |c| {
+                if let Some(r) = &root {
+                    c.set_root(r)?;
+                }
+                let r = c.sync(&paths, &files, &AddOptions { batch }, |_| {})?;
+                refresh_dba(c)?;
+                Ok::<_, dolg::Error>((r, c.dir().to_owned()))
+            })?
+            .map_err(lib_err)?;
+        report(py, &r, &dir)
+    }
+
+    /// Remove entries by indexed name or image path; nothing is removed unless every one is
+    /// found. Returns the number removed.
+    fn remove(&self, py: Python<'_>, names: Vec<String>) -> PyResult<usize> {
+        self.with(py, |c| {
+            let n = c.remove(&names)?;
+            refresh_dba(c)?;
+            Ok::<_, dolg::Error>(n)
+        })?
+        .map_err(lib_err)
+    }
+
+    /// Add precomputed vectors (float32 [n, dim], L2-normalised here) under `names`.
+    /// `same_model=True` vouches that they were made with this collection's model and options
+    /// (required when it has one), as `dolg index import --same-model`.
+    #[pyo3(signature = (vectors, names, *, same_model=false))]
+    fn import_vectors(&self, py: Python<'_>, vectors: &Bound<'_, PyAny>, names: Vec<String>, same_model: bool) -> PyResult<()> {
+        let (mut values, _) = rows_of(vectors, "vectors")?;
+        let origin = if same_model { VectorOrigin::SameModel } else { VectorOrigin::Unverified };
+        self.with(py, |c| {
+            c.import(&mut values, &names, origin, |_| {})?;
+            refresh_dba(c)
+        })?
+        .map_err(lib_err)
+    }
+
+    /// Top-`k` search with query vectors (float32 [nq, dim]; normalised here): returns
+    /// `(scores float32 [nq, k], ids int64 [nq, k])`, best first, padded with NaN and -1 as
+    /// `dolg search --out-npy` pads (faiss pads ids with -1 too). Ids are the index's row ids;
+    /// `names(ids)` turns them into names. `k=0` with `min_score` is a range query (every entry
+    /// scoring at least that; width: the longest result). Re-ranking as `dolg search`: `qe`
+    /// (α-QE with the top N, `qe_alpha`), `rerank="superglobal"` (`sg_m`, `sg_k`, `sg_beta`).
+    #[pyo3(signature = (vectors, k=10, *, min_score=None, qe=0, qe_alpha=3.0, rerank=None, sg_m=None, sg_k=None, sg_beta=None))]
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn search<'py>(
+        &self,
+        py: Python<'py>,
+        vectors: &Bound<'py, PyAny>,
+        k: usize,
+        min_score: Option<f32>,
+        qe: usize,
+        qe_alpha: f32,
+        rerank: Option<&str>,
+        sg_m: Option<usize>,
+        sg_k: Option<usize>,
+        sg_beta: Option<f32>,
+    ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>)> {
+        let (values, _) = rows_of(vectors, "vectors")?;
+        let rr = self::rerank(qe, qe_alpha, rerank, sg_m, sg_k, sg_beta)?;
+        let results = self
+            .with(py, |c| match (k, min_score) {
+                (0, None) => Err(None),
+                (0, Some(s)) if rr.is_none() => c.range_search_vectors(&values, s).map_err(Some),
+                (0, Some(_)) => Err(None),
+                (k, s) => c.search_vectors_reranked(&values, &SearchParams { k, min_score: s.unwrap_or(f32::MIN), crop: None }, &rr).map_err(Some),
+            })?
+            .map_err(|e| e.map_or_else(|| PyValueError::new_err("k=0 is a range query: give min_score, and no re-ranking"), lib_err))?;
+        let width = if k == 0 { results.iter().map(Vec::len).max().unwrap_or(0) } else { k };
+        Ok(hit_arrays(py, &results, width))
+    }
+
+    /// Search with query images: a list, per query, of (name, score) pairs, best first, as
+    /// `dolg search --json` lists them. An indexed query photo uses its stored descriptor and is
+    /// left out of its own results; `crop=(x1, y1, x2, y2)` crops the queries first. Options as
+    /// in `search`.
+    #[pyo3(signature = (paths, k=10, *, min_score=None, crop=None, qe=0, qe_alpha=3.0, rerank=None, sg_m=None, sg_k=None, sg_beta=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn search_images(
+        &self,
+        py: Python<'_>,
+        paths: Vec<PathBuf>,
+        k: usize,
+        min_score: Option<f32>,
+        crop: Option<[f64; 4]>,
+        qe: usize,
+        qe_alpha: f32,
+        rerank: Option<&str>,
+        sg_m: Option<usize>,
+        sg_k: Option<usize>,
+        sg_beta: Option<f32>,
+    ) -> PyResult<Vec<Vec<(String, f32)>>> {
+        let rr = self::rerank(qe, qe_alpha, rerank, sg_m, sg_k, sg_beta)?;
+        let crop = crop_box(crop)?;
+        let results = self
+            .with(py, |c| match (k, min_score) {
+                (0, Some(s)) if rr.is_none() => c.range_search_images(&paths, s, crop).map_err(Some),
+                (0, _) => Err(None),
+                (k, s) => c.search_images_reranked(&paths, &SearchParams { k, min_score: s.unwrap_or(f32::MIN), crop }, &rr).map_err(Some),
+            })?
+            .map_err(|e| e.map_or_else(|| PyValueError::new_err("k=0 is a range query: give min_score, and no re-ranking"), lib_err))?;
+        Ok(results.into_iter().map(|hits| hits.into_iter().map(|h| (h.name, h.score)).collect()).collect())
+    }
+
+    /// Names of index row ids (as `search` returns them), in the same nesting; None for -1.
+    fn names<'py>(&self, py: Python<'py>, ids: PyReadonlyArrayDyn<'py, i64>) -> PyResult<Bound<'py, PyAny>> {
+        let a = ids.as_array();
+        if a.ndim() > 2 {
+            return Err(PyValueError::new_err(format!("ids: expected a 1-D or 2-D array, got {}-D", a.ndim())));
+        }
+        let flat: Vec<i64> = a.iter().copied().collect();
+        let width = if a.ndim() == 2 { a.shape()[1] } else { flat.len() };
+        let names = self
+            .with(py, |c| {
+                let rows = c.index().store().rows();
+                flat.iter()
+                    .map(|&id| match id {
+                        -1 => Ok(None),
+                        id => usize::try_from(id).ok().and_then(|r| rows.get(r)).map(|r| Some(r.name.clone())).ok_or((id, rows.len())),
+                    })
+                    .collect::<Result<Vec<Option<String>>, (i64, usize)>>()
+            })?
+            .map_err(|(id, n)| PyValueError::new_err(format!("id {id} is not a row of this index ({n} rows)")))?;
+        if a.ndim() == 1 {
+            return Ok(PyList::new(py, names)?.into_any());
+        }
+        let outer = PyList::empty(py);
+        for row in names.chunks(width.max(1)) {
+            outer.append(row.to_vec())?;
+        }
+        Ok(outer.into_any())
+    }
+
+    /// Names and vectors (float32 [n, dim]) of every live entry, in storage order: what
+    /// `dolg index export` writes.
+    fn export<'py>(&self, py: Python<'py>) -> PyResult<(Vec<String>, Bound<'py, PyArray2<f32>>)> {
+        let (dim, (names, vectors)) = self.with(py, |c| (c.dim(), c.export()))?;
+        let n = names.len();
+        Ok((names, matrix(py, vectors, n, dim)))
+    }
+
+    /// Groups of near-duplicate photos, as `dolg dedup --json` lists them: dicts with
+    /// "members", "pairs" ({"a", "b", "score"}), "best" and "weakest". `threshold` defaults to
+    /// the one measured for the collection's model; `method` is "auto", "exact" or "graph".
+    #[pyo3(signature = (threshold=None, *, method="auto"))]
+    fn duplicates<'py>(&self, py: Python<'py>, threshold: Option<f32>, method: &str) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(t) = threshold.filter(|t| !(-1.0..=1.0).contains(t)) {
+            return Err(PyValueError::new_err(format!("threshold={t}: a cosine similarity lies between -1 and 1")));
+        }
+        let method: DedupMethod = value_enum("method", method)?;
+        let groups = self
+            .with(py, |c| {
+                let t = threshold.unwrap_or_else(|| c.default_duplicate_threshold());
+                c.duplicates(t, &DedupOptions { method: c.dedup_method(method), ..DedupOptions::default() })
+            })?
+            .map_err(lib_err)?;
+        json_to_py(py, &serde_json::to_value(&groups).map_err(|e| DolgError::new_err(e.to_string()))?)
+    }
+
+    /// The threshold `duplicates()` uses by default for this collection's model.
+    #[getter]
+    fn default_duplicate_threshold(&self, py: Python<'_>) -> PyResult<f32> {
+        self.with(py, |c| c.default_duplicate_threshold())
+    }
+
+    /// Compute the α-DBA layer (database-side augmentation with `k` neighbours) that re-ranked
+    /// searches then use, as `dolg index dba`.
+    #[pyo3(signature = (k, alpha=3.0))]
+    fn build_dba(&self, py: Python<'_>, k: usize, alpha: f32) -> PyResult<()> {
+        self.with(py, |c| c.build_dba(k, alpha))?.map_err(lib_err)
+    }
+
+    /// Rewrite the index into one segment, dropping removed and superseded entries.
+    fn compact(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(py, |c| {
+            c.compact()?;
+            refresh_dba(c)
+        })?
+        .map_err(lib_err)
+    }
+
+    /// What the index holds, as `dolg index info --json` reports it (opening verified every
+    /// checksum).
+    fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let info = self.with(py, |c| c.info())?;
+        json_to_py(py, &serde_json::to_value(&info).map_err(|e| DolgError::new_err(e.to_string()))?)
+    }
+
+    /// HNSW collections: candidates examined per query (recall against speed; default 64).
+    fn set_ef_search(&self, py: Python<'_>, ef: usize) -> PyResult<()> {
+        self.with(py, |c| c.set_ef_search(ef))?;
+        Ok(())
+    }
+
+    /// Record where the photos now are: names relative to the old root resolve under the new one.
+    fn set_root(&self, py: Python<'_>, root: PathBuf) -> PyResult<()> {
+        self.with(py, |c| c.set_root(&root))?.map_err(lib_err)
+    }
+
+    /// The name a photo is (or would be) indexed under.
+    fn name_of(&self, py: Python<'_>, path: PathBuf) -> PyResult<String> {
+        self.with(py, |c| c.name_of(&path))
+    }
+
+    /// Where the photo named `name` is expected on disk.
+    fn path_of(&self, py: Python<'_>, name: &str) -> PyResult<String> {
+        self.with(py, |c| c.path_of(name).display().to_string())
+    }
+
+    /// Descriptor width.
+    #[getter]
+    fn dim(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with(py, |c| c.dim())
+    }
+
+    /// The index folder.
+    #[getter]
+    fn path(&self, py: Python<'_>) -> PyResult<String> {
+        self.with(py, |c| c.dir().display().to_string())
+    }
+
+    /// The folder photo names are relative to, if any.
+    #[getter]
+    fn root(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        self.with(py, |c| c.root().map(|r| r.display().to_string()))
+    }
+
+    fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with(py, |c| c.len())
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        self.with(py, |c| format!("dolg.Collection({:?}, entries={}, dim={})", c.dir().display().to_string(), c.len(), c.dim()))
+    }
+}
