@@ -3,6 +3,7 @@
 pub mod aspp;
 pub mod backbone;
 pub mod cpu_resnet;
+pub mod delg;
 pub mod dolg;
 pub mod fusion;
 pub mod gem;
