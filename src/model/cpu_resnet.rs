@@ -187,7 +187,7 @@ impl Conv {
             let oy0 = bi * band;
             let rows = dst.len() / (wo * n);
             COLS.with_borrow_mut(|cols| {
-                cols.clear();
+                // Stale values are fine: im2col writes every value it does not zero.
                 cols.resize(rows * wo * kk, 0.0);
                 self.im2col(x, oy0, rows, wo, cols);
                 gemm_rows(rows * wo, n, kk, cols, kk, &self.w, dst, false, par);
@@ -202,7 +202,8 @@ impl Conv {
         Act { h: ho, w: wo, c: n, data: out }
     }
 
-    /// im2col of output rows `oy0..oy0 + rows` into `cols` (zeroed: taps in the padding stay 0).
+    /// im2col of output rows `oy0..oy0 + rows` into `cols`: every value is written (taps in the
+    /// padding as 0), so `cols` may hold anything before.
     fn im2col(&self, x: &Act, oy0: usize, rows: usize, wo: usize, cols: &mut [f32]) {
         let (k, cin) = (self.k, self.cin);
         let kk = k * k * cin;
@@ -210,6 +211,11 @@ impl Conv {
             let oy = oy0 + r;
             for ox in 0..wo {
                 let row = &mut cols[(r * wo + ox) * kk..(r * wo + ox + 1) * kk];
+                let (y0, x0) = ((oy * self.stride) as isize - self.pad as isize, (ox * self.stride) as isize - self.pad as isize);
+                if y0 < 0 || x0 < 0 || y0 + k as isize > x.h as isize || x0 + k as isize > x.w as isize {
+                    // The window reaches into the padding: zero it, then copy the taps inside.
+                    row.fill(0.0);
+                }
                 for kh in 0..k {
                     let iy = (oy * self.stride + kh) as isize - self.pad as isize;
                     if iy < 0 || iy >= x.h as isize {
