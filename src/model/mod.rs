@@ -13,6 +13,7 @@ pub mod local_features;
 pub mod mobilenet_v2;
 pub mod off_the_shelf;
 pub mod resnet;
+pub mod xfeat;
 
 pub use aspp::AsppKind;
 pub use backbone::{Backbone, BackboneKind};
