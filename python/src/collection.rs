@@ -307,8 +307,8 @@ impl Collection {
             return Ok(PyList::new(py, names)?.into_any());
         }
         let outer = PyList::empty(py);
-        for row in names.chunks(width.max(1)) {
-            outer.append(row.to_vec())?;
+        for r in 0..a.shape()[0] {
+            outer.append(names[r * width..(r + 1) * width].to_vec())?;
         }
         Ok(outer.into_any())
     }

@@ -73,7 +73,7 @@ def test_search_padding_and_range(indexes, cli_extract):
     scores, ids = c.search(x[:2], k=50)
     assert scores.shape == (2, 50)
     assert (ids[:, 39:] == -1).all() and np.isnan(scores[:, 39:]).all() and (ids[:, :39] >= 0).all()
-    assert c.names(ids[0])[39] is None
+    assert c.names(ids[0])[39] is None and c.names(ids[:, :0]) == [[], []]
     # Range query: every entry scoring at least 0.9, best first.
     s, i = c.search(x[:1], k=0, min_score=0.9)
     kept = i[0] >= 0
