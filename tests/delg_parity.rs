@@ -201,17 +201,19 @@ fn nms_keeps_an_iou_equal_to_the_threshold_and_cuts_to_top_k_first() {
 
 #[test]
 fn attention_selection_halves_until_enough_or_exhausted() {
+    // The last threshold tried: 260 / 2^11 (0.126953125); halved once more it would fall below 0.1.
+    const LAST: f32 = 260.0 / 2048.0;
     // One position above every threshold: the loop runs down to 260 / 2^11 and keeps it (the
     // authors' code raises on a one-element selection that does not end the loop, quirk 2).
-    assert_eq!(select_by_attention(&[300.0, 0.0, 0.0], 260.0, 1000), (vec![0], 11, 0.126953125));
+    assert_eq!(select_by_attention(&[300.0, 0.0, 0.0], 260.0, 1000), (vec![0], 11, LAST));
     // A single position passing only the last threshold.
-    assert_eq!(select_by_attention(&[0.12, 0.13, 0.0], 260.0, 1000), (vec![1], 11, 0.126953125));
+    assert_eq!(select_by_attention(&[0.12, 0.13, 0.0], 260.0, 1000), (vec![1], 11, LAST));
     // Strict >: 1000 positions at exactly 260 pass only once halved to 130, which ends the loop.
     let mut att = vec![260.0; 1000];
     att.push(129.0);
     let (sel, halvings, t) = select_by_attention(&att, 260.0, 1000);
     assert_eq!((sel.len(), halvings, t), (1000, 1, 130.0));
-    assert_eq!(select_by_attention(&[0.0; 4], 260.0, 1000), (vec![], 11, 0.126953125));
+    assert_eq!(select_by_attention(&[0.0; 4], 260.0, 1000), (vec![], 11, LAST));
 }
 
 #[test]
