@@ -55,10 +55,10 @@ impl Pool {
         let mut v = match fit {
             Some(i) => self.0.swap_remove(i),
             None => {
-                // None is large enough: free the largest (it would have to be reallocated anyway).
-                if let Some(i) = (0..self.0.len()).max_by_key(|&i| self.0[i].capacity()) {
-                    self.0.swap_remove(i);
-                }
+                // None is large enough: a larger input than the last (the next scale). Free them
+                // all rather than hold them beside the new, larger buffers; this pass's later,
+                // smaller activations reuse its own early buffers.
+                self.0.clear();
                 Vec::with_capacity(len)
             }
         };
