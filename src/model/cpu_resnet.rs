@@ -105,7 +105,7 @@ enum Epilogue<'a> {
 
 impl Epilogue<'_> {
     /// The epilogue for output rows starting at row `row` (of width `n`).
-    fn from_row(self, row: usize, n: usize) -> Self {
+    fn at_row(self, row: usize, n: usize) -> Self {
         match self {
             Epilogue::AddRelu(r) => Epilogue::AddRelu(&r[row * n..]),
             e => e,
@@ -138,7 +138,7 @@ impl Conv {
         if self.k == 1 && self.stride == 1 {
             let mut out = pool.take(ho * wo * n);
             gemm_rows(ho * wo, n, cin, &x.data, cin, &self.w, &mut out, false, parallelism(ho * wo, n, cin));
-            out.par_chunks_mut(n * 64).enumerate().for_each(|(i, rows)| epilogue(rows, None, n, &self.bias, epi.from_row(i * 64, n)));
+            out.par_chunks_mut(n * 64).enumerate().for_each(|(i, rows)| epilogue(rows, None, n, &self.bias, epi.at_row(i * 64, n)));
             return Act { h: ho, w: wo, c: n, data: out };
         }
         if self.k == 3 && self.stride == 1 && self.pad == 1 {
@@ -164,7 +164,7 @@ impl Conv {
             // Keep the W valid columns of every padded-width row, applying the epilogue on the way.
             let mut out = pool.take(ho * wo * n);
             out.par_chunks_mut(wo * n).enumerate().for_each(|(y, dst)| {
-                epilogue(dst, Some(&ext[y * wp * n..(y * wp + wo) * n]), n, &self.bias, epi.from_row(y * wo, n));
+                epilogue(dst, Some(&ext[y * wp * n..(y * wp + wo) * n]), n, &self.bias, epi.at_row(y * wo, n));
             });
             pool.give(ext);
             pool.give(xp);
@@ -192,7 +192,7 @@ impl Conv {
                 self.im2col(x, oy0, rows, wo, cols);
                 gemm_rows(rows * wo, n, kk, cols, kk, &self.w, dst, false, par);
             });
-            epilogue(dst, None, n, &self.bias, epi.from_row(oy0 * wo, n));
+            epilogue(dst, None, n, &self.bias, epi.at_row(oy0 * wo, n));
         };
         if threads > 1 && matches!(par, Parallelism::None) {
             out.par_chunks_mut(band * wo * n).enumerate().for_each(run_band);
