@@ -14,6 +14,7 @@ use crate::eval::EvalError;
 use crate::index::{IndexError, IndexKind};
 use crate::model::ModelError;
 use crate::pretrained::PretrainedError;
+use crate::spatial::SpatialError;
 use crate::spec::SpecError;
 use crate::train::TrainError;
 
@@ -44,6 +45,8 @@ pub enum Error {
     Eval(#[from] EvalError),
     #[error(transparent)]
     Train(#[from] TrainError),
+    #[error(transparent)]
+    Spatial(#[from] SpatialError),
     #[error("{index}: no entry named '{name}' (give a path as it was indexed, or an imported name)")]
     NotInIndex { index: PathBuf, name: String },
     #[error("{index} holds only imported vectors and has no model: search it with vectors, not images")]

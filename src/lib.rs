@@ -1,7 +1,7 @@
 //! dolg: image retrieval with DOLG (Yang et al., ICCV 2021).
 //!
 //! Modules follow the data path, each depending only on those above it:
-//! [`decode`] → [`preprocess`] → [`checkpoint`] / [`model`] → [`descriptors`] → [`spec`] →
+//! [`decode`] → [`preprocess`] → [`checkpoint`] / [`model`] → [`descriptors`] / [`spatial`] → [`spec`] →
 //! [`index`] → [`collection`] → [`eval`] / [`train`]. [`Error`] wraps every module's error at the
 //! crate boundary.
 //!
@@ -25,6 +25,7 @@ pub mod rerank;
 pub mod runtime;
 pub mod serve;
 pub mod shards;
+pub mod spatial;
 pub mod spec;
 pub mod train;
 
