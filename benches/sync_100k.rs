@@ -44,7 +44,7 @@ fn main() {
         std::fs::File::options().write(true).open(&path).unwrap().set_modified(old).unwrap();
         let hash: [u8; 32] = Sha256::digest(bytes.as_bytes()).into();
         let vector = common::unit_rows(1, DIM, i as u64 + 1);
-        batch.push(Record::Add { name, hash: Some(hash), vector });
+        batch.push(Record::add(name, Some(hash), vector));
         if batch.len() == 10_000 {
             index.commit(std::mem::take(&mut batch)).unwrap();
         }

@@ -18,7 +18,7 @@ use npyz::WriterBuilder;
 
 use crate::atomic_file::{self, Mode};
 use crate::decode::{decode_file_oriented, BgrImage, DecodeError, DecodeLimits, Orientation};
-use crate::model::RetrievalModel;
+use crate::model::{LocalFeatures, LocalModel, RetrievalModel};
 use crate::preprocess::{crop, limit_size, multiscale_inputs, CropBox, FloatImage, Normalization, PreprocessError, ScaledInput, DEFAULT_MAX_SIZE};
 
 #[derive(Debug, thiserror::Error)]
@@ -107,11 +107,23 @@ pub struct Extractor {
     pub max_size: Option<u32>,
     /// How the per-scale descriptors are combined (default: their mean).
     pub scale_combine: ScaleCombine,
+    /// Local features to extract beside the global descriptor ([`Extractor::describe_many_local`]),
+    /// for an index that stores them.
+    pub local: Option<LocalModel>,
 }
 
 /// An image decoded, optionally cropped, and resized for every scale: the network's input.
 pub struct Prepared {
     pub inputs: Vec<ScaledInput>,
+    /// The decoded (cropped) image at its own size, kept when a local model will read it.
+    pub image: Option<BgrImage>,
+}
+
+/// One image's global descriptor and, with a local model, its local features.
+#[derive(Debug, Clone)]
+pub struct Description {
+    pub descriptor: Vec<f32>,
+    pub local: Option<LocalFeatures>,
 }
 
 impl Extractor {
@@ -128,6 +140,7 @@ impl Extractor {
             orientation: Orientation::Apply,
             max_size: Some(DEFAULT_MAX_SIZE),
             scale_combine: ScaleCombine::Mean,
+            local: None,
         }
     }
 
@@ -146,9 +159,10 @@ impl Extractor {
             Some(b) => crop(&img, b)?,
             None => img,
         };
+        let image = self.local.is_some().then(|| img.clone());
         let img = limit_size(img, self.max_size);
         let inputs = multiscale_inputs(&FloatImage::from(&img), &self.scales, &self.norm)?;
-        Ok(Prepared { inputs })
+        Ok(Prepared { inputs, image })
     }
 
     /// Run the network on one scaled input: the unnormalised descriptor.
@@ -173,6 +187,17 @@ impl Extractor {
 
     pub fn describe_file(&self, path: &Path, crop_box: Option<CropBox>) -> Result<MultiScaleDescriptor, DescriptorError> {
         Ok(self.describe(&self.prepare(path, crop_box)?))
+    }
+
+    /// The global descriptor and, with a local model, the local features of a prepared image.
+    pub fn describe_full(&self, prepared: &Prepared) -> Description {
+        let local = self.local.as_ref().zip(prepared.image.as_ref()).map(|(m, img)| m.extract(img));
+        Description { descriptor: self.describe(prepared).descriptor, local }
+    }
+
+    /// [`Extractor::describe_full`] of one file.
+    pub fn describe_file_full(&self, path: &Path, crop_box: Option<CropBox>) -> Result<Description, DescriptorError> {
+        Ok(self.describe_full(&self.prepare(path, crop_box)?))
     }
 
     /// Describe many files. Decoding and preprocessing run on a separate thread, a few images
@@ -200,8 +225,25 @@ impl Extractor {
         crop_of: &(dyn Fn(usize) -> Option<CropBox> + Sync),
         mut on_done: impl FnMut(usize, &Path, &Result<Vec<f32>, DescriptorError>) -> ControlFlow<()>,
     ) -> Vec<Result<Vec<f32>, DescriptorError>> {
-        let (tx, rx) = sync_channel::<(usize, Result<Prepared, DescriptorError>)>(4);
         let mut results = Vec::with_capacity(paths.len());
+        self.describe_many_local(paths, crop_of, |i, p, r| {
+            let r = r.map(|d| d.descriptor);
+            let flow = on_done(i, p, &r);
+            results.push(r);
+            flow
+        });
+        results
+    }
+
+    /// [`Extractor::describe_many_cropped`] giving each image's [`Description`] (with its local
+    /// features when the extractor has a local model) to `on_done` only.
+    pub fn describe_many_local(
+        &self,
+        paths: &[PathBuf],
+        crop_of: &(dyn Fn(usize) -> Option<CropBox> + Sync),
+        mut on_done: impl FnMut(usize, &Path, Result<Description, DescriptorError>) -> ControlFlow<()>,
+    ) {
+        let (tx, rx) = sync_channel::<(usize, Result<Prepared, DescriptorError>)>(4);
         std::thread::scope(|s| {
             s.spawn(move || {
                 for (i, p) in paths.iter().enumerate() {
@@ -211,9 +253,7 @@ impl Extractor {
                 }
             });
             for (i, prepared) in rx.iter() {
-                let r = prepared.map(|p| self.describe(&p).descriptor);
-                let flow = on_done(i, &paths[i], &r);
-                results.push(r);
+                let flow = on_done(i, &paths[i], prepared.map(|p| self.describe_full(&p)));
                 if flow.is_break() {
                     // Dropping the receiver makes the decoding thread's next send fail.
                     break;
@@ -221,7 +261,6 @@ impl Extractor {
             }
             drop(rx);
         });
-        results
     }
 }
 

@@ -47,6 +47,9 @@ pub enum Error {
     Train(#[from] TrainError),
     #[error(transparent)]
     Spatial(#[from] SpatialError),
+    /// Local features that cannot be extracted or used as asked.
+    #[error("local features '{extractor}': {reason}")]
+    LocalUnavailable { extractor: String, reason: String },
     #[error("{index}: no entry named '{name}' (give a path as it was indexed, or an imported name)")]
     NotInIndex { index: PathBuf, name: String },
     #[error("{index} holds only imported vectors and has no model: search it with vectors, not images")]

@@ -87,20 +87,37 @@ impl Default for SuperGlobal {
     }
 }
 
-/// What to apply after the first search, in the fixed order QE then SuperGlobal.
+/// What to apply after the first search, in the fixed order QE, SuperGlobal, then spatial
+/// verification (which needs the query photos' local features).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Rerank {
     pub qe: Option<QueryExpansion>,
     pub superglobal: Option<SuperGlobal>,
+    pub spatial: Option<SpatialRerank>,
+}
+
+/// `--rerank spatial`: verify the top `k` results with local features and re-order them by
+/// inliers ([`crate::spatial`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpatialRerank {
+    /// Results verified (the DELG authors' `NUM_RERANK`, 100).
+    pub k: usize,
+    pub params: crate::spatial::SpatialParams,
+}
+
+impl Default for SpatialRerank {
+    fn default() -> Self {
+        Self { k: 100, params: crate::spatial::SpatialParams::default() }
+    }
 }
 
 impl Rerank {
     pub fn is_none(&self) -> bool {
-        self.qe.is_none() && self.superglobal.is_none()
+        self.qe.is_none() && self.superglobal.is_none() && self.spatial.is_none()
     }
     /// How many results of the last search the re-ranking needs.
     pub fn depth(&self) -> usize {
-        self.superglobal.map_or(0, |s| s.m)
+        self.superglobal.map_or(0, |s| s.m).max(self.spatial.map_or(0, |s| s.k))
     }
 }
 
@@ -134,18 +151,28 @@ fn neighbours(db: &[f32], dim: usize, i: usize, k: usize) -> Vec<(usize, f32)> {
 /// α-DBA of the given rows of `db` ([n, dim]): one augmented vector per entry of `rows`, the
 /// neighbours taken among all rows of `db`.
 pub fn dba_rows(db: &[f32], dim: usize, rows: &[usize], k: usize, alpha: f32) -> Vec<f32> {
+    dba_rows_with_neighbours(db, dim, rows, k, alpha).0
+}
+
+/// [`dba_rows`], also returning each row's neighbours (positions in `db` with their
+/// similarities, best first): what an incremental update needs to tell which rows a change
+/// affects.
+pub fn dba_rows_with_neighbours(db: &[f32], dim: usize, rows: &[usize], k: usize, alpha: f32) -> (Vec<f32>, Vec<Vec<(usize, f32)>>) {
     let mut out = Vec::with_capacity(rows.len() * dim);
+    let mut lists = Vec::with_capacity(rows.len());
     for &i in rows {
         let x = &db[i * dim..(i + 1) * dim];
         let mut v = x.to_vec();
-        for (j, s) in neighbours(db, dim, i, k) {
+        let nn = neighbours(db, dim, i, k);
+        for &(j, s) in &nn {
             let w = alpha_weight(s, alpha);
             v.iter_mut().zip(&db[j * dim..(j + 1) * dim]).for_each(|(o, y)| *o += w * y);
         }
         normalize(&mut v);
         out.extend(v);
+        lists.push(nn);
     }
-    out
+    (out, lists)
 }
 
 /// α-DBA of every row of `db` ([n, dim] row-major). k = 0 returns `db` unchanged (re-normalised).

@@ -28,7 +28,7 @@ fn unit(seed: u64, dim: usize) -> Vec<f32> {
 }
 
 fn add(name: &str, seed: u64, dim: usize) -> Record {
-    Record::Add { name: name.into(), hash: Some([seed as u8; 32]), vector: unit(seed, dim) }
+    Record::add(name, Some([seed as u8; 32]), unit(seed, dim))
 }
 
 fn brute_force(index: &Index, q: &[f32], k: usize) -> Vec<String> {
@@ -66,7 +66,7 @@ fn conformance(kind: IndexKind) {
         assert!(hits[0].iter().all(|h| h.name != "img17"));
         assert_eq!(index.store().live_count(), 299);
         // re-adding a name replaces its vector.
-        index.commit(vec![Record::Add { name: "img5".into(), hash: None, vector: unit(5000, dim) }]).unwrap();
+        index.commit(vec![Record::add("img5", None, unit(5000, dim))]).unwrap();
         assert_eq!(index.search(&unit(5000, dim), 1, -1.0).unwrap()[0][0].name, "img5");
         assert_eq!(index.store().live_count(), 299);
     }

@@ -71,7 +71,7 @@ fn superglobal_leaves_the_tail_alone() {
         })
         .collect();
     let plain = rank_reranked(&db, 2, &[1.0, 0.0], None, &Rerank::default());
-    let sg = rank_reranked(&db, 2, &[1.0, 0.0], None, &Rerank { qe: None, superglobal: Some(SuperGlobal { m: 5, k: 2, beta: 0.15 }) });
+    let sg = rank_reranked(&db, 2, &[1.0, 0.0], None, &Rerank { qe: None, superglobal: Some(SuperGlobal { m: 5, k: 2, beta: 0.15 }), spatial: None });
     assert_eq!(plain[5..], sg[5..]);
     let mut head: Vec<usize> = sg[..5].iter().map(|h| h.0).collect();
     head.sort();
@@ -88,7 +88,7 @@ fn rerank_of(case: &Value) -> (Option<(usize, f32)>, Rerank) {
     let sg = &case["sg"];
     let superglobal =
         (!sg.is_null()).then(|| SuperGlobal { m: sg[0].as_u64().unwrap() as usize, k: sg[1].as_u64().unwrap() as usize, beta: sg[2].as_f64().unwrap() as f32 });
-    (dba, Rerank { qe, superglobal })
+    (dba, Rerank { qe, superglobal, spatial: None })
 }
 
 fn floats(v: &Value) -> Vec<f32> {
@@ -161,7 +161,7 @@ fn collection_search_reranked_matches_pure_pipeline() {
     let q: Vec<f32> = (0..8).map(|_| rnd()).collect();
     let mut qn = q.clone();
     dolg::rerank::normalize(&mut qn);
-    let rerank = Rerank { qe: Some(QueryExpansion { n: 3, alpha: 3.0 }), superglobal: Some(SuperGlobal { m: 20, k: 4, beta: 0.15 }) };
+    let rerank = Rerank { qe: Some(QueryExpansion { n: 3, alpha: 3.0 }), superglobal: Some(SuperGlobal { m: 20, k: 4, beta: 0.15 }), spatial: None };
     let hits = c.search_vectors_reranked(&q, &SearchParams::top(25), &rerank).unwrap().remove(0);
     let expect = rank_reranked(&vectors, 8, &qn, None, &rerank);
     assert_eq!(hits.len(), 25);
@@ -199,20 +199,27 @@ fn dba_layer_is_used_goes_stale_and_is_rebuilt() {
     assert_eq!((layer.k, layer.alpha), (3, 3.0));
     assert!(layer.vectors.iter().zip(&augmented).all(|(a, b)| close(*a, *b)));
 
-    // Searches (reranked or not) compare with the DBA vectors.
+    // Searches (reranked, plain and range) compare with the DBA vectors.
     let q: Vec<f32> = vectors[..8].to_vec();
-    let hits = c.search_vectors_reranked(&q, &SearchParams::top(10), &Rerank::default()).unwrap().remove(0);
     let expect = rank_reranked(&augmented, 8, &q, None, &Rerank::default());
-    for (h, (row, s)) in hits.iter().zip(&expect) {
-        assert_eq!(h.name, names[*row]);
-        assert!(close(h.score, *s));
+    let reranked = c.search_vectors_reranked(&q, &SearchParams::top(10), &Rerank::default()).unwrap().remove(0);
+    let plain = c.search_vectors(&q, &SearchParams::top(10)).unwrap().remove(0);
+    let range = c.range_search_vectors(&q, expect[9].1 - 1e-6).unwrap().remove(0);
+    for hits in [&reranked, &plain, &range] {
+        assert_eq!(hits.len(), 10);
+        for (h, (row, s)) in hits.iter().zip(&expect) {
+            assert_eq!(h.name, names[*row]);
+            assert!(close(h.score, *s));
+        }
     }
 
     // A removal makes it stale (ignored); refreshing recomputes it over the live entries.
     c.remove(&["v5".to_string()]).unwrap();
     assert!(matches!(c.dba_state().unwrap(), DbaState::Stale { k: 3, .. }));
     assert!(c.fresh_dba().unwrap().is_none());
-    assert_eq!(c.refresh_dba().unwrap(), Some((3, 3.0)));
+    let r = c.refresh_dba().unwrap().unwrap();
+    assert_eq!((r.k, r.alpha, r.live), (3, 3.0, 39));
+    assert!(r.recomputed < 39, "only the entries that had v5 as a neighbour: {}", r.recomputed);
     let keep: Vec<usize> = (0..40).filter(|&i| i != 5).collect();
     let live: Vec<f32> = keep.iter().flat_map(|&i| vectors[i * 8..(i + 1) * 8].to_vec()).collect();
     let augmented = dba(&live, 8, 3, 3.0);
@@ -234,6 +241,53 @@ fn dba_layer_is_used_goes_stale_and_is_rebuilt() {
     bytes[60] ^= 0x10;
     std::fs::write(&file, &bytes).unwrap();
     assert!(c.dba_state().is_err());
+}
+
+/// The incremental refresh recomputes only affected entries, yet must equal a full rebuild bit
+/// for bit, through adds, removals, re-adds under the same name and clustered data (many entries
+/// share neighbours).
+#[test]
+fn incremental_dba_refresh_equals_a_full_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = dolg::runtime::device("cpu").unwrap();
+    let mut c = Collection::create_for_vectors(&dir.path().join("v.idx"), 16, &device).unwrap();
+    let mut state = 5u64;
+    let mut rnd = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    };
+    let centres: Vec<f32> = (0..4 * 16).map(|_| rnd()).collect();
+    let mut vec_of = |i: usize| -> Vec<f32> {
+        let mut v: Vec<f32> = centres[(i % 4) * 16..(i % 4 + 1) * 16].iter().map(|x| x + 0.3 * rnd()).collect();
+        dolg::rerank::normalize(&mut v);
+        v
+    };
+    let import = |c: &mut Collection, names: Vec<String>, vectors: Vec<f32>| {
+        c.import(&mut vectors.clone(), &names, VectorOrigin::Unverified, |_| {}).unwrap();
+    };
+    let first: Vec<f32> = (0..60).flat_map(&mut vec_of).collect();
+    import(&mut c, (0..60).map(|i| format!("v{i}")).collect(), first);
+    c.build_dba(5, 3.0).unwrap();
+    let mut partial = 0;
+    for step in 0..4 {
+        let adds: Vec<usize> = (0..3).map(|j| 60 + step * 3 + j).collect();
+        let add_vectors: Vec<f32> = adds.iter().flat_map(|&i| vec_of(i)).collect();
+        let mut names: Vec<String> = adds.iter().map(|i| format!("v{i}")).collect();
+        names[0] = format!("v{}", step * 7); // an update: the old row dies, a new one is born
+        import(&mut c, names, add_vectors);
+        c.remove(&[format!("v{}", step * 11 + 1)]).unwrap();
+        let r = c.refresh_dba().unwrap().expect("stale after the changes");
+        assert!(r.recomputed >= 3, "at least the new entries");
+        partial += (r.recomputed < r.live) as usize;
+        let incremental = c.fresh_dba().unwrap().expect("fresh after the refresh");
+        c.build_dba(5, 3.0).unwrap();
+        let full = c.fresh_dba().unwrap().unwrap();
+        let s = c.index().store();
+        for (row, _) in s.live_rows() {
+            assert_eq!(incremental.vectors[row * 16..(row + 1) * 16], full.vectors[row * 16..(row + 1) * 16], "step {step}, row {row}");
+        }
+    }
+    assert!(partial > 0, "some refresh should have recomputed only part of the entries");
 }
 
 #[test]
@@ -274,9 +328,9 @@ fn timing_per_query() {
         let queries: Vec<f32> = db[..20 * dim].to_vec();
         let cases = [
             ("plain", Rerank::default()),
-            ("qe n=2", Rerank { qe: Some(QueryExpansion { n: 2, alpha: 3.0 }), superglobal: None }),
-            ("sg M=400 K=9", Rerank { qe: None, superglobal: Some(SuperGlobal::default()) }),
-            ("sg M=100 K=9", Rerank { qe: None, superglobal: Some(SuperGlobal { m: 100, ..SuperGlobal::default() }) }),
+            ("qe n=2", Rerank { qe: Some(QueryExpansion { n: 2, alpha: 3.0 }), superglobal: None, spatial: None }),
+            ("sg M=400 K=9", Rerank { qe: None, superglobal: Some(SuperGlobal::default()), spatial: None }),
+            ("sg M=100 K=9", Rerank { qe: None, superglobal: Some(SuperGlobal { m: 100, ..SuperGlobal::default() }), spatial: None }),
         ];
         for (name, r) in cases {
             let t = std::time::Instant::now();

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use dolg::eval::{
-    describe_groups, describe_revisited_cached, read_distractors, read_ranks, read_revisited_descriptors, reranked_ranking, rows_by_name, stream_positions,
-    Database, DescribeEvent, GroupsGt, ImageSet, RanksMatrix, RevisitedCache, RevisitedGnd, DEFAULT_BLOCK_ROWS,
+    describe_groups, describe_revisited_cached, read_distractors, read_ranks, read_revisited_descriptors, reranked_ranking, rows_by_name, rows_from_collection,
+    stream_positions, Database, DescribeEvent, GroupsGt, ImageSet, RanksMatrix, RevisitedCache, RevisitedGnd, DEFAULT_BLOCK_ROWS,
 };
 use serde_json::json;
 
@@ -91,8 +91,10 @@ pub struct GroupsArgs {
     /// Directory the CSV's image names are relative to.
     #[arg(long, value_name = "DIR")]
     pub images: PathBuf,
-    /// Descriptors written by `dolg extract`; rows are matched to images through the names file beside it.
-    #[arg(long, value_name = "DB.npy", conflicts_with_all = ["weights", "backbone"])]
+    /// Descriptors written by `dolg extract`; rows are matched to images through the names file
+    /// beside it. Or an index directory (`dolg index build` over --images), whose stored local
+    /// features `--rerank spatial` needs.
+    #[arg(long, value_name = "DB.npy|DIR", conflicts_with_all = ["weights", "backbone"])]
     pub db: Option<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
@@ -188,17 +190,36 @@ fn revisited(a: RevisitedArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn with_no_locals((rows, dim): (Vec<f32>, usize)) -> (Vec<f32>, usize, Vec<Option<dolg::model::LocalFeatures>>) {
+    let n = rows.len() / dim.max(1);
+    (rows, dim, vec![None; n])
+}
+
 fn groups(a: GroupsArgs) -> anyhow::Result<ExitCode> {
     let device = a.run.init()?;
     let gt = GroupsGt::load(&a.groups)?;
     for g in gt.singleton_groups() {
         eprintln!("warning: group '{g}' has a single image; its query has no positives and is skipped");
     }
-    let (rows, dim) = match &a.db {
-        Some(db) => rows_by_name(db, &a.images, &gt.images)?,
-        None => describe_groups(&a.model.extractor(device)?, &gt, &a.images, describe_progress())?,
+    let (rows, dim, locals) = match &a.db {
+        Some(db) if db.is_dir() => {
+            let c = dolg::collection::Collection::open(db, dolg::collection::OpenMode::Read, &device)?;
+            rows_from_collection(&c, &a.images, &gt.images)?
+        }
+        Some(db) => with_no_locals(rows_by_name(db, &a.images, &gt.images)?),
+        None => with_no_locals(describe_groups(&a.model.extractor(device)?, &gt, &a.images, describe_progress())?),
     };
-    let result = if a.out.reranking() { gt.evaluate_reranked(&rows, dim, a.out.dba(), &a.out.rerank.rerank())? } else { gt.evaluate_descriptors(&rows, dim)? };
+    let rerank = a.out.rerank.rerank();
+    if rerank.spatial.is_some() && locals.iter().all(Option::is_none) {
+        bail!("--rerank spatial needs local features: give --db with an index built over --images with --local xfeat");
+    }
+    let result = if rerank.spatial.is_some() {
+        gt.evaluate_spatial(&rows, dim, a.out.dba(), &rerank, &locals)?
+    } else if a.out.reranking() {
+        gt.evaluate_reranked(&rows, dim, a.out.dba(), &rerank)?
+    } else {
+        gt.evaluate_descriptors(&rows, dim)?
+    };
     let name = a.groups.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let mut value = result.to_json(a.out.per_query);
     if a.out.per_query {

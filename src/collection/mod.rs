@@ -55,13 +55,14 @@ use sha2::{Digest, Sha256};
 
 use crate::descriptors::{l2_normalize, write_descriptors, DescriptorError};
 use crate::error::{Error, Result};
-use crate::index::{exact, Index, ModelIdentity, Record, Store};
+use crate::index::{exact, Index, LocalConfig, ModelIdentity, Record, Store};
 pub use crate::index::{IndexKind, NamedHit, OpenMode};
 use crate::preprocess::CropBox;
 use crate::spec::{LoadedModel, ModelSpec};
 
 pub mod dba;
 pub mod dedup;
+pub mod local;
 mod rerank;
 mod serve_support;
 mod stat_cache;
@@ -183,6 +184,8 @@ pub struct Collection {
     model: Option<LoadedModel>,
     /// Weights to build the recorded model from instead of the recorded path.
     weights: Option<PathBuf>,
+    /// The fresh DBA layer, read once per state of the store ([`dba`]).
+    dba_cache: dba::DbaCache,
 }
 
 impl std::fmt::Debug for Collection {
@@ -232,27 +235,60 @@ impl Collection {
     /// when the whole folder moves ([`Collection::set_root`]); others, and every photo when
     /// `root` is `None`, by their absolute path.
     pub fn create(dir: &Path, spec: ModelSpec, kind: IndexKind, root: Option<&Path>, device: &Device) -> Result<Self> {
+        Self::create_with_local(dir, spec, kind, root, None, device)
+    }
+
+    /// [`Collection::create`] for a collection that also stores each photo's local features
+    /// (`local`, see [`local::local_config`]), for spatial re-ranking.
+    pub fn create_with_local(dir: &Path, spec: ModelSpec, kind: IndexKind, root: Option<&Path>, local: Option<LocalConfig>, device: &Device) -> Result<Self> {
         let spec = spec.absolute();
-        let loaded = spec.load(device)?;
+        let mut loaded = spec.load(device)?;
+        if let Some(cfg) = &local {
+            loaded.extractor.local = Some(local::load_local_model(cfg, device)?);
+        }
         let root = root.map(absolute_dir).transpose()?;
-        let index = Index::create_with_root(dir, identity(&spec, &loaded), kind, root)?;
-        Ok(Self { index, device: device.clone(), model: Some(loaded), weights: None })
+        let index = Index::create_with(dir, identity(&spec, &loaded), kind, root, local)?;
+        Ok(Self { index, device: device.clone(), model: Some(loaded), weights: None, dba_cache: Default::default() })
     }
 
     /// Open `dir` for writing if it holds an index of the same model and kind, else create it.
     /// A `root` given for an existing index replaces its recorded one (the photos moved).
     pub fn open_or_create(dir: &Path, spec: ModelSpec, kind: IndexKind, root: Option<&Path>, device: &Device) -> Result<Self> {
+        Self::open_or_create_with_local(dir, spec, kind, root, None, device)
+    }
+
+    /// [`Collection::open_or_create`] with local features: `Some` must match what an existing
+    /// index stores; `None` accepts whatever it stores.
+    pub fn open_or_create_with_local(
+        dir: &Path,
+        spec: ModelSpec,
+        kind: IndexKind,
+        root: Option<&Path>,
+        local: Option<LocalConfig>,
+        device: &Device,
+    ) -> Result<Self> {
         if !Store::exists(dir) {
-            return Self::create(dir, spec, kind, root, device);
+            return Self::create_with_local(dir, spec, kind, root, local, device);
         }
         let spec = spec.absolute();
-        let loaded = spec.load(device)?;
         let index = Index::open(dir, OpenMode::Write)?;
+        let stored = index.store().local_config().cloned();
+        if local.is_some() && local != stored {
+            let has = stored.map_or("none".to_string(), |c| format!("{} ({:?})", c.extractor, c.encoding).to_lowercase());
+            return Err(Error::LocalUnavailable {
+                extractor: local.map(|c| c.extractor).unwrap_or_default(),
+                reason: format!("{} stores local features: {has}; local features are chosen when an index is created", dir.display()),
+            });
+        }
+        let mut loaded = spec.load(device)?;
+        if let Some(cfg) = index.store().local_config() {
+            loaded.extractor.local = Some(local::load_local_model(cfg, device)?);
+        }
         index.check_model(&identity(&spec, &loaded))?;
         if index.kind() != kind {
             return Err(Error::KindMismatch { index: dir.to_owned(), existing: index.kind(), requested: kind });
         }
-        let mut c = Self { index, device: device.clone(), model: Some(loaded), weights: None };
+        let mut c = Self { index, device: device.clone(), model: Some(loaded), weights: None, dba_cache: Default::default() };
         if let Some(r) = root {
             c.set_root(r)?;
         }
@@ -294,13 +330,13 @@ impl Collection {
     pub fn create_for_vectors(dir: &Path, dim: usize, device: &Device) -> Result<Self> {
         let model = ModelIdentity { name: "imported descriptors".into(), dim, fingerprint: None, spec: None };
         let index = Index::create(dir, model, IndexKind::Exact)?;
-        Ok(Self { index, device: device.clone(), model: None, weights: None })
+        Ok(Self { index, device: device.clone(), model: None, weights: None, dba_cache: Default::default() })
     }
 
     /// Open an existing collection. [`OpenMode::Read`] shares the index with other readers;
     /// [`OpenMode::Write`] excludes every other process.
     pub fn open(dir: &Path, mode: OpenMode, device: &Device) -> Result<Self> {
-        Ok(Self { index: Index::open(dir, mode)?, device: device.clone(), model: None, weights: None })
+        Ok(Self { index: Index::open(dir, mode)?, device: device.clone(), model: None, weights: None, dba_cache: Default::default() })
     }
 
     /// Build the recorded model from `weights` instead of the recorded path (the file moved). The
@@ -386,15 +422,15 @@ impl Collection {
         let paths: Vec<PathBuf> = todo.iter().map(|t| t.path.clone()).collect();
         let mut batch = Vec::new();
         let mut commit_err = None;
-        ex.describe_many_cropped(&paths, &|_| None, |i, path, r| {
+        ex.describe_many_local(&paths, &|_| None, |i, path, r| {
             match r {
                 Ok(d) => {
-                    batch.push(Record::Add { name: todo[i].name.clone(), hash: todo[i].hash, vector: d.clone() });
+                    batch.push(Record::Add { name: todo[i].name.clone(), hash: todo[i].hash, vector: d.descriptor, local: d.local });
                     stored += 1;
                     on_event(AddEvent::Described { path, error: None });
                 }
                 Err(e) => {
-                    on_event(AddEvent::Described { path, error: Some(e) });
+                    on_event(AddEvent::Described { path, error: Some(&e) });
                     failed.push(Failure { path: path.to_owned(), error: e.to_string() });
                 }
             }
@@ -475,7 +511,9 @@ impl Collection {
                 }
                 (None, Some(h)) => match vanished.get_mut(&h).and_then(Vec::pop) {
                     Some(old) => {
-                        moves.push(Record::Add { name: c.name, hash: Some(h), vector: store.vector(old).to_vec() });
+                        // A renamed photo keeps its local features too.
+                        let local = store.local_features(old)?;
+                        moves.push(Record::Add { name: c.name, hash: Some(h), vector: store.vector(old).to_vec(), local });
                         moves.push(Record::Remove { name: store.rows()[old].name.clone() });
                         report.renamed += 1;
                     }
@@ -542,7 +580,7 @@ impl Collection {
                 .zip(names)
                 .map(|(v, name)| {
                     l2_normalize(v);
-                    Record::Add { name: name.clone(), hash: None, vector: v.to_vec() }
+                    Record::add(name.clone(), None, v.to_vec())
                 })
                 .collect::<Vec<_>>();
             done += records.len();
@@ -580,13 +618,14 @@ impl Collection {
     /// own results.
     pub fn search_images(&mut self, paths: &[PathBuf], params: &SearchParams) -> Result<Vec<Vec<NamedHit>>> {
         let (vectors, stored) = self.query_vectors(paths, params.crop)?;
-        self.search_excluding(&vectors, &stored, params)
+        self.rerank_excluding(&vectors, &stored, params, &Rerank::default(), None)
     }
 
     /// Top-k results for each query vector ([nq, dim] row-major; normalised here), best first.
+    /// With a fresh DBA layer ([`dba`]) the entries are compared through it.
     pub fn search_vectors(&self, vectors: &[f32], params: &SearchParams) -> Result<Vec<Vec<NamedHit>>> {
         let queries = self.normalized_queries(vectors)?;
-        self.search_excluding(&queries, &vec![None; queries.len() / self.dim()], params)
+        self.rerank_excluding(&queries, &vec![None; queries.len() / self.dim()], params, &Rerank::default(), None)
     }
 
     fn normalized_queries(&self, vectors: &[f32]) -> Result<Vec<f32>> {
@@ -610,22 +649,24 @@ impl Collection {
     /// query). Always exact, whatever the backend. Memory grows with the results, not the index.
     pub fn range_search_vectors(&self, vectors: &[f32], min_score: f32) -> Result<Vec<Vec<NamedHit>>> {
         let queries = self.normalized_queries(vectors)?;
-        Ok(self.range_excluding(&queries, &vec![None; queries.len() / self.dim()], min_score))
+        self.range_excluding(&queries, &vec![None; queries.len() / self.dim()], min_score)
     }
 
     /// [`Collection::range_search_vectors`] for query photos (stored-vector reuse and
     /// self-exclusion as in [`Collection::search_images`]).
     pub fn range_search_images(&mut self, paths: &[PathBuf], min_score: f32, crop: Option<CropBox>) -> Result<Vec<Vec<NamedHit>>> {
         let (vectors, stored) = self.query_vectors(paths, crop)?;
-        Ok(self.range_excluding(&vectors, &stored, min_score))
+        self.range_excluding(&vectors, &stored, min_score)
     }
 
-    fn range_excluding(&self, queries: &[f32], exclude: &[Option<usize>], min_score: f32) -> Vec<Vec<NamedHit>> {
+    fn range_excluding(&self, queries: &[f32], exclude: &[Option<usize>], min_score: f32) -> Result<Vec<Vec<NamedHit>>> {
         let s = self.index.store();
         let dim = s.dim();
+        let layer = self.fresh_dba()?;
+        let base = layer.as_ref().map_or(s.vectors(), |l| &l.vectors[..]);
         let alive: Vec<bool> = s.rows().iter().map(|r| r.alive).collect();
         let live = s.live_count();
-        queries
+        Ok(queries
             .chunks(dim)
             .zip(exclude)
             .map(|(q, ex)| {
@@ -633,18 +674,18 @@ impl Collection {
                 // size of the answer (at most twice it), not of the index.
                 let mut k = 64.min(live + 1);
                 loop {
-                    let hits = exact::search(s.vectors(), dim, Some(&alive), q, k, min_score).remove(0);
+                    let hits = exact::search(base, dim, Some(&alive), q, k, min_score).remove(0);
                     if hits.len() < k || k > live {
                         break hits
                             .into_iter()
                             .filter(|h| Some(h.row) != *ex)
-                            .map(|h| NamedHit { row: h.row, name: s.rows()[h.row].name.clone(), score: h.score })
+                            .map(|h| NamedHit { row: h.row, name: s.rows()[h.row].name.clone(), score: h.score, inliers: None })
                             .collect();
                     }
                     k = (k * 2).min(live + 1);
                 }
             })
-            .collect()
+            .collect())
     }
 
     /// Names and vectors ([n, dim] row-major) of every live entry, in storage order.

@@ -1,33 +1,56 @@
 //! Re-ranked searches: α-QE then SuperGlobal over the collection's search backend, in the fixed
-//! order of [`crate::rerank`]. When the index has a fresh DBA layer ([`super::dba`]), these
-//! searches compare queries with the DBA vectors (exactly, whatever the backend); the plain
-//! [`Collection::search_vectors`] / [`Collection::search_images`] keep using the raw ones.
+//! order of [`crate::rerank`]. When the index has a fresh DBA layer ([`super::dba`]), every
+//! search (these and the plain [`Collection::search_vectors`] / [`Collection::search_images`])
+//! compares queries with the DBA vectors, exactly, whatever the backend.
 
 use std::path::PathBuf;
 
 use super::dba::DbaLayer;
 use super::{Collection, NamedHit, SearchParams};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::index::exact;
+use crate::model::LocalFeatures;
 use crate::rerank::{expand_query, superglobal_ranking, Rerank};
 
 impl Collection {
     /// [`Collection::search_vectors`] followed by `rerank` (α-QE: a second search with the
     /// expanded query; SuperGlobal over its top M). `params.min_score` applies to the final
     /// scores.
+    /// Spatial re-ranking needs query photos: use [`Collection::search_images_reranked`].
     pub fn search_vectors_reranked(&self, vectors: &[f32], params: &SearchParams, rerank: &Rerank) -> Result<Vec<Vec<NamedHit>>> {
+        if rerank.spatial.is_some() {
+            return Err(Error::LocalUnavailable {
+                extractor: "query".into(),
+                reason: "spatial re-ranking needs query photos (or indexed names), not vectors".into(),
+            });
+        }
         let queries = self.normalized_queries(vectors)?;
-        self.rerank_excluding(&queries, &vec![None; queries.len() / self.dim()], params, rerank)
+        self.rerank_excluding(&queries, &vec![None; queries.len() / self.dim()], params, rerank, None)
     }
 
     /// [`Collection::search_images`] followed by `rerank`; an indexed query photo stays out of
     /// its own results (and so out of its own expansion).
+    /// With spatial re-ranking, an indexed query photo's stored local features are used, others
+    /// are extracted.
     pub fn search_images_reranked(&mut self, paths: &[PathBuf], params: &SearchParams, rerank: &Rerank) -> Result<Vec<Vec<NamedHit>>> {
         let (vectors, stored) = self.query_vectors(paths, params.crop)?;
-        self.rerank_excluding(&vectors, &stored, params, rerank)
+        let local = match rerank.spatial {
+            Some(_) => Some(self.query_local(paths, &stored, params.crop)?),
+            None => None,
+        };
+        self.rerank_excluding(&vectors, &stored, params, rerank, local.as_deref())
     }
 
-    fn rerank_excluding(&self, queries: &[f32], exclude: &[Option<usize>], params: &SearchParams, rerank: &Rerank) -> Result<Vec<Vec<NamedHit>>> {
+    /// The re-ranking pipeline for `queries` ([nq, dim]); `query_local[i]` are query i's local
+    /// features, needed when `rerank.spatial` is set.
+    pub(super) fn rerank_excluding(
+        &self,
+        queries: &[f32],
+        exclude: &[Option<usize>],
+        params: &SearchParams,
+        rerank: &Rerank,
+        query_local: Option<&[LocalFeatures]>,
+    ) -> Result<Vec<Vec<NamedHit>>> {
         let layer = self.fresh_dba()?;
         if rerank.is_none() && layer.is_none() {
             return self.search_excluding(queries, exclude, params);
@@ -38,19 +61,26 @@ impl Collection {
         let wide = SearchParams { k: depth, min_score: f32::MIN, crop: None };
         let store = self.index.store();
         let mut out = Vec::with_capacity(exclude.len());
-        for (q, ex) in queries.chunks(dim).zip(exclude) {
+        for (i, (q, ex)) in queries.chunks(dim).zip(exclude).enumerate() {
             let ex = std::slice::from_ref(ex);
-            let mut hits = self.layer_search(layer.as_ref(), q, ex, &wide)?;
+            let mut hits = self.layer_search(layer.as_deref(), q, ex, &wide)?;
             let mut query = q.to_vec();
             if let Some(qe) = rerank.qe.filter(|qe| qe.n > 0) {
-                let top: Vec<f32> = hits.iter().take(qe.n).flat_map(|h| self.search_vector(layer.as_ref(), h.row).iter().copied()).collect();
+                let top: Vec<f32> = hits.iter().take(qe.n).flat_map(|h| self.search_vector(layer.as_deref(), h.row).iter().copied()).collect();
                 query = expand_query(q, &top, qe.alpha);
-                hits = self.layer_search(layer.as_ref(), &query, ex, &wide)?;
+                hits = self.layer_search(layer.as_deref(), &query, ex, &wide)?;
             }
             if let Some(sg) = &rerank.superglobal {
                 let ranking: Vec<(usize, f32)> = hits.iter().map(|h| (h.row, h.score)).collect();
-                let ranking = superglobal_ranking(&query, &ranking, |r| self.search_vector(layer.as_ref(), r), sg);
-                hits = ranking.into_iter().map(|(row, score)| NamedHit { row, name: store.rows()[row].name.clone(), score }).collect();
+                let ranking = superglobal_ranking(&query, &ranking, |r| self.search_vector(layer.as_deref(), r), sg);
+                hits = ranking.into_iter().map(|(row, score)| NamedHit { row, name: store.rows()[row].name.clone(), score, inliers: None }).collect();
+            }
+            if let Some(sp) = &rerank.spatial {
+                let local = query_local.and_then(|l| l.get(i)).ok_or_else(|| Error::LocalUnavailable {
+                    extractor: "query".into(),
+                    reason: "spatial re-ranking was asked for without the query's local features".into(),
+                })?;
+                hits = self.spatial_rerank(local, hits, sp)?;
             }
             hits.truncate(params.k);
             hits.retain(|h| h.score >= params.min_score);
@@ -79,7 +109,7 @@ impl Collection {
             .into_iter()
             .filter(|h| Some(h.row) != ex[0])
             .take(k)
-            .map(|h| NamedHit { row: h.row, name: s.rows()[h.row].name.clone(), score: h.score })
+            .map(|h| NamedHit { row: h.row, name: s.rows()[h.row].name.clone(), score: h.score, inliers: None })
             .collect())
     }
 }

@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use super::{identity, Collection, SearchParams};
+use crate::descriptors::Description;
 use crate::error::{Error, Result};
 use crate::index::{NamedHit, Record};
 use crate::spec::LoadedModel;
@@ -19,7 +20,10 @@ impl Collection {
         if let Some(w) = &self.weights {
             spec.weights = Some(w.clone());
         }
-        let loaded = spec.load(&self.device)?;
+        let mut loaded = spec.load(&self.device)?;
+        if let Some(cfg) = self.index.store().local_config() {
+            loaded.extractor.local = Some(super::local::load_local_model(cfg, &self.device)?);
+        }
         self.index.check_model(&identity(&spec, &loaded))?;
         Ok(loaded)
     }
@@ -45,10 +49,15 @@ impl Collection {
     /// Store one photo described elsewhere (with [`Collection::load_query_model`]) under `name`,
     /// with the SHA-256 of its file; durable when this returns. Replaces an entry of that name.
     pub fn add_described(&mut self, name: String, hash: Option<[u8; 32]>, descriptor: Vec<f32>) -> Result<()> {
-        if descriptor.len() != self.dim() {
-            return Err(Error::VectorLength { expected: self.dim(), values: descriptor.len() });
+        self.add_description(name, hash, Description { descriptor, local: None })
+    }
+
+    /// [`Collection::add_described`] with the photo's local features, for an index that stores them.
+    pub fn add_description(&mut self, name: String, hash: Option<[u8; 32]>, d: Description) -> Result<()> {
+        if d.descriptor.len() != self.dim() {
+            return Err(Error::VectorLength { expected: self.dim(), values: d.descriptor.len() });
         }
-        self.index.commit(vec![Record::Add { name, hash, vector: descriptor }])?;
+        self.index.commit(vec![Record::Add { name, hash, vector: d.descriptor, local: d.local }])?;
         Ok(())
     }
 

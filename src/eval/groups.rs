@@ -164,6 +164,36 @@ impl GroupsGt {
         self.evaluate(&super::RanksMatrix::from_columns(columns, self.images.len())?)
     }
 
+    /// [`GroupsGt::evaluate_reranked`] followed by spatial verification (`rerank.spatial`) of
+    /// each query's top K against `locals` (one per image, file order; `None`: no features, 0
+    /// inliers): the second stage of DELG-style retrieval.
+    pub fn evaluate_spatial(
+        &self,
+        rows: &[f32],
+        dim: usize,
+        dba: Option<(usize, f32)>,
+        rerank: &crate::rerank::Rerank,
+        locals: &[Option<crate::model::LocalFeatures>],
+    ) -> Result<ProtocolResult> {
+        let Some(sp) = rerank.spatial else { return self.evaluate_reranked(rows, dim, dba, rerank) };
+        let global = crate::rerank::Rerank { spatial: None, ..*rerank };
+        let db = dba.map_or_else(|| rows.to_vec(), |(k, alpha)| crate::rerank::dba(rows, dim, k, alpha));
+        let queries = self.queries();
+        let q: Vec<f32> = queries.iter().flat_map(|&i| rows[i * dim..(i + 1) * dim].iter().copied()).collect();
+        let exclude: Vec<Option<usize>> = queries.iter().map(|&i| Some(i)).collect();
+        let mut columns = super::rank::reranked_ranking(&db, dim, &q, &exclude, &global);
+        let empty = crate::model::LocalFeatures::empty(locals.iter().flatten().next().map_or(0, |f| f.dim));
+        for (col, &qi) in columns.iter_mut().zip(&queries) {
+            let query = locals[qi].as_ref().unwrap_or(&empty);
+            let k = sp.k.min(col.len());
+            let candidates: Vec<&crate::model::LocalFeatures> = col[..k].iter().map(|&r| locals[r].as_ref().unwrap_or(&empty)).collect();
+            let inliers: Vec<usize> = crate::spatial::verify_many(query, &candidates, &sp.params)?.iter().map(|v| v.inliers).collect();
+            let head: Vec<usize> = crate::spatial::rerank_order(&inliers, sp.params.min_inliers).into_iter().map(|j| col[j]).collect();
+            col[..k].copy_from_slice(&head);
+        }
+        self.evaluate(&super::RanksMatrix::from_columns(columns, self.images.len())?)
+    }
+
     /// mAP / mP@k of a ranking of all images (database in file order) for every query
     /// (in [`GroupsGt::queries`] order).
     pub fn evaluate(&self, src: &(impl PositionSource + ?Sized)) -> Result<ProtocolResult> {

@@ -7,6 +7,7 @@ use std::path::Path;
 use super::images::RevisitedDescriptors;
 use super::{EvalError, RanksMatrix, Result, RevisitedGnd};
 use crate::descriptors::{npy_type, read_matrix, read_matrix_with_names};
+use crate::model::LocalFeatures;
 
 /// Read precomputed rankings: an int32 or int64 `.npy` [n_db, n_queries] whose column q lists
 /// database indices best first (the reference `compute_map` layout), shaped like `gnd`.
@@ -87,6 +88,21 @@ pub fn rows_by_name(db: &Path, images_dir: &Path, wanted: &[String]) -> Result<(
         return Err(EvalError::ExtraDescriptor { path: db.to_owned(), image: extra.clone(), count: index.len() });
     }
     Ok((out, dim))
+}
+
+/// The descriptors and local features of `wanted` (names relative to `images_dir`, in order)
+/// from a collection that indexed `images_dir`'s photos (e.g. built with `--local xfeat`).
+pub fn rows_from_collection(c: &crate::collection::Collection, images_dir: &Path, wanted: &[String]) -> Result<(Vec<f32>, usize, Vec<Option<LocalFeatures>>)> {
+    let store = c.index().store();
+    let dim = store.dim();
+    let mut rows = Vec::with_capacity(wanted.len() * dim);
+    let mut locals = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        let row = store.lookup(&c.name_of(&images_dir.join(w))).ok_or_else(|| EvalError::MissingDescriptor { path: c.dir().to_owned(), image: w.clone() })?;
+        rows.extend_from_slice(store.vector(row));
+        locals.push(store.local_features(row)?);
+    }
+    Ok((rows, dim, locals))
 }
 
 #[cfg(test)]

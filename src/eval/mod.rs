@@ -33,7 +33,7 @@ pub use groups::GroupsGt;
 pub use images::{
     describe_all, describe_groups, describe_revisited, describe_revisited_cached, DescribeEvent, ImageFailure, ImageSet, RevisitedCache, RevisitedDescriptors,
 };
-pub use inputs::{read_distractors, read_ranks, read_revisited_descriptors, rows_by_name};
+pub use inputs::{read_distractors, read_ranks, read_revisited_descriptors, rows_by_name, rows_from_collection};
 pub use metric::{compute_ap, score_query, PositionSource, Protocol, ProtocolResult, QueryScore, RanksMatrix, RevisitedPositions, RevisitedResult, KAPPAS};
 pub use rank::{full_ranking, reranked_ranking, stream_positions, Database, RelevantPositions, DEFAULT_BLOCK_ROWS};
 
@@ -99,6 +99,14 @@ pub enum EvalError {
     /// A descriptor file could not be read or written.
     #[error(transparent)]
     Descriptor(#[from] DescriptorError),
+
+    /// Spatial verification refused the local features (widths differ, inconsistent sets).
+    #[error(transparent)]
+    Spatial(#[from] crate::spatial::SpatialError),
+
+    /// Descriptors or local features read from an index.
+    #[error(transparent)]
+    Index(#[from] crate::index::IndexError),
 
     /// The model that describes images for an end-to-end evaluation could not be built.
     #[error(transparent)]

@@ -26,6 +26,7 @@
 pub mod backend;
 pub mod exact;
 pub mod hnsw;
+pub mod local;
 pub mod store;
 
 use std::path::{Path, PathBuf};
@@ -35,7 +36,8 @@ use serde::{Deserialize, Serialize};
 pub use backend::{ExactBackend, HnswBackend, SearchBackend};
 pub use exact::Hit;
 pub use hnsw::{HnswError, HnswIndex};
-pub use store::{ModelIdentity, Record, Row, Store};
+pub use local::LocalEncoding;
+pub use store::{LocalConfig, ModelIdentity, Record, Row, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -57,6 +59,8 @@ pub enum IndexError {
     Dimension { name: String, expected: usize, found: usize },
     #[error("the index was built with {index}; refusing to mix in vectors from {given}")]
     ModelMismatch { index: String, given: String },
+    #[error("'{name}': local features of {given} dims, but the index stores {}", index.map_or("none (build it with --local)".to_string(), |d| format!("{d}-d ones")))]
+    LocalMismatch { name: String, given: usize, index: Option<usize> },
     #[error("row {row} is already in the search backend")]
     DuplicateRow { row: usize },
     #[error("approximate index: {0}")]
@@ -111,7 +115,10 @@ pub enum OpenMode {
 pub struct NamedHit {
     pub row: usize,
     pub name: String,
+    /// Global similarity.
     pub score: f32,
+    /// RANSAC inliers, for results that spatial re-ranking verified.
+    pub inliers: Option<u32>,
 }
 
 /// An opened index: verified storage plus its search backend.
@@ -132,7 +139,12 @@ impl Index {
 
     /// [`Index::create`] recording the folder photo names are relative to ([`Store::root`]).
     pub fn create_with_root(dir: &Path, model: ModelIdentity, kind: IndexKind, root: Option<PathBuf>) -> Result<Self, IndexError> {
-        let store = Store::create_with_root(dir, model, kind, root)?;
+        Self::create_with(dir, model, kind, root, None)
+    }
+
+    /// [`Index::create_with_root`] for an index that also stores local features ([`LocalConfig`]).
+    pub fn create_with(dir: &Path, model: ModelIdentity, kind: IndexKind, root: Option<PathBuf>, local: Option<LocalConfig>) -> Result<Self, IndexError> {
+        let store = Store::create_with(dir, model, kind, root, local)?;
         let mut backend = backend::create(kind, store.dim())?;
         // Replaces any graph file left in the directory by an index that was deleted without it.
         backend.persist(&store)?;
@@ -220,7 +232,7 @@ impl Index {
             .backend
             .search(s, queries, k, min_score)?
             .into_iter()
-            .map(|hits| hits.into_iter().map(|h| NamedHit { row: h.row, name: s.rows()[h.row].name.clone(), score: h.score }).collect())
+            .map(|hits| hits.into_iter().map(|h| NamedHit { row: h.row, name: s.rows()[h.row].name.clone(), score: h.score, inliers: None }).collect())
             .collect())
     }
 

@@ -35,7 +35,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::local::{self, LocalEncoding, LocalRef};
 use super::{IndexError, IndexKind, OpenMode};
+use crate::model::LocalFeatures;
 
 const SEGMENT_MAGIC: &[u8; 8] = b"DOLGSEG1";
 const MANIFEST: &str = "manifest.json";
@@ -61,6 +63,29 @@ struct SegmentInfo {
     records: u64,
     bytes: u64,
     crc32: u32,
+    /// The segment's local-feature file ([`super::local`]), when any of its adds carry some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    local: Option<LocalFileInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LocalFileInfo {
+    file: String,
+    bytes: u64,
+    /// CRC-32 of the whole file (each block and the offset table also carry their own, which is
+    /// what reads check: the file is never read whole).
+    crc32: u32,
+}
+
+/// What the local features stored with an index are: set when the index is created, and every
+/// add's features must match it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalConfig {
+    /// The local-feature extractor (e.g. `xfeat`, `delg`).
+    pub extractor: String,
+    /// Descriptor width.
+    pub dim: usize,
+    pub encoding: LocalEncoding,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +102,9 @@ struct ManifestBody {
     /// serialising, and checksumming, exactly as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     root: Option<PathBuf>,
+    /// Local features stored beside the vectors; absent (and not serialised) when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    local: Option<LocalConfig>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -86,11 +114,29 @@ struct Manifest {
     crc32: u32,
 }
 
+/// Where each add of a segment has its local-feature block: `(offset, len)`, or `None`.
+type LocalTable = Vec<Option<(u64, u32)>>;
+
 /// One logged operation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
-    Add { name: String, hash: Option<[u8; 32]>, vector: Vec<f32> },
-    Remove { name: String },
+    /// `local`: the image's local features, for an index that stores them ([`LocalConfig`]).
+    Add {
+        name: String,
+        hash: Option<[u8; 32]>,
+        vector: Vec<f32>,
+        local: Option<LocalFeatures>,
+    },
+    Remove {
+        name: String,
+    },
+}
+
+impl Record {
+    /// An add without local features.
+    pub fn add(name: impl Into<String>, hash: Option<[u8; 32]>, vector: Vec<f32>) -> Self {
+        Record::Add { name: name.into(), hash, vector, local: None }
+    }
 }
 
 /// A stored row: every `Add` ever committed (until compaction), dead once superseded or removed.
@@ -99,6 +145,8 @@ pub struct Row {
     pub name: String,
     pub hash: Option<[u8; 32]>,
     pub alive: bool,
+    /// Where its local features are, if it has any ([`Store::local_features`]).
+    pub local: Option<LocalRef>,
 }
 
 /// The replayed contents of an index directory.
@@ -271,7 +319,7 @@ fn decode_segment(path: &Path, bytes: &[u8], dim: usize) -> Result<Vec<Record>, 
         records.push(match kind {
             1 => {
                 let raw = take(dim * 4)?;
-                Record::Add { name, hash, vector: raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect() }
+                Record::add(name, hash, raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
             }
             2 => Record::Remove { name },
             x => return Err(corrupt(format!("unknown record kind {x}"))),
@@ -296,12 +344,17 @@ impl Store {
 
     /// [`Store::create`] recording the folder photo names will be relative to.
     pub fn create_with_root(dir: &Path, model: ModelIdentity, kind: IndexKind, root: Option<PathBuf>) -> Result<Self, IndexError> {
+        Self::create_with(dir, model, kind, root, None)
+    }
+
+    /// [`Store::create_with_root`] for an index that also stores local features.
+    pub fn create_with(dir: &Path, model: ModelIdentity, kind: IndexKind, root: Option<PathBuf>, local: Option<LocalConfig>) -> Result<Self, IndexError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let lock = lock_dir(dir, true)?;
         if Self::exists(dir) {
             return Err(IndexError::Exists { path: dir.to_owned() });
         }
-        let body = ManifestBody { format: FORMAT, model, kind: kind.as_str().to_owned(), segments: Vec::new(), next_segment: 1, root };
+        let body = ManifestBody { format: FORMAT, model, kind: kind.as_str().to_owned(), segments: Vec::new(), next_segment: 1, root, local };
         let store = Self { dir: dir.to_owned(), body, kind, mode: OpenMode::Write, rows: Vec::new(), vectors: Vec::new(), live: HashMap::new(), _lock: lock };
         store.write_manifest()?;
         Ok(store)
@@ -328,7 +381,7 @@ impl Store {
         }
         let kind = IndexKind::from_name(&m.body.kind).ok_or_else(|| IndexError::UnknownKind { path: mpath.clone(), kind: m.body.kind.clone() })?;
         let mut store = Self { dir: dir.to_owned(), body: m.body, kind, mode, rows: Vec::new(), vectors: Vec::new(), live: HashMap::new(), _lock: lock };
-        for seg in store.body.segments.clone() {
+        for (i, seg) in store.body.segments.clone().into_iter().enumerate() {
             let path = dir.join(&seg.file);
             let bytes = std::fs::read(&path).map_err(io_err(&path))?;
             if bytes.len() as u64 != seg.bytes || crc32fast::hash(&bytes) != seg.crc32 {
@@ -338,24 +391,33 @@ impl Store {
                 });
             }
             let records = decode_segment(&path, &bytes, store.body.model.dim)?;
-            store.apply(records);
+            let adds = records.iter().filter(|r| matches!(r, Record::Add { .. })).count();
+            let table = match &seg.local {
+                Some(l) => local::read_table(&dir.join(&l.file), l.bytes, adds)?,
+                None => Vec::new(),
+            };
+            store.apply(records, i as u32, &table);
         }
         Ok(store)
     }
 
-    /// Replay records; returns the rows that died (superseded or removed).
-    fn apply(&mut self, records: Vec<Record>) -> Vec<usize> {
+    /// Replay the records of segment `segment`, whose `i`-th add has its local features at
+    /// `table[i]` (an empty table: none); returns the rows that died (superseded or removed).
+    fn apply(&mut self, records: Vec<Record>, segment: u32, table: &[Option<(u64, u32)>]) -> Vec<usize> {
         let dim = self.body.model.dim;
         let mut died = Vec::new();
+        let mut adds = 0;
         for r in records {
             match r {
-                Record::Add { name, hash, vector } => {
+                Record::Add { name, hash, vector, .. } => {
+                    let local = table.get(adds).copied().flatten().map(|(offset, len)| LocalRef { segment, offset, len });
+                    adds += 1;
                     debug_assert_eq!(vector.len(), dim);
                     if let Some(old) = self.live.insert(name.clone(), self.rows.len()) {
                         self.rows[old].alive = false;
                         died.push(old);
                     }
-                    self.rows.push(Row { name, hash, alive: true });
+                    self.rows.push(Row { name, hash, alive: true, local });
                     self.vectors.extend_from_slice(&vector);
                 }
                 Record::Remove { name } => {
@@ -383,20 +445,24 @@ impl Store {
         }
         self.check_writable()?;
         let dim = self.body.model.dim;
+        let mut blocks = Vec::new();
         for r in &records {
-            if let Record::Add { name, vector, .. } = r {
+            if let Record::Add { name, vector, local, .. } = r {
                 if vector.len() != dim {
                     return Err(IndexError::Dimension { name: name.clone(), expected: dim, found: vector.len() });
                 }
+                blocks.push(match (local, &self.body.local) {
+                    (None, _) => None,
+                    (Some(f), Some(cfg)) if f.dim == cfg.dim && f.is_consistent() => Some(local::encode_block(f, cfg.encoding)),
+                    (Some(f), cfg) => return Err(IndexError::LocalMismatch { name: name.clone(), given: f.dim, index: cfg.as_ref().map(|c| c.dim) }),
+                });
             }
         }
         let nth = COMMITS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        let file = format!("seg-{:08}.bin", self.body.next_segment);
-        let bytes = encode_segment(dim, &records);
-        write_atomic(&self.dir.join(&file), &bytes)?;
+        let (info, table) = self.write_segment(&records, blocks)?;
         failpoint_check(nth, FailStage::Segment);
         let mut body = self.body.clone();
-        body.segments.push(SegmentInfo { file, records: records.len() as u64, bytes: bytes.len() as u64, crc32: crc32fast::hash(&bytes) });
+        body.segments.push(info);
         body.next_segment += 1;
         let previous = std::mem::replace(&mut self.body, body);
         if let Err(e) = self.write_manifest() {
@@ -404,20 +470,39 @@ impl Store {
             return Err(e);
         }
         failpoint_check(nth, FailStage::Manifest);
-        let died = self.apply(records);
+        let died = self.apply(records, self.body.segments.len() as u32 - 1, &table);
         self.remove_orphans();
         Ok(died)
+    }
+
+    /// Write segment `next_segment` and, when any block is present, its local file (before the
+    /// manifest names either, so a crash leaves only orphans). Returns its manifest entry and the
+    /// blocks' locations.
+    fn write_segment(&self, records: &[Record], blocks: Vec<Option<Vec<u8>>>) -> Result<(SegmentInfo, LocalTable), IndexError> {
+        let file = format!("seg-{:08}.bin", self.body.next_segment);
+        let (local, table) = if blocks.iter().any(Option::is_some) {
+            let name = format!("seg-{:08}.local", self.body.next_segment);
+            let (bytes, table) = local::encode_file(&blocks);
+            write_atomic(&self.dir.join(&name), &bytes)?;
+            (Some(LocalFileInfo { file: name, bytes: bytes.len() as u64, crc32: crc32fast::hash(&bytes) }), table)
+        } else {
+            (None, Vec::new())
+        };
+        let bytes = encode_segment(self.body.model.dim, records);
+        write_atomic(&self.dir.join(&file), &bytes)?;
+        Ok((SegmentInfo { file, records: records.len() as u64, bytes: bytes.len() as u64, crc32: crc32fast::hash(&bytes), local }, table))
     }
 
     /// Rewrite all live rows into one segment (drops dead rows and tombstones).
     pub fn compact(&mut self) -> Result<(), IndexError> {
         self.check_writable()?;
-        let records: Vec<Record> = self.live_rows().map(|(i, r)| Record::Add { name: r.name.clone(), hash: r.hash, vector: self.vector(i).to_vec() }).collect();
-        let file = format!("seg-{:08}.bin", self.body.next_segment);
-        let bytes = encode_segment(self.body.model.dim, &records);
-        write_atomic(&self.dir.join(&file), &bytes)?;
+        let records: Vec<Record> = self.live_rows().map(|(i, r)| Record::add(r.name.clone(), r.hash, self.vector(i).to_vec())).collect();
+        // Blocks are copied as they are (checksum verified), not decoded and re-encoded.
+        let blocks =
+            self.live_rows().map(|(_, r)| r.local.map(|l| local::read_raw(&self.local_path(l), l.offset, l.len)).transpose()).collect::<Result<Vec<_>, _>>()?;
+        let (info, table) = self.write_segment(&records, blocks)?;
         let mut body = self.body.clone();
-        body.segments = vec![SegmentInfo { file, records: records.len() as u64, bytes: bytes.len() as u64, crc32: crc32fast::hash(&bytes) }];
+        body.segments = vec![info];
         body.next_segment += 1;
         let previous = std::mem::replace(&mut self.body, body);
         if let Err(e) = self.write_manifest() {
@@ -427,7 +512,7 @@ impl Store {
         self.rows.clear();
         self.vectors.clear();
         self.live.clear();
-        self.apply(records);
+        self.apply(records, 0, &table);
         self.remove_orphans();
         Ok(())
     }
@@ -440,11 +525,12 @@ impl Store {
     }
 
     fn remove_orphans(&self) {
-        let keep: std::collections::HashSet<&str> = self.body.segments.iter().map(|s| s.file.as_str()).collect();
+        let keep: std::collections::HashSet<&str> =
+            self.body.segments.iter().flat_map(|s| std::iter::once(s.file.as_str()).chain(s.local.as_ref().map(|l| l.file.as_str()))).collect();
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with("seg-") && name.ends_with(".bin") && !keep.contains(name.as_str()) {
+                if name.starts_with("seg-") && (name.ends_with(".bin") || name.ends_with(".local")) && !keep.contains(name.as_str()) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
@@ -453,6 +539,22 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// What local features this index stores, if any.
+    pub fn local_config(&self) -> Option<&LocalConfig> {
+        self.body.local.as_ref()
+    }
+
+    fn local_path(&self, l: LocalRef) -> PathBuf {
+        let seg = &self.body.segments[l.segment as usize];
+        self.dir.join(&seg.local.as_ref().expect("a LocalRef points into a segment with a local file").file)
+    }
+
+    /// The local features of `row` (read from disk, checksum verified), or `None` when that row
+    /// was added without any.
+    pub fn local_features(&self, row: usize) -> Result<Option<LocalFeatures>, IndexError> {
+        self.rows[row].local.map(|l| local::read_block(&self.local_path(l), l.offset, l.len)).transpose()
     }
     /// The folder photo names are relative to, if the index records one.
     pub fn root(&self) -> Option<&Path> {
@@ -527,11 +629,7 @@ mod tests {
 
     #[test]
     fn segment_round_trip_and_corruption_detected() {
-        let recs = vec![
-            Record::Add { name: "a.jpg".into(), hash: Some([7; 32]), vector: vec![1.0, 2.0] },
-            Record::Remove { name: "b.jpg".into() },
-            Record::Add { name: "c".into(), hash: None, vector: vec![-1.0, 0.5] },
-        ];
+        let recs = vec![Record::add("a.jpg", Some([7; 32]), vec![1.0, 2.0]), Record::Remove { name: "b.jpg".into() }, Record::add("c", None, vec![-1.0, 0.5])];
         let bytes = encode_segment(2, &recs);
         assert_eq!(decode_segment(Path::new("s"), &bytes, 2).unwrap(), recs);
         for i in [0, 9, 30, bytes.len() - 9, bytes.len() - 1] {
@@ -544,16 +642,90 @@ mod tests {
         }
     }
 
+    fn feats(n: usize, seed: f32) -> LocalFeatures {
+        let mut f = LocalFeatures::empty(4);
+        for i in 0..n {
+            f.locations.push([seed + i as f32, 2.0 * i as f32]);
+            f.descriptors.extend([0.5f32, -0.5, 0.5, -0.5]);
+            f.scores.push(10.0 - i as f32);
+            f.scales.push(1.0);
+        }
+        f
+    }
+
+    fn local_cfg() -> Option<LocalConfig> {
+        Some(LocalConfig { extractor: "test".into(), dim: 4, encoding: LocalEncoding::F16 })
+    }
+
+    #[test]
+    fn local_features_follow_their_rows_through_supersede_remove_reopen_and_compact() {
+        let dir = tempfile::tempdir().unwrap();
+        let add =
+            |name: &str, n: Option<usize>, seed: f32| Record::Add { name: name.into(), hash: None, vector: vec![1.0, 0.0], local: n.map(|n| feats(n, seed)) };
+        let mut s = Store::create_with(dir.path(), model(2), IndexKind::Exact, None, local_cfg()).unwrap();
+        s.commit(vec![add("a", Some(3), 100.0), add("b", None, 0.0), add("c", Some(2), 200.0)]).unwrap();
+        s.commit(vec![add("a", Some(5), 300.0), Record::Remove { name: "c".into() }]).unwrap();
+        // A segment without any local features writes no local file.
+        s.commit(vec![add("d", None, 0.0)]).unwrap();
+        let check = |s: &Store| {
+            let get = |name: &str| s.local_features(s.lookup(name).unwrap()).unwrap();
+            assert_eq!(get("a"), Some(feats(5, 300.0)));
+            assert_eq!(get("b"), None);
+            assert_eq!(get("d"), None);
+            assert!(s.lookup("c").is_none());
+        };
+        check(&s);
+        let locals = |d: &Path| std::fs::read_dir(d).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".local")).count();
+        assert_eq!(locals(dir.path()), 2);
+        drop(s);
+        let mut s = Store::open(dir.path(), OpenMode::Write).unwrap();
+        check(&s);
+        assert_eq!(s.local_config(), local_cfg().as_ref());
+        s.compact().unwrap();
+        check(&s);
+        assert_eq!(locals(dir.path()), 1, "compaction leaves one local file");
+        drop(s);
+        check(&Store::open(dir.path(), OpenMode::Read).unwrap());
+    }
+
+    #[test]
+    fn local_features_of_the_wrong_width_or_for_an_index_without_them_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::create(dir.path(), model(2), IndexKind::Exact).unwrap();
+        let rec = Record::Add { name: "a".into(), hash: None, vector: vec![1.0, 0.0], local: Some(feats(1, 0.0)) };
+        assert!(matches!(s.commit(vec![rec.clone()]), Err(IndexError::LocalMismatch { index: None, .. })));
+        let dir2 = tempfile::tempdir().unwrap();
+        let mut s2 = Store::create_with(
+            dir2.path(),
+            model(2),
+            IndexKind::Exact,
+            None,
+            Some(LocalConfig { extractor: "t".into(), dim: 8, encoding: LocalEncoding::Int8 }),
+        )
+        .unwrap();
+        assert!(matches!(s2.commit(vec![rec]), Err(IndexError::LocalMismatch { index: Some(8), given: 4, .. })));
+        assert_eq!(s.rows().len() + s2.rows().len(), 0);
+    }
+
+    #[test]
+    fn a_damaged_local_table_is_reported_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::create_with(dir.path(), model(2), IndexKind::Exact, None, local_cfg()).unwrap();
+        s.commit(vec![Record::Add { name: "a".into(), hash: None, vector: vec![1.0, 0.0], local: Some(feats(2, 0.0)) }]).unwrap();
+        drop(s);
+        let f = std::fs::read_dir(dir.path()).unwrap().flatten().find(|e| e.file_name().to_string_lossy().ends_with(".local")).unwrap().path();
+        let mut bytes = std::fs::read(&f).unwrap();
+        bytes[17] ^= 1;
+        std::fs::write(&f, &bytes).unwrap();
+        assert!(matches!(Store::open(dir.path(), OpenMode::Read), Err(IndexError::Corrupt { .. })));
+    }
+
     #[test]
     fn replay_supersedes_and_removes() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::create(dir.path(), model(2), IndexKind::Exact).unwrap();
-        s.commit(vec![
-            Record::Add { name: "a".into(), hash: None, vector: vec![1.0, 0.0] },
-            Record::Add { name: "b".into(), hash: None, vector: vec![0.0, 1.0] },
-        ])
-        .unwrap();
-        s.commit(vec![Record::Add { name: "a".into(), hash: None, vector: vec![0.6, 0.8] }, Record::Remove { name: "b".into() }]).unwrap();
+        s.commit(vec![Record::add("a", None, vec![1.0, 0.0]), Record::add("b", None, vec![0.0, 1.0])]).unwrap();
+        s.commit(vec![Record::add("a", None, vec![0.6, 0.8]), Record::Remove { name: "b".into() }]).unwrap();
         drop(s);
         let s = Store::open(dir.path(), OpenMode::Read).unwrap();
         assert_eq!(s.live_count(), 1);
@@ -620,7 +792,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(Store::create(dir.path(), model(2), IndexKind::Exact).unwrap());
         let mut s = Store::open(dir.path(), OpenMode::Read).unwrap();
-        let rec = Record::Add { name: "a".into(), hash: None, vector: vec![1.0, 0.0] };
+        let rec = Record::add("a", None, vec![1.0, 0.0]);
         assert!(matches!(s.commit(vec![rec]), Err(IndexError::ReadOnly { .. })));
         assert!(matches!(s.compact(), Err(IndexError::ReadOnly { .. })));
         assert_eq!(s.segments(), 0);
@@ -632,7 +804,7 @@ mod tests {
         let mut s = Store::create(dir.path(), model(2), IndexKind::Exact).unwrap();
         let e0 = s.epoch();
         for name in ["a", "b", "c"] {
-            s.commit(vec![Record::Add { name: name.into(), hash: None, vector: vec![1.0, 0.0] }]).unwrap();
+            s.commit(vec![Record::add(name, None, vec![1.0, 0.0])]).unwrap();
             assert_eq!(s.epoch(), e0);
         }
         s.compact().unwrap();

@@ -48,3 +48,57 @@ impl LocalFeatures {
         self.scores.len() == n && self.scales.len() == n && self.descriptors.len() == n * self.dim
     }
 }
+
+/// A local-feature extractor the index can store features of (`--local`).
+#[derive(Debug)]
+pub enum LocalModel {
+    /// XFeat keypoints and 64-d descriptors ([`super::xfeat`]).
+    XFeat { net: Box<super::xfeat::XFeat>, params: super::xfeat::XFeatParams },
+}
+
+impl LocalModel {
+    /// The name an index records (`LocalConfig::extractor`) and `--local` takes.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LocalModel::XFeat { .. } => "xfeat",
+        }
+    }
+
+    /// Width of its descriptors.
+    pub fn dim(&self) -> usize {
+        match self {
+            LocalModel::XFeat { .. } => super::xfeat::DIM,
+        }
+    }
+
+    /// Local features of an image as decoded and oriented (locations in its pixels).
+    pub fn extract(&self, image: &crate::decode::BgrImage) -> LocalFeatures {
+        match self {
+            LocalModel::XFeat { net, params } => net.extract(image, params),
+        }
+    }
+}
+
+/// `--local`: which local features an index stores for spatial verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LocalKind {
+    /// None: global search only.
+    #[default]
+    None,
+    /// XFeat (Apache-2.0 trained weights, fetched with pip like the MobileNetV2 ones): works with
+    /// every global model.
+    Xfeat,
+    /// DELG's attention-selected local features; needs a DELG checkpoint as the global model.
+    Delg,
+}
+
+impl LocalKind {
+    /// The name an index records, `None` for [`LocalKind::None`].
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            LocalKind::None => None,
+            LocalKind::Xfeat => Some("xfeat"),
+            LocalKind::Delg => Some("delg"),
+        }
+    }
+}

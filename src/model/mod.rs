@@ -20,7 +20,7 @@ pub use backbone::{Backbone, BackboneKind};
 pub use dolg::{Dolg, DolgOutput};
 pub use fusion::Fusion;
 pub use layers::BatchNorm;
-pub use local_features::LocalFeatures;
+pub use local_features::{LocalFeatures, LocalKind, LocalModel};
 pub use off_the_shelf::OffTheShelf;
 
 use burn::tensor::{Device, Tensor};

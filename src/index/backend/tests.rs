@@ -33,9 +33,9 @@ fn store(kind: IndexKind) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let model = ModelIdentity { name: "test".into(), dim: DIM, fingerprint: None, spec: None };
     let mut s = Store::create(dir.path(), model, kind).unwrap();
-    let mut recs: Vec<Record> = (0..N).map(|i| Record::Add { name: format!("r{i}"), hash: None, vector: unit(i as u64) }).collect();
-    recs.push(Record::Add { name: "twin-a".into(), hash: None, vector: unit(9999) });
-    recs.push(Record::Add { name: "twin-b".into(), hash: None, vector: unit(9999) });
+    let mut recs: Vec<Record> = (0..N).map(|i| Record::add(format!("r{i}"), None, unit(i as u64))).collect();
+    recs.push(Record::add("twin-a", None, unit(9999)));
+    recs.push(Record::add("twin-b", None, unit(9999)));
     s.commit(recs).unwrap();
     (dir, s)
 }
@@ -178,7 +178,7 @@ pub(super) fn removal(kind: IndexKind) {
 pub(super) fn sync_and_persist(kind: IndexKind) {
     let (_dir, mut s) = store(kind);
     // Dead rows in the store: a removal and a replacement (whose old row dies).
-    s.commit(vec![Record::Remove { name: "r3".into() }, Record::Add { name: "r4".into(), hash: None, vector: unit(4444) }]).unwrap();
+    s.commit(vec![Record::Remove { name: "r3".into() }, Record::add("r4", None, unit(4444))]).unwrap();
     let live = s.live_count();
     // From empty: every live row is added.
     let mut b = create(kind, DIM).unwrap();
@@ -201,7 +201,7 @@ pub(super) fn sync_and_persist(kind: IndexKind) {
     assert_eq!(reopened.search(&s, &queries, 10, f32::MIN).unwrap(), b.search(&s, &queries, 10, f32::MIN).unwrap());
     drop(reopened);
     // A commit the saved state has not seen: open catches up (for a backend with files).
-    s.commit(vec![Record::Add { name: "late".into(), hash: None, vector: unit(5555) }]).unwrap();
+    s.commit(vec![Record::add("late", None, unit(5555))]).unwrap();
     let (reopened, _) = open(kind, &s).unwrap();
     let late = s.lookup("late").unwrap();
     assert!(reopened.contains(late) && reopened.len() == s.live_count());
