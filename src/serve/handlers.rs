@@ -165,6 +165,10 @@ async fn observe(State(st): State<Arc<AppState>>, req: Request, next: Next) -> R
     let origin = req.headers().get(header::ORIGIN).cloned();
     let mut resp = if method == Method::OPTIONS && st.config.cors_origin.is_some() {
         StatusCode::NO_CONTENT.into_response()
+    } else if method == Method::POST && route == "/images" {
+        // An upload times itself out, before its commit only: once the photo is committed the
+        // client must hear so, not a 503 for a photo that is in fact stored.
+        next.run(req).await
     } else {
         match tokio::time::timeout(st.config.timeout, next.run(req)).await {
             Ok(r) => r,
@@ -551,30 +555,10 @@ async fn image_info(State(st): State<Arc<AppState>>, UrlPath(id): UrlPath<String
 }
 
 async fn add_image(State(st): State<Arc<AppState>>, req: Request) -> ApiResult<Response> {
-    let ct = content_type(&req);
-    let mut opts = Options::default();
-    let bytes = if ct.starts_with("multipart/form-data") {
-        read_multipart(req, &mut opts).await?
-    } else if ct.starts_with("image/") || ct.starts_with("application/octet-stream") {
-        axum::body::to_bytes(req.into_body(), st.config.body_limit)
-            .await
-            .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than the limit of {} bytes", st.config.body_limit)))?
-            .to_vec()
-    } else {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("content type '{ct}': send multipart/form-data with an image, or an image/* body"),
-        ));
-    };
-    let ext = sniff(&bytes)?;
-    let root = st.read().root().map(Path::to_owned).ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "this index has no root folder to store uploads in"))?;
-    let dir = root.join(&st.config.upload_dir);
-    std::fs::create_dir_all(&dir).map_err(|e| ApiError::internal(format!("{}: {e}", dir.display())))?;
-    let hash: [u8; 32] = Sha256::digest(&bytes).into();
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-    let tmp = temp_upload(&bytes, ext, Some(&dir))?;
-    let d = describe(&st, tmp.path().to_owned(), None, true).await?;
-    let dest = dir.join(format!("{}.{ext}", &hex[..16]));
+    let limit = st.config.timeout;
+    let (tmp, dir, dest, hash, d) = tokio::time::timeout(limit, receive_upload(&st, req))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the upload took longer than {} s; it was not stored", limit.as_secs_f64())))??;
     let st2 = st.clone();
     let (name, added) = blocking(move || {
         // Durable file first (contents, then the folder entry), then the index commit.
@@ -597,6 +581,37 @@ async fn add_image(State(st): State<Arc<AppState>>, req: Request) -> ApiResult<R
     body["added"] = json!(added);
     let status = if added { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, [(header::LOCATION, format!("/images/{id}"))], Json(body)).into_response())
+}
+
+/// The part of an upload that may time out: read the body, check it is an image, write it to a
+/// temporary file in the upload folder and describe it. Returns the temporary file, the folder,
+/// the final path, the content hash and the descriptor.
+async fn receive_upload(st: &Arc<AppState>, req: Request) -> ApiResult<(tempfile::NamedTempFile, PathBuf, PathBuf, [u8; 32], Vec<f32>)> {
+    let ct = content_type(&req);
+    let mut opts = Options::default();
+    let bytes = if ct.starts_with("multipart/form-data") {
+        read_multipart(req, &mut opts).await?
+    } else if ct.starts_with("image/") || ct.starts_with("application/octet-stream") {
+        axum::body::to_bytes(req.into_body(), st.config.body_limit)
+            .await
+            .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than the limit of {} bytes", st.config.body_limit)))?
+            .to_vec()
+    } else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content type '{ct}': send multipart/form-data with an image, or an image/* body"),
+        ));
+    };
+    let ext = sniff(&bytes)?;
+    let root = st.read().root().map(Path::to_owned).ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "this index has no root folder to store uploads in"))?;
+    let dir = root.join(&st.config.upload_dir);
+    std::fs::create_dir_all(&dir).map_err(|e| ApiError::internal(format!("{}: {e}", dir.display())))?;
+    let hash: [u8; 32] = Sha256::digest(&bytes).into();
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = temp_upload(&bytes, ext, Some(&dir))?;
+    let d = describe(st, tmp.path().to_owned(), None, true).await?;
+    let dest = dir.join(format!("{}.{ext}", &hex[..16]));
+    Ok((tmp, dir, dest, hash, d))
 }
 
 async fn delete_image(State(st): State<Arc<AppState>>, UrlPath(id): UrlPath<String>) -> ApiResult<Json<Value>> {
