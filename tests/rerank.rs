@@ -1,6 +1,8 @@
 //! dolg::rerank against hand-worked cases and against the independent numpy reference
 //! (scripts/rerank_reference.py, fixtures in tests/fixtures/rerank/).
 
+mod common;
+
 use std::path::Path;
 
 use dolg::collection::{Collection, SearchParams, VectorOrigin};
@@ -343,4 +345,51 @@ fn timing_per_query() {
         std::hint::black_box(dba(&db[..2000 * dim], dim, 2, 3.0));
         println!("dim {dim}: dba of 2000 vectors (k 2): {:.2} s", t.elapsed().as_secs_f64());
     }
+}
+
+/// `dolg eval revisited` with re-ranking equals ranking by the library's `rank_reranked` and
+/// evaluating those ranks (`--ranks`), on the real ROxford ground truth with random descriptors:
+/// the re-ranked evaluation path (DBA on the database, then QE, then SuperGlobal) feeds the exact
+/// protocol unchanged.
+#[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
+fn eval_revisited_reranked_equals_ranks_from_the_library() {
+    let gnd = common::shared_dir().join("data/revisitop/gnd_roxford5k.pkl");
+    let (n_db, n_q, dim) = (4993usize, 70usize, 16usize);
+    let mut state = 9u64;
+    let mut unit_rows = |n: usize| -> Vec<f32> {
+        let mut v: Vec<f32> = (0..n * dim)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+            })
+            .collect();
+        v.chunks_mut(dim).for_each(dolg::rerank::normalize);
+        v
+    };
+    let (db, q) = (unit_rows(n_db), unit_rows(n_q));
+    let dir = tempfile::tempdir().unwrap();
+    let npy = |name: &str, rows: &[f32], n: usize| {
+        let p = dir.path().join(name);
+        dolg::descriptors::write_npy(&p, &[n as u64, dim as u64], rows.iter().copied()).unwrap();
+        p
+    };
+    let (db_path, q_path) = (npy("db.npy", &db, n_db), npy("q.npy", &q, n_q));
+    let run = |args: &[&str]| -> Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dolg")).args(["eval", "revisited", "--json", "--gnd"]).arg(&gnd).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let rerank = Rerank { qe: Some(QueryExpansion { n: 2, alpha: 3.0 }), superglobal: Some(SuperGlobal { m: 50, k: 2, beta: 0.15 }), spatial: None };
+    let augmented = dba(&db, dim, 2, 3.0);
+    let ranks: Vec<Vec<i64>> = q.chunks(dim).map(|qv| rank_reranked(&augmented, dim, qv, None, &rerank).into_iter().map(|(r, _)| r as i64).collect()).collect();
+    let ranks_path = dir.path().join("ranks.npy");
+    let values: Vec<i64> = (0..n_db).flat_map(|r| ranks.iter().map(move |col| col[r])).collect();
+    dolg::descriptors::write_npy(&ranks_path, &[n_db as u64, n_q as u64], values).unwrap();
+    let (db_s, q_s) = (db_path.to_str().unwrap(), q_path.to_str().unwrap());
+    let via_cli = run(&["--db", db_s, "--queries", q_s, "--dba", "2", "--qe", "2", "--rerank", "superglobal", "--sg-m", "50", "--sg-k", "2"]);
+    let via_ranks = run(&["--ranks", ranks_path.to_str().unwrap()]);
+    assert_eq!(via_cli, via_ranks);
+    let plain = run(&["--db", db_s, "--queries", q_s]);
+    assert_ne!(plain, via_cli, "re-ranking changed nothing: the test would not see a broken path");
 }
