@@ -218,7 +218,15 @@ fn matching_equals_float64_brute_force_on_near_ties() {
         twins.extend_from_slice(&twin);
     }
     let (nt, t) = (twins.len() / dim, twins);
-    let dist = |i: usize, j: usize| -> f64 { (0..dim).map(|k| (f64::from(q[i * dim + k]) - f64::from(t[j * dim + k])).powi(2)).sum::<f64>().sqrt() };
+    // Summed as SciPy's cKDTree does (`sqeuclidean_distance_double`: 4 partial sums, then added
+    // in order; dim 64 leaves no tail), so the distances below are the reference's to the last bit.
+    let dist = |i: usize, j: usize| -> f64 {
+        let mut acc = [0.0f64; 4];
+        for k in 0..dim {
+            acc[k % 4] += (f64::from(q[i * dim + k]) - f64::from(t[j * dim + k])).powi(2);
+        }
+        (acc[0] + acc[1] + acc[2] + acc[3]).sqrt()
+    };
     let nn = |i: usize| -> (usize, f64, f64) {
         let mut d: Vec<(f64, usize)> = (0..nt).map(|j| (dist(i, j), j)).collect();
         d.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -243,6 +251,12 @@ fn matching_equals_float64_brute_force_on_near_ties() {
         let got = putative_matches(&qf, &tf, rule, mutual).unwrap();
         assert!(want.len() >= 20, "{rule:?}: the case must have matches");
         if rule == MatchRule::MaxDistance(0.9) {
+            // The bound is strict and decided in float64: at d1 no match, one ulp above a match.
+            for i in 0..20 {
+                let (j, d1, _) = nn(i);
+                let has = |max: f64| putative_matches(&qf, &tf, MatchRule::MaxDistance(max), false).unwrap().contains(&(i, j));
+                assert!(!has(d1) && has(d1.next_up()), "query {i}: distance {d1} decided off the float64 value");
+            }
             // Nearest and second nearest differ by far less than a float32 dot resolves (~1e-7).
             let gap = want.iter().map(|&(i, _)| nn(i).2 - nn(i).1).fold(f64::INFINITY, f64::min);
             assert!(gap < 1e-8, "smallest gap {gap:.1e}: the case has no near tie");

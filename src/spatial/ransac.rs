@@ -3,8 +3,12 @@
 //! Each iteration fits a minimal sample (4 points: the normalised DLT of Hartley & Zisserman,
 //! "Multiple View Geometry", Alg. 4.2; 3 points for an affine map), skipping degenerate samples,
 //! and counts the points whose reprojection error is within the threshold. The best model is then
-//! refitted by least squares on its inliers and the inliers counted again, as OpenCV's
-//! `findHomography` refits on the RANSAC inliers; the refit is kept only if it loses no inlier.
+//! refitted by least squares on its inliers (OpenCV's `findHomography` also refits on the RANSAC
+//! inliers, then refines by Levenberg–Marquardt and keeps the RANSAC mask); here the inliers are
+//! counted again and the refit is kept only if it loses none.
+//!
+//! Linear algebra is nalgebra's (LU for minimal samples and affine fits, symmetric eigen for the
+//! homography refit).
 
 use nalgebra::{Matrix3, SMatrix, Vector3};
 use rand::Rng;
@@ -63,13 +67,10 @@ pub fn ransac(src: &[[f64; 2]], dst: &[[f64; 2]], model: GeometricModel, thresho
             (h, inliers) = (refit, refit_inliers);
         }
     }
-    let mut out = [0.0; 9];
-    for r in 0..3 {
-        for c in 0..3 {
-            out[r * 3 + c] = h[(r, c)];
-        }
-    }
-    Some(RansacFit { model: out, inliers })
+    let mut model = [0.0; 9];
+    // nalgebra stores column-major: the transpose's storage is the row-major matrix.
+    model.copy_from_slice(h.transpose().as_slice());
+    Some(RansacFit { model, inliers })
 }
 
 /// `out.len()` distinct indices below `n`, uniformly (rejection; samples are at most 4).
@@ -171,9 +172,7 @@ fn fit(model: GeometricModel, src: &[[f64; 2]], dst: &[[f64; 2]]) -> Option<Matr
                 }
             }
             let eig = ata.symmetric_eigen();
-            let (min, _) = eig.eigenvalues.iter().enumerate().fold((0, f64::INFINITY), |m, (i, &v)| if v < m.1 { (i, v) } else { m });
-            let h = eig.eigenvectors.column(min);
-            Matrix3::from_row_slice(h.as_slice())
+            Matrix3::from_row_slice(eig.eigenvectors.column(eig.eigenvalues.imin()).as_slice())
         }
         GeometricModel::Affine => {
             // Two least-squares problems [x y 1]·(a b c) = u and = v sharing the normal matrix.
