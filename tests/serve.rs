@@ -461,6 +461,8 @@ fn page_renders_results_in_chromium() {
     }
     assert!(dom.contains(&format!("/images/{id}/file")), "the query photo is shown");
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/serve-page.png");
+    // target/ may live elsewhere (CARGO_TARGET_DIR): the artefact folder is made here.
+    std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
     let _ = std::fs::remove_file(&shot);
     run_chromium(&chrome, &tmp.path().join("profile-shot"), &url, &format!("--screenshot={}", shot.display()));
     let png = image::open(&shot).unwrap_or_else(|e| panic!("{}: {e}", shot.display()));

@@ -20,7 +20,7 @@ use super::photo_id;
 use super::state::{AppState, THUMB_CACHE};
 use crate::collection::{NamedHit, SearchParams};
 use crate::decode::{decode_file_oriented, DecodeError, DecodeLimits, Orientation};
-use crate::descriptors::DescriptorError;
+use crate::descriptors::{Description, DescriptorError};
 use crate::error::Error;
 use crate::index::hnsw::DEFAULT_EF_SEARCH;
 use crate::preprocess::CropBox;
@@ -368,6 +368,12 @@ fn sniff(bytes: &[u8]) -> ApiResult<&'static str> {
 
 /// Describe `path` with the query model through the bounded queue.
 async fn describe(st: &Arc<AppState>, path: PathBuf, crop: Option<CropBox>, upload: bool) -> ApiResult<Vec<f32>> {
+    Ok(describe_full(st, path, crop, upload, false).await?.descriptor)
+}
+
+/// [`describe`] giving the whole [`Description`]; with `local`, also the photo's local features
+/// when the index stores them (a photo being added).
+async fn describe_full(st: &Arc<AppState>, path: PathBuf, crop: Option<CropBox>, upload: bool, local: bool) -> ApiResult<Description> {
     let model = match st.model.get() {
         None => return Err(ApiError { retry_after: Some(1), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is still loading") }),
         Some(Err(e)) => return Err(ApiError::new(StatusCode::CONFLICT, format!("this index cannot describe photos: {e}"))),
@@ -379,8 +385,12 @@ async fn describe(st: &Arc<AppState>, path: PathBuf, crop: Option<CropBox>, uplo
     })?;
     blocking(move || {
         let _permit = permit;
-        let r = model.extractor.describe_file(&path, crop);
-        r.map(|d| d.descriptor).map_err(|e| ApiError::from_error(e.into(), upload.then_some(path.as_path())))
+        let r = if local {
+            model.extractor.describe_file_full(&path, crop)
+        } else {
+            model.extractor.describe_file(&path, crop).map(|d| Description { descriptor: d.descriptor, local: None })
+        };
+        r.map_err(|e| ApiError::from_error(e.into(), upload.then_some(path.as_path())))
     })
     .await
 }
@@ -570,7 +580,7 @@ async fn add_image(State(st): State<Arc<AppState>>, req: Request) -> ApiResult<R
         let store = c.index().store();
         let same = store.lookup(&name).is_some_and(|r| store.rows()[r].hash == Some(hash));
         if !same {
-            c.add_described(name.clone(), Some(hash), d)?;
+            c.add_description(name.clone(), Some(hash), d)?;
         }
         Ok((name, !same))
     })
@@ -583,10 +593,13 @@ async fn add_image(State(st): State<Arc<AppState>>, req: Request) -> ApiResult<R
     Ok((status, [(header::LOCATION, format!("/images/{id}"))], Json(body)).into_response())
 }
 
+/// A received, described upload: its temporary file, the upload folder, its final path, content hash and description.
+type Upload = (tempfile::NamedTempFile, PathBuf, PathBuf, [u8; 32], Description);
+
 /// The part of an upload that may time out: read the body, check it is an image, write it to a
 /// temporary file in the upload folder and describe it. Returns the temporary file, the folder,
 /// the final path, the content hash and the descriptor.
-async fn receive_upload(st: &Arc<AppState>, req: Request) -> ApiResult<(tempfile::NamedTempFile, PathBuf, PathBuf, [u8; 32], Vec<f32>)> {
+async fn receive_upload(st: &Arc<AppState>, req: Request) -> ApiResult<Upload> {
     let ct = content_type(&req);
     let mut opts = Options::default();
     let bytes = if ct.starts_with("multipart/form-data") {
@@ -609,7 +622,7 @@ async fn receive_upload(st: &Arc<AppState>, req: Request) -> ApiResult<(tempfile
     let hash: [u8; 32] = Sha256::digest(&bytes).into();
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
     let tmp = temp_upload(&bytes, ext, Some(&dir))?;
-    let d = describe(st, tmp.path().to_owned(), None, true).await?;
+    let d = describe_full(st, tmp.path().to_owned(), None, true, true).await?;
     let dest = dir.join(format!("{}.{ext}", &hex[..16]));
     Ok((tmp, dir, dest, hash, d))
 }
