@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = Path(os.environ.get("DOLG_CLI", ROOT / "target" / "release" / "dolg"))
+# Cargo's target folder, wherever CARGO_TARGET_DIR puts it.
+CLI = Path(os.environ.get("DOLG_CLI", Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "dolg"))
 IMAGES = ROOT / "examples" / "landmarks" / "images"
 SHARED = ROOT.parent / "shared"
 
