@@ -31,6 +31,8 @@ pub enum SpecError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("scale {scale} is not a positive, finite number")]
     Scale { scale: f64 },
+    #[error("'{name}' is a local-feature network, not a backbone for global descriptors: use it with `dolg index build --local {name}`")]
+    NotABackbone { name: &'static str },
     #[error(transparent)]
     Pretrained(#[from] PretrainedError),
     #[error(transparent)]
@@ -159,6 +161,7 @@ impl ModelSpec {
         match (&self.weights, self.backbone) {
             (Some(w), Some(b)) => Err(SpecError::Both { weights: w.clone(), backbone: b.name() }),
             (None, None) => Err(SpecError::NoModel),
+            (None, Some(Pretrained::XFeat)) => Err(SpecError::NotABackbone { name: Pretrained::XFeat.name() }),
             _ => Ok(()),
         }
     }

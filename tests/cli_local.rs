@@ -58,4 +58,9 @@ fn spatial_rerank_ranks_the_same_place_first_with_many_inliers() {
     let out = Command::new(BIN).args(["search", "--db", plain, "--rerank", "spatial", &paths[0]]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--local xfeat"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // XFeat is fetched like a backbone but describes no global vector: refused by name.
+    let out = Command::new(BIN).args(["extract", "--backbone", "xfeat", &paths[0], "-o"]).arg(dir.path().join("x.npy")).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("local-feature network"), "{}", String::from_utf8_lossy(&out.stderr));
 }
