@@ -82,12 +82,18 @@ struct Saved {
     kth: Vec<f32>,
 }
 
-/// What a cached layer was read for: a layer is fresh for exactly one state of the store.
+/// What a layer file was computed for: epoch, row count and CRC-32 of the alive flags.
 type Key = (u64, usize, u32);
 
-/// The per-collection cache of the fresh layer, so searches do not re-read `dba.bin`.
+/// The per-collection cache of the fresh layer, so searches do not re-read `dba.bin`. Keyed by
+/// (epoch, rows, live entries), which identifies the store's state without an O(rows) pass per
+/// search: within an epoch rows are only appended and alive flags only turn false, so equal row
+/// counts with equal live counts mean equal alive flags.
 #[derive(Debug, Default)]
-pub(super) struct DbaCache(std::sync::Mutex<Option<(Key, Option<Arc<DbaLayer>>)>>);
+pub(super) struct DbaCache(std::sync::Mutex<Option<(StoreState, Option<Arc<DbaLayer>>)>>);
+
+/// (epoch, rows, live entries).
+type StoreState = (u64, usize, usize);
 
 fn corrupt(path: &Path, why: &str) -> Error {
     Error::Io { path: path.to_owned(), source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("DBA layer: {why}")) }
@@ -222,7 +228,8 @@ impl Collection {
     /// The fresh DBA layer, if any (a stale one is ignored). Cached: read from disk once per
     /// state of the store.
     pub fn fresh_dba(&self) -> Result<Option<Arc<DbaLayer>>> {
-        let key = self.dba_key();
+        let s = self.index.store();
+        let key = (s.epoch(), s.rows().len(), s.live_count());
         let mut cache = self.dba_cache.0.lock().unwrap();
         if let Some((k, layer)) = cache.as_ref() {
             if *k == key {

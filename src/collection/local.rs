@@ -2,15 +2,13 @@
 //! it beside the global model, and the spatial-verification re-ranking of the top K global
 //! results ([`crate::spatial`]), the second stage of DELG-style retrieval.
 
-use std::path::PathBuf;
-
 use super::{Collection, NamedHit};
 use crate::error::{Error, Result};
 use crate::index::{LocalConfig, LocalEncoding};
 use crate::model::{xfeat, LocalFeatures, LocalKind, LocalModel};
 use crate::pretrained::Pretrained;
 pub use crate::rerank::SpatialRerank;
-use crate::spatial::{rerank_order, verify_many};
+use crate::spatial::verify_and_order;
 
 /// Build the local model an index records.
 pub fn load_local_model(cfg: &LocalConfig, device: &burn::tensor::Device) -> Result<LocalModel> {
@@ -46,26 +44,6 @@ impl Collection {
         Ok(self.index.store().local_features(row)?)
     }
 
-    /// Local features of query photos: the stored ones for an indexed, uncropped photo, else
-    /// extracted (cropped to `crop`).
-    pub(super) fn query_local(&mut self, paths: &[PathBuf], stored: &[Option<usize>], crop: Option<crate::preprocess::CropBox>) -> Result<Vec<LocalFeatures>> {
-        let mut out = Vec::with_capacity(paths.len());
-        for (p, row) in paths.iter().zip(stored) {
-            let f = match row.map(|r| self.local_features(r)).transpose()?.flatten() {
-                Some(f) => f,
-                None => {
-                    let ex = &self.model()?.extractor;
-                    ex.describe_file_full(p, crop)?.local.ok_or_else(|| Error::LocalUnavailable {
-                        extractor: "none".into(),
-                        reason: format!("{} stores no local features; build it with --local xfeat to use --rerank spatial", self.dir().display()),
-                    })?
-                }
-            };
-            out.push(f);
-        }
-        Ok(out)
-    }
-
     /// Spatially verify the top `sp.k` of `hits` against `query` and re-order them: by inliers
     /// (at least `min_inliers`), ties in global order, then the rest in global order; results past
     /// K keep their place. Each verified hit's `inliers` is set. Entries without stored local
@@ -75,10 +53,9 @@ impl Collection {
         let empty = LocalFeatures::empty(query.dim);
         let stored: Vec<Option<LocalFeatures>> = hits[..k].iter().map(|h| self.local_features(h.row)).collect::<Result<_>>()?;
         let candidates: Vec<&LocalFeatures> = stored.iter().map(|f| f.as_ref().unwrap_or(&empty)).collect();
-        let verified = verify_many(query, &candidates, &sp.params)?;
-        let inliers: Vec<usize> = verified.iter().map(|v| v.inliers).collect();
+        let (order, inliers) = verify_and_order(query, &candidates, &sp.params)?;
         let mut head: Vec<Option<NamedHit>> = hits[..k].iter().cloned().map(Some).collect();
-        let mut out: Vec<NamedHit> = rerank_order(&inliers, sp.params.min_inliers)
+        let mut out: Vec<NamedHit> = order
             .into_iter()
             .map(|j| {
                 let mut h = head[j].take().expect("a permutation");

@@ -53,10 +53,11 @@ use burn::tensor::Device;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::descriptors::{l2_normalize, write_descriptors, DescriptorError};
+use crate::descriptors::{l2_normalize, write_descriptors, Description, DescriptorError};
 use crate::error::{Error, Result};
 use crate::index::{exact, Index, LocalConfig, ModelIdentity, Record, Store};
 pub use crate::index::{IndexKind, NamedHit, OpenMode};
+use crate::model::LocalFeatures;
 use crate::preprocess::CropBox;
 use crate::spec::{LoadedModel, ModelSpec};
 
@@ -228,6 +229,9 @@ struct Checked {
     /// `None`: unreadable (extraction reports why).
     hash: Option<[u8; 32]>,
 }
+
+/// Query vectors ([nq, dim]), the indexed row of each query photo, and their local features.
+type QueryInputs = (Vec<f32>, Vec<Option<usize>>, Vec<LocalFeatures>);
 
 impl Collection {
     /// Create a collection in `dir` (which must not hold an index yet) for the model `spec`.
@@ -600,24 +604,43 @@ impl Collection {
 
     /// The descriptor of each query photo: the stored one when the photo is indexed and not
     /// cropped (with its row, to leave it out of its own results), else freshly described.
-    fn query_vectors(&mut self, paths: &[PathBuf], crop: Option<CropBox>) -> Result<(Vec<f32>, Vec<Option<usize>>)> {
+    /// The query photos' vectors (the stored one for an indexed, uncropped photo, else
+    /// described), the row each one is, and with `with_local` their local features (stored, else
+    /// extracted in the same pass as the vector); without it the last list is empty.
+    fn query_vectors(&mut self, paths: &[PathBuf], crop: Option<CropBox>, with_local: bool) -> Result<QueryInputs> {
         let mut vectors = Vec::with_capacity(paths.len() * self.dim());
         let mut stored = Vec::with_capacity(paths.len());
+        let mut locals = Vec::new();
         for p in paths {
             let row = if crop.is_none() { self.index.store().lookup(&self.name_of(p)) } else { None };
-            match row {
-                Some(r) => vectors.extend_from_slice(self.index.store().vector(r)),
-                None => vectors.extend(self.model()?.extractor.describe_file(p, crop)?.descriptor),
+            let stored_local = if with_local { row.map(|r| self.local_features(r)).transpose()?.flatten() } else { None };
+            // Described when not indexed, or when its local features are needed but not stored.
+            let described = if row.is_none() || (with_local && stored_local.is_none()) {
+                let ex = &self.model()?.extractor;
+                Some(if with_local { ex.describe_file_full(p, crop)? } else { Description { descriptor: ex.describe_file(p, crop)?.descriptor, local: None } })
+            } else {
+                None
+            };
+            match (row, &described) {
+                (Some(r), _) => vectors.extend_from_slice(self.index.store().vector(r)),
+                (None, d) => vectors.extend_from_slice(&d.as_ref().expect("described when not indexed").descriptor),
+            }
+            if with_local {
+                let local = stored_local.or(described.and_then(|d| d.local)).ok_or_else(|| Error::LocalUnavailable {
+                    extractor: "none".into(),
+                    reason: format!("{} stores no local features; build it with --local xfeat to use --rerank spatial", self.dir().display()),
+                })?;
+                locals.push(local);
             }
             stored.push(row);
         }
-        Ok((vectors, stored))
+        Ok((vectors, stored, locals))
     }
 
     /// Top-k results for each query photo, best first. An indexed query photo is left out of its
     /// own results.
     pub fn search_images(&mut self, paths: &[PathBuf], params: &SearchParams) -> Result<Vec<Vec<NamedHit>>> {
-        let (vectors, stored) = self.query_vectors(paths, params.crop)?;
+        let (vectors, stored, _) = self.query_vectors(paths, params.crop, false)?;
         self.rerank_excluding(&vectors, &stored, params, &Rerank::default(), None)
     }
 
@@ -655,7 +678,7 @@ impl Collection {
     /// [`Collection::range_search_vectors`] for query photos (stored-vector reuse and
     /// self-exclusion as in [`Collection::search_images`]).
     pub fn range_search_images(&mut self, paths: &[PathBuf], min_score: f32, crop: Option<CropBox>) -> Result<Vec<Vec<NamedHit>>> {
-        let (vectors, stored) = self.query_vectors(paths, crop)?;
+        let (vectors, stored, _) = self.query_vectors(paths, crop, false)?;
         self.range_excluding(&vectors, &stored, min_score)
     }
 

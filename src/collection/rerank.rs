@@ -33,12 +33,9 @@ impl Collection {
     /// With spatial re-ranking, an indexed query photo's stored local features are used, others
     /// are extracted.
     pub fn search_images_reranked(&mut self, paths: &[PathBuf], params: &SearchParams, rerank: &Rerank) -> Result<Vec<Vec<NamedHit>>> {
-        let (vectors, stored) = self.query_vectors(paths, params.crop)?;
-        let local = match rerank.spatial {
-            Some(_) => Some(self.query_local(paths, &stored, params.crop)?),
-            None => None,
-        };
-        self.rerank_excluding(&vectors, &stored, params, rerank, local.as_deref())
+        let spatial = rerank.spatial.is_some();
+        let (vectors, stored, locals) = self.query_vectors(paths, params.crop, spatial)?;
+        self.rerank_excluding(&vectors, &stored, params, rerank, spatial.then_some(&locals[..]))
     }
 
     /// The re-ranking pipeline for `queries` ([nq, dim]); `query_local[i]` are query i's local

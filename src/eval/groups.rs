@@ -156,12 +156,16 @@ impl GroupsGt {
     /// `rerank` (α-QE, SuperGlobal) to every query's ranking. Queries keep their own
     /// descriptor; each query is left out of its own ranking (and so of its expansion).
     pub fn evaluate_reranked(&self, rows: &[f32], dim: usize, dba: Option<(usize, f32)>, rerank: &crate::rerank::Rerank) -> Result<ProtocolResult> {
+        self.evaluate(&super::RanksMatrix::from_columns(self.reranked_columns(rows, dim, dba, rerank), self.images.len())?)
+    }
+
+    /// Every query's full ranking (in [`GroupsGt::queries`] order) after DBA and `rerank`.
+    fn reranked_columns(&self, rows: &[f32], dim: usize, dba: Option<(usize, f32)>, rerank: &crate::rerank::Rerank) -> Vec<Vec<usize>> {
         let db = dba.map_or_else(|| rows.to_vec(), |(k, alpha)| crate::rerank::dba(rows, dim, k, alpha));
         let queries = self.queries();
         let q: Vec<f32> = queries.iter().flat_map(|&i| rows[i * dim..(i + 1) * dim].iter().copied()).collect();
         let exclude: Vec<Option<usize>> = queries.iter().map(|&i| Some(i)).collect();
-        let columns = super::rank::reranked_ranking(&db, dim, &q, &exclude, rerank);
-        self.evaluate(&super::RanksMatrix::from_columns(columns, self.images.len())?)
+        super::rank::reranked_ranking(&db, dim, &q, &exclude, rerank)
     }
 
     /// [`GroupsGt::evaluate_reranked`] followed by spatial verification (`rerank.spatial`) of
@@ -176,19 +180,14 @@ impl GroupsGt {
         locals: &[Option<crate::model::LocalFeatures>],
     ) -> Result<ProtocolResult> {
         let Some(sp) = rerank.spatial else { return self.evaluate_reranked(rows, dim, dba, rerank) };
-        let global = crate::rerank::Rerank { spatial: None, ..*rerank };
-        let db = dba.map_or_else(|| rows.to_vec(), |(k, alpha)| crate::rerank::dba(rows, dim, k, alpha));
-        let queries = self.queries();
-        let q: Vec<f32> = queries.iter().flat_map(|&i| rows[i * dim..(i + 1) * dim].iter().copied()).collect();
-        let exclude: Vec<Option<usize>> = queries.iter().map(|&i| Some(i)).collect();
-        let mut columns = super::rank::reranked_ranking(&db, dim, &q, &exclude, &global);
+        let mut columns = self.reranked_columns(rows, dim, dba, &crate::rerank::Rerank { spatial: None, ..*rerank });
         let empty = crate::model::LocalFeatures::empty(locals.iter().flatten().next().map_or(0, |f| f.dim));
-        for (col, &qi) in columns.iter_mut().zip(&queries) {
+        for (col, qi) in columns.iter_mut().zip(self.queries()) {
             let query = locals[qi].as_ref().unwrap_or(&empty);
             let k = sp.k.min(col.len());
             let candidates: Vec<&crate::model::LocalFeatures> = col[..k].iter().map(|&r| locals[r].as_ref().unwrap_or(&empty)).collect();
-            let inliers: Vec<usize> = crate::spatial::verify_many(query, &candidates, &sp.params)?.iter().map(|v| v.inliers).collect();
-            let head: Vec<usize> = crate::spatial::rerank_order(&inliers, sp.params.min_inliers).into_iter().map(|j| col[j]).collect();
+            let (order, _) = crate::spatial::verify_and_order(query, &candidates, &sp.params)?;
+            let head: Vec<usize> = order.into_iter().map(|j| col[j]).collect();
             col[..k].copy_from_slice(&head);
         }
         self.evaluate(&super::RanksMatrix::from_columns(columns, self.images.len())?)

@@ -101,13 +101,17 @@ pub fn encode_block(f: &LocalFeatures, encoding: LocalEncoding) -> Vec<u8> {
 
 /// Decode a block written by [`encode_block`]; `path` names the file in errors.
 pub fn decode_block(path: &Path, bytes: &[u8]) -> Result<LocalFeatures, IndexError> {
-    if bytes.len() < 12 {
-        return Err(corrupt(path, "local-feature block too short"));
-    }
-    let (body, trailer) = bytes.split_at(bytes.len() - 4);
-    if crc32fast::hash(body) != u32::from_le_bytes(trailer.try_into().unwrap()) {
-        return Err(corrupt(path, "local-feature block checksum mismatch"));
-    }
+    decode_body(path, checked_body(bytes).ok_or_else(|| corrupt(path, "local-feature block too short or failing its checksum"))?)
+}
+
+/// A block without its CRC trailer, if the trailer matches (and the block is long enough).
+fn checked_body(bytes: &[u8]) -> Option<&[u8]> {
+    let (body, trailer) = bytes.split_at(bytes.len().checked_sub(4).filter(|&n| n >= 8)?);
+    (crc32fast::hash(body) == u32::from_le_bytes(trailer.try_into().unwrap())).then_some(body)
+}
+
+/// Decode a block's body (checksum already verified).
+fn decode_body(path: &Path, body: &[u8]) -> Result<LocalFeatures, IndexError> {
     let n = u32::from_le_bytes(body[0..4].try_into().unwrap()) as usize;
     let dim = u16::from_le_bytes(body[4..6].try_into().unwrap()) as usize;
     let per_row = match body[6] {
@@ -200,7 +204,8 @@ pub fn read_table(path: &Path, expect_bytes: u64, adds: usize) -> Result<Vec<Opt
 
 /// One image's features from `path` at `offset` (a positioned read: readers may share the file).
 pub fn read_block(path: &Path, offset: u64, len: u32) -> Result<LocalFeatures, IndexError> {
-    decode_block(path, &read_raw(path, offset, len)?)
+    let bytes = read_raw(path, offset, len)?;
+    decode_body(path, &bytes[..bytes.len() - 4])
 }
 
 /// A block's bytes, checksum verified (compaction copies blocks without decoding them).
@@ -208,8 +213,7 @@ pub fn read_raw(path: &Path, offset: u64, len: u32) -> Result<Vec<u8>, IndexErro
     let file = File::open(path).map_err(|source| IndexError::Io { path: path.to_owned(), source })?;
     let mut bytes = vec![0u8; len as usize];
     file.read_exact_at(&mut bytes, offset).map_err(|source| IndexError::Io { path: path.to_owned(), source })?;
-    let (body, trailer) = bytes.split_at(bytes.len().saturating_sub(4));
-    if bytes.len() < 12 || crc32fast::hash(body) != u32::from_le_bytes(trailer.try_into().unwrap()) {
+    if checked_body(&bytes).is_none() {
         return Err(corrupt(path, format!("local-feature block at offset {offset} fails its checksum")));
     }
     Ok(bytes)

@@ -219,3 +219,10 @@ pub fn rerank_order(inliers: &[usize], min_inliers: usize) -> Vec<usize> {
     order.sort_by_key(|&j| if inliers[j] >= min_inliers { (false, std::cmp::Reverse(inliers[j])) } else { (true, std::cmp::Reverse(0)) });
     order
 }
+
+/// [`verify_many`] then [`rerank_order`]: the re-ranked order of `candidates` (given in global
+/// order) as positions, and each candidate's inlier count (by position).
+pub fn verify_and_order(query: &LocalFeatures, candidates: &[&LocalFeatures], params: &SpatialParams) -> Result<(Vec<usize>, Vec<usize>), SpatialError> {
+    let inliers: Vec<usize> = verify_many(query, candidates, params)?.iter().map(|v| v.inliers).collect();
+    Ok((rerank_order(&inliers, params.min_inliers), inliers))
+}
