@@ -28,7 +28,7 @@ pub struct Collection {
 }
 
 /// Re-ranking options of `dolg search` (its defaults), as the library takes them.
-fn rerank(qe: usize, qe_alpha: f32, method: Option<&str>, sg_m: Option<usize>, sg_k: Option<usize>, sg_beta: Option<f32>) -> PyResult<Rerank> {
+pub(crate) fn rerank(qe: usize, qe_alpha: f32, method: Option<&str>, sg_m: Option<usize>, sg_k: Option<usize>, sg_beta: Option<f32>) -> PyResult<Rerank> {
     let d = SuperGlobal::default();
     let superglobal = match method {
         None => None,

@@ -7,13 +7,13 @@ use dolg::eval::{
     describe_groups, read_distractors, read_ranks, read_revisited_descriptors, reranked_ranking, rows_by_name, stream_positions, Database, EvalError, GroupsGt,
     RanksMatrix, RevisitedDescriptors, RevisitedGnd, DEFAULT_BLOCK_ROWS,
 };
-use dolg::rerank::{QueryExpansion, Rerank, SuperGlobal};
+use dolg::rerank::Rerank;
 use numpy::{PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::model::Model;
-use crate::{bad_choice, json_to_py, lib_err};
+use crate::{json_to_py, lib_err};
 
 /// A path, or an in-memory array standing for the file's contents.
 fn as_path(obj: &Bound<'_, PyAny>) -> Option<PathBuf> {
@@ -51,13 +51,9 @@ fn ranks_array(obj: &Bound<'_, PyAny>, gnd: &RevisitedGnd) -> PyResult<RanksMatr
     RanksMatrix::from_row_major(&data, n_db, n_q).map_err(lib_err)
 }
 
+/// The CLI's re-ranking options with SuperGlobal's defaults (`dolg eval` has no --sg-* here).
 fn rerank(qe: usize, qe_alpha: f32, method: Option<&str>) -> PyResult<Rerank> {
-    let superglobal = match method {
-        None => None,
-        Some("superglobal") => Some(SuperGlobal::default()),
-        Some(other) => return Err(bad_choice("rerank", other, &["superglobal"])),
-    };
-    Ok(Rerank { qe: (qe > 0).then_some(QueryExpansion { n: qe, alpha: qe_alpha }), superglobal, ..Rerank::default() })
+    crate::collection::rerank(qe, qe_alpha, method, None, None, None)
 }
 
 /// Revisited Oxford/Paris mAP and mP@1,5,10 (Easy, Medium, Hard) from the ground-truth pickle
