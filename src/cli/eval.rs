@@ -2,11 +2,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::bail;
+use burn::tensor::Device;
 use clap::{Args, Subcommand};
+use dolg::collection::{Collection, OpenMode};
 use dolg::eval::{
-    describe_groups, describe_revisited_cached, read_distractors, read_ranks, read_revisited_descriptors, reranked_ranking, rows_by_name, rows_from_collection,
-    stream_positions, Database, DescribeEvent, GroupsGt, ImageSet, RanksMatrix, RevisitedCache, RevisitedGnd, DEFAULT_BLOCK_ROWS,
+    describe_groups, describe_revisited_cached, describe_revisited_queries, read_distractors, read_ranks, read_revisited_descriptors, reranked_ranking,
+    rows_by_name, rows_from_collection, stream_positions, Database, DescribeEvent, GroupsGt, ImageSet, RanksMatrix, RerankProtocol, RevisitedCache,
+    RevisitedDescriptors, RevisitedGnd, DEFAULT_BLOCK_ROWS,
 };
+use dolg::rerank::Rerank;
 use serde_json::json;
 
 use super::search::RerankArgs;
@@ -17,7 +21,10 @@ pub enum EvalCommand {
     /// Revisited Oxford/Paris (ROxford5k, RParis6k): mAP and mP@1,5,10 for Easy, Medium and Hard.
     #[command(
         after_help = "INPUTS (exactly one)\n  --ranks R.npy               int [n_db, n_queries]; column q lists database indices best first (the reference `compute_map` layout)\n  --db DB.npy --queries Q.npy float [n_db, D] in imlist order and [70, D] in qimlist order; ranked by dot product, ties to the lower index\n  --images ROOT --weights W   end to end: database ROOT/jpg/<name>.jpg, queries cropped to their box with int() truncation;\n                              descriptors are cached (see --cache), so a second run only ranks\n\n\
---distractors D.npy appends e.g. the revisitop 1M distractor descriptors to the database; the database is streamed in blocks,\nso 1M x 512 needs about its own 2 GB plus a few MB."
+  --images ROOT --db INDEX     an index built over ROOT/jpg (`dolg index build --db INDEX ROOT/jpg`): database vectors (and
+                              local features) are read from it by name, queries are described cropped with the index's model\n\n\
+--distractors D.npy appends e.g. the revisitop 1M distractor descriptors to the database; the database is streamed in blocks,\nso 1M x 512 needs about its own 2 GB plus a few MB.\n\n\
+TWO STAGES (--rerank spatial, needs --db INDEX built with --local xfeat|delg)\n  The top --rerank-k (100) global results of each query are verified with local features and RANSAC and re-ordered by inliers.\n  --rerank-protocol label-free (default): the top K of the global ranking, the same for Easy, Medium and Hard; what a real\n      system can do, and what `dolg search --rerank spatial` does.\n  --rerank-protocol labelled: DELG's evaluation; per protocol, that protocol's ignored images (Easy: junk+hard, Medium: junk,\n      Hard: junk+easy) are removed before the top K are taken, so no verification is spent on them. It reads the ground\n      truth: use it only to compare with published two-stage numbers (DELG's 78.3 / 57.9 on ROxf Medium / Hard)."
     )]
     Revisited(RevisitedArgs),
     /// Any collection described by a groups CSV (`image,group`; empty group = distractor). Every grouped
@@ -60,13 +67,14 @@ pub struct RevisitedArgs {
     /// Precomputed rankings, int32/int64 [n_db, n_queries].
     #[arg(long, value_name = "RANKS.npy", conflicts_with_all = ["db", "images"])]
     pub ranks: Option<PathBuf>,
-    /// Database descriptors [n_db, D], rows in the pickle's imlist order.
-    #[arg(long, value_name = "DB.npy", requires = "queries", conflicts_with = "images")]
+    /// Database descriptors [n_db, D], rows in the pickle's imlist order (with --queries); or an
+    /// index directory built over ROOT/jpg (with --images ROOT), which --rerank spatial needs.
+    #[arg(long, value_name = "DB.npy|INDEX")]
     pub db: Option<PathBuf>,
     /// Query descriptors [n_queries, D], rows in qimlist order (queries cropped to their boxes).
-    #[arg(long, value_name = "Q.npy")]
+    #[arg(long, value_name = "Q.npy", requires = "db", conflicts_with = "images")]
     pub queries: Option<PathBuf>,
-    /// Dataset root holding jpg/<name>.jpg (end-to-end evaluation; needs --weights).
+    /// Dataset root holding jpg/<name>.jpg (end-to-end evaluation: with --weights, or with --db INDEX).
     #[arg(long, value_name = "ROOT")]
     pub images: Option<PathBuf>,
     /// Extra distractor descriptors [n, D] appended to the database (e.g. revisitop 1M).
@@ -75,12 +83,35 @@ pub struct RevisitedArgs {
     /// Where --images caches descriptors (default: ROOT/.dolg-cache).
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,
+    /// Which global results --rerank spatial verifies: the top K of the global ranking
+    /// (label-free, default), or per protocol the top K after removing its ignored images
+    /// (labelled: DELG's evaluation, uses the ground truth). See below.
+    #[arg(long, value_enum, value_name = "P")]
+    pub rerank_protocol: Option<RerankProtocolArg>,
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
     pub out: OutputArgs,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// `--rerank-protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RerankProtocolArg {
+    /// The top K of the raw global ranking, the same for every protocol (what a real system can do).
+    LabelFree,
+    /// Per protocol, the top K after removing that protocol's ignored images (DELG; uses the ground truth).
+    Labelled,
+}
+
+impl From<RerankProtocolArg> for RerankProtocol {
+    fn from(a: RerankProtocolArg) -> Self {
+        match a {
+            RerankProtocolArg::LabelFree => RerankProtocol::LabelFree,
+            RerankProtocolArg::Labelled => RerankProtocol::Labelled,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -154,20 +185,57 @@ fn describe_progress() -> impl FnMut(DescribeEvent<'_>) {
     }
 }
 
+/// Descriptors of a Revisited dataset read from an index built over `root/jpg` (database, with
+/// stored local features) and described with the index's model (queries, cropped, with local
+/// features when the index stores them): `(descriptors, database locals, query locals)`.
+fn revisited_from_index(a: &RevisitedArgs, index: &Path, gnd: &RevisitedGnd, device: &Device) -> anyhow::Result<(RevisitedDescriptors, Locals, Locals)> {
+    let Some(root) = &a.images else {
+        bail!("--db {} is an index: give --images ROOT, the dataset root it was built over (ROOT/jpg/<name>.jpg)", index.display());
+    };
+    if a.model.backbone.is_some() {
+        bail!("--backbone: with --db INDEX the model is the one the index records");
+    }
+    let mut c = Collection::open(index, OpenMode::Read, device)?;
+    if let Some(w) = &a.model.weights {
+        c.use_weights(w.clone())?;
+    }
+    let wanted: Vec<String> = gnd.imlist.iter().map(|n| format!("jpg/{n}.jpg")).collect();
+    let (database, dim, db_locals) = rows_from_collection(&c, root, &wanted)?;
+    let model = c.load_query_model()?;
+    let (queries, query_locals) = describe_revisited_queries(&model.extractor, gnd, root, describe_progress())?;
+    if queries.len() != gnd.n_queries() * dim {
+        bail!("{}: the index's model describes {}-d queries, its stored vectors are {dim}-d", index.display(), queries.len() / gnd.n_queries().max(1));
+    }
+    Ok((RevisitedDescriptors { database, queries, dim }, db_locals, query_locals))
+}
+
+type Locals = Vec<Option<dolg::model::LocalFeatures>>;
+
 fn revisited(a: RevisitedArgs) -> anyhow::Result<ExitCode> {
     let device = a.run.init()?;
     let gnd = RevisitedGnd::load(&a.gnd)?;
     let name = dataset_name(&a.gnd);
+    let rerank = a.out.rerank.rerank();
+    if a.rerank_protocol.is_some() && rerank.spatial.is_none() {
+        bail!("--rerank-protocol chooses what --rerank spatial verifies: add --rerank spatial");
+    }
+    let index = a.db.as_ref().filter(|p| p.is_dir());
+    if rerank.spatial.is_some() && index.is_none() {
+        bail!("--rerank spatial needs local features: give --images ROOT --db INDEX, an index built over ROOT/jpg with --local xfeat (or delg)");
+    }
     let result = if let Some(r) = &a.ranks {
         gnd.evaluate(&read_ranks(r, &gnd)?)?
     } else {
-        let d = if let (Some(db), Some(qp)) = (&a.db, &a.queries) {
-            read_revisited_descriptors(&gnd, db, qp)?
-        } else if let Some(root) = &a.images {
+        let (d, locals) = if let Some(index) = index {
+            let (d, db_locals, query_locals) = revisited_from_index(&a, index, &gnd, &device)?;
+            (d, Some((db_locals, query_locals)))
+        } else if let (Some(db), Some(qp)) = (&a.db, &a.queries) {
+            (read_revisited_descriptors(&gnd, db, qp)?, None)
+        } else if let (Some(root), None) = (&a.images, &a.db) {
             let cache = a.cache.as_ref().map_or_else(|| RevisitedCache::in_dataset(root), RevisitedCache::new);
-            describe_revisited_cached(&a.model.spec()?, &device, &gnd, root, &cache, describe_progress())?
+            (describe_revisited_cached(&a.model.spec()?, &device, &gnd, root, &cache, describe_progress())?, None)
         } else {
-            bail!("give one of --ranks, --db with --queries, or --images with --weights");
+            bail!("give one of --ranks, --db DB.npy with --queries, --images ROOT with --weights, or --images ROOT with --db INDEX");
         };
         let distractors = match &a.distractors {
             Some(p) => read_distractors(p, d.dim)?,
@@ -179,8 +247,25 @@ fn revisited(a: RevisitedArgs) -> anyhow::Result<ExitCode> {
             if let Some((k, alpha)) = a.out.dba() {
                 db = dolg::rerank::dba(&db, d.dim, k, alpha);
             }
-            let columns = reranked_ranking(&db, d.dim, &d.queries, &vec![None; d.queries.len() / d.dim], &a.out.rerank.rerank());
-            gnd.evaluate(&RanksMatrix::from_columns(columns, db.len() / d.dim)?)?
+            let n_db = db.len() / d.dim;
+            let global = Rerank { spatial: None, ..rerank };
+            let columns = reranked_ranking(&db, d.dim, &d.queries, &vec![None; d.queries.len() / d.dim], &global);
+            match (&rerank.spatial, locals) {
+                (Some(sp), Some((db_locals, query_locals))) => {
+                    if db_locals.iter().all(Option::is_none) {
+                        bail!(
+                            "--rerank spatial: {} stores no local features; build it with --local xfeat (or delg)",
+                            a.db.as_ref().expect("an index").display()
+                        );
+                    }
+                    let dim = db_locals.iter().flatten().next().map_or(0, |f| f.dim);
+                    let queries: Vec<_> = query_locals.into_iter().map(|f| f.unwrap_or_else(|| dolg::model::LocalFeatures::empty(dim))).collect();
+                    let protocol = a.rerank_protocol.map_or(RerankProtocol::default(), Into::into);
+                    eprintln!("spatial verification of the top {} per query ({})", sp.k, protocol.name());
+                    gnd.evaluate_spatial(&columns, n_db, &queries, &db_locals, sp, protocol)?
+                }
+                _ => gnd.evaluate(&RanksMatrix::from_columns(columns, n_db)?)?,
+            }
         } else {
             let database = Database::new(d.dim, [d.database.as_slice(), distractors.as_slice()])?;
             gnd.evaluate(&stream_positions(&database, &d.queries, &gnd.relevant(), DEFAULT_BLOCK_ROWS)?)?
@@ -203,7 +288,7 @@ fn groups(a: GroupsArgs) -> anyhow::Result<ExitCode> {
     }
     let (rows, dim, locals) = match &a.db {
         Some(db) if db.is_dir() => {
-            let c = dolg::collection::Collection::open(db, dolg::collection::OpenMode::Read, &device)?;
+            let c = Collection::open(db, OpenMode::Read, &device)?;
             rows_from_collection(&c, &a.images, &gt.images)?
         }
         Some(db) => with_no_locals(rows_by_name(db, &a.images, &gt.images)?),

@@ -18,6 +18,7 @@ use burn::tensor::Device;
 use super::{EvalError, GroupsGt, Result, RevisitedGnd};
 use crate::atomic_file::{self, Mode};
 use crate::descriptors::{read_matrix_with_names, write_descriptors, DescriptorError, Extractor};
+use crate::model::LocalFeatures;
 use crate::preprocess::CropBox;
 use crate::spec::ModelSpec;
 
@@ -125,6 +126,42 @@ pub fn describe_revisited(ex: &Extractor, gnd: &RevisitedGnd, root: &Path, mut o
     let database = describe_all(ex, ImageSet::Database, &jpg(&gnd.imlist), &gnd.imlist, &|_| None, &mut on_event)?;
     let dim = queries.first().or(database.first()).map_or(0, Vec::len);
     Ok(RevisitedDescriptors { database: database.concat(), queries: queries.concat(), dim })
+}
+
+/// The queries of a Revisited dataset (`root/jpg/<name>.jpg`, cropped to their boxes with
+/// `int()` truncation) with their local features, for spatial re-ranking against an index:
+/// row-major descriptors (`qimlist` order) and one local feature set per query (`None` when `ex`
+/// has no local model). All or nothing, like [`describe_all`].
+pub fn describe_revisited_queries(
+    ex: &Extractor,
+    gnd: &RevisitedGnd,
+    root: &Path,
+    mut on_event: impl FnMut(DescribeEvent<'_>),
+) -> Result<(Vec<f32>, Vec<Option<LocalFeatures>>)> {
+    let set = ImageSet::Queries;
+    let paths: Vec<PathBuf> = gnd.qimlist.iter().map(|n| root.join("jpg").join(format!("{n}.jpg"))).collect();
+    on_event(DescribeEvent::Started { set, total: paths.len() });
+    let mut rows = Vec::new();
+    let mut locals = Vec::with_capacity(paths.len());
+    let mut failures = Vec::new();
+    ex.describe_many_local(&paths, &|i| Some(CropBox(gnd.gnd[i].bbx)), |index, path, r| {
+        let name = &gnd.qimlist[index];
+        on_event(DescribeEvent::Described { set, index, name, error: r.as_ref().err() });
+        match r {
+            Ok(d) => {
+                rows.extend(d.descriptor);
+                locals.push(d.local);
+            }
+            Err(error) => failures.push(ImageFailure { name: name.clone(), path: path.to_owned(), error }),
+        }
+        ControlFlow::Continue(())
+    });
+    on_event(DescribeEvent::Finished { set });
+    if failures.is_empty() {
+        Ok((rows, locals))
+    } else {
+        Err(EvalError::NotDescribed { set, failures })
+    }
 }
 
 /// [`describe_revisited`] through a [`RevisitedCache`]: descriptors cached by the same model

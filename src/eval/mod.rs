@@ -15,6 +15,10 @@
 //! ground truth, `dolg extract` outputs matched to a groups CSV by name) or from the images
 //! themselves ([`images`]: all-or-nothing description of every image, with a descriptor cache for
 //! Revisited Oxford/Paris).
+//!
+//! [`spatial`] adds DELG's second stage (local features + RANSAC over the top K) to the
+//! Revisited evaluation, with the candidates chosen label-free or, as DELG's evaluation does,
+//! after removing each protocol's ignored images.
 
 pub mod gnd;
 pub mod groups;
@@ -22,6 +26,7 @@ pub mod images;
 pub mod inputs;
 pub mod metric;
 pub mod rank;
+pub mod spatial;
 
 use std::path::PathBuf;
 
@@ -31,11 +36,13 @@ use crate::spec::SpecError;
 pub use gnd::{QueryGnd, RevisitedGnd};
 pub use groups::GroupsGt;
 pub use images::{
-    describe_all, describe_groups, describe_revisited, describe_revisited_cached, DescribeEvent, ImageFailure, ImageSet, RevisitedCache, RevisitedDescriptors,
+    describe_all, describe_groups, describe_revisited, describe_revisited_cached, describe_revisited_queries, DescribeEvent, ImageFailure, ImageSet,
+    RevisitedCache, RevisitedDescriptors,
 };
 pub use inputs::{read_distractors, read_ranks, read_revisited_descriptors, rows_by_name, rows_from_collection};
 pub use metric::{compute_ap, score_query, PositionSource, Protocol, ProtocolResult, QueryScore, RanksMatrix, RevisitedPositions, RevisitedResult, KAPPAS};
 pub use rank::{full_ranking, reranked_ranking, stream_positions, Database, RelevantPositions, DEFAULT_BLOCK_ROWS};
+pub use spatial::{spatial_columns, verify_pairs, RerankProtocol};
 
 /// Everything that can go wrong while loading ground truth, ranking or scoring.
 ///
