@@ -11,6 +11,7 @@ use dolg::eval::{
     RevisitedDescriptors, RevisitedGnd, DEFAULT_BLOCK_ROWS,
 };
 use dolg::rerank::Rerank;
+use dolg::spatial::SpatialParams;
 use serde_json::json;
 
 use super::search::RerankArgs;
@@ -187,8 +188,14 @@ fn describe_progress() -> impl FnMut(DescribeEvent<'_>) {
 
 /// Descriptors of a Revisited dataset read from an index built over `root/jpg` (database, with
 /// stored local features) and described with the index's model (queries, cropped, with local
-/// features when the index stores them): `(descriptors, database locals, query locals)`.
-fn revisited_from_index(a: &RevisitedArgs, index: &Path, gnd: &RevisitedGnd, device: &Device) -> anyhow::Result<(RevisitedDescriptors, Locals, Locals)> {
+/// features when the index stores them): `(descriptors, database locals, query locals, the
+/// index's spatial verification defaults)`.
+fn revisited_from_index(
+    a: &RevisitedArgs,
+    index: &Path,
+    gnd: &RevisitedGnd,
+    device: &Device,
+) -> anyhow::Result<(RevisitedDescriptors, Locals, Locals, SpatialParams)> {
     let Some(root) = &a.images else {
         bail!("--db {} is an index: give --images ROOT, the dataset root it was built over (ROOT/jpg/<name>.jpg)", index.display());
     };
@@ -206,7 +213,7 @@ fn revisited_from_index(a: &RevisitedArgs, index: &Path, gnd: &RevisitedGnd, dev
     if queries.len() != gnd.n_queries() * dim {
         bail!("{}: the index's model describes {}-d queries, its stored vectors are {dim}-d", index.display(), queries.len() / gnd.n_queries().max(1));
     }
-    Ok((RevisitedDescriptors { database, queries, dim }, db_locals, query_locals))
+    Ok((RevisitedDescriptors { database, queries, dim }, db_locals, query_locals, c.spatial_rerank_defaults().params))
 }
 
 type Locals = Vec<Option<dolg::model::LocalFeatures>>;
@@ -215,25 +222,26 @@ fn revisited(a: RevisitedArgs) -> anyhow::Result<ExitCode> {
     let device = a.run.init()?;
     let gnd = RevisitedGnd::load(&a.gnd)?;
     let name = dataset_name(&a.gnd);
-    let rerank = a.out.rerank.rerank();
-    if a.rerank_protocol.is_some() && rerank.spatial.is_none() {
+    // Spatial settings not given follow the index's local features (as `dolg search`).
+    let flags = a.out.rerank.rerank();
+    if a.rerank_protocol.is_some() && flags.spatial.is_none() {
         bail!("--rerank-protocol chooses what --rerank spatial verifies: add --rerank spatial");
     }
     let index = a.db.as_ref().filter(|p| p.is_dir());
-    if rerank.spatial.is_some() && index.is_none() {
+    if flags.spatial.is_some() && index.is_none() {
         bail!("--rerank spatial needs local features: give --images ROOT --db INDEX, an index built over ROOT/jpg with --local xfeat (or delg)");
     }
     let result = if let Some(r) = &a.ranks {
         gnd.evaluate(&read_ranks(r, &gnd)?)?
     } else {
-        let (d, locals) = if let Some(index) = index {
-            let (d, db_locals, query_locals) = revisited_from_index(&a, index, &gnd, &device)?;
-            (d, Some((db_locals, query_locals)))
+        let (d, locals, rerank) = if let Some(index) = index {
+            let (d, db_locals, query_locals, defaults) = revisited_from_index(&a, index, &gnd, &device)?;
+            (d, Some((db_locals, query_locals)), a.out.rerank.rerank_for(defaults))
         } else if let (Some(db), Some(qp)) = (&a.db, &a.queries) {
-            (read_revisited_descriptors(&gnd, db, qp)?, None)
+            (read_revisited_descriptors(&gnd, db, qp)?, None, flags)
         } else if let (Some(root), None) = (&a.images, &a.db) {
             let cache = a.cache.as_ref().map_or_else(|| RevisitedCache::in_dataset(root), RevisitedCache::new);
-            (describe_revisited_cached(&a.model.spec()?, &device, &gnd, root, &cache, describe_progress())?, None)
+            (describe_revisited_cached(&a.model.spec()?, &device, &gnd, root, &cache, describe_progress())?, None, flags)
         } else {
             bail!("give one of --ranks, --db DB.npy with --queries, --images ROOT with --weights, or --images ROOT with --db INDEX");
         };
@@ -286,15 +294,18 @@ fn groups(a: GroupsArgs) -> anyhow::Result<ExitCode> {
     for g in gt.singleton_groups() {
         eprintln!("warning: group '{g}' has a single image; its query has no positives and is skipped");
     }
+    // Spatial settings not given follow the index's local features (as `dolg search`).
+    let mut defaults = SpatialParams::default();
     let (rows, dim, locals) = match &a.db {
         Some(db) if db.is_dir() => {
             let c = Collection::open(db, OpenMode::Read, &device)?;
+            defaults = c.spatial_rerank_defaults().params;
             rows_from_collection(&c, &a.images, &gt.images)?
         }
         Some(db) => with_no_locals(rows_by_name(db, &a.images, &gt.images)?),
         None => with_no_locals(describe_groups(&a.model.extractor(device)?, &gt, &a.images, describe_progress())?),
     };
-    let rerank = a.out.rerank.rerank();
+    let rerank = a.out.rerank.rerank_for(defaults);
     if rerank.spatial.is_some() && locals.iter().all(Option::is_none) {
         bail!("--rerank spatial needs local features: give --db with an index built over --images with --local xfeat");
     }
