@@ -89,7 +89,18 @@ class Collection:
         sg_m: Optional[int] = None,
         sg_k: Optional[int] = None,
         sg_beta: Optional[float] = None,
-    ) -> List[List[Tuple[str, float]]]: ...
+        rerank_k: Optional[int] = None,
+        min_inliers: Optional[int] = None,
+        match_ratio: Optional[float] = None,
+        mutual: Optional[bool] = None,
+        ransac: Optional[str] = None,
+        ransac_px: Optional[float] = None,
+    ) -> List[List[Union[Tuple[str, float], Tuple[str, float, Optional[int]]]]]:
+        """Per query, (name, score) best first; with rerank="spatial" (or "superglobal,spatial"),
+        (name, score, inliers), inliers None past the verified top rerank_k (default 100).
+        Spatial options as the `dolg search` flags: min_inliers, match_ratio, mutual,
+        ransac ("homography" or "affine"), ransac_px; those not given follow the index's local
+        features (XFeat: mutual, 8 px; DELG: the DELG authors' 0.99 / 20 px)."""
     def names(self, ids: npt.NDArray[np.int64]) -> List[Any]: ...
     def export(self) -> Tuple[List[str], npt.NDArray[np.float32]]: ...
     def duplicates(self, threshold: Optional[float] = None, *, method: str = "auto") -> List[Dict[str, Any]]: ...

@@ -10,6 +10,8 @@ use dolg::collection::{
     VectorOrigin,
 };
 use dolg::preprocess::CropBox;
+use dolg::rerank::SpatialRerank;
+use dolg::spatial::{GeometricModel, MatchRule, SpatialParams};
 use numpy::{PyArray2, PyReadonlyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -27,15 +29,81 @@ pub struct Collection {
     inner: Mutex<Inner>,
 }
 
-/// Re-ranking options of `dolg search` (its defaults), as the library takes them.
-pub(crate) fn rerank(qe: usize, qe_alpha: f32, method: Option<&str>, sg_m: Option<usize>, sg_k: Option<usize>, sg_beta: Option<f32>) -> PyResult<Rerank> {
+/// Spatial verification options of `dolg search --rerank spatial`; those not given (`None`) follow
+/// the index's local features, as on the command line (`Collection::spatial_rerank_defaults`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SpatialOptions<'a> {
+    pub rerank_k: Option<usize>,
+    pub min_inliers: Option<usize>,
+    pub match_ratio: Option<f64>,
+    pub mutual: Option<bool>,
+    pub ransac: Option<&'a str>,
+    pub ransac_px: Option<f64>,
+}
+
+impl SpatialOptions<'_> {
+    fn given(&self) -> Option<&'static str> {
+        let named = [
+            ("rerank_k", self.rerank_k.is_some()),
+            ("min_inliers", self.min_inliers.is_some()),
+            ("match_ratio", self.match_ratio.is_some()),
+            ("mutual", self.mutual.is_some()),
+            ("ransac", self.ransac.is_some()),
+            ("ransac_px", self.ransac_px.is_some()),
+        ];
+        named.into_iter().find(|(_, given)| *given).map(|(n, _)| n)
+    }
+
+    fn build(&self, d: SpatialParams) -> PyResult<SpatialRerank> {
+        let model = match self.ransac {
+            None => d.model,
+            Some("homography") => GeometricModel::Homography,
+            Some("affine") => GeometricModel::Affine,
+            Some(other) => return Err(bad_choice("ransac", other, &["homography", "affine"])),
+        };
+        let params = SpatialParams {
+            rule: self.match_ratio.map_or(d.rule, MatchRule::Ratio),
+            mutual: self.mutual.unwrap_or(d.mutual),
+            model,
+            threshold_px: self.ransac_px.unwrap_or(d.threshold_px),
+            min_inliers: self.min_inliers.unwrap_or(d.min_inliers),
+            ..d
+        };
+        params.validate().map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(SpatialRerank { k: self.rerank_k.unwrap_or(SpatialRerank::default().k), params })
+    }
+}
+
+/// Re-ranking options of `dolg search` (its defaults), as the library takes them. `method` is
+/// `"superglobal"`, `"spatial"` or both, comma-separated (applied in that order); options of a
+/// method that is not asked for are refused rather than ignored. `spatial_defaults`: the settings
+/// of the index's local features.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rerank(
+    qe: usize,
+    qe_alpha: f32,
+    method: Option<&str>,
+    sg_m: Option<usize>,
+    sg_k: Option<usize>,
+    sg_beta: Option<f32>,
+    spatial: &SpatialOptions<'_>,
+    spatial_defaults: SpatialParams,
+) -> PyResult<Rerank> {
+    const METHODS: [&str; 2] = ["superglobal", "spatial"];
+    let methods: Vec<&str> = method.map_or_else(Vec::new, |m| m.split(',').map(str::trim).collect());
+    if let Some(bad) = methods.iter().find(|m| !METHODS.contains(m)) {
+        return Err(bad_choice("rerank", bad, &METHODS));
+    }
     let d = SuperGlobal::default();
-    let superglobal = match method {
-        None => None,
-        Some("superglobal") => Some(SuperGlobal { m: sg_m.unwrap_or(d.m), k: sg_k.unwrap_or(d.k), beta: sg_beta.unwrap_or(d.beta) }),
-        Some(other) => return Err(bad_choice("rerank", other, &["superglobal"])),
+    let superglobal = methods.contains(&"superglobal").then(|| SuperGlobal { m: sg_m.unwrap_or(d.m), k: sg_k.unwrap_or(d.k), beta: sg_beta.unwrap_or(d.beta) });
+    let spatial = if methods.contains(&"spatial") {
+        Some(spatial.build(spatial_defaults)?)
+    } else if let Some(name) = spatial.given() {
+        return Err(PyValueError::new_err(format!("{name} is an option of spatial verification: add rerank=\"spatial\"")));
+    } else {
+        None
     };
-    Ok(Rerank { qe: (qe > 0).then_some(QueryExpansion { n: qe, alpha: qe_alpha }), superglobal, ..Rerank::default() })
+    Ok(Rerank { qe: (qe > 0).then_some(QueryExpansion { n: qe, alpha: qe_alpha }), superglobal, spatial })
 }
 
 fn crop_box(crop: Option<[f64; 4]>) -> PyResult<Option<CropBox>> {
@@ -223,6 +291,7 @@ impl Collection {
     /// `names(ids)` turns them into names. `k=0` with `min_score` is a range query (every entry
     /// scoring at least that; width: the longest result). Re-ranking as `dolg search`: `qe`
     /// (α-QE with the top N, `qe_alpha`), `rerank="superglobal"` (`sg_m`, `sg_k`, `sg_beta`).
+    /// Spatial verification needs query photos: see `search_images`.
     #[pyo3(signature = (vectors, k=10, *, min_score=None, qe=0, qe_alpha=3.0, rerank=None, sg_m=None, sg_k=None, sg_beta=None))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn search<'py>(
@@ -239,7 +308,10 @@ impl Collection {
         sg_beta: Option<f32>,
     ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>)> {
         let (values, _) = rows_of(vectors, "vectors")?;
-        let rr = self::rerank(qe, qe_alpha, rerank, sg_m, sg_k, sg_beta)?;
+        let rr = self::rerank(qe, qe_alpha, rerank, sg_m, sg_k, sg_beta, &SpatialOptions::default(), SpatialParams::default())?;
+        if rr.spatial.is_some() {
+            return Err(PyValueError::new_err("rerank=\"spatial\" verifies query photos' local features: use search_images, not vectors"));
+        }
         let results = self
             .with(py, |c| match (k, min_score) {
                 (0, None) => Err(None),
@@ -255,12 +327,22 @@ impl Collection {
     /// Search with query images: a list, per query, of (name, score) pairs, best first, as
     /// `dolg search --json` lists them. An indexed query photo uses its stored descriptor and is
     /// left out of its own results; `crop=(x1, y1, x2, y2)` crops the queries first. Options as
-    /// in `search`.
-    #[pyo3(signature = (paths, k=10, *, min_score=None, crop=None, qe=0, qe_alpha=3.0, rerank=None, sg_m=None, sg_k=None, sg_beta=None))]
+    /// in `search`, and `rerank="spatial"` (or `"superglobal,spatial"`) for DELG-style spatial
+    /// verification of the top `rerank_k` (100) with the local features the index stores
+    /// (`dolg index build --local xfeat|delg`): `min_inliers`, `match_ratio` (Lowe's ratio test
+    /// instead of the distance bound 0.99), `mutual` (True/False), `ransac` ("homography" or
+    /// "affine"), `ransac_px`, as the `dolg search` flags of those names; those not given follow
+    /// the index's local features as on the command line (XFeat: mutual, 8 px; DELG: the DELG
+    /// authors' settings). With spatial verification each result is (name, score, inliers),
+    /// inliers None past the verified top `rerank_k`.
+    #[pyo3(signature = (
+        paths, k=10, *, min_score=None, crop=None, qe=0, qe_alpha=3.0, rerank=None, sg_m=None, sg_k=None, sg_beta=None,
+        rerank_k=None, min_inliers=None, match_ratio=None, mutual=None, ransac=None, ransac_px=None
+    ))]
     #[allow(clippy::too_many_arguments)]
-    fn search_images(
+    fn search_images<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         paths: Vec<PathBuf>,
         k: usize,
         min_score: Option<f32>,
@@ -271,8 +353,16 @@ impl Collection {
         sg_m: Option<usize>,
         sg_k: Option<usize>,
         sg_beta: Option<f32>,
-    ) -> PyResult<Vec<Vec<(String, f32)>>> {
-        let rr = self::rerank(qe, qe_alpha, rerank, sg_m, sg_k, sg_beta)?;
+        rerank_k: Option<usize>,
+        min_inliers: Option<usize>,
+        match_ratio: Option<f64>,
+        mutual: Option<bool>,
+        ransac: Option<&str>,
+        ransac_px: Option<f64>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let spatial = SpatialOptions { rerank_k, min_inliers, match_ratio, mutual, ransac, ransac_px };
+        let defaults = self.with(py, |c| c.spatial_rerank_defaults().params)?;
+        let rr = self::rerank(qe, qe_alpha, rerank, sg_m, sg_k, sg_beta, &spatial, defaults)?;
         let crop = crop_box(crop)?;
         let results = self
             .with(py, |c| match (k, min_score) {
@@ -281,7 +371,19 @@ impl Collection {
                 (k, s) => c.search_images_reranked(&paths, &SearchParams { k, min_score: s.unwrap_or(f32::MIN), crop }, &rr).map_err(Some),
             })?
             .map_err(|e| e.map_or_else(|| PyValueError::new_err("k=0 is a range query: give min_score, and no re-ranking"), lib_err))?;
-        Ok(results.into_iter().map(|hits| hits.into_iter().map(|h| (h.name, h.score)).collect()).collect())
+        let out = PyList::empty(py);
+        for hits in results {
+            let row = PyList::empty(py);
+            for h in hits {
+                if rr.spatial.is_some() {
+                    row.append((h.name, h.score, h.inliers))?;
+                } else {
+                    row.append((h.name, h.score))?;
+                }
+            }
+            out.append(row)?;
+        }
+        Ok(out)
     }
 
     /// Names of index row ids (as `search` returns them), in the same nesting; None for -1.

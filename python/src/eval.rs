@@ -53,7 +53,13 @@ fn ranks_array(obj: &Bound<'_, PyAny>, gnd: &RevisitedGnd) -> PyResult<RanksMatr
 
 /// The CLI's re-ranking options with SuperGlobal's defaults (`dolg eval` has no --sg-* here).
 fn rerank(qe: usize, qe_alpha: f32, method: Option<&str>) -> PyResult<Rerank> {
-    crate::collection::rerank(qe, qe_alpha, method, None, None, None)
+    let rr = crate::collection::rerank(qe, qe_alpha, method, None, None, None, &Default::default(), Default::default())?;
+    if rr.spatial.is_some() {
+        return Err(PyValueError::new_err(
+            "rerank=\"spatial\" needs an index with local features: use `dolg eval groups|revisited --db INDEX --rerank spatial`",
+        ));
+    }
+    Ok(rr)
 }
 
 /// Revisited Oxford/Paris mAP and mP@1,5,10 (Easy, Medium, Hard) from the ground-truth pickle
