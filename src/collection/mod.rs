@@ -248,7 +248,7 @@ impl Collection {
         let spec = spec.absolute();
         let mut loaded = spec.load(device)?;
         if let Some(cfg) = &local {
-            loaded.extractor.local = Some(local::load_local_model(cfg, device)?);
+            loaded.extractor.local = Some(local::load_local_model(cfg, &loaded.extractor, device)?);
         }
         let root = root.map(absolute_dir).transpose()?;
         let index = Index::create_with(dir, identity(&spec, &loaded), kind, root, local)?;
@@ -286,7 +286,7 @@ impl Collection {
         }
         let mut loaded = spec.load(device)?;
         if let Some(cfg) = index.store().local_config() {
-            loaded.extractor.local = Some(local::load_local_model(cfg, device)?);
+            loaded.extractor.local = Some(local::load_local_model(cfg, &loaded.extractor, device)?);
         }
         index.check_model(&identity(&spec, &loaded))?;
         if index.kind() != kind {

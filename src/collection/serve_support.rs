@@ -22,7 +22,7 @@ impl Collection {
         }
         let mut loaded = spec.load(&self.device)?;
         if let Some(cfg) = self.index.store().local_config() {
-            loaded.extractor.local = Some(super::local::load_local_model(cfg, &self.device)?);
+            loaded.extractor.local = Some(super::local::load_local_model(cfg, &loaded.extractor, &self.device)?);
         }
         self.index.check_model(&identity(&spec, &loaded))?;
         Ok(loaded)

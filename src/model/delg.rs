@@ -21,9 +21,11 @@
 //! `../shared/fixtures/delg-r50-random/README.md` documents every step against the authors' code,
 //! with their quirks (cited below by number); `tests/delg_parity.rs` checks this module against it.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use burn::tensor::{Device, Tensor, TensorData};
+use sha2::{Digest, Sha256};
 
 use super::cpu_resnet::CpuResNet;
 use super::gem::GeM;
@@ -33,7 +35,8 @@ use super::local_features::LocalFeatures;
 use super::resnet::ResNet;
 use super::{BackboneKind, Kernels, ModelError};
 use crate::checkpoint::{Checkpoint, CheckpointError, VarBuilder};
-use crate::preprocess::{multiscale_inputs, FloatImage, Normalization, PreprocessError, ScaledInput};
+use crate::decode::BgrImage;
+use crate::preprocess::{limit_size, multiscale_inputs, FloatImage, Normalization, PreprocessError, ScaledInput};
 
 /// Receptive field, stride and padding of `f3` in input pixels (`tools/extractor.py`).
 pub const RF: f32 = 291.0;
@@ -92,6 +95,51 @@ pub struct Delg {
     device: Device,
     /// Native trunk ([`CpuResNet`]) when [`Kernels::default_for`] picks it.
     cpu_trunk: Option<Arc<CpuResNet>>,
+    /// The global outputs of the last passes [`Delg::extract`] made, keyed by their input
+    /// ([`GlobalMemo`]).
+    memo: GlobalMemo,
+}
+
+/// Global outputs of recent passes, keyed by the SHA-256 of their exact input (size and every
+/// value), so that an index storing DELG's local features runs each photo through the network
+/// once: [`Delg::extract`] (the local features, 7 scales) leaves the global output of every scale
+/// here, and [`Delg::forward_global`] (the index's global descriptor, its `--scales`) takes it
+/// instead of running the same input again. The same input gives the same output, so a hit is
+/// exact; the collection's extractor asks for the local features first, then the global vector.
+/// Bounded (a pass whose global output is never asked for is dropped after [`MEMO_ENTRIES`]).
+#[derive(Debug, Default)]
+struct GlobalMemo(Mutex<VecDeque<([u8; 32], Vec<f32>)>>);
+
+/// Two photos' worth of [`DelgParams::scales`].
+const MEMO_ENTRIES: usize = 14;
+
+impl GlobalMemo {
+    fn key(input: &ScaledInput) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update((input.height as u64).to_le_bytes());
+        h.update((input.width as u64).to_le_bytes());
+        let mut buf = Vec::with_capacity(4 * 4096);
+        for chunk in input.chw.chunks(4096) {
+            buf.clear();
+            buf.extend(chunk.iter().flat_map(|x| x.to_le_bytes()));
+            h.update(&buf);
+        }
+        h.finalize().into()
+    }
+
+    fn put(&self, key: [u8; 32], global: Vec<f32>) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= MEMO_ENTRIES {
+            m.pop_front();
+        }
+        m.push_back((key, global));
+    }
+
+    fn take(&self, key: &[u8; 32]) -> Option<Vec<f32>> {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let i = m.iter().position(|(k, _)| k == key)?;
+        m.remove(i).map(|(_, g)| g)
+    }
 }
 
 /// One network pass at one scale.
@@ -147,6 +195,11 @@ impl Delg {
     /// on the CPU). The training heads `desc_cls.*` and `att_cls.*` are ignored; a missing or
     /// misshapen key, or any other key, is an error naming it.
     pub fn load(ckpt: &Checkpoint, device: &Device) -> Result<Self, ModelError> {
+        Self::load_with_kernels(ckpt, Kernels::default_for(device), device)
+    }
+
+    /// [`Delg::load`] with the trunk's kernels chosen by the caller.
+    pub fn load_with_kernels(ckpt: &Checkpoint, kernels: Kernels, device: &Device) -> Result<Self, ModelError> {
         let unknown = |reason: String| ModelError::UnknownArch { path: ckpt.path().to_owned(), reason };
         if !Self::is_delg(ckpt) {
             return Err(unknown("not a DELG checkpoint: expected 'globalmodel.head.fc.weight' and 'localmodel.conv1.weight' and no 'fc_t.weight'".into()));
@@ -181,8 +234,15 @@ impl Delg {
             }
             Err(e) => return Err(e.into()),
         }
-        let cpu_trunk = (Kernels::default_for(device) == Kernels::Native).then(|| Arc::new(CpuResNet::from_resnet(&trunk)));
-        Ok(Self { globalmodel: GlobalModel { trunk, head }, localmodel, params: DelgParams::default(), device: device.clone(), cpu_trunk })
+        let cpu_trunk = (kernels == Kernels::Native).then(|| Arc::new(CpuResNet::from_resnet(&trunk)));
+        Ok(Self {
+            globalmodel: GlobalModel { trunk, head },
+            localmodel,
+            params: DelgParams::default(),
+            device: device.clone(),
+            cpu_trunk,
+            memo: GlobalMemo::default(),
+        })
     }
 
     /// A short human name such as `DELG-R50`.
@@ -201,16 +261,54 @@ impl Delg {
         self.localmodel.conv1.conv.weight.dims()[0]
     }
 
-    /// The network on one preprocessed scale (the authors' `DelgExtraction.forward`).
-    pub fn forward_scale(&self, input: &ScaledInput) -> DelgScale {
+    /// Whether the trunk runs on the native CPU path.
+    pub fn kernels(&self) -> Kernels {
+        if self.cpu_trunk.is_some() {
+            Kernels::Native
+        } else {
+            Kernels::Burn
+        }
+    }
+
+    fn trunk(&self, input: &ScaledInput) -> (Tensor<4>, Tensor<4>) {
         let x = Tensor::<4>::from_data(TensorData::new(input.chw.clone(), [1, 3, input.height, input.width]), &self.device);
-        let (f3, f4) = match &self.cpu_trunk {
+        match &self.cpu_trunk {
             Some(native) => native.forward(x, &self.device),
             None => self.globalmodel.trunk.forward(x),
-        };
-        let [_, _, height, width] = f3.dims();
+        }
+    }
+
+    fn global_head(&self, f4: Tensor<4>) -> Vec<f32> {
         let head = &self.globalmodel.head;
-        let global = host(head.fc.forward(head.pool.forward(f4)));
+        host(head.fc.forward(head.pool.forward(f4)))
+    }
+
+    /// `fc(GeM(f4))` of one preprocessed scale, not normalised: taken from the last
+    /// [`Delg::extract`] when it ran this exact input ([`GlobalMemo`]), else computed (global
+    /// branch only).
+    pub fn global_raw(&self, input: &ScaledInput) -> Vec<f32> {
+        if let Some(g) = self.memo.take(&GlobalMemo::key(input)) {
+            return g;
+        }
+        let (_, f4) = self.trunk(input);
+        self.global_head(f4)
+    }
+
+    /// `x`: [B, 3, H, W] → `fc(GeM(f4))` [B, D], not normalised: [`Delg::global_raw`] of each
+    /// image, the [`super::RetrievalModel`] interface.
+    pub fn forward_global(&self, x: Tensor<4>) -> Tensor<2> {
+        let [b, c, height, width] = x.dims();
+        let data = host(x);
+        let per = c * height * width;
+        let rows: Vec<f32> = data.chunks(per).flat_map(|chw| self.global_raw(&ScaledInput { scale: 1.0, height, width, chw: chw.to_vec() })).collect();
+        Tensor::from_data(TensorData::new(rows, [b, self.global_dim()]), &self.device)
+    }
+
+    /// The network on one preprocessed scale (the authors' `DelgExtraction.forward`).
+    pub fn forward_scale(&self, input: &ScaledInput) -> DelgScale {
+        let (f3, f4) = self.trunk(input);
+        let [_, _, height, width] = f3.dims();
+        let global = self.global_head(f4);
         let local = self.localmodel.forward(f3.clone());
         let attention = host(local.att.expect("DELG's local model has an attention conv"));
         DelgScale { f3, global, attention, local_feature: host(local.fl), height, width }
@@ -227,6 +325,7 @@ impl Delg {
         let mut boxes = Vec::new();
         for input in multiscale_inputs(image, &p.scales, &Normalization::DOLG)? {
             let out = self.forward_scale(&input);
+            self.memo.put(GlobalMemo::key(&input), out.global.clone());
             global_per_scale.push(normalized(out.global));
             let hw = out.height * out.width;
             let (sel, halvings, threshold) = select_by_attention(&out.attention, ATTENTION_THRESHOLD, PER_SCALE_MIN_COUNT);
@@ -272,6 +371,34 @@ impl Delg {
             })
             .collect::<Result<Vec<_>, PreprocessError>>()?;
         Ok(DelgOutput { global: mean_normalized(&rows), global_per_scale, local, per_scale })
+    }
+}
+
+impl Delg {
+    /// DELG's local features of a photo as decoded and oriented, as an index stores them: the
+    /// photo is first brought within `max_size` ([`limit_size`], as the global descriptor's
+    /// input is; the authors' extractor runs on the original size, spec §6 bounds it by 1024),
+    /// then [`Delg::extract`] runs on it, and locations are mapped back to the photo's own
+    /// pixels by the per-axis size ratio (`scales` likewise: the photo scale each keypoint was
+    /// found at). An image too small for the smallest scale has no features.
+    pub fn extract_local(&self, image: &BgrImage, max_size: Option<u32>) -> LocalFeatures {
+        let (h, w) = (image.height, image.width);
+        let small = limit_size(image.clone(), max_size);
+        let (fy, fx) = (h as f32 / small.height as f32, w as f32 / small.width as f32);
+        match self.extract(&FloatImage::from(&small)) {
+            Ok(out) => {
+                let mut f = out.local;
+                if (small.height, small.width) != (h, w) {
+                    f.locations.iter_mut().for_each(|l| *l = [l[0] * fy, l[1] * fx]);
+                    f.scales.iter_mut().for_each(|s| *s /= fy.max(fx));
+                }
+                f
+            }
+            Err(e) => {
+                tracing::warn!("DELG local features: {e}; the photo gets none");
+                LocalFeatures::empty(self.local_dim())
+            }
+        }
     }
 }
 

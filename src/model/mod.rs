@@ -17,11 +17,14 @@ pub mod xfeat;
 
 pub use aspp::AsppKind;
 pub use backbone::{Backbone, BackboneKind};
+pub use delg::Delg;
 pub use dolg::{Dolg, DolgOutput};
 pub use fusion::Fusion;
 pub use layers::BatchNorm;
 pub use local_features::{LocalFeatures, LocalKind, LocalModel};
 pub use off_the_shelf::OffTheShelf;
+
+use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor};
 
@@ -35,6 +38,8 @@ pub enum ModelError {
     Checkpoint(#[from] CheckpointError),
     #[error("{path}: cannot tell the architecture: {reason}")]
     UnknownArch { path: std::path::PathBuf, reason: String },
+    #[error("{path} is a DELG checkpoint: --arch applies to DOLG checkpoints only (DELG's architecture is read from its keys)")]
+    DelgOptions { path: std::path::PathBuf },
 }
 
 /// `--arch` values: backbone depth and multi-atrous variant.
@@ -186,11 +191,16 @@ impl DolgConfig {
 pub enum RetrievalModel {
     Dolg(Dolg, DolgConfig),
     OffTheShelf(OffTheShelf),
+    /// A DELG checkpoint ([`delg`]): its global descriptor, `fc(GeM(f4))` per scale. Shared
+    /// with [`LocalModel::Delg`] when an index also stores its local features.
+    Delg(Arc<Delg>),
 }
 
 impl RetrievalModel {
     /// Load a DOLG checkpoint for inference (BatchNorm folded), with the default kernels for
-    /// `device` ([`Kernels::default_for`]: the native trunk on the CPU).
+    /// `device` ([`Kernels::default_for`]: the native trunk on the CPU). A DELG checkpoint
+    /// (detected from its keys, [`Delg::is_delg`]) loads as [`RetrievalModel::Delg`]; `arch`
+    /// must then be `None`.
     pub fn dolg(ckpt: &Checkpoint, arch: Option<Arch>, fusion: Fusion, device: &Device) -> Result<Self, ModelError> {
         Self::dolg_with_kernels(ckpt, arch, fusion, Kernels::default_for(device), device)
     }
@@ -200,6 +210,12 @@ impl RetrievalModel {
     /// config says so); on a device other than the CPU it moves `f3` and `f4` through host
     /// memory, which works but is slow.
     pub fn dolg_with_kernels(ckpt: &Checkpoint, arch: Option<Arch>, fusion: Fusion, kernels: Kernels, device: &Device) -> Result<Self, ModelError> {
+        if Delg::is_delg(ckpt) {
+            if arch.is_some() {
+                return Err(ModelError::DelgOptions { path: ckpt.path().to_owned() });
+            }
+            return Ok(RetrievalModel::Delg(Arc::new(Delg::load_with_kernels(ckpt, kernels, device)?)));
+        }
         let (mut m, mut c) = Dolg::load(ckpt, arch, fusion, BatchNorm::Fold, device)?;
         if kernels == Kernels::Native {
             let native;
@@ -226,6 +242,7 @@ impl RetrievalModel {
         match self {
             RetrievalModel::Dolg(m, _) => m.forward(x),
             RetrievalModel::OffTheShelf(m) => m.forward(x),
+            RetrievalModel::Delg(m) => m.forward_global(x),
         }
     }
 
@@ -233,6 +250,7 @@ impl RetrievalModel {
         match self {
             RetrievalModel::Dolg(_, c) => c.out_dim,
             RetrievalModel::OffTheShelf(m) => m.kind().channels().1,
+            RetrievalModel::Delg(m) => m.global_dim(),
         }
     }
 
@@ -240,6 +258,7 @@ impl RetrievalModel {
         match self {
             RetrievalModel::Dolg(_, c) => c.name(),
             RetrievalModel::OffTheShelf(m) => format!("{}-GeM (off-the-shelf, ImageNet)", m.kind().name()),
+            RetrievalModel::Delg(m) => m.name(),
         }
     }
 
@@ -248,6 +267,7 @@ impl RetrievalModel {
         match self {
             RetrievalModel::Dolg(_, c) => c.backbone.normalization(),
             RetrievalModel::OffTheShelf(m) => m.kind().normalization(),
+            RetrievalModel::Delg(_) => Normalization::DOLG,
         }
     }
 }
