@@ -512,3 +512,74 @@ fn full_describe_queue_answers_429_and_slow_requests_time_out() {
         assert_eq!(answer(agent().get(&s.url("/health")).call()).0, 200);
     }
 }
+
+/// Send SIGTERM and wait for the process to end (at most `limit`, a bound that catches a hang);
+/// returns how long it took and the exit status.
+fn sigterm_and_wait(child: &mut Child, limit: Duration) -> (Duration, std::process::ExitStatus) {
+    let t = Instant::now();
+    // SAFETY: kill(2) with our own child's pid and a valid signal number.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (t.elapsed(), status);
+        }
+        assert!(t.elapsed() < limit, "the server still runs {limit:?} after SIGTERM");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn in_flight(s: &Server) -> u64 {
+    let m = agent().get(&s.url("/metrics")).call().unwrap().into_string().unwrap();
+    m.lines().find_map(|l| l.strip_prefix("dolg_http_requests_in_flight ")).unwrap().parse().unwrap()
+}
+
+#[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
+fn sigterm_answers_the_request_in_flight_and_exits_promptly() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let tmp = tempfile::tempdir().unwrap();
+    let db = build_index(tmp.path());
+
+    // An idle server, with an idle keep-alive connection open, exits at once.
+    let mut s = Server::start(&db, &[]);
+    assert_eq!(answer(agent().get(&s.url("/health")).call()).0, 200);
+    let (took, status) = sigterm_and_wait(&mut s.child, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    eprintln!("idle server: exited {took:?} after SIGTERM");
+
+    // An upload whose body is still arriving when SIGTERM comes is received, stored and answered,
+    // and a client that sent half a request's headers does not keep the server alive.
+    let mut s = Server::start(&db, &[]);
+    let addr = s.base.strip_prefix("http://").unwrap().to_owned();
+    let mut stalled = TcpStream::connect(&addr).unwrap();
+    stalled.write_all(b"GET /health HTTP/1.1\r\nHo").unwrap();
+    let (ct, body) = multipart(&std::fs::read(images_dir().join("wxbs-kyiv_4.jpg")).unwrap(), "p.jpg", &[]);
+    let mut upload = TcpStream::connect(&addr).unwrap();
+    upload.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let head = format!("POST /images HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+    upload.write_all(head.as_bytes()).unwrap();
+    upload.write_all(&body[..body.len() / 2]).unwrap();
+    // In flight: the upload and this /metrics request.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while in_flight(&s) < 2 {
+        assert!(Instant::now() < deadline, "the upload never reached its handler");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(unsafe { libc::kill(s.child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(s.child.try_wait().unwrap().is_none(), "the server left before answering the upload in flight");
+    upload.write_all(&body[body.len() / 2..]).unwrap();
+    let mut reply = String::new();
+    upload.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 201"), "{reply}");
+    let id = serde_json::from_str::<Value>(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap()["id"].as_str().unwrap().to_owned();
+    let (took, status) = sigterm_and_wait(&mut s.child, Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    eprintln!("after answering the upload: exited {took:?} later, with a half-sent request still open");
+    drop(stalled);
+
+    let s = Server::start(&db, &[]);
+    let (st, r) = answer(agent().get(&s.url(&format!("/images/{id}"))).call());
+    assert_eq!(st, 200, "the acknowledged upload {id} is missing after the restart: {r}");
+}

@@ -158,6 +158,7 @@ fn request_id(req: &Request) -> String {
 
 async fn observe(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let started = Instant::now();
+    let _in_flight = st.request_started();
     let route = route_of(req.uri().path());
     let method = req.method().clone();
     let id = request_id(&req);
@@ -278,7 +279,7 @@ async fn ready(State(st): State<Arc<AppState>>) -> Response {
 async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     let entries = st.read().len();
     let in_use = st.config.queue.max(1) - st.extract_slots.available_permits();
-    let text = st.metrics.render(entries, &st.model_name, &st.fingerprint, in_use, st.config.queue.max(1));
+    let text = st.metrics.render(entries, &st.model_name, &st.fingerprint, in_use, st.config.queue.max(1), st.in_flight());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

@@ -51,7 +51,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, with the gauges given.
-    pub fn render(&self, entries: usize, model: &str, fingerprint: &str, queue_in_use: usize, queue_size: usize) -> String {
+    pub fn render(&self, entries: usize, model: &str, fingerprint: &str, queue_in_use: usize, queue_size: usize, in_flight: usize) -> String {
         let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut o = String::new();
         let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
@@ -75,6 +75,7 @@ impl Metrics {
 # HELP dolg_model_info The index's model.\n# TYPE dolg_model_info gauge\ndolg_model_info{{model=\"{}\",fingerprint=\"{}\"}} 1\n\
 # HELP dolg_extract_queue_in_use Describing requests admitted (running or waiting).\n# TYPE dolg_extract_queue_in_use gauge\ndolg_extract_queue_in_use {queue_in_use}\n\
 # HELP dolg_extract_queue_size Describing requests admitted at most.\n# TYPE dolg_extract_queue_size gauge\ndolg_extract_queue_size {queue_size}\n\
+# HELP dolg_http_requests_in_flight Requests being handled (this one included).\n# TYPE dolg_http_requests_in_flight gauge\ndolg_http_requests_in_flight {in_flight}\n\
 # HELP dolg_extract_rejected_total Requests answered 429 because the describing queue was full.\n# TYPE dolg_extract_rejected_total counter\ndolg_extract_rejected_total {}\n",
             esc(model),
             esc(fingerprint),

@@ -14,6 +14,7 @@
 //! * Endpoints are described by the OpenAPI document served at `/openapi.json` (`openapi.json`
 //!   beside this file).
 
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,6 +72,10 @@ impl Config {
     }
 }
 
+/// How long connections may take to write their last answers once no request is in flight after
+/// SIGINT/SIGTERM.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
 /// The id of the photo indexed as `name`: the first 16 hex digits of SHA-256(name).
 pub fn photo_id(name: &str) -> String {
     let h = Sha256::digest(name.as_bytes());
@@ -79,7 +84,9 @@ pub fn photo_id(name: &str) -> String {
 
 /// Open the collection, bind `config.addr`, call `on_listening` with the bound address, load the
 /// model (the server answers `/health` meanwhile and `/ready` once it is loaded) and serve until
-/// SIGINT or SIGTERM; the index is flushed on the way out.
+/// SIGINT or SIGTERM; the index is flushed on the way out. On the signal the server stops
+/// accepting connections, lets requests in flight finish (an acknowledged photo is already
+/// committed), closes idle and half-sent connections, and returns.
 pub fn serve(config: Config, device: &burn::tensor::Device, on_listening: impl FnOnce(SocketAddr)) -> crate::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|source| crate::Error::Io { path: config.db.clone(), source })?;
     let result = rt.block_on(async move {
@@ -91,12 +98,33 @@ pub fn serve(config: Config, device: &burn::tensor::Device, on_listening: impl F
         let loader = state.clone();
         tokio::task::spawn_blocking(move || loader.load_model());
         let app = handlers::router(state.clone());
-        let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown_signal()).await;
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: no new connections; waiting for requests in flight");
+            let _ = stop_tx.send(true);
+        });
+        // Graceful shutdown alone waits for every connection to close, which a client that sent
+        // half a request can put off forever. Once the signal came and no request is in flight,
+        // connections are given DRAIN_GRACE to finish writing their last answers, then dropped.
+        let drained = {
+            let state = state.clone();
+            async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+                state.requests_done().await;
+                tokio::time::sleep(DRAIN_GRACE).await;
+            }
+        };
+        let served = tokio::select! {
+            r = server.into_future() => r,
+            () = drained => Ok(()),
+        };
         state.flush();
         served.map_err(|source| crate::Error::Io { path: PathBuf::from(local.to_string()), source })
     });
-    // Blocking work still running (a search or description whose client left) is abandoned.
-    rt.shutdown_timeout(Duration::from_secs(2));
+    // Blocking work still running belongs to requests whose clients left (a description, or a
+    // commit that was never acknowledged: the store is crash-safe) or to the model still loading.
+    rt.shutdown_timeout(Duration::from_millis(500));
     result
 }
 

@@ -1,10 +1,10 @@
 //! The server's shared state: the collection, the query model, the id table, caches and metrics.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use super::metrics::Metrics;
 use super::{photo_id, Config};
@@ -29,6 +29,10 @@ pub struct AppState {
     /// id → JPEG thumbnail.
     pub thumbs: Mutex<HashMap<String, Vec<u8>>>,
     pub metrics: Metrics,
+    /// Requests whose handler is running (see [`AppState::request_started`]); shutdown waits for 0.
+    in_flight: AtomicUsize,
+    /// Woken when `in_flight` falls to 0.
+    idle: Notify,
     pub model_name: String,
     pub fingerprint: String,
 }
@@ -52,6 +56,8 @@ impl AppState {
             ids: RwLock::new(ids),
             thumbs: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
             model_name: info.model,
             fingerprint: info.fingerprint.unwrap_or_default(),
         })
@@ -90,12 +96,48 @@ impl AppState {
         self.thumbs.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
     }
 
+    /// Count a request as in flight until the returned guard is dropped.
+    pub fn request_started(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Wait until no request is in flight.
+    pub async fn requests_done(&self) {
+        loop {
+            let woken = self.idle.notified();
+            tokio::pin!(woken);
+            // Registered before the check, so a drop to 0 between the check and the wait is seen.
+            woken.as_mut().enable();
+            if self.in_flight() == 0 {
+                return;
+            }
+            woken.await;
+        }
+    }
+
     /// Save derived search structures (on shutdown).
     pub fn flush(&self) {
         if !self.config.read_only {
             if let Err(e) = self.write().flush() {
                 tracing::warn!("flushing the index: {e}");
             }
+        }
+    }
+}
+
+/// A request in flight; see [`AppState::request_started`].
+pub struct InFlight(Arc<AppState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
         }
     }
 }
