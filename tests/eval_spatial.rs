@@ -212,3 +212,11 @@ fn eval_revisited_spatial_equals_searches_label_free_and_without_ignored_images(
         .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--db INDEX"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn eval_revisited_help_documents_both_rerank_protocols() {
+    let help = dolg(&["eval", "revisited", "--help"]);
+    for needle in ["--rerank-protocol", "label-free (default): the top K of the global ranking", "labelled: DELG's evaluation", "Medium: junk", "--db INDEX"] {
+        assert!(help.contains(needle), "`{needle}` missing from eval revisited --help:\n{help}");
+    }
+}
