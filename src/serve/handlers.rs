@@ -18,12 +18,15 @@ use sha2::{Digest, Sha256};
 
 use super::photo_id;
 use super::state::{AppState, THUMB_CACHE};
-use crate::collection::{NamedHit, SearchParams};
+use crate::collection::{Collection, NamedHit, SearchParams};
 use crate::decode::{decode_file_oriented, DecodeError, DecodeLimits, Orientation};
 use crate::descriptors::{Description, DescriptorError};
 use crate::error::Error;
 use crate::index::hnsw::DEFAULT_EF_SEARCH;
+use crate::model::LocalFeatures;
 use crate::preprocess::CropBox;
+use crate::rerank::SpatialRerank;
+use crate::spatial::{GeometricModel, MatchRule, SpatialParams};
 
 const PAGE: &str = include_str!("index.html");
 const OPENAPI: &str = include_str!("openapi.json");
@@ -295,6 +298,47 @@ struct Options {
     min_score: Option<f32>,
     crop: Option<CropBox>,
     ef: Option<usize>,
+    /// `rerank=spatial` was asked for.
+    spatial: bool,
+    spatial_opts: SpatialOptions,
+}
+
+/// Spatial re-ranking settings given with a search, as `dolg search --rerank spatial` takes them:
+/// what is not given comes from the index's defaults for its local features
+/// ([`Collection::spatial_rerank_defaults`]).
+#[derive(Debug, Default, Clone, Copy)]
+struct SpatialOptions {
+    rerank_k: Option<usize>,
+    min_inliers: Option<usize>,
+    match_ratio: Option<f64>,
+    mutual: Option<bool>,
+    ransac: Option<GeometricModel>,
+    ransac_px: Option<f64>,
+}
+
+impl SpatialOptions {
+    fn is_empty(&self) -> bool {
+        self.rerank_k.is_none()
+            && self.min_inliers.is_none()
+            && self.match_ratio.is_none()
+            && self.mutual.is_none()
+            && self.ransac.is_none()
+            && self.ransac_px.is_none()
+    }
+
+    /// The re-ranking these settings ask for over `c` (the CLI's `RerankArgs::rerank_for`).
+    fn resolve(&self, c: &Collection) -> SpatialRerank {
+        let d = c.spatial_rerank_defaults();
+        let params = SpatialParams {
+            rule: self.match_ratio.map_or(d.params.rule, MatchRule::Ratio),
+            mutual: self.mutual.unwrap_or(d.params.mutual),
+            model: self.ransac.unwrap_or(d.params.model),
+            threshold_px: self.ransac_px.unwrap_or(d.params.threshold_px),
+            min_inliers: self.min_inliers.unwrap_or(0),
+            ..d.params
+        };
+        SpatialRerank { k: self.rerank_k.unwrap_or(d.k), params }
+    }
 }
 
 impl Options {
@@ -305,6 +349,41 @@ impl Options {
             "min_score" => self.min_score = Some(value.trim().parse::<f32>().ok().filter(|s| s.is_finite()).ok_or_else(|| bad("a finite number"))?),
             "crop" => self.crop = Some(value.parse().map_err(|e: String| ApiError::bad(format!("crop: {e}")))?),
             "ef" => self.ef = Some(value.trim().parse().ok().filter(|&e| e > 0).ok_or_else(|| bad("a positive whole number"))?),
+            "rerank" => {
+                for m in value.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+                    match m {
+                        "spatial" => self.spatial = true,
+                        "superglobal" | "qe" | "dba" => {
+                            return Err(ApiError::bad(format!("rerank: '{m}' is not offered by the server yet (use dolg search); 'spatial' is")))
+                        }
+                        _ => return Err(ApiError::bad(format!("rerank: unknown method '{m}' (the server offers 'spatial')"))),
+                    }
+                }
+            }
+            "rerank_k" => self.spatial_opts.rerank_k = Some(value.trim().parse().ok().filter(|&k| k > 0).ok_or_else(|| bad("a positive whole number"))?),
+            "min_inliers" => self.spatial_opts.min_inliers = Some(value.trim().parse().map_err(|_| bad("a whole number"))?),
+            "match_ratio" => {
+                self.spatial_opts.match_ratio =
+                    Some(value.trim().parse::<f64>().ok().filter(|r| r.is_finite() && *r > 0.0).ok_or_else(|| bad("a positive number"))?)
+            }
+            "mutual" => {
+                self.spatial_opts.mutual = Some(match value.trim() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err(bad("true or false")),
+                })
+            }
+            "ransac" => {
+                self.spatial_opts.ransac = Some(match value.trim() {
+                    "homography" => GeometricModel::Homography,
+                    "affine" => GeometricModel::Affine,
+                    _ => return Err(bad("homography or affine")),
+                })
+            }
+            "ransac_px" => {
+                self.spatial_opts.ransac_px =
+                    Some(value.trim().parse::<f64>().ok().filter(|p| p.is_finite() && *p > 0.0).ok_or_else(|| bad("a positive number"))?)
+            }
             _ => {}
         }
         Ok(())
@@ -314,6 +393,9 @@ impl Options {
         let k = self.k.unwrap_or(10);
         if k == 0 || k > MAX_K {
             return Err(ApiError::bad(format!("k must be between 1 and {MAX_K}, not {k}")));
+        }
+        if !self.spatial && !self.spatial_opts.is_empty() {
+            return Err(ApiError::bad("rerank_k, min_inliers, match_ratio, mutual, ransac and ransac_px set spatial re-ranking: add rerank=spatial"));
         }
         Ok(SearchParams { k, min_score: self.min_score.unwrap_or(f32::MIN), crop: self.crop })
     }
@@ -411,7 +493,42 @@ fn temp_upload(bytes: &[u8], ext: &str, dir: Option<&Path>) -> ApiResult<tempfil
 }
 
 fn hits_json(hits: Vec<NamedHit>) -> Value {
-    Value::Array(hits.into_iter().map(|h| json!({"id": photo_id(&h.name), "name": h.name, "score": h.score})).collect())
+    Value::Array(
+        hits.into_iter()
+            .map(|h| {
+                let mut v = json!({"id": photo_id(&h.name), "name": h.name, "score": h.score});
+                if let Some(n) = h.inliers {
+                    v["inliers"] = json!(n);
+                }
+                v
+            })
+            .collect(),
+    )
+}
+
+/// Spatial re-ranking of a first search (`first`, given the widened parameters) against the
+/// query's local features, as `dolg search --rerank spatial`: the top max(k, rerank_k) by the
+/// global descriptor, the top rerank_k of them verified and re-ordered by inliers, then cut to k
+/// and `min_score`.
+fn spatial_search(
+    c: &Collection,
+    sp: &SpatialOptions,
+    query: &LocalFeatures,
+    params: &SearchParams,
+    first: impl FnOnce(&Collection, &SearchParams) -> crate::Result<Vec<NamedHit>>,
+) -> crate::Result<Vec<NamedHit>> {
+    let sp = sp.resolve(c);
+    let wide = SearchParams { k: params.k.max(sp.k), min_score: f32::MIN, crop: None };
+    let mut hits = c.spatial_rerank(query, first(c, &wide)?, &sp)?;
+    hits.truncate(params.k);
+    hits.retain(|h| h.score >= params.min_score);
+    Ok(hits)
+}
+
+/// The local features of a description made for spatial re-ranking.
+fn local_of(d: Description) -> ApiResult<(Vec<f32>, LocalFeatures)> {
+    let local = d.local.ok_or_else(|| ApiError::internal("the model gave no local features for spatial re-ranking"))?;
+    Ok((d.descriptor, local))
 }
 
 /// Run a search under the read lock, or under the write lock when `ef` is given (it is a setting
@@ -439,6 +556,13 @@ struct SearchBody {
     min_score: Option<f32>,
     crop: Option<[f64; 4]>,
     ef: Option<usize>,
+    rerank: Option<String>,
+    rerank_k: Option<usize>,
+    min_inliers: Option<usize>,
+    match_ratio: Option<f64>,
+    mutual: Option<bool>,
+    ransac: Option<String>,
+    ransac_px: Option<f64>,
 }
 
 async fn search(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String, String>>, req: Request) -> ApiResult<Json<Value>> {
@@ -462,6 +586,21 @@ async fn search(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String,
         }
         if let Some(ef) = b.ef {
             opts.set("ef", &ef.to_string())?;
+        }
+        // Through the same checks as query-string and multipart options.
+        let spatial = [
+            ("rerank", b.rerank),
+            ("rerank_k", b.rerank_k.map(|v| v.to_string())),
+            ("min_inliers", b.min_inliers.map(|v| v.to_string())),
+            ("match_ratio", b.match_ratio.map(|v| v.to_string())),
+            ("mutual", b.mutual.map(|v| v.to_string())),
+            ("ransac", b.ransac),
+            ("ransac_px", b.ransac_px.map(|v| v.to_string())),
+        ];
+        for (key, value) in spatial {
+            if let Some(v) = value {
+                opts.set(key, &v)?;
+            }
         }
         if let Some(s) = opts.min_score.filter(|s| !s.is_finite()) {
             return Err(ApiError::bad(format!("min_score: {s} is not finite")));
@@ -489,11 +628,17 @@ async fn search(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String,
     };
     let params = opts.params()?;
     let ef = opts.ef;
+    let hits = if opts.spatial { spatial_hits(&st, by, params, ef, opts.spatial_opts).await? } else { plain_hits(&st, by, params, ef).await? };
+    Ok(Json(json!({"results": hits_json(hits), "took_ms": started.elapsed().as_secs_f64() * 1000.0})))
+}
+
+/// Results of a search without re-ranking.
+async fn plain_hits(st: &Arc<AppState>, by: QueryBy, params: SearchParams, ef: Option<usize>) -> ApiResult<Vec<NamedHit>> {
     let hits = match by {
         QueryBy::Upload(bytes) => {
             let ext = sniff(&bytes)?;
             let tmp = temp_upload(&bytes, ext, None)?;
-            let d = describe(&st, tmp.path().to_owned(), params.crop, true).await?;
+            let d = describe(st, tmp.path().to_owned(), params.crop, true).await?;
             drop(tmp);
             let st2 = st.clone();
             blocking(move || locked_search(&st2, ef, |c| c.search_described(&d, &params))).await?
@@ -518,7 +663,7 @@ async fn search(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String,
                 }
                 p
             };
-            let d = describe(&st, path, params.crop, false).await?;
+            let d = describe(st, path, params.crop, false).await?;
             let st2 = st.clone();
             blocking(move || locked_search(&st2, ef, |c| c.search_described(&d, &params))).await?
         }
@@ -527,7 +672,59 @@ async fn search(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String,
             blocking(move || locked_search(&st2, ef, |c| c.search_name(&n, &params))).await?
         }
     };
-    Ok(Json(json!({"results": hits_json(hits), "took_ms": started.elapsed().as_secs_f64() * 1000.0})))
+    Ok(hits)
+}
+
+/// Results of a search re-ranked by spatial verification. The query's local features are the
+/// stored ones of an indexed photo searched by name (uncropped), else extracted from the photo.
+async fn spatial_hits(st: &Arc<AppState>, by: QueryBy, params: SearchParams, ef: Option<usize>, sp: SpatialOptions) -> ApiResult<Vec<NamedHit>> {
+    if st.read().local_config().is_none() {
+        return Err(ApiError::bad(format!(
+            "rerank=spatial needs local features, and this index ({}) stores none: build it with `dolg index build --local xfeat`",
+            st.config.db.display()
+        )));
+    }
+    let described = |st: &Arc<AppState>, descriptor: Vec<f32>, local: LocalFeatures| {
+        let st = st.clone();
+        blocking(move || locked_search(&st, ef, |c| spatial_search(c, &sp, &local, &params, |c, wide| c.search_described(&descriptor, wide))))
+    };
+    match by {
+        QueryBy::Vector(_) => Err(ApiError::bad("rerank=spatial needs a query photo (an upload, a name or an id), not a vector")),
+        QueryBy::Upload(bytes) => {
+            let ext = sniff(&bytes)?;
+            let tmp = temp_upload(&bytes, ext, None)?;
+            let d = describe_full(st, tmp.path().to_owned(), params.crop, true, true).await?;
+            drop(tmp);
+            let (descriptor, local) = local_of(d)?;
+            described(st, descriptor, local).await
+        }
+        QueryBy::Name(n) => {
+            let (stored, path, in_root) = {
+                let c = st.read();
+                let row = c.index().store().lookup(&n).ok_or_else(|| ApiError::not_found(format!("no photo named '{n}'")))?;
+                let stored = if params.crop.is_none() { c.local_features(row)? } else { None };
+                let path = c.path_of(&n);
+                let in_root = c.contains_path(&path);
+                (stored, path, in_root)
+            };
+            let local = match stored {
+                Some(l) => l,
+                None => {
+                    // Cropped, or indexed without local features: describe the photo's file.
+                    if !in_root {
+                        return Err(ApiError::not_found(format!("the file of '{n}' is not available under the collection's root")));
+                    }
+                    let (descriptor, local) = local_of(describe_full(st, path, params.crop, false, true).await?)?;
+                    if params.crop.is_some() {
+                        return described(st, descriptor, local).await;
+                    }
+                    local
+                }
+            };
+            let st2 = st.clone();
+            blocking(move || locked_search(&st2, ef, |c| spatial_search(c, &sp, &local, &params, |c, wide| c.search_name(&n, wide)))).await
+        }
+    }
 }
 
 fn name_for(st: &AppState, id: &str) -> ApiResult<String> {
