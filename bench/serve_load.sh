@@ -1,78 +1,242 @@
 #!/usr/bin/env bash
-# Load benchmark of `dolg serve` on 127.0.0.1 with wrk (Debian: apt-get install wrk), bounded in time.
+# Load benchmark of `dolg serve` with wrk, on 127.0.0.1 only, bounded in time (a bench, not a test).
 #
-#   bench/serve_load.sh [SECONDS per scenario, default 10] [CONNECTIONS, default 8]
+#   bench/serve_load.sh [--duration S] [--conns "1 4 16"] [--scenarios "name vector upload"]
+#                       [--writer "off on"] [--write-interval S]
 #
-# Builds a fresh index of examples/landmarks/images with the DOLG-R50 fixture from ../shared at one
-# scale, starts `dolg serve` on a free port, and measures three scenarios:
-#   health      GET /health                             (the HTTP stack alone)
-#   search-name POST /search {"id": ...} k=10           (stored descriptor: index search only)
-#   search-vec  POST /search {"vector": [512 floats]}   (query normalisation + index search)
-#   upload      POST /search with a JPEG (multipart)    (decode + network + search; bounded by the
-#               describe queue, so 429s are expected above --queue concurrent uploads)
-# and prints a table: requests/s, p50, p99, non-2xx responses, socket errors. Everything stops by
-# itself; the server is killed on exit.
+#   --duration        seconds of load per row (default 30)
+#   --conns           concurrency levels: wrk connections, each with one request in flight (default "1 4 16")
+#   --scenarios       what the clients send to POST /search (default: all three)
+#                       name    JSON {"id": ..., "k": 10}, rotating over every indexed photo
+#                               (stored descriptor: index search only)
+#                       vector  JSON {"vector": [512 floats], "k": 10}, rotating over 8 random vectors
+#                               (query normalisation + index search)
+#                       upload  multipart JPEG, rotating over 4 photos, k=10 (decode + describe with
+#                               the model + search)
+#   --writer          "off": the clients alone; "on": while a writer adds photos (default: both)
+#   --write-interval  the writer's pause between two uploads, in seconds (default 1)
+#
+# Needs wrk and curl (scripts/install_bench_deps.sh installs them) and ../shared beside the
+# checkout (the DOLG-R50 fixture). Builds the release binary, indexes examples/landmarks/images
+# (39 photos) with the fixture at one scale in a temporary folder, starts `dolg serve` on a free
+# port of 127.0.0.1, and runs every (scenario, concurrency, writer) row for --duration seconds.
+#
+# The writer is one client POSTing /images at a steady pace: copies of the bundled photos, each
+# with a JPEG comment naming the run and a counter, so every upload is a new entry (same pixels,
+# new content hash). It keeps at most 8 of its photos in the index (deleting the oldest with
+# DELETE /images/{id}) and deletes the rest when its row ends, so the index and the upload folder
+# stay the same size from row to row. Everything lives in a temporary folder removed on exit.
+#
+# The describing queue (--queue) is sized above the highest concurrency plus the writer, so no
+# upload is refused with 429: every refusal, non-2xx answer, socket error, timeout or failed write
+# counts as an error. Prints one Markdown table; exits 1 if any row had an error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECS=${1:-10}
-CONNS=${2:-8}
-command -v wrk >/dev/null || { echo "needs wrk (apt-get install wrk)" >&2; exit 2; }
+
+DURATION=30
+CONNS="1 4 16"
+SCENARIOS="name vector upload"
+WRITER_MODES="off on"
+WRITE_INTERVAL=1
+KEEP=8
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --duration) DURATION=$2; shift 2 ;;
+        --conns) CONNS=$2; shift 2 ;;
+        --scenarios) SCENARIOS=$2; shift 2 ;;
+        --writer) WRITER_MODES=$2; shift 2 ;;
+        --write-interval) WRITE_INTERVAL=$2; shift 2 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+for c in $CONNS; do [[ "$c" =~ ^[1-9][0-9]*$ ]] || { echo "--conns: '$c' is not a positive whole number" >&2; exit 2; }; done
+[[ "$DURATION" =~ ^[1-9][0-9]*$ ]] || { echo "--duration: '$DURATION' is not a positive whole number of seconds" >&2; exit 2; }
+for s in $SCENARIOS; do case "$s" in name|vector|upload) ;; *) echo "--scenarios: unknown scenario '$s' (name, vector, upload)" >&2; exit 2 ;; esac; done
+for w in $WRITER_MODES; do case "$w" in on|off) ;; *) echo "--writer: '$w' is not on or off" >&2; exit 2 ;; esac; done
+
+for tool in wrk curl; do
+    command -v "$tool" >/dev/null || { echo "needs $tool: run scripts/install_bench_deps.sh" >&2; exit 2; }
+done
 W=../shared/fixtures/dolg-r50-random/dolg_r50_random_noaspp.pyth.gz
 [ -f "$W" ] || { echo "needs $W (../shared beside the checkout)" >&2; exit 2; }
+
 cargo build --release --bin dolg >&2
-DOLG=target/release/dolg
 TMP=$(mktemp -d)
 SERVER=""
-cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$TMP"; }
+WRITER=""
+cleanup() {
+    [ -n "$WRITER" ] && kill "$WRITER" 2>/dev/null
+    [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
+}
 trap cleanup EXIT
+# A copy, so that a rebuild while the bench runs changes nothing.
+cp target/release/dolg "$TMP/dolg"
+DOLG=$TMP/dolg
 
 mkdir -p "$TMP/photos"
 cp examples/landmarks/images/*.jpg "$TMP/photos/"
 $DOLG index build --db "$TMP/db" -w "$W" --scales 1.0 "$TMP/photos" >&2
-$DOLG serve --db "$TMP/db" --addr 127.0.0.1:0 --queue "${CONNS}" > "$TMP/serve.out" 2> "$TMP/serve.err" &
+DIM=$($DOLG index info --db "$TMP/db" --json | sed -n 's/^ *"dim": *\([0-9]*\).*/\1/p')
+
+MAXC=0
+for c in $CONNS; do [ "$c" -gt "$MAXC" ] && MAXC=$c; done
+QUEUE=$((MAXC + 4))
+# Request lines are logged as in any deployment; only warnings and errors are kept.
+$DOLG serve --db "$TMP/db" --addr 127.0.0.1:0 --queue "$QUEUE" --timeout 120 > "$TMP/serve.out" \
+    2> >(grep --line-buffered -v 'dolg::serve::request' | grep -E 'WARN|ERROR' > "$TMP/serve.err") &
 SERVER=$!
 for _ in $(seq 1 600); do grep -q listening "$TMP/serve.out" 2>/dev/null && break; sleep 0.1; done
 BASE=$(sed -n 's/^listening on //p' "$TMP/serve.out")
-[ -n "$BASE" ] || { cat "$TMP/serve.err" >&2; exit 1; }
-for _ in $(seq 1 600); do curl -sf "$BASE/ready" >/dev/null && break; sleep 0.1; done
+[ -n "$BASE" ] || { echo "the server did not start:" >&2; cat "$TMP/serve.err" >&2; exit 1; }
+case "$BASE" in http://127.0.0.1:*) ;; *) echo "refusing to load $BASE: not 127.0.0.1" >&2; exit 1 ;; esac
+for _ in $(seq 1 1200); do curl -sf "$BASE/ready" >/dev/null && break; sleep 0.1; done
+curl -sf "$BASE/ready" | grep -q '"describes_photos":true' || { echo "the server is not ready to describe photos:" >&2; cat "$TMP/serve.err" >&2; exit 1; }
 ENTRIES=$(curl -s "$BASE/ready" | sed -n 's/.*"entries":\([0-9]*\).*/\1/p')
-ID=$(curl -s "$BASE/images?limit=1" | sed -n 's/.*"id":"\([0-9a-f]*\)".*/\1/p')
-VEC=$(python3 -c 'import random; random.seed(1); print(",".join("%.4f" % random.uniform(-1, 1) for _ in range(512)))')
-QUERY=examples/landmarks/images/wxbs-kyiv_4.jpg
 
-lua_post() { # body content-type -> a wrk script file
-    local f="$TMP/$RANDOM.lua"
-    printf 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "%s"\nlocal f = io.open("%s", "rb")\nwrk.body = f:read("*a")\nf:close()\n' "$2" "$1" > "$f"
+# Request bodies, one file each; a wrk script rotates over a list of them.
+mkdir -p "$TMP/bodies/name" "$TMP/bodies/vector" "$TMP/bodies/upload"
+i=0
+for id in $(curl -s "$BASE/images?limit=1000" | grep -o '"id":"[0-9a-f]*"' | cut -d'"' -f4); do
+    printf '{"id": "%s", "k": 10}' "$id" > "$TMP/bodies/name/$i.json"; i=$((i + 1))
+done
+awk -v dim="$DIM" -v dir="$TMP/bodies/vector" 'BEGIN {
+    srand(1)
+    for (v = 0; v < 8; v++) {
+        f = dir "/" v ".json"; printf "{\"vector\": [" > f
+        for (j = 0; j < dim; j++) printf "%s%.5f", (j ? "," : ""), 2 * rand() - 1 > f
+        printf "], \"k\": 10}" > f; close(f)
+    }
+}'
+i=0
+for p in wxbs-kyiv_4 wxbs-tyn_2 wxbs-maidan_1 distractor_02; do
+    {
+        printf -- '--BENCHBOUNDARY\r\nContent-Disposition: form-data; name="k"\r\n\r\n10\r\n'
+        printf -- '--BENCHBOUNDARY\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+        cat "examples/landmarks/images/$p.jpg"
+        printf -- '\r\n--BENCHBOUNDARY--\r\n'
+    } > "$TMP/bodies/upload/$i.body"
+    i=$((i + 1))
+done
+
+wrk_script() { # scenario -> a wrk Lua script sending the scenario's bodies in turn
+    local ct=application/json
+    [ "$1" = upload ] && ct="multipart/form-data; boundary=BENCHBOUNDARY"
+    local f="$TMP/$1.lua"
+    {
+        echo "local bodies = {}"
+        for b in "$TMP/bodies/$1"/*; do
+            echo "do local f = io.open(\"$b\", \"rb\"); bodies[#bodies + 1] = f:read(\"*a\"); f:close() end"
+        done
+        echo "local headers = {[\"Content-Type\"] = \"$ct\"}"
+        echo "local i = 0"
+        echo "request = function() i = i % #bodies + 1; return wrk.format(\"POST\", \"/search\", headers, bodies[i]) end"
+    } > "$f"
     echo "$f"
 }
-printf '{"id": "%s", "k": 10}' "$ID" > "$TMP/name.json"
-printf '{"vector": [%s], "k": 10}' "$VEC" > "$TMP/vec.json"
-{
-    printf -- '--BOUNDARY\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
-    cat "$QUERY"
-    printf -- '\r\n--BOUNDARY--\r\n'
-} > "$TMP/upload.body"
 
-run() { # name threads conns url [script]
-    local out
-    out=$(wrk -t "$2" -c "$3" -d "${SECS}s" --timeout 30s --latency ${5:+-s "$5"} "$4" 2>&1)
-    local rps p50 p99 non2xx sockerr
+# The writer: add a new photo every WRITE_INTERVAL seconds until $TMP/stop exists, keeping at most
+# KEEP of its photos; then delete them. Writes "adds deletes errors" to $1 after every step.
+writer() {
+    local out=$1 tag=$2 n=0 adds=0 dels=0 errs=0 ids=() photos=(examples/landmarks/images/*.jpg)
+    local jpg=$TMP/writer-$tag.jpg
+    del() {
+        if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 60 -X DELETE "$BASE/images/$1")" = 200 ]; then dels=$((dels + 1)); else errs=$((errs + 1)); fi
+    }
+    while [ ! -e "$TMP/stop" ]; do
+        local src=${photos[$((n % ${#photos[@]}))]}
+        # SOI, then a COM segment of 16 bytes (length included) naming this upload, then the rest.
+        { printf '\xff\xd8\xff\xfe\x00\x10'; printf '%-14.14s' "w$tag-$n"; tail -c +3 "$src"; } > "$jpg"
+        n=$((n + 1))
+        local code
+        code=$(curl -s -o "$TMP/writer.json" -w '%{http_code}' --max-time 120 -F "image=@$jpg;type=image/jpeg" "$BASE/images" || true)
+        if [ "$code" = 201 ]; then
+            adds=$((adds + 1))
+            ids+=("$(grep -o '"id":"[0-9a-f]*"' "$TMP/writer.json" | head -1 | cut -d'"' -f4)")
+            if [ ${#ids[@]} -gt "$KEEP" ]; then del "${ids[0]}"; ids=("${ids[@]:1}"); fi
+        else
+            errs=$((errs + 1))
+            echo "writer: POST /images answered $code: $(head -c 300 "$TMP/writer.json" 2>/dev/null)" >&2
+        fi
+        echo "$adds $dels $errs" > "$out"
+        sleep "$WRITE_INTERVAL"
+    done
+    for id in "${ids[@]}"; do del "$id"; done
+    echo "$adds $dels $errs" > "$out"
+}
+
+# Wait until the server has no description running: a row's requests still being worked on when
+# wrk stops (their connections closed) would otherwise hold describe-queue slots into the next row.
+settle() {
+    for _ in $(seq 1 1200); do
+        curl -s "$BASE/metrics" | grep -q '^dolg_extract_queue_in_use 0$' && return 0
+        sleep 0.1
+    done
+    echo "the server was still describing photos 120 s after a row" >&2
+    return 1
+}
+
+TOTAL_ERRORS=0
+row() { # scenario conns writer(on|off) tag
+    local script out wstats="-" werr=0
+    script=$(wrk_script "$1")
+    settle
+    if [ "$3" = on ]; then
+        rm -f "$TMP/stop"
+        echo "0 0 0" > "$TMP/writer.stats"
+        writer "$TMP/writer.stats" "$4" &
+        WRITER=$!
+        sleep 1 # the first photo is on its way when the load starts
+    fi
+    local threads=$2
+    [ "$threads" -gt 2 ] && threads=2
+    out=$(wrk -t "$threads" -c "$2" -d "${DURATION}s" --timeout 60s --latency -s "$script" "$BASE/search" 2>&1)
+    if [ "$3" = on ]; then
+        touch "$TMP/stop"
+        wait "$WRITER"
+        WRITER=""
+        local adds dels
+        read -r adds dels werr < "$TMP/writer.stats"
+        wstats="$adds / $dels"
+    fi
+    local rps p50 p99 non2xx sockerr errors
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
     p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
     non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out"); non2xx=${non2xx:-0}
-    sockerr=$(awk -F'[ ,]+' '/Socket errors/ {print $4+$6+$8+$10}' <<<"$out"); sockerr=${sockerr:-0}
-    printf '| %-11s | %5s | %9s | %9s | %9s | %8s | %11s |\n' "$1" "$3" "$rps" "$p50" "$p99" "$non2xx" "$sockerr"
+    sockerr=$(awk -F'[ ,]+' '/Socket errors/ {print $4 + $6 + $8 + $10}' <<<"$out"); sockerr=${sockerr:-0}
+    if [ -z "$rps" ]; then echo "wrk failed: $out" >&2; sockerr=$((sockerr + 1)); fi
+    errors=$((non2xx + sockerr + werr))
+    TOTAL_ERRORS=$((TOTAL_ERRORS + errors))
+    printf '| %-8s | %4s | %-6s | %8s | %8s | %8s | %6s | %16s |\n' "$1" "$2" "$3" "${rps:-?}" "${p50:-?}" "${p99:-?}" "$errors" "$wstats"
 }
 
 echo
-echo "dolg serve on $BASE: $ENTRIES entries, DOLG-R50 (random fixture, scale 1.0), $(nproc) cores, ${SECS}s per scenario"
+echo "dolg serve $($DOLG --version 2>/dev/null | awk '{print $2}') on $BASE: $ENTRIES entries, DOLG-R50 (random fixture, scale 1.0, ${DIM}-d, exact index), describe queue $QUEUE"
+echo "$(nproc) cores ($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)), load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "wrk, ${DURATION} s per row; writer: one upload to POST /images every ${WRITE_INTERVAL} s (plus its own time), at most $KEEP kept"
 echo
-echo "| scenario    | conns | req/s     | p50       | p99       | non-2xx  | sock errors |"
-echo "|-------------|-------|-----------|-----------|-----------|----------|-------------|"
-run health 2 "$CONNS" "$BASE/health"
-run search-name 2 "$CONNS" "$BASE/search" "$(lua_post "$TMP/name.json" application/json)"
-run search-vec 2 "$CONNS" "$BASE/search" "$(lua_post "$TMP/vec.json" application/json)"
-run upload 1 2 "$BASE/search" "$(lua_post "$TMP/upload.body" "multipart/form-data; boundary=BOUNDARY")"
+echo "| scenario | conc | writer | req/s    | p50      | p99      | errors | writes add / del |"
+echo "|----------|------|--------|----------|----------|----------|--------|------------------|"
+tag=0
+for s in $SCENARIOS; do
+    for c in $CONNS; do
+        for w in $WRITER_MODES; do
+            tag=$((tag + 1))
+            row "$s" "$c" "$w" "$tag"
+        done
+    done
+done
 echo
-curl -s "$BASE/metrics" | grep -E '^dolg_extract_rejected_total|^dolg_index_entries' || true
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); index entries at the end: $(curl -s "$BASE/ready" | sed -n 's/.*"entries":\([0-9]*\).*/\1/p')"
+curl -s "$BASE/metrics" | grep -E '^dolg_extract_rejected_total' || true
+if [ -s "$TMP/serve.err" ]; then
+    echo "server warnings and errors:"
+    cat "$TMP/serve.err"
+fi
+if [ "$TOTAL_ERRORS" -ne 0 ]; then
+    echo "FAILED: $TOTAL_ERRORS errors" >&2
+    exit 1
+fi
