@@ -15,9 +15,10 @@ use std::sync::mpsc::sync_channel;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use npyz::WriterBuilder;
+use sha2::{Digest, Sha256};
 
 use crate::atomic_file::{self, Mode};
-use crate::decode::{decode_file_oriented, BgrImage, DecodeError, DecodeLimits, Orientation};
+use crate::decode::{decode_bytes_oriented, decode_file_oriented, BgrImage, DecodeError, DecodeLimits, Orientation};
 use crate::model::{LocalFeatures, LocalModel, RetrievalModel};
 use crate::preprocess::{crop, limit_size, multiscale_inputs, CropBox, FloatImage, Normalization, PreprocessError, ScaledInput, DEFAULT_MAX_SIZE};
 
@@ -152,6 +153,18 @@ impl Extractor {
         self.prepare_image(img, crop_box).map_err(|source| DescriptorError::Preprocess { path: path.to_owned(), source })
     }
 
+    /// [`Extractor::prepare`] that also gives the SHA-256 of the bytes it decoded, from the same
+    /// read: `dolg index add` stores that hash, and hashing while decoding reads a new photo once.
+    /// The hash is of exactly the content described, even if the file changes meanwhile.
+    pub fn prepare_hashed(&self, path: &Path, crop_box: Option<CropBox>) -> Result<(Prepared, [u8; 32]), DescriptorError> {
+        let bytes = std::fs::read(path).map_err(|source| DecodeError::Io { path: path.to_owned(), source })?;
+        let hash: [u8; 32] = Sha256::digest(&bytes).into();
+        let img = decode_bytes_oriented(&bytes, path, &self.limits, self.orientation)?;
+        drop(bytes);
+        let prepared = self.prepare_image(img, crop_box).map_err(|source| DescriptorError::Preprocess { path: path.to_owned(), source })?;
+        Ok((prepared, hash))
+    }
+
     /// [`Extractor::prepare`] for an image already decoded (and turned upright): crop, bring
     /// within `max_size`, preprocess for every scale. The Python binding describes arrays this way.
     pub fn prepare_image(&self, img: BgrImage, crop_box: Option<CropBox>) -> Result<Prepared, PreprocessError> {
@@ -243,17 +256,38 @@ impl Extractor {
         crop_of: &(dyn Fn(usize) -> Option<CropBox> + Sync),
         mut on_done: impl FnMut(usize, &Path, Result<Description, DescriptorError>) -> ControlFlow<()>,
     ) {
-        let (tx, rx) = sync_channel::<(usize, Result<Prepared, DescriptorError>)>(4);
+        self.pipeline(paths, &|i, p| self.prepare(p, crop_of(i)).map(|x| (x, ())), |i, p, r| on_done(i, p, r.map(|(d, ())| d)));
+    }
+
+    /// [`Extractor::describe_many_local`] (no crop) that also gives the SHA-256 of each file's
+    /// bytes, hashed from the read that decoded it ([`Extractor::prepare_hashed`]).
+    pub fn describe_many_hashed(
+        &self,
+        paths: &[PathBuf],
+        on_done: impl FnMut(usize, &Path, Result<(Description, [u8; 32]), DescriptorError>) -> ControlFlow<()>,
+    ) {
+        self.pipeline(paths, &|_, p| self.prepare_hashed(p, None), on_done);
+    }
+
+    /// Prepare on a separate thread, a few images ahead of the network, so the network never
+    /// waits on reading and decoding; describe in input order.
+    fn pipeline<T: Send>(
+        &self,
+        paths: &[PathBuf],
+        prepare: &(dyn Fn(usize, &Path) -> Result<(Prepared, T), DescriptorError> + Sync),
+        mut on_done: impl FnMut(usize, &Path, Result<(Description, T), DescriptorError>) -> ControlFlow<()>,
+    ) {
+        let (tx, rx) = sync_channel::<(usize, Result<(Prepared, T), DescriptorError>)>(4);
         std::thread::scope(|s| {
             s.spawn(move || {
                 for (i, p) in paths.iter().enumerate() {
-                    if tx.send((i, self.prepare(p, crop_of(i)))).is_err() {
+                    if tx.send((i, prepare(i, p))).is_err() {
                         break;
                     }
                 }
             });
             for (i, prepared) in rx.iter() {
-                let flow = on_done(i, &paths[i], prepared.map(|p| self.describe_full(&p)));
+                let flow = on_done(i, &paths[i], prepared.map(|(p, extra)| (self.describe_full(&p), extra)));
                 if flow.is_break() {
                     // Dropping the receiver makes the decoding thread's next send fail.
                     break;

@@ -226,8 +226,11 @@ pub fn common_root(paths: &[PathBuf]) -> Option<PathBuf> {
 struct Checked {
     path: PathBuf,
     name: String,
-    /// `None`: unreadable (extraction reports why).
+    /// `None`: not hashed yet (a name the index does not hold: hashed while it is decoded, so a
+    /// new photo is read once) or unreadable (extraction reports why).
     hash: Option<[u8; 32]>,
+    /// Taken before any read, so a file changed after it is hashed again next time.
+    stat: Option<FileStat>,
 }
 
 /// Query vectors ([nq, dim]), the indexed row of each query photo, and their local features.
@@ -388,9 +391,10 @@ impl Collection {
         Ok(self.model.as_ref().expect("set above"))
     }
 
-    /// Name, stat and hash each file, using the stat cache for files unchanged since they were
-    /// last hashed (so a no-change run reads no image).
-    fn check(&self, paths: &[PathBuf], cache: &mut StatCache, on_event: &mut impl FnMut(AddEvent)) -> Vec<Checked> {
+    /// Name and stat each file, and hash those `need_hash` asks for (their content decides
+    /// whether they are described), using the stat cache for files unchanged since they were last
+    /// hashed (so a no-change run reads no image). Other files are hashed while they are decoded.
+    fn check(&self, paths: &[PathBuf], cache: &mut StatCache, need_hash: impl Fn(&str) -> bool, on_event: &mut impl FnMut(AddEvent)) -> Vec<Checked> {
         let total = paths.len();
         paths
             .iter()
@@ -400,6 +404,9 @@ impl Collection {
                 let stat = std::fs::metadata(p).ok().filter(|m| m.is_file()).map(|m| FileStat::of(&m));
                 let hash = match stat {
                     Some(st) => cache.hash(&name, &st).or_else(|| {
+                        if !need_hash(&name) {
+                            return None;
+                        }
                         let h = sha256_file(p)?;
                         cache.insert(name.clone(), st, h);
                         Some(h)
@@ -407,14 +414,22 @@ impl Collection {
                     None => None,
                 };
                 on_event(AddEvent::Checked { done: i + 1, total });
-                Checked { path: p.clone(), name, hash }
+                Checked { path: p.clone(), name, hash, stat }
             })
             .collect()
     }
 
     /// Describe `todo` and commit in batches of `batch`; returns (stored, failures). A failed
     /// commit stops extraction at once: nothing more could be stored.
-    fn describe_and_commit(&mut self, todo: Vec<Checked>, batch_size: usize, on_event: &mut impl FnMut(AddEvent)) -> Result<(usize, Vec<Failure>)> {
+    /// Each file is hashed from the read that decodes it, so the stored hash is of exactly the
+    /// content described; the stat cache learns it.
+    fn describe_and_commit(
+        &mut self,
+        todo: Vec<Checked>,
+        batch_size: usize,
+        cache: &mut StatCache,
+        on_event: &mut impl FnMut(AddEvent),
+    ) -> Result<(usize, Vec<Failure>)> {
         let mut stored = 0usize;
         let mut failed = Vec::new();
         if todo.is_empty() {
@@ -426,10 +441,13 @@ impl Collection {
         let paths: Vec<PathBuf> = todo.iter().map(|t| t.path.clone()).collect();
         let mut batch = Vec::new();
         let mut commit_err = None;
-        ex.describe_many_local(&paths, &|_| None, |i, path, r| {
+        ex.describe_many_hashed(&paths, |i, path, r| {
             match r {
-                Ok(d) => {
-                    batch.push(Record::Add { name: todo[i].name.clone(), hash: todo[i].hash, vector: d.descriptor, local: d.local });
+                Ok((d, hash)) => {
+                    if let Some(st) = todo[i].stat {
+                        cache.insert(todo[i].name.clone(), st, hash);
+                    }
+                    batch.push(Record::Add { name: todo[i].name.clone(), hash: Some(hash), vector: d.descriptor, local: d.local });
                     stored += 1;
                     on_event(AddEvent::Described { path, error: None });
                 }
@@ -470,10 +488,12 @@ impl Collection {
     /// committed before it stays. `on_event` sees the plan and every file as it is done.
     pub fn add_paths(&mut self, paths: &[PathBuf], options: &AddOptions, mut on_event: impl FnMut(AddEvent)) -> Result<AddReport> {
         let mut cache = StatCache::load(self.dir());
-        let checked = self.check(paths, &mut cache, &mut on_event);
+        // Only an indexed name's content decides anything before extraction.
+        let store = self.index.store();
+        let checked = self.check(paths, &mut cache, |name| store.lookup(name).is_some(), &mut on_event);
         let (unchanged, todo): (Vec<Checked>, Vec<Checked>) = checked.into_iter().partition(|c| c.hash.is_some_and(|h| self.index.is_current(&c.name, &h)));
         on_event(AddEvent::Planned { describe: todo.len(), unchanged: unchanged.len() });
-        let result = self.describe_and_commit(todo, options.batch, &mut on_event);
+        let result = self.describe_and_commit(todo, options.batch, &mut cache, &mut on_event);
         self.index.flush()?;
         self.save_cache(cache);
         let (added, failed) = result?;
@@ -488,9 +508,9 @@ impl Collection {
     /// recognised by the stat cache without being read.
     pub fn sync(&mut self, dirs: &[PathBuf], files: &[PathBuf], options: &AddOptions, mut on_event: impl FnMut(AddEvent)) -> Result<SyncReport> {
         let mut cache = StatCache::load(self.dir());
-        let checked = self.check(files, &mut cache, &mut on_event);
         let scopes: Vec<PathBuf> = dirs.iter().filter_map(|d| std::fs::canonicalize(d).ok()).collect();
-        let seen: std::collections::HashSet<&str> = checked.iter().map(|c| c.name.as_str()).collect();
+        let names: Vec<String> = files.iter().map(|f| self.name_of(f)).collect();
+        let seen: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
         let store = self.index.store();
         // Entries of photos (they have a content hash) under the synced folders whose file is gone.
         let mut vanished: std::collections::HashMap<[u8; 32], Vec<usize>> = std::collections::HashMap::new();
@@ -501,6 +521,10 @@ impl Collection {
                 }
             }
         }
+        // A new name is hashed before extraction only when it may be a vanished entry's file
+        // under a new name (a rename keeps its descriptor); otherwise while it is decoded.
+        let any_vanished = !vanished.is_empty();
+        let checked = self.check(files, &mut cache, |name| any_vanished || store.lookup(name).is_some(), &mut on_event);
         let mut report = SyncReport::default();
         let mut moves = Vec::new();
         let mut todo = Vec::new();
@@ -533,7 +557,7 @@ impl Collection {
         self.index.commit(moves)?;
         self.index.commit(removals)?;
         let n_updates = todo.iter().filter(|c| updated_names.contains(&c.name)).count();
-        let result = self.describe_and_commit(todo, options.batch, &mut on_event);
+        let result = self.describe_and_commit(todo, options.batch, &mut cache, &mut on_event);
         self.index.flush()?;
         self.save_cache(cache);
         let (stored, failed) = result?;
