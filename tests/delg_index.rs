@@ -94,6 +94,20 @@ fn a_delg_index_stores_what_delg_extracts_and_reranks_with_it() {
     assert_eq!((cfg.extractor.as_str(), cfg.dim), ("delg", delg.local_dim()));
     assert_eq!(c.spatial_rerank_defaults().params, SpatialParams::default(), "DELG features verify with the authors' settings");
 
+    // The global passes at DELG's global scales are those of the local extraction: a photo
+    // whose local features were just extracted is not run again for its global descriptor.
+    let church = decode_file(&input("church"), &DecodeLimits::default()).unwrap();
+    let local = delg.extract_local(&church, Some(1024));
+    assert_eq!(delg.reusable_passes(), DelgParams::default().scales.len());
+    let ex =
+        dolg::descriptors::Extractor::new(dolg::model::RetrievalModel::Delg(std::sync::Arc::new(delg)), device.clone(), DelgParams::default().global_scales);
+    let global = ex.describe(&ex.prepare_image(church, None).unwrap()).descriptor;
+    let dolg::model::RetrievalModel::Delg(delg) = ex.model else { unreachable!() };
+    assert_eq!(delg.reusable_passes(), DelgParams::default().scales.len() - 3, "three global scales taken from the memo");
+    let row = c.index().store().lookup("input_church.png").unwrap();
+    assert_eq!(c.index().store().vector(row), &global[..], "the memo's global descriptor is the index's");
+    assert_eq!(local.len(), c.local_features(row).unwrap().unwrap().len());
+
     let mut stored = HashMap::new();
     for name in IMAGES {
         let row = c.index().store().lookup(&c.name_of(&input(name))).unwrap();
@@ -137,13 +151,23 @@ fn a_delg_index_stores_what_delg_extracts_and_reranks_with_it() {
     let pair = inliers["input_kremlin2.png"];
     assert!((14..=137).contains(&pair), "kremlin pair: {pair} inliers");
 
+    // index add follows the local features the index records: a copy of a photo gets the
+    // same features.
+    let copy2 = dir.path().join("copy2.png");
+    std::fs::copy(input("kremlin2"), &copy2).unwrap();
+    drop(c); // a reader's shared lock would keep the writer out
+    ok(&["index", "add", "--db", db.to_str().unwrap(), "--threads", "2"], std::slice::from_ref(&copy2));
+    let c = Collection::open(&db, OpenMode::Read, &device).unwrap();
+    let row = c.index().store().lookup(&c.name_of(&copy2)).unwrap();
+    assert_eq!(c.local_features(row).unwrap().as_ref(), Some(&stored["kremlin2"]), "index add stores DELG's features");
+
     // A query photo that is not indexed is described, local features included, in one pass.
     let copy = dir.path().join("query.png");
     std::fs::copy(input("kremlin1"), &copy).unwrap();
     let json = ok(&["search", "--db", db.to_str().unwrap(), "--k", "2", "--json", "--rerank", "spatial", "--threads", "2"], &[copy]);
     let v: Value = serde_json::from_str(&json).unwrap();
     let results = v["queries"][0]["results"].as_array().unwrap();
-    assert_eq!(results.len(), 2, "the copy is not the indexed photo: all three entries are candidates, k = 2");
+    assert_eq!(results.len(), 2, "k = 2 (the copy is not an indexed photo, so nothing is left out)");
     let found: Vec<&str> = results.iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(found[0], "input_kremlin1.png", "the same pixels verify best: {results:?}");
     assert!(results[0]["inliers"].as_u64().unwrap() >= 500, "{results:?}");
@@ -165,6 +189,9 @@ fn local_delg_needs_a_delg_checkpoint() {
         assert!(err.contains("--local delg needs a DELG checkpoint") && err.contains(model[1]), "{err}");
         assert!(!db.exists(), "nothing is created");
     }
+    // --arch describes DOLG checkpoints only.
+    let out = run(&["extract", "-w", weights().to_str().unwrap(), "--arch", "r50", "-o"], &[dir.path().join("x.npy"), input("church")]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--arch applies to DOLG checkpoints only"));
     let out = run(&["extract", "-w", &w, "--local", "x.safetensors", "--local-kind", "delg", "-o"], &[dir.path().join("x.npy"), input("church")]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--local delg needs a DELG checkpoint"));
 }

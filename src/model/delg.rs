@@ -294,6 +294,12 @@ impl Delg {
         self.global_head(f4)
     }
 
+    /// Global outputs waiting in the memo of [`Delg::global_raw`]: the passes a following
+    /// global descriptor of the same photo will not run again.
+    pub fn reusable_passes(&self) -> usize {
+        self.memo.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// `x`: [B, 3, H, W] → `fc(GeM(f4))` [B, D], not normalised: [`Delg::global_raw`] of each
     /// image, the [`super::RetrievalModel`] interface.
     pub fn forward_global(&self, x: Tensor<4>) -> Tensor<2> {
