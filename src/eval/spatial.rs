@@ -18,7 +18,7 @@
 //!
 //! The DOLG authors' own DELG evaluation script does something else (fixture
 //! `delg-r50-random/README.md`, section 7): junk images stay among the top 100 with 0 inliers.
-//! For the metric that is the label-free protocol: ignored images are dropped before scoring,
+//! For the metric (with the stable sort) that is the label-free protocol: ignored images are dropped before scoring,
 //! and the order of the others within the K depends only on their own inliers and global order.
 //!
 //! Within the K the order is [`crate::spatial::rerank_order`] (inliers descending, ties and those
