@@ -274,7 +274,7 @@ impl Extractor {
     fn pipeline<T: Send>(
         &self,
         paths: &[PathBuf],
-        prepare: &(dyn Fn(usize, &Path) -> Result<(Prepared, T), DescriptorError> + Sync),
+        prepare: &PrepareFn<'_, T>,
         mut on_done: impl FnMut(usize, &Path, Result<(Description, T), DescriptorError>) -> ControlFlow<()>,
     ) {
         let (tx, rx) = sync_channel::<(usize, Result<(Prepared, T), DescriptorError>)>(4);
@@ -297,6 +297,9 @@ impl Extractor {
         });
     }
 }
+
+/// Reads, decodes and preprocesses input `i` (its path given), with anything else it yields.
+type PrepareFn<'a, T> = dyn Fn(usize, &Path) -> Result<(Prepared, T), DescriptorError> + Sync + 'a;
 
 /// A file that could not be described, with the reason (which names the file).
 #[derive(Debug)]

@@ -69,7 +69,7 @@ fn new_photos_are_read_once_and_stored_with_the_hash_of_their_bytes() {
     let (synced, bytes) = copy_into(&root.join("c"), &all[5..9]);
     let files: Vec<PathBuf> = [warm.clone(), added.clone(), synced.clone()].concat();
     let before = rchar();
-    let r = c.sync(&[root.clone()], &files, &AddOptions::default(), |_| {}).unwrap();
+    let r = c.sync(std::slice::from_ref(&root), &files, &AddOptions::default(), |_| {}).unwrap();
     let read = rchar() - before;
     assert_eq!((r.added, r.unchanged, r.failed.len()), (4, 5, 0));
     assert!(read >= bytes && read < bytes + bytes / 2, "index sync read {read} bytes for {bytes} bytes of new photos");
