@@ -623,6 +623,7 @@ fn spatial_rerank_equals_cli() {
     let (cli_upload, cli_named, cli_named_over) = (cli(&query, &[]), cli(&named, &[]), cli(&named, &overrides));
 
     let s = Server::start(&db, &[]);
+    assert_eq!(answer(agent().get(&s.url("/ready")).call()).1["local_features"], json!("xfeat"));
     let same = |server: &Value, cli: &Value| {
         assert_same_ranking(server, cli);
         let inliers = |v: &Value| v["results"].as_array().unwrap().iter().map(|h| h["inliers"].as_u64()).collect::<Vec<_>>();
@@ -663,6 +664,7 @@ fn spatial_rerank_equals_cli() {
     let plain = tmp.path().join("plain");
     build(&plain, false);
     let s = Server::start(&plain, &[]);
+    assert_eq!(answer(agent().get(&s.url("/ready")).call()).1["local_features"], Value::Null);
     expect(post_json(&s, "/search", json!({"id": id, "rerank": "spatial"})), "--local xfeat");
     expect(post_image(&s, "/search?rerank=spatial", &bytes, &[], None), "--local xfeat");
 }

@@ -276,7 +276,9 @@ async fn ready(State(st): State<Arc<AppState>>) -> Response {
         return e.into_response();
     }
     let describes = matches!(st.model.get(), Some(Ok(_)));
-    Json(json!({"ready": true, "entries": st.read().len(), "model": st.model_name, "describes_photos": describes})).into_response()
+    let c = st.read();
+    let local = c.local_config().map(|l| l.extractor.clone());
+    Json(json!({"ready": true, "entries": c.len(), "model": st.model_name, "describes_photos": describes, "local_features": local})).into_response()
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
