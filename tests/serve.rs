@@ -221,6 +221,74 @@ fn search_by_upload_vector_and_name_equals_cli() {
     assert!(metrics.contains("dolg_index_entries 5") && metrics.contains("dolg_model_info{model=\"DOLG-R50\""), "{metrics}");
 }
 
+/// An index with a DBA layer, searched plainly and with α-QE + SuperGlobal, by upload, name and
+/// vector: the server gives `dolg search`'s ranking (before, searches by name and upload skipped
+/// the DBA layer). Bad re-ranking options are 400s naming the fix.
+#[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
+fn dba_qe_and_superglobal_equal_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = build_index(tmp.path());
+    let out = Command::new(DOLG).args(["index", "dba", "--k", "2", "--db"]).arg(&db).output().unwrap();
+    assert!(out.status.success(), "index dba: {}", String::from_utf8_lossy(&out.stderr));
+    let query = images_dir().join("wxbs-kyiv_4.jpg");
+    let indexed = tmp.path().join("photos/wxbs-kyiv_1.jpg");
+    let vector: Vec<f32> = (0..512).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+    let npy = tmp.path().join("q.npy");
+    dolg::descriptors::write_npy(&npy, &[1, 512], vector.iter().copied()).unwrap();
+    let rr = ["--qe", "2", "--qe-alpha", "2", "--rerank", "superglobal", "--sg-m", "4", "--sg-k", "2", "--sg-beta", "0.2"];
+    let cli = |args: &[&str], extra: &[&str]| cli_search(&db, &[args, extra].concat());
+    let cli_upload = cli(&["--k", "4", query.to_str().unwrap()], &[]);
+    let cli_name = cli(&["--k", "4", indexed.to_str().unwrap()], &[]);
+    let cli_upload_rr = cli(&["--k", "4", query.to_str().unwrap()], &rr);
+    let cli_name_rr = cli(&["--k", "4", indexed.to_str().unwrap()], &rr);
+    let cli_vec_rr = cli(&["--k", "4", "--vectors", npy.to_str().unwrap()], &rr);
+    // The layer matters here: with k = 0 (the raw vectors) the results differ.
+    let out = Command::new(DOLG).args(["index", "dba", "--k", "0", "--db"]).arg(&db).output().unwrap();
+    assert!(out.status.success());
+    let cli_name_raw = cli(&["--k", "4", indexed.to_str().unwrap()], &[]);
+    assert_ne!(ranking(&cli_name_raw["queries"][0]["results"]), ranking(&cli_name["queries"][0]["results"]), "DBA changed nothing");
+    let out = Command::new(DOLG).args(["index", "dba", "--k", "2", "--db"]).arg(&db).output().unwrap();
+    assert!(out.status.success());
+
+    let s = Server::start(&db, &[]);
+    let bytes = std::fs::read(&query).unwrap();
+    let (st, r) = post_image(&s, "/search?k=4", &bytes, &[], None);
+    assert_eq!(st, 200, "{r}");
+    assert_same_ranking(&r, &cli_upload["queries"][0]);
+    let (st, r) = post_json(&s, "/search", json!({"name": "wxbs-kyiv_1.jpg", "k": 4}));
+    assert_eq!(st, 200, "{r}");
+    assert_same_ranking(&r, &cli_name["queries"][0]);
+
+    let fields = [("k", "4"), ("qe", "2"), ("qe_alpha", "2"), ("rerank", "superglobal"), ("sg_m", "4"), ("sg_k", "2"), ("sg_beta", "0.2")];
+    let (st, r) = post_image(&s, "/search", &bytes, &fields, None);
+    assert_eq!(st, 200, "{r}");
+    assert_same_ranking(&r, &cli_upload_rr["queries"][0]);
+    let rr_json = json!({"k": 4, "qe": 2, "qe_alpha": 2.0, "rerank": "superglobal", "sg_m": 4, "sg_k": 2, "sg_beta": 0.2});
+    let mut by_name = rr_json.clone();
+    by_name["name"] = json!("wxbs-kyiv_1.jpg");
+    let (st, r) = post_json(&s, "/search", by_name);
+    assert_eq!(st, 200, "{r}");
+    assert_same_ranking(&r, &cli_name_rr["queries"][0]);
+    let mut by_vec = rr_json;
+    by_vec["vector"] = json!(vector);
+    let (st, r) = post_json(&s, "/search", by_vec);
+    assert_eq!(st, 200, "{r}");
+    assert_same_ranking(&r, &cli_vec_rr["queries"][0]);
+
+    for (body, says) in [
+        (json!({"name": "wxbs-kyiv_1.jpg", "rerank": "qe"}), "qe=N"),
+        (json!({"name": "wxbs-kyiv_1.jpg", "rerank": "dba"}), "dolg index dba"),
+        (json!({"name": "wxbs-kyiv_1.jpg", "sg_m": 4}), "rerank=superglobal"),
+        (json!({"name": "wxbs-kyiv_1.jpg", "qe_alpha": 2.0}), "qe=N"),
+        (json!({"name": "wxbs-kyiv_1.jpg", "rerank": "spatial"}), "--local xfeat"),
+    ] {
+        let (st, r) = post_json(&s, "/search", body.clone());
+        assert_eq!(st, 400, "{body}: {r}");
+        assert!(r["error"].as_str().unwrap().contains(says), "{body}: {r}");
+    }
+}
+
 #[test]
 #[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn bad_requests_get_4xx_json() {

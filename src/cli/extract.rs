@@ -130,12 +130,8 @@ pub fn run(a: ExtractArgs) -> anyhow::Result<ExitCode> {
     let failed: Vec<_> = finished.failures.iter().map(|f| json!({"path": f.path, "error": f.error})).collect();
 
     if a.json {
-        let summary = json!({
-            "output": a.out.display().to_string(),
-            "names": names_path(&a.out).display().to_string(),
-            "model": name,
-            "dim": dim,
-            "scales": ex.scales,
+        let mut summary = summary_head(&a, &name, dim, &ex.scales);
+        summary.extend(json_map(json!({
             "images": todo,
             "extracted": finished.rows,
             "failed": failed,
@@ -146,7 +142,7 @@ pub fn run(a: ExtractArgs) -> anyhow::Result<ExitCode> {
             "part_record": finished.part_record.as_ref().map(|p| p.display().to_string()),
             "seconds": seconds,
             "seconds_per_image": if processed == 0 { 0.0 } else { seconds / processed as f64 },
-        });
+        })));
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         let of = a.shard.map(|p| format!(" (part {p} of {} inputs)", files.len())).unwrap_or_default();
@@ -162,6 +158,24 @@ pub fn run(a: ExtractArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(if a.strict && !failed.is_empty() { ExitCode::from(EXIT_SOME_FAILED) } else { ExitCode::SUCCESS })
+}
+
+/// The fields every `extract --json` summary starts with: where the rows went and what made them.
+fn summary_head(a: &ExtractArgs, model: &str, dim: usize, scales: &[f64]) -> serde_json::Map<String, serde_json::Value> {
+    json_map(json!({
+        "output": a.out.display().to_string(),
+        "names": names_path(&a.out).display().to_string(),
+        "model": model,
+        "dim": dim,
+        "scales": scales,
+    }))
+}
+
+fn json_map(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => unreachable!("built with json!({{...}})"),
+    }
 }
 
 /// `extract --local`: one pass giving each image's global descriptor and local features, written
@@ -194,19 +208,15 @@ fn run_with_local(a: &ExtractArgs, ex: &dolg::descriptors::Extractor, files: &[P
     let keypoints: usize = locals.iter().map(LocalFeatures::len).sum();
     let bytes = std::fs::metadata(local_out).map(|m| m.len()).unwrap_or(0);
     if a.json {
-        let summary = json!({
-            "output": a.out.display().to_string(),
-            "names": names_path(&a.out).display().to_string(),
-            "model": name,
-            "dim": dim,
-            "scales": ex.scales,
+        let mut summary = summary_head(a, &name, dim, &ex.scales);
+        summary.extend(json_map(json!({
             "images": files.len(),
             "extracted": rows.len(),
             "failed": failed,
             "local": {"output": local_out.display().to_string(), "extractor": local.name(), "dim": local.dim(), "keypoints": keypoints, "bytes": bytes},
             "seconds": seconds,
             "seconds_per_image": if files.is_empty() { 0.0 } else { seconds / files.len() as f64 },
-        });
+        })));
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         eprintln!(

@@ -23,9 +23,8 @@ use crate::decode::{decode_file_oriented, DecodeError, DecodeLimits, Orientation
 use crate::descriptors::{Description, DescriptorError};
 use crate::error::Error;
 use crate::index::hnsw::DEFAULT_EF_SEARCH;
-use crate::model::LocalFeatures;
 use crate::preprocess::CropBox;
-use crate::rerank::SpatialRerank;
+use crate::rerank::{QueryExpansion, Rerank, SpatialRerank, SuperGlobal};
 use crate::spatial::{GeometricModel, MatchRule, SpatialParams};
 
 const PAGE: &str = include_str!("index.html");
@@ -303,7 +302,18 @@ struct Options {
     /// `rerank=spatial` was asked for.
     spatial: bool,
     spatial_opts: SpatialOptions,
+    /// `rerank=superglobal` was asked for, with `sg_m`, `sg_k`, `sg_beta` as `dolg search` takes them.
+    superglobal: bool,
+    sg_m: Option<usize>,
+    sg_k: Option<usize>,
+    sg_beta: Option<f32>,
+    /// α-QE: `qe` top results expand the query, weighted by `qe_alpha` (`dolg search --qe`).
+    qe: Option<usize>,
+    qe_alpha: Option<f32>,
 }
+
+/// `dolg search --qe-alpha`'s default.
+const DEFAULT_QE_ALPHA: f32 = 3.0;
 
 /// Spatial re-ranking settings given with a search, as `dolg search --rerank spatial` takes them:
 /// what is not given comes from the index's defaults for its local features
@@ -355,10 +365,14 @@ impl Options {
                 for m in value.split(',').map(str::trim).filter(|m| !m.is_empty()) {
                     match m {
                         "spatial" => self.spatial = true,
-                        "superglobal" | "qe" | "dba" => {
-                            return Err(ApiError::bad(format!("rerank: '{m}' is not offered by the server yet (use dolg search); 'spatial' is")))
+                        "superglobal" => self.superglobal = true,
+                        "qe" => return Err(ApiError::bad("rerank: α-QE is set with qe=N (the number of top results that expand the query), not rerank=qe")),
+                        "dba" => {
+                            return Err(ApiError::bad(
+                                "rerank: DBA belongs to the index (`dolg index dba`); once built, every search uses it without being asked",
+                            ))
                         }
-                        _ => return Err(ApiError::bad(format!("rerank: unknown method '{m}' (the server offers 'spatial')"))),
+                        _ => return Err(ApiError::bad(format!("rerank: unknown method '{m}' (the server offers 'superglobal' and 'spatial')"))),
                     }
                 }
             }
@@ -386,9 +400,29 @@ impl Options {
                 self.spatial_opts.ransac_px =
                     Some(value.trim().parse::<f64>().ok().filter(|p| p.is_finite() && *p > 0.0).ok_or_else(|| bad("a positive number"))?)
             }
+            "qe" => self.qe = Some(value.trim().parse().map_err(|_| bad("a whole number"))?),
+            "qe_alpha" => self.qe_alpha = Some(value.trim().parse::<f32>().ok().filter(|a| a.is_finite() && *a >= 0.0).ok_or_else(|| bad("a number ≥ 0"))?),
+            "sg_m" => self.sg_m = Some(value.trim().parse().ok().filter(|&m| m > 0).ok_or_else(|| bad("a positive whole number"))?),
+            "sg_k" => self.sg_k = Some(value.trim().parse().ok().filter(|&k| k > 0).ok_or_else(|| bad("a positive whole number"))?),
+            "sg_beta" => self.sg_beta = Some(value.trim().parse::<f32>().ok().filter(|b| b.is_finite()).ok_or_else(|| bad("a finite number"))?),
             _ => {}
         }
         Ok(())
+    }
+
+    /// The re-ranking asked for, over `c` (spatial settings not given follow its local features),
+    /// as `dolg search` builds it from the same flags.
+    fn rerank(&self, c: &Collection) -> Rerank {
+        let sg = SuperGlobal::default();
+        Rerank {
+            qe: self.qe.filter(|&n| n > 0).map(|n| QueryExpansion { n, alpha: self.qe_alpha.unwrap_or(DEFAULT_QE_ALPHA) }),
+            superglobal: self.superglobal.then(|| SuperGlobal {
+                m: self.sg_m.unwrap_or(sg.m),
+                k: self.sg_k.unwrap_or(sg.k),
+                beta: self.sg_beta.unwrap_or(sg.beta),
+            }),
+            spatial: self.spatial.then(|| self.spatial_opts.resolve(c)),
+        }
     }
 
     fn params(&self) -> ApiResult<SearchParams> {
@@ -398,6 +432,12 @@ impl Options {
         }
         if !self.spatial && !self.spatial_opts.is_empty() {
             return Err(ApiError::bad("rerank_k, min_inliers, match_ratio, mutual, ransac and ransac_px set spatial re-ranking: add rerank=spatial"));
+        }
+        if !self.superglobal && (self.sg_m.is_some() || self.sg_k.is_some() || self.sg_beta.is_some()) {
+            return Err(ApiError::bad("sg_m, sg_k and sg_beta set SuperGlobal re-ranking: add rerank=superglobal"));
+        }
+        if self.qe_alpha.is_some() && self.qe.unwrap_or(0) == 0 {
+            return Err(ApiError::bad("qe_alpha weights α-QE: add qe=N (the number of top results that expand the query)"));
         }
         Ok(SearchParams { k, min_score: self.min_score.unwrap_or(f32::MIN), crop: self.crop })
     }
@@ -451,13 +491,9 @@ fn sniff(bytes: &[u8]) -> ApiResult<&'static str> {
     Ok(format.extensions_str().first().copied().unwrap_or("img"))
 }
 
-/// Describe `path` with the query model through the bounded queue.
-async fn describe(st: &Arc<AppState>, path: PathBuf, crop: Option<CropBox>, upload: bool) -> ApiResult<Vec<f32>> {
-    Ok(describe_full(st, path, crop, upload, false).await?.descriptor)
-}
-
-/// [`describe`] giving the whole [`Description`]; with `local`, also the photo's local features
-/// when the index stores them (a photo being added).
+/// Describe `path` with the query model through the bounded queue (429 when it is full); with
+/// `local`, also the photo's local features when the index stores them (a photo being added, or
+/// a query for spatial re-ranking).
 async fn describe_full(st: &Arc<AppState>, path: PathBuf, crop: Option<CropBox>, upload: bool, local: bool) -> ApiResult<Description> {
     let model = match st.model.get() {
         None => return Err(ApiError { retry_after: Some(1), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is still loading") }),
@@ -508,31 +544,6 @@ fn hits_json(hits: Vec<NamedHit>) -> Value {
     )
 }
 
-/// Spatial re-ranking of a first search (`first`, given the widened parameters) against the
-/// query's local features, as `dolg search --rerank spatial`: the top max(k, rerank_k) by the
-/// global descriptor, the top rerank_k of them verified and re-ordered by inliers, then cut to k
-/// and `min_score`.
-fn spatial_search(
-    c: &Collection,
-    sp: &SpatialOptions,
-    query: &LocalFeatures,
-    params: &SearchParams,
-    first: impl FnOnce(&Collection, &SearchParams) -> crate::Result<Vec<NamedHit>>,
-) -> crate::Result<Vec<NamedHit>> {
-    let sp = sp.resolve(c);
-    let wide = SearchParams { k: params.k.max(sp.k), min_score: f32::MIN, crop: None };
-    let mut hits = c.spatial_rerank(query, first(c, &wide)?, &sp)?;
-    hits.truncate(params.k);
-    hits.retain(|h| h.score >= params.min_score);
-    Ok(hits)
-}
-
-/// The local features of a description made for spatial re-ranking.
-fn local_of(d: Description) -> ApiResult<(Vec<f32>, LocalFeatures)> {
-    let local = d.local.ok_or_else(|| ApiError::internal("the model gave no local features for spatial re-ranking"))?;
-    Ok((d.descriptor, local))
-}
-
 /// Run a search under the read lock, or under the write lock when `ef` is given (it is a setting
 /// of the index; restored to the default afterwards).
 fn locked_search<T>(st: &AppState, ef: Option<usize>, f: impl FnOnce(&crate::collection::Collection) -> crate::Result<T>) -> ApiResult<T> {
@@ -565,6 +576,11 @@ struct SearchBody {
     mutual: Option<bool>,
     ransac: Option<String>,
     ransac_px: Option<f64>,
+    qe: Option<usize>,
+    qe_alpha: Option<f32>,
+    sg_m: Option<usize>,
+    sg_k: Option<usize>,
+    sg_beta: Option<f32>,
 }
 
 async fn search(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String, String>>, req: Request) -> ApiResult<Json<Value>> {
@@ -598,6 +614,11 @@ async fn search(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String,
             ("mutual", b.mutual.map(|v| v.to_string())),
             ("ransac", b.ransac),
             ("ransac_px", b.ransac_px.map(|v| v.to_string())),
+            ("qe", b.qe.map(|v| v.to_string())),
+            ("qe_alpha", b.qe_alpha.map(|v| v.to_string())),
+            ("sg_m", b.sg_m.map(|v| v.to_string())),
+            ("sg_k", b.sg_k.map(|v| v.to_string())),
+            ("sg_beta", b.sg_beta.map(|v| v.to_string())),
         ];
         for (key, value) in spatial {
             if let Some(v) = value {
@@ -630,101 +651,77 @@ async fn search(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String,
     };
     let params = opts.params()?;
     let ef = opts.ef;
-    let hits = if opts.spatial { spatial_hits(&st, by, params, ef, opts.spatial_opts).await? } else { plain_hits(&st, by, params, ef).await? };
+    let hits = search_hits(&st, by, params, ef, &opts).await?;
     Ok(Json(json!({"results": hits_json(hits), "took_ms": started.elapsed().as_secs_f64() * 1000.0})))
 }
 
-/// Results of a search without re-ranking.
-async fn plain_hits(st: &Arc<AppState>, by: QueryBy, params: SearchParams, ef: Option<usize>) -> ApiResult<Vec<NamedHit>> {
-    let hits = match by {
-        QueryBy::Upload(bytes) => {
-            let ext = sniff(&bytes)?;
-            let tmp = temp_upload(&bytes, ext, None)?;
-            let d = describe(st, tmp.path().to_owned(), params.crop, true).await?;
-            drop(tmp);
-            let st2 = st.clone();
-            blocking(move || locked_search(&st2, ef, |c| c.search_described(&d, &params))).await?
-        }
-        QueryBy::Vector(v) => {
-            if v.iter().any(|x| !x.is_finite()) {
-                return Err(ApiError::bad("the vector holds a value that is not finite"));
-            }
-            let st2 = st.clone();
-            blocking(move || locked_search(&st2, ef, |c| Ok(c.search_vectors(&v, &params)?.pop().unwrap_or_default()))).await?
-        }
-        QueryBy::Name(n) if params.crop.is_some() => {
-            // A cropped query photo is described, as `dolg search --crop` does.
-            let path = {
-                let c = st.read();
-                if c.index().store().lookup(&n).is_none() {
-                    return Err(ApiError::not_found(format!("no photo named '{n}'")));
-                }
-                let p = c.path_of(&n);
-                if !c.contains_path(&p) {
-                    return Err(ApiError::not_found(format!("the file of '{n}' is not available under the collection's root")));
-                }
-                p
-            };
-            let d = describe(st, path, params.crop, false).await?;
-            let st2 = st.clone();
-            blocking(move || locked_search(&st2, ef, |c| c.search_described(&d, &params))).await?
-        }
-        QueryBy::Name(n) => {
-            let st2 = st.clone();
-            blocking(move || locked_search(&st2, ef, |c| c.search_name(&n, &params))).await?
-        }
+/// Results of a search, re-ranked as asked, with the same ranking as `dolg search` given the same
+/// query and flags. Spatial re-ranking uses the stored local features of an indexed photo searched
+/// by name (uncropped), else those of the photo described.
+async fn search_hits(st: &Arc<AppState>, by: QueryBy, params: SearchParams, ef: Option<usize>, opts: &Options) -> ApiResult<Vec<NamedHit>> {
+    let (rerank, has_local) = {
+        let c = st.read();
+        (opts.rerank(&c), c.local_config().is_some())
     };
-    Ok(hits)
-}
-
-/// Results of a search re-ranked by spatial verification. The query's local features are the
-/// stored ones of an indexed photo searched by name (uncropped), else extracted from the photo.
-async fn spatial_hits(st: &Arc<AppState>, by: QueryBy, params: SearchParams, ef: Option<usize>, sp: SpatialOptions) -> ApiResult<Vec<NamedHit>> {
-    if st.read().local_config().is_none() {
+    let spatial = rerank.spatial.is_some();
+    if spatial && !has_local {
         return Err(ApiError::bad(format!(
             "rerank=spatial needs local features, and this index ({}) stores none: build it with `dolg index build --local xfeat`",
             st.config.db.display()
         )));
     }
-    let described = |st: &Arc<AppState>, descriptor: Vec<f32>, local: LocalFeatures| {
+    let described = |d: Description| {
         let st = st.clone();
-        blocking(move || locked_search(&st, ef, |c| spatial_search(c, &sp, &local, &params, |c, wide| c.search_described(&descriptor, wide))))
+        blocking(move || {
+            if spatial && d.local.is_none() {
+                return Err(ApiError::internal("the model gave no local features for spatial re-ranking"));
+            }
+            locked_search(&st, ef, |c| c.search_described_reranked(&d.descriptor, d.local.as_ref(), &params, &rerank))
+        })
     };
     match by {
-        QueryBy::Vector(_) => Err(ApiError::bad("rerank=spatial needs a query photo (an upload, a name or an id), not a vector")),
+        QueryBy::Vector(v) => {
+            if spatial {
+                return Err(ApiError::bad("rerank=spatial needs a query photo (an upload, a name or an id), not a vector"));
+            }
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(ApiError::bad("the vector holds a value that is not finite"));
+            }
+            let st2 = st.clone();
+            blocking(move || locked_search(&st2, ef, |c| Ok(c.search_vectors_reranked(&v, &params, &rerank)?.pop().unwrap_or_default()))).await
+        }
         QueryBy::Upload(bytes) => {
             let ext = sniff(&bytes)?;
             let tmp = temp_upload(&bytes, ext, None)?;
-            let d = describe_full(st, tmp.path().to_owned(), params.crop, true, true).await?;
+            let d = describe_full(st, tmp.path().to_owned(), params.crop, true, spatial).await?;
             drop(tmp);
-            let (descriptor, local) = local_of(d)?;
-            described(st, descriptor, local).await
+            described(d).await
         }
         QueryBy::Name(n) => {
             let (stored, path, in_root) = {
                 let c = st.read();
                 let row = c.index().store().lookup(&n).ok_or_else(|| ApiError::not_found(format!("no photo named '{n}'")))?;
-                let stored = if params.crop.is_none() { c.local_features(row)? } else { None };
+                let stored = if spatial && params.crop.is_none() { c.local_features(row)? } else { None };
                 let path = c.path_of(&n);
                 let in_root = c.contains_path(&path);
                 (stored, path, in_root)
             };
-            let local = match stored {
-                Some(l) => l,
-                None => {
-                    // Cropped, or indexed without local features: describe the photo's file.
-                    if !in_root {
-                        return Err(ApiError::not_found(format!("the file of '{n}' is not available under the collection's root")));
-                    }
-                    let (descriptor, local) = local_of(describe_full(st, path, params.crop, false, true).await?)?;
-                    if params.crop.is_some() {
-                        return described(st, descriptor, local).await;
-                    }
-                    local
+            // A cropped query, or local features the entry was stored without: describe its file,
+            // as `dolg search` does.
+            let local = if params.crop.is_some() || (spatial && stored.is_none()) {
+                if !in_root {
+                    return Err(ApiError::not_found(format!("the file of '{n}' is not available under the collection's root")));
                 }
+                let d = describe_full(st, path, params.crop, false, spatial).await?;
+                if params.crop.is_some() {
+                    return described(d).await;
+                }
+                d.local
+            } else {
+                stored
             };
             let st2 = st.clone();
-            blocking(move || locked_search(&st2, ef, |c| spatial_search(c, &sp, &local, &params, |c, wide| c.search_name(&n, wide)))).await
+            blocking(move || locked_search(&st2, ef, |c| c.search_name_reranked(&n, local.as_ref(), &params, &rerank))).await
         }
     }
 }
