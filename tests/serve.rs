@@ -221,6 +221,54 @@ fn search_by_upload_vector_and_name_equals_cli() {
     assert!(metrics.contains("dolg_index_entries 5") && metrics.contains("dolg_model_info{model=\"DOLG-R50\""), "{metrics}");
 }
 
+/// `GET /duplicates` gives `dolg dedup --json`'s groups, with ids; bad parameters are 400s.
+#[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
+fn duplicates_equal_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = build_index(tmp.path());
+    // An exact copy under another name: a pair at similarity 1.
+    let copy = tmp.path().join("photos/copy-of-kyiv_1.jpg");
+    std::fs::copy(tmp.path().join("photos/wxbs-kyiv_1.jpg"), &copy).unwrap();
+    let out = Command::new(DOLG).args(["index", "add", "--db"]).arg(&db).arg(&copy).output().unwrap();
+    assert!(out.status.success(), "index add: {}", String::from_utf8_lossy(&out.stderr));
+    let dedup = |args: &[&str]| -> Value {
+        let out = Command::new(DOLG).args(["dedup", "--json", "--db"]).arg(&db).args(args).output().unwrap();
+        assert!(out.status.success(), "dolg dedup: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let cases =
+        [("?threshold=0.9999", vec!["--threshold", "0.9999"]), ("", vec![]), ("?threshold=0.5&method=graph", vec!["--threshold", "0.5", "--method", "graph"])];
+    // The server holds the index: the CLI answers first.
+    let clis: Vec<Value> = cases.iter().map(|(_, args)| dedup(args)).collect();
+    let s = Server::start(&db, &[]);
+    for ((query, _), cli) in cases.iter().zip(&clis) {
+        let (st, r) = answer(agent().get(&s.url(&format!("/duplicates{query}"))).call());
+        assert_eq!(st, 200, "{r}");
+        assert_eq!((&r["threshold"], &r["method"], &r["entries"]), (&cli["threshold"], &cli["method"], &cli["entries"]), "{query}");
+        let groups = r["groups"].as_array().unwrap();
+        assert_eq!(groups.len(), cli["groups"].as_array().unwrap().len(), "{query}: {r}");
+        for (g, c) in groups.iter().zip(cli["groups"].as_array().unwrap()) {
+            let names: Vec<&str> = g["members"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+            let cli_names: Vec<&str> = c["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+            assert_eq!(names, cli_names, "{query}");
+            assert_eq!((&g["pairs"], &g["best"], &g["weakest"]), (&c["pairs"], &c["best"], &c["weakest"]), "{query}");
+            for m in g["members"].as_array().unwrap() {
+                assert_eq!(m["id"], json!(dolg::serve::photo_id(m["name"].as_str().unwrap())));
+            }
+        }
+    }
+    let (_, r) = answer(agent().get(&s.url("/duplicates?threshold=0.9999")).call());
+    let names: Vec<&str> = r["groups"][0]["members"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["copy-of-kyiv_1.jpg", "wxbs-kyiv_1.jpg"]);
+    assert!((r["groups"][0]["members"][0]["best"].as_f64().unwrap() - 1.0).abs() < 1e-5, "{r}");
+    for (query, says) in [("threshold=1.5", "between -1 and 1"), ("threshold=x", "between -1 and 1"), ("method=fast", "auto, exact or graph")] {
+        let (st, r) = answer(agent().get(&s.url(&format!("/duplicates?{query}"))).call());
+        assert_eq!(st, 400, "{query}: {r}");
+        assert!(r["error"].as_str().unwrap().contains(says), "{query}: {r}");
+    }
+}
+
 /// An index with a DBA layer, searched plainly and with α-QE + SuperGlobal, by upload, name and
 /// vector: the server gives `dolg search`'s ranking (before, searches by name and upload skipped
 /// the DBA layer). Bad re-ranking options are 400s naming the fix.
@@ -508,8 +556,9 @@ fn run_chromium(chrome: &Path, profile: &Path, url: &str, mode: &str) -> String 
     reader.join().unwrap()
 }
 
-/// The page, driven by its `#id=` link, shows the same results as the API, with thumbnails. Keeps
-/// a screenshot at target/serve-page.png.
+/// The page, driven by its `#id=` link, shows the same results as the API, with thumbnails, and
+/// by `#duplicates` the API's near-duplicate groups. Keeps screenshots at target/serve-page.png
+/// and target/serve-duplicates.png.
 #[test]
 #[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 #[cfg_attr(not(dolg_chromium), ignore = "needs chromium (scripts/install_test_deps.sh)")]
@@ -537,6 +586,24 @@ fn page_renders_results_in_chromium() {
     assert_eq!((png.width(), png.height()), (1200, 900));
     let metrics = agent().get(&s.url("/metrics")).call().unwrap().into_string().unwrap();
     assert!(metrics.contains("route=\"/images/{id}/thumbnail\",method=\"GET\",status=\"200\""), "the page loaded thumbnails: {metrics}");
+
+    // The near-duplicates view, linked as #duplicates: the API's groups (at the default threshold),
+    // with at least one, an uploaded copy of an indexed photo.
+    let (st, r) = post_image(&s, "/images", &std::fs::read(tmp.path().join("photos/wxbs-kyiv_1.jpg")).unwrap(), &[], None);
+    assert_eq!(st, 201, "{r}");
+    let (_, dups) = answer(agent().get(&s.url("/duplicates")).call());
+    let dom = run_chromium(&chrome, &tmp.path().join("profile-dups"), &s.url("/#duplicates"), "--dump-dom");
+    let groups = dups["groups"].as_array().unwrap();
+    assert!(!groups.is_empty(), "{dups}");
+    assert_eq!(dom.matches("class=\"group\"").count(), groups.len(), "{dom}");
+    let members: usize = groups.iter().map(|g| g["members"].as_array().unwrap().len()).sum();
+    assert_eq!(dom.matches("class=\"hit\"").count(), members, "{dom}");
+    let plural = if groups.len() == 1 { "group" } else { "groups" };
+    assert!(dom.contains(&format!("{} {plural} of near-duplicates", groups.len())), "{dom}");
+    let shot = shot.with_file_name("serve-duplicates.png");
+    let _ = std::fs::remove_file(&shot);
+    run_chromium(&chrome, &tmp.path().join("profile-dups-shot"), &s.url("/#duplicates"), &format!("--screenshot={}", shot.display()));
+    assert!(image::open(&shot).is_ok(), "{}", shot.display());
 }
 
 #[test]

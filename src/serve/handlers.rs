@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::photo_id;
 use super::state::{AppState, THUMB_CACHE};
-use crate::collection::{Collection, NamedHit, SearchParams};
+use crate::collection::{Collection, DedupMethod, DedupOptions, NamedHit, SearchParams};
 use crate::decode::{decode_file_oriented, DecodeError, DecodeLimits, Orientation};
 use crate::descriptors::{Description, DescriptorError};
 use crate::error::Error;
@@ -119,6 +119,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/images/{id}", get(image_info).delete(delete_image))
         .route("/images/{id}/thumbnail", get(thumbnail))
         .route("/images/{id}/file", get(image_file))
+        .route("/duplicates", get(duplicates))
         .fallback(|| async { ApiError::not_found("no such endpoint: see /openapi.json") })
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -136,6 +137,7 @@ fn route_of(path: &str) -> &'static str {
         ["", "ready"] => "/ready",
         ["", "metrics"] => "/metrics",
         ["", "search"] => "/search",
+        ["", "duplicates"] => "/duplicates",
         ["", "images"] => "/images",
         ["", "images", _] => "/images/{id}",
         ["", "images", _, "thumbnail"] => "/images/{id}/thumbnail",
@@ -754,6 +756,44 @@ async fn list_images(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<St
     let total = all.len();
     let items: Vec<Value> = all.into_iter().skip(offset).take(limit).map(|(n, i)| json!({"id": i, "name": n})).collect();
     Ok(Json(json!({"total": total, "offset": offset, "images": items})))
+}
+
+/// `GET /duplicates?threshold=S&method=auto|exact|graph`: groups of near-duplicate photos, as
+/// `dolg dedup --json` gives them, with each member's id and best score within its group.
+async fn duplicates(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+    let threshold = match q.get("threshold") {
+        None => None,
+        Some(v) => Some(
+            v.trim()
+                .parse::<f32>()
+                .ok()
+                .filter(|t| (-1.0..=1.0).contains(t))
+                .ok_or_else(|| ApiError::bad(format!("threshold: '{v}' is not a cosine similarity between -1 and 1")))?,
+        ),
+    };
+    let method = match q.get("method").map(|m| m.trim()) {
+        None | Some("auto") => DedupMethod::Auto,
+        Some("exact") => DedupMethod::Exact,
+        Some("graph") => DedupMethod::Graph,
+        Some(m) => return Err(ApiError::bad(format!("method: '{m}' is not auto, exact or graph"))),
+    };
+    let st2 = st.clone();
+    blocking(move || {
+        let c = st2.read();
+        let threshold = threshold.unwrap_or_else(|| c.default_duplicate_threshold());
+        let method = c.dedup_method(method);
+        let groups = c.duplicates(threshold, &DedupOptions { method, ..DedupOptions::default() })?;
+        let groups: Vec<Value> = groups
+            .iter()
+            .map(|g| {
+                let best = g.member_best();
+                let members: Vec<Value> = g.members.iter().zip(best).map(|(n, b)| json!({"id": photo_id(n), "name": n, "best": b})).collect();
+                json!({"members": members, "pairs": g.pairs, "best": g.best, "weakest": g.weakest})
+            })
+            .collect();
+        Ok(Json(json!({"threshold": threshold, "method": method, "entries": c.len(), "groups": groups})))
+    })
+    .await
 }
 
 async fn image_info(State(st): State<Arc<AppState>>, UrlPath(id): UrlPath<String>) -> ApiResult<Json<Value>> {
