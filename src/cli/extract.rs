@@ -13,20 +13,7 @@ use serde_json::json;
 
 use super::inputs::InputArgs;
 use super::{ModelArgs, Progress, RunArgs, EXIT_SOME_FAILED};
-use dolg::model::{delg, LocalFeatures, LocalKind};
-use dolg::spec::ModelSpec;
-
-/// The model these flags give, with DELG's own scales when the checkpoint is DELG and no
-/// --scales was given: its global descriptor is the mean over {1/√2, 1, √2}
-/// ([`delg::DelgParams::global_scales`], the DELG paper's), not DOLG's five scales. Reads the
-/// checkpoint's keys for that (only when weights are given without --scales).
-pub(super) fn model_spec(m: &ModelArgs) -> anyhow::Result<ModelSpec> {
-    let spec = m.spec()?;
-    match (&m.weights, &m.scales) {
-        (Some(w), None) if delg::Delg::is_delg(&dolg::checkpoint::Checkpoint::open(w)?) => Ok(spec.with_scales(delg::DelgParams::default().global_scales)),
-        _ => Ok(spec),
-    }
-}
+use dolg::model::{LocalFeatures, LocalKind};
 
 #[derive(Args, Debug)]
 #[command(
@@ -93,7 +80,7 @@ fn options(a: &ExtractArgs, ex: &dolg::descriptors::Extractor) -> BTreeMap<Strin
 
 pub fn run(a: ExtractArgs) -> anyhow::Result<ExitCode> {
     let device = a.run.init()?;
-    let spec = model_spec(&a.model)?;
+    let spec = a.model.spec()?;
     let loaded = spec.load(&device)?;
     let mut ex = loaded.extractor;
     ex.limits = DecodeLimits { max_side: a.max_side, ..DecodeLimits::default() };

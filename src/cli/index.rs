@@ -190,7 +190,7 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         IndexCommand::Build(a) => {
             let device = a.add.run.init()?;
-            let spec = super::extract::model_spec(&a.model)?;
+            let spec = a.model.spec()?;
             let files = a.add.inputs.list()?.files;
             let root = match (&a.root, dolg::index::Store::exists(&a.db)) {
                 (Some(r), _) => Some(r.clone()),

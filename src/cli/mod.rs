@@ -90,7 +90,8 @@ pub struct ModelArgs {
     /// `dolg train` checkpoint records, else orthogonal.
     #[arg(long, value_enum)]
     pub fusion: Option<Fusion>,
-    /// Comma-separated image scales (default: the authors' 0.3535,0.5,0.7071,1.0,1.4142).
+    /// Comma-separated image scales (default: the authors' 0.3535,0.5,0.7071,1.0,1.4142; for a DELG
+    /// checkpoint DELG's 0.7071,1.0,1.4142).
     #[arg(long, value_delimiter = ',', value_name = "S,S,...")]
     pub scales: Option<Vec<f64>>,
     /// Bring an image whose longest side exceeds N pixels down to N (anti-aliased, after EXIF
@@ -117,8 +118,13 @@ impl ModelArgs {
             (None, None) => return Err(dolg::spec::SpecError::NoModel.into()),
         };
         let orientation = if self.ignore_orientation { Orientation::Ignore } else { Orientation::Apply };
+        let scales = match (&self.scales, &self.weights) {
+            (Some(s), _) => s.clone(),
+            (None, Some(w)) if is_delg_checkpoint(w) => dolg::model::delg::DelgParams::default().global_scales,
+            (None, _) => DEFAULT_SCALES.to_vec(),
+        };
         Ok(ModelSpec { arch: self.arch, fusion: self.fusion, ..spec }
-            .with_scales(self.scales.clone().unwrap_or(DEFAULT_SCALES.to_vec()))
+            .with_scales(scales)
             .with_max_size(self.max_size)
             .with_orientation(orientation)
             .with_scale_combine(self.scale_combine))
@@ -127,6 +133,13 @@ impl ModelArgs {
     pub fn extractor(&self, device: burn::tensor::Device) -> anyhow::Result<Extractor> {
         Ok(self.spec()?.load(&device)?.extractor)
     }
+}
+
+/// Whether `w` is a DELG checkpoint (its keys), whose global descriptor is the mean over DELG's
+/// own scales {1/√2, 1, √2}, not DOLG's five. Reads the keys only (tensors are read lazily); an
+/// unreadable file is not DELG here, and loading it later names the problem.
+fn is_delg_checkpoint(w: &std::path::Path) -> bool {
+    dolg::checkpoint::Checkpoint::open(w).is_ok_and(|c| dolg::model::delg::Delg::is_delg(&c))
 }
 
 /// Execution options shared by every heavy command.
