@@ -111,6 +111,40 @@ impl Default for SpatialRerank {
     }
 }
 
+/// Spatial settings a caller gave (`dolg search` flags, `POST /search` parameters, Python
+/// keywords); those not given follow the defaults of the index's local features
+/// ([`crate::collection::Collection::spatial_rerank_defaults`]). One resolution for every front end.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SpatialOverrides {
+    pub k: Option<usize>,
+    pub min_inliers: Option<usize>,
+    /// Lowe's ratio test with this ratio instead of the distance bound.
+    pub match_ratio: Option<f64>,
+    pub mutual: Option<bool>,
+    pub model: Option<crate::spatial::GeometricModel>,
+    pub threshold_px: Option<f64>,
+}
+
+impl SpatialOverrides {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `defaults` with every given setting in its place.
+    pub fn resolve(&self, defaults: SpatialRerank) -> SpatialRerank {
+        let d = defaults.params;
+        let params = crate::spatial::SpatialParams {
+            rule: self.match_ratio.map_or(d.rule, crate::spatial::MatchRule::Ratio),
+            mutual: self.mutual.unwrap_or(d.mutual),
+            model: self.model.unwrap_or(d.model),
+            threshold_px: self.threshold_px.unwrap_or(d.threshold_px),
+            min_inliers: self.min_inliers.unwrap_or(d.min_inliers),
+            ..d
+        };
+        SpatialRerank { k: self.k.unwrap_or(defaults.k), params }
+    }
+}
+
 impl Rerank {
     pub fn is_none(&self) -> bool {
         self.qe.is_none() && self.superglobal.is_none() && self.spatial.is_none()

@@ -10,8 +10,8 @@ use dolg::collection::{
     VectorOrigin,
 };
 use dolg::preprocess::CropBox;
-use dolg::rerank::SpatialRerank;
-use dolg::spatial::{GeometricModel, MatchRule, SpatialParams};
+use dolg::rerank::{SpatialOverrides, SpatialRerank};
+use dolg::spatial::GeometricModel;
 use numpy::{PyArray2, PyReadonlyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -54,23 +54,24 @@ impl SpatialOptions<'_> {
         named.into_iter().find(|(_, given)| *given).map(|(n, _)| n)
     }
 
-    fn build(&self, d: SpatialParams) -> PyResult<SpatialRerank> {
+    fn build(&self, defaults: SpatialRerank) -> PyResult<SpatialRerank> {
         let model = match self.ransac {
-            None => d.model,
-            Some("homography") => GeometricModel::Homography,
-            Some("affine") => GeometricModel::Affine,
+            None => None,
+            Some("homography") => Some(GeometricModel::Homography),
+            Some("affine") => Some(GeometricModel::Affine),
             Some(other) => return Err(bad_choice("ransac", other, &["homography", "affine"])),
         };
-        let params = SpatialParams {
-            rule: self.match_ratio.map_or(d.rule, MatchRule::Ratio),
-            mutual: self.mutual.unwrap_or(d.mutual),
+        let given = SpatialOverrides {
+            k: self.rerank_k,
+            min_inliers: self.min_inliers,
+            match_ratio: self.match_ratio,
+            mutual: self.mutual,
             model,
-            threshold_px: self.ransac_px.unwrap_or(d.threshold_px),
-            min_inliers: self.min_inliers.unwrap_or(d.min_inliers),
-            ..d
+            threshold_px: self.ransac_px,
         };
-        params.validate().map_err(|e| PyValueError::new_err(e.to_string()))?;
-        Ok(SpatialRerank { k: self.rerank_k.unwrap_or(SpatialRerank::default().k), params })
+        let sr = given.resolve(defaults);
+        sr.params.validate().map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(sr)
     }
 }
 
@@ -87,7 +88,7 @@ pub(crate) fn rerank(
     sg_k: Option<usize>,
     sg_beta: Option<f32>,
     spatial: &SpatialOptions<'_>,
-    spatial_defaults: SpatialParams,
+    spatial_defaults: SpatialRerank,
 ) -> PyResult<Rerank> {
     const METHODS: [&str; 2] = ["superglobal", "spatial"];
     let methods: Vec<&str> = method.map_or_else(Vec::new, |m| m.split(',').map(str::trim).collect());
@@ -308,7 +309,7 @@ impl Collection {
         sg_beta: Option<f32>,
     ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>)> {
         let (values, _) = rows_of(vectors, "vectors")?;
-        let rr = self::rerank(qe, qe_alpha, rerank, sg_m, sg_k, sg_beta, &SpatialOptions::default(), SpatialParams::default())?;
+        let rr = self::rerank(qe, qe_alpha, rerank, sg_m, sg_k, sg_beta, &SpatialOptions::default(), SpatialRerank::default())?;
         if rr.spatial.is_some() {
             return Err(PyValueError::new_err("rerank=\"spatial\" verifies query photos' local features: use search_images, not vectors"));
         }
@@ -361,7 +362,7 @@ impl Collection {
         ransac_px: Option<f64>,
     ) -> PyResult<Bound<'py, PyList>> {
         let spatial = SpatialOptions { rerank_k, min_inliers, match_ratio, mutual, ransac, ransac_px };
-        let defaults = self.with(py, |c| c.spatial_rerank_defaults().params)?;
+        let defaults = self.with(py, |c| c.spatial_rerank_defaults())?;
         let rr = self::rerank(qe, qe_alpha, rerank, sg_m, sg_k, sg_beta, &spatial, defaults)?;
         let crop = crop_box(crop)?;
         let results = self

@@ -8,8 +8,8 @@ use clap::Args;
 use dolg::collection::{write_hits_npy, Collection, NamedHit, OpenMode, QueryExpansion, Rerank, SearchParams, SuperGlobal};
 use dolg::descriptors::read_matrix;
 use dolg::preprocess::CropBox;
-use dolg::rerank::SpatialRerank;
-use dolg::spatial::{GeometricModel, MatchRule, SpatialParams};
+use dolg::rerank::{SpatialOverrides, SpatialRerank};
+use dolg::spatial::{GeometricModel, SpatialParams};
 use serde_json::json;
 
 use super::RunArgs;
@@ -132,22 +132,22 @@ impl RerankArgs {
     /// from `defaults` (an index's: [`dolg::collection::Collection::spatial_rerank_defaults`]).
     pub fn rerank_for(&self, defaults: SpatialParams) -> Rerank {
         let has = |m: &str| self.rerank.iter().any(|r| r == m);
-        let params = SpatialParams {
-            rule: self.match_ratio.map_or(defaults.rule, MatchRule::Ratio),
-            mutual: if self.mutual || self.no_mutual { self.mutual } else { defaults.mutual },
-            model: match self.ransac {
-                Some(RansacModel::Homography) => GeometricModel::Homography,
-                Some(RansacModel::Affine) => GeometricModel::Affine,
-                None => defaults.model,
-            },
-            threshold_px: self.ransac_px.unwrap_or(defaults.threshold_px),
-            min_inliers: self.min_inliers,
-            ..defaults
+        let given = SpatialOverrides {
+            k: Some(self.rerank_k),
+            min_inliers: Some(self.min_inliers),
+            match_ratio: self.match_ratio,
+            mutual: (self.mutual || self.no_mutual).then_some(self.mutual),
+            model: self.ransac.map(|r| match r {
+                RansacModel::Homography => GeometricModel::Homography,
+                RansacModel::Affine => GeometricModel::Affine,
+            }),
+            threshold_px: self.ransac_px,
         };
+        let spatial = given.resolve(SpatialRerank { params: defaults, ..SpatialRerank::default() });
         Rerank {
             qe: (self.qe > 0).then_some(QueryExpansion { n: self.qe, alpha: self.qe_alpha }),
             superglobal: has("superglobal").then_some(SuperGlobal { m: self.sg_m, k: self.sg_k, beta: self.sg_beta }),
-            spatial: has("spatial").then_some(SpatialRerank { k: self.rerank_k, params }),
+            spatial: has("spatial").then_some(spatial),
         }
     }
 }

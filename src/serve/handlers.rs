@@ -24,8 +24,8 @@ use crate::descriptors::{Description, DescriptorError};
 use crate::error::Error;
 use crate::index::hnsw::DEFAULT_EF_SEARCH;
 use crate::preprocess::CropBox;
-use crate::rerank::{QueryExpansion, Rerank, SpatialRerank, SuperGlobal};
-use crate::spatial::{GeometricModel, MatchRule, SpatialParams};
+use crate::rerank::{QueryExpansion, Rerank, SpatialOverrides, SuperGlobal};
+use crate::spatial::GeometricModel;
 
 const PAGE: &str = include_str!("index.html");
 const OPENAPI: &str = include_str!("openapi.json");
@@ -303,7 +303,8 @@ struct Options {
     ef: Option<usize>,
     /// `rerank=spatial` was asked for.
     spatial: bool,
-    spatial_opts: SpatialOptions,
+    /// Spatial settings given; the rest follow the index's local features.
+    spatial_opts: SpatialOverrides,
     /// `rerank=superglobal` was asked for, with `sg_m`, `sg_k`, `sg_beta` as `dolg search` takes them.
     superglobal: bool,
     sg_m: Option<usize>,
@@ -316,44 +317,6 @@ struct Options {
 
 /// `dolg search --qe-alpha`'s default.
 const DEFAULT_QE_ALPHA: f32 = 3.0;
-
-/// Spatial re-ranking settings given with a search, as `dolg search --rerank spatial` takes them:
-/// what is not given comes from the index's defaults for its local features
-/// ([`Collection::spatial_rerank_defaults`]).
-#[derive(Debug, Default, Clone, Copy)]
-struct SpatialOptions {
-    rerank_k: Option<usize>,
-    min_inliers: Option<usize>,
-    match_ratio: Option<f64>,
-    mutual: Option<bool>,
-    ransac: Option<GeometricModel>,
-    ransac_px: Option<f64>,
-}
-
-impl SpatialOptions {
-    fn is_empty(&self) -> bool {
-        self.rerank_k.is_none()
-            && self.min_inliers.is_none()
-            && self.match_ratio.is_none()
-            && self.mutual.is_none()
-            && self.ransac.is_none()
-            && self.ransac_px.is_none()
-    }
-
-    /// The re-ranking these settings ask for over `c` (the CLI's `RerankArgs::rerank_for`).
-    fn resolve(&self, c: &Collection) -> SpatialRerank {
-        let d = c.spatial_rerank_defaults();
-        let params = SpatialParams {
-            rule: self.match_ratio.map_or(d.params.rule, MatchRule::Ratio),
-            mutual: self.mutual.unwrap_or(d.params.mutual),
-            model: self.ransac.unwrap_or(d.params.model),
-            threshold_px: self.ransac_px.unwrap_or(d.params.threshold_px),
-            min_inliers: self.min_inliers.unwrap_or(0),
-            ..d.params
-        };
-        SpatialRerank { k: self.rerank_k.unwrap_or(d.k), params }
-    }
-}
 
 impl Options {
     fn set(&mut self, key: &str, value: &str) -> ApiResult<()> {
@@ -378,7 +341,7 @@ impl Options {
                     }
                 }
             }
-            "rerank_k" => self.spatial_opts.rerank_k = Some(value.trim().parse().ok().filter(|&k| k > 0).ok_or_else(|| bad("a positive whole number"))?),
+            "rerank_k" => self.spatial_opts.k = Some(value.trim().parse().ok().filter(|&k| k > 0).ok_or_else(|| bad("a positive whole number"))?),
             "min_inliers" => self.spatial_opts.min_inliers = Some(value.trim().parse().map_err(|_| bad("a whole number"))?),
             "match_ratio" => {
                 self.spatial_opts.match_ratio =
@@ -392,14 +355,14 @@ impl Options {
                 })
             }
             "ransac" => {
-                self.spatial_opts.ransac = Some(match value.trim() {
+                self.spatial_opts.model = Some(match value.trim() {
                     "homography" => GeometricModel::Homography,
                     "affine" => GeometricModel::Affine,
                     _ => return Err(bad("homography or affine")),
                 })
             }
             "ransac_px" => {
-                self.spatial_opts.ransac_px =
+                self.spatial_opts.threshold_px =
                     Some(value.trim().parse::<f64>().ok().filter(|p| p.is_finite() && *p > 0.0).ok_or_else(|| bad("a positive number"))?)
             }
             "qe" => self.qe = Some(value.trim().parse().map_err(|_| bad("a whole number"))?),
@@ -423,7 +386,7 @@ impl Options {
                 k: self.sg_k.unwrap_or(sg.k),
                 beta: self.sg_beta.unwrap_or(sg.beta),
             }),
-            spatial: self.spatial.then(|| self.spatial_opts.resolve(c)),
+            spatial: self.spatial.then(|| self.spatial_opts.resolve(c.spatial_rerank_defaults())),
         }
     }
 
