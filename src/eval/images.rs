@@ -17,7 +17,7 @@ use burn::tensor::Device;
 
 use super::{EvalError, GroupsGt, Result, RevisitedGnd};
 use crate::atomic_file::{self, Mode};
-use crate::descriptors::{read_matrix_with_names, write_descriptors, DescriptorError, Extractor};
+use crate::descriptors::{read_matrix_with_names, write_descriptors, Description, DescriptorError, Extractor};
 use crate::model::LocalFeatures;
 use crate::preprocess::CropBox;
 use crate::spec::ModelSpec;
@@ -92,25 +92,36 @@ pub fn describe_all(
     paths: &[PathBuf],
     names: &[String],
     crop_of: &(dyn Fn(usize) -> Option<CropBox> + Sync),
-    mut on_event: impl FnMut(DescribeEvent<'_>),
+    on_event: impl FnMut(DescribeEvent<'_>),
 ) -> Result<Vec<Vec<f32>>> {
+    Ok(describe_all_full(ex, set, paths, names, crop_of, on_event)?.into_iter().map(|d| d.descriptor).collect())
+}
+
+/// [`describe_all`] giving each image's whole [`Description`]: its local features too when `ex`
+/// has a local model.
+pub fn describe_all_full(
+    ex: &Extractor,
+    set: ImageSet,
+    paths: &[PathBuf],
+    names: &[String],
+    crop_of: &(dyn Fn(usize) -> Option<CropBox> + Sync),
+    mut on_event: impl FnMut(DescribeEvent<'_>),
+) -> Result<Vec<Description>> {
     assert_eq!(paths.len(), names.len(), "one name per path");
     on_event(DescribeEvent::Started { set, total: paths.len() });
-    let results = ex.describe_many_cropped(paths, crop_of, |index, _, r| {
+    let mut out = Vec::with_capacity(paths.len());
+    let mut failures = Vec::new();
+    ex.describe_many_local(paths, crop_of, |index, path, r| {
         on_event(DescribeEvent::Described { set, index, name: &names[index], error: r.as_ref().err() });
+        match r {
+            Ok(d) => out.push(d),
+            Err(error) => failures.push(ImageFailure { name: names[index].clone(), path: path.to_owned(), error }),
+        }
         ControlFlow::Continue(())
     });
     on_event(DescribeEvent::Finished { set });
-    let mut rows = Vec::with_capacity(results.len());
-    let mut failures = Vec::new();
-    for ((result, name), path) in results.into_iter().zip(names).zip(paths) {
-        match result {
-            Ok(row) => rows.push(row),
-            Err(error) => failures.push(ImageFailure { name: name.clone(), path: path.clone(), error }),
-        }
-    }
     if failures.is_empty() {
-        Ok(rows)
+        Ok(out)
     } else {
         Err(EvalError::NotDescribed { set, failures })
     }
@@ -136,32 +147,17 @@ pub fn describe_revisited_queries(
     ex: &Extractor,
     gnd: &RevisitedGnd,
     root: &Path,
-    mut on_event: impl FnMut(DescribeEvent<'_>),
+    on_event: impl FnMut(DescribeEvent<'_>),
 ) -> Result<(Vec<f32>, Vec<Option<LocalFeatures>>)> {
-    let set = ImageSet::Queries;
     let paths: Vec<PathBuf> = gnd.qimlist.iter().map(|n| root.join("jpg").join(format!("{n}.jpg"))).collect();
-    on_event(DescribeEvent::Started { set, total: paths.len() });
-    let mut rows = Vec::new();
-    let mut locals = Vec::with_capacity(paths.len());
-    let mut failures = Vec::new();
-    ex.describe_many_local(&paths, &|i| Some(CropBox(gnd.gnd[i].bbx)), |index, path, r| {
-        let name = &gnd.qimlist[index];
-        on_event(DescribeEvent::Described { set, index, name, error: r.as_ref().err() });
-        match r {
-            Ok(d) => {
-                rows.extend(d.descriptor);
-                locals.push(d.local);
-            }
-            Err(error) => failures.push(ImageFailure { name: name.clone(), path: path.to_owned(), error }),
-        }
-        ControlFlow::Continue(())
-    });
-    on_event(DescribeEvent::Finished { set });
-    if failures.is_empty() {
-        Ok((rows, locals))
-    } else {
-        Err(EvalError::NotDescribed { set, failures })
+    let described = describe_all_full(ex, ImageSet::Queries, &paths, &gnd.qimlist, &|i| Some(CropBox(gnd.gnd[i].bbx)), on_event)?;
+    let mut rows = Vec::with_capacity(described.len() * ex.model.out_dim());
+    let mut locals = Vec::with_capacity(described.len());
+    for d in described {
+        rows.extend(d.descriptor);
+        locals.push(d.local);
     }
+    Ok((rows, locals))
 }
 
 /// [`describe_revisited`] through a [`RevisitedCache`]: descriptors cached by the same model
