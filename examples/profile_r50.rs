@@ -38,6 +38,17 @@ fn main() {
     println!("{:>7.1} ms  all convolutions (native)", sum * 1e3);
 
     let x = || Tensor::<4>::from_data(TensorData::new(vec![0.5f32; 3 * size * size], [1, 3, size, size]), &device);
+    // User + system CPU seconds of this process so far (Linux), to see how busy the threads are.
+    let cpu = || {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0) / 100.0 + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0) / 100.0
+    };
+    let (t, c) = (Instant::now(), cpu());
+    for _ in 0..10 {
+        native.forward(x(), &device);
+    }
+    println!("native trunk x10: {:.2} s wall, {:.2} s CPU", t.elapsed().as_secs_f64(), cpu() - c);
     for rep in 0..3 {
         let t = Instant::now();
         let (_, f4) = native.forward(x(), &device);

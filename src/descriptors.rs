@@ -185,15 +185,17 @@ impl Extractor {
     }
 
     pub fn describe(&self, prepared: &Prepared) -> MultiScaleDescriptor {
-        let per_scale: Vec<Vec<f32>> = prepared
-            .inputs
-            .iter()
-            .map(|s| {
-                let mut v = self.raw(s);
-                l2_normalize(&mut v);
-                v
-            })
-            .collect();
+        // Largest scale first: the native trunk's activation buffers, sized by the first pass,
+        // then serve every smaller one without reallocating (and page-faulting) them.
+        let inputs = &prepared.inputs;
+        let mut order: Vec<usize> = (0..inputs.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(inputs[i].height * inputs[i].width));
+        let mut per_scale = vec![Vec::new(); inputs.len()];
+        for i in order {
+            let mut v = self.raw(&inputs[i]);
+            l2_normalize(&mut v);
+            per_scale[i] = v;
+        }
         let descriptor = combine_scales_with(&per_scale, self.scale_combine);
         MultiScaleDescriptor { per_scale, descriptor }
     }

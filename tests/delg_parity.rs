@@ -96,7 +96,9 @@ fn check_image(delg: &Delg, fx: &Path, name: &str, info: &serde_json::Value, out
         let m = *ours.get(&id).unwrap_or_else(|| panic!("{name}: fixture feature {k} {id:?} is not in our kept set"));
         if m != k {
             let close = (f64::from(scores[k]) - f64::from(scores[m])).abs() / f64::from(scores[k]);
-            assert!(m.abs_diff(k) == 1 && close < 1e-5, "{name}: fixture feature {k} is our {m} (scores {} vs {})", scores[k], scores[m]);
+            // Two neighbours may trade places when their scores are closer than the two errors
+            // allowed below (1e-4 relative each): a float32 summation order apart from PyTorch's.
+            assert!(m.abs_diff(k) == 1 && close < 2e-4, "{name}: fixture feature {k} is our {m} (scores {} vs {})", scores[k], scores[m]);
             swaps += 1;
         }
         let rel = (f64::from(l.scores[m]) - f64::from(scores[k])).abs() / f64::from(scores[k]);

@@ -29,6 +29,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::conv_gemm::{self, Packed, Rows};
 use super::layers::ConvBn;
 use super::resnet::{ResBlock, ResNet};
 
@@ -51,18 +52,28 @@ impl Pool {
     const KEEP: usize = 8;
 
     fn take(&mut self, len: usize) -> Vec<f32> {
-        let fit = (0..self.0.len()).filter(|&i| self.0[i].capacity() >= len).min_by_key(|&i| self.0[i].capacity());
+        // Prefer a buffer already that long (no zeros to write), then one with the capacity.
+        let long = (0..self.0.len()).filter(|&i| self.0[i].len() >= len).min_by_key(|&i| self.0[i].len());
+        let fit = long.or_else(|| (0..self.0.len()).filter(|&i| self.0[i].capacity() >= len).min_by_key(|&i| self.0[i].capacity()));
         let mut v = match fit {
             Some(i) => self.0.swap_remove(i),
             None => {
-                // None is large enough: a larger input than the last (the next scale). Free them
-                // all rather than hold them beside the new, larger buffers; this pass's later,
-                // smaller activations reuse its own early buffers.
+                // None is large enough: a larger input than the last (scales run largest first,
+                // so a larger photo). Free them all rather than hold them beside the new, larger
+                // buffers; this pass's later, smaller activations reuse its own early buffers.
+                // Zeroed pages straight from the allocator (no pass writing zeros), with a
+                // quarter to spare so that the next photo, often a little larger, fits too.
                 self.0.clear();
-                Vec::with_capacity(len)
+                let mut v = vec![0.0; len + len / 4];
+                v.truncate(len);
+                return v;
             }
         };
-        v.resize(len, 0.0);
+        if v.len() >= len {
+            v.truncate(len);
+        } else {
+            v.resize(len, 0.0);
+        }
         v
     }
 
@@ -90,9 +101,11 @@ struct Conv {
     k: usize,
     stride: usize,
     pad: usize,
-    /// `[kh][kw][cin][cout]`.
+    /// `[kh][kw][cin][cout]`, for the `gemm` crate path; empty when `packed` is used.
     w: Vec<f32>,
     bias: Vec<f32>,
+    /// The same weights packed for [`conv_gemm`] where AVX-512 is available.
+    packed: Option<Packed>,
 }
 
 #[derive(Clone, Copy)]
@@ -124,7 +137,55 @@ impl Conv {
             burn::nn::PaddingConfig2d::Explicit(p, ..) => p,
             _ => 0,
         };
-        Self { cin, cout, k, stride: c.stride[0], pad, w: to_khwc_cout(&src, cout, cin, k), bias }
+        if conv_gemm::available() {
+            let packed = Packed::from_torch(&src, cout, cin, k, &bias);
+            return Self { cin, cout, k, stride: c.stride[0], pad, w: Vec::new(), bias, packed: Some(packed) };
+        }
+        Self { cin, cout, k, stride: c.stride[0], pad, w: to_khwc_cout(&src, cout, cin, k), bias, packed: None }
+    }
+
+    /// [`Self::forward`] through [`conv_gemm`]: the input read in place (1x1, or already
+    /// zero-padded) or once zero-padded, the epilogue applied in the kernel.
+    fn forward_packed(&self, packed: &Packed, x: &Act, epi: Epilogue, pool: &mut Pool) -> Act {
+        let data = self.run_packed(packed, &x.data, x.h, x.w, 0, epi, 0, pool);
+        Act { h: self.out_size(x.h), w: self.out_size(x.w), c: self.cout, data }
+    }
+
+    /// The convolution of an `h × w × cin` input stored with a zero border of `src_pad` pixels
+    /// (0, or this convolution's own padding), written with a zero border of `out_pad` pixels
+    /// (the next convolution's padding, so that it reads this output in place).
+    #[allow(clippy::too_many_arguments)] // input geometry, epilogue and output border
+    fn run_packed(&self, packed: &Packed, src: &[f32], h: usize, w: usize, src_pad: usize, epi: Epilogue, out_pad: usize, pool: &mut Pool) -> Vec<f32> {
+        let (ho, wo) = (self.out_size(h), self.out_size(w));
+        let (cin, s, p, n) = (self.cin, self.stride, self.pad, self.cout);
+        assert!(src_pad == 0 || src_pad == p, "input border {src_pad} for a convolution padded by {p}");
+        let wp = w + 2 * p;
+        let padded = (p > 0 && src_pad == 0).then(|| {
+            let mut xp = pool.take((h + 2 * p) * wp * cin);
+            zero_border(&mut xp, h, w, cin, p);
+            xp.par_chunks_mut(wp * cin).skip(p).take(h).enumerate().for_each(|(y, row)| {
+                row[p * cin..(w + p) * cin].copy_from_slice(&src[y * w * cin..(y + 1) * w * cin]);
+            });
+            xp
+        });
+        let src = padded.as_deref().unwrap_or(src);
+        let rows = Rows { wo, row_step: s * wp * cin, col_step: s * cin };
+        let pieces: Vec<(usize, usize)> = (0..self.k).map(|kh| (kh * wp * cin, self.k * cin)).collect();
+        let (hq, wq) = (ho + 2 * out_pad, wo + 2 * out_pad);
+        let mut out = pool.take(hq * wq * n);
+        zero_border(&mut out, ho, wo, n, out_pad);
+        let (res, relu) = match epi {
+            Epilogue::Linear => (None, false),
+            Epilogue::Relu => (None, true),
+            Epilogue::AddRelu(r) => (Some(r), true),
+        };
+        let out_rows = Rows { wo, row_step: wq * n, col_step: n };
+        let interior = (out_pad * wq + out_pad) * n;
+        conv_gemm::conv(src, rows, &pieces, packed, ho * wo, &mut out[interior..], out_rows, res, relu);
+        if let Some(xp) = padded {
+            pool.give(xp);
+        }
+        out
     }
 
     fn out_size(&self, n: usize) -> usize {
@@ -133,6 +194,9 @@ impl Conv {
 
     fn forward(&self, x: &Act, epi: Epilogue, pool: &mut Pool) -> Act {
         debug_assert_eq!(x.c, self.cin);
+        if let Some(p) = &self.packed {
+            return self.forward_packed(p, x, epi, pool);
+        }
         let (ho, wo) = (self.out_size(x.h), self.out_size(x.w));
         let (n, cin) = (self.cout, self.cin);
         if self.k == 1 && self.stride == 1 {
@@ -342,6 +406,21 @@ fn epilogue(dst: &mut [f32], src: Option<&[f32]>, n: usize, bias: &[f32], epi: E
     }
 }
 
+/// Zero the border of `p` pixels around an `h × w × c` image stored in `(h+2p) × (w+2p) × c`
+/// (a pooled buffer holds stale values; the interior is left as it is).
+fn zero_border(buf: &mut [f32], h: usize, w: usize, c: usize, p: usize) {
+    if p == 0 {
+        return;
+    }
+    let row = (w + 2 * p) * c;
+    buf[..p * row].fill(0.0);
+    buf[(p + h) * row..(h + 2 * p) * row].fill(0.0);
+    buf[p * row..(p + h) * row].par_chunks_mut(row).for_each(|r| {
+        r[..p * c].fill(0.0);
+        r[(w + p) * c..].fill(0.0);
+    });
+}
+
 /// 3x3 / stride 2 / padding 1 max-pool (padding never wins, as with PyTorch's −∞ padding).
 fn max_pool_3x3_s2(x: &Act, pool: &mut Pool) -> Act {
     let (ho, wo) = ((x.h + 2 - 3) / 2 + 1, (x.w + 2 - 3) / 2 + 1);
@@ -372,9 +451,23 @@ struct Block {
 
 impl Block {
     fn forward(&self, x: &Act, pool: &mut Pool) -> Act {
+        if let (Some(pa), Some(pb)) = (&self.a.packed, &self.b.packed) {
+            // `a` writes its output straight into `b`'s zero-padded input.
+            let (yh, yw) = (self.a.out_size(x.h), self.a.out_size(x.w));
+            let y = self.a.run_packed(pa, &x.data, x.h, x.w, 0, Epilogue::Relu, self.b.pad, pool);
+            let z = self.b.run_packed(pb, &y, yh, yw, self.b.pad, Epilogue::Relu, 0, pool);
+            pool.give(y);
+            let z = Act { h: self.b.out_size(yh), w: self.b.out_size(yw), c: self.b.cout, data: z };
+            return self.finish(x, z, pool);
+        }
         let y = self.a.forward(x, Epilogue::Relu, pool);
         let z = self.b.forward(&y, Epilogue::Relu, pool);
         pool.give(y.data);
+        self.finish(x, z, pool)
+    }
+
+    /// The block's last convolution on `z`, plus the shortcut of `x`.
+    fn finish(&self, x: &Act, z: Act, pool: &mut Pool) -> Act {
         let out = match &self.proj {
             Some(p) => {
                 let s = p.forward(x, Epilogue::Linear, pool);
@@ -454,17 +547,25 @@ impl CpuResNet {
     /// CHW image (one) → (`f3`, `f4`) channels-last.
     pub fn forward_act(&self, chw: &[f32], h: usize, w: usize) -> (Act, Act) {
         let mut pool = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut hwc = pool.take(h * w * 3);
-        hwc.par_chunks_mut(w * 3).enumerate().for_each(|(y, row)| {
-            for (x, px) in row.chunks_mut(3).enumerate() {
+        // Channels-last, with the stem's zero border when the stem reads it in place.
+        let p = if self.stem.packed.is_some() { self.stem.pad } else { 0 };
+        let mut hwc = pool.take((h + 2 * p) * (w + 2 * p) * 3);
+        zero_border(&mut hwc, h, w, 3, p);
+        hwc.par_chunks_mut((w + 2 * p) * 3).skip(p).take(h).enumerate().for_each(|(y, row)| {
+            for (x, px) in row[p * 3..(w + p) * 3].chunks_mut(3).enumerate() {
                 for (c, v) in px.iter_mut().enumerate() {
                     *v = chw[(c * h + y) * w + x];
                 }
             }
         });
-        let x = Act { h, w, c: 3, data: hwc };
-        let stem = self.stem.forward(&x, Epilogue::Relu, &mut pool);
-        pool.give(x.data);
+        let stem = match &self.stem.packed {
+            Some(sp) => {
+                let data = self.stem.run_packed(sp, &hwc, h, w, p, Epilogue::Relu, 0, &mut pool);
+                Act { h: self.stem.out_size(h), w: self.stem.out_size(w), c: self.stem.cout, data }
+            }
+            None => self.stem.forward(&Act { h, w, c: 3, data: std::mem::take(&mut hwc) }, Epilogue::Relu, &mut pool),
+        };
+        pool.give(hwc);
         let mut x = max_pool_3x3_s2(&stem, &mut pool);
         pool.give(stem.data);
         let mut f3 = None;
@@ -506,11 +607,39 @@ pub fn to_nchw(a: &Act, device: &Device) -> Tensor<4> {
     Tensor::from_data(TensorData::new(chw, [1, a.c, a.h, a.w]), device)
 }
 
-/// `x · w + b` for `m` rows of `x` (`[m][k]`) and `w` as `[k][n]`: a 1x1 convolution on a
-/// channels-last map (the DOLG local branch's `conv1`).
-pub fn linear_rows(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, b: &[f32]) -> Vec<f32> {
-    let mut out = vec![0f32; m * n];
-    gemm_rows(m, n, k, x, k, w, &mut out, false, parallelism(m, n, k));
-    out.par_chunks_mut(n * 64).for_each(|rows| epilogue(rows, None, n, b, Epilogue::Linear));
-    out
+/// A 1x1 convolution on a channels-last map (the DOLG local branch's `conv1`): weights `[k][n]`
+/// and bias, packed for [`conv_gemm`] where AVX-512 is available.
+#[derive(Debug)]
+pub struct HostConv1x1 {
+    k: usize,
+    n: usize,
+    /// `[k][n]` for the `gemm` crate path; empty when packed.
+    w: Vec<f32>,
+    b: Vec<f32>,
+    packed: Option<Packed>,
+}
+
+impl HostConv1x1 {
+    pub fn new(w: Vec<f32>, k: usize, n: usize, b: Vec<f32>) -> Self {
+        assert_eq!((w.len(), b.len()), (k * n, n), "HostConv1x1: {k}×{n} weights and {n} biases expected");
+        match conv_gemm::available() {
+            true => Self { k, n, packed: Some(Packed::new(&w, k, n, &b)), w: Vec::new(), b },
+            false => Self { k, n, w, b, packed: None },
+        }
+    }
+
+    /// `x · w + b` for the `m` rows of `x` (`[m][k]`): `[m][n]`.
+    pub fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let (k, n) = (self.k, self.n);
+        assert!(x.len() >= m * k, "HostConv1x1: {m} rows of {k} expected, got {} values", x.len());
+        let mut out = vec![0f32; m * n];
+        match &self.packed {
+            Some(p) => conv_gemm::conv(x, Rows::dense(m, k), &[(0, k)], p, m, &mut out, Rows::dense(m, n), None, false),
+            None => {
+                gemm_rows(m, n, k, x, k, &self.w, &mut out, false, parallelism(m, n, k));
+                out.par_chunks_mut(n * 64).for_each(|rows| epilogue(rows, None, n, &self.b, Epilogue::Linear));
+            }
+        }
+        out
+    }
 }

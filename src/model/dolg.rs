@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use super::aspp::AsppKind;
 use super::backbone::{Backbone, BackboneKind};
-use super::cpu_resnet::{to_nchw, Act, CpuResNet};
+use super::cpu_resnet::{to_nchw, Act, CpuResNet, HostConv1x1};
 use super::fusion::{fuse_local, Fusion};
 use super::gem::{gap, GeM, GEM_EPS};
 use super::layers::{BatchNorm, Linear};
@@ -216,9 +216,8 @@ fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 /// The local branch without multi-atrous module, on channels-last `f3` (see [`LocalBranch`]).
 #[derive(Debug)]
 struct HostLocal {
-    /// `conv1` with BatchNorm folded, `[cin][dim]` (GEMM-ready).
-    w1: Vec<f32>,
-    b1: Vec<f32>,
+    /// `conv1` with BatchNorm folded.
+    conv1: HostConv1x1,
     cin: usize,
     dim: usize,
     /// `conv2` (`[dim]`, bias); `None` without attention.
@@ -264,7 +263,7 @@ impl NativeHead {
                 }
                 let b1 = l.conv1.conv.bias.as_ref().map_or_else(|| vec![0.0; dim], |b| host(b.val()));
                 let w2 = l.conv2.as_ref().map(|c| (host(c.weight.val()), c.bias.as_ref().map_or(0.0, |b| host(b.val())[0])));
-                Some(HostLocal { w1, b1, cin, dim, w2 })
+                Some(HostLocal { conv1: HostConv1x1::new(w1, cin, dim, b1), cin, dim, w2 })
             }
         };
         Some(Self { gem_p: m.pool_g.as_ref().map(|g| host(g.p.val())[0]), fc_t: HostLinear::new(&m.fc_t), fc: HostLinear::new(&m.fc), local, fusion: m.fusion })
@@ -315,7 +314,7 @@ impl HostLocal {
     fn mean_feature(&self, f3: &Act) -> (Vec<f32>, Option<Vec<f32>>) {
         assert_eq!(f3.c, self.cin, "f3 width");
         let (m, dim) = (f3.h * f3.w, self.dim);
-        let x = super::cpu_resnet::linear_rows(&f3.data, m, self.cin, &self.w1, dim, &self.b1);
+        let x = self.conv1.forward(&f3.data, m);
         // Per position: the attention score and the weight a/‖x‖ of its row in mean(fl).
         let (att, weight): (Vec<f32>, Vec<f32>) = x
             .par_chunks(dim)

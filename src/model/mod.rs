@@ -2,6 +2,7 @@
 
 pub mod aspp;
 pub mod backbone;
+pub mod conv_gemm;
 pub mod cpu_resnet;
 pub mod delg;
 pub mod dolg;

@@ -1,0 +1,39 @@
+//! Throughput of the implicit-GEMM convolution kernel on cache-resident shapes (a development aid
+//! for the speed work, issue 16). Run: `cargo run --release --example bench_conv_gemm [THREADS]`.
+
+use dolg::model::conv_gemm::{conv, Packed, Rows};
+
+fn main() {
+    let threads: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(1);
+    dolg::runtime::set_threads(Some(threads));
+    println!("{:>28} {:>9} {:>9}", "shape", "ms", "GFLOP/s");
+    for &(h, w, cin, cout, k, s) in &[
+        (32, 32, 256, 256, 1, 1),
+        (32, 32, 1024, 256, 1, 1),
+        (32, 32, 128, 128, 3, 1),
+        (64, 64, 64, 256, 1, 1),
+        (16, 16, 512, 512, 3, 1),
+        (128, 128, 3, 64, 7, 2),
+    ] {
+        let pad = k / 2;
+        let (hp, wp) = (h + 2 * pad, w + 2 * pad);
+        let x: Vec<f32> = (0..hp * wp * cin).map(|i| (i % 7) as f32 * 0.1).collect();
+        let wt: Vec<f32> = (0..k * k * cin * cout).map(|i| (i % 5) as f32 * 0.01).collect();
+        let packed = Packed::new(&wt, k * k * cin, cout, &vec![0.0; cout]);
+        let (ho, wo) = ((hp - k) / s + 1, (wp - k) / s + 1);
+        let rows = Rows { wo, row_step: s * wp * cin, col_step: s * cin };
+        let pieces: Vec<(usize, usize)> = (0..k).map(|kh| (kh * wp * cin, k * cin)).collect();
+        let mut out = vec![0f32; ho * wo * cout];
+        let flop = (ho * wo * k * k * cin * cout * 2) as f64;
+        let reps = (2e10 / flop).ceil() as usize;
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                conv(&x, rows, &pieces, &packed, ho * wo, &mut out, Rows::dense(ho * wo, cout), None, true);
+            }
+            best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+        }
+        println!("{:>28} {:>9.3} {:>9.1}", format!("{k}x{k}/{s} {cin}->{cout} @{h}x{w}"), best * 1e3, flop / best / 1e9);
+    }
+}
