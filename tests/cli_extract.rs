@@ -210,6 +210,30 @@ fn strict_exits_3_when_an_image_fails_but_still_writes_the_rest() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
 }
 
+/// Both CPU paths of the native trunk reproduce the authors' per-scale descriptors: the AVX-512
+/// implicit-GEMM kernel (where the CPU has it) and the portable `gemm` crate path, forced with
+/// `DOLG_NO_AVX512` (what a CPU without AVX-512 runs), at two scales with a stride-2 remainder.
+#[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
+fn avx512_and_portable_paths_both_match_the_fixture() {
+    let p = paths();
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, scales) = read_npy_f32(&p.fixture.join("noaspp/lab_scales.npy"));
+    for portable in [false, true] {
+        let out = tmp.path().join(format!("{portable}.npy"));
+        let mut cmd = Command::new(BIN);
+        cmd.args(os!["extract", "--weights", &p.weights, "--out", &out, "--threads", "2", "--scales", "0.7071,1.4142", &p.lab]).env_remove("RUST_LOG");
+        if portable {
+            cmd.env("DOLG_NO_AVX512", "1");
+        }
+        let o = cmd.output().expect("run dolg");
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        let got = rows(&out).remove(0);
+        let want = dolg::descriptors::combine_scales(&[scales[2 * 512..3 * 512].to_vec(), scales[4 * 512..5 * 512].to_vec()]);
+        assert_desc(if portable { "portable path" } else { "AVX-512 path" }, &got, &want);
+    }
+}
+
 #[test]
 #[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout")]
 fn scales_option_changes_the_descriptor() {
