@@ -1,7 +1,7 @@
 //! Throughput of the implicit-GEMM convolution kernel on cache-resident shapes (a development aid
 //! for the speed work, issue 16). Run: `cargo run --release --example bench_conv_gemm [THREADS]`.
 
-use dolg::model::conv_gemm::{conv, Packed, Rows};
+use dolg::model::conv_gemm::{conv, Packed, Residual, Rows};
 
 fn main() {
     let threads: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(1);
@@ -30,7 +30,7 @@ fn main() {
         for _ in 0..5 {
             let t = std::time::Instant::now();
             for _ in 0..reps {
-                conv(&x, rows, &pieces, &packed, ho * wo, &mut out, Rows::dense(ho * wo, cout), None, true);
+                conv(&x, rows, &pieces, &packed, ho * wo, &mut out, Rows::dense(ho * wo, cout), Residual::None, true);
             }
             best = best.min(t.elapsed().as_secs_f64() / reps as f64);
         }

@@ -108,6 +108,23 @@ impl Rows {
     }
 }
 
+/// What the epilogue adds before the ReLU.
+#[derive(Debug, Clone, Copy)]
+pub enum Residual<'a> {
+    None,
+    /// Dense `[m][n]` rows.
+    Rows(&'a [f32]),
+    /// The output rows' own values before the call (the residual is overwritten by the result,
+    /// saving a buffer); only when `K` fits one block ([`one_block`]).
+    InPlace,
+}
+
+/// Whether a product over `k` values runs as one `K` block (then the output is written once,
+/// after the residual is read: [`Residual::InPlace`] is possible).
+pub fn one_block(k: usize) -> bool {
+    k <= KC
+}
+
 /// Whether the AVX-512 kernel can run here (checked once).
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -127,7 +144,7 @@ pub fn available() -> bool {
 /// Panics unless [`available`], if a piece of some row reaches past `x`, or if output rows
 /// overlap or reach past `out`.
 #[allow(clippy::too_many_arguments)] // a convolution's geometry, operands and epilogue
-pub fn conv(x: &[f32], rows: Rows, pieces: &[(usize, usize)], w: &Packed, m: usize, out: &mut [f32], out_rows: Rows, res: Option<&[f32]>, relu: bool) {
+pub fn conv(x: &[f32], rows: Rows, pieces: &[(usize, usize)], w: &Packed, m: usize, out: &mut [f32], out_rows: Rows, res: Residual, relu: bool) {
     assert!(available(), "conv_gemm::conv needs AVX-512");
     let n = w.n;
     assert_eq!(pieces.iter().map(|p| p.1).sum::<usize>(), w.k, "pieces must cover K");
@@ -140,8 +157,12 @@ pub fn conv(x: &[f32], rows: Rows, pieces: &[(usize, usize)], w: &Packed, m: usi
     if m > 0 {
         assert!(out_rows.base(m - 1) + n <= out.len(), "conv_gemm: output of {} values for rows reaching {}", out.len(), out_rows.base(m - 1) + n);
     }
-    if let Some(r) = res {
+    if let Residual::Rows(r) = res {
         assert!(r.len() >= m * n, "conv_gemm: residual of {} values for {m}×{n}", r.len());
+    }
+    if let Residual::InPlace = res {
+        // Partial sums of an earlier K block would overwrite the residual before it is read.
+        assert!(one_block(w.k), "conv_gemm: an in-place residual needs K ≤ {KC}, got {}", w.k);
     }
     if m == 0 {
         return;
@@ -201,7 +222,7 @@ pub fn conv(x: &[f32], rows: Rows, pieces: &[(usize, usize)], w: &Packed, m: usi
                 // rows, and the output (and residual) rows i < m are within `out` (`res`): this
                 // task's own rows × panel `j` (tasks are disjoint in (strip, panel)), of which
                 // `cols` columns are written; no other reference to `out` is used meanwhile.
-                unsafe { run_strips(&strip_rows, x.as_ptr(), out_ptr.get(), res.map(<[f32]>::as_ptr), n, j * NR, bp, &panel[p0 * NR..], &e) };
+                unsafe { run_strips(&strip_rows, x.as_ptr(), out_ptr.get(), res, n, j * NR, bp, &panel[p0 * NR..], &e) };
             }
         }
     };
@@ -277,23 +298,17 @@ struct Edge<'a> {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)] // operands, geometry and epilogue of one block
-unsafe fn run_strips(
-    strips: &[Strip],
-    x: *const f32,
-    out: *mut f32,
-    res: Option<*const f32>,
-    n: usize,
-    col0: usize,
-    pieces: &[(usize, usize)],
-    b: &[f32],
-    e: &Edge,
-) {
+unsafe fn run_strips(strips: &[Strip], x: *const f32, out: *mut f32, res: Residual, n: usize, col0: usize, pieces: &[(usize, usize)], b: &[f32], e: &Edge) {
     for &(rows, start, dst, idx) in strips {
         // SAFETY: forwarded from the caller (rows past `rows` hold 0 and are never read).
         unsafe {
             let a = start.map(|o| x.add(o));
             let c = dst.map(|o| out.add(o + col0));
-            let r = res.map(|r| idx.map(|i| r.add(i * n + col0)));
+            let r = match res {
+                Residual::None => None,
+                Residual::Rows(r) => Some(idx.map(|i| r.as_ptr().add(i * n + col0))),
+                Residual::InPlace => Some(c.map(|p| p as *const f32)),
+            };
             let r = r.as_ref();
             match rows {
                 6 => kernel::<6>(pieces, &a, b, &c, r, e),
@@ -310,7 +325,7 @@ unsafe fn run_strips(
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn run_strips(_: &[Strip], _: *const f32, _: *mut f32, _: Option<*const f32>, _: usize, _: usize, _: &[(usize, usize)], _: &[f32], _: &Edge) {
+unsafe fn run_strips(_: &[Strip], _: *const f32, _: *mut f32, _: Residual, _: usize, _: usize, _: &[(usize, usize)], _: &[f32], _: &Edge) {
     unreachable!("conv_gemm::available() is false off x86_64")
 }
 
@@ -456,7 +471,14 @@ mod tests {
             let pieces: Vec<(usize, usize)> = (0..k).map(|kh| (kh * wp * cin, k * cin)).collect();
             for relu in [false, true] {
                 let mut out = vec![f32::NAN; ho * wo * cout];
-                conv(&xp, rows, &pieces, &packed, ho * wo, &mut out, Rows::dense(ho * wo, cout), residual.then_some(&res[..]), relu);
+                let r = if residual { Residual::Rows(&res) } else { Residual::None };
+                conv(&xp, rows, &pieces, &packed, ho * wo, &mut out, Rows::dense(ho * wo, cout), r, relu);
+                if residual && one_block(k * k * cin) {
+                    // The same with the residual taken from (and replaced in) the output.
+                    let mut inplace = res.clone();
+                    conv(&xp, rows, &pieces, &packed, ho * wo, &mut inplace, Rows::dense(ho * wo, cout), Residual::InPlace, relu);
+                    assert_eq!(inplace, out, "in-place residual, h{h} w{w} cin{cin} k{k}");
+                }
                 for (i, (&got, &d)) in out.iter().zip(&want).enumerate() {
                     let mut e = d + if residual { res[i] } else { 0.0 };
                     if relu {

@@ -1,26 +1,24 @@
 //! Fast CPU inference path for the ResNet backbone (`globalmodel`), used instead of the generic
 //! burn kernels when a model is loaded for inference on the CPU.
 //!
-//! Same network as [`super::resnet`], with BatchNorm already folded into the convolutions; what
-//! changes is how it is computed:
-//! * activations stay channels-last (`[H·W, C]`, one image) through the whole trunk, so every
-//!   1x1 convolution is a single GEMM on the activation as stored, with no layout conversion;
-//! * a stride-1 3x3 convolution is three GEMMs (one per kernel row) over the zero-padded image
-//!   flattened row by row: output row `r` reads the three consecutive input rows from
-//!   `r + kh·(W+2)`, which in channels-last are one run of `3·C` values, so each GEMM has
-//!   `K = 3·C` with overlapping rows of `A` and no im2col copy; only the two padding columns
-//!   per row are computed and thrown away. (Nine `K = C` GEMMs would re-read the accumulator
-//!   nine times.)
-//! * strided convolutions (the 7x7 stem, the first 3x3 and the projection of stages 2–4) use an
-//!   explicit im2col, a band of output rows at a time (bands in parallel), so the stem's
-//!   147-wide rows never exist for the whole image at once;
-//! * bias, ReLU and the residual addition are applied in one pass over each output (for the 3x3
-//!   convolutions, while the valid columns are copied out);
-//! * activation buffers are recycled through a small pool instead of being allocated (and
-//!   page-faulted in) per convolution.
+//! Same network as [`super::resnet`], with BatchNorm already folded into the convolutions;
+//! activations stay channels-last (`[H·W, C]`, one image) through the whole trunk, and their
+//! buffers are recycled through a pool shared by the passes running at once (page faults and
+//! zero-filling are paid once, not per convolution).
 //!
-//! GEMMs run on the `gemm` crate (runtime-dispatched SIMD kernels, rayon-parallel). Weights are
-//! rearranged once at load to `[kh][kw][cin][cout]`.
+//! Where the CPU has AVX-512 (checked at run time), every convolution runs on
+//! [`conv_gemm`]: weights packed once at load into 64-channel panels, the input read in place
+//! through per-row addresses (a `k×k` convolution is `k` runs of `k·cin` values of the padded
+//! input, so no im2col), bias / residual / ReLU applied in registers, and a 1x1 convolution
+//! followed by a padded 3x3 one writes straight into that one's zero-padded input. The block's
+//! last convolution overwrites the projection it adds when it fits one `K` block.
+//!
+//! Elsewhere (or with `DOLG_NO_AVX512` set) the portable path runs GEMMs on the `gemm` crate
+//! (runtime-dispatched SIMD kernels, rayon-parallel), with weights rearranged once at load to
+//! `[kh][kw][cin][cout]`: a stride-1 3x3 convolution is three GEMMs over the zero-padded image
+//! flattened row by row (output row `r` reads `3·C` consecutive values from `r + kh·(W+2)`, only
+//! the two padding columns per row are computed and thrown away); strided convolutions use an
+//! explicit im2col a band of output rows at a time; the epilogue is one pass over each output.
 
 use std::cell::RefCell;
 use std::sync::Mutex;
@@ -29,7 +27,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::conv_gemm::{self, Packed, Rows};
+use super::conv_gemm::{self, Packed, Residual, Rows};
 use super::layers::ConvBn;
 use super::resnet::{ResBlock, ResNet};
 
@@ -42,49 +40,78 @@ pub struct Act {
     pub data: Vec<f32>,
 }
 
-/// Recycled activation buffers. A buffer handed out holds stale values: every user overwrites
-/// (or zeroes) what it later reads.
+/// Recycled activation buffers, shared by the passes running at once (an extractor runs its
+/// largest scale beside the others). A buffer handed out holds stale values: every user
+/// overwrites (or zeroes) what it later reads.
 #[derive(Debug, Default)]
-struct Pool(Vec<Vec<f32>>);
+struct Pool(Mutex<PoolInner>);
+
+#[derive(Debug, Default)]
+struct PoolInner {
+    /// Free buffers, each with the length up to which its values are initialised.
+    free: Vec<(Vec<f32>, usize)>,
+    /// Addresses of the buffers this pool created (initialised over their whole capacity) that
+    /// are handed out now; the two that leave the trunk as `f3`/`f4` never come back, so only
+    /// the latest few are remembered.
+    lent: Vec<usize>,
+}
 
 impl Pool {
-    /// Most buffers alive at once in the trunk (input, two intermediates, projection, output).
-    const KEEP: usize = 8;
+    /// Most free buffers kept (two passes' inputs, intermediates, projections and outputs).
+    const KEEP: usize = 6;
 
-    fn take(&mut self, len: usize) -> Vec<f32> {
-        // Prefer a buffer already that long (no zeros to write), then one with the capacity.
-        let long = (0..self.0.len()).filter(|&i| self.0[i].len() >= len).min_by_key(|&i| self.0[i].len());
-        let fit = long.or_else(|| (0..self.0.len()).filter(|&i| self.0[i].capacity() >= len).min_by_key(|&i| self.0[i].capacity()));
-        let mut v = match fit {
-            Some(i) => self.0.swap_remove(i),
+    fn take(&self, len: usize) -> Vec<f32> {
+        let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Best fit: the smallest buffer large enough, so that a small activation does not hold
+        // a large buffer that a later, larger one then has to allocate again.
+        let fit = (0..p.free.len()).filter(|&i| p.free[i].0.capacity() >= len).min_by_key(|&i| p.free[i].0.capacity());
+        let (mut v, init) = match fit {
+            Some(i) => p.free.swap_remove(i),
             None => {
-                // None is large enough: a larger input than the last (scales run largest first,
-                // so a larger photo). Free them all rather than hold them beside the new, larger
-                // buffers; this pass's later, smaller activations reuse its own early buffers.
                 // Zeroed pages straight from the allocator (no pass writing zeros), with a
                 // quarter to spare so that the next photo, often a little larger, fits too.
-                self.0.clear();
                 let mut v = vec![0.0; len + len / 4];
                 v.truncate(len);
-                return v;
+                let cap = v.capacity();
+                (v, cap)
             }
         };
-        if v.len() >= len {
-            v.truncate(len);
+        if len <= init {
+            // SAFETY: len ≤ init ≤ capacity and every value below `init` is initialised
+            // (truncating a Vec<f32> leaves its values as they are), so no uninitialised f32
+            // becomes visible; this saves writing zeros that every user overwrites anyway.
+            unsafe { v.set_len(len) };
         } else {
             v.resize(len, 0.0);
+        }
+        if init == v.capacity() {
+            let at = v.as_ptr() as usize;
+            p.lent.retain(|&a| a != at);
+            p.lent.push(at);
+            if p.lent.len() > 64 {
+                p.lent.remove(0);
+            }
         }
         v
     }
 
-    fn give(&mut self, v: Vec<f32>) {
+    fn give(&self, v: Vec<f32>) {
         if v.capacity() == 0 {
             return;
         }
-        self.0.push(v);
-        if self.0.len() > Self::KEEP {
-            let smallest = (0..self.0.len()).min_by_key(|&i| self.0[i].capacity()).expect("non-empty");
-            self.0.swap_remove(smallest);
+        let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let at = v.as_ptr() as usize;
+        let init = match p.lent.iter().position(|&a| a == at) {
+            Some(i) => {
+                p.lent.swap_remove(i);
+                v.capacity()
+            }
+            None => v.len(),
+        };
+        p.free.push((v, init));
+        if p.free.len() > Self::KEEP {
+            let smallest = (0..p.free.len()).min_by_key(|&i| p.free[i].0.capacity()).expect("non-empty");
+            p.free.swap_remove(smallest);
         }
     }
 }
@@ -114,6 +141,9 @@ enum Epilogue<'a> {
     Relu,
     /// Add the residual (same layout as the output), then ReLU.
     AddRelu(&'a [f32]),
+    /// Add the output buffer's own values (the residual, overwritten), then ReLU
+    /// ([`conv_gemm::Residual::InPlace`]; packed path only).
+    AddReluInPlace,
 }
 
 impl Epilogue<'_> {
@@ -146,7 +176,7 @@ impl Conv {
 
     /// [`Self::forward`] through [`conv_gemm`]: the input read in place (1x1, or already
     /// zero-padded) or once zero-padded, the epilogue applied in the kernel.
-    fn forward_packed(&self, packed: &Packed, x: &Act, epi: Epilogue, pool: &mut Pool) -> Act {
+    fn forward_packed(&self, packed: &Packed, x: &Act, epi: Epilogue, pool: &Pool) -> Act {
         let data = self.run_packed(packed, &x.data, x.h, x.w, 0, epi, 0, pool);
         Act { h: self.out_size(x.h), w: self.out_size(x.w), c: self.cout, data }
     }
@@ -155,7 +185,25 @@ impl Conv {
     /// (0, or this convolution's own padding), written with a zero border of `out_pad` pixels
     /// (the next convolution's padding, so that it reads this output in place).
     #[allow(clippy::too_many_arguments)] // input geometry, epilogue and output border
-    fn run_packed(&self, packed: &Packed, src: &[f32], h: usize, w: usize, src_pad: usize, epi: Epilogue, out_pad: usize, pool: &mut Pool) -> Vec<f32> {
+    fn run_packed(&self, packed: &Packed, src: &[f32], h: usize, w: usize, src_pad: usize, epi: Epilogue, out_pad: usize, pool: &Pool) -> Vec<f32> {
+        self.run_packed_into(packed, src, h, w, src_pad, epi, out_pad, None, pool)
+    }
+
+    /// [`Self::run_packed`] writing into `into` when given (the residual's buffer, for
+    /// [`Epilogue::AddReluInPlace`]) instead of a pooled buffer.
+    #[allow(clippy::too_many_arguments)] // input geometry, epilogue and output
+    fn run_packed_into(
+        &self,
+        packed: &Packed,
+        src: &[f32],
+        h: usize,
+        w: usize,
+        src_pad: usize,
+        epi: Epilogue,
+        out_pad: usize,
+        into: Option<Vec<f32>>,
+        pool: &Pool,
+    ) -> Vec<f32> {
         let (ho, wo) = (self.out_size(h), self.out_size(w));
         let (cin, s, p, n) = (self.cin, self.stride, self.pad, self.cout);
         assert!(src_pad == 0 || src_pad == p, "input border {src_pad} for a convolution padded by {p}");
@@ -172,12 +220,19 @@ impl Conv {
         let rows = Rows { wo, row_step: s * wp * cin, col_step: s * cin };
         let pieces: Vec<(usize, usize)> = (0..self.k).map(|kh| (kh * wp * cin, self.k * cin)).collect();
         let (hq, wq) = (ho + 2 * out_pad, wo + 2 * out_pad);
-        let mut out = pool.take(hq * wq * n);
+        let mut out = match into {
+            Some(v) => {
+                assert_eq!(v.len(), hq * wq * n, "output buffer size");
+                v
+            }
+            None => pool.take(hq * wq * n),
+        };
         zero_border(&mut out, ho, wo, n, out_pad);
         let (res, relu) = match epi {
-            Epilogue::Linear => (None, false),
-            Epilogue::Relu => (None, true),
-            Epilogue::AddRelu(r) => (Some(r), true),
+            Epilogue::Linear => (Residual::None, false),
+            Epilogue::Relu => (Residual::None, true),
+            Epilogue::AddRelu(r) => (Residual::Rows(r), true),
+            Epilogue::AddReluInPlace => (Residual::InPlace, true),
         };
         let out_rows = Rows { wo, row_step: wq * n, col_step: n };
         let interior = (out_pad * wq + out_pad) * n;
@@ -192,7 +247,7 @@ impl Conv {
         (n + 2 * self.pad - self.k) / self.stride + 1
     }
 
-    fn forward(&self, x: &Act, epi: Epilogue, pool: &mut Pool) -> Act {
+    fn forward(&self, x: &Act, epi: Epilogue, pool: &Pool) -> Act {
         debug_assert_eq!(x.c, self.cin);
         if let Some(p) = &self.packed {
             return self.forward_packed(p, x, epi, pool);
@@ -402,6 +457,7 @@ fn epilogue(dst: &mut [f32], src: Option<&[f32]>, n: usize, bias: &[f32], epi: E
                 let res = &res[r * n..(r + 1) * n];
                 d.iter_mut().zip(bias).zip(res).for_each(|((v, b), s)| *v = (*v + b + s).max(0.0));
             }
+            Epilogue::AddReluInPlace => unreachable!("in-place residuals only on the packed path"),
         }
     }
 }
@@ -422,7 +478,7 @@ fn zero_border(buf: &mut [f32], h: usize, w: usize, c: usize, p: usize) {
 }
 
 /// 3x3 / stride 2 / padding 1 max-pool (padding never wins, as with PyTorch's −∞ padding).
-fn max_pool_3x3_s2(x: &Act, pool: &mut Pool) -> Act {
+fn max_pool_3x3_s2(x: &Act, pool: &Pool) -> Act {
     let (ho, wo) = ((x.h + 2 - 3) / 2 + 1, (x.w + 2 - 3) / 2 + 1);
     let c = x.c;
     let mut out = pool.take(ho * wo * c);
@@ -450,7 +506,7 @@ struct Block {
 }
 
 impl Block {
-    fn forward(&self, x: &Act, pool: &mut Pool) -> Act {
+    fn forward(&self, x: &Act, pool: &Pool) -> Act {
         if let (Some(pa), Some(pb)) = (&self.a.packed, &self.b.packed) {
             // `a` writes its output straight into `b`'s zero-padded input.
             let (yh, yw) = (self.a.out_size(x.h), self.a.out_size(x.w));
@@ -467,7 +523,18 @@ impl Block {
     }
 
     /// The block's last convolution on `z`, plus the shortcut of `x`.
-    fn finish(&self, x: &Act, z: Act, pool: &mut Pool) -> Act {
+    fn finish(&self, x: &Act, z: Act, pool: &Pool) -> Act {
+        if let (Some(pc), Some(pp)) = (&self.c.packed, self.proj.as_ref().and_then(|p| p.packed.as_ref().map(|pk| (p, pk)))) {
+            if conv_gemm::one_block(self.c.cin) {
+                // The output overwrites the projection it adds (one buffer of the block's widest
+                // activation fewer alive).
+                let (proj, ppk) = pp;
+                let s = proj.run_packed(ppk, &x.data, x.h, x.w, 0, Epilogue::Linear, 0, pool);
+                let data = self.c.run_packed_into(pc, &z.data, z.h, z.w, 0, Epilogue::AddReluInPlace, 0, Some(s), pool);
+                pool.give(z.data);
+                return Act { h: z.h, w: z.w, c: self.c.cout, data };
+            }
+        }
         let out = match &self.proj {
             Some(p) => {
                 let s = p.forward(x, Epilogue::Linear, pool);
@@ -486,25 +553,25 @@ impl Block {
 /// a development aid for the speed work (`examples/profile_r50.rs`).
 pub fn profile_convs(net: &CpuResNet, h: usize, w: usize) -> Vec<(String, f64)> {
     let mut out = Vec::new();
-    let mut pool = Pool::default();
-    let mut timed = |label: String, conv: &Conv, x: &Act, pool: &mut Pool| {
+    let pool = Pool::default();
+    let mut timed = |label: String, conv: &Conv, x: &Act, pool: &Pool| {
         let t = std::time::Instant::now();
         let y = conv.forward(x, Epilogue::Relu, pool);
         out.push((label, t.elapsed().as_secs_f64()));
         y
     };
     let x = Act { h, w, c: 3, data: vec![0.5; h * w * 3] };
-    let stem = timed(format!("stem 7x7/2 3->64 @{h}x{w}"), &net.stem, &x, &mut pool);
-    let mut x = max_pool_3x3_s2(&stem, &mut pool);
+    let stem = timed(format!("stem 7x7/2 3->64 @{h}x{w}"), &net.stem, &x, &pool);
+    let mut x = max_pool_3x3_s2(&stem, &pool);
     pool.give(stem.data);
     for (s, stage) in net.stages.iter().enumerate() {
         for (i, b) in stage.iter().enumerate() {
             let tag = |c: &Conv, x: &Act| format!("s{}b{} {}x{}/{} {}->{} @{}x{}", s + 1, i + 1, c.k, c.k, c.stride, c.cin, c.cout, x.h, x.w);
-            let y = timed(tag(&b.a, &x), &b.a, &x, &mut pool);
-            let z = timed(tag(&b.b, &y), &b.b, &y, &mut pool);
-            let o = timed(tag(&b.c, &z), &b.c, &z, &mut pool);
+            let y = timed(tag(&b.a, &x), &b.a, &x, &pool);
+            let z = timed(tag(&b.b, &y), &b.b, &y, &pool);
+            let o = timed(tag(&b.c, &z), &b.c, &z, &pool);
             if let Some(p) = &b.proj {
-                let s = timed(tag(p, &x), p, &x, &mut pool);
+                let s = timed(tag(p, &x), p, &x, &pool);
                 pool.give(s.data);
             }
             pool.give(y.data);
@@ -520,8 +587,8 @@ pub fn profile_convs(net: &CpuResNet, h: usize, w: usize) -> Vec<(String, f64)> 
 pub struct CpuResNet {
     stem: Conv,
     stages: [Vec<Block>; 4],
-    /// Buffers of the last forward pass, reused by the next (a concurrent pass starts empty).
-    pool: Mutex<Pool>,
+    /// Buffers of the last forward passes, reused by the next.
+    pool: Pool,
 }
 
 impl CpuResNet {
@@ -540,13 +607,13 @@ impl CpuResNet {
         Self {
             stem: Conv::from_folded(&r.stem.conv),
             stages: [blocks(&r.s1.blocks), blocks(&r.s2.blocks), blocks(&r.s3.blocks), blocks(&r.s4.blocks)],
-            pool: Mutex::new(Pool::default()),
+            pool: Pool::default(),
         }
     }
 
     /// CHW image (one) → (`f3`, `f4`) channels-last.
     pub fn forward_act(&self, chw: &[f32], h: usize, w: usize) -> (Act, Act) {
-        let mut pool = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()));
+        let pool = &self.pool;
         // Channels-last, with the stem's zero border when the stem reads it in place.
         let p = if self.stem.packed.is_some() { self.stem.pad } else { 0 };
         let mut hwc = pool.take((h + 2 * p) * (w + 2 * p) * 3);
@@ -560,18 +627,18 @@ impl CpuResNet {
         });
         let stem = match &self.stem.packed {
             Some(sp) => {
-                let data = self.stem.run_packed(sp, &hwc, h, w, p, Epilogue::Relu, 0, &mut pool);
+                let data = self.stem.run_packed(sp, &hwc, h, w, p, Epilogue::Relu, 0, pool);
                 Act { h: self.stem.out_size(h), w: self.stem.out_size(w), c: self.stem.cout, data }
             }
-            None => self.stem.forward(&Act { h, w, c: 3, data: std::mem::take(&mut hwc) }, Epilogue::Relu, &mut pool),
+            None => self.stem.forward(&Act { h, w, c: 3, data: std::mem::take(&mut hwc) }, Epilogue::Relu, pool),
         };
         pool.give(hwc);
-        let mut x = max_pool_3x3_s2(&stem, &mut pool);
+        let mut x = max_pool_3x3_s2(&stem, pool);
         pool.give(stem.data);
         let mut f3 = None;
         for (s, stage) in self.stages.iter().enumerate() {
             for (i, b) in stage.iter().enumerate() {
-                let y = b.forward(&x, &mut pool);
+                let y = b.forward(&x, pool);
                 let done = std::mem::replace(&mut x, y);
                 if s == 3 && i == 0 {
                     // Stage 3's output, which stage 4 has just read, leaves the trunk as f3.
@@ -581,7 +648,6 @@ impl CpuResNet {
                 }
             }
         }
-        *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = pool;
         (f3.expect("stage 3 ran"), x)
     }
 
@@ -634,7 +700,7 @@ impl HostConv1x1 {
         assert!(x.len() >= m * k, "HostConv1x1: {m} rows of {k} expected, got {} values", x.len());
         let mut out = vec![0f32; m * n];
         match &self.packed {
-            Some(p) => conv_gemm::conv(x, Rows::dense(m, k), &[(0, k)], p, m, &mut out, Rows::dense(m, n), None, false),
+            Some(p) => conv_gemm::conv(x, Rows::dense(m, k), &[(0, k)], p, m, &mut out, Rows::dense(m, n), Residual::None, false),
             None => {
                 gemm_rows(m, n, k, x, k, &self.w, &mut out, false, parallelism(m, n, k));
                 out.par_chunks_mut(n * 64).for_each(|rows| epilogue(rows, None, n, &self.b, Epilogue::Linear));

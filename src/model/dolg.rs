@@ -116,6 +116,12 @@ impl Dolg {
         (Self { globalmodel, cpu_backbone: Some(trunk), cpu_head: head, ..self }, true)
     }
 
+    /// Whether inference runs entirely on the native CPU path (trunk and head), which may be
+    /// called from several threads at once.
+    pub fn is_native(&self) -> bool {
+        self.cpu_backbone.is_some() && self.cpu_head.is_some()
+    }
+
     pub fn forward_parts(&self, x: Tensor<4>) -> DolgOutput {
         let device = x.device();
         if let (Some(trunk), Some(head)) = (&self.cpu_backbone, &self.cpu_head) {

@@ -247,6 +247,13 @@ impl RetrievalModel {
         }
     }
 
+    /// Whether two scales may run at once ([`Dolg::is_native`]): the native path's passes share
+    /// nothing but the weights, and rayon's work stealing fills each one's waits with the other's
+    /// tasks.
+    pub fn runs_natively(&self) -> bool {
+        matches!(self, RetrievalModel::Dolg(m, _) if m.is_native())
+    }
+
     pub fn out_dim(&self) -> usize {
         match self {
             RetrievalModel::Dolg(_, c) => c.out_dim,
