@@ -222,7 +222,17 @@ pub fn conv(x: &[f32], rows: Rows, pieces: &[(usize, usize)], w: &Packed, m: usi
                 // rows, and the output (and residual) rows i < m are within `out` (`res`): this
                 // task's own rows × panel `j` (tasks are disjoint in (strip, panel)), of which
                 // `cols` columns are written; no other reference to `out` is used meanwhile.
-                unsafe { run_strips(&strip_rows, x.as_ptr(), out_ptr.get(), res, n, j * NR, bp, &panel[p0 * NR..], &e) };
+                // The next block's weights (this panel's, or the next panel's first), fetched
+                // into L2 while this block runs: a block comes from L3 otherwise.
+                let next = match blocks.get(bi + 1) {
+                    Some((q0, qp)) => &panel[q0 * NR..(q0 + qp.iter().map(|p| p.1).sum::<usize>()) * NR],
+                    None if j + 1 < ((tj + 1) * np).min(panels) => {
+                        let first = blocks[0].1.iter().map(|p| p.1).sum::<usize>();
+                        &w.panel(j + 1)[..first * NR]
+                    }
+                    None => &[],
+                };
+                unsafe { run_strips(&strip_rows, x.as_ptr(), out_ptr.get(), res, n, j * NR, bp, &panel[p0 * NR..], next, &e) };
             }
         }
     };
@@ -298,8 +308,26 @@ struct Edge<'a> {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)] // operands, geometry and epilogue of one block
-unsafe fn run_strips(strips: &[Strip], x: *const f32, out: *mut f32, res: Residual, n: usize, col0: usize, pieces: &[(usize, usize)], b: &[f32], e: &Edge) {
-    for &(rows, start, dst, idx) in strips {
+unsafe fn run_strips(
+    strips: &[Strip],
+    x: *const f32,
+    out: *mut f32,
+    res: Residual,
+    n: usize,
+    col0: usize,
+    pieces: &[(usize, usize)],
+    b: &[f32],
+    next: &[f32],
+    e: &Edge,
+) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+    // Cache lines of `next` to prefetch per strip, spread over the strips.
+    let per = (next.len() / 16).div_ceil(strips.len().max(1));
+    for (k, &(rows, start, dst, idx)) in strips.iter().enumerate() {
+        for line in next.chunks(16).skip(k * per).take(per) {
+            // A hint only: it never faults, and changes no value.
+            _mm_prefetch::<_MM_HINT_T1>(line.as_ptr().cast());
+        }
         // SAFETY: forwarded from the caller (rows past `rows` hold 0 and are never read).
         unsafe {
             let a = start.map(|o| x.add(o));
@@ -325,7 +353,7 @@ unsafe fn run_strips(strips: &[Strip], x: *const f32, out: *mut f32, res: Residu
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn run_strips(_: &[Strip], _: *const f32, _: *mut f32, _: Residual, _: usize, _: usize, _: &[(usize, usize)], _: &[f32], _: &Edge) {
+unsafe fn run_strips(_: &[Strip], _: *const f32, _: *mut f32, _: Residual, _: usize, _: usize, _: &[(usize, usize)], _: &[f32], _: &[f32], _: &Edge) {
     unreachable!("conv_gemm::available() is false off x86_64")
 }
 
