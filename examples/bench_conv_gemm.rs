@@ -1,9 +1,36 @@
-//! Throughput of the implicit-GEMM convolution kernel on cache-resident shapes (a development aid
-//! for the speed work, issue 16). Run: `cargo run --release --example bench_conv_gemm [THREADS]`.
+//! Throughput of the implicit-GEMM convolution kernel on cache-resident shapes, beside the peak
+//! FMA rate of one core (a development aid for the speed work, issue 16).
+//! Run: `cargo run --release --example bench_conv_gemm [THREADS]`.
 
 use dolg::model::conv_gemm::{conv, Packed, Residual, Rows};
 
+/// GFLOP/s of 24 independent AVX-512 FMA chains on one core (no memory traffic): the ceiling
+/// the kernel's 24-register tile can approach.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn fma_peak() -> f64 {
+    use std::arch::x86_64::*;
+    let n = 50_000_000usize;
+    let (a, b) = (_mm512_set1_ps(1.000_000_1), _mm512_set1_ps(0.999_999));
+    let mut acc = [_mm512_setzero_ps(); 24];
+    let t = std::time::Instant::now();
+    for _ in 0..n {
+        for v in acc.iter_mut() {
+            *v = _mm512_fmadd_ps(*v, a, b);
+        }
+    }
+    let dt = t.elapsed().as_secs_f64();
+    let sum = acc.iter().fold(_mm512_setzero_ps(), |s, v| _mm512_add_ps(s, *v));
+    std::hint::black_box(_mm512_reduce_add_ps(sum));
+    (n * 24 * 32) as f64 / dt / 1e9
+}
+
 fn main() {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F is present (checked just above).
+        println!("peak FMA rate of one core: {:.1} GFLOP/s", unsafe { fma_peak() });
+    }
     let threads: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(1);
     dolg::runtime::set_threads(Some(threads));
     println!("{:>28} {:>9} {:>9}", "shape", "ms", "GFLOP/s");

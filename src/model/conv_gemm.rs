@@ -45,19 +45,7 @@ impl Packed {
     /// `w` row-major `[k][n]`, `bias` of length `n`.
     pub fn new(w: &[f32], k: usize, n: usize, bias: &[f32]) -> Self {
         assert_eq!(w.len(), k * n, "packed weights: {k}×{n} expected");
-        assert_eq!(bias.len(), n, "packed weights: bias of {n} expected");
-        let panels = n.div_ceil(NR);
-        let mut data = vec![0f32; panels * k * NR + 16];
-        let start = (64 - (data.as_ptr() as usize % 64)) % 64 / 4;
-        data[start..start + panels * k * NR].par_chunks_mut(k * NR).enumerate().for_each(|(j, panel)| {
-            let (c0, c1) = (j * NR, ((j + 1) * NR).min(n));
-            for (p, row) in panel.chunks_mut(NR).enumerate() {
-                row[..c1 - c0].copy_from_slice(&w[p * n + c0..p * n + c1]);
-            }
-        });
-        let mut b = vec![0f32; panels * NR];
-        b[..n].copy_from_slice(bias);
-        Self { k, n, data, start, bias: b }
+        Self::build(k, n, bias, |row, c0, p| row.copy_from_slice(&w[p * n + c0..p * n + c0 + row.len()]))
     }
 
     /// PyTorch's convolution weights `[cout][cin][k][k]`, packed with the rows of `K` in the
@@ -66,22 +54,32 @@ impl Packed {
     pub fn from_torch(src: &[f32], cout: usize, cin: usize, k: usize, bias: &[f32]) -> Self {
         let (kk, rows) = (k * k, cin * k * k);
         assert_eq!(src.len(), cout * rows, "packed weights: {cout}×{cin}×{k}×{k} expected");
-        assert_eq!(bias.len(), cout, "packed weights: bias of {cout} expected");
-        let panels = cout.div_ceil(NR);
-        let mut data = vec![0f32; panels * rows * NR + 16];
+        Self::build(rows, cout, bias, |row, c0, p| {
+            // Row p of K is tap t = p / cin of input channel i = p % cin.
+            let (t, i) = (p / cin, p % cin);
+            for (o, v) in row.iter_mut().enumerate() {
+                *v = src[(c0 + o) * rows + i * kk + t];
+            }
+        })
+    }
+
+    /// Zeroed, 64-byte-aligned panels of `k` rows for `n` columns, filled in parallel:
+    /// `fill(row, c0, p)` writes row `p`'s values for columns `c0..c0 + row.len()` (the panel's
+    /// valid columns; the rest stay zero).
+    fn build(k: usize, n: usize, bias: &[f32], fill: impl Fn(&mut [f32], usize, usize) + Sync) -> Self {
+        assert_eq!(bias.len(), n, "packed weights: bias of {n} expected");
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0f32; panels * k * NR + 16];
         let start = (64 - (data.as_ptr() as usize % 64)) % 64 / 4;
-        data[start..start + panels * rows * NR].par_chunks_mut(rows * NR).enumerate().for_each(|(j, panel)| {
-            let (c0, c1) = (j * NR, ((j + 1) * NR).min(cout));
+        data[start..start + panels * k * NR].par_chunks_mut(k * NR).enumerate().for_each(|(j, panel)| {
+            let (c0, c1) = (j * NR, ((j + 1) * NR).min(n));
             for (p, row) in panel.chunks_mut(NR).enumerate() {
-                let (t, i) = (p / cin, p % cin);
-                for (o, v) in (c0..c1).zip(row.iter_mut()) {
-                    *v = src[o * rows + i * kk + t];
-                }
+                fill(&mut row[..c1 - c0], c0, p);
             }
         });
         let mut b = vec![0f32; panels * NR];
-        b[..cout].copy_from_slice(bias);
-        Self { k: rows, n: cout, data, start, bias: b }
+        b[..n].copy_from_slice(bias);
+        Self { k, n, data, start, bias: b }
     }
 
     fn panel(&self, j: usize) -> &[f32] {
