@@ -172,6 +172,8 @@ pub fn conv(x: &[f32], rows: Rows, pieces: &[(usize, usize)], w: &Packed, m: usi
     assert!(max_base + reach <= x.len(), "conv_gemm: rows reach {} values, input has {}", max_base + reach, x.len());
 
     let blocks = k_blocks(pieces);
+    // Where block `i` ends in `K` (the next one's start).
+    let block_end = |i: usize| blocks.get(i + 1).map_or(w.k, |b| b.0);
     let strips = m.div_ceil(MR);
     let panels = n.div_ceil(NR);
     let threads = rayon::current_num_threads();
@@ -215,21 +217,18 @@ pub fn conv(x: &[f32], rows: Rows, pieces: &[(usize, usize)], w: &Packed, m: usi
             let bias = &w.bias[j * NR..(j + 1) * NR];
             for (bi, (p0, bp)) in blocks.iter().enumerate() {
                 let e = Edge { cols, first: bi == 0, last: bi + 1 == blocks.len(), relu, bias };
+                // The next block's weights (this panel's, or the next panel's first), fetched
+                // into L2 while this block runs: a block comes from L3 otherwise.
+                let next = match blocks.get(bi + 1) {
+                    Some((q0, _)) => &panel[q0 * NR..block_end(bi + 1) * NR],
+                    None if j + 1 < ((tj + 1) * np).min(panels) => &w.panel(j + 1)[..block_end(0) * NR],
+                    None => &[],
+                };
                 // SAFETY: AVX-512 is available (asserted); every strip's rows start within `x`
                 // with every piece in bounds (asserted above), `panel[p0·64..]` holds the block's
                 // rows, and the output (and residual) rows i < m are within `out` (`res`): this
                 // task's own rows × panel `j` (tasks are disjoint in (strip, panel)), of which
                 // `cols` columns are written; no other reference to `out` is used meanwhile.
-                // The next block's weights (this panel's, or the next panel's first), fetched
-                // into L2 while this block runs: a block comes from L3 otherwise.
-                let next = match blocks.get(bi + 1) {
-                    Some((q0, qp)) => &panel[q0 * NR..(q0 + qp.iter().map(|p| p.1).sum::<usize>()) * NR],
-                    None if j + 1 < ((tj + 1) * np).min(panels) => {
-                        let first = blocks[0].1.iter().map(|p| p.1).sum::<usize>();
-                        &w.panel(j + 1)[..first * NR]
-                    }
-                    None => &[],
-                };
                 unsafe { run_strips(&strip_rows, x.as_ptr(), out_ptr.get(), res, n, j * NR, bp, &panel[p0 * NR..], next, &e) };
             }
         }

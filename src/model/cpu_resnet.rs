@@ -524,11 +524,10 @@ impl Block {
 
     /// The block's last convolution on `z`, plus the shortcut of `x`.
     fn finish(&self, x: &Act, z: Act, pool: &Pool) -> Act {
-        if let (Some(pc), Some(pp)) = (&self.c.packed, self.proj.as_ref().and_then(|p| p.packed.as_ref().map(|pk| (p, pk)))) {
-            if conv_gemm::one_block(self.c.cin) {
+        if let (Some(pc), Some(proj)) = (&self.c.packed, &self.proj) {
+            if let (Some(ppk), true) = (&proj.packed, conv_gemm::one_block(self.c.cin)) {
                 // The output overwrites the projection it adds (one buffer of the block's widest
                 // activation fewer alive).
-                let (proj, ppk) = pp;
                 let s = proj.run_packed(ppk, &x.data, x.h, x.w, 0, Epilogue::Linear, 0, pool);
                 let data = self.c.run_packed_into(pc, &z.data, z.h, z.w, 0, Epilogue::AddReluInPlace, 0, Some(s), pool);
                 pool.give(z.data);
@@ -686,11 +685,13 @@ pub struct HostConv1x1 {
 }
 
 impl HostConv1x1 {
-    pub fn new(w: Vec<f32>, k: usize, n: usize, b: Vec<f32>) -> Self {
-        assert_eq!((w.len(), b.len()), (k * n, n), "HostConv1x1: {k}×{n} weights and {n} biases expected");
+    /// PyTorch's `[n][k]` (or `[n][k][1][1]`) weights and `n` biases, packed straight from that
+    /// layout (or transposed to `[k][n]` for the `gemm` crate), as [`Conv`] does.
+    pub fn from_torch(w: &[f32], k: usize, n: usize, b: Vec<f32>) -> Self {
+        assert_eq!((w.len(), b.len()), (k * n, n), "HostConv1x1: {n}×{k} weights and {n} biases expected");
         match conv_gemm::available() {
-            true => Self { k, n, packed: Some(Packed::new(&w, k, n, &b)), w: Vec::new(), b },
-            false => Self { k, n, w, b, packed: None },
+            true => Self { k, n, packed: Some(Packed::from_torch(w, n, k, 1, &b)), w: Vec::new(), b },
+            false => Self { k, n, w: to_khwc_cout(w, n, k, 1), b, packed: None },
         }
     }
 

@@ -260,16 +260,10 @@ impl NativeHead {
             Some(l) if l.aspp.is_some() || l.conv1.bn.is_some() => return None,
             Some(l) => {
                 let [dim, cin, _, _] = l.conv1.conv.weight.val().dims();
-                let w = host(l.conv1.conv.weight.val());
-                let mut w1 = vec![0f32; w.len()];
-                for o in 0..dim {
-                    for i in 0..cin {
-                        w1[i * dim + o] = w[o * cin + i];
-                    }
-                }
+                let w1 = host(l.conv1.conv.weight.val());
                 let b1 = l.conv1.conv.bias.as_ref().map_or_else(|| vec![0.0; dim], |b| host(b.val()));
                 let w2 = l.conv2.as_ref().map(|c| (host(c.weight.val()), c.bias.as_ref().map_or(0.0, |b| host(b.val())[0])));
-                Some(HostLocal { conv1: HostConv1x1::new(w1, cin, dim, b1), cin, dim, w2 })
+                Some(HostLocal { conv1: HostConv1x1::from_torch(&w1, cin, dim, b1), cin, dim, w2 })
             }
         };
         Some(Self { gem_p: m.pool_g.as_ref().map(|g| host(g.p.val())[0]), fc_t: HostLinear::new(&m.fc_t), fc: HostLinear::new(&m.fc), local, fusion: m.fusion })
