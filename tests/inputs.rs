@@ -200,7 +200,12 @@ const CHILD_ENV: &str = "DOLG_INPUTS_TEST_CHILD";
 
 /// Run the ignored test `name` of this test binary in a child process with `CHILD_ENV=arg`.
 fn child(name: &str, arg: &Path) -> Command {
-    let mut c = Command::new(std::env::current_exe().unwrap());
+    child_of(&std::env::current_exe().unwrap(), name, arg)
+}
+
+/// [`child`] with the test binary at `exe` (a copy of this one).
+fn child_of(exe: &Path, name: &str, arg: &Path) -> Command {
+    let mut c = Command::new(exe);
     c.args(["--ignored", "--exact", name, "--nocapture", "--test-threads=1"]).env(CHILD_ENV, arg);
     c
 }
@@ -258,12 +263,47 @@ fn an_unreadable_subfolder_is_named_and_skipped() {
     if unsafe { libc::geteuid() } != 0 {
         check_unreadable(&root);
     } else {
-        let out = child("unreadable_child", &root).uid(65534).gid(65534).output().expect("running the check as uid 65534 (nobody)");
+        // `nobody` may be unable to reach this binary (a clone under /root or another 0700
+        // folder), so it runs a copy placed where it can: the check itself is unchanged.
+        let (_copy_dir, exe) = exe_copy_for_others();
+        let out = child_of(&exe, "unreadable_child", &root).uid(65534).gid(65534).output().expect("running the check as uid 65534 (nobody)");
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success() && text.contains("CHECKED"), "the check as uid 65534 failed:\n{text}");
     }
     fs::set_permissions(root.join("locked"), fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// A copy of this test binary in a fresh temporary folder that every user may enter and run
+/// (removed when the returned guard drops). Fails, naming the folder, when an ancestor of the
+/// temporary directory is closed to other users, instead of letting the child fail obscurely.
+fn exe_copy_for_others() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    for a in dir.path().ancestors().skip(1) {
+        let mode = fs::metadata(a).unwrap().permissions().mode();
+        assert!(mode & 0o001 != 0, "{} (mode {:o}) cannot be entered by other users: set TMPDIR to a folder they can reach", a.display(), mode & 0o777);
+    }
+    let exe = dir.path().join("inputs-test");
+    fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    (dir, exe)
+}
+
+/// The case of a clone inside a folder only root may enter (issue: the suite failed when cloned
+/// under /root): this binary, copied into a fresh 0700 folder, runs the unreadable-folder test,
+/// which must then still pass (as root it switches to `nobody`; otherwise it checks directly).
+#[test]
+fn the_unreadable_folder_test_passes_from_a_private_clone() {
+    let private = tempfile::tempdir().unwrap();
+    fs::set_permissions(private.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    let exe = private.path().join("clone/target/inputs-test");
+    fs::create_dir_all(exe.parent().unwrap()).unwrap();
+    fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    let out = Command::new(&exe).args(["--exact", "an_unreadable_subfolder_is_named_and_skipped", "--nocapture", "--test-threads=1"]).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("1 passed"), "from a 0700 folder:\n{text}");
+}
+
 
 #[test]
 #[ignore = "child half of an_unreadable_subfolder_is_named_and_skipped, which runs it as uid 65534"]
