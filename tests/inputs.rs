@@ -304,7 +304,6 @@ fn the_unreadable_folder_test_passes_from_a_private_clone() {
     assert!(out.status.success() && text.contains("1 passed"), "from a 0700 folder:\n{text}");
 }
 
-
 #[test]
 #[ignore = "child half of an_unreadable_subfolder_is_named_and_skipped, which runs it as uid 65534"]
 fn unreadable_child() {

@@ -8,7 +8,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use dolg::model::LocalFeatures;
-use dolg::spatial::{putative_matches, ransac, rerank_order, verify, verify_many, GeometricModel, MatchRule, SpatialError, SpatialParams};
+use dolg::spatial::{
+    evidence, putative_matches, ransac, rerank_order, rerank_order_by_inliers, verify, verify_many, GeometricModel, MatchRule, SpatialError, SpatialParams,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
@@ -125,17 +127,17 @@ fn rerank_is_the_stable_sort_of_the_fixture_example() {
     let ex = &expected(&fixture())["rerank_sort_example"];
     let ints = |k: &str| -> Vec<usize> { ex[k].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect() };
     let inliers = ints("inliers");
-    assert_eq!(rerank_order(&inliers, 0), ints("stable_descending"));
-    assert_eq!(rerank_order(&inliers, 1), ints("stable_descending"), "zeros trail in global order either way");
+    assert_eq!(rerank_order_by_inliers(&inliers, 0), ints("stable_descending"));
+    assert_eq!(rerank_order_by_inliers(&inliers, 1), ints("stable_descending"), "zeros trail in global order either way");
     assert_ne!(ints("stable_descending"), ints("numpy_argsort_of_minus_inliers"), "the example shows quirk 10");
 }
 
 #[test]
 fn rerank_min_inliers_keeps_global_order_below() {
     // Positions 0..5 in global order; 5 and 3 fall below the minimum of 6.
-    assert_eq!(rerank_order(&[3, 10, 0, 10, 5, 7], 6), vec![1, 3, 5, 0, 2, 4]);
-    assert_eq!(rerank_order(&[3, 10, 0, 10, 5, 7], 0), vec![1, 3, 5, 4, 0, 2]);
-    assert!(rerank_order(&[], 5).is_empty());
+    assert_eq!(rerank_order_by_inliers(&[3, 10, 0, 10, 5, 7], 6), vec![1, 3, 5, 0, 2, 4]);
+    assert_eq!(rerank_order_by_inliers(&[3, 10, 0, 10, 5, 7], 0), vec![1, 3, 5, 4, 0, 2]);
+    assert!(rerank_order_by_inliers(&[], 5).is_empty());
 }
 
 fn features(dim: usize, descriptors: Vec<f32>, locations: Vec<[f32; 2]>) -> LocalFeatures {
@@ -398,7 +400,7 @@ fn verify_many_is_sequential_verify_whatever_the_threads() {
         assert!(if i % 2 == 0 { n >= 110 } else { n < 30 }, "candidate {i}: {n} inliers");
     }
     // Verified (planted) first by inliers; the random ones below 30 keep their global order.
-    let order = rerank_order(&inliers, 30);
+    let order = rerank_order_by_inliers(&inliers, 30);
     assert_eq!(order[..4], sorted_planted(&inliers)[..]);
     assert_eq!(order[4..], [1, 3, 5, 7]);
 }
@@ -408,4 +410,22 @@ fn sorted_planted(inliers: &[usize]) -> Vec<usize> {
     let mut even: Vec<usize> = (0..inliers.len()).step_by(2).collect();
     even.sort_by_key(|&i| std::cmp::Reverse(inliers[i]));
     even
+}
+
+/// Hand-worked: global 0.9 0.8 0.7 0.6, inliers 12 40 0 200, min_inliers 15, half 25. Evidence
+/// 0, 25/50 = 0.5, 0, 185/210 ≈ 0.881; with weight 0.3 the scores are 0.9, 0.95, 0.7, 0.864.
+#[test]
+fn weighted_order_adds_bounded_evidence_to_the_global_score() {
+    let global = [0.9f32, 0.8, 0.7, 0.6];
+    let inliers = [12, 40, 0, 200];
+    let p = SpatialParams { min_inliers: 15, half_inliers: 25.0, weight: Some(0.3), ..SpatialParams::default() };
+    assert_eq!(evidence(12, &p), 0.0);
+    assert_eq!(evidence(40, &p), 0.5);
+    assert!((evidence(200, &p) - 185.0 / 210.0).abs() < 1e-12);
+    assert_eq!(rerank_order(&global, &inliers, &p), [1, 0, 3, 2]);
+    // A weight of 0 keeps the global order; no weight is the authors' order by inliers.
+    assert_eq!(rerank_order(&global, &inliers, &SpatialParams { weight: Some(0.0), ..p }), [0, 1, 2, 3]);
+    assert_eq!(rerank_order(&global, &inliers, &SpatialParams { weight: None, ..p }), [3, 1, 0, 2]);
+    assert!(SpatialParams { weight: Some(-1.0), ..p }.validate().is_err());
+    assert!(SpatialParams { half_inliers: 0.0, ..p }.validate().is_err());
 }

@@ -91,6 +91,7 @@ class Collection:
         sg_beta: Optional[float] = None,
         rerank_k: Optional[int] = None,
         min_inliers: Optional[int] = None,
+        spatial_weight: Optional[Union[float, str]] = None,
         match_ratio: Optional[float] = None,
         mutual: Optional[bool] = None,
         ransac: Optional[str] = None,
@@ -98,7 +99,8 @@ class Collection:
     ) -> List[List[Union[Tuple[str, float], Tuple[str, float, Optional[int]]]]]:
         """Per query, (name, score) best first; with rerank="spatial" (or "superglobal,spatial"),
         (name, score, inliers), inliers None past the verified top rerank_k (default 100).
-        Spatial options as the `dolg search` flags: min_inliers, match_ratio, mutual,
+        Spatial options as the `dolg search` flags: min_inliers, spatial_weight (a number or
+        "inliers"), match_ratio, mutual,
         ransac ("homography" or "affine"), ransac_px; those not given follow the index's local
         features (XFeat: mutual, 8 px; DELG: the DELG authors' 0.99 / 20 px)."""
     def names(self, ids: npt.NDArray[np.int64]) -> List[Any]: ...

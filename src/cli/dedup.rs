@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::Args;
-use dolg::collection::{Collection, DedupMethod, DedupOptions, DuplicateGroup, OpenMode};
+use dolg::collection::{Collection, DedupMethod, DedupOptions, DedupVerify, DuplicateGroup, OpenMode};
 use serde_json::json;
 
 use super::report::{escape, short, thumbnail, THUMB};
@@ -15,6 +15,7 @@ use super::report::{escape, short, thumbnail, THUMB};
 #[command(
     after_help = "GROUPS\n  Two photos are near-duplicates when their descriptors' cosine similarity reaches the threshold; a group is a connected\n  component of those pairs, so A~B and B~C group A, B and C even if A and C score lower. Each group reports its weakest pair\n  (lowest similarity between any two members): below the threshold, the group was chained and deserves a closer look.\n\n\
 THRESHOLD\n  Default: measured per model (MobileNetV2-GeM or DOLG) on re-encoded, resized, cropped and brightened copies of photos\n  among other photos of the same landmarks; the text output says which was used.\n\n\
+VERIFY\n  When the index stores local features (`dolg index build --local xfeat`), every pair the global score finds is also matched\n  with them: it stays a duplicate only when one transform (RANSAC homography) explains enough matched keypoints, which\n  separates edited copies of one picture from other photos of the same place. Cost: a few milliseconds per candidate pair,\n  only for pairs above the threshold. --no-verify keeps the global decision alone (and its own default threshold).\n\n\
 METHOD\n  auto: the exact self-join up to 100,000 photos, the HNSW graph above (the index's own, or one built for the run).\n  exact: every pair, blocked (memory: one 1024x1024 tile per thread plus the pairs found).\n  graph: each photo's nearest neighbours from an HNSW graph (approximate: a missed pair can split a group).\n\n\
 JSON (--json)\n  {\"threshold\", \"method\", \"entries\", \"groups\": [{\"members\": [names], \"pairs\": [{\"a\", \"b\", \"score\"}], \"best\", \"weakest\"}]}\n\
 CSV (--csv)\n  group,name,best_score   (one row per member; group numbers from 1; best_score: the member's best score within its group)"
@@ -41,6 +42,16 @@ pub struct DedupArgs {
     /// HNSW graph: candidates examined per query (higher = better recall, slower).
     #[arg(long, value_name = "N")]
     pub ef: Option<usize>,
+    /// Keep a pair only on its global score: skip the local-feature check that an index with
+    /// local features (`--local xfeat`) otherwise applies to every pair.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Local check: RANSAC inliers a pair needs [default: measured, see VERIFY].
+    #[arg(long, value_name = "N", conflicts_with = "no_verify")]
+    pub min_inliers: Option<usize>,
+    /// Local check: the fraction of the putative matches the inliers must make [default: measured, see VERIFY].
+    #[arg(long, value_name = "R", conflicts_with = "no_verify")]
+    pub min_inlier_ratio: Option<f64>,
     /// Worker threads (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -69,17 +80,27 @@ pub fn run(a: DedupArgs) -> anyhow::Result<ExitCode> {
     if let Some(ef) = a.ef {
         c.set_ef_search(ef);
     }
-    let (threshold, default) = match a.threshold {
-        Some(t) if !(-1.0..=1.0).contains(&t) => bail!("--threshold {t}: a cosine similarity lies between -1 and 1"),
-        Some(t) => (t, false),
-        None => (c.default_duplicate_threshold(), true),
-    };
+    if let Some(t) = a.threshold.filter(|t| !(-1.0..=1.0).contains(t)) {
+        bail!("--threshold {t}: a cosine similarity lies between -1 and 1");
+    }
     let method = c.dedup_method(a.method);
-    let groups = c.duplicates(threshold, &DedupOptions { method, ..DedupOptions::default() })?;
+    let d = DedupVerify::default();
+    let verify =
+        (!a.no_verify).then(|| DedupVerify { min_inliers: a.min_inliers.unwrap_or(d.min_inliers), min_ratio: a.min_inlier_ratio.unwrap_or(d.min_ratio) });
+    if let Some(r) = a.min_inlier_ratio.filter(|r| !(0.0..=1.0).contains(r)) {
+        bail!("--min-inlier-ratio {r}: a fraction of the matches lies between 0 and 1");
+    }
+    let verified = verify.is_some() && c.local_config().is_some();
+    let (threshold, default) = match a.threshold {
+        Some(t) => (t, false),
+        None => (c.default_duplicate_threshold_for(verified), true),
+    };
+    let groups = c.duplicates(threshold, &DedupOptions { method, verify, ..DedupOptions::default() })?;
 
     if a.json {
         let out = json!({
             "threshold": threshold,
+            "verified": verified.then(|| verify.map(|v| json!({"min_inliers": v.min_inliers, "min_inlier_ratio": v.min_ratio}))).flatten(),
             "method": method_name(method),
             "entries": c.len(),
             "groups": groups.iter().map(|g| json!({
@@ -98,7 +119,7 @@ pub fn run(a: DedupArgs) -> anyhow::Result<ExitCode> {
             }
         }
     } else {
-        print_text(&c, &groups, threshold, default, method);
+        print_text(&c, &groups, threshold, default, method, verified.then_some(verify).flatten());
     }
     if let Some(page) = &a.html {
         write_html(&c, page, &groups, threshold)?;
@@ -107,13 +128,16 @@ pub fn run(a: DedupArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_text(c: &Collection, groups: &[DuplicateGroup], threshold: f32, default: bool, method: DedupMethod) {
+fn print_text(c: &Collection, groups: &[DuplicateGroup], threshold: f32, default: bool, method: DedupMethod, verify: Option<DedupVerify>) {
     let how = if default { format!("threshold {threshold:.3} (the default for {})", c.info().model) } else { format!("threshold {threshold:.3}") };
     let method = match method {
         DedupMethod::Graph => "approximate: nearest neighbours from an HNSW graph",
         _ => "exact: every pair compared",
     };
-    println!("{} photos, {how}, {method}", c.len());
+    let check = verify.map_or_else(String::new, |v| {
+        format!(", each pair checked with local features (>= {} inliers, >= {:.0} % of the matches)", v.min_inliers, v.min_ratio * 100.0)
+    });
+    println!("{} photos, {how}, {method}{check}", c.len());
     if groups.is_empty() {
         println!("no near-duplicates");
         return;

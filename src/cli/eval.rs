@@ -5,13 +5,14 @@ use anyhow::bail;
 use burn::tensor::Device;
 use clap::{Args, Subcommand};
 use dolg::collection::{Collection, OpenMode};
+use dolg::descriptors::Extractor;
 use dolg::eval::{
-    describe_groups, describe_revisited_cached, describe_revisited_queries, read_distractors, read_ranks, read_revisited_descriptors, reranked_ranking,
-    rows_by_name, rows_from_collection, stream_positions, Database, DescribeEvent, GroupsGt, ImageSet, RanksMatrix, RerankProtocol, RevisitedCache,
+    describe_groups, describe_revisited_cached, describe_revisited_queries, read_distractors, read_ranks, read_revisited_descriptors, rows_by_name,
+    rows_from_collection, scored_ranking, stream_positions, unscored, Database, DescribeEvent, GroupsGt, ImageSet, RanksMatrix, RerankProtocol, RevisitedCache,
     RevisitedDescriptors, RevisitedGnd, DEFAULT_BLOCK_ROWS,
 };
 use dolg::rerank::Rerank;
-use dolg::spatial::SpatialParams;
+use dolg::rerank::SpatialRerank;
 use serde_json::json;
 
 use super::search::RerankArgs;
@@ -115,17 +116,19 @@ impl From<RerankProtocolArg> for RerankProtocol {
 
 #[derive(Args, Debug)]
 pub struct GroupsArgs {
-    /// Groups CSV with header `image,group`.
-    #[arg(long, value_name = "groups.csv")]
-    pub groups: PathBuf,
-    /// Directory the CSV's image names are relative to.
-    #[arg(long, value_name = "DIR")]
-    pub images: PathBuf,
+    /// Groups CSV with header `image,group`. Repeat --groups, --images (and --db) to score several
+    /// sources, each against its own photos: the table then has a row per source (named after the
+    /// CSV's folder) and the mean over sources, the figure to compare settings by.
+    #[arg(long, value_name = "groups.csv", required = true)]
+    pub groups: Vec<PathBuf>,
+    /// Directory the CSV's image names are relative to (one per --groups, in the same order).
+    #[arg(long, value_name = "DIR", required = true)]
+    pub images: Vec<PathBuf>,
     /// Descriptors written by `dolg extract`; rows are matched to images through the names file
     /// beside it. Or an index directory (`dolg index build` over --images), whose stored local
-    /// features `--rerank spatial` needs.
+    /// features `--rerank spatial` needs. One per --groups, in the same order, or none.
     #[arg(long, value_name = "DB.npy|DIR", conflicts_with_all = ["weights", "backbone"])]
-    pub db: Option<PathBuf>,
+    pub db: Vec<PathBuf>,
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
@@ -193,7 +196,7 @@ fn revisited_from_index(
     index: &Path,
     gnd: &RevisitedGnd,
     device: &Device,
-) -> anyhow::Result<(RevisitedDescriptors, Locals, Locals, SpatialParams)> {
+) -> anyhow::Result<(RevisitedDescriptors, Locals, Locals, SpatialRerank)> {
     let Some(root) = &a.images else {
         bail!("--db {} is an index: give --images ROOT, the dataset root it was built over (ROOT/jpg/<name>.jpg)", index.display());
     };
@@ -211,7 +214,7 @@ fn revisited_from_index(
     if queries.len() != gnd.n_queries() * dim {
         bail!("{}: the index's model describes {}-d queries, its stored vectors are {dim}-d", index.display(), queries.len() / gnd.n_queries().max(1));
     }
-    Ok((RevisitedDescriptors { database, queries, dim }, db_locals, query_locals, c.spatial_rerank_defaults().params))
+    Ok((RevisitedDescriptors { database, queries, dim }, db_locals, query_locals, c.spatial_rerank_defaults()))
 }
 
 type Locals = Vec<Option<dolg::model::LocalFeatures>>;
@@ -255,7 +258,7 @@ fn revisited(a: RevisitedArgs) -> anyhow::Result<ExitCode> {
             }
             let n_db = db.len() / d.dim;
             let global = Rerank { spatial: None, ..rerank };
-            let columns = reranked_ranking(&db, d.dim, &d.queries, &vec![None; d.queries.len() / d.dim], &global);
+            let columns = scored_ranking(&db, d.dim, &d.queries, &vec![None; d.queries.len() / d.dim], &global);
             match (&rerank.spatial, locals) {
                 (Some(sp), Some((db_locals, query_locals))) => {
                     if db_locals.iter().all(Option::is_none) {
@@ -270,7 +273,7 @@ fn revisited(a: RevisitedArgs) -> anyhow::Result<ExitCode> {
                     eprintln!("spatial verification of the top {} per query ({})", sp.k, protocol.name());
                     gnd.evaluate_spatial(&columns, n_db, &queries, &db_locals, sp, protocol)?
                 }
-                _ => gnd.evaluate(&RanksMatrix::from_columns(columns, n_db)?)?,
+                _ => gnd.evaluate(&RanksMatrix::from_columns(columns.into_iter().map(unscored).collect(), n_db)?)?,
             }
         } else {
             let database = Database::new(d.dim, [d.database.as_slice(), distractors.as_slice()])?;
@@ -287,21 +290,67 @@ fn with_no_locals((rows, dim): (Vec<f32>, usize)) -> (Vec<f32>, usize, Vec<Optio
 }
 
 fn groups(a: GroupsArgs) -> anyhow::Result<ExitCode> {
+    if a.images.len() != a.groups.len() || !(a.db.is_empty() || a.db.len() == a.groups.len()) {
+        bail!(
+            "give one --images (and one --db, if any) per --groups, in the same order: {} --groups, {} --images, {} --db",
+            a.groups.len(),
+            a.images.len(),
+            a.db.len()
+        );
+    }
     let device = a.run.init()?;
-    let gt = GroupsGt::load(&a.groups)?;
+    let extractor = if a.db.is_empty() { Some(a.model.extractor(device.clone())?) } else { None };
+    let mut sources = Vec::new();
+    for (i, (groups, images)) in a.groups.iter().zip(&a.images).enumerate() {
+        let (value, table, map) = groups_source(&a, groups, images, a.db.get(i), extractor.as_ref(), &device)?;
+        sources.push((source_name(groups, a.groups.len()), value, table, map));
+    }
+    if let [(_, value, table, _)] = &sources[..] {
+        print_result(value.clone(), table.clone(), a.out.json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mean = sources.iter().map(|s| s.3).sum::<f64>() / sources.len() as f64;
+    let mut table: String = sources.iter().map(|s| s.2.clone()).collect();
+    table += &format!(">> mean over {} sources: mAP: {:.2}\n", sources.len(), mean * 100.0);
+    let value = json!({
+        "sources": sources.iter().map(|(name, value, _, _)| json!({"source": name, "result": value})).collect::<Vec<_>>(),
+        "mean_map": mean * 100.0,
+    });
+    print_result(value, table, a.out.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A source's name: the folder of its groups CSV when several are scored (a corpus keeps
+/// `SOURCE/groups.csv`), else the CSV's stem as before.
+fn source_name(groups: &Path, n_sources: usize) -> String {
+    let parent = groups.parent().and_then(|p| p.file_name()).filter(|_| n_sources > 1);
+    parent.or(groups.file_stem()).map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// One source of `dolg eval groups`: (JSON, table, mAP as a fraction).
+fn groups_source(
+    a: &GroupsArgs,
+    groups: &Path,
+    images: &Path,
+    db: Option<&PathBuf>,
+    extractor: Option<&Extractor>,
+    device: &Device,
+) -> anyhow::Result<(serde_json::Value, String, f64)> {
+    let gt = GroupsGt::load(groups)?;
     for g in gt.singleton_groups() {
-        eprintln!("warning: group '{g}' has a single image; its query has no positives and is skipped");
+        eprintln!("warning: {}: group '{g}' has a single image; its query has no positives and is skipped", groups.display());
     }
     // Spatial settings not given follow the index's local features (as `dolg search`).
-    let mut defaults = SpatialParams::default();
-    let (rows, dim, locals) = match &a.db {
-        Some(db) if db.is_dir() => {
-            let c = Collection::open(db, OpenMode::Read, &device)?;
-            defaults = c.spatial_rerank_defaults().params;
-            rows_from_collection(&c, &a.images, &gt.images)?
+    let mut defaults = SpatialRerank::default();
+    let (rows, dim, locals) = match (db, extractor) {
+        (Some(db), _) if db.is_dir() => {
+            let c = Collection::open(db, OpenMode::Read, device)?;
+            defaults = c.spatial_rerank_defaults();
+            rows_from_collection(&c, images, &gt.images)?
         }
-        Some(db) => with_no_locals(rows_by_name(db, &a.images, &gt.images)?),
-        None => with_no_locals(describe_groups(&a.model.extractor(device)?, &gt, &a.images, describe_progress())?),
+        (Some(db), _) => with_no_locals(rows_by_name(db, images, &gt.images)?),
+        (None, Some(x)) => with_no_locals(describe_groups(x, &gt, images, describe_progress())?),
+        (None, None) => unreachable!("an extractor is made when no --db is given"),
     };
     let rerank = a.out.rerank.rerank_for(defaults);
     if rerank.spatial.is_some() && locals.iter().all(Option::is_none) {
@@ -314,11 +363,10 @@ fn groups(a: GroupsArgs) -> anyhow::Result<ExitCode> {
     } else {
         gt.evaluate_descriptors(&rows, dim)?
     };
-    let name = a.groups.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = source_name(groups, a.groups.len());
     let mut value = result.to_json(a.out.per_query);
     if a.out.per_query {
         value["queries"] = json!(gt.queries().iter().map(|&i| gt.images[i].clone()).collect::<Vec<_>>());
     }
-    print_result(value, result.table(&name), a.out.json)?;
-    Ok(ExitCode::SUCCESS)
+    Ok((value, result.table(&name), result.map))
 }

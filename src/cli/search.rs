@@ -9,7 +9,7 @@ use dolg::collection::{write_hits_npy, Collection, NamedHit, OpenMode, QueryExpa
 use dolg::descriptors::read_matrix;
 use dolg::preprocess::CropBox;
 use dolg::rerank::{SpatialOverrides, SpatialRerank};
-use dolg::spatial::{GeometricModel, SpatialParams};
+use dolg::spatial::GeometricModel;
 use serde_json::json;
 
 use super::RunArgs;
@@ -76,12 +76,20 @@ pub struct RerankArgs {
     /// needs an index built with --local).
     #[arg(long, value_name = "METHOD", value_delimiter = ',', value_parser = ["superglobal", "spatial"])]
     pub rerank: Vec<String>,
-    /// Spatial: global results verified.
-    #[arg(long, default_value_t = SpatialRerank::default().k, value_name = "K")]
-    pub rerank_k: usize,
-    /// Spatial: results with fewer inliers keep their global order after the verified ones.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub min_inliers: usize,
+    /// Spatial: global results verified [default: the index's local features' setting, 100 for
+    /// DELG's].
+    #[arg(long, value_name = "K")]
+    pub rerank_k: Option<usize>,
+    /// Spatial: inliers that count as no evidence (chance matches of unrelated photos)
+    /// [default: the index's local features' setting, 0 for DELG's].
+    #[arg(long, value_name = "N")]
+    pub min_inliers: Option<usize>,
+    /// Spatial: how verified results are ordered. A number W: by global score + W × evidence, the
+    /// evidence m / (m + 25) of the m inliers beyond --min-inliers (a result only ever moves up, by
+    /// at most W); `inliers`: by inlier count, the global order only breaking ties (the DELG
+    /// authors'). [default: the index's local features' setting, `inliers` for DELG's].
+    #[arg(long, value_name = "W|inliers", value_parser = parse_spatial_weight)]
+    pub spatial_weight: Option<SpatialWeight>,
     /// Spatial: putative matches by Lowe's ratio test with this ratio instead of the distance
     /// bound 0.99 (the DELG authors' evaluation setting).
     #[arg(long, value_name = "R")]
@@ -111,6 +119,14 @@ pub struct RerankArgs {
     pub sg_beta: f32,
 }
 
+/// `--spatial-weight`: `Some(w)` for a number, `None` for `inliers`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpatialWeight(pub Option<f64>);
+
+fn parse_spatial_weight(s: &str) -> Result<SpatialWeight, String> {
+    dolg::spatial::parse_weight(s).map(SpatialWeight)
+}
+
 /// `--ransac`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RansacModel {
@@ -122,19 +138,20 @@ pub enum RansacModel {
 
 impl RerankArgs {
     /// The re-ranking these flags ask for, spatial settings not given taken from the DELG
-    /// authors' ([`SpatialParams::default`]). Prefer [`RerankArgs::rerank_for`] with the index's
+    /// authors' ([`dolg::spatial::SpatialParams::default`]). Prefer [`RerankArgs::rerank_for`] with the index's
     /// defaults.
     pub fn rerank(&self) -> Rerank {
-        self.rerank_for(SpatialParams::default())
+        self.rerank_for(SpatialRerank::default())
     }
 
     /// The re-ranking these flags ask for, spatial settings not given on the command line taken
     /// from `defaults` (an index's: [`dolg::collection::Collection::spatial_rerank_defaults`]).
-    pub fn rerank_for(&self, defaults: SpatialParams) -> Rerank {
+    pub fn rerank_for(&self, defaults: SpatialRerank) -> Rerank {
         let has = |m: &str| self.rerank.iter().any(|r| r == m);
         let given = SpatialOverrides {
-            k: Some(self.rerank_k),
-            min_inliers: Some(self.min_inliers),
+            k: self.rerank_k,
+            min_inliers: self.min_inliers,
+            weight: self.spatial_weight.map(|w| w.0),
             match_ratio: self.match_ratio,
             mutual: (self.mutual || self.no_mutual).then_some(self.mutual),
             model: self.ransac.map(|r| match r {
@@ -143,7 +160,7 @@ impl RerankArgs {
             }),
             threshold_px: self.ransac_px,
         };
-        let spatial = given.resolve(SpatialRerank { params: defaults, ..SpatialRerank::default() });
+        let spatial = given.resolve(defaults);
         Rerank {
             qe: (self.qe > 0).then_some(QueryExpansion { n: self.qe, alpha: self.qe_alpha }),
             superglobal: has("superglobal").then_some(SuperGlobal { m: self.sg_m, k: self.sg_k, beta: self.sg_beta }),
@@ -167,7 +184,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
         (_, s) => s.unwrap_or(f32::MIN),
     };
     let params = SearchParams { k: a.k, min_score, crop: a.crop };
-    let rerank = a.rerank.rerank_for(c.spatial_rerank_defaults().params);
+    let rerank = a.rerank.rerank_for(c.spatial_rerank_defaults());
     if range && !rerank.is_none() {
         bail!("--qe and --rerank apply to top-k searches, not to range queries (--k 0)");
     }

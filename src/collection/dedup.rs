@@ -102,6 +102,9 @@ pub const DEFAULT_THRESHOLD_DOLG: f32 = 0.90;
 /// Default threshold for the off-the-shelf MobileNetV2-GeM backbone: the F1 maximum of the measurement.
 pub const DEFAULT_THRESHOLD_MOBILENETV2: f32 = 0.927;
 
+/// Default threshold for MobileNetV2-GeM when pairs are also checked with local features.
+pub const DEFAULT_THRESHOLD_MOBILENETV2_VERIFIED: f32 = 0.90;
+
 /// How pairs above the threshold are found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -123,11 +126,45 @@ pub struct DedupOptions {
     pub block_rows: usize,
     /// Graph: neighbours first asked per photo (widened while all reach the threshold).
     pub graph_k: usize,
+    /// The local-feature check of every pair the global score finds, applied when the index
+    /// stores local features ([`DedupVerify`]); `None` keeps every such pair.
+    pub verify: Option<DedupVerify>,
 }
 
 impl Default for DedupOptions {
     fn default() -> Self {
-        Self { method: DedupMethod::Auto, block_rows: DEFAULT_BLOCK_ROWS, graph_k: GRAPH_K }
+        Self { method: DedupMethod::Auto, block_rows: DEFAULT_BLOCK_ROWS, graph_k: GRAPH_K, verify: Some(DedupVerify::default()) }
+    }
+}
+
+/// The local check of a candidate pair: an edited copy (re-encoded, resized, cropped, brightened)
+/// is one picture, so a single transform explains almost every matched keypoint, while another
+/// photo of the same place from a nearby spot matches only in part (a façade, a sign) and with
+/// more wrong matches. A pair stays a duplicate when RANSAC (the spatial re-ranking's verification
+/// for the index's local features, [`super::local::spatial_defaults`]) finds at least
+/// `min_inliers` inliers and they are at least `min_ratio` of the putative matches. A pair where
+/// either photo has no stored features keeps the global decision.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DedupVerify {
+    pub min_inliers: usize,
+    pub min_ratio: f64,
+}
+
+impl Default for DedupVerify {
+    fn default() -> Self {
+        Self { min_inliers: DEFAULT_VERIFY_MIN_INLIERS, min_ratio: DEFAULT_VERIFY_MIN_RATIO }
+    }
+}
+
+/// [`DedupVerify::min_inliers`] by default.
+pub const DEFAULT_VERIFY_MIN_INLIERS: usize = 30;
+/// [`DedupVerify::min_ratio`] by default.
+pub const DEFAULT_VERIFY_MIN_RATIO: f64 = 0.5;
+
+impl DedupVerify {
+    /// Whether a verification passes.
+    pub fn accepts(&self, inliers: usize, matches: usize) -> bool {
+        inliers >= self.min_inliers && inliers as f64 >= self.min_ratio * matches as f64
     }
 }
 
@@ -193,12 +230,12 @@ pub fn reaches(score: f32, threshold: f32) -> bool {
 /// The default near-duplicate threshold for a collection's model (see the module documentation):
 /// [`DEFAULT_THRESHOLD_MOBILENETV2`] for the MobileNetV2-GeM backbone, [`DEFAULT_THRESHOLD_DOLG`]
 /// for DOLG checkpoints and for indexes of imported vectors (no model recorded).
-pub fn default_threshold(info: &Info) -> f32 {
+pub fn default_threshold(info: &Info, verified: bool) -> f32 {
     let backbone = info.spec.as_ref().and_then(|s| s.backbone);
-    if backbone.is_some() || info.model.starts_with("MobileNetV2") {
-        DEFAULT_THRESHOLD_MOBILENETV2
-    } else {
-        DEFAULT_THRESHOLD_DOLG
+    match (backbone.is_some() || info.model.starts_with("MobileNetV2"), verified) {
+        (true, true) => DEFAULT_THRESHOLD_MOBILENETV2_VERIFIED,
+        (true, false) => DEFAULT_THRESHOLD_MOBILENETV2,
+        (false, _) => DEFAULT_THRESHOLD_DOLG,
     }
 }
 
@@ -429,9 +466,14 @@ fn graph_pairs(vectors: &[f32], dim: usize, live: &[usize], threshold: f32, k0: 
 
 impl Collection {
     /// The near-duplicate threshold measured to suit this collection's model
-    /// ([`default_threshold`]).
+    /// ([`default_threshold`]), with the local check when the index stores local features.
     pub fn default_duplicate_threshold(&self) -> f32 {
-        default_threshold(&self.info())
+        self.default_duplicate_threshold_for(self.local_config().is_some())
+    }
+
+    /// [`Collection::default_duplicate_threshold`] with (`verified`) or without the local check.
+    pub fn default_duplicate_threshold_for(&self, verified: bool) -> f32 {
+        default_threshold(&self.info(), verified)
     }
 
     /// The method [`DedupMethod::Auto`] resolves to for this collection.
@@ -479,7 +521,28 @@ impl Collection {
                 }
             }
         };
+        let pairs = match (options.verify, self.local_config()) {
+            (Some(v), Some(cfg)) => {
+                let params = super::local::spatial_defaults(&cfg.extractor);
+                let checked = self.verify_pairs(&pairs, &params)?;
+                pairs.into_iter().zip(checked).filter(|(_, c)| c.is_none_or(|(inliers, matches)| v.accepts(inliers, matches))).map(|(p, _)| p).collect()
+            }
+            _ => pairs,
+        };
         let rows = s.rows();
         Ok(groups_from_pairs(vectors, dim, &|r| rows[r].name.clone(), &pairs))
+    }
+
+    /// (inliers, putative matches) of each pair's stored local features under `params`, in
+    /// parallel; `None` where either photo has none.
+    pub fn verify_pairs(&self, pairs: &[ScoredPair], params: &crate::spatial::SpatialParams) -> Result<Vec<Option<(usize, usize)>>> {
+        pairs
+            .par_iter()
+            .map(|p| {
+                let (Some(a), Some(b)) = (self.local_features(p.a)?, self.local_features(p.b)?) else { return Ok(None) };
+                let v = crate::spatial::verify(&a, &b, params)?;
+                Ok(Some((v.inliers, v.matches)))
+            })
+            .collect()
     }
 }

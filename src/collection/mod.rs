@@ -69,7 +69,8 @@ mod serve_support;
 mod stat_cache;
 pub use crate::rerank::{QueryExpansion, Rerank, SuperGlobal};
 pub use dedup::{
-    components, default_threshold, self_join, DedupMethod, DedupOptions, DuplicateGroup, DuplicatePair, ScoredPair, DEFAULT_BLOCK_ROWS, SCORE_TOLERANCE,
+    components, default_threshold, self_join, DedupMethod, DedupOptions, DedupVerify, DuplicateGroup, DuplicatePair, ScoredPair, DEFAULT_BLOCK_ROWS,
+    SCORE_TOLERANCE,
 };
 use stat_cache::{FileStat, StatCache};
 

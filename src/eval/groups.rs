@@ -161,11 +161,16 @@ impl GroupsGt {
 
     /// Every query's full ranking (in [`GroupsGt::queries`] order) after DBA and `rerank`.
     fn reranked_columns(&self, rows: &[f32], dim: usize, dba: Option<(usize, f32)>, rerank: &crate::rerank::Rerank) -> Vec<Vec<usize>> {
+        self.scored_columns(rows, dim, dba, rerank).into_iter().map(super::rank::unscored).collect()
+    }
+
+    /// [`GroupsGt::reranked_columns`] with each row's score.
+    pub fn scored_columns(&self, rows: &[f32], dim: usize, dba: Option<(usize, f32)>, rerank: &crate::rerank::Rerank) -> Vec<Vec<(usize, f32)>> {
         let db = dba.map_or_else(|| rows.to_vec(), |(k, alpha)| crate::rerank::dba(rows, dim, k, alpha));
         let queries = self.queries();
         let q: Vec<f32> = queries.iter().flat_map(|&i| rows[i * dim..(i + 1) * dim].iter().copied()).collect();
         let exclude: Vec<Option<usize>> = queries.iter().map(|&i| Some(i)).collect();
-        super::rank::reranked_ranking(&db, dim, &q, &exclude, rerank)
+        super::rank::scored_ranking(&db, dim, &q, &exclude, rerank)
     }
 
     /// [`GroupsGt::evaluate_reranked`] followed by spatial verification (`rerank.spatial`) of
@@ -180,15 +185,18 @@ impl GroupsGt {
         locals: &[Option<crate::model::LocalFeatures>],
     ) -> Result<ProtocolResult> {
         let Some(sp) = rerank.spatial else { return self.evaluate_reranked(rows, dim, dba, rerank) };
-        let mut columns = self.reranked_columns(rows, dim, dba, &crate::rerank::Rerank { spatial: None, ..*rerank });
+        let scored = self.scored_columns(rows, dim, dba, &crate::rerank::Rerank { spatial: None, ..*rerank });
         let empty = crate::model::LocalFeatures::empty(locals.iter().flatten().next().map_or(0, |f| f.dim));
-        for (col, qi) in columns.iter_mut().zip(self.queries()) {
+        let mut columns = Vec::with_capacity(scored.len());
+        for (col, qi) in scored.into_iter().zip(self.queries()) {
             let query = locals[qi].as_ref().unwrap_or(&empty);
             let k = sp.k.min(col.len());
-            let candidates: Vec<&crate::model::LocalFeatures> = col[..k].iter().map(|&r| locals[r].as_ref().unwrap_or(&empty)).collect();
-            let (order, _) = crate::spatial::verify_and_order(query, &candidates, &sp.params)?;
-            let head: Vec<usize> = order.into_iter().map(|j| col[j]).collect();
-            col[..k].copy_from_slice(&head);
+            let candidates: Vec<&crate::model::LocalFeatures> = col[..k].iter().map(|&(r, _)| locals[r].as_ref().unwrap_or(&empty)).collect();
+            let global: Vec<f32> = col[..k].iter().map(|&(_, s)| s).collect();
+            let (order, _) = crate::spatial::verify_and_order(query, &candidates, &global, &sp.params)?;
+            let mut rows: Vec<usize> = order.into_iter().map(|j| col[j].0).collect();
+            rows.extend(col[k..].iter().map(|&(r, _)| r));
+            columns.push(rows);
         }
         self.evaluate(&super::RanksMatrix::from_columns(columns, self.images.len())?)
     }

@@ -41,7 +41,7 @@ pub use images::{
 };
 pub use inputs::{read_distractors, read_ranks, read_revisited_descriptors, rows_by_name, rows_from_collection};
 pub use metric::{compute_ap, score_query, PositionSource, Protocol, ProtocolResult, QueryScore, RanksMatrix, RevisitedPositions, RevisitedResult, KAPPAS};
-pub use rank::{full_ranking, reranked_ranking, stream_positions, Database, RelevantPositions, DEFAULT_BLOCK_ROWS};
+pub use rank::{full_ranking, reranked_ranking, scored_ranking, stream_positions, unscored, Database, RelevantPositions, DEFAULT_BLOCK_ROWS};
 pub use spatial::{spatial_columns, verify_pairs, RerankProtocol};
 
 /// Everything that can go wrong while loading ground truth, ranking or scoring.

@@ -142,15 +142,26 @@ pub fn full_ranking(db: &Database<'_>, queries: &[f32]) -> Result<Vec<Vec<usize>
 /// row-major `[n_db, dim]` (already α-DBA-augmented if wanted), `queries` `[n_queries, dim]`;
 /// `exclude[q]`, if any, is left out of query q's re-ranking and placed last (an ignored item).
 pub fn reranked_ranking(db: &[f32], dim: usize, queries: &[f32], exclude: &[Option<usize>], rerank: &crate::rerank::Rerank) -> Vec<Vec<usize>> {
+    scored_ranking(db, dim, queries, exclude, rerank).into_iter().map(unscored).collect()
+}
+
+/// [`reranked_ranking`] with each row's score from the last stage (the excluded row last, with
+/// score −∞): what spatial re-ranking combines with the geometric evidence.
+pub fn scored_ranking(db: &[f32], dim: usize, queries: &[f32], exclude: &[Option<usize>], rerank: &crate::rerank::Rerank) -> Vec<Vec<(usize, f32)>> {
     queries
         .par_chunks(dim)
         .zip(exclude)
         .map(|(q, ex)| {
-            let mut order: Vec<usize> = crate::rerank::rank_reranked(db, dim, q, *ex, rerank).into_iter().map(|(r, _)| r).collect();
-            order.extend(*ex);
+            let mut order = crate::rerank::rank_reranked(db, dim, q, *ex, rerank);
+            order.extend(ex.map(|e| (e, f32::NEG_INFINITY)));
             order
         })
         .collect()
+}
+
+/// The rows of a scored ranking.
+pub fn unscored(column: Vec<(usize, f32)>) -> Vec<usize> {
+    column.into_iter().map(|(r, _)| r).collect()
 }
 
 /// Exact positions in the full ranking of each query's relevant items, as computed by

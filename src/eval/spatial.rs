@@ -21,8 +21,8 @@
 //! For the metric (with the stable sort) that is the label-free protocol: ignored images are dropped before scoring,
 //! and the order of the others within the K depends only on their own inliers and global order.
 //!
-//! Within the K the order is [`crate::spatial::rerank_order`] (inliers descending, ties and those
-//! under `min_inliers` in global order); the rest of the ranking keeps its global order. The
+//! Within the K the order is [`crate::spatial::rerank_order`] (by default for DELG features:
+//! inliers descending, ties and those under `min_inliers` in global order); the rest of the ranking keeps its global order. The
 //! metric drops ignored images anyway, so putting them last changes nothing but the K.
 //!
 //! Candidate j of a list is verified with the seed `seed + j` ([`crate::spatial::verify_many`]),
@@ -61,14 +61,15 @@ impl RerankProtocol {
 
 /// Per protocol (Easy, Medium, Hard), every query's full ranking after the spatial stage.
 ///
-/// `global[q]` is query q's global ranking (a permutation of the database, best first),
-/// `k` the number of candidates verified. `inliers(q, pairs)` scores candidates of query q given
+/// `global[q]` is query q's global ranking (a permutation of the database with scores, best
+/// first), `k` the number of candidates verified, `params` how they are re-ordered
+/// ([`rerank_order`]). `inliers(q, pairs)` scores candidates of query q given
 /// as (position in the verified list, database index); a pair already scored is not asked again.
 pub fn spatial_columns(
     gnd: &RevisitedGnd,
-    global: &[Vec<usize>],
+    global: &[Vec<(usize, f32)>],
     k: usize,
-    min_inliers: usize,
+    params: &SpatialParams,
     protocol: RerankProtocol,
     mut inliers: impl FnMut(usize, &[(usize, usize)]) -> Result<Vec<usize>>,
 ) -> Result<[Vec<Vec<usize>>; 3]> {
@@ -92,13 +93,14 @@ pub fn spatial_columns(
                     protocol_name.split(&g.easy, &g.hard, &g.junk).1
                 }
             };
+            let score: HashMap<usize, f32> = col.iter().take(k + ignored.len()).copied().collect();
             let mut is_ignored = vec![false; col.len()];
             for &i in &ignored {
                 if let Some(f) = is_ignored.get_mut(i) {
                     *f = true;
                 }
             }
-            let (mut kept, last): (Vec<usize>, Vec<usize>) = col.iter().partition(|&&i| !is_ignored.get(i).copied().unwrap_or(false));
+            let (mut kept, last): (Vec<usize>, Vec<usize>) = col.iter().map(|&(i, _)| i).partition(|&i| !is_ignored.get(i).copied().unwrap_or(false));
             let n = k.min(kept.len());
             let todo: Vec<(usize, usize)> = kept[..n].iter().copied().enumerate().filter(|pair| !known.contains_key(pair)).collect();
             if !todo.is_empty() {
@@ -106,7 +108,8 @@ pub fn spatial_columns(
                 known.extend(todo.into_iter().zip(scores));
             }
             let counts: Vec<usize> = kept[..n].iter().enumerate().map(|(j, &i)| known[&(j, i)]).collect();
-            let head: Vec<usize> = rerank_order(&counts, min_inliers).into_iter().map(|j| kept[j]).collect();
+            let scores: Vec<f32> = kept[..n].iter().map(|i| score[i]).collect();
+            let head: Vec<usize> = rerank_order(&scores, &counts, params).into_iter().map(|j| kept[j]).collect();
             kept[..n].copy_from_slice(&head);
             kept.extend(last);
             out[p].push(kept);
@@ -145,7 +148,7 @@ impl RevisitedGnd {
     /// candidates as `protocol` says.
     pub fn evaluate_spatial(
         &self,
-        global: &[Vec<usize>],
+        global: &[Vec<(usize, f32)>],
         n_db: usize,
         query_locals: &[LocalFeatures],
         db_locals: &[Option<LocalFeatures>],
@@ -156,8 +159,7 @@ impl RevisitedGnd {
             return Err(super::EvalError::CountMismatch { what: "query local feature sets vs. queries", expected: global.len(), found: query_locals.len() });
         }
         sp.params.validate()?;
-        let columns =
-            spatial_columns(self, global, sp.k, sp.params.min_inliers, protocol, |q, pairs| verify_pairs(&query_locals[q], db_locals, pairs, &sp.params))?;
+        let columns = spatial_columns(self, global, sp.k, &sp.params, protocol, |q, pairs| verify_pairs(&query_locals[q], db_locals, pairs, &sp.params))?;
         self.evaluate_per_protocol(columns, n_db)
     }
 }
@@ -176,6 +178,11 @@ mod tests {
         }
     }
 
+    /// A global ranking of these rows with descending scores.
+    fn scored(rows: &[usize]) -> Vec<(usize, f32)> {
+        rows.iter().enumerate().map(|(j, &r)| (r, 1.0 - j as f32 / 10.0)).collect()
+    }
+
     /// Inliers by database image, whatever the position: the positives match, nothing else does.
     fn by_image(table: [usize; 6]) -> impl FnMut(usize, &[(usize, usize)]) -> Result<Vec<usize>> {
         move |_, pairs| Ok(pairs.iter().map(|&(_, i)| table[i]).collect())
@@ -185,7 +192,9 @@ mod tests {
     fn label_free_verifies_the_raw_top_k_for_every_protocol() {
         // K = 3: candidates 0, 1, 2 (two of them junk); 2 has inliers and moves first. 4 is
         // beyond K and stays in place.
-        let cols = spatial_columns(&gnd(), &[(0..6).collect()], 3, 0, RerankProtocol::LabelFree, by_image([0, 0, 30, 0, 40, 0])).unwrap();
+        let cols =
+            spatial_columns(&gnd(), &[scored(&[0, 1, 2, 3, 4, 5])], 3, &SpatialParams::default(), RerankProtocol::LabelFree, by_image([0, 0, 30, 0, 40, 0]))
+                .unwrap();
         for c in &cols {
             assert_eq!(c[0], [2, 0, 1, 3, 4, 5]);
         }
@@ -198,7 +207,9 @@ mod tests {
 
     #[test]
     fn labelled_drops_each_protocols_ignored_images_before_taking_k() {
-        let cols = spatial_columns(&gnd(), &[(0..6).collect()], 3, 0, RerankProtocol::Labelled, by_image([0, 0, 30, 0, 40, 0])).unwrap();
+        let cols =
+            spatial_columns(&gnd(), &[scored(&[0, 1, 2, 3, 4, 5])], 3, &SpatialParams::default(), RerankProtocol::Labelled, by_image([0, 0, 30, 0, 40, 0]))
+                .unwrap();
         // Easy ignores 0, 1, 4: candidates 2, 3, 5; ignored images last in global order.
         assert_eq!(cols[0][0], [2, 3, 5, 0, 1, 4]);
         // Medium ignores 0, 1: candidates 2, 3, 4 -> 4 (40) before 2 (30).
@@ -209,7 +220,18 @@ mod tests {
         assert_eq!((labelled.easy.map, labelled.medium.map, labelled.hard.map), (1.0, 1.0, 1.0));
         // Label-free could not lift 4 (beyond its K): Medium and Hard are lower there.
         let free = gnd()
-            .evaluate_per_protocol(spatial_columns(&gnd(), &[(0..6).collect()], 3, 0, RerankProtocol::LabelFree, by_image([0, 0, 30, 0, 40, 0])).unwrap(), 6)
+            .evaluate_per_protocol(
+                spatial_columns(
+                    &gnd(),
+                    &[scored(&[0, 1, 2, 3, 4, 5])],
+                    3,
+                    &SpatialParams::default(),
+                    RerankProtocol::LabelFree,
+                    by_image([0, 0, 30, 0, 40, 0]),
+                )
+                .unwrap(),
+                6,
+            )
             .unwrap();
         assert!(free.medium.map < 1.0 && free.hard.map < 1.0, "{free:?}");
     }
@@ -217,10 +239,17 @@ mod tests {
     #[test]
     fn pairs_are_verified_once_and_min_inliers_keeps_global_order() {
         let mut asked = Vec::new();
-        let cols = spatial_columns(&gnd(), &[vec![5, 4, 3, 2, 1, 0]], 6, 10, RerankProtocol::Labelled, |_, pairs| {
-            asked.extend_from_slice(pairs);
-            Ok(pairs.iter().map(|&(_, i)| [0, 0, 30, 5, 40, 9][i]).collect())
-        })
+        let cols = spatial_columns(
+            &gnd(),
+            &[scored(&[5, 4, 3, 2, 1, 0])],
+            6,
+            &SpatialParams { min_inliers: 10, ..SpatialParams::default() },
+            RerankProtocol::Labelled,
+            |_, pairs| {
+                asked.extend_from_slice(pairs);
+                Ok(pairs.iter().map(|&(_, i)| [0, 0, 30, 5, 40, 9][i]).collect())
+            },
+        )
         .unwrap();
         // Medium: 5 4 3 2 (ignoring 0, 1): 4 (40) and 2 (30) clear 10; 5 (9) and 3 (5) keep their order.
         assert_eq!(cols[1][0], [4, 2, 5, 3, 1, 0]);

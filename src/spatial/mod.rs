@@ -9,7 +9,8 @@
 //!    the descriptors), kept under a distance bound or a ratio test, optionally only mutual ones;
 //! 2. [`ransac`]: a homography (or an affine map) fitted robustly to the matched (row, col)
 //!    locations; the score is its inlier count ([`verify`], [`verify_many`]);
-//! 3. [`rerank_order`]: candidates sorted by inliers, ties and unverified ones in global order.
+//! 3. [`rerank_order`]: candidates sorted by inliers, ties and unverified ones in global order
+//!    (the authors' order), or by the global score plus a bounded geometric evidence.
 //!
 //! Departures from the authors' code, each for a documented quirk of theirs (numbers refer to
 //! the quirk table of the `delg-r50-random` fixture's README):
@@ -69,8 +70,8 @@ impl GeometricModel {
 }
 
 /// Settings of the verification. [`Default`] is the authors' evaluation setting: distance bound
-/// 0.99, no mutual check, homography, 20 px, 1000 iterations; `min_inliers` 0, which makes
-/// [`rerank_order`] the stable version of their sort.
+/// 0.99, no mutual check, homography, 20 px, 1000 iterations; `min_inliers` 0 and no `weight`,
+/// which makes [`rerank_order`] the stable version of their sort.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SpatialParams {
     pub rule: MatchRule,
@@ -85,9 +86,15 @@ pub struct SpatialParams {
     /// Seed of RANSAC's generator ([`ChaCha8Rng`]); [`verify_many`] gives candidate i the seed
     /// `seed + i` (wrapping).
     pub seed: u64,
-    /// Candidates with fewer inliers keep their global order after the verified ones
-    /// ([`rerank_order`]).
+    /// Inliers that count as no evidence: a candidate needs more to move ([`rerank_order`]).
     pub min_inliers: usize,
+    /// How the verified candidates are re-ordered ([`rerank_order`]): `None`, the authors' order
+    /// (inliers first, the global score only breaks ties); `Some(w)`, the global score plus `w`
+    /// times the geometric evidence, so that a few chance inliers cannot lift an unrelated
+    /// photo over a better global match.
+    pub weight: Option<f64>,
+    /// Inliers beyond `min_inliers` at which the evidence reaches half its maximum (with `weight`).
+    pub half_inliers: f64,
 }
 
 impl Default for SpatialParams {
@@ -100,9 +107,14 @@ impl Default for SpatialParams {
             iterations: DEFAULT_ITERATIONS,
             seed: 0,
             min_inliers: 0,
+            weight: None,
+            half_inliers: DEFAULT_HALF_INLIERS,
         }
     }
 }
+
+/// [`SpatialParams::half_inliers`] unless set.
+pub const DEFAULT_HALF_INLIERS: f64 = 25.0;
 
 /// The outcome of verifying one candidate.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,6 +153,14 @@ impl SpatialParams {
         }
         if self.iterations == 0 {
             return bad("iterations", 0.0, "must be at least 1");
+        }
+        if let Some(w) = self.weight {
+            if !(w >= 0.0 && w.is_finite()) {
+                return bad("weight", w, "must be zero or positive and finite");
+            }
+        }
+        if !(self.half_inliers > 0.0 && self.half_inliers.is_finite()) {
+            return bad("half_inliers", self.half_inliers, "must be positive and finite");
         }
         Ok(())
     }
@@ -204,6 +224,42 @@ fn check_consistent(f: &LocalFeatures, which: &str, query_dim: usize) -> Result<
     })
 }
 
+/// A [`SpatialParams::weight`] as written in a command line or a request: a finite number ≥ 0,
+/// or `inliers` for `None` (the authors' order).
+pub fn parse_weight(s: &str) -> Result<Option<f64>, String> {
+    match s.trim() {
+        "inliers" => Ok(None),
+        t => match t.parse::<f64>() {
+            Ok(w) if w >= 0.0 && w.is_finite() => Ok(Some(w)),
+            _ => Err(format!("'{s}' is neither `inliers` nor a finite number >= 0")),
+        },
+    }
+}
+
+/// The geometric evidence of `inliers` in [0, 1): 0 up to `min_inliers`, then
+/// e = m / (m + half) with m the inliers beyond `min_inliers`, rising smoothly to 1.
+pub fn evidence(inliers: usize, params: &SpatialParams) -> f64 {
+    let m = inliers.saturating_sub(params.min_inliers) as f64;
+    m / (m + params.half_inliers)
+}
+
+/// The re-ranked order of the top candidates, as positions j of the global list: `global[j]` is
+/// the global score of the j-th global result and `inliers[j]` its inlier count.
+/// - With [`SpatialParams::weight`] `None`, [`rerank_order_by_inliers`] (the authors' order).
+/// - With `Some(w)`, descending `global[j] + w · evidence(inliers[j])` ([`evidence`]), ties in
+///   global order. Verification then only ever promotes a candidate, by at most `w`, and one
+///   with no more than `min_inliers` inliers keeps its global score: a photo that merely shares
+///   chance matches with the query (unrelated pairs reach a couple of dozen XFeat inliers) cannot
+///   jump over a better global match, while a strong geometric match still can.
+pub fn rerank_order(global: &[f32], inliers: &[usize], params: &SpatialParams) -> Vec<usize> {
+    let Some(w) = params.weight else { return rerank_order_by_inliers(inliers, params.min_inliers) };
+    let score: Vec<f64> = global.iter().zip(inliers).map(|(&g, &n)| f64::from(g) + w * evidence(n, params)).collect();
+    let mut order: Vec<usize> = (0..score.len()).collect();
+    // Stable: equal scores keep global order.
+    order.sort_by(|&a, &b| score[b].total_cmp(&score[a]));
+    order
+}
+
 /// The re-ranked order of the top candidates: `inliers[j]` is the score of the j-th global
 /// result, and the returned permutation lists positions j. Candidates with at least
 /// `min_inliers` inliers come first, by inliers descending, ties in global order; the others
@@ -213,7 +269,7 @@ fn check_consistent(f: &LocalFeatures, which: &str, query_dim: usize) -> Result<
 /// so equal counts (all the zeros in particular) lose their global order (fixture README,
 /// quirk 10). This is the stable fix: with `min_inliers` 0 or 1 it is exactly a stable sort
 /// of their key.
-pub fn rerank_order(inliers: &[usize], min_inliers: usize) -> Vec<usize> {
+pub fn rerank_order_by_inliers(inliers: &[usize], min_inliers: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..inliers.len()).collect();
     // sort_by_key is stable: equal keys keep global order.
     order.sort_by_key(|&j| if inliers[j] >= min_inliers { (false, std::cmp::Reverse(inliers[j])) } else { (true, std::cmp::Reverse(0)) });
@@ -221,8 +277,14 @@ pub fn rerank_order(inliers: &[usize], min_inliers: usize) -> Vec<usize> {
 }
 
 /// [`verify_many`] then [`rerank_order`]: the re-ranked order of `candidates` (given in global
-/// order) as positions, and each candidate's inlier count (by position).
-pub fn verify_and_order(query: &LocalFeatures, candidates: &[&LocalFeatures], params: &SpatialParams) -> Result<(Vec<usize>, Vec<usize>), SpatialError> {
+/// order, with their global scores `global`) as positions, and each candidate's inlier count (by
+/// position).
+pub fn verify_and_order(
+    query: &LocalFeatures,
+    candidates: &[&LocalFeatures],
+    global: &[f32],
+    params: &SpatialParams,
+) -> Result<(Vec<usize>, Vec<usize>), SpatialError> {
     let inliers: Vec<usize> = verify_many(query, candidates, params)?.iter().map(|v| v.inliers).collect();
-    Ok((rerank_order(&inliers, params.min_inliers), inliers))
+    Ok((rerank_order(global, &inliers, params), inliers))
 }
