@@ -271,8 +271,17 @@ fn load_dedup(idx_root: &Path, set_root: &Path, name: &str) -> DedupSet {
     let extractor = c.local_config().map(|l| l.extractor.clone()).unwrap_or_else(|| panic!("{}: no local features", idx.display()));
     let t0 = std::time::Instant::now();
     let base = spatial_defaults(&extractor);
-    let checked: Vec<Vec<Option<(usize, usize)>>> =
-        DEDUP_PX.iter().map(|&px| c.verify_pairs(&found, &dolg::spatial::SpatialParams { threshold_px: px, ..base }).unwrap()).collect();
+    // The verifications are cached beside the index (they take minutes; the grid takes seconds).
+    let cache = idx_root.join(format!("{name}-dedup-checks.json"));
+    let checked: Vec<Vec<Option<(usize, usize)>>> = match std::fs::read(&cache).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+        Some(c) => c,
+        None => {
+            let c: Vec<Vec<Option<(usize, usize)>>> =
+                DEDUP_PX.iter().map(|&px| c.verify_pairs(&found, &dolg::spatial::SpatialParams { threshold_px: px, ..base }).unwrap()).collect();
+            std::fs::write(&cache, serde_json::to_vec(&c).unwrap()).unwrap();
+            c
+        }
+    };
     eprintln!(
         "{name}: {} photos, {} pairs >= {DEDUP_FLOOR} verified in {:.2} s ({:.1} ms per pair, {} threads)",
         truth.len(),
@@ -380,6 +389,17 @@ fn dedup(idx_root: &Path, set_root: &Path, names: &[String]) {
         }
         let n = sets.len() as f64;
         println!("| **mean** | | | | {:.3} | {:.3} | {:.3} | {:.3} |", sum[0] / n, sum[1] / n, sum[2] / n, sum[3] / n);
+        if std::env::var_os("DEDUP_DEBUG").is_some() {
+            for d in &sets {
+                for p in &d.pairs {
+                    let one = DedupSet { name: String::new(), n: d.n, pairs: vec![p.clone()], truth: d.truth.clone(), positives: d.positives };
+                    let kept = dedup_score(&one, &chosen).0 < 1.0;
+                    if kept {
+                        eprintln!("false pair {} {} {} {:.4} {:?}", d.name, d.truth[p.0], d.truth[p.1], p.2, p.3);
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -87,7 +87,8 @@ def test_duplicates_equal_the_cli(indexes):
     want = run_cli("dedup", "--db", d / "cli", "--threshold", "0.9", "--json", json_out=True)
     got = c.duplicates(0.9)
     assert json.loads(json.dumps(got)) == want["groups"]
-    assert c.default_duplicate_threshold == pytest.approx(0.927)
+    # No local features stored: the global-score default (src/collection/dedup.rs).
+    assert c.default_duplicate_threshold == pytest.approx(0.96)
 
 
 def test_writes_sync_remove(mobilenet, tmp_path):
