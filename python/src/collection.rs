@@ -37,6 +37,8 @@ pub(crate) struct SpatialOptions<'a> {
     pub min_inliers: Option<usize>,
     /// A number or `"inliers"` (`dolg search --spatial-weight`).
     pub spatial_weight: Option<String>,
+    /// `"mnn"` or `"lighterglue"` (`dolg search --matcher`).
+    pub matcher: Option<&'a str>,
     pub match_ratio: Option<f64>,
     pub mutual: Option<bool>,
     pub ransac: Option<&'a str>,
@@ -49,6 +51,7 @@ impl SpatialOptions<'_> {
             ("rerank_k", self.rerank_k.is_some()),
             ("min_inliers", self.min_inliers.is_some()),
             ("spatial_weight", self.spatial_weight.is_some()),
+            ("matcher", self.matcher.is_some()),
             ("match_ratio", self.match_ratio.is_some()),
             ("mutual", self.mutual.is_some()),
             ("ransac", self.ransac.is_some()),
@@ -69,6 +72,10 @@ impl SpatialOptions<'_> {
             min_inliers: self.min_inliers,
             weight: match &self.spatial_weight {
                 Some(w) => Some(dolg::spatial::parse_weight(w).map_err(|e| PyValueError::new_err(format!("spatial_weight: {e}")))?),
+                None => None,
+            },
+            matcher: match self.matcher {
+                Some(m) => Some(m.parse().map_err(|_| bad_choice("matcher", m, &["mnn", "lighterglue"]))?),
                 None => None,
             },
             match_ratio: self.match_ratio,
@@ -338,7 +345,7 @@ impl Collection {
     /// in `search`, and `rerank="spatial"` (or `"superglobal,spatial"`) for DELG-style spatial
     /// verification of the top `rerank_k` (100) with the local features the index stores
     /// (`dolg index build --local xfeat|delg`): `min_inliers`, `spatial_weight` (a number or
-    /// "inliers"), `match_ratio` (Lowe's ratio test
+    /// "inliers"), `matcher` ("mnn" or "lighterglue"), `match_ratio` (Lowe's ratio test
     /// instead of the distance bound 0.99), `mutual` (True/False), `ransac` ("homography" or
     /// "affine"), `ransac_px`, as the `dolg search` flags of those names; those not given follow
     /// the index's local features as on the command line (XFeat: mutual, 8 px; DELG: the DELG
@@ -346,7 +353,7 @@ impl Collection {
     /// inliers None past the verified top `rerank_k`.
     #[pyo3(signature = (
         paths, k=10, *, min_score=None, crop=None, qe=0, qe_alpha=3.0, rerank=None, sg_m=None, sg_k=None, sg_beta=None,
-        rerank_k=None, min_inliers=None, spatial_weight=None, match_ratio=None, mutual=None, ransac=None, ransac_px=None
+        rerank_k=None, min_inliers=None, spatial_weight=None, matcher=None, match_ratio=None, mutual=None, ransac=None, ransac_px=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn search_images<'py>(
@@ -365,13 +372,14 @@ impl Collection {
         rerank_k: Option<usize>,
         min_inliers: Option<usize>,
         spatial_weight: Option<Bound<'py, PyAny>>,
+        matcher: Option<&str>,
         match_ratio: Option<f64>,
         mutual: Option<bool>,
         ransac: Option<&str>,
         ransac_px: Option<f64>,
     ) -> PyResult<Bound<'py, PyList>> {
         let spatial_weight = spatial_weight.map(|w| w.str().map(|s| s.to_string())).transpose()?;
-        let spatial = SpatialOptions { rerank_k, min_inliers, spatial_weight, match_ratio, mutual, ransac, ransac_px };
+        let spatial = SpatialOptions { rerank_k, min_inliers, spatial_weight, matcher, match_ratio, mutual, ransac, ransac_px };
         let defaults = self.with(py, |c| c.spatial_rerank_defaults())?;
         let rr = self::rerank(qe, qe_alpha, rerank, sg_m, sg_k, sg_beta, &spatial, defaults)?;
         let crop = crop_box(crop)?;

