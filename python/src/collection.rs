@@ -35,8 +35,8 @@ pub struct Collection {
 pub(crate) struct SpatialOptions<'a> {
     pub rerank_k: Option<usize>,
     pub min_inliers: Option<usize>,
-    /// A number or `"inliers"` (`dolg search --spatial-weight`).
-    pub spatial_weight: Option<String>,
+    /// A number, or `"inliers"` as `Some(None)` (`dolg search --spatial-weight`).
+    pub spatial_weight: Option<Option<f64>>,
     /// `"mnn"` or `"lighterglue"` (`dolg search --matcher`).
     pub matcher: Option<&'a str>,
     pub match_ratio: Option<f64>,
@@ -70,10 +70,7 @@ impl SpatialOptions<'_> {
         let given = SpatialOverrides {
             k: self.rerank_k,
             min_inliers: self.min_inliers,
-            weight: match &self.spatial_weight {
-                Some(w) => Some(dolg::spatial::parse_weight(w).map_err(|e| PyValueError::new_err(format!("spatial_weight: {e}")))?),
-                None => None,
-            },
+            weight: self.spatial_weight,
             matcher: match self.matcher {
                 Some(m) => Some(m.parse().map_err(|_| bad_choice("matcher", m, &["mnn", "lighterglue"]))?),
                 None => None,
@@ -378,7 +375,10 @@ impl Collection {
         ransac: Option<&str>,
         ransac_px: Option<f64>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let spatial_weight = spatial_weight.map(|w| w.str().map(|s| s.to_string())).transpose()?;
+        let spatial_weight = match spatial_weight {
+            Some(w) => Some(dolg::spatial::parse_weight(&w.str()?.to_string()).map_err(|e| PyValueError::new_err(format!("spatial_weight: {e}")))?),
+            None => None,
+        };
         let spatial = SpatialOptions { rerank_k, min_inliers, spatial_weight, matcher, match_ratio, mutual, ransac, ransac_px };
         let defaults = self.with(py, |c| c.spatial_rerank_defaults())?;
         let rr = self::rerank(qe, qe_alpha, rerank, sg_m, sg_k, sg_beta, &spatial, defaults)?;
