@@ -125,8 +125,8 @@ pub struct SpatialOverrides {
     pub threshold_px: Option<f64>,
     /// [`crate::spatial::SpatialParams::weight`] (`Some(None)`: the authors' order by inliers).
     pub weight: Option<Option<f64>>,
-    /// Another matcher than the defaults' brings its own inlier floor unless `min_inliers` is
-    /// given ([`crate::spatial::default_min_inliers`]).
+    /// Another matcher than the defaults' brings its own ordering (floor, weight, half) unless
+    /// given ([`crate::spatial::default_ordering`]).
     pub matcher: Option<crate::spatial::Matcher>,
 }
 
@@ -138,16 +138,19 @@ impl SpatialOverrides {
     /// `defaults` with every given setting in its place.
     pub fn resolve(&self, defaults: SpatialRerank) -> SpatialRerank {
         let d = defaults.params;
-        let switched = self.matcher.filter(|&m| m != d.matcher);
-        let min_inliers = self.min_inliers.or(switched.map(crate::spatial::default_min_inliers)).unwrap_or(d.min_inliers);
+        let (floor, weight, half_inliers) = match self.matcher.filter(|&m| m != d.matcher) {
+            Some(m) => crate::spatial::default_ordering(m),
+            None => (d.min_inliers, d.weight, d.half_inliers),
+        };
         let params = crate::spatial::SpatialParams {
             matcher: self.matcher.unwrap_or(d.matcher),
             rule: self.match_ratio.map_or(d.rule, crate::spatial::MatchRule::Ratio),
             mutual: self.mutual.unwrap_or(d.mutual),
             model: self.model.unwrap_or(d.model),
             threshold_px: self.threshold_px.unwrap_or(d.threshold_px),
-            min_inliers,
-            weight: self.weight.unwrap_or(d.weight),
+            min_inliers: self.min_inliers.unwrap_or(floor),
+            weight: self.weight.unwrap_or(weight),
+            half_inliers,
             ..d
         };
         SpatialRerank { k: self.k.unwrap_or(defaults.k), params }

@@ -91,12 +91,13 @@ pub fn spatial_defaults(extractor: &str) -> SpatialParams {
     match extractor {
         "delg" => SpatialParams::default(),
         _ => {
-            SpatialParams { mutual: true, threshold_px: 8.0, min_inliers: XFEAT_MIN_INLIERS, weight: Some(1.0), half_inliers: 50.0, ..SpatialParams::default() }
+            let (min_inliers, weight, half_inliers) = crate::spatial::default_ordering(crate::spatial::Matcher::Mnn);
+            SpatialParams { mutual: true, threshold_px: 8.0, min_inliers, weight, half_inliers, ..SpatialParams::default() }
         }
     }
 }
 
-/// The inlier floor of XFeat's defaults: [`crate::spatial::default_min_inliers`] of its matcher.
+/// The inlier floor of XFeat's defaults ([`crate::spatial::default_ordering`] of its matcher).
 pub const XFEAT_MIN_INLIERS: usize = crate::spatial::XFEAT_MNN_MIN_INLIERS;
 
 impl Collection {

@@ -89,22 +89,24 @@ impl std::str::FromStr for Matcher {
     }
 }
 
-/// Inliers that XFeat features (1000 per photo, 8 px) reach between unrelated photos by chance
-/// under each matcher: the 99th percentile of the inliers of every query of the validation corpus
-/// against its top-100 candidates of other groups (23 066 pairs over five sources;
-/// `scripts/select_defaults.sh`, `docs/quality.md`). The rule, not the number, is the default:
-/// re-derive it for other features.
-pub fn default_min_inliers(matcher: Matcher) -> usize {
+/// How XFeat's verified candidates are ordered under each matcher: (`min_inliers`, `weight`,
+/// `half_inliers`), chosen leave-one-source-out on the validation corpus
+/// (`scripts/select_defaults.sh`, `docs/quality.md`). The floor is a quantile of the inliers that
+/// unrelated photos reach by chance (query against candidates of other groups): the 99th
+/// percentile with mutual nearest neighbours over the top 100 (23 066 pairs; their median is
+/// 10-12), the 90th with LighterGlue over the top 10 (2 156 pairs; its cost kept the measurement
+/// to K 10). The rule, not the number, is the default: re-derive it for other features.
+pub fn default_ordering(matcher: Matcher) -> (usize, Option<f64>, f64) {
     match matcher {
-        Matcher::Mnn => XFEAT_MNN_MIN_INLIERS,
-        Matcher::LighterGlue => XFEAT_LIGHTERGLUE_MIN_INLIERS,
+        Matcher::Mnn => (XFEAT_MNN_MIN_INLIERS, Some(1.0), 50.0),
+        Matcher::LighterGlue => (XFEAT_LIGHTERGLUE_MIN_INLIERS, Some(0.1), 50.0),
     }
 }
 
-/// [`default_min_inliers`] of mutual nearest neighbours (their median is 10-12).
+/// The floor of [`default_ordering`] with mutual nearest neighbours.
 pub const XFEAT_MNN_MIN_INLIERS: usize = 23;
-/// [`default_min_inliers`] of LighterGlue.
-pub const XFEAT_LIGHTERGLUE_MIN_INLIERS: usize = 23;
+/// The floor of [`default_ordering`] with LighterGlue.
+pub const XFEAT_LIGHTERGLUE_MIN_INLIERS: usize = 17;
 
 /// The LighterGlue model, loaded once per process from the weights cache.
 fn lighterglue_model() -> Result<&'static lighterglue::LighterGlue, SpatialError> {
