@@ -31,8 +31,8 @@ pub enum SpecError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("scale {scale} is not a positive, finite number")]
     Scale { scale: f64 },
-    #[error("'{name}' is not a backbone for global descriptors: {hint}")]
-    NotABackbone { name: &'static str, hint: &'static str },
+    #[error("'{name}' is a local-feature {what}, not a backbone for global descriptors: {hint}")]
+    NotABackbone { name: &'static str, what: &'static str, hint: &'static str },
     #[error(transparent)]
     Pretrained(#[from] PretrainedError),
     #[error(transparent)]
@@ -162,11 +162,12 @@ impl ModelSpec {
             (Some(w), Some(b)) => Err(SpecError::Both { weights: w.clone(), backbone: b.name() }),
             (None, None) => Err(SpecError::NoModel),
             (None, Some(Pretrained::XFeat)) => {
-                Err(SpecError::NotABackbone { name: "xfeat", hint: "it extracts local features: use it with `dolg index build --local xfeat`" })
+                Err(SpecError::NotABackbone { name: "xfeat", what: "network", hint: "use it with `dolg index build --local xfeat`" })
             }
             (None, Some(Pretrained::LighterGlue)) => Err(SpecError::NotABackbone {
                 name: "lighterglue",
-                hint: "it matches XFeat's local features: use it with `--rerank spatial --matcher lighterglue`",
+                what: "matcher",
+                hint: "it matches XFeat's features: use it with `--rerank spatial --matcher lighterglue`",
             }),
             _ => Ok(()),
         }
