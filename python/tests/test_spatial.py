@@ -46,6 +46,9 @@ def as_f32(results):
     ({"mutual": False, "ransac_px": 20.0}, ["--no-mutual", "--ransac-px", "20"]),
     ({"rerank_k": 2, "ransac": "affine", "min_inliers": 30}, ["--rerank-k", "2", "--ransac", "affine", "--min-inliers", "30"]),
     ({"match_ratio": 0.9}, ["--match-ratio", "0.9"]),
+    ({"spatial_weight": "inliers", "min_inliers": 0}, ["--spatial-weight", "inliers", "--min-inliers", "0"]),
+    ({"spatial_weight": 0.2}, ["--spatial-weight", "0.2"]),
+    ({"matcher": "lighterglue"}, ["--matcher", "lighterglue"]),
 ])
 def test_spatial_search_images_equals_the_cli(xfeat_index, options, flags):
     c = dolg.Collection.open(xfeat_index)
@@ -83,6 +86,12 @@ def test_spatial_errors(xfeat_index, mobilenet, tmp_path):
         c.search_images(QUERIES, rerank="spatial", ransac_px=-1.0)
     with pytest.raises(ValueError, match="rerank"):
         c.search_images(QUERIES, rerank="spatial,magic")
+    with pytest.raises(ValueError, match="matcher"):
+        c.search_images(QUERIES, rerank="spatial", matcher="glue")
+    with pytest.raises(ValueError, match="spatial_weight"):
+        c.search_images(QUERIES, rerank="spatial", spatial_weight=-1)
+    with pytest.raises(ValueError, match='rerank="spatial"'):
+        c.search_images(QUERIES, matcher="lighterglue")
     with pytest.raises(ValueError, match="--db INDEX"):
         dolg.eval.groups(ROOT / "examples/landmarks/groups.csv", IMAGES, model=mobilenet, rerank="spatial")
     # An index without local features names the fix.
