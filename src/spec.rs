@@ -100,6 +100,16 @@ pub struct LoadedModel {
     pub fingerprint: String,
 }
 
+/// The scales a checkpoint is described at unless told otherwise: DELG's own global scales
+/// (1/√2, 1, √2) for a DELG checkpoint (told by its keys; read lazily, so cheap), the DOLG
+/// authors' five otherwise. The one place the CLI, the server and Python take this default from.
+pub fn default_scales_for(weights: Option<&Path>) -> Vec<f64> {
+    match weights {
+        Some(w) if Checkpoint::open(w).is_ok_and(|c| crate::model::delg::Delg::is_delg(&c)) => crate::model::delg::DelgParams::default().global_scales,
+        _ => DEFAULT_SCALES.to_vec(),
+    }
+}
+
 impl ModelSpec {
     /// A DOLG checkpoint with default options.
     pub fn dolg(weights: impl Into<PathBuf>) -> Self {

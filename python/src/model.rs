@@ -136,7 +136,8 @@ impl Model {
         if threads == Some(0) {
             return Err(PyValueError::new_err("threads=0: give a positive number of threads, or None for all cores"));
         }
-        // The same spec `ModelArgs::spec` builds from the CLI's flags.
+        // The same spec `ModelArgs::spec` builds from the CLI's flags, DELG's scales included.
+        let default_scales = dolg::spec::default_scales_for(weights.as_deref());
         let spec = ModelSpec {
             weights,
             backbone: backbone.map(|b| value_enum("backbone", b)).transpose()?,
@@ -145,7 +146,7 @@ impl Model {
             // Every other field at the library's default (weights and backbone are both set above).
             ..ModelSpec::pretrained(dolg::pretrained::Pretrained::MobileNetV2)
         }
-        .with_scales(scales.unwrap_or_else(|| dolg::preprocess::DEFAULT_SCALES.to_vec()))
+        .with_scales(scales.unwrap_or(default_scales))
         .with_max_size(max_size)
         .with_orientation(if ignore_orientation { Orientation::Ignore } else { Orientation::Apply })
         .with_scale_combine(value_enum("scale_combine", scale_combine)?);

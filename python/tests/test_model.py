@@ -83,6 +83,20 @@ def test_dolg_checkpoint_matches_the_cli(tmp_path):
     assert np.array_equal(m.describe([dolg.read_image(files[0])]), want[:1])
 
 
+def test_delg_checkpoint_gets_delgs_scales_as_in_the_cli(tmp_path):
+    # No scales given: a DELG checkpoint is described at DELG's own 1/sqrt(2), 1, sqrt(2) in every
+    # front end (dolg::spec::default_scales_for), not at DOLG's five.
+    weights = shared("fixtures", "delg-r50-random", "delg_r50_random.pyth.gz")
+    files = [IMAGES / "wxbs-kyiv_1.jpg"]
+    out = tmp_path / "delg.npy"
+    run_cli("extract", "--weights", weights, "--max-size", "256", *files, "-o", out)
+    want, _ = read_extract(out)
+    m = dolg.Model(weights=weights, max_size=256)
+    assert m.scales == pytest.approx([0.7071, 1.0, 1.4142])  # DELG's, as its authors round them
+    got, _, _ = m.describe_files(files)
+    assert np.array_equal(got, want)
+
+
 def test_describe_files_failures(mobilenet, tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not a jpeg")

@@ -19,7 +19,6 @@ use clap::{Args, Parser, Subcommand};
 use dolg::decode::Orientation;
 use dolg::descriptors::Extractor;
 use dolg::model::{Arch, Fusion};
-use dolg::preprocess::DEFAULT_SCALES;
 use dolg::pretrained::Pretrained;
 use dolg::spec::ModelSpec;
 
@@ -120,11 +119,7 @@ impl ModelArgs {
             (None, None) => return Err(dolg::spec::SpecError::NoModel.into()),
         };
         let orientation = if self.ignore_orientation { Orientation::Ignore } else { Orientation::Apply };
-        let scales = match (&self.scales, &self.weights) {
-            (Some(s), _) => s.clone(),
-            (None, Some(w)) if is_delg_checkpoint(w) => dolg::model::delg::DelgParams::default().global_scales,
-            (None, _) => DEFAULT_SCALES.to_vec(),
-        };
+        let scales = self.scales.clone().unwrap_or_else(|| dolg::spec::default_scales_for(self.weights.as_deref()));
         Ok(ModelSpec { arch: self.arch, fusion: self.fusion, ..spec }
             .with_scales(scales)
             .with_max_size(self.max_size)
@@ -135,13 +130,6 @@ impl ModelArgs {
     pub fn extractor(&self, device: burn::tensor::Device) -> anyhow::Result<Extractor> {
         Ok(self.spec()?.load(&device)?.extractor)
     }
-}
-
-/// Whether `w` is a DELG checkpoint (its keys), whose global descriptor is the mean over DELG's
-/// own scales {1/√2, 1, √2}, not DOLG's five. Reads the keys only (tensors are read lazily); an
-/// unreadable file is not DELG here, and loading it later names the problem.
-fn is_delg_checkpoint(w: &std::path::Path) -> bool {
-    dolg::checkpoint::Checkpoint::open(w).is_ok_and(|c| dolg::model::delg::Delg::is_delg(&c))
 }
 
 /// Execution options shared by every heavy command.
