@@ -265,18 +265,3 @@ fn classify(e: image::ImageError, path: &Path) -> DecodeError {
 /// in silence.
 pub const IMAGE_EXTENSIONS: &[&str] =
     &["jpg", "jpeg", "jpe", "jfif", "png", "webp", "tif", "tiff", "bmp", "dib", "gif", "pbm", "pgm", "ppm", "pnm", "pam", "heic", "heif", "avif"];
-
-/// Expand files and directories into a list of image paths with the default
-/// [`WalkOptions`](crate::inputs::WalkOptions): files are kept as given (whatever their extension,
-/// so a bad file is reported rather than silently dropped); directories are walked recursively and
-/// their images added in sorted order, without following symbolic links inside them or entering
-/// hidden folders, each file once. A subfolder that cannot be read is logged (`tracing::warn!`)
-/// and skipped. A thin wrapper over [`crate::inputs::list_inputs`], which also returns those
-/// problems and takes the options.
-pub fn expand_inputs(inputs: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
-    let listing = crate::inputs::list_inputs(inputs, &crate::inputs::WalkOptions::default()).map_err(std::io::Error::other)?;
-    for p in &listing.problems {
-        tracing::warn!("skipped {}: {}", p.path.display(), p.error);
-    }
-    Ok(listing.files)
-}

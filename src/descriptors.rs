@@ -372,7 +372,7 @@ pub fn names_path(npy: &Path) -> PathBuf {
 }
 
 /// Write a `.npy` of the given shape and the element type's default dtype (`<f4` for `f32`,
-/// `<i8` for `i64`, …) through [`atomic_file`](crate::atomic_file), streaming `values` (row-major)
+/// `<i8` for `i64`, …) through [`crate::atomic_file`], streaming `values` (row-major)
 /// into it, readable by everyone (0644). Errors name `path`; a count of values that does not fill
 /// `shape` exactly is an error and leaves any old file in place.
 pub fn write_npy<T: npyz::AutoSerialize>(path: &Path, shape: &[u64], values: impl IntoIterator<Item = T>) -> std::io::Result<()> {

@@ -314,3 +314,18 @@ fn problem(err: walkdir::Error) -> Problem {
     let error = if broken_link { SkipReason::BrokenLink { source } } else { SkipReason::Unreadable { source } };
     Problem { path, error }
 }
+
+/// Expand files and directories into a list of image paths with the default
+/// [`WalkOptions`]: files are kept as given (whatever their extension,
+/// so a bad file is reported rather than silently dropped); directories are walked recursively and
+/// their images added in sorted order, without following symbolic links inside them or entering
+/// hidden folders, each file once. A subfolder that cannot be read is logged (`tracing::warn!`)
+/// and skipped. A thin wrapper over [`list_inputs`], which also returns those
+/// problems and takes the options.
+pub fn expand_inputs(inputs: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let listing = list_inputs(inputs, &WalkOptions::default()).map_err(std::io::Error::other)?;
+    for p in &listing.problems {
+        tracing::warn!("skipped {}: {}", p.path.display(), p.error);
+    }
+    Ok(listing.files)
+}

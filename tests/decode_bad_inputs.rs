@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use dolg::decode::{decode_bytes, decode_file, expand_inputs, BgrImage, DecodeError, DecodeLimits, IMAGE_EXTENSIONS};
+use dolg::decode::{decode_bytes, decode_file, BgrImage, DecodeError, DecodeLimits, IMAGE_EXTENSIONS};
+use dolg::inputs::expand_inputs;
 use dolg::preprocess::{multiscale_inputs, FloatImage, Normalization, PreprocessError, DEFAULT_SCALES, DOLG_MEAN_BGR, DOLG_STD_BGR};
 
 fn bad_inputs() -> PathBuf {

@@ -35,7 +35,7 @@ fn age(p: &Path) {
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {
-    dolg::decode::expand_inputs(&[dir.to_owned()]).unwrap()
+    dolg::inputs::expand_inputs(&[dir.to_owned()]).unwrap()
 }
 
 /// Sync and count how many files were described (decoded and run through the network).

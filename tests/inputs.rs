@@ -60,7 +60,7 @@ fn default_walk_skips_links_and_hidden_and_sorts_by_bytes() {
     sorted.sort();
     assert_eq!(sorted, l.files);
     // The wrapper kept for existing callers gives the same list.
-    let old = dolg::decode::expand_inputs(std::slice::from_ref(&root)).unwrap();
+    let old = dolg::inputs::expand_inputs(std::slice::from_ref(&root)).unwrap();
     assert_eq!(old, l.files);
     // Deterministic: the same walk again gives the same list.
     assert_eq!(list_inputs(&[root], &WalkOptions::default()).unwrap().files, l.files);
@@ -242,7 +242,7 @@ fn check_unreadable(root: &Path) {
         other => panic!("expected Unreadable, got {other:?}"),
     }
     // The wrapper kept for existing callers no longer fails on it either.
-    assert_eq!(dolg::decode::expand_inputs(&[root.to_owned()]).unwrap(), l.files);
+    assert_eq!(dolg::inputs::expand_inputs(&[root.to_owned()]).unwrap(), l.files);
 }
 
 /// As root, permission bits are not checked, so the check runs in a child process of this test

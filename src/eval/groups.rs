@@ -164,7 +164,7 @@ impl GroupsGt {
         self.scored_columns(rows, dim, dba, rerank).into_iter().map(super::rank::unscored).collect()
     }
 
-    /// [`GroupsGt::reranked_columns`] with each row's score.
+    /// Every query's full ranking after DBA and `rerank`, as `reranked_columns` gives it, with each row's score.
     pub fn scored_columns(&self, rows: &[f32], dim: usize, dba: Option<(usize, f32)>, rerank: &crate::rerank::Rerank) -> Vec<Vec<(usize, f32)>> {
         let db = dba.map_or_else(|| rows.to_vec(), |(k, alpha)| crate::rerank::dba(rows, dim, k, alpha));
         let queries = self.queries();

@@ -15,7 +15,7 @@
 //! Blocking: weights are packed at load into panels of [`NR`] = 64 output channels (4 zmm
 //! registers), each `K × 64`, zero-padded. The microkernel keeps a 6 × 64 tile of the output in 24
 //! registers and, per `p`, loads 4 weight vectors and broadcasts 6 input values. `K` is cut into
-//! blocks of at most [`KC`] (so a block of one panel, 64 KiB at most, stays in L2 while every row
+//! blocks of at most `KC` (so a block of one panel, 64 KiB at most, stays in L2 while every row
 //! strip of a task passes over it); the partial sums of earlier blocks go through the output
 //! itself. Work is split over rayon into tasks of row strips × panels.
 

@@ -686,7 +686,7 @@ pub struct HostConv1x1 {
 
 impl HostConv1x1 {
     /// PyTorch's `[n][k]` (or `[n][k][1][1]`) weights and `n` biases, packed straight from that
-    /// layout (or transposed to `[k][n]` for the `gemm` crate), as [`Conv`] does.
+    /// layout (or transposed to `[k][n]` for the `gemm` crate), as `Conv` does.
     pub fn from_torch(w: &[f32], k: usize, n: usize, b: Vec<f32>) -> Self {
         assert_eq!((w.len(), b.len()), (k * n, n), "HostConv1x1: {n}×{k} weights and {n} biases expected");
         match conv_gemm::available() {

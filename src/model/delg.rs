@@ -284,7 +284,7 @@ impl Delg {
     }
 
     /// `fc(GeM(f4))` of one preprocessed scale, not normalised: taken from the last
-    /// [`Delg::extract`] when it ran this exact input ([`GlobalMemo`]), else computed (global
+    /// [`Delg::extract`] when it ran this exact input (`GlobalMemo`), else computed (global
     /// branch only).
     pub fn global_raw(&self, input: &ScaledInput) -> Vec<f32> {
         if let Some(g) = self.memo.take(&GlobalMemo::key(input)) {

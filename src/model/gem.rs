@@ -2,7 +2,7 @@
 //!
 //! Radenović et al., "Fine-tuning CNN Image Retrieval with No Human Annotation",
 //! <https://arxiv.org/abs/1711.02512>: `g = mean_hw(clamp(x, eps)^p)^(1/p)`, eps 1e-6. `p` is a
-//! parameter of shape [1] read from the checkpoint (2.75 in the fixture, not the initial 3.0).
+//! parameter of shape `[1]` read from the checkpoint (2.75 in the fixture, not the initial 3.0).
 
 use burn::module::{Module, Param};
 use burn::tensor::Tensor;

@@ -201,7 +201,7 @@ impl ConvBn {
     }
 }
 
-/// PyTorch `nn.Linear`: `weight` [out, in], `bias` [out]; `y = x Wᵀ + b`.
+/// PyTorch `nn.Linear`: `weight` `[out, in]`, `bias` `[out]`; `y = x Wᵀ + b`.
 #[derive(Module, Debug)]
 pub struct Linear {
     pub weight: Param<Tensor<2>>,

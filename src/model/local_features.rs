@@ -122,7 +122,7 @@ impl LocalKind {
 /// - `locations` float32 [N, 2]: **(row, col)** = (y, x) in pixels of the image as decoded and
 ///   EXIF-oriented, before any resizing (the DELG authors' order; swap the columns for (x, y));
 /// - `descriptors` float32 [N, D], rows L2-normalised;
-/// - `scores` float32 [N]; `scales` float32 [N] (the image scale each keypoint was found at);
+/// - `scores` float32 `[N]`; `scales` float32 `[N]` (the image scale each keypoint was found at);
 /// - `offsets` int64 [images + 1]: image i's keypoints are rows `offsets[i]..offsets[i+1]`.
 ///
 /// Metadata (`__metadata__`, strings): `format` = [`LOCAL_FILE_FORMAT`], `extractor` (`xfeat` or

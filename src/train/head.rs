@@ -3,7 +3,7 @@
 //! The authors' head is called "Arcface" in their code but is CurricularFace-style:
 //! Huang et al., "CurricularFace: Adaptive Curriculum Learning Loss for Deep Face Recognition",
 //! <https://arxiv.org/abs/2004.00288>. Plain ArcFace (Deng et al., <https://arxiv.org/abs/1801.07698>)
-//! is the switch [`HeadKind::ArcFace`]. Keys: `desc_cls.weight` [classes, dim], `desc_cls.t` [1].
+//! is the switch [`HeadKind::ArcFace`]. Keys: `desc_cls.weight` `[classes, dim]`, `desc_cls.t` `[1]`.
 
 use burn::module::{Module, Param, RunningState};
 use burn::tensor::{Bool, Tensor};
