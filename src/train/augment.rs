@@ -68,7 +68,7 @@ pub fn augment(img: &BgrImage, norm: &Normalization, cfg: &AugmentConfig, rng: &
     let flip = cfg.flip && rng.random_bool(0.5);
     let mut shift_rgb = [0f64; 3];
     if cfg.lighting > 0.0 {
-        let alpha: [f64; 3] = std::array::from_fn(|_| cfg.lighting * f64::from(super::init::normal(rng)));
+        let alpha: [f64; 3] = std::array::from_fn(|_| cfg.lighting * f64::from(super::rng::normal(rng)));
         for (r, row) in EIG_VECS.iter().enumerate() {
             shift_rgb[r] = (0..3).map(|c| row[c] * alpha[c] * EIG_VALS[c]).sum();
         }

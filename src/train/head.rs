@@ -64,7 +64,7 @@ impl MarginHead {
 
     /// A fresh head: weights N(0, 0.01²) as in CurricularFace's reference code, `t = 0`.
     pub fn init_tensors(classes: usize, dim: usize, rng: &mut impl rand::Rng) -> Vec<NamedTensor> {
-        let w = (0..classes * dim).map(|_| 0.01 * crate::train::init::normal(rng)).collect();
+        let w = (0..classes * dim).map(|_| 0.01 * super::rng::normal(rng)).collect();
         vec![
             NamedTensor { name: "desc_cls.weight".into(), shape: vec![classes, dim], data: w },
             NamedTensor { name: "desc_cls.t".into(), shape: vec![1], data: vec![0.0] },

@@ -22,12 +22,7 @@ pub struct HeadLayout {
     pub classes: usize,
 }
 
-/// One standard-normal sample (Box–Muller; rand's distributions crate is not needed for this).
-pub fn normal(rng: &mut impl Rng) -> f32 {
-    let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
-    let u2: f64 = rng.random();
-    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-}
+pub use super::rng::normal;
 
 fn conv(name: &str, cout: usize, cin: usize, k: usize, bias: bool, rng: &mut impl Rng, out: &mut Vec<NamedTensor>) {
     let std = (2.0 / (k * k * cout) as f64).sqrt() as f32;

@@ -7,6 +7,7 @@ pub mod config;
 pub mod data;
 pub mod head;
 pub mod init;
+mod rng;
 pub mod run;
 pub mod sgd;
 pub mod validate;
