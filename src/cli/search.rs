@@ -18,7 +18,7 @@ use super::RunArgs;
 #[command(
     after_help = "QUERIES\n  An image path that is itself in the index uses its stored descriptor (no model needed) and is left out of its own results;\n  any other image is described with the index's model (its weights must still be where the index was built, or pass --weights).\n  --vectors Q.npy searches with precomputed descriptors, one query per row.\n\n\
 RANGE QUERIES\n  --k 0 --min-score S returns every entry scoring at least S (exact, whatever the index kind), best first.\n\n\
-SPATIAL RE-RANKING (--rerank spatial)\n  The top --rerank-k (100) global results are verified with the local features the index stores (index build --local) and\n  re-ordered by RANSAC inliers. The defaults follow the index's local features:\n    xfeat  mutual nearest neighbours under distance 0.99, homography, 8 px (best on landmarks-dev; the DELG settings let\n           XFeat's 1000 keypoints match unrelated photos)\n    delg   the DOLG authors' DELG evaluation settings: nearest neighbour under distance 0.99, no mutual check, homography,\n           20 px (the original DELG paper fits an affine model: --ransac affine)\n  --mutual / --no-mutual, --match-ratio, --ransac and --ransac-px override them.\n\n\
+SPATIAL RE-RANKING (--rerank spatial)\n  The top --rerank-k (100) global results are verified with the local features the index stores (index build --local) and\n  re-ordered with their RANSAC inliers. The defaults follow the index's local features:\n    xfeat  mutual nearest neighbours under distance 0.99, homography, 8 px; ordered by global score + 1 x the evidence of the\n           inliers beyond 23 (what unrelated photos reach by chance), so a result only moves up: chosen leave-one-source-out\n           on five sources of real photos, +1.8 to +17.9 mAP over global only on each (docs/quality.md)\n    delg   the DOLG authors' DELG evaluation settings: nearest neighbour under distance 0.99, no mutual check, homography,\n           20 px, ordered by inliers (the original DELG paper fits an affine model: --ransac affine)\n  --matcher, --min-inliers, --spatial-weight, --mutual / --no-mutual, --match-ratio, --ransac and --ransac-px override them.\n\n\
 JSON (--json)\n  {\"queries\": [{\"query\": <path or row number>, \"results\": [{\"name\": <indexed path or imported name>, \"score\": <float>, \"inliers\": <spatial only>}, ...]}, ...]}"
 )]
 pub struct SearchArgs {
@@ -85,14 +85,15 @@ pub struct RerankArgs {
     #[arg(long, value_name = "N")]
     pub min_inliers: Option<usize>,
     /// Spatial: how verified results are ordered. A number W: by global score + W × evidence, the
-    /// evidence m / (m + 25) of the m inliers beyond --min-inliers (a result only ever moves up, by
+    /// evidence m / (m + h) of the m inliers beyond --min-inliers (h = 50 for XFeat features) (a result only ever moves up, by
     /// at most W); `inliers`: by inlier count, the global order only breaking ties (the DELG
     /// authors'). [default: the index's local features' setting, `inliers` for DELG's].
     #[arg(long, value_name = "W|inliers", value_parser = parse_spatial_weight)]
     pub spatial_weight: Option<SpatialWeight>,
     /// Spatial: how putative matches are made: `mnn` (mutual nearest neighbours of the
     /// descriptors) or `lighterglue` (XFeat's learned matcher: XFeat features only, weights from
-    /// `dolg fetch-weights lighterglue`, about 10x slower; brings its own --min-inliers default)
+    /// `dolg fetch-weights lighterglue`, about 40 times slower a candidate; brings its own
+    /// --min-inliers and --spatial-weight defaults)
     /// [default: mnn].
     #[arg(long, value_name = "mnn|lighterglue", value_parser = clap::value_parser!(dolg::spatial::Matcher))]
     pub matcher: Option<dolg::spatial::Matcher>,
