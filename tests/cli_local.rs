@@ -60,7 +60,7 @@ fn spatial_rerank_ranks_the_same_place_first_with_many_inliers() {
         assert!(results[0]["name"].as_str().unwrap().ends_with(PHOTOS[mate]), "{results:?}");
         assert!(inliers[0] >= 50 && inliers[0] >= 3 * inliers[1], "a true pair stands out: {inliers:?}");
         // Results with no more inliers than chance gives unrelated photos keep their global order.
-        let floor = dolg::collection::local::XFEAT_MIN_INLIERS as u64;
+        let floor = dolg::spatial::XFEAT_MNN_MIN_INLIERS as u64;
         let chance: Vec<f64> = results.iter().zip(&inliers).filter(|(_, &n)| n <= floor).map(|(r, _)| r["score"].as_f64().unwrap()).collect();
         assert!(chance.windows(2).all(|w| w[0] >= w[1]), "below the floor, in global order: {inliers:?} {results:?}");
     }

@@ -536,13 +536,19 @@ impl Collection {
     }
 
     /// (inliers, putative matches) of each pair's stored local features under `params`, in
-    /// parallel; `None` where either photo has none.
+    /// parallel; `None` where either photo has none. Each photo's features are read once, however
+    /// many pairs it is in (a photo with many copies is in many).
     pub fn verify_pairs(&self, pairs: &[ScoredPair], params: &crate::spatial::SpatialParams) -> Result<Vec<Option<(usize, usize)>>> {
+        let mut rows: Vec<usize> = pairs.iter().flat_map(|p| [p.a, p.b]).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        let features: HashMap<usize, Option<crate::model::LocalFeatures>> =
+            rows.par_iter().map(|&r| Ok((r, self.local_features(r)?))).collect::<Result<_>>()?;
         pairs
             .par_iter()
             .map(|p| {
-                let (Some(a), Some(b)) = (self.local_features(p.a)?, self.local_features(p.b)?) else { return Ok(None) };
-                let v = crate::spatial::verify(&a, &b, params)?;
+                let (Some(a), Some(b)) = (&features[&p.a], &features[&p.b]) else { return Ok(None) };
+                let v = crate::spatial::verify(a, b, params)?;
                 Ok(Some((v.inliers, v.matches)))
             })
             .collect()

@@ -81,7 +81,7 @@ pub fn local_config(kind: LocalKind, encoding: LocalEncoding, spec: &ModelSpec) 
 ///   by inliers);
 /// - `xfeat` (and anything else): mutual nearest neighbours under the same distance bound,
 ///   homography, 8 px; candidates ordered by global score + 1 × the evidence of the inliers
-///   beyond [`XFEAT_MIN_INLIERS`], half-saturating at 50 more ([`crate::spatial::rerank_order`]).
+///   beyond [`crate::spatial::XFEAT_MNN_MIN_INLIERS`], half-saturating at 50 more ([`crate::spatial::rerank_order`]).
 ///
 /// The XFeat ordering was chosen by leave-one-source-out over the five sources of the
 /// validation corpus (`scripts/select_defaults.sh`, `docs/quality.md`): each source scored with
@@ -96,9 +96,6 @@ pub fn spatial_defaults(extractor: &str) -> SpatialParams {
         }
     }
 }
-
-/// The inlier floor of XFeat's defaults ([`crate::spatial::default_ordering`] of its matcher).
-pub const XFEAT_MIN_INLIERS: usize = crate::spatial::XFEAT_MNN_MIN_INLIERS;
 
 impl Collection {
     /// What local features the index stores, if any.
