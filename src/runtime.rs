@@ -2,11 +2,24 @@
 
 use burn::tensor::Device;
 
-/// Size rayon's global pool, which burn's `flex` backend and our own parallel loops share.
-/// Must run before the first parallel operation; later calls are ignored.
-pub fn set_threads(threads: Option<usize>) {
-    if let Some(n) = threads {
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global();
+/// The global thread pool was already sized (by an earlier call or the first parallel
+/// operation) to another count: a process has one pool, sized once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{requested} threads asked for, but this process's thread pool already has {current} (it is sized once, by the first model, collection or parallel operation); ask for {current} or start a new process")]
+pub struct ThreadsAlreadySet {
+    pub requested: usize,
+    pub current: usize,
+}
+
+/// Size rayon's global pool, which burn's `flex` backend and our own parallel loops share
+/// (`None`: leave it, one thread per core by default). It can be sized only before its first use:
+/// asking again for the size it has is fine, asking for another is [`ThreadsAlreadySet`].
+pub fn set_threads(threads: Option<usize>) -> Result<(), ThreadsAlreadySet> {
+    let Some(n) = threads.map(|n| n.max(1)) else { return Ok(()) };
+    match rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+        Ok(()) => Ok(()),
+        Err(_) if rayon::current_num_threads() == n => Ok(()),
+        Err(_) => Err(ThreadsAlreadySet { requested: n, current: rayon::current_num_threads() }),
     }
 }
 

@@ -55,7 +55,7 @@ fn network_maps_match_the_package() {
 fn keypoints_scores_and_descriptors_match_the_package() {
     let xf = model();
     let meta = meta();
-    let params = XFeatParams { top_k: meta["top_k"].as_u64().unwrap() as usize, detection_threshold: 0.05, max_size: None };
+    let params = XFeatParams { top_k: meta["top_k"].as_u64().unwrap() as usize, detection_threshold: 0.05, size: dolg::model::xfeat::XFeatSize::Native };
     for name in IMAGES {
         let img = decode_file(&fixture(&format!("{name}.png")), &DecodeLimits::default()).unwrap();
         let got = xf.extract(&img, &params);
@@ -114,4 +114,32 @@ fn extraction_time_of_a_640px_photo() {
         rayon::current_num_threads()
     );
     assert_eq!(first.len(), 1000);
+}
+
+/// XFeat sees every photo at 640 px (`XFeatSize::Exactly`), so a half-size copy's keypoints are
+/// found where the original's are: `scales` holds the factor, and `location × scale` of the copy
+/// lands on the original's keypoints. Seen at its own size (`Native`), the copy shares far fewer.
+#[test]
+fn a_half_size_copy_is_seen_at_the_originals_size() {
+    use dolg::model::xfeat::XFeatSize;
+    let xf = model();
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/landmarks/images/wxbs-berlin_1.jpg");
+    let img = decode_file(&path, &DecodeLimits::default()).unwrap();
+    assert_eq!(img.height.max(img.width), 640, "the test photo is 640 px");
+    let half = dolg::preprocess::resize_pil_bilinear(&img, img.height / 2, img.width / 2);
+    let params = XFeatParams::default();
+    let a = xf.extract(&img, &params);
+    assert!(a.scales.iter().all(|&s| s == 1.0), "a 640 px photo is not resized");
+    // Keypoints of `b` (in its found frame) within 2 px of one of `a`'s best 300.
+    let shared = |b: &dolg::model::LocalFeatures| {
+        let found: Vec<[f32; 2]> = b.locations.iter().zip(&b.scales).map(|(l, s)| [l[0] * s, l[1] * s]).collect();
+        a.locations[..300].iter().filter(|p| found.iter().any(|q| (p[0] - q[0]).hypot(p[1] - q[1]) <= 2.0)).count() as f64 / 300.0
+    };
+    let b = xf.extract(&half, &params);
+    assert!(b.scales.iter().all(|&s| (s - 2.0).abs() < 1e-3), "the copy is brought to 640 px: scale 2, got {:?}", &b.scales[..3]);
+    let native = xf.extract(&half, &XFeatParams { size: XFeatSize::Native, ..params });
+    let native: dolg::model::LocalFeatures = dolg::model::LocalFeatures { scales: vec![2.0; native.len()], ..native };
+    let (seen_at_640, seen_at_320) = (shared(&b), shared(&native));
+    eprintln!("best 300 keypoints of the original found again within 2 px: {seen_at_640:.2} at 640 px, {seen_at_320:.2} at 320 px");
+    assert!(seen_at_640 >= 0.5 && seen_at_640 > seen_at_320 + 0.1, "{seen_at_640:.2} at 640 px, {seen_at_320:.2} at 320 px");
 }

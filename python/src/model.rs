@@ -150,7 +150,7 @@ impl Model {
         .with_max_size(max_size)
         .with_orientation(if ignore_orientation { Orientation::Ignore } else { Orientation::Apply })
         .with_scale_combine(value_enum("scale_combine", scale_combine)?);
-        dolg::runtime::set_threads(threads);
+        dolg::runtime::set_threads(threads).map_err(|e| PyValueError::new_err(format!("threads={}: {e}", threads.unwrap_or(0))))?;
         let device = dolg::runtime::device(device).map_err(PyValueError::new_err)?;
         let mut loaded = py.detach(|| spec.load(&device)).map_err(lib_err)?;
         loaded.extractor.limits = DecodeLimits { max_side, ..DecodeLimits::default() };

@@ -1,6 +1,7 @@
 """dolg.Model: descriptors equal to `dolg extract`'s, images as arrays, errors, copies, the GIL."""
 
 import os
+import re
 import threading
 import time
 import tracemalloc
@@ -185,3 +186,13 @@ def test_threads_option_is_accepted():
     with pytest.raises(ValueError, match="threads"):
         dolg.Model(backbone="mobilenetv2", threads=0)
     assert os.cpu_count() >= 1
+
+
+def test_a_second_thread_count_is_refused_not_ignored():
+    # The process has one thread pool, sized once: after it is in use, another size is an error
+    # naming the size it has, and that size is accepted.
+    dolg.Model(backbone="mobilenetv2", scales=[1.0]).describe(IMAGES / "wxbs-kyiv_1.jpg")
+    with pytest.raises(ValueError, match=r"already has (\d+)") as err:
+        dolg.Model(backbone="mobilenetv2", threads=(os.cpu_count() or 1) + 7)
+    current = int(re.search(r"already has (\d+)", str(err.value)).group(1))
+    dolg.Model(backbone="mobilenetv2", threads=current)

@@ -145,7 +145,7 @@ pub struct RunArgs {
 
 impl RunArgs {
     pub fn init(&self) -> anyhow::Result<burn::tensor::Device> {
-        dolg::runtime::set_threads(self.threads);
+        dolg::runtime::set_threads(self.threads)?;
         dolg::runtime::device(&self.device).map_err(anyhow::Error::msg)
     }
 }

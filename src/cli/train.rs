@@ -227,7 +227,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<ExitCode> {
     };
     let mut cfg = TrainConfig::resolve(file.as_deref(), overrides)?;
     cfg.absolutize()?;
-    dolg::runtime::set_threads(cfg.threads);
+    dolg::runtime::set_threads(cfg.threads)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     {

@@ -35,7 +35,8 @@ pub fn load_local_model(cfg: &LocalConfig, global: &Extractor, device: &burn::te
         "xfeat" => {
             let path = Pretrained::XFeat.fetch()?;
             let net = xfeat::XFeat::load(&path, device).map_err(crate::model::ModelError::from)?;
-            Ok(LocalModel::XFeat { net: Box::new(net), params: xfeat::XFeatParams::default() })
+            let size = cfg.size.map_or(xfeat::XFeatSize::AtMost(crate::preprocess::DEFAULT_MAX_SIZE), xfeat::XFeatSize::Exactly);
+            Ok(LocalModel::XFeat { net: Box::new(net), params: xfeat::XFeatParams { size, ..xfeat::XFeatParams::default() } })
         }
         "delg" => match &global.model {
             RetrievalModel::Delg(net) if net.local_dim() == cfg.dim => Ok(LocalModel::Delg { net: net.clone(), max_size: global.max_size }),
@@ -55,7 +56,7 @@ pub fn load_local_model(cfg: &LocalConfig, global: &Extractor, device: &burn::te
 pub fn local_config(kind: LocalKind, encoding: LocalEncoding, spec: &ModelSpec) -> Result<Option<LocalConfig>> {
     Ok(match kind {
         LocalKind::None => None,
-        LocalKind::Xfeat => Some(LocalConfig { extractor: "xfeat".into(), dim: xfeat::DIM, encoding }),
+        LocalKind::Xfeat => Some(LocalConfig { extractor: "xfeat".into(), dim: xfeat::DIM, encoding, size: Some(xfeat::CANONICAL_SIZE) }),
         LocalKind::Delg => {
             let weights = match (&spec.weights, spec.backbone) {
                 (Some(w), _) => w,
@@ -70,7 +71,7 @@ pub fn local_config(kind: LocalKind, encoding: LocalEncoding, spec: &ModelSpec) 
                 Some(&[dim, ..]) => dim,
                 _ => unreachable!("checked by is_delg"),
             };
-            Some(LocalConfig { extractor: "delg".into(), dim, encoding })
+            Some(LocalConfig { extractor: "delg".into(), dim, encoding, size: None })
         }
     })
 }
@@ -80,19 +81,19 @@ pub fn local_config(kind: LocalKind, encoding: LocalEncoding, spec: &ModelSpec) 
 ///   neighbour under distance 0.99, no mutual check, homography, 20 px, 1000 iterations, order
 ///   by inliers);
 /// - `xfeat` (and anything else): mutual nearest neighbours under the same distance bound,
-///   homography, 8 px; candidates ordered by global score + 1 × the evidence of the inliers
+///   homography, 8 px in the frame XFeat saw (`scaled_locations`: 640 px for every photo); candidates ordered by global score + 2 × the evidence of the inliers
 ///   beyond [`crate::spatial::XFEAT_MNN_MIN_INLIERS`], half-saturating at 50 more ([`crate::spatial::rerank_order`]).
 ///
 /// The XFeat ordering was chosen by leave-one-source-out over the five sources of the
 /// validation corpus (`scripts/select_defaults.sh`, `docs/quality.md`): each source scored with
-/// the setting chosen on the other four gains 1.8 to 17.9 mAP over global only, where ordering
-/// by raw inliers lost up to 15.7. The matching settings (mutual, 8 px) are landmarks-dev's.
+/// the setting chosen on the other four gains 0.0 to 18.7 mAP over global only, where ordering
+/// by raw inliers lost up to 12.9. The matching settings (mutual, 8 px) are landmarks-dev's.
 pub fn spatial_defaults(extractor: &str) -> SpatialParams {
     match extractor {
         "delg" => SpatialParams::default(),
         _ => {
             let (min_inliers, weight, half_inliers) = crate::spatial::default_ordering(crate::spatial::Matcher::Mnn);
-            SpatialParams { mutual: true, threshold_px: 8.0, min_inliers, weight, half_inliers, ..SpatialParams::default() }
+            SpatialParams { mutual: true, threshold_px: 8.0, scaled_locations: true, min_inliers, weight, half_inliers, ..SpatialParams::default() }
         }
     }
 }

@@ -86,6 +86,12 @@ pub struct LocalConfig {
     /// Descriptor width.
     pub dim: usize,
     pub encoding: LocalEncoding,
+    /// The longest side every photo was brought to for extraction (XFeat: `Some(640)`, see
+    /// `model::xfeat::CANONICAL_SIZE`). `None` for DELG, which follows the global model, and for
+    /// XFeat indexes written before it existed (at most 1024, down only); not serialised then, so
+    /// their manifests keep their checksums.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -654,7 +660,7 @@ mod tests {
     }
 
     fn local_cfg() -> Option<LocalConfig> {
-        Some(LocalConfig { extractor: "test".into(), dim: 4, encoding: LocalEncoding::F16 })
+        Some(LocalConfig { extractor: "test".into(), dim: 4, encoding: LocalEncoding::F16, size: None })
     }
 
     #[test]
@@ -700,7 +706,7 @@ mod tests {
             model(2),
             IndexKind::Exact,
             None,
-            Some(LocalConfig { extractor: "t".into(), dim: 8, encoding: LocalEncoding::Int8 }),
+            Some(LocalConfig { extractor: "t".into(), dim: 8, encoding: LocalEncoding::Int8, size: None }),
         )
         .unwrap();
         assert!(matches!(s2.commit(vec![rec]), Err(IndexError::LocalMismatch { index: Some(8), given: 4, .. })));

@@ -19,7 +19,8 @@ pub struct LocalFeatures {
     pub descriptors: Vec<f32>,
     /// Detector score of each keypoint (DELG: attention; XFeat: reliability x heatmap), descending.
     pub scores: Vec<f32>,
-    /// Image scale each keypoint was found at (1.0 for single-scale detectors).
+    /// Image scale each keypoint was found at: DELG's pyramid level; XFeat's factor the photo was
+    /// resized by (one for all its keypoints, `location × scale` being where XFeat saw it).
     pub scales: Vec<f32>,
 }
 
@@ -40,6 +41,14 @@ impl LocalFeatures {
     /// Descriptor of keypoint `i`.
     pub fn descriptor(&self, i: usize) -> &[f32] {
         &self.descriptors[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// Keep the first `n` keypoints (the best: extractors give them best first).
+    pub fn truncate(&mut self, n: usize) {
+        self.locations.truncate(n);
+        self.scores.truncate(n);
+        self.scales.truncate(n);
+        self.descriptors.truncate(n * self.dim);
     }
 
     /// The lengths of every field agree (a cheap invariant check for loaders).

@@ -6,7 +6,9 @@
 //! with the package's trained weights ([`Pretrained::XFeat`](crate::pretrained::Pretrained::XFeat),
 //! loaded by their PyTorch keys). Steps, as the reference:
 //! 1. the image (0..255) bilinearly resized (`align_corners=False`, no antialiasing) down to
-//!    multiples of 32, the mean of its three channels, `InstanceNorm2d(1)`;
+//!    multiples of 32, the mean of its three channels, `InstanceNorm2d(1)`. Before that, unlike
+//!    the reference, the product brings every photo to one size ([`CANONICAL_SIZE`],
+//!    [`XFeatParams::size`]), as XFeat's descriptors are not scale-invariant;
 //! 2. the CNN: a stride-8 backbone with a fused pyramid gives the dense 64-d map `feats` and the
 //!    reliability map (`heatmap_head`, sigmoid); `keypoint_head` reads the normalised image
 //!    unfolded into 8x8 cells and gives 65 logits per cell (64 positions + "no keypoint");
@@ -36,13 +38,34 @@ use rayon::prelude::*;
 use super::LocalFeatures;
 use crate::checkpoint::{to_tensor, Checkpoint, CheckpointError, VarBuilder, VarPath};
 use crate::decode::BgrImage;
-use crate::preprocess::{limit_size, limited_size, DEFAULT_MAX_SIZE};
+use crate::preprocess::{limited_size, resize_pil_bilinear};
 
 /// Width of an XFeat descriptor.
 pub const DIM: usize = 64;
 const BN_EPS: f64 = 1e-5;
 const INSTANCE_NORM_EPS: f64 = 1e-5;
 const NMS_KERNEL: usize = 5;
+
+/// The longest side every photo is brought to before XFeat sees it, up or down
+/// ([`XFeatSize::Exactly`]). XFeat's descriptors are not scale-invariant: at a fixed *maximum*
+/// size, a half-size copy of a photo kept a median 61 % of its matches as inliers (a quarter-size
+/// one 20 %), so geometry could not tell copies from other photos of the place. At one size for
+/// every photo the same copies keep almost all of them, and near-duplicate detection on the
+/// validation corpus went from F1 0.86 to 0.98 (leave-one-source-out, `docs/quality.md`). 640 is
+/// the size the corpus photos (and the defaults chosen on them) have, and XFeat's paper's VGA.
+pub const CANONICAL_SIZE: u32 = 640;
+
+/// How large an image XFeat runs on (then rounded down to multiples of 32, as the reference).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XFeatSize {
+    /// The longest side resized to exactly this, up or down (the default, [`CANONICAL_SIZE`]).
+    Exactly(u32),
+    /// Brought down to at most this ([`crate::preprocess::limit_size`], anti-aliased), never up: indexes built
+    /// before [`XFeatSize::Exactly`] existed used `AtMost(`[`DEFAULT_MAX_SIZE`](crate::preprocess::DEFAULT_MAX_SIZE)`)`.
+    AtMost(u32),
+    /// As decoded (the reference's behaviour; parity tests).
+    Native,
+}
 
 /// Extraction options.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,14 +75,15 @@ pub struct XFeatParams {
     pub top_k: usize,
     /// Keypoint probability a keypoint must exceed (the reference's default, 0.05).
     pub detection_threshold: f32,
-    /// Longest side an image is brought down to first ([`limit_size`], anti-aliased), `None` or 0
-    /// for none. Default [`DEFAULT_MAX_SIZE`] (1024), the size the global models see.
-    pub max_size: Option<u32>,
+    /// The size XFeat sees (default `Exactly(`[`CANONICAL_SIZE`]`)`). Locations are always
+    /// given in the pixels of the image as passed; each keypoint's `scales` entry is the factor
+    /// the image was resized by, so `location × scale` is where XFeat found it.
+    pub size: XFeatSize,
 }
 
 impl Default for XFeatParams {
     fn default() -> Self {
-        Self { top_k: 1000, detection_threshold: 0.05, max_size: Some(DEFAULT_MAX_SIZE) }
+        Self { top_k: 1000, detection_threshold: 0.05, size: XFeatSize::Exactly(CANONICAL_SIZE) }
     }
 }
 
@@ -237,12 +261,20 @@ impl XFeat {
         Ok(Self { net, device: device.clone() })
     }
 
-    /// Keypoints and descriptors of one image (locations in its pixels, best first).
+    /// Keypoints and descriptors of one image (locations in its pixels, best first; `scales` the
+    /// factor it was resized by, [`XFeatParams::size`]).
     pub fn extract(&self, image: &BgrImage, params: &XFeatParams) -> LocalFeatures {
         let (orig_h, orig_w) = (image.height, image.width);
-        let limit = params.max_size.unwrap_or(0);
-        let img =
-            if limited_size(orig_h, orig_w, limit) == (orig_h, orig_w) { Cow::Borrowed(image) } else { Cow::Owned(limit_size(image.clone(), Some(limit))) };
+        let (th, tw) = match params.size {
+            XFeatSize::Native => (orig_h, orig_w),
+            XFeatSize::AtMost(limit) => limited_size(orig_h, orig_w, limit),
+            XFeatSize::Exactly(size) => exact_size(orig_h, orig_w, size),
+        };
+        let img = match (th, tw) {
+            same if same == (orig_h, orig_w) => Cow::Borrowed(image),
+            // Anti-aliased when shrinking, as `limit_size`.
+            (th, tw) => Cow::Owned(resize_pil_bilinear(image, th, tw)),
+        };
         let (h, w) = ((img.height / 32) * 32, (img.width / 32) * 32);
         if h == 0 || w == 0 {
             return LocalFeatures::empty(DIM);
@@ -252,6 +284,8 @@ impl XFeat {
         // The reference multiplies by the resize ratio (`rw1 = W / _W`, float32 product).
         let (rh, rw) = ((orig_h as f64 / h as f64) as f32, (orig_w as f64 / w as f64) as f32);
         f.locations.iter_mut().for_each(|l| *l = [l[0] * rh, l[1] * rw]);
+        let scale = (img.height.max(img.width) as f64 / orig_h.max(orig_w) as f64) as f32;
+        f.scales.iter_mut().for_each(|s| *s = scale);
         f
     }
 
@@ -299,6 +333,21 @@ fn resize_bilinear(src: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Vec
         }
     });
     out
+}
+
+/// `(height, width)` with the longest side exactly `size`, the other rounded half to even (at
+/// least 1); the image's own size when `size` is 0.
+fn exact_size(h: usize, w: usize, size: u32) -> (usize, usize) {
+    let (longest, size) = (h.max(w), size as usize);
+    if size == 0 || longest == 0 {
+        return (h, w);
+    }
+    let other = |side: usize| ((side as f64 * size as f64) / longest as f64).round_ties_even().max(1.0) as usize;
+    if h >= w {
+        (size, other(w))
+    } else {
+        (other(h), size)
+    }
 }
 
 /// Steps 3–6 of the module doc on the maps of an `8·h8` x `8·w8` input; locations in its pixels.

@@ -29,6 +29,8 @@ mod ransac;
 pub use matching::putative_matches;
 pub use ransac::{ransac, RansacFit};
 
+use std::borrow::Cow;
+
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -92,19 +94,20 @@ impl std::str::FromStr for Matcher {
 /// How XFeat's verified candidates are ordered under each matcher: (`min_inliers`, `weight`,
 /// `half_inliers`), chosen leave-one-source-out on the validation corpus
 /// (`scripts/select_defaults.sh`, `docs/quality.md`). The floor is a quantile of the inliers that
-/// unrelated photos reach by chance (query against candidates of other groups): the 99th
+/// unrelated photos reach by chance (query against candidates of other groups): the 99.5th
 /// percentile with mutual nearest neighbours over the top 100 (23 066 pairs; their median is
-/// 10-12), the 90th with LighterGlue over the top 10 (2 156 pairs; its cost kept the measurement
-/// to K 10). The rule, not the number, is the default: re-derive it for other features.
+/// 10-11), the 90th with LighterGlue over the top 10 (2 156 pairs; its cost kept the measurement
+/// to K 10, on features extracted before XFeat saw every photo at 640 px). The rule, not the
+/// number, is the default: re-derive it for other features.
 pub fn default_ordering(matcher: Matcher) -> (usize, Option<f64>, f64) {
     match matcher {
-        Matcher::Mnn => (XFEAT_MNN_MIN_INLIERS, Some(1.0), 50.0),
+        Matcher::Mnn => (XFEAT_MNN_MIN_INLIERS, Some(2.0), 50.0),
         Matcher::LighterGlue => (XFEAT_LIGHTERGLUE_MIN_INLIERS, Some(0.1), 50.0),
     }
 }
 
-/// The floor of [`default_ordering`] with mutual nearest neighbours.
-pub const XFEAT_MNN_MIN_INLIERS: usize = 23;
+/// The floor of [`default_ordering`] with mutual nearest neighbours (the 99.5th percentile).
+pub const XFEAT_MNN_MIN_INLIERS: usize = 25;
 /// The floor of [`default_ordering`] with LighterGlue.
 pub const XFEAT_LIGHTERGLUE_MIN_INLIERS: usize = 17;
 
@@ -150,8 +153,14 @@ pub struct SpatialParams {
     /// Keep a match (i, j) only if query feature i is also j's nearest query feature.
     pub mutual: bool,
     pub model: GeometricModel,
-    /// Maximum reprojection error of an inlier, in pixels (error ≤ threshold is an inlier).
+    /// Maximum reprojection error of an inlier, in pixels (error ≤ threshold is an inlier) of
+    /// the candidate: its image's, or with `scaled_locations` the frame its features were found in.
     pub threshold_px: f64,
+    /// Compare `location × scale` instead of `location`: for features whose `scales` are the
+    /// factor their image was resized by (XFeat, `model::xfeat::XFeatParams::size`), that is the
+    /// frame the extractor saw, the same size for every photo, so `threshold_px` means the same
+    /// for a thumbnail and a 24-megapixel original. Not for DELG, whose scales are pyramid levels.
+    pub scaled_locations: bool,
     /// RANSAC samples drawn (degenerate ones included); no early stop except when every match
     /// is already an inlier.
     pub iterations: usize,
@@ -177,6 +186,7 @@ impl Default for SpatialParams {
             mutual: false,
             model: GeometricModel::Homography,
             threshold_px: DEFAULT_THRESHOLD_PX,
+            scaled_locations: false,
             iterations: DEFAULT_ITERATIONS,
             seed: 0,
             min_inliers: 0,
@@ -198,7 +208,8 @@ pub struct Verification {
     /// Putative matches.
     pub matches: usize,
     /// The fitted transform, row-major 3×3, mapping query (row, col, 1) to candidate
-    /// (row, col, 1) up to scale; `None` when nothing was fitted.
+    /// (row, col, 1) up to scale, in image pixels (with `scaled_locations`, in the scaled
+    /// frames where an image's keypoints do not share one scale); `None` when nothing was fitted.
     pub model: Option<[f64; 9]>,
 }
 
@@ -265,6 +276,11 @@ pub fn verify_many(query: &LocalFeatures, candidates: &[&LocalFeatures], params:
 }
 
 fn verify_checked(query: &LocalFeatures, candidate: &LocalFeatures, params: &SpatialParams, seed: u64) -> Result<Verification, SpatialError> {
+    let (query, candidate) = match params.scaled_locations {
+        true => (Cow::Owned(in_found_frame(query)), Cow::Owned(in_found_frame(candidate))),
+        false => (Cow::Borrowed(query), Cow::Borrowed(candidate)),
+    };
+    let (query, candidate) = (query.as_ref(), candidate.as_ref());
     let pairs = match params.matcher {
         Matcher::Mnn => putative_matches(query, candidate, params.rule, params.mutual)?,
         Matcher::LighterGlue => {
@@ -283,9 +299,32 @@ fn verify_checked(query: &LocalFeatures, candidate: &LocalFeatures, params: &Spa
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     if let Some(fit) = ransac(&src, &dst, params.model, params.threshold_px, params.iterations, &mut rng) {
         out.inliers = fit.inlier_count();
-        out.model = Some(fit.model);
+        out.model = Some(match (params.scaled_locations, uniform_scale(query), uniform_scale(candidate)) {
+            // Back to image pixels: H_image = diag(1/sc, 1/sc, 1) · H · diag(sq, sq, 1).
+            (true, Some(sq), Some(sc)) => {
+                let mut m = fit.model;
+                for (k, v) in m.iter_mut().enumerate() {
+                    let (r, c) = (k / 3, k % 3);
+                    *v *= (if c < 2 { sq } else { 1.0 }) / (if r < 2 { sc } else { 1.0 });
+                }
+                m
+            }
+            _ => fit.model,
+        });
     }
     Ok(out)
+}
+
+/// `f` with each location multiplied by its scale ([`SpatialParams::scaled_locations`]).
+fn in_found_frame(f: &LocalFeatures) -> LocalFeatures {
+    let locations = f.locations.iter().zip(&f.scales).map(|(l, &s)| [l[0] * s, l[1] * s]).collect();
+    LocalFeatures { locations, ..f.clone() }
+}
+
+/// The scale every keypoint of `f` shares, if they share one (XFeat's resize factor).
+fn uniform_scale(f: &LocalFeatures) -> Option<f64> {
+    let first = *f.scales.first()?;
+    f.scales.iter().all(|&s| s == first).then_some(f64::from(first))
 }
 
 /// Field lengths agree, and descriptor widths match the query's (an empty set matches any).
