@@ -30,7 +30,7 @@ fn arg(name: &str) -> Option<String> {
 fn main() {
     let n: usize = arg("--n").and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
     if let Some(t) = arg("--threads").and_then(|v| v.parse().ok()) {
-        dolg::runtime::set_threads(Some(t));
+        dolg::runtime::set_threads(Some(t)).expect("--threads");
     }
     let json = std::env::args().any(|a| a == "--json");
     let (dim, nq, k) = (512, 100, 100);

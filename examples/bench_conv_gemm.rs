@@ -32,7 +32,7 @@ fn main() {
         println!("peak FMA rate of one core: {:.1} GFLOP/s", unsafe { fma_peak() });
     }
     let threads: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(1);
-    dolg::runtime::set_threads(Some(threads));
+    dolg::runtime::set_threads(Some(threads)).expect("threads");
     println!("{:>28} {:>9} {:>9}", "shape", "ms", "GFLOP/s");
     for &(h, w, cin, cout, k, s) in &[
         (32, 32, 256, 256, 1, 1),

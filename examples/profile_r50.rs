@@ -13,7 +13,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let ckpt = args.get(1).expect("checkpoint path");
     let size: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(512);
-    dolg::runtime::set_threads(args.get(3).and_then(|s| s.parse().ok()));
+    dolg::runtime::set_threads(args.get(3).and_then(|s| s.parse().ok())).expect("threads");
     let device = Device::flex();
     let ck = Checkpoint::open(std::path::Path::new(ckpt)).unwrap();
     let (model, _) = Dolg::load(&ck, None, Fusion::Orthogonal, BatchNorm::Fold, &device).unwrap();

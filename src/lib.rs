@@ -8,6 +8,8 @@
 //! Start with [`collection::Collection`]: a searchable photo collection (create, add photos,
 //! search by photo or vector, remove, export).
 
+#[cfg(test)]
+mod architecture;
 pub mod atomic_file;
 pub mod checkpoint;
 pub mod collection;
