@@ -399,13 +399,15 @@ fn dedup_settings(verified: bool) -> Vec<DedupSetting> {
 const DEDUP_F1_SLACK: f64 = 0.01;
 
 /// The setting chosen on `train`: the highest threshold among those within [`DEDUP_F1_SLACK`]
-/// of the best mean F1, and at that threshold the best mean F1 (ties: the grid's first, the
+/// of the best mean F1 (with the local check; the best alone without), and at that threshold the best mean F1 (ties: the grid's first, the
 /// loosest check).
 fn choose_dedup(train: &[&DedupSet], verified: bool) -> DedupSetting {
     let scored: Vec<(f64, DedupSetting)> =
         dedup_settings(verified).into_iter().map(|s| (train.iter().map(|d| dedup_score(d, &s).2).sum::<f64>() / train.len() as f64, s)).collect();
     let best = scored.iter().map(|s| s.0).fold(f64::MIN, f64::max);
-    let threshold = scored.iter().filter(|s| s.0 >= best - DEDUP_F1_SLACK).map(|s| s.1.threshold).fold(f32::MIN, f32::max);
+    // Without the check a pair costs nothing beyond the join: no reason to give up F1.
+    let slack = if verified { DEDUP_F1_SLACK } else { 0.0 };
+    let threshold = scored.iter().filter(|s| s.0 >= best - slack).map(|s| s.1.threshold).fold(f32::MIN, f32::max);
     let mut pick: Option<&(f64, DedupSetting)> = None;
     for s in scored.iter().filter(|s| s.1.threshold == threshold) {
         if pick.is_none_or(|p| s.0 > p.0) {

@@ -15,7 +15,7 @@ use super::report::{escape, short, thumbnail, THUMB};
 #[command(
     after_help = "GROUPS\n  Two photos are near-duplicates when their descriptors' cosine similarity reaches the threshold; a group is a connected\n  component of those pairs, so A~B and B~C group A, B and C even if A and C score lower. Each group reports its weakest pair\n  (lowest similarity between any two members): below the threshold, the group was chained and deserves a closer look.\n\n\
 THRESHOLD\n  Default: measured per model (MobileNetV2-GeM or DOLG) on re-encoded, resized, cropped and brightened copies of photos\n  among other photos of the same landmarks; the text output says which was used.\n\n\
-VERIFY\n  When the index stores local features (`dolg index build --local xfeat`), every pair the global score finds is also matched\n  with them: it stays a duplicate only when one transform (RANSAC homography) maps at least 40 of the mutual matches of\n  each photo's best 256 keypoints to within 1.5 px (in the 640 px frame XFeat sees every photo at), which separates\n  edited copies of one picture from other photos of the same place, even from a step away. Chosen leave-one-source-out on\n  the validation corpus (docs/quality.md): F1 0.96 against 0.76 for the global score alone. Cost: about 0.3 ms per\n  candidate pair on 2 cores, only for pairs above the threshold (0.92 lets through about 1 in 1,400 pairs of unrelated\n  photos). An index whose XFeat features predate the fixed 640 px size is checked all the same, with a note that a rebuild\n  gives these figures. --no-verify keeps the global decision alone (and its own default threshold).\n\n\
+VERIFY\n  When the index stores local features (`dolg index build --local xfeat`), every pair the global score finds is also matched\n  with them: it stays a duplicate only when one transform (RANSAC homography) maps at least 40 of the mutual matches of\n  each photo's best 256 keypoints to within 1.5 px (in the 640 px frame XFeat sees every photo at), which separates\n  edited copies of one picture from other photos of the same place, even from a step away. Chosen leave-one-source-out on\n  the validation corpus (docs/quality.md): F1 0.96 against 0.74 for the global score alone. Cost: about 0.3 ms per\n  candidate pair on 2 cores, only for pairs above the threshold (0.92 lets through about 1 in 1,400 pairs of unrelated\n  photos). An index whose XFeat features predate the fixed 640 px size is checked all the same, with a note that a rebuild\n  gives these figures. --no-verify keeps the global decision alone (and its own default threshold).\n\n\
 METHOD\n  auto: the exact self-join up to 100,000 photos, the HNSW graph above (the index's own, or one built for the run).\n  exact: every pair, blocked (memory: one 1024x1024 tile per thread plus the pairs found).\n  graph: each photo's nearest neighbours from an HNSW graph (approximate: a missed pair can split a group).\n\n\
 JSON (--json)\n  {\"threshold\", \"method\", \"entries\", \"groups\": [{\"members\": [names], \"pairs\": [{\"a\", \"b\", \"score\"}], \"best\", \"weakest\"}]}\n\
 CSV (--csv)\n  group,name,best_score   (one row per member; group numbers from 1; best_score: the member's best score within its group)"
@@ -90,7 +90,7 @@ pub fn run(a: DedupArgs) -> anyhow::Result<ExitCode> {
         bail!("--threshold {t}: a cosine similarity lies between -1 and 1");
     }
     let method = c.dedup_method(a.method);
-    let d = DedupVerify::default();
+    let d = c.local_config().map_or_else(DedupVerify::default, |l| DedupVerify::defaults_for(&l.extractor));
     let verify = (!a.no_verify).then(|| DedupVerify {
         min_inliers: a.min_inliers.unwrap_or(d.min_inliers),
         min_ratio: a.min_inlier_ratio.unwrap_or(d.min_ratio),
@@ -109,7 +109,7 @@ pub fn run(a: DedupArgs) -> anyhow::Result<ExitCode> {
     let verified = verify.is_some() && c.local_config().is_some();
     if verified && c.local_config().is_some_and(|l| l.extractor == "xfeat" && l.size.is_none()) {
         eprintln!(
-            "note: {}'s XFeat features were extracted before photos were brought to one size (640 px); the local check's defaults were measured on features of that size, so rebuild the index (dolg index build) for its measured accuracy",
+            "note: {}'s XFeat features were extracted before photos were brought to one size (640 px); the local check's defaults were measured on features of that size, so build a new index (dolg index build --local xfeat --db NEW) for its measured accuracy",
             a.db.display()
         );
     }

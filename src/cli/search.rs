@@ -111,8 +111,8 @@ pub struct RerankArgs {
     /// Spatial: the transform RANSAC fits [default: homography].
     #[arg(long, value_enum)]
     pub ransac: Option<RansacModel>,
-    /// Spatial: RANSAC inlier threshold in pixels of the original photos [default: 8 for XFeat
-    /// features, 20 for DELG's].
+    /// Spatial: RANSAC inlier threshold in pixels: of the 640 px frame every photo is seen at for
+    /// XFeat features (default 8), of the original photos for DELG's (default 20).
     #[arg(long, value_name = "PX")]
     pub ransac_px: Option<f64>,
     /// SuperGlobal: candidates re-ranked.

@@ -281,7 +281,10 @@ impl Collection {
         let spec = spec.absolute();
         let index = Index::open(dir, OpenMode::Write)?;
         let stored = index.store().local_config().cloned();
-        if local.is_some() && local != stored {
+        // An index's extraction size is its own (XFeat indexes from before the fixed 640 px size
+        // record none and keep extracting as they did), so it does not count as a mismatch.
+        let same = |a: &LocalConfig, b: &LocalConfig| (&a.extractor, a.dim, a.encoding) == (&b.extractor, b.dim, b.encoding);
+        if local.as_ref().is_some_and(|l| stored.as_ref().is_none_or(|s| !same(l, s))) {
             let has = stored.map_or("none".to_string(), |c| format!("{} ({:?})", c.extractor, c.encoding).to_lowercase());
             return Err(Error::LocalUnavailable {
                 extractor: local.map(|c| c.extractor).unwrap_or_default(),

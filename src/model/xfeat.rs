@@ -76,8 +76,9 @@ pub struct XFeatParams {
     /// Keypoint probability a keypoint must exceed (the reference's default, 0.05).
     pub detection_threshold: f32,
     /// The size XFeat sees (default `Exactly(`[`CANONICAL_SIZE`]`)`). Locations are always
-    /// given in the pixels of the image as passed; each keypoint's `scales` entry is the factor
-    /// the image was resized by, so `location × scale` is where XFeat found it.
+    /// given in the pixels of the image as passed. With `Exactly`, each keypoint's `scales` entry
+    /// is the factor the image was resized by, so `location × scale` is where XFeat found it;
+    /// otherwise it is 1.0, as it always was.
     pub size: XFeatSize,
 }
 
@@ -284,8 +285,12 @@ impl XFeat {
         // The reference multiplies by the resize ratio (`rw1 = W / _W`, float32 product).
         let (rh, rw) = ((orig_h as f64 / h as f64) as f32, (orig_w as f64 / w as f64) as f32);
         f.locations.iter_mut().for_each(|l| *l = [l[0] * rh, l[1] * rw]);
-        let scale = (img.height.max(img.width) as f64 / orig_h.max(orig_w) as f64) as f32;
-        f.scales.iter_mut().for_each(|s| *s = scale);
+        // Only a fixed size gives the factor: `AtMost` is what indexes from before it extract with,
+        // and their stored keypoints say 1.0, so added photos must too (one frame per index).
+        if let XFeatSize::Exactly(_) = params.size {
+            let scale = (img.height.max(img.width) as f64 / orig_h.max(orig_w) as f64) as f32;
+            f.scales.iter_mut().for_each(|s| *s = scale);
+        }
         f
     }
 
