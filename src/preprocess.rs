@@ -235,15 +235,24 @@ pub const DEFAULT_MAX_SIZE: u32 = 1024;
 /// longest side becomes `max_size` and the other `round(other × max_size / longest)`, half to even
 /// (exact: the division is done once on integers small enough for f64), at least 1.
 pub fn limited_size(height: usize, width: usize, max_size: u32) -> (usize, usize) {
-    let (longest, max) = (height.max(width), max_size as usize);
-    if max == 0 || longest <= max {
+    if max_size == 0 || height.max(width) <= max_size as usize {
         return (height, width);
     }
-    let other = |side: usize| ((side as f64 * max as f64) / longest as f64).round_ties_even().max(1.0) as usize;
+    exact_size(height, width, max_size)
+}
+
+/// Size `(height, width)` with the longest side exactly `size`, up or down, the other side
+/// rounded as in [`limited_size`]; the same size when `size` or a side is 0.
+pub fn exact_size(height: usize, width: usize, size: u32) -> (usize, usize) {
+    let (longest, size) = (height.max(width), size as usize);
+    if size == 0 || longest == 0 {
+        return (height, width);
+    }
+    let other = |side: usize| ((side as f64 * size as f64) / longest as f64).round_ties_even().max(1.0) as usize;
     if height >= width {
-        (max, other(width))
+        (size, other(width))
     } else {
-        (other(height), max)
+        (other(height), size)
     }
 }
 

@@ -38,7 +38,7 @@ use rayon::prelude::*;
 use super::LocalFeatures;
 use crate::checkpoint::{to_tensor, Checkpoint, CheckpointError, VarBuilder, VarPath};
 use crate::decode::BgrImage;
-use crate::preprocess::{limited_size, resize_pil_bilinear};
+use crate::preprocess::{exact_size, limited_size, resize_pil_bilinear};
 
 /// Width of an XFeat descriptor.
 pub const DIM: usize = 64;
@@ -338,21 +338,6 @@ fn resize_bilinear(src: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Vec
         }
     });
     out
-}
-
-/// `(height, width)` with the longest side exactly `size`, the other rounded half to even (at
-/// least 1); the image's own size when `size` is 0.
-fn exact_size(h: usize, w: usize, size: u32) -> (usize, usize) {
-    let (longest, size) = (h.max(w), size as usize);
-    if size == 0 || longest == 0 {
-        return (h, w);
-    }
-    let other = |side: usize| ((side as f64 * size as f64) / longest as f64).round_ties_even().max(1.0) as usize;
-    if h >= w {
-        (size, other(w))
-    } else {
-        (other(h), size)
-    }
 }
 
 /// Steps 3–6 of the module doc on the maps of an `8·h8` x `8·w8` input; locations in its pixels.

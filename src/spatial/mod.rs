@@ -276,16 +276,17 @@ pub fn verify_many(query: &LocalFeatures, candidates: &[&LocalFeatures], params:
 }
 
 fn verify_checked(query: &LocalFeatures, candidate: &LocalFeatures, params: &SpatialParams, seed: u64) -> Result<Verification, SpatialError> {
-    let (query, candidate) = match params.scaled_locations {
-        true => (Cow::Owned(in_found_frame(query)), Cow::Owned(in_found_frame(candidate))),
-        false => (Cow::Borrowed(query), Cow::Borrowed(candidate)),
-    };
-    let (query, candidate) = (query.as_ref(), candidate.as_ref());
     let pairs = match params.matcher {
+        // Mutual nearest neighbours read descriptors only.
         Matcher::Mnn => putative_matches(query, candidate, params.rule, params.mutual)?,
         Matcher::LighterGlue => {
-            let (qs, cs) = (lighterglue::size_from_keypoints(query), lighterglue::size_from_keypoints(candidate));
-            let m = lighterglue_model()?.match_pair(query, qs, candidate, cs).map_err(|e| SpatialError::Matcher { reason: e.to_string() })?;
+            // LighterGlue reads the keypoints too: give them in the frame they were found in.
+            let (query, candidate) = match params.scaled_locations {
+                true => (Cow::Owned(in_found_frame(query)), Cow::Owned(in_found_frame(candidate))),
+                false => (Cow::Borrowed(query), Cow::Borrowed(candidate)),
+            };
+            let (qs, cs) = (lighterglue::size_from_keypoints(&query), lighterglue::size_from_keypoints(&candidate));
+            let m = lighterglue_model()?.match_pair(&query, qs, &candidate, cs).map_err(|e| SpatialError::Matcher { reason: e.to_string() })?;
             m.into_iter().map(|(i, j, _)| (i, j)).collect()
         }
     };
@@ -293,9 +294,12 @@ fn verify_checked(query: &LocalFeatures, candidate: &LocalFeatures, params: &Spa
     if pairs.len() <= params.model.sample_size() {
         return Ok(out);
     }
-    let point = |p: [f32; 2]| [f64::from(p[0]), f64::from(p[1])];
-    let src: Vec<[f64; 2]> = pairs.iter().map(|&(i, _)| point(query.locations[i])).collect();
-    let dst: Vec<[f64; 2]> = pairs.iter().map(|&(_, j)| point(candidate.locations[j])).collect();
+    let point = |f: &LocalFeatures, i: usize| {
+        let (l, s) = (f.locations[i], if params.scaled_locations { f.scales[i] } else { 1.0 });
+        [f64::from(l[0] * s), f64::from(l[1] * s)]
+    };
+    let src: Vec<[f64; 2]> = pairs.iter().map(|&(i, _)| point(query, i)).collect();
+    let dst: Vec<[f64; 2]> = pairs.iter().map(|&(_, j)| point(candidate, j)).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     if let Some(fit) = ransac(&src, &dst, params.model, params.threshold_px, params.iterations, &mut rng) {
         out.inliers = fit.inlier_count();
@@ -315,7 +319,8 @@ fn verify_checked(query: &LocalFeatures, candidate: &LocalFeatures, params: &Spa
     Ok(out)
 }
 
-/// `f` with each location multiplied by its scale ([`SpatialParams::scaled_locations`]).
+/// `f` with each location multiplied by its scale ([`SpatialParams::scaled_locations`]), as
+/// [`verify_checked`] computes its points (f32 products).
 fn in_found_frame(f: &LocalFeatures) -> LocalFeatures {
     let locations = f.locations.iter().zip(&f.scales).map(|(l, &s)| [l[0] * s, l[1] * s]).collect();
     LocalFeatures { locations, ..f.clone() }
