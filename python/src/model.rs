@@ -20,7 +20,8 @@ use crate::{bad_choice, lib_err, list_files, matrix, value_enum, DolgError};
 /// the authors' 0.3535, 0.5, 0.7071, 1.0, 1.4142), `max_size` (longest side before the pyramid,
 /// 0 = no limit), `ignore_orientation`, `scale_combine` ("mean" or "max"), `arch` and `fusion`
 /// overrides, `max_side` (decoder limit), `device` ("cpu"). `threads` sizes the process-wide
-/// worker pool; only the first setting in a process takes effect.
+/// worker pool, once per process: a later, different count raises `ValueError` naming the size
+/// it has (the same count is accepted).
 #[pyclass(frozen, module = "dolg._dolg")]
 pub struct Model {
     pub(crate) spec: ModelSpec,
