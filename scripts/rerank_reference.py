@@ -3,7 +3,7 @@ papers' definitions and, for SuperGlobal, following the structure of the authors
 RerankwMDA modules (top-(K+1) rows of the MxM similarity matrix, first weighted 1, the others beta*s;
 expanded query = max over the top K+1 refined candidates; final = (s1 + qhat.x')/2).
 
-Writes JSON fixtures for tests/rerank.rs:
+Writes JSON fixtures for tests/integration/rerank.rs:
     python scripts/rerank_reference.py OUT_DIR [NAME=DESCRIPTORS.npy ...]
 random.json: 300 random unit vectors (dim 32) and 12 queries; NAME.json: real descriptors, every
 4th row a query against the others (left out of its own ranking, as in `dolg eval groups`), the

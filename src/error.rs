@@ -16,6 +16,7 @@ use crate::model::ModelError;
 use crate::pretrained::PretrainedError;
 use crate::spatial::SpatialError;
 use crate::spec::SpecError;
+#[cfg(feature = "train")]
 use crate::train::TrainError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -44,9 +45,12 @@ pub enum Error {
     #[error(transparent)]
     Eval(#[from] EvalError),
     #[error(transparent)]
+    #[cfg(feature = "train")]
     Train(#[from] TrainError),
     #[error(transparent)]
     Spatial(#[from] SpatialError),
+    #[error(transparent)]
+    Rerank(#[from] crate::rerank::RerankError),
     /// Local features that cannot be extracted or used as asked.
     #[error("local features '{extractor}': {reason}")]
     LocalUnavailable { extractor: String, reason: String },
@@ -66,6 +70,10 @@ pub enum Error {
     NameCount { rows: usize, names: usize },
     #[error("this index uses a pretrained backbone ({backbone}); a weights file does not apply")]
     WeightsNotApplicable { backbone: &'static str },
+    /// A search request that cannot be carried out whatever the collection (a range query with
+    /// re-ranking, k 0 without a score).
+    #[error("search request: {reason}")]
+    Request { reason: &'static str },
     #[error("recall needs at least 2 entries; {index} holds {entries}")]
     TooFewForRecall { index: PathBuf, entries: usize },
 }

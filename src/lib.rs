@@ -25,10 +25,12 @@ pub mod preprocess;
 pub mod pretrained;
 pub mod rerank;
 pub mod runtime;
+#[cfg(feature = "serve")]
 pub mod serve;
 pub mod shards;
 pub mod spatial;
 pub mod spec;
+#[cfg(feature = "train")]
 pub mod train;
 
 pub use error::{Error, Result};

@@ -16,7 +16,10 @@ fn main() -> std::process::ExitCode {
     }
     let args = cli::Cli::parse();
     // A server logs every request (one structured line each) unless RUST_LOG says otherwise.
+    #[cfg(feature = "serve")]
     let default_filter = if matches!(args.command, cli::Command::Serve(_)) { "warn,dolg::serve::request=info" } else { "warn" };
+    #[cfg(not(feature = "serve"))]
+    let default_filter = "warn";
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.into()))
         .with_writer(std::io::stderr)

@@ -110,6 +110,87 @@ pub fn default_scales_for(weights: Option<&Path>) -> Vec<f64> {
     }
 }
 
+/// The options that choose and configure a model, as every front end takes them: the CLI flattens
+/// this (`--weights`, `--backbone`, `--scales`, ...), Python's `dolg.Model(...)` fills it from
+/// keyword arguments of the same names. [`ModelOptions::spec`] is the one place a [`ModelSpec`] is
+/// built from a caller's options, defaults included (DELG's scales for a DELG checkpoint:
+/// [`default_scales_for`]).
+#[derive(clap::Args, Debug, Clone, PartialEq)]
+pub struct ModelOptions {
+    /// DOLG checkpoint: the authors' .pyth (legacy or zip serialization), a flat state-dict .pt,
+    /// or .safetensors; a .gz of any of these is inflated on the fly.
+    #[arg(long, short = 'w', value_name = "FILE", conflicts_with = "backbone")]
+    pub weights: Option<PathBuf>,
+    /// Use a real ImageNet backbone with off-the-shelf GeM descriptors instead of a DOLG checkpoint
+    /// (fetch it first with `dolg fetch-weights mobilenetv2`).
+    #[arg(long, value_enum)]
+    pub backbone: Option<Pretrained>,
+    /// Override the architecture detected from the checkpoint's keys.
+    #[arg(long, value_enum)]
+    pub arch: Option<Arch>,
+    /// How local features are fused into the descriptor (the paper's ablations). Default: what a
+    /// `dolg train` checkpoint records, else orthogonal.
+    #[arg(long, value_enum)]
+    pub fusion: Option<Fusion>,
+    /// Comma-separated image scales (default: the authors' 0.3535,0.5,0.7071,1.0,1.4142; for a DELG
+    /// checkpoint DELG's 0.7071,1.0,1.4142).
+    #[arg(long, value_delimiter = ',', value_name = "S,S,...")]
+    pub scales: Option<Vec<f64>>,
+    /// Bring an image whose longest side exceeds N pixels down to N (anti-aliased, after EXIF
+    /// orientation and any crop) before the multi-scale pyramid; 0 = no limit. 1024 is the
+    /// Revisited Oxford/Paris and DELG convention: their images are at most that, so they are
+    /// untouched, while a 27 MP phone photo no longer costs minutes and gigabytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_SIZE, value_name = "N")]
+    pub max_size: u32,
+    /// Take the pixels as stored, ignoring the EXIF orientation tag (by default a photo is turned
+    /// upright as the tag says, as OpenCV's imread does).
+    #[arg(long)]
+    pub ignore_orientation: bool,
+    /// Combine the per-scale descriptors by their mean (DOLG) or element-wise max (SuperGlobal's scale-GeM).
+    #[arg(long, value_enum, default_value_t = ScaleCombine::Mean, value_name = "HOW")]
+    pub scale_combine: ScaleCombine,
+}
+
+impl Default for ModelOptions {
+    /// No model named yet; every option at its default.
+    fn default() -> Self {
+        Self {
+            weights: None,
+            backbone: None,
+            arch: None,
+            fusion: None,
+            scales: None,
+            max_size: DEFAULT_MAX_SIZE,
+            ignore_orientation: false,
+            scale_combine: ScaleCombine::Mean,
+        }
+    }
+}
+
+impl ModelOptions {
+    /// The typed model description these options give.
+    pub fn spec(&self) -> Result<ModelSpec, SpecError> {
+        let spec = match (&self.weights, self.backbone) {
+            (Some(w), Some(b)) => return Err(SpecError::Both { weights: w.clone(), backbone: b.name() }),
+            (Some(w), None) => ModelSpec::dolg(w),
+            (None, Some(b)) => ModelSpec::pretrained(b),
+            (None, None) => return Err(SpecError::NoModel),
+        };
+        let orientation = if self.ignore_orientation { Orientation::Ignore } else { Orientation::Apply };
+        let scales = self.scales.clone().unwrap_or_else(|| default_scales_for(self.weights.as_deref()));
+        Ok(ModelSpec { arch: self.arch, fusion: self.fusion, ..spec }
+            .with_scales(scales)
+            .with_max_size(self.max_size)
+            .with_orientation(orientation)
+            .with_scale_combine(self.scale_combine))
+    }
+
+    /// The model these options name, loaded on `device`.
+    pub fn extractor(&self, device: Device) -> Result<Extractor, SpecError> {
+        Ok(self.spec()?.load(&device)?.extractor)
+    }
+}
+
 impl ModelSpec {
     /// A DOLG checkpoint with default options.
     pub fn dolg(weights: impl Into<PathBuf>) -> Self {

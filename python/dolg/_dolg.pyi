@@ -68,8 +68,8 @@ class Collection:
         k: int = 10,
         *,
         min_score: Optional[float] = None,
-        qe: int = 0,
-        qe_alpha: float = 3.0,
+        qe: Optional[int] = None,
+        qe_alpha: Optional[float] = None,
         rerank: Optional[str] = None,
         sg_m: Optional[int] = None,
         sg_k: Optional[int] = None,
@@ -83,8 +83,8 @@ class Collection:
         *,
         min_score: Optional[float] = None,
         crop: Optional[Tuple[float, float, float, float]] = None,
-        qe: int = 0,
-        qe_alpha: float = 3.0,
+        qe: Optional[int] = None,
+        qe_alpha: Optional[float] = None,
         rerank: Optional[str] = None,
         sg_m: Optional[int] = None,
         sg_k: Optional[int] = None,
@@ -109,7 +109,7 @@ class Collection:
     def duplicates(self, threshold: Optional[float] = None, *, method: str = "auto") -> List[Dict[str, Any]]: ...
     @property
     def default_duplicate_threshold(self) -> float: ...
-    def build_dba(self, k: int, alpha: float = 3.0) -> None: ...
+    def build_dba(self, k: int, alpha: Optional[float] = None) -> None: ...
     def compact(self) -> None: ...
     def info(self) -> Dict[str, Any]: ...
     def set_ef_search(self, ef: int) -> None: ...
@@ -137,11 +137,14 @@ def eval_revisited(
     queries: Any = None,
     distractors: Any = None,
     per_query: bool = False,
-    qe: int = 0,
-    qe_alpha: float = 3.0,
+    qe: Optional[int] = None,
+    qe_alpha: Optional[float] = None,
     rerank: Optional[str] = None,
-    dba: int = 0,
-    dba_alpha: float = 3.0,
+    sg_m: Optional[int] = None,
+    sg_k: Optional[int] = None,
+    sg_beta: Optional[float] = None,
+    dba: Optional[int] = None,
+    dba_alpha: Optional[float] = None,
 ) -> Dict[str, Any]: ...
 def eval_groups(
     groups: _Path,
@@ -150,9 +153,12 @@ def eval_groups(
     db: Optional[_Path] = None,
     model: Optional[Model] = None,
     per_query: bool = False,
-    qe: int = 0,
-    qe_alpha: float = 3.0,
+    qe: Optional[int] = None,
+    qe_alpha: Optional[float] = None,
     rerank: Optional[str] = None,
-    dba: int = 0,
-    dba_alpha: float = 3.0,
+    sg_m: Optional[int] = None,
+    sg_k: Optional[int] = None,
+    sg_beta: Optional[float] = None,
+    dba: Optional[int] = None,
+    dba_alpha: Optional[float] = None,
 ) -> Dict[str, Any]: ...

@@ -16,11 +16,14 @@ def revisited(
     queries: Optional[Union[_Path, npt.NDArray[np.float32]]] = None,
     distractors: Optional[Union[_Path, npt.NDArray[np.float32]]] = None,
     per_query: bool = False,
-    qe: int = 0,
-    qe_alpha: float = 3.0,
+    qe: Optional[int] = None,
+    qe_alpha: Optional[float] = None,
     rerank: Optional[str] = None,
-    dba: int = 0,
-    dba_alpha: float = 3.0,
+    sg_m: Optional[int] = None,
+    sg_k: Optional[int] = None,
+    sg_beta: Optional[float] = None,
+    dba: Optional[int] = None,
+    dba_alpha: Optional[float] = None,
 ) -> Dict[str, Any]:
     """Revisited Oxford/Paris mAP and mP@1,5,10 (Easy/Medium/Hard), as `dolg eval revisited --json`."""
 
@@ -31,10 +34,13 @@ def groups(
     db: Optional[_Path] = None,
     model: Optional[Model] = None,
     per_query: bool = False,
-    qe: int = 0,
-    qe_alpha: float = 3.0,
+    qe: Optional[int] = None,
+    qe_alpha: Optional[float] = None,
     rerank: Optional[str] = None,
-    dba: int = 0,
-    dba_alpha: float = 3.0,
+    sg_m: Optional[int] = None,
+    sg_k: Optional[int] = None,
+    sg_beta: Optional[float] = None,
+    dba: Optional[int] = None,
+    dba_alpha: Optional[float] = None,
 ) -> Dict[str, Any]:
     """mAP / mP@k of a collection described by a groups CSV, as `dolg eval groups --json`."""

@@ -6,12 +6,10 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use dolg::collection::{
-    common_root, AddOptions, Collection as Inner, DedupMethod, DedupOptions, IndexKind, NamedHit, OpenMode, QueryExpansion, Rerank, SearchParams, SuperGlobal,
-    VectorOrigin,
+    common_root, AddOptions, Collection as Inner, DedupMethod, DedupOptions, IndexKind, NamedHit, OpenMode, Query, Rerank, SearchRequest, VectorOrigin,
 };
 use dolg::preprocess::CropBox;
-use dolg::rerank::{SpatialOverrides, SpatialRerank};
-use dolg::spatial::GeometricModel;
+use dolg::rerank::{RerankError, RerankSpec, SpatialRerank};
 use numpy::{PyArray2, PyReadonlyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -29,15 +27,29 @@ pub struct Collection {
     inner: Mutex<Inner>,
 }
 
-/// Spatial verification options of `dolg search --rerank spatial`; those not given (`None`) follow
-/// the index's local features, as on the command line (`Collection::spatial_rerank_defaults`).
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct SpatialOptions<'a> {
+/// A re-ranking request the library refused, as Python's `ValueError` naming the keyword.
+pub(crate) fn spec_error(e: RerankError) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+/// Keyword arguments of `search`, `search_images`, `eval_*` that name re-ranking, into the
+/// library's [`RerankSpec`]: the keywords are its keys, and its parsing, validation and defaults
+/// are the CLI's and the server's. Text values (`rerank`, `matcher`, `ransac`, `spatial_weight`)
+/// go through [`RerankSpec::set`], so a bad one is named as on the other front ends.
+#[derive(Default)]
+pub(crate) struct RerankKwargs<'a> {
+    pub rerank: Option<&'a str>,
+    pub qe: Option<usize>,
+    pub qe_alpha: Option<f32>,
+    pub dba: Option<usize>,
+    pub dba_alpha: Option<f32>,
+    pub sg_m: Option<usize>,
+    pub sg_k: Option<usize>,
+    pub sg_beta: Option<f32>,
     pub rerank_k: Option<usize>,
     pub min_inliers: Option<usize>,
-    /// A number, or `"inliers"` as `Some(None)` (`dolg search --spatial-weight`).
-    pub spatial_weight: Option<Option<f64>>,
-    /// `"mnn"` or `"lighterglue"` (`dolg search --matcher`).
+    /// A number or "inliers", as Python gave it (`str()` of it).
+    pub spatial_weight: Option<String>,
     pub matcher: Option<&'a str>,
     pub match_ratio: Option<f64>,
     pub mutual: Option<bool>,
@@ -45,77 +57,44 @@ pub(crate) struct SpatialOptions<'a> {
     pub ransac_px: Option<f64>,
 }
 
-impl SpatialOptions<'_> {
-    fn given(&self) -> Option<&'static str> {
-        let named = [
-            ("rerank_k", self.rerank_k.is_some()),
-            ("min_inliers", self.min_inliers.is_some()),
-            ("spatial_weight", self.spatial_weight.is_some()),
-            ("matcher", self.matcher.is_some()),
-            ("match_ratio", self.match_ratio.is_some()),
-            ("mutual", self.mutual.is_some()),
-            ("ransac", self.ransac.is_some()),
-            ("ransac_px", self.ransac_px.is_some()),
-        ];
-        named.into_iter().find(|(_, given)| *given).map(|(n, _)| n)
-    }
-
-    fn build(&self, defaults: SpatialRerank) -> PyResult<SpatialRerank> {
-        let model = match self.ransac {
-            None => None,
-            Some("homography") => Some(GeometricModel::Homography),
-            Some("affine") => Some(GeometricModel::Affine),
-            Some(other) => return Err(bad_choice("ransac", other, &["homography", "affine"])),
-        };
-        let given = SpatialOverrides {
-            k: self.rerank_k,
+impl RerankKwargs<'_> {
+    pub(crate) fn spec(&self) -> PyResult<RerankSpec> {
+        let mut spec = RerankSpec {
+            qe: self.qe,
+            qe_alpha: self.qe_alpha,
+            dba: self.dba,
+            dba_alpha: self.dba_alpha,
+            sg_m: self.sg_m,
+            sg_k: self.sg_k,
+            sg_beta: self.sg_beta,
+            rerank_k: self.rerank_k,
             min_inliers: self.min_inliers,
-            weight: self.spatial_weight,
-            matcher: match self.matcher {
-                Some(m) => Some(m.parse().map_err(|_| bad_choice("matcher", m, &["mnn", "lighterglue"]))?),
-                None => None,
-            },
             match_ratio: self.match_ratio,
             mutual: self.mutual,
-            model,
-            threshold_px: self.ransac_px,
+            ransac_px: self.ransac_px,
+            ..RerankSpec::default()
         };
-        let sr = given.resolve(defaults);
-        sr.params.validate().map_err(|e| PyValueError::new_err(e.to_string()))?;
-        Ok(sr)
+        let text = [("rerank", self.rerank), ("spatial_weight", self.spatial_weight.as_deref()), ("matcher", self.matcher), ("ransac", self.ransac)];
+        for (key, value) in text {
+            if let Some(v) = value {
+                spec.set(key, v).map_err(spec_error)?;
+            }
+        }
+        spec.validate().map_err(spec_error)?;
+        Ok(spec)
+    }
+
+    /// The re-ranking asked for, spatial settings not given following `spatial_defaults`.
+    pub(crate) fn resolve(&self, spatial_defaults: SpatialRerank) -> PyResult<Rerank> {
+        self.spec()?.resolve(spatial_defaults).map_err(spec_error)
     }
 }
 
-/// Re-ranking options of `dolg search` (its defaults), as the library takes them. `method` is
-/// `"superglobal"`, `"spatial"` or both, comma-separated (applied in that order); options of a
-/// method that is not asked for are refused rather than ignored. `spatial_defaults`: the settings
-/// of the index's local features.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn rerank(
-    qe: usize,
-    qe_alpha: f32,
-    method: Option<&str>,
-    sg_m: Option<usize>,
-    sg_k: Option<usize>,
-    sg_beta: Option<f32>,
-    spatial: &SpatialOptions<'_>,
-    spatial_defaults: SpatialRerank,
-) -> PyResult<Rerank> {
-    const METHODS: [&str; 2] = ["superglobal", "spatial"];
-    let methods: Vec<&str> = method.map_or_else(Vec::new, |m| m.split(',').map(str::trim).collect());
-    if let Some(bad) = methods.iter().find(|m| !METHODS.contains(m)) {
-        return Err(bad_choice("rerank", bad, &METHODS));
-    }
-    let d = SuperGlobal::default();
-    let superglobal = methods.contains(&"superglobal").then(|| SuperGlobal { m: sg_m.unwrap_or(d.m), k: sg_k.unwrap_or(d.k), beta: sg_beta.unwrap_or(d.beta) });
-    let spatial = if methods.contains(&"spatial") {
-        Some(spatial.build(spatial_defaults)?)
-    } else if let Some(name) = spatial.given() {
-        return Err(PyValueError::new_err(format!("{name} is an option of spatial verification: add rerank=\"spatial\"")));
-    } else {
-        None
-    };
-    Ok(Rerank { qe: (qe > 0).then_some(QueryExpansion { n: qe, alpha: qe_alpha }), superglobal, spatial })
+/// A request the library cannot carry out whatever the collection, as a `ValueError` (the
+/// caller's arguments are at fault), checked before any work.
+fn checked(request: SearchRequest) -> PyResult<SearchRequest> {
+    request.validate().map_err(|e| PyValueError::new_err(e.to_string()))?;
+    Ok(request)
 }
 
 fn crop_box(crop: Option<[f64; 4]>) -> PyResult<Option<CropBox>> {
@@ -304,7 +283,7 @@ impl Collection {
     /// scoring at least that; width: the longest result). Re-ranking as `dolg search`: `qe`
     /// (α-QE with the top N, `qe_alpha`), `rerank="superglobal"` (`sg_m`, `sg_k`, `sg_beta`).
     /// Spatial verification needs query photos: see `search_images`.
-    #[pyo3(signature = (vectors, k=10, *, min_score=None, qe=0, qe_alpha=3.0, rerank=None, sg_m=None, sg_k=None, sg_beta=None))]
+    #[pyo3(signature = (vectors, k=10, *, min_score=None, qe=None, qe_alpha=None, rerank=None, sg_m=None, sg_k=None, sg_beta=None))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn search<'py>(
         &self,
@@ -312,26 +291,20 @@ impl Collection {
         vectors: &Bound<'py, PyAny>,
         k: usize,
         min_score: Option<f32>,
-        qe: usize,
-        qe_alpha: f32,
+        qe: Option<usize>,
+        qe_alpha: Option<f32>,
         rerank: Option<&str>,
         sg_m: Option<usize>,
         sg_k: Option<usize>,
         sg_beta: Option<f32>,
     ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>)> {
         let (values, _) = rows_of(vectors, "vectors")?;
-        let rr = self::rerank(qe, qe_alpha, rerank, sg_m, sg_k, sg_beta, &SpatialOptions::default(), SpatialRerank::default())?;
+        let rr = RerankKwargs { rerank, qe, qe_alpha, sg_m, sg_k, sg_beta, ..Default::default() }.resolve(SpatialRerank::default())?;
         if rr.spatial.is_some() {
             return Err(PyValueError::new_err("rerank=\"spatial\" verifies query photos' local features: use search_images, not vectors"));
         }
-        let results = self
-            .with(py, |c| match (k, min_score) {
-                (0, None) => Err(None),
-                (0, Some(s)) if rr.is_none() => c.range_search_vectors(&values, s).map_err(Some),
-                (0, Some(_)) => Err(None),
-                (k, s) => c.search_vectors_reranked(&values, &SearchParams { k, min_score: s.unwrap_or(f32::MIN), crop: None }, &rr).map_err(Some),
-            })?
-            .map_err(|e| e.map_or_else(|| PyValueError::new_err("k=0 is a range query: give min_score, and no re-ranking"), lib_err))?;
+        let request = checked(SearchRequest { k, min_score, crop: None, rerank: rr })?;
+        let results = self.with(py, |c| c.search(Query::Vectors(&values), &request))?.map_err(lib_err)?;
         let width = if k == 0 { results.iter().map(Vec::len).max().unwrap_or(0) } else { k };
         Ok(hit_arrays(py, &results, width))
     }
@@ -349,7 +322,7 @@ impl Collection {
     /// authors' settings). With spatial verification each result is (name, score, inliers),
     /// inliers None past the verified top `rerank_k`.
     #[pyo3(signature = (
-        paths, k=10, *, min_score=None, crop=None, qe=0, qe_alpha=3.0, rerank=None, sg_m=None, sg_k=None, sg_beta=None,
+        paths, k=10, *, min_score=None, crop=None, qe=None, qe_alpha=None, rerank=None, sg_m=None, sg_k=None, sg_beta=None,
         rerank_k=None, min_inliers=None, spatial_weight=None, matcher=None, match_ratio=None, mutual=None, ransac=None, ransac_px=None
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -360,8 +333,8 @@ impl Collection {
         k: usize,
         min_score: Option<f32>,
         crop: Option<[f64; 4]>,
-        qe: usize,
-        qe_alpha: f32,
+        qe: Option<usize>,
+        qe_alpha: Option<f32>,
         rerank: Option<&str>,
         sg_m: Option<usize>,
         sg_k: Option<usize>,
@@ -375,21 +348,30 @@ impl Collection {
         ransac: Option<&str>,
         ransac_px: Option<f64>,
     ) -> PyResult<Bound<'py, PyList>> {
-        let spatial_weight = match spatial_weight {
-            Some(w) => Some(dolg::spatial::parse_weight(&w.str()?.to_string()).map_err(|e| PyValueError::new_err(format!("spatial_weight: {e}")))?),
-            None => None,
+        let spatial_weight = spatial_weight.map(|w| w.str().map(|s| s.to_string())).transpose()?;
+        let kwargs = RerankKwargs {
+            rerank,
+            qe,
+            qe_alpha,
+            sg_m,
+            sg_k,
+            sg_beta,
+            rerank_k,
+            min_inliers,
+            spatial_weight,
+            matcher,
+            match_ratio,
+            mutual,
+            ransac,
+            ransac_px,
+            ..Default::default()
         };
-        let spatial = SpatialOptions { rerank_k, min_inliers, spatial_weight, matcher, match_ratio, mutual, ransac, ransac_px };
+        let spec = kwargs.spec()?;
         let defaults = self.with(py, |c| c.spatial_rerank_defaults())?;
-        let rr = self::rerank(qe, qe_alpha, rerank, sg_m, sg_k, sg_beta, &spatial, defaults)?;
+        let rr = spec.resolve(defaults).map_err(spec_error)?;
         let crop = crop_box(crop)?;
-        let results = self
-            .with(py, |c| match (k, min_score) {
-                (0, Some(s)) if rr.is_none() => c.range_search_images(&paths, s, crop).map_err(Some),
-                (0, _) => Err(None),
-                (k, s) => c.search_images_reranked(&paths, &SearchParams { k, min_score: s.unwrap_or(f32::MIN), crop }, &rr).map_err(Some),
-            })?
-            .map_err(|e| e.map_or_else(|| PyValueError::new_err("k=0 is a range query: give min_score, and no re-ranking"), lib_err))?;
+        let request = checked(SearchRequest { k, min_score, crop, rerank: rr })?;
+        let results = self.with(py, |c| c.search(Query::Images(&paths), &request))?.map_err(lib_err)?;
         let out = PyList::empty(py);
         for hits in results {
             let row = PyList::empty(py);
@@ -467,9 +449,10 @@ impl Collection {
     }
 
     /// Compute the α-DBA layer (database-side augmentation with `k` neighbours) that re-ranked
-    /// searches then use, as `dolg index dba`.
-    #[pyo3(signature = (k, alpha=3.0))]
-    fn build_dba(&self, py: Python<'_>, k: usize, alpha: f32) -> PyResult<()> {
+    /// searches then use, as `dolg index dba`; `alpha` defaults to 3 (the library's `rerank::DEFAULT_ALPHA`).
+    #[pyo3(signature = (k, alpha=None))]
+    fn build_dba(&self, py: Python<'_>, k: usize, alpha: Option<f32>) -> PyResult<()> {
+        let alpha = alpha.unwrap_or(dolg::rerank::DEFAULT_ALPHA);
         self.with(py, |c| c.build_dba(k, alpha))?.map_err(lib_err)
     }
 

@@ -12,6 +12,7 @@ use numpy::{PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
+use crate::collection::{spec_error, RerankKwargs};
 use crate::model::Model;
 use crate::{json_to_py, lib_err};
 
@@ -51,15 +52,17 @@ fn ranks_array(obj: &Bound<'_, PyAny>, gnd: &RevisitedGnd) -> PyResult<RanksMatr
     RanksMatrix::from_row_major(&data, n_db, n_q).map_err(lib_err)
 }
 
-/// The CLI's re-ranking options with SuperGlobal's defaults (`dolg eval` has no --sg-* here).
-fn rerank(qe: usize, qe_alpha: f32, method: Option<&str>) -> PyResult<Rerank> {
-    let rr = crate::collection::rerank(qe, qe_alpha, method, None, None, None, &Default::default(), Default::default())?;
+/// The re-ranking of `dolg eval` from the keywords (the library's [`dolg::rerank::RerankSpec`]);
+/// spatial verification needs an index, which these functions do not take.
+fn rerank(kwargs: RerankKwargs<'_>) -> PyResult<(Rerank, Option<(usize, f32)>)> {
+    let spec = kwargs.spec()?;
+    let rr = spec.resolve(Default::default()).map_err(spec_error)?;
     if rr.spatial.is_some() {
         return Err(PyValueError::new_err(
             "rerank=\"spatial\" needs an index with local features: use `dolg eval groups|revisited --db INDEX --rerank spatial`",
         ));
     }
-    Ok(rr)
+    Ok((rr, spec.dba()))
 }
 
 /// Revisited Oxford/Paris mAP and mP@1,5,10 (Easy, Medium, Hard) from the ground-truth pickle
@@ -69,7 +72,7 @@ fn rerank(qe: usize, qe_alpha: f32, method: Option<&str>) -> PyResult<Rerank> {
 /// Re-ranking as `dolg eval revisited`: `qe`, `qe_alpha`, `rerank="superglobal"`, `dba`,
 /// `dba_alpha`. Returns the dict `dolg eval revisited --json` prints.
 #[pyfunction]
-#[pyo3(signature = (gnd, ranks=None, *, db=None, queries=None, distractors=None, per_query=false, qe=0, qe_alpha=3.0, rerank=None, dba=0, dba_alpha=3.0))]
+#[pyo3(signature = (gnd, ranks=None, *, db=None, queries=None, distractors=None, per_query=false, qe=None, qe_alpha=None, rerank=None, sg_m=None, sg_k=None, sg_beta=None, dba=None, dba_alpha=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn eval_revisited<'py>(
     py: Python<'py>,
@@ -79,14 +82,17 @@ pub fn eval_revisited<'py>(
     queries: Option<&Bound<'py, PyAny>>,
     distractors: Option<&Bound<'py, PyAny>>,
     per_query: bool,
-    qe: usize,
-    qe_alpha: f32,
+    qe: Option<usize>,
+    qe_alpha: Option<f32>,
     rerank: Option<&str>,
-    dba: usize,
-    dba_alpha: f32,
+    sg_m: Option<usize>,
+    sg_k: Option<usize>,
+    sg_beta: Option<f32>,
+    dba: Option<usize>,
+    dba_alpha: Option<f32>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let (rr, dba) = self::rerank(RerankKwargs { rerank, qe, qe_alpha, sg_m, sg_k, sg_beta, dba, dba_alpha, ..Default::default() })?;
     let gt = py.detach(|| RevisitedGnd::load(&gnd)).map_err(lib_err)?;
-    let rr = self::rerank(qe, qe_alpha, rerank)?;
     let result = match (ranks, db, queries) {
         (Some(r), None, None) => {
             let matrix = match as_path(r) {
@@ -127,10 +133,10 @@ pub fn eval_revisited<'py>(
             // The CLI's two paths: full rankings when re-ranking, else streamed positions.
             py.detach(|| -> Result<_, EvalError> {
                 let dim = descriptors.dim;
-                if dba > 0 || !rr.is_none() {
+                if dba.is_some() || !rr.is_none() {
                     let mut all = [descriptors.database.as_slice(), extra.as_slice()].concat();
-                    if dba > 0 {
-                        all = dolg::rerank::dba(&all, dim, dba, dba_alpha);
+                    if let Some((k, alpha)) = dba {
+                        all = dolg::rerank::dba(&all, dim, k, alpha);
                     }
                     let columns = reranked_ranking(&all, dim, &descriptors.queries, &vec![None; descriptors.queries.len() / dim], &rr);
                     gt.evaluate(&RanksMatrix::from_columns(columns, all.len() / dim)?)
@@ -152,7 +158,7 @@ pub fn eval_revisited<'py>(
 /// relative to `images`) or are made by `model` from the images under `images`. Options as
 /// `eval_revisited`. Returns the dict `dolg eval groups --json` prints.
 #[pyfunction]
-#[pyo3(signature = (groups, images, *, db=None, model=None, per_query=false, qe=0, qe_alpha=3.0, rerank=None, dba=0, dba_alpha=3.0))]
+#[pyo3(signature = (groups, images, *, db=None, model=None, per_query=false, qe=None, qe_alpha=None, rerank=None, sg_m=None, sg_k=None, sg_beta=None, dba=None, dba_alpha=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn eval_groups<'py>(
     py: Python<'py>,
@@ -161,13 +167,16 @@ pub fn eval_groups<'py>(
     db: Option<PathBuf>,
     model: Option<&Model>,
     per_query: bool,
-    qe: usize,
-    qe_alpha: f32,
+    qe: Option<usize>,
+    qe_alpha: Option<f32>,
     rerank: Option<&str>,
-    dba: usize,
-    dba_alpha: f32,
+    sg_m: Option<usize>,
+    sg_k: Option<usize>,
+    sg_beta: Option<f32>,
+    dba: Option<usize>,
+    dba_alpha: Option<f32>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let rr = self::rerank(qe, qe_alpha, rerank)?;
+    let (rr, dba) = self::rerank(RerankKwargs { rerank, qe, qe_alpha, sg_m, sg_k, sg_beta, dba, dba_alpha, ..Default::default() })?;
     let gt = py.detach(|| GroupsGt::load(&groups)).map_err(lib_err)?;
     let ex = match (&db, model) {
         (Some(_), None) => None,
@@ -181,7 +190,6 @@ pub fn eval_groups<'py>(
                 (None, Some(ex)) => describe_groups(ex, &gt, &images, |_| {})?,
                 (None, None) => unreachable!("checked above"),
             };
-            let dba = (dba > 0).then_some((dba, dba_alpha));
             Ok(if dba.is_some() || !rr.is_none() { gt.evaluate_reranked(&rows, dim, dba, &rr)? } else { gt.evaluate_descriptors(&rows, dim)? })
         })
         .map_err(lib_err)?;

@@ -4,9 +4,9 @@
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
-use dolg::decode::{BgrImage, DecodeLimits, Orientation};
+use dolg::decode::{BgrImage, DecodeLimits};
 use dolg::descriptors::{DescriptorError, Extractor};
-use dolg::spec::{LoadedModel, ModelSpec};
+use dolg::spec::{LoadedModel, ModelOptions, ModelSpec};
 use numpy::{PyArray2, PyReadonlyArray3, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -137,20 +137,19 @@ impl Model {
         if threads == Some(0) {
             return Err(PyValueError::new_err("threads=0: give a positive number of threads, or None for all cores"));
         }
-        // The same spec `ModelArgs::spec` builds from the CLI's flags, DELG's scales included.
-        let default_scales = dolg::spec::default_scales_for(weights.as_deref());
-        let spec = ModelSpec {
+        // The library's ModelOptions, which the CLI flattens into its flags: one place builds the
+        // spec from them, DELG's scales for a DELG checkpoint included.
+        let options = ModelOptions {
             weights,
             backbone: backbone.map(|b| value_enum("backbone", b)).transpose()?,
             arch: arch.map(|a| value_enum("arch", a)).transpose()?,
             fusion: fusion.map(|f| value_enum("fusion", f)).transpose()?,
-            // Every other field at the library's default (weights and backbone are both set above).
-            ..ModelSpec::pretrained(dolg::pretrained::Pretrained::MobileNetV2)
-        }
-        .with_scales(scales.unwrap_or(default_scales))
-        .with_max_size(max_size)
-        .with_orientation(if ignore_orientation { Orientation::Ignore } else { Orientation::Apply })
-        .with_scale_combine(value_enum("scale_combine", scale_combine)?);
+            scales,
+            max_size,
+            ignore_orientation,
+            scale_combine: value_enum("scale_combine", scale_combine)?,
+        };
+        let spec = options.spec().map_err(lib_err)?;
         dolg::runtime::set_threads(threads).map_err(|e| PyValueError::new_err(format!("threads={}: {e}", threads.unwrap_or(0))))?;
         let device = dolg::runtime::device(device).map_err(PyValueError::new_err)?;
         let mut loaded = py.detach(|| spec.load(&device)).map_err(lib_err)?;

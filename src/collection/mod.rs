@@ -23,7 +23,7 @@
 //!
 #![cfg_attr(dolg_shared, doc = "```")]
 #![cfg_attr(not(dolg_shared), doc = "```ignore")]
-//! use dolg::collection::{AddOptions, Collection, IndexKind, SearchParams};
+//! use dolg::collection::{AddOptions, Collection, IndexKind, Query, SearchRequest};
 //! use dolg::spec::ModelSpec;
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let weights = "../shared/fixtures/dolg-r50-random/dolg_r50_random_noaspp.pyth.gz";
@@ -39,7 +39,7 @@
 //! assert_eq!((report.added, report.failed.len()), (3, 0));
 //!
 //! // An indexed query photo reuses its stored descriptor and is left out of its own results.
-//! let hits = &photos.search_images(&paths[..1], &SearchParams::top(5))?[0];
+//! let hits = &photos.search(Query::Images(&paths[..1]), &SearchRequest::top(5))?[0];
 //! assert_eq!(hits.len(), 2);
 //! assert!(hits[0].score >= hits[1].score && hits[0].name != "landmarks/images/wxbs-kyiv_1.jpg");
 //! # Ok(())
@@ -65,6 +65,7 @@ pub mod dba;
 pub mod dedup;
 pub mod local;
 mod rerank;
+mod search;
 mod serve_support;
 mod stat_cache;
 pub use crate::rerank::{QueryExpansion, Rerank, SuperGlobal};
@@ -72,6 +73,7 @@ pub use dedup::{
     components, default_threshold, self_join, DedupMethod, DedupOptions, DedupVerify, DuplicateGroup, DuplicatePair, ScoredPair, DEFAULT_BLOCK_ROWS,
     SCORE_TOLERANCE,
 };
+pub use search::{Query, SearchRequest, DEFAULT_K};
 use stat_cache::{FileStat, StatCache};
 
 /// Options of [`Collection::add_paths`].
@@ -143,22 +145,13 @@ pub enum VectorOrigin {
     Unverified,
 }
 
-/// Options of a search.
+/// A search's limits as the search paths take them ([`SearchRequest`] is the public form).
 #[derive(Debug, Clone, Copy)]
-pub struct SearchParams {
+pub(crate) struct SearchParams {
     /// Results per query (at most the number of entries).
     pub k: usize,
     /// Results scoring below this cosine similarity are dropped.
     pub min_score: f32,
-    /// Crop query images to this box first (query photos only; a cropped query is always
-    /// described, never taken from the index).
-    pub crop: Option<CropBox>,
-}
-
-impl SearchParams {
-    pub fn top(k: usize) -> Self {
-        Self { k, min_score: f32::MIN, crop: None }
-    }
 }
 
 /// What an index holds, as `dolg index info` reports it. Opening verified every checksum.
@@ -183,7 +176,7 @@ pub struct Collection {
     index: Index,
     device: Device,
     /// Built on first need: searching by stored photos or vectors needs no model.
-    model: Option<LoadedModel>,
+    model: std::sync::OnceLock<LoadedModel>,
     /// Weights to build the recorded model from instead of the recorded path.
     weights: Option<PathBuf>,
     /// The fresh DBA layer, read once per state of the store ([`dba`]).
@@ -192,7 +185,7 @@ pub struct Collection {
 
 impl std::fmt::Debug for Collection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Collection").field("index", &self.index).field("model_loaded", &self.model.is_some()).finish()
+        f.debug_struct("Collection").field("index", &self.index).field("model_loaded", &self.model.get().is_some()).finish()
     }
 }
 
@@ -256,7 +249,7 @@ impl Collection {
         }
         let root = root.map(absolute_dir).transpose()?;
         let index = Index::create_with(dir, identity(&spec, &loaded), kind, root, local)?;
-        Ok(Self { index, device: device.clone(), model: Some(loaded), weights: None, dba_cache: Default::default() })
+        Ok(Self { index, device: device.clone(), model: loaded.into(), weights: None, dba_cache: Default::default() })
     }
 
     /// Open `dir` for writing if it holds an index of the same model and kind, else create it.
@@ -299,7 +292,7 @@ impl Collection {
         if index.kind() != kind {
             return Err(Error::KindMismatch { index: dir.to_owned(), existing: index.kind(), requested: kind });
         }
-        let mut c = Self { index, device: device.clone(), model: Some(loaded), weights: None, dba_cache: Default::default() };
+        let mut c = Self { index, device: device.clone(), model: loaded.into(), weights: None, dba_cache: Default::default() };
         if let Some(r) = root {
             c.set_root(r)?;
         }
@@ -341,13 +334,13 @@ impl Collection {
     pub fn create_for_vectors(dir: &Path, dim: usize, device: &Device) -> Result<Self> {
         let model = ModelIdentity { name: "imported descriptors".into(), dim, fingerprint: None, spec: None };
         let index = Index::create(dir, model, IndexKind::Exact)?;
-        Ok(Self { index, device: device.clone(), model: None, weights: None, dba_cache: Default::default() })
+        Ok(Self { index, device: device.clone(), model: Default::default(), weights: None, dba_cache: Default::default() })
     }
 
     /// Open an existing collection. [`OpenMode::Read`] shares the index with other readers;
     /// [`OpenMode::Write`] excludes every other process.
     pub fn open(dir: &Path, mode: OpenMode, device: &Device) -> Result<Self> {
-        Ok(Self { index: Index::open(dir, mode)?, device: device.clone(), model: None, weights: None, dba_cache: Default::default() })
+        Ok(Self { index: Index::open(dir, mode)?, device: device.clone(), model: Default::default(), weights: None, dba_cache: Default::default() })
     }
 
     /// Build the recorded model from `weights` instead of the recorded path (the file moved). The
@@ -357,7 +350,7 @@ impl Collection {
             return Err(Error::WeightsNotApplicable { backbone: b.name() });
         }
         self.weights = Some(weights);
-        self.model = None;
+        self.model = std::sync::OnceLock::new();
         Ok(())
     }
 
@@ -388,11 +381,13 @@ impl Collection {
     }
 
     /// The collection's model, built from its recorded spec and checked against its fingerprint.
-    fn model(&mut self) -> Result<&LoadedModel> {
-        if self.model.is_none() {
-            self.model = Some(self.load_query_model()?);
+    fn model(&self) -> Result<&LoadedModel> {
+        if let Some(m) = self.model.get() {
+            return Ok(m);
         }
-        Ok(self.model.as_ref().expect("set above"))
+        // Two threads may both load it; the first stored wins and the other copy is dropped.
+        let _ = self.model.set(self.load_query_model()?);
+        Ok(self.model.get().expect("set above"))
     }
 
     /// Name and stat each file, and hash those `need_hash` asks for (their content decides
@@ -440,7 +435,7 @@ impl Collection {
             return Ok((stored, failed));
         }
         self.model()?;
-        let ex = &self.model.as_ref().expect("loaded above").extractor;
+        let ex = &self.model.get().expect("loaded above").extractor;
         let index = &mut self.index;
         let paths: Vec<PathBuf> = todo.iter().map(|t| t.path.clone()).collect();
         let mut batch = Vec::new();
@@ -635,7 +630,7 @@ impl Collection {
     /// The query photos' vectors (the stored one for an indexed, uncropped photo, else
     /// described), the row each one is, and with `with_local` their local features (stored, else
     /// extracted in the same pass as the vector); without it the last list is empty.
-    fn query_vectors(&mut self, paths: &[PathBuf], crop: Option<CropBox>, with_local: bool) -> Result<QueryInputs> {
+    fn query_vectors(&self, paths: &[PathBuf], crop: Option<CropBox>, with_local: bool) -> Result<QueryInputs> {
         let mut vectors = Vec::with_capacity(paths.len() * self.dim());
         let mut stored = Vec::with_capacity(paths.len());
         let mut locals = Vec::new();
@@ -665,20 +660,6 @@ impl Collection {
         Ok((vectors, stored, locals))
     }
 
-    /// Top-k results for each query photo, best first. An indexed query photo is left out of its
-    /// own results.
-    pub fn search_images(&mut self, paths: &[PathBuf], params: &SearchParams) -> Result<Vec<Vec<NamedHit>>> {
-        let (vectors, stored, _) = self.query_vectors(paths, params.crop, false)?;
-        self.rerank_excluding(&vectors, &stored, params, &Rerank::default(), None)
-    }
-
-    /// Top-k results for each query vector ([nq, dim] row-major; normalised here), best first.
-    /// With a fresh DBA layer ([`dba`]) the entries are compared through it.
-    pub fn search_vectors(&self, vectors: &[f32], params: &SearchParams) -> Result<Vec<Vec<NamedHit>>> {
-        let queries = self.normalized_queries(vectors)?;
-        self.rerank_excluding(&queries, &vec![None; queries.len() / self.dim()], params, &Rerank::default(), None)
-    }
-
     fn normalized_queries(&self, vectors: &[f32]) -> Result<Vec<f32>> {
         let dim = self.dim();
         if vectors.is_empty() || !vectors.len().is_multiple_of(dim) {
@@ -694,20 +675,6 @@ impl Collection {
         let k = params.k.min(self.len());
         let results = self.index.search(queries, k + 1, params.min_score)?;
         Ok(results.into_iter().zip(exclude).map(|(hits, ex)| hits.into_iter().filter(|h| Some(h.row) != *ex).take(k).collect()).collect())
-    }
-
-    /// Every entry scoring at least `min_score` against each query vector, best first (a range
-    /// query). Always exact, whatever the backend. Memory grows with the results, not the index.
-    pub fn range_search_vectors(&self, vectors: &[f32], min_score: f32) -> Result<Vec<Vec<NamedHit>>> {
-        let queries = self.normalized_queries(vectors)?;
-        self.range_excluding(&queries, &vec![None; queries.len() / self.dim()], min_score)
-    }
-
-    /// [`Collection::range_search_vectors`] for query photos (stored-vector reuse and
-    /// self-exclusion as in [`Collection::search_images`]).
-    pub fn range_search_images(&mut self, paths: &[PathBuf], min_score: f32, crop: Option<CropBox>) -> Result<Vec<Vec<NamedHit>>> {
-        let (vectors, stored, _) = self.query_vectors(paths, crop, false)?;
-        self.range_excluding(&vectors, &stored, min_score)
     }
 
     fn range_excluding(&self, queries: &[f32], exclude: &[Option<usize>], min_score: f32) -> Result<Vec<Vec<NamedHit>>> {

@@ -1,9 +1,7 @@
 //! Re-ranked searches: α-QE then SuperGlobal over the collection's search backend, in the fixed
-//! order of [`crate::rerank`]. When the index has a fresh DBA layer ([`super::dba`]), every
-//! search (these and the plain [`Collection::search_vectors`] / [`Collection::search_images`])
-//! compares queries with the DBA vectors, exactly, whatever the backend.
-
-use std::path::PathBuf;
+//! order of [`crate::rerank`], behind [`Collection::search`]. When the index has a fresh DBA layer
+//! ([`super::dba`]), every search compares queries with the DBA vectors, exactly, whatever the
+//! backend.
 
 use super::dba::DbaLayer;
 use super::{Collection, NamedHit, SearchParams};
@@ -13,31 +11,6 @@ use crate::model::LocalFeatures;
 use crate::rerank::{expand_query, superglobal_ranking, Rerank};
 
 impl Collection {
-    /// [`Collection::search_vectors`] followed by `rerank` (α-QE: a second search with the
-    /// expanded query; SuperGlobal over its top M). `params.min_score` applies to the final
-    /// scores.
-    /// Spatial re-ranking needs query photos: use [`Collection::search_images_reranked`].
-    pub fn search_vectors_reranked(&self, vectors: &[f32], params: &SearchParams, rerank: &Rerank) -> Result<Vec<Vec<NamedHit>>> {
-        if rerank.spatial.is_some() {
-            return Err(Error::LocalUnavailable {
-                extractor: "query".into(),
-                reason: "spatial re-ranking needs query photos (or indexed names), not vectors".into(),
-            });
-        }
-        let queries = self.normalized_queries(vectors)?;
-        self.rerank_excluding(&queries, &vec![None; queries.len() / self.dim()], params, rerank, None)
-    }
-
-    /// [`Collection::search_images`] followed by `rerank`; an indexed query photo stays out of
-    /// its own results (and so out of its own expansion).
-    /// With spatial re-ranking, an indexed query photo's stored local features are used, others
-    /// are extracted.
-    pub fn search_images_reranked(&mut self, paths: &[PathBuf], params: &SearchParams, rerank: &Rerank) -> Result<Vec<Vec<NamedHit>>> {
-        let spatial = rerank.spatial.is_some();
-        let (vectors, stored, locals) = self.query_vectors(paths, params.crop, spatial)?;
-        self.rerank_excluding(&vectors, &stored, params, rerank, spatial.then_some(&locals[..]))
-    }
-
     /// The re-ranking pipeline for `queries` ([nq, dim]); `query_local[i]` are query i's local
     /// features, needed when `rerank.spatial` is set.
     pub(super) fn rerank_excluding(
@@ -55,7 +28,7 @@ impl Collection {
         let dim = self.dim();
         let qe_n = rerank.qe.map_or(0, |q| q.n);
         let depth = params.k.max(rerank.depth()).max(qe_n);
-        let wide = SearchParams { k: depth, min_score: f32::MIN, crop: None };
+        let wide = SearchParams { k: depth, min_score: f32::MIN };
         let store = self.index.store();
         let mut out = Vec::with_capacity(exclude.len());
         for (i, (q, ex)) in queries.chunks(dim).zip(exclude).enumerate() {

@@ -1,15 +1,13 @@
 //! What `dolg serve` ([`crate::serve`]) needs beyond the batch API: describe a query photo without
 //! holding the collection (so searches go on while an upload is decoded and described), search with
-//! a descriptor or a stored entry, and commit one already-described photo.
+//! a descriptor or a stored entry ([`super::Query`]), and commit one already-described photo.
 
 use std::path::Path;
 
-use super::{identity, Collection, SearchParams};
+use super::{identity, Collection};
 use crate::descriptors::Description;
 use crate::error::{Error, Result};
-use crate::index::{NamedHit, Record};
-use crate::model::LocalFeatures;
-use crate::rerank::Rerank;
+use crate::index::Record;
 use crate::spec::LoadedModel;
 
 impl Collection {
@@ -28,57 +26,6 @@ impl Collection {
         }
         self.index.check_model(&identity(&spec, &loaded))?;
         Ok(loaded)
-    }
-
-    /// Top-k results for one descriptor as the extractor returns it: the same ranking as
-    /// [`Collection::search_images`] gives for a photo that is not indexed (or is cropped),
-    /// through the index's DBA layer when it has a fresh one.
-    pub fn search_described(&self, descriptor: &[f32], params: &SearchParams) -> Result<Vec<NamedHit>> {
-        self.search_described_reranked(descriptor, None, params, &Rerank::default())
-    }
-
-    /// [`Collection::search_described`] followed by `rerank`, as
-    /// [`Collection::search_images_reranked`] does for that photo; `local` are the query's local
-    /// features, which spatial re-ranking needs.
-    pub fn search_described_reranked(
-        &self,
-        descriptor: &[f32],
-        local: Option<&LocalFeatures>,
-        params: &SearchParams,
-        rerank: &Rerank,
-    ) -> Result<Vec<NamedHit>> {
-        if descriptor.len() != self.dim() {
-            return Err(Error::VectorLength { expected: self.dim(), values: descriptor.len() });
-        }
-        Ok(self.rerank_excluding(descriptor, &[None], params, rerank, local.map(std::slice::from_ref))?.pop().unwrap_or_default())
-    }
-
-    /// Top-k results for the indexed entry `name`, with its stored descriptor, left out of its own
-    /// results: what [`Collection::search_images`] gives for that photo uncropped.
-    pub fn search_name(&self, name: &str, params: &SearchParams) -> Result<Vec<NamedHit>> {
-        self.search_name_reranked(name, None, params, &Rerank::default())
-    }
-
-    /// [`Collection::search_name`] followed by `rerank`, as [`Collection::search_images_reranked`]
-    /// does for that photo uncropped. Spatial re-ranking uses `local` when given (the photo's file
-    /// described, for an entry stored without local features), else the entry's stored ones.
-    pub fn search_name_reranked(&self, name: &str, local: Option<&LocalFeatures>, params: &SearchParams, rerank: &Rerank) -> Result<Vec<NamedHit>> {
-        let store = self.index.store();
-        let row = store.lookup(name).ok_or_else(|| Error::NotInIndex { index: self.dir().to_owned(), name: name.to_owned() })?;
-        let stored;
-        let local = match local {
-            Some(l) => Some(l),
-            None if rerank.spatial.is_some() => {
-                stored = self.local_features(row)?.ok_or_else(|| Error::LocalUnavailable {
-                    extractor: name.to_owned(),
-                    reason: "the entry was stored without local features; describe its photo for spatial re-ranking".into(),
-                })?;
-                Some(&stored)
-            }
-            None => None,
-        };
-        let v = store.vector(row).to_vec();
-        Ok(self.rerank_excluding(&v, &[Some(row)], params, rerank, local.map(std::slice::from_ref))?.pop().unwrap_or_default())
     }
 
     /// Store one photo described elsewhere (with [`Collection::load_query_model`]) under `name`,

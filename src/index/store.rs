@@ -27,7 +27,7 @@
 //! The variable is read once per process; when it is unset the hook costs one check of a
 //! `OnceLock` per commit. A malformed `commit:` value is ignored with a warning; other values
 //! belong to the failpoints of [`crate::atomic_file`]. The crash test in
-//! `tests/index_conformance.rs` uses it to kill a child process at every commit of a build.
+//! `tests/integration/index_conformance.rs` uses it to kill a child process at every commit of a build.
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -19,7 +19,7 @@
 //!   centres in (row, col) pixels of the input image.
 //!
 //! `../shared/fixtures/delg-r50-random/README.md` documents every step against the authors' code,
-//! with their quirks (cited below by number); `tests/delg_parity.rs` checks this module against it.
+//! with their quirks (cited below by number); `tests/integration/delg_parity.rs` checks this module against it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

@@ -18,14 +18,13 @@ use sha2::{Digest, Sha256};
 
 use super::photo_id;
 use super::state::{AppState, THUMB_CACHE};
-use crate::collection::{Collection, DedupMethod, DedupOptions, NamedHit, SearchParams};
+use crate::collection::{Collection, DedupMethod, DedupOptions, NamedHit, Query as SearchQuery, SearchRequest, DEFAULT_K};
 use crate::decode::{decode_file_oriented, DecodeError, DecodeLimits, Orientation};
 use crate::descriptors::{Description, DescriptorError};
 use crate::error::Error;
 use crate::index::hnsw::DEFAULT_EF_SEARCH;
 use crate::preprocess::CropBox;
-use crate::rerank::{QueryExpansion, Rerank, SpatialOverrides, SuperGlobal};
-use crate::spatial::GeometricModel;
+use crate::rerank::{Rerank, RerankError, RerankSpec};
 
 const PAGE: &str = include_str!("index.html");
 const OPENAPI: &str = include_str!("openapi.json");
@@ -72,7 +71,7 @@ impl ApiError {
         };
         let status = match &e {
             Error::NotInIndex { .. } => StatusCode::NOT_FOUND,
-            Error::VectorLength { .. } => StatusCode::BAD_REQUEST,
+            Error::VectorLength { .. } | Error::Rerank(_) | Error::Request { .. } => StatusCode::BAD_REQUEST,
             Error::NoModel { .. } => StatusCode::CONFLICT,
             Error::Decode(d) | Error::Descriptor(DescriptorError::Decode(d)) => decode_status(d),
             Error::Descriptor(DescriptorError::Preprocess { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -294,31 +293,21 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> ApiResult<T> + Send + '
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
 }
 
-/// Search options from the query string, a JSON body or multipart fields.
+/// Search options from the query string, a JSON body or multipart fields: the result count and
+/// filters here, re-ranking as the library's [`RerankSpec`] (its keys, parsing and validation).
 #[derive(Debug, Default, Clone)]
 struct Options {
     k: Option<usize>,
     min_score: Option<f32>,
     crop: Option<CropBox>,
     ef: Option<usize>,
-    /// `rerank=spatial` was asked for.
-    spatial: bool,
-    /// Spatial settings given; the rest follow the index's local features.
-    spatial_opts: SpatialOverrides,
-    /// `rerank=superglobal` was asked for, with `sg_m`, `sg_k`, `sg_beta` as `dolg search` takes them.
-    superglobal: bool,
-    sg_m: Option<usize>,
-    sg_k: Option<usize>,
-    sg_beta: Option<f32>,
-    /// α-QE: `qe` top results expand the query, weighted by `qe_alpha` (`dolg search --qe`).
-    qe: Option<usize>,
-    qe_alpha: Option<f32>,
+    rerank: RerankSpec,
 }
 
-/// `dolg search --qe-alpha`'s default.
-const DEFAULT_QE_ALPHA: f32 = 3.0;
-
 impl Options {
+    /// Every key a search takes besides re-ranking's ([`RerankSpec::KEYS`]).
+    const KEYS: [&'static str; 4] = ["k", "min_score", "crop", "ef"];
+
     fn set(&mut self, key: &str, value: &str) -> ApiResult<()> {
         let bad = |what: &str| ApiError::bad(format!("{key}: '{value}' is not {what}"));
         match key {
@@ -326,89 +315,39 @@ impl Options {
             "min_score" => self.min_score = Some(value.trim().parse::<f32>().ok().filter(|s| s.is_finite()).ok_or_else(|| bad("a finite number"))?),
             "crop" => self.crop = Some(value.parse().map_err(|e: String| ApiError::bad(format!("crop: {e}")))?),
             "ef" => self.ef = Some(value.trim().parse().ok().filter(|&e| e > 0).ok_or_else(|| bad("a positive whole number"))?),
-            "rerank" => {
-                for m in value.split(',').map(str::trim).filter(|m| !m.is_empty()) {
-                    match m {
-                        "spatial" => self.spatial = true,
-                        "superglobal" => self.superglobal = true,
-                        "qe" => return Err(ApiError::bad("rerank: α-QE is set with qe=N (the number of top results that expand the query), not rerank=qe")),
-                        "dba" => {
-                            return Err(ApiError::bad(
-                                "rerank: DBA belongs to the index (`dolg index dba`); once built, every search uses it without being asked",
-                            ))
-                        }
-                        _ => return Err(ApiError::bad(format!("rerank: unknown method '{m}' (the server offers 'superglobal' and 'spatial')"))),
-                    }
-                }
-            }
-            "rerank_k" => self.spatial_opts.k = Some(value.trim().parse().ok().filter(|&k| k > 0).ok_or_else(|| bad("a positive whole number"))?),
-            "min_inliers" => self.spatial_opts.min_inliers = Some(value.trim().parse().map_err(|_| bad("a whole number"))?),
-            "matcher" => self.spatial_opts.matcher = Some(value.parse().map_err(|_| bad("mnn or lighterglue"))?),
-            "spatial_weight" => self.spatial_opts.weight = Some(crate::spatial::parse_weight(value).map_err(|_| bad("`inliers` or a finite number >= 0"))?),
-            "match_ratio" => {
-                self.spatial_opts.match_ratio =
-                    Some(value.trim().parse::<f64>().ok().filter(|r| r.is_finite() && *r > 0.0).ok_or_else(|| bad("a positive number"))?)
-            }
-            "mutual" => {
-                self.spatial_opts.mutual = Some(match value.trim() {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    _ => return Err(bad("true or false")),
-                })
-            }
-            "ransac" => {
-                self.spatial_opts.model = Some(match value.trim() {
-                    "homography" => GeometricModel::Homography,
-                    "affine" => GeometricModel::Affine,
-                    _ => return Err(bad("homography or affine")),
-                })
-            }
-            "ransac_px" => {
-                self.spatial_opts.threshold_px =
-                    Some(value.trim().parse::<f64>().ok().filter(|p| p.is_finite() && *p > 0.0).ok_or_else(|| bad("a positive number"))?)
-            }
-            "qe" => self.qe = Some(value.trim().parse().map_err(|_| bad("a whole number"))?),
-            "qe_alpha" => self.qe_alpha = Some(value.trim().parse::<f32>().ok().filter(|a| a.is_finite() && *a >= 0.0).ok_or_else(|| bad("a number ≥ 0"))?),
-            "sg_m" => self.sg_m = Some(value.trim().parse().ok().filter(|&m| m > 0).ok_or_else(|| bad("a positive whole number"))?),
-            "sg_k" => self.sg_k = Some(value.trim().parse().ok().filter(|&k| k > 0).ok_or_else(|| bad("a positive whole number"))?),
-            "sg_beta" => self.sg_beta = Some(value.trim().parse::<f32>().ok().filter(|b| b.is_finite()).ok_or_else(|| bad("a finite number"))?),
-            _ => {}
+            _ => self.rerank.set(key, value).map_err(rerank_error)?,
         }
         Ok(())
     }
 
     /// The re-ranking asked for, over `c` (spatial settings not given follow its local features),
     /// as `dolg search` builds it from the same flags.
-    fn rerank(&self, c: &Collection) -> Rerank {
-        let sg = SuperGlobal::default();
-        Rerank {
-            qe: self.qe.filter(|&n| n > 0).map(|n| QueryExpansion { n, alpha: self.qe_alpha.unwrap_or(DEFAULT_QE_ALPHA) }),
-            superglobal: self.superglobal.then(|| SuperGlobal {
-                m: self.sg_m.unwrap_or(sg.m),
-                k: self.sg_k.unwrap_or(sg.k),
-                beta: self.sg_beta.unwrap_or(sg.beta),
-            }),
-            spatial: self.spatial.then(|| self.spatial_opts.resolve(c.spatial_rerank_defaults())),
-        }
+    fn rerank(&self, c: &Collection) -> ApiResult<Rerank> {
+        self.rerank.resolve(c.spatial_rerank_defaults()).map_err(rerank_error)
     }
 
-    fn params(&self) -> ApiResult<SearchParams> {
-        let k = self.k.unwrap_or(10);
+    /// The request, re-ranking still to be resolved against the collection ([`Options::rerank`]).
+    fn params(&self) -> ApiResult<SearchRequest> {
+        let k = self.k.unwrap_or(DEFAULT_K);
         if k == 0 || k > MAX_K {
             return Err(ApiError::bad(format!("k must be between 1 and {MAX_K}, not {k}")));
         }
-        if !self.spatial && !self.spatial_opts.is_empty() {
-            return Err(ApiError::bad(
-                "rerank_k, min_inliers, spatial_weight, matcher, match_ratio, mutual, ransac and ransac_px set spatial re-ranking: add rerank=spatial",
-            ));
+        self.rerank.validate().map_err(rerank_error)?;
+        if self.rerank.dba.is_some() || self.rerank.dba_alpha.is_some() {
+            return Err(ApiError::bad("dba: DBA belongs to the index (`dolg index dba`); once built, every search uses it without being asked"));
         }
-        if !self.superglobal && (self.sg_m.is_some() || self.sg_k.is_some() || self.sg_beta.is_some()) {
-            return Err(ApiError::bad("sg_m, sg_k and sg_beta set SuperGlobal re-ranking: add rerank=superglobal"));
+        Ok(SearchRequest::top(k).with_min_score(self.min_score).with_crop(self.crop))
+    }
+}
+
+/// A re-ranking request the library refused, as a 400 naming the key; an unknown key lists the
+/// search's own keys too.
+fn rerank_error(e: RerankError) -> ApiError {
+    match e {
+        RerankError::UnknownKey { key } => {
+            ApiError::bad(format!("unknown option '{key}' (a search takes {}, {})", Options::KEYS.join(", "), RerankSpec::KEYS.join(", ")))
         }
-        if self.qe_alpha.is_some() && self.qe.unwrap_or(0) == 0 {
-            return Err(ApiError::bad("qe_alpha weights α-QE: add qe=N (the number of top results that expand the query)"));
-        }
-        Ok(SearchParams { k, min_score: self.min_score.unwrap_or(f32::MIN), crop: self.crop })
+        e => ApiError::bad(e.to_string()),
     }
 }
 
@@ -424,8 +363,8 @@ fn content_type(req: &Request) -> String {
 }
 
 /// The image of a multipart body (the field named `image`, or the first with a file name), with
-/// the other fields applied to `options`.
-async fn read_multipart(req: Request, options: &mut Options) -> ApiResult<Vec<u8>> {
+/// the other fields applied to `options` (a search's), or ignored (an upload's: `None`).
+async fn read_multipart(req: Request, mut options: Option<&mut Options>) -> ApiResult<Vec<u8>> {
     let mut mp = Multipart::from_request(req, &()).await.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     let mut image = None;
     loop {
@@ -442,8 +381,8 @@ async fn read_multipart(req: Request, options: &mut Options) -> ApiResult<Vec<u8
                 return Err(ApiError::bad("send one image per request"));
             }
             image = Some(bytes.to_vec());
-        } else {
-            options.set(&name, std::str::from_utf8(&bytes).map_err(|_| ApiError::bad(format!("field {name} is not UTF-8 text")))?)?;
+        } else if let Some(o) = options.as_deref_mut() {
+            o.set(&name, std::str::from_utf8(&bytes).map_err(|_| ApiError::bad(format!("field {name} is not UTF-8 text")))?)?;
         }
     }
     image.ok_or_else(|| ApiError::bad("the multipart body has no image (a field named 'image')"))
@@ -528,8 +467,9 @@ fn locked_search<T>(st: &AppState, ef: Option<usize>, f: impl FnOnce(&crate::col
     }
 }
 
+/// A JSON search body: what to search with, the result count and filters, and the re-ranking
+/// keys of [`RerankSpec`] beside them (read into it, so it refuses unknown keys).
 #[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
 struct SearchBody {
     vector: Option<Vec<f32>>,
     name: Option<String>,
@@ -538,20 +478,8 @@ struct SearchBody {
     min_score: Option<f32>,
     crop: Option<[f64; 4]>,
     ef: Option<usize>,
-    rerank: Option<String>,
-    rerank_k: Option<usize>,
-    min_inliers: Option<usize>,
-    spatial_weight: Option<Value>,
-    matcher: Option<String>,
-    match_ratio: Option<f64>,
-    mutual: Option<bool>,
-    ransac: Option<String>,
-    ransac_px: Option<f64>,
-    qe: Option<usize>,
-    qe_alpha: Option<f32>,
-    sg_m: Option<usize>,
-    sg_k: Option<usize>,
-    sg_beta: Option<f32>,
+    #[serde(flatten)]
+    rerank: serde_json::Map<String, Value>,
 }
 
 async fn search(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String, String>>, req: Request) -> ApiResult<Json<Value>> {
@@ -562,7 +490,7 @@ async fn search(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String,
     }
     let ct = content_type(&req);
     let by = if ct.starts_with("multipart/form-data") {
-        QueryBy::Upload(read_multipart(req, &mut opts).await?)
+        QueryBy::Upload(read_multipart(req, Some(&mut opts)).await?)
     } else if ct.starts_with("application/json") {
         let bytes = axum::body::to_bytes(req.into_body(), st.config.body_limit)
             .await
@@ -576,27 +504,16 @@ async fn search(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String,
         if let Some(ef) = b.ef {
             opts.set("ef", &ef.to_string())?;
         }
-        // Through the same checks as query-string and multipart options.
-        let spatial = [
-            ("rerank", b.rerank),
-            ("rerank_k", b.rerank_k.map(|v| v.to_string())),
-            ("min_inliers", b.min_inliers.map(|v| v.to_string())),
-            ("matcher", b.matcher),
-            ("spatial_weight", b.spatial_weight.map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))),
-            ("match_ratio", b.match_ratio.map(|v| v.to_string())),
-            ("mutual", b.mutual.map(|v| v.to_string())),
-            ("ransac", b.ransac),
-            ("ransac_px", b.ransac_px.map(|v| v.to_string())),
-            ("qe", b.qe.map(|v| v.to_string())),
-            ("qe_alpha", b.qe_alpha.map(|v| v.to_string())),
-            ("sg_m", b.sg_m.map(|v| v.to_string())),
-            ("sg_k", b.sg_k.map(|v| v.to_string())),
-            ("sg_beta", b.sg_beta.map(|v| v.to_string())),
-        ];
-        for (key, value) in spatial {
-            if let Some(v) = value {
-                opts.set(key, &v)?;
-            }
+        // The rest is re-ranking: the library's type reads it, unknown keys refused. Query-string
+        // re-ranking keys, if any, are replaced by the body's.
+        if !b.rerank.is_empty() {
+            opts.rerank = serde_json::from_value(Value::Object(b.rerank)).map_err(|e| {
+                let text = e.to_string();
+                match text.strip_prefix("unknown field `").and_then(|t| t.split_once('`')) {
+                    Some((key, _)) => rerank_error(RerankError::UnknownKey { key: key.to_string() }),
+                    None => ApiError::bad(format!("JSON body: {text}")),
+                }
+            })?;
         }
         if let Some(s) = opts.min_score.filter(|s| !s.is_finite()) {
             return Err(ApiError::bad(format!("min_score: {s} is not finite")));
@@ -631,12 +548,13 @@ async fn search(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String,
 /// Results of a search, re-ranked as asked, with the same ranking as `dolg search` given the same
 /// query and flags. Spatial re-ranking uses the stored local features of an indexed photo searched
 /// by name (uncropped), else those of the photo described.
-async fn search_hits(st: &Arc<AppState>, by: QueryBy, params: SearchParams, ef: Option<usize>, opts: &Options) -> ApiResult<Vec<NamedHit>> {
+async fn search_hits(st: &Arc<AppState>, by: QueryBy, params: SearchRequest, ef: Option<usize>, opts: &Options) -> ApiResult<Vec<NamedHit>> {
     let (rerank, has_local) = {
         let c = st.read();
-        (opts.rerank(&c), c.local_config().is_some())
+        (opts.rerank(&c)?, c.local_config().is_some())
     };
     let spatial = rerank.spatial.is_some();
+    let params = params.with_rerank(rerank);
     if spatial && !has_local {
         return Err(ApiError::bad(format!(
             "rerank=spatial needs local features, and this index ({}) stores none: build it with `dolg index build --local xfeat`",
@@ -649,7 +567,8 @@ async fn search_hits(st: &Arc<AppState>, by: QueryBy, params: SearchParams, ef: 
             if spatial && d.local.is_none() {
                 return Err(ApiError::internal("the model gave no local features for spatial re-ranking"));
             }
-            locked_search(&st, ef, |c| c.search_described_reranked(&d.descriptor, d.local.as_ref(), &params, &rerank))
+            let first = |hits: Vec<Vec<NamedHit>>| hits.into_iter().next().unwrap_or_default();
+            locked_search(&st, ef, |c| c.search(SearchQuery::Described(std::slice::from_ref(&d)), &params).map(first))
         })
     };
     match by {
@@ -661,7 +580,7 @@ async fn search_hits(st: &Arc<AppState>, by: QueryBy, params: SearchParams, ef: 
                 return Err(ApiError::bad("the vector holds a value that is not finite"));
             }
             let st2 = st.clone();
-            blocking(move || locked_search(&st2, ef, |c| Ok(c.search_vectors_reranked(&v, &params, &rerank)?.pop().unwrap_or_default()))).await
+            blocking(move || locked_search(&st2, ef, |c| Ok(c.search(SearchQuery::Vectors(&v), &params)?.pop().unwrap_or_default()))).await
         }
         QueryBy::Upload(bytes) => {
             let ext = sniff(&bytes)?;
@@ -694,7 +613,10 @@ async fn search_hits(st: &Arc<AppState>, by: QueryBy, params: SearchParams, ef: 
                 stored
             };
             let st2 = st.clone();
-            blocking(move || locked_search(&st2, ef, |c| c.search_name_reranked(&n, local.as_ref(), &params, &rerank))).await
+            blocking(move || {
+                locked_search(&st2, ef, |c| Ok(c.search(SearchQuery::Name { name: &n, local: local.as_ref() }, &params)?.pop().unwrap_or_default()))
+            })
+            .await
         }
     }
 }
@@ -809,9 +731,8 @@ type Upload = (tempfile::NamedTempFile, PathBuf, PathBuf, [u8; 32], Description)
 /// the final path, the content hash and the descriptor.
 async fn receive_upload(st: &Arc<AppState>, req: Request) -> ApiResult<Upload> {
     let ct = content_type(&req);
-    let mut opts = Options::default();
     let bytes = if ct.starts_with("multipart/form-data") {
-        read_multipart(req, &mut opts).await?
+        read_multipart(req, None).await?
     } else if ct.starts_with("image/") || ct.starts_with("application/octet-stream") {
         axum::body::to_bytes(req.into_body(), st.config.body_limit)
             .await

@@ -31,7 +31,7 @@
 //!
 //! Departures, all below float32 noise: sums in other orders, LayerNorm statistics in f64, `exp`
 //! by a Cephes polynomial and `erf` by Abramowitz–Stegun 7.1.26 (|error| ≤ 1.5e-7; PyTorch's own
-//! vectorised GELU is off by up to 1.2e-6). `tests/lighterglue_reference.rs` checks matches and
+//! vectorised GELU is off by up to 1.2e-6). `tests/integration/lighterglue_reference.rs` checks matches and
 //! scores against the package's module (`tests/fixtures/lighterglue/README.md`).
 
 use std::path::Path;

@@ -58,7 +58,8 @@ pub enum MatchRule {
 }
 
 /// How putative matches are made before RANSAC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Matcher {
     /// Nearest neighbours of the descriptors ([`putative_matches`], under [`SpatialParams::rule`]
     /// and [`SpatialParams::mutual`]): the DELG authors' way.
@@ -124,12 +125,24 @@ fn lighterglue_model() -> Result<&'static lighterglue::LighterGlue, SpatialError
 }
 
 /// The transform RANSAC fits from query to candidate (row, col) locations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum GeometricModel {
     /// 8 degrees of freedom, 4-point samples: the authors' choice.
     Homography,
     /// 6 degrees of freedom, 3-point samples.
     Affine,
+}
+
+impl std::str::FromStr for GeometricModel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "homography" => Ok(Self::Homography),
+            "affine" => Ok(Self::Affine),
+            other => Err(format!("unknown transform '{other}' (homography or affine)")),
+        }
+    }
 }
 
 impl GeometricModel {

@@ -1,0 +1,179 @@
+//! [`Collection::search`]: the one way to search a collection. The query is photos, vectors, an
+//! indexed name or photos described elsewhere ([`Query`]); the request holds the number of results
+//! or a score range, the crop and the re-ranking ([`SearchRequest`]). The CLI, the server and
+//! Python all come through here, so a query means the same ranking in each.
+
+use std::path::PathBuf;
+
+use super::{Collection, NamedHit, SearchParams};
+use crate::descriptors::Description;
+use crate::error::{Error, Result};
+use crate::model::LocalFeatures;
+use crate::preprocess::CropBox;
+use crate::rerank::Rerank;
+
+/// What a search starts from.
+#[derive(Debug, Clone, Copy)]
+pub enum Query<'a> {
+    /// Photo files. An indexed photo (not cropped) uses its stored descriptor and local
+    /// features, needs no model, and is left out of its own results; any other photo is described
+    /// with the collection's model (built on first need from its recorded spec).
+    Images(&'a [PathBuf]),
+    /// Descriptors, `[n, dim]` row-major; normalised here. Spatial re-ranking needs photos.
+    Vectors(&'a [f32]),
+    /// The indexed entry `name`, with its stored descriptor, left out of its own results: what
+    /// [`Query::Images`] gives for that photo uncropped. Spatial re-ranking uses `local` when given
+    /// (the photo's file described, for an entry stored without local features), else the
+    /// entry's stored ones.
+    Name { name: &'a str, local: Option<&'a LocalFeatures> },
+    /// Photos described elsewhere ([`Collection::load_query_model`]: the server describes uploads
+    /// without holding the collection), with their local features for spatial re-ranking. The
+    /// same ranking as [`Query::Images`] for photos that are not indexed.
+    Described(&'a [Description]),
+}
+
+/// How many results, which ones, and how they are re-ranked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchRequest {
+    /// Results per query (at most the number of entries); 0 asks for every entry scoring at least
+    /// `min_score` (a range query: exact whatever the index kind, best first, no re-ranking).
+    pub k: usize,
+    /// Results scoring below this cosine similarity are dropped.
+    pub min_score: Option<f32>,
+    /// Crop query photos to this box first ([`Query::Images`] only; a cropped photo is always
+    /// described, never taken from the index).
+    pub crop: Option<CropBox>,
+    /// Applied after the first search, in the fixed order α-QE, SuperGlobal, spatial; build it
+    /// from a caller's options with [`crate::rerank::RerankSpec::resolve`].
+    pub rerank: Rerank,
+}
+
+/// `dolg search`'s default number of results, and the server's.
+pub const DEFAULT_K: usize = 10;
+
+impl Default for SearchRequest {
+    fn default() -> Self {
+        Self::top(DEFAULT_K)
+    }
+}
+
+impl SearchRequest {
+    /// The best `k` results.
+    pub fn top(k: usize) -> Self {
+        Self { k, min_score: None, crop: None, rerank: Rerank::default() }
+    }
+
+    /// Every entry scoring at least `min_score`.
+    pub fn range(min_score: f32) -> Self {
+        Self { k: 0, min_score: Some(min_score), ..Self::top(0) }
+    }
+
+    pub fn with_rerank(self, rerank: Rerank) -> Self {
+        Self { rerank, ..self }
+    }
+
+    pub fn with_crop(self, crop: Option<CropBox>) -> Self {
+        Self { crop, ..self }
+    }
+
+    pub fn with_min_score(self, min_score: Option<f32>) -> Self {
+        Self { min_score, ..self }
+    }
+
+    /// A range query (`k` 0).
+    pub fn is_range(&self) -> bool {
+        self.k == 0
+    }
+
+    /// Requests that cannot be carried out, whatever the collection.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |reason: &'static str| Err(Error::Request { reason });
+        if let Some(s) = self.min_score.filter(|s| !s.is_finite()) {
+            return Err(Error::Request { reason: if s.is_nan() { "min_score is not a number" } else { "min_score is not finite" } });
+        }
+        if self.is_range() && self.min_score.is_none() {
+            return bad("k 0 asks for every entry above a score: give min_score");
+        }
+        if self.is_range() && !self.rerank.is_none() {
+            return bad("re-ranking (qe, superglobal, spatial) applies to top-k searches, not to range queries (k 0)");
+        }
+        Ok(())
+    }
+
+    fn params(&self) -> SearchParams {
+        SearchParams { k: self.k, min_score: self.min_score.unwrap_or(f32::MIN) }
+    }
+}
+
+impl Collection {
+    /// Results for each query, best first, as `request` asks: the top `k` (re-ranked as asked) or
+    /// every entry above `min_score`. With a fresh DBA layer ([`super::dba`]) entries are compared
+    /// through it. Describing query photos loads the collection's model on first need.
+    pub fn search(&self, query: Query<'_>, request: &SearchRequest) -> Result<Vec<Vec<NamedHit>>> {
+        request.validate()?;
+        let params = request.params();
+        let rerank = &request.rerank;
+        let spatial = rerank.spatial.is_some();
+        match query {
+            Query::Images(paths) => {
+                let (vectors, stored, locals) = self.query_vectors(paths, request.crop, spatial)?;
+                if request.is_range() {
+                    return self.range_excluding(&vectors, &stored, params.min_score);
+                }
+                self.rerank_excluding(&vectors, &stored, &params, rerank, spatial.then_some(&locals[..]))
+            }
+            Query::Vectors(vectors) => {
+                if spatial {
+                    return Err(Error::LocalUnavailable {
+                        extractor: "query".into(),
+                        reason: "spatial re-ranking needs query photos (or indexed names), not vectors".into(),
+                    });
+                }
+                let queries = self.normalized_queries(vectors)?;
+                let none = vec![None; queries.len() / self.dim()];
+                if request.is_range() {
+                    return self.range_excluding(&queries, &none, params.min_score);
+                }
+                self.rerank_excluding(&queries, &none, &params, rerank, None)
+            }
+            Query::Name { name, local } => {
+                let store = self.index.store();
+                let row = store.lookup(name).ok_or_else(|| Error::NotInIndex { index: self.dir().to_owned(), name: name.to_owned() })?;
+                let local = match local {
+                    Some(l) if spatial => Some(l.clone()),
+                    _ if spatial => Some(self.local_features(row)?.ok_or_else(|| Error::LocalUnavailable {
+                        extractor: name.to_owned(),
+                        reason: "the entry was stored without local features; search with its photo for spatial re-ranking".into(),
+                    })?),
+                    _ => None,
+                };
+                let v = store.vector(row).to_vec();
+                if request.is_range() {
+                    return self.range_excluding(&v, &[Some(row)], params.min_score);
+                }
+                self.rerank_excluding(&v, &[Some(row)], &params, rerank, local.as_ref().map(std::slice::from_ref))
+            }
+            Query::Described(described) => {
+                let dim = self.dim();
+                if let Some(d) = described.iter().find(|d| d.descriptor.len() != dim) {
+                    return Err(Error::VectorLength { expected: dim, values: d.descriptor.len() });
+                }
+                let vectors: Vec<f32> = described.iter().flat_map(|d| d.descriptor.iter().copied()).collect();
+                let none = vec![None; described.len()];
+                if request.is_range() {
+                    return self.range_excluding(&vectors, &none, params.min_score);
+                }
+                let locals = if spatial {
+                    let locals = described.iter().map(|d| d.local.clone()).collect::<Option<Vec<_>>>().ok_or_else(|| Error::LocalUnavailable {
+                        extractor: "query".into(),
+                        reason: "spatial re-ranking was asked for without the query's local features".into(),
+                    })?;
+                    Some(locals)
+                } else {
+                    None
+                };
+                self.rerank_excluding(&vectors, &none, &params, rerank, locals.as_deref())
+            }
+        }
+    }
+}
