@@ -78,7 +78,7 @@ def test_spatial_errors(xfeat_index, mobilenet, tmp_path):
     c = dolg.Collection.open(xfeat_index)
     with pytest.raises(ValueError, match="search_images"):
         c.search(mobilenet.describe(IMAGES / PHOTOS[0]), rerank="spatial")
-    with pytest.raises(ValueError, match='rerank="spatial"'):
+    with pytest.raises(ValueError, match="add rerank=spatial"):
         c.search_images(QUERIES, mutual=True)
     with pytest.raises(ValueError, match="ransac"):
         c.search_images(QUERIES, rerank="spatial", ransac="projective")
@@ -90,7 +90,7 @@ def test_spatial_errors(xfeat_index, mobilenet, tmp_path):
         c.search_images(QUERIES, rerank="spatial", matcher="glue")
     with pytest.raises(ValueError, match="spatial_weight"):
         c.search_images(QUERIES, rerank="spatial", spatial_weight=-1)
-    with pytest.raises(ValueError, match='rerank="spatial"'):
+    with pytest.raises(ValueError, match="add rerank=spatial"):
         c.search_images(QUERIES, matcher="lighterglue")
     with pytest.raises(ValueError, match="--db INDEX"):
         dolg.eval.groups(ROOT / "examples/landmarks/groups.csv", IMAGES, model=mobilenet, rerank="spatial")
