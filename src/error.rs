@@ -2,16 +2,18 @@
 //!
 //! Each module keeps its own error enum, whose variants carry what a caller needs to act (the
 //! file, key, row or value at fault); this enum wraps them, so an application handles one type
-//! and can still match on the module's variant. Variants of its own cover what only the
-//! [`Collection`](crate::collection::Collection) layer knows.
+//! and can still match on the module's variant. What only the
+//! [`Collection`](crate::collection::Collection) layer knows is its own enum,
+//! [`CollectionError`], wrapped as [`Error::Collection`].
 
 use std::path::PathBuf;
 
 use crate::checkpoint::CheckpointError;
+use crate::collection::CollectionError;
 use crate::decode::DecodeError;
 use crate::descriptors::DescriptorError;
 use crate::eval::EvalError;
-use crate::index::{IndexError, IndexKind};
+use crate::index::IndexError;
 use crate::model::ModelError;
 use crate::pretrained::PretrainedError;
 use crate::spatial::SpatialError;
@@ -51,29 +53,31 @@ pub enum Error {
     Spatial(#[from] SpatialError),
     #[error(transparent)]
     Rerank(#[from] crate::rerank::RerankError),
-    /// Local features that cannot be extracted or used as asked.
-    #[error("local features '{extractor}': {reason}")]
-    LocalUnavailable { extractor: String, reason: String },
-    #[error("{index}: no entry named '{name}' (give a path as it was indexed, or an imported name)")]
-    NotInIndex { index: PathBuf, name: String },
-    #[error("{index} holds only imported vectors and has no model: search it with vectors, not images")]
-    NoModel { index: PathBuf },
-    #[error("{index} is an existing {existing} index; it cannot be rebuilt as a {requested} index")]
-    KindMismatch { index: PathBuf, existing: IndexKind, requested: IndexKind },
-    #[error(
-        "{index} was built with {model}; dolg cannot verify that imported vectors come from the same model. If they do (made with the same weights and options), import them as the same model (`--same-model`)"
-    )]
-    UnverifiedVectors { index: PathBuf, model: String },
-    #[error("{values} values are not a whole, non-zero number of {expected}-d vectors (the index's dimension)")]
-    VectorLength { expected: usize, values: usize },
-    #[error("{rows} vectors but {names} names were given")]
-    NameCount { rows: usize, names: usize },
-    #[error("this index uses a pretrained backbone ({backbone}); a weights file does not apply")]
-    WeightsNotApplicable { backbone: &'static str },
-    /// A search request that cannot be carried out whatever the collection (a range query with
-    /// re-ranking, k 0 without a score).
-    #[error("search request: {reason}")]
-    Request { reason: &'static str },
-    #[error("recall needs at least 2 entries; {index} holds {entries}")]
-    TooFewForRecall { index: PathBuf, entries: usize },
+    /// What only the collection layer knows (no such entry, no model, a request it cannot
+    /// carry out); errors of lower layers that pass through a collection keep their own variant
+    /// above ([`From<CollectionError>`](#impl-From<CollectionError>-for-Error)).
+    #[error(transparent)]
+    Collection(CollectionError),
+}
+
+impl From<CollectionError> for Error {
+    /// A lower layer's error that passed through a collection keeps its own variant (a decode
+    /// error is [`Error::Decode`] whichever layer returned it); the collection's own are
+    /// [`Error::Collection`].
+    fn from(e: CollectionError) -> Self {
+        match e {
+            CollectionError::Io { path, source } => Self::Io { path, source },
+            CollectionError::Inputs(e) => Self::Inputs(e),
+            CollectionError::Decode(e) => Self::Decode(e),
+            CollectionError::Checkpoint(e) => Self::Checkpoint(e),
+            CollectionError::Pretrained(e) => Self::Pretrained(e),
+            CollectionError::Model(e) => Self::Model(e),
+            CollectionError::Spec(e) => Self::Spec(e),
+            CollectionError::Descriptor(e) => Self::Descriptor(e),
+            CollectionError::Index(e) => Self::Index(e),
+            CollectionError::Spatial(e) => Self::Spatial(e),
+            CollectionError::Rerank(e) => Self::Rerank(e),
+            own => Self::Collection(own),
+        }
+    }
 }

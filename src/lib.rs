@@ -1,9 +1,11 @@
 //! dolg: image retrieval with DOLG (Yang et al., ICCV 2021).
 //!
-//! Modules follow the data path, each depending only on those above it:
-//! [`decode`] → [`preprocess`] → [`checkpoint`] / [`model`] → [`descriptors`] / [`spatial`] → [`spec`] →
-//! [`index`] → [`collection`] → [`eval`] / [`train`]. [`Error`] wraps every module's error at the
-//! crate boundary.
+//! Modules follow the data path in layers, each importing only its own layer and those below
+//! (ARCHITECTURE.md has the table; a unit test checks it):
+//! [`atomic_file`], [`linalg`], [`runtime`] → [`decode`], [`inputs`], [`preprocess`], [`checkpoint`],
+//! [`pretrained`] → [`model`] → [`descriptors`], [`spatial`], [`rerank`] → [`spec`], [`shards`] →
+//! [`index`] → [`collection`] → [`eval`], `train` → [`Error`] and `serve` (the boundary). [`Error`]
+//! wraps every module's error at the crate boundary; `serve` and `train` are default-on features.
 //!
 //! Start with [`collection::Collection`]: a searchable photo collection (create, add photos,
 //! search by photo or vector, remove, export).

@@ -25,8 +25,8 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use super::error::{CollectionError as Error, Result};
 use super::Collection;
-use crate::error::{Error, Result};
 use crate::index::OpenMode;
 use crate::linalg::dot;
 

@@ -77,8 +77,8 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::error::Result;
 use super::{Collection, Info};
-use crate::error::Result;
 use crate::index::{HnswIndex, IndexError, IndexKind};
 use crate::linalg::dot;
 

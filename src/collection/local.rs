@@ -7,10 +7,10 @@
 //! the authors' loose distance bound made XFeat's 1000 keypoints match unrelated photos, and its
 //! ordering by leave-one-source-out on the validation corpus (`docs/quality.md`).
 
+use super::error::{CollectionError as Error, Result};
 use super::{Collection, NamedHit};
 use crate::checkpoint::Checkpoint;
 use crate::descriptors::Extractor;
-use crate::error::{Error, Result};
 use crate::index::{LocalConfig, LocalEncoding};
 use crate::model::{xfeat, Delg, LocalFeatures, LocalKind, LocalModel, RetrievalModel};
 use crate::pretrained::Pretrained;

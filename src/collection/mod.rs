@@ -53,8 +53,8 @@ use burn::tensor::Device;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use self::error::{CollectionError as Error, Result};
 use crate::descriptors::{l2_normalize, write_descriptors, Description, DescriptorError};
-use crate::error::{Error, Result};
 use crate::index::{exact, Index, LocalConfig, ModelIdentity, Record, Store};
 pub use crate::index::{IndexKind, NamedHit, OpenMode};
 use crate::model::LocalFeatures;
@@ -63,6 +63,7 @@ use crate::spec::{LoadedModel, ModelSpec};
 
 pub mod dba;
 pub mod dedup;
+mod error;
 pub mod local;
 mod rerank;
 mod search;
@@ -73,6 +74,7 @@ pub use dedup::{
     components, default_threshold, self_join, DedupMethod, DedupOptions, DedupVerify, DuplicateGroup, DuplicatePair, ScoredPair, DEFAULT_BLOCK_ROWS,
     SCORE_TOLERANCE,
 };
+pub use error::CollectionError;
 pub use search::{Query, SearchRequest, DEFAULT_K};
 use stat_cache::{FileStat, StatCache};
 

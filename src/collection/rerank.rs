@@ -4,8 +4,8 @@
 //! backend.
 
 use super::dba::DbaLayer;
+use super::error::{CollectionError as Error, Result};
 use super::{Collection, NamedHit, SearchParams};
-use crate::error::{Error, Result};
 use crate::index::exact;
 use crate::model::LocalFeatures;
 use crate::rerank::{expand_query, superglobal_ranking, Rerank};

@@ -5,9 +5,9 @@
 
 use std::path::PathBuf;
 
+use super::error::{CollectionError as Error, Result};
 use super::{Collection, NamedHit, SearchParams};
 use crate::descriptors::Description;
-use crate::error::{Error, Result};
 use crate::model::LocalFeatures;
 use crate::preprocess::CropBox;
 use crate::rerank::Rerank;

@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
+use super::error::{CollectionError as Error, Result};
 use super::{identity, Collection};
 use crate::descriptors::Description;
-use crate::error::{Error, Result};
 use crate::index::Record;
 use crate::spec::LoadedModel;
 

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::photo_id;
 use super::state::{AppState, THUMB_CACHE};
-use crate::collection::{Collection, DedupMethod, DedupOptions, NamedHit, Query as SearchQuery, SearchRequest, DEFAULT_K};
+use crate::collection::{Collection, CollectionError, DedupMethod, DedupOptions, NamedHit, Query as SearchQuery, SearchRequest, DEFAULT_K};
 use crate::decode::{decode_file_oriented, DecodeError, DecodeLimits, Orientation};
 use crate::descriptors::{Description, DescriptorError};
 use crate::error::Error;
@@ -70,9 +70,9 @@ impl ApiError {
             _ => StatusCode::UNPROCESSABLE_ENTITY,
         };
         let status = match &e {
-            Error::NotInIndex { .. } => StatusCode::NOT_FOUND,
-            Error::VectorLength { .. } | Error::Rerank(_) | Error::Request { .. } => StatusCode::BAD_REQUEST,
-            Error::NoModel { .. } => StatusCode::CONFLICT,
+            Error::Collection(CollectionError::NotInIndex { .. }) => StatusCode::NOT_FOUND,
+            Error::Collection(CollectionError::VectorLength { .. } | CollectionError::Request { .. }) | Error::Rerank(_) => StatusCode::BAD_REQUEST,
+            Error::Collection(CollectionError::NoModel { .. }) => StatusCode::CONFLICT,
             Error::Decode(d) | Error::Descriptor(DescriptorError::Decode(d)) => decode_status(d),
             Error::Descriptor(DescriptorError::Preprocess { .. }) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Index(crate::index::IndexError::ReadOnly { .. }) => StatusCode::FORBIDDEN,
@@ -88,6 +88,12 @@ impl ApiError {
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         Self::from_error(e, None)
+    }
+}
+
+impl From<CollectionError> for ApiError {
+    fn from(e: CollectionError) -> Self {
+        Self::from_error(e.into(), None)
     }
 }
 
@@ -454,7 +460,7 @@ fn hits_json(hits: Vec<NamedHit>) -> Value {
 
 /// Run a search under the read lock, or under the write lock when `ef` is given (it is a setting
 /// of the index; restored to the default afterwards).
-fn locked_search<T>(st: &AppState, ef: Option<usize>, f: impl FnOnce(&crate::collection::Collection) -> crate::Result<T>) -> ApiResult<T> {
+fn locked_search<T>(st: &AppState, ef: Option<usize>, f: impl FnOnce(&crate::collection::Collection) -> Result<T, CollectionError>) -> ApiResult<T> {
     match ef {
         None => Ok(f(&st.read())?),
         Some(ef) => {
