@@ -2,7 +2,7 @@
 //! FMA rate of one core (a development aid for the speed work, issue 16).
 //! Run: `cargo run --release --example bench_conv_gemm [THREADS]`.
 
-use dolg::model::conv_gemm::{conv, Packed, Residual, Rows};
+use dolg::kernels::conv_gemm::{conv, Packed, Residual, Rows};
 
 /// GFLOP/s of 24 independent AVX-512 FMA chains on one core (no memory traffic): the ceiling
 /// the kernel's 24-register tile can approach.

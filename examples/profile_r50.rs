@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use dolg::checkpoint::Checkpoint;
-use dolg::model::cpu_resnet::{profile_convs, CpuResNet};
+use dolg::kernels::cpu_resnet::profile_convs;
 use dolg::model::{Backbone, BatchNorm, Dolg, Fusion};
 
 fn main() {
@@ -18,7 +18,7 @@ fn main() {
     let ck = Checkpoint::open(std::path::Path::new(ckpt)).unwrap();
     let (model, _) = Dolg::load(&ck, None, Fusion::Orthogonal, BatchNorm::Fold, &device).unwrap();
     let Backbone::ResNet(r) = &model.globalmodel else { panic!("ResNet checkpoint expected") };
-    let native = CpuResNet::from_resnet(r);
+    let native = r.to_cpu();
 
     // Per-conv times summed by label over 3 runs (after a warm-up).
     profile_convs(&native, size, size);

@@ -6,6 +6,8 @@
 # ../shared are skipped without it, and fail under CI=true.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --bin dolg
+# With the crash points the Rust suite builds in (`failpoints`, inert unless DOLG_FAILPOINT is set),
+# so after `cargo test --release` this reuses that build instead of compiling the crate again.
+cargo build --release --bin dolg --features failpoints
 scripts/python_env.sh
 exec target/py-venv/bin/python -m pytest python/tests -q -p no:cacheprovider "$@"

@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// ARCHITECTURE.md's table, bottom to top.
 const LAYERS: &[&[&str]] = &[
-    &["atomic_file", "linalg", "runtime"],
+    &["atomic_file", "failpoints", "kernels", "linalg", "runtime"],
     &["decode", "inputs", "preprocess", "checkpoint", "pretrained"],
     &["model"],
     &["descriptors", "spatial", "rerank"],
@@ -19,7 +19,15 @@ const LAYERS: &[&[&str]] = &[
 ];
 
 /// Imports allowed within a layer (the table's last column).
-const SAME_LAYER: &[(&str, &str)] = &[("inputs", "decode"), ("preprocess", "decode"), ("rerank", "spatial"), ("train", "eval"), ("serve", "error")];
+const SAME_LAYER: &[(&str, &str)] = &[
+    ("kernels", "runtime"),
+    ("atomic_file", "failpoints"),
+    ("inputs", "decode"),
+    ("preprocess", "decode"),
+    ("rerank", "spatial"),
+    ("train", "eval"),
+    ("serve", "error"),
+];
 
 /// Violations the page lists under "Known violations (to fix)". The test fails if one is fixed
 /// without being taken off this list and the page, as well as on any new one.

@@ -34,8 +34,9 @@
 //!
 //! # Failpoints (for tests)
 //!
-//! When the environment variable `DOLG_FAILPOINT` names one of the [`FAILPOINTS`], the process
-//! aborts at that step, as a crash would, so that tests can check what a reader sees afterwards.
+//! When `DOLG_FAILPOINT` names one of the [`FAILPOINTS`], the process aborts at that step, as a
+//! crash would, so that tests can check what a reader sees afterwards (builds with the
+//! `failpoints` feature only: [`crate::failpoints`]).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -59,10 +60,7 @@ pub const FAIL_PAIR_COMPANION_REMOVED: &str = "pair-companion-removed";
 pub const FAIL_PAIR_MAIN_RENAMED: &str = "pair-main-renamed";
 
 fn failpoint(name: &str) {
-    if std::env::var_os("DOLG_FAILPOINT").is_some_and(|v| v == name) {
-        eprintln!("DOLG_FAILPOINT={name}: aborting");
-        std::process::abort();
-    }
+    crate::failpoints::check(name);
 }
 
 fn folder(path: &Path) -> &Path {

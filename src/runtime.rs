@@ -1,4 +1,6 @@
-//! Process-wide settings shared by every heavy command: thread count and compute device.
+//! Process-wide settings shared by every heavy command: thread count, compute device and which CPU
+//! kernels compute. Each is an explicit option (`--threads`, `--device`, `--cpu-kernels`; the
+//! same keywords in Python), never an environment variable.
 
 use burn::tensor::Device;
 
@@ -21,6 +23,46 @@ pub fn set_threads(threads: Option<usize>) -> Result<(), ThreadsAlreadySet> {
         Err(_) if rayon::current_num_threads() == n => Ok(()),
         Err(_) => Err(ThreadsAlreadySet { requested: n, current: rayon::current_num_threads() }),
     }
+}
+
+/// Which kernels compute on the CPU (`--cpu-kernels`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum CpuKernels {
+    /// The native engine ([`crate::kernels`]) with its AVX-512 convolution where the CPU has it.
+    #[default]
+    Auto,
+    /// The native engine without AVX-512: what a CPU without it runs (the `gemm` crate's
+    /// portable kernels). For comparing the two paths on one machine.
+    Portable,
+    /// burn's generic kernels for the whole network, no native engine (A/B comparisons).
+    Burn,
+}
+
+/// The CPU kernels were already fixed (chosen, or read by the first model) to another choice.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("CPU kernels {requested:?} asked for, but this process already computes with {current:?} (fixed by the first model); start a new process")]
+pub struct KernelsAlreadySet {
+    pub requested: CpuKernels,
+    pub current: CpuKernels,
+}
+
+static CPU_KERNELS: std::sync::OnceLock<CpuKernels> = std::sync::OnceLock::new();
+
+/// Choose the CPU kernels for this process, before the first model is loaded: asking again for
+/// the current choice is fine, asking for another is [`KernelsAlreadySet`].
+pub fn set_cpu_kernels(kernels: CpuKernels) -> Result<(), KernelsAlreadySet> {
+    let current = *CPU_KERNELS.get_or_init(|| kernels);
+    if current == kernels {
+        Ok(())
+    } else {
+        Err(KernelsAlreadySet { requested: kernels, current })
+    }
+}
+
+/// The CPU kernels of this process ([`CpuKernels::Auto`] unless chosen before the first use,
+/// which fixes it).
+pub fn cpu_kernels() -> CpuKernels {
+    *CPU_KERNELS.get_or_init(CpuKernels::default)
 }
 
 /// `cpu` (burn's `flex` backend) or `cuda[:N]` when built with the `cuda` feature.

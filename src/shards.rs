@@ -504,13 +504,9 @@ impl ShardedRun {
 /// `DOLG_FAILPOINT=extract-shard:K`, read once.
 fn failpoint(shard: usize) {
     static K: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    let k = *K.get_or_init(|| {
-        let v = std::env::var("DOLG_FAILPOINT").ok()?;
-        v.strip_prefix(FAILPOINT)?.strip_prefix(':')?.parse().ok()
-    });
+    let k = *K.get_or_init(|| crate::failpoints::requested()?.strip_prefix(FAILPOINT)?.strip_prefix(':')?.parse().ok());
     if k == Some(shard) {
-        eprintln!("DOLG_FAILPOINT={FAILPOINT}:{shard}: aborting");
-        std::process::abort();
+        crate::failpoints::crash(&format!("{FAILPOINT}:{shard}"));
     }
 }
 

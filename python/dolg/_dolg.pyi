@@ -29,6 +29,7 @@ class Model:
         scale_combine: str = "mean",
         max_side: int = 20000,
         device: str = "cpu",
+        cpu_kernels: Optional[str] = None,
     ) -> None: ...
     def describe(self, images: Union[_Image, Sequence[_Image], npt.NDArray[np.uint8]], *, bgr: bool = False) -> npt.NDArray[np.float32]:
         """float32 [N, D] descriptors of paths or uint8 [H, W, 3] arrays (RGB; BGR with bgr=True)."""

@@ -155,7 +155,7 @@ impl Collection {
 
 /// After a change: recompute a DBA layer the change made stale (as every CLI writer does).
 fn refresh_dba(c: &mut Inner) -> dolg::Result<()> {
-    c.refresh_dba().map(|_| ())
+    Ok(c.refresh_dba().map(|_| ())?)
 }
 
 #[pymethods]

@@ -21,7 +21,8 @@ use crate::{bad_choice, lib_err, list_files, matrix, value_enum, DolgError};
 /// 0 = no limit), `ignore_orientation`, `scale_combine` ("mean" or "max"), `arch` and `fusion`
 /// overrides, `max_side` (decoder limit), `device` ("cpu"). `threads` sizes the process-wide
 /// worker pool, once per process: a later, different count raises `ValueError` naming the size
-/// it has (the same count is accepted).
+/// it has (the same count is accepted). `cpu_kernels` ("auto", "portable" or "burn", as
+/// `dolg --cpu-kernels`) chooses the CPU kernels, likewise once per process.
 #[pyclass(frozen, module = "dolg._dolg")]
 pub struct Model {
     pub(crate) spec: ModelSpec,
@@ -118,7 +119,7 @@ fn describe_items(ex: &Extractor, items: Vec<Item>) -> Result<Vec<f32>, (usize, 
 #[pymethods]
 impl Model {
     #[new]
-    #[pyo3(signature = (weights=None, backbone=None, scales=None, threads=None, *, arch=None, fusion=None, max_size=dolg::preprocess::DEFAULT_MAX_SIZE, ignore_orientation=false, scale_combine="mean", max_side=20_000, device="cpu"))]
+    #[pyo3(signature = (weights=None, backbone=None, scales=None, threads=None, *, arch=None, fusion=None, max_size=dolg::preprocess::DEFAULT_MAX_SIZE, ignore_orientation=false, scale_combine="mean", max_side=20_000, device="cpu", cpu_kernels=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -133,6 +134,7 @@ impl Model {
         scale_combine: &str,
         max_side: u32,
         device: &str,
+        cpu_kernels: Option<&str>,
     ) -> PyResult<Self> {
         if threads == Some(0) {
             return Err(PyValueError::new_err("threads=0: give a positive number of threads, or None for all cores"));
@@ -151,6 +153,9 @@ impl Model {
         };
         let spec = options.spec().map_err(lib_err)?;
         dolg::runtime::set_threads(threads).map_err(|e| PyValueError::new_err(format!("threads={}: {e}", threads.unwrap_or(0))))?;
+        if let Some(k) = cpu_kernels {
+            dolg::runtime::set_cpu_kernels(value_enum("cpu_kernels", k)?).map_err(|e| PyValueError::new_err(format!("cpu_kernels={k:?}: {e}")))?;
+        }
         let device = dolg::runtime::device(device).map_err(PyValueError::new_err)?;
         let mut loaded = py.detach(|| spec.load(&device)).map_err(lib_err)?;
         loaded.extractor.limits = DecodeLimits { max_side, ..DecodeLimits::default() };

@@ -85,11 +85,17 @@ pub struct RunArgs {
     /// Compute device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// CPU kernels: `auto` (the native engine, AVX-512 where the CPU has it), `portable` (the
+    /// native engine without AVX-512, as a CPU without it runs) or `burn` (burn's generic kernels
+    /// throughout). For comparisons; the results agree to float rounding.
+    #[arg(long, value_enum, default_value_t = dolg::runtime::CpuKernels::Auto, value_name = "KIND")]
+    pub cpu_kernels: dolg::runtime::CpuKernels,
 }
 
 impl RunArgs {
     pub fn init(&self) -> anyhow::Result<burn::tensor::Device> {
         dolg::runtime::set_threads(self.threads)?;
+        dolg::runtime::set_cpu_kernels(self.cpu_kernels)?;
         dolg::runtime::device(&self.device).map_err(anyhow::Error::msg)
     }
 }

@@ -80,6 +80,7 @@ use serde::Serialize;
 use super::error::Result;
 use super::{Collection, Info};
 use crate::index::{HnswIndex, IndexError, IndexKind};
+use crate::kernels::gemm::{self, MatRef, Parallelism};
 use crate::linalg::dot;
 
 /// Scores this far below the threshold still reach it (f32 rounding of a dot product).
@@ -296,28 +297,7 @@ pub fn self_join(vectors: &[f32], dim: usize, alive: Option<&[bool]>, threshold:
                 let a = &vectors[r0 * dim..(r0 + rows) * dim];
                 let b = &vectors[c0 * dim..(c0 + cols) * dim];
                 // tile[r, c] = Σ_d a[r, d] · b[c, d]
-                // SAFETY: sgemm reads rows×dim values of `a` (row stride dim; a holds exactly
-                // rows·dim values), cols×dim of `b` read transposed through the strides (exactly
-                // cols·dim values), and writes rows×cols values into `tile`, resized to rows·cols
-                // just above. All are live borrows for the call; `tile` is exclusively borrowed.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        rows,
-                        dim,
-                        cols,
-                        1.0,
-                        a.as_ptr(),
-                        dim as isize,
-                        1,
-                        b.as_ptr(),
-                        1,
-                        dim as isize,
-                        0.0,
-                        tile.as_mut_ptr(),
-                        cols as isize,
-                        1,
-                    );
-                }
+                gemm::matmul(&mut tile, MatRef::row_major(a, rows, dim), MatRef::transposed(b, cols, dim), false, Parallelism::None);
                 for r in 0..rows {
                     let ra = r0 + r;
                     if !live(ra) {

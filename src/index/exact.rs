@@ -1,5 +1,5 @@
 //! Exact inner-product search: the database is cut into blocks of rows; each block is scored
-//! against all queries with one SGEMM (`matrixmultiply`, cache-blocked and SIMD) on a rayon
+//! against all queries with one SGEMM ([`crate::kernels::gemm`]: cache-blocked, SIMD) on a rayon
 //! worker, and each worker keeps a bounded top-k per query, merged at the end. Memory beyond the
 //! vectors: one `[queries × block]` score tile per worker.
 
@@ -7,6 +7,8 @@ use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use rayon::prelude::*;
+
+use crate::kernels::gemm::{self, MatRef, Parallelism};
 
 /// A search result: row id and inner-product score.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,28 +68,7 @@ pub fn search(vectors: &[f32], dim: usize, alive: Option<&[bool]>, queries: &[f3
                 tile.resize(nq * rows, 0.0);
                 let block = &vectors[start * dim..(start + rows) * dim];
                 // tile[q, r] = Σ_d queries[q, d] · block[r, d]
-                // SAFETY: sgemm reads nq×dim from `queries` (row stride dim; nq = queries.len() / dim),
-                // rows×dim from `block` (a slice of exactly rows·dim values, read transposed through
-                // the strides) and writes nq×rows into `tile`, resized to nq·rows just above. All three
-                // are live borrows for the call, and `tile` is a distinct, exclusively borrowed buffer.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        nq,
-                        dim,
-                        rows,
-                        1.0,
-                        queries.as_ptr(),
-                        dim as isize,
-                        1,
-                        block.as_ptr(),
-                        1,
-                        dim as isize,
-                        0.0,
-                        tile.as_mut_ptr(),
-                        rows as isize,
-                        1,
-                    );
-                }
+                gemm::matmul(&mut tile, MatRef::row_major(queries, nq, dim), MatRef::transposed(block, rows, dim), false, Parallelism::None);
                 for (q, heap) in heaps.iter_mut().enumerate() {
                     for (r, &score) in tile[q * rows..(q + 1) * rows].iter().enumerate() {
                         let row = start + r;

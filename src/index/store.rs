@@ -220,8 +220,8 @@ enum FailStage {
 fn failpoint() -> Option<(u64, FailStage)> {
     static FAILPOINT: std::sync::OnceLock<Option<(u64, FailStage)>> = std::sync::OnceLock::new();
     *FAILPOINT.get_or_init(|| {
-        let value = std::env::var("DOLG_FAILPOINT").ok()?;
-        let parsed = parse_failpoint(&value);
+        let value = crate::failpoints::requested()?;
+        let parsed = parse_failpoint(value);
         // Other values name failpoints elsewhere (crate::atomic_file's).
         if parsed.is_none() && value.starts_with("commit:") {
             tracing::warn!("ignoring DOLG_FAILPOINT={value:?}: expected commit:N or commit:N:segment or commit:N:manifest");
@@ -247,7 +247,7 @@ fn parse_failpoint(value: &str) -> Option<(u64, FailStage)> {
 /// Abort the process if the failpoint names commit `n` at `stage`.
 fn failpoint_check(n: u64, stage: FailStage) {
     if failpoint() == Some((n, stage)) {
-        std::process::abort();
+        crate::failpoints::crash(&format!("commit:{n}:{stage:?}"));
     }
 }
 

@@ -27,7 +27,6 @@ use std::sync::{Arc, Mutex};
 use burn::tensor::{Device, Tensor, TensorData};
 use sha2::{Digest, Sha256};
 
-use super::cpu_resnet::CpuResNet;
 use super::gem::GeM;
 use super::layers::{BatchNorm, Linear};
 use super::local_branch::LocalBranch;
@@ -36,6 +35,7 @@ use super::resnet::ResNet;
 use super::{BackboneKind, Kernels, ModelError};
 use crate::checkpoint::{Checkpoint, CheckpointError, VarBuilder};
 use crate::decode::BgrImage;
+use crate::kernels::cpu_resnet::CpuResNet;
 use crate::preprocess::{limit_size, multiscale_inputs, FloatImage, Normalization, PreprocessError, ScaledInput};
 
 /// Receptive field, stride and padding of `f3` in input pixels (`tools/extractor.py`).
@@ -234,7 +234,7 @@ impl Delg {
             }
             Err(e) => return Err(e.into()),
         }
-        let cpu_trunk = (kernels == Kernels::Native).then(|| Arc::new(CpuResNet::from_resnet(&trunk)));
+        let cpu_trunk = (kernels == Kernels::Native).then(|| Arc::new(trunk.to_cpu()));
         Ok(Self {
             globalmodel: GlobalModel { trunk, head },
             localmodel,

@@ -7,7 +7,7 @@
 //! `localmodel` on `f3` → `fl`; fusion → `fo`; `fc([fg, fo])` → descriptor.
 //!
 //! On the CPU, [`Dolg::into_native`] moves inference off burn's kernels: the ResNet trunk to
-//! [`super::cpu_resnet`] and the head (local branch without multi-atrous module, GeM, `fc_t`,
+//! [`crate::kernels::cpu_resnet`] and the head (local branch without multi-atrous module, GeM, `fc_t`,
 //! fusion, `fc`) to [`NativeHead`], which works on the trunk's channels-last maps directly.
 
 use std::sync::Arc;
@@ -18,13 +18,13 @@ use rayon::prelude::*;
 
 use super::aspp::AsppKind;
 use super::backbone::{Backbone, BackboneKind};
-use super::cpu_resnet::{to_nchw, Act, CpuResNet, HostConv1x1};
 use super::fusion::{fuse_local, Fusion};
 use super::gem::{gap, GeM, GEM_EPS};
 use super::layers::{BatchNorm, Linear};
 use super::local_branch::LocalBranch;
 use super::{Arch, DolgConfig, ModelError, Pooling};
 use crate::checkpoint::{Checkpoint, ParamKeys, VarBuilder};
+use crate::kernels::cpu_resnet::{to_nchw, Act, CpuResNet, HostConv1x1};
 
 #[derive(Module, Debug)]
 pub struct Dolg {
@@ -38,7 +38,7 @@ pub struct Dolg {
     pub fc: Linear,
     #[module(skip)]
     pub fusion: Fusion,
-    /// Native CPU path for the ResNet trunk (inference with folded BatchNorm); see [`super::cpu_resnet`].
+    /// Native CPU path for the ResNet trunk (inference with folded BatchNorm); see [`crate::kernels::cpu_resnet`].
     #[module(skip)]
     pub cpu_backbone: Option<Arc<CpuResNet>>,
     /// Native CPU path for the head, beside `cpu_backbone` (absent with a multi-atrous module,
@@ -110,7 +110,7 @@ impl Dolg {
         if !folded(&r.stem.conv) {
             return (self, false);
         }
-        let trunk = Arc::new(CpuResNet::from_resnet(r));
+        let trunk = Arc::new(r.to_cpu());
         let head = NativeHead::new(&self).map(Arc::new);
         let globalmodel = self.globalmodel.map(&mut DropWeights);
         (Self { globalmodel, cpu_backbone: Some(trunk), cpu_head: head, ..self }, true)

@@ -168,6 +168,21 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
+    /// The convolution's weights for the native CPU engine; BatchNorm must have been folded in at
+    /// load ([`BatchNorm::Fold`]).
+    pub fn folded_weights(&self) -> crate::kernels::cpu_resnet::ConvWeights {
+        assert!(self.bn.is_none(), "the fast CPU path needs BatchNorm folded into the convolutions");
+        let c = &self.conv;
+        let [cout, cin, k, _] = c.weight.val().dims();
+        let weight = c.weight.val().into_data().try_into_vec::<f32>().expect("f32 weights");
+        let bias = c.bias.as_ref().map_or_else(|| vec![0.0; cout], |b| b.val().into_data().try_into_vec::<f32>().expect("f32 bias"));
+        let pad = match c.padding {
+            burn::nn::PaddingConfig2d::Explicit(p, ..) => p,
+            _ => 0,
+        };
+        crate::kernels::cpu_resnet::ConvWeights { weight, bias, cout, cin, k, stride: c.stride[0], pad }
+    }
+
     /// `conv_vb` and `bn_vb` are the two PyTorch module paths (they are siblings, e.g. `f.a` and
     /// `f.a_bn`, so the pair is not one PyTorch module).
     pub fn load(spec: ConvSpec, conv_vb: &VarPath, bn_vb: &VarPath, bn: BatchNorm) -> Result<Self, CheckpointError> {

@@ -2,8 +2,6 @@
 
 pub mod aspp;
 pub mod backbone;
-pub mod conv_gemm;
-pub mod cpu_resnet;
 pub mod delg;
 pub mod dolg;
 pub mod fusion;
@@ -85,19 +83,17 @@ pub enum Pooling {
 pub enum Kernels {
     /// burn's generic kernels, on the model's device.
     Burn,
-    /// The native channels-last CPU path ([`cpu_resnet`]): a ResNet trunk with BatchNorm folded,
+    /// The native channels-last CPU path ([`crate::kernels::cpu_resnet`]): a ResNet trunk with BatchNorm folded,
     /// one image at a time. The rest of the network, and a MobileNetV2 trunk, which has no native
     /// path, run on burn's kernels.
     Native,
 }
 
 impl Kernels {
-    /// The default on `device`: native on the CPU, burn's elsewhere.
-    ///
-    /// Debugging override: `DOLG_NATIVE=0` in the environment makes it burn's on the CPU too (for
-    /// A/B comparisons without rebuilding); an explicit choice is never overridden.
+    /// The default on `device`: native on the CPU, burn's elsewhere, and burn's on the CPU too
+    /// when the process chose [`crate::runtime::CpuKernels::Burn`] (`--cpu-kernels burn`).
     pub fn default_for(device: &Device) -> Self {
-        if *device == Device::flex() && std::env::var_os("DOLG_NATIVE").is_none_or(|v| v != "0") {
+        if *device == Device::flex() && crate::runtime::cpu_kernels() != crate::runtime::CpuKernels::Burn {
             Kernels::Native
         } else {
             Kernels::Burn

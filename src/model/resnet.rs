@@ -13,6 +13,7 @@ use burn::tensor::Tensor;
 
 use super::layers::{BatchNorm, ConvBn, ConvSpec};
 use crate::checkpoint::{CheckpointError, VarPath};
+use crate::kernels::cpu_resnet::{BlockWeights, CpuResNet};
 
 /// Blocks per stage: ResNet-50 and ResNet-101.
 pub const R50_DEPTHS: [usize; 4] = [3, 4, 6, 3];
@@ -103,6 +104,20 @@ pub struct ResNet {
 }
 
 impl ResNet {
+    /// The native CPU engine's copy of this trunk ([`CpuResNet`]), for a network loaded with
+    /// [`BatchNorm::Fold`].
+    pub fn to_cpu(&self) -> CpuResNet {
+        let block = |b: &ResBlock| BlockWeights {
+            a: b.f.a.folded_weights(),
+            b: b.f.b.folded_weights(),
+            c: b.f.c.folded_weights(),
+            proj: b.proj.as_ref().map(ConvBn::folded_weights),
+        };
+        let stage = |s: &ResStage| s.blocks.iter().map(block).collect::<Vec<_>>();
+        let stages = [stage(&self.s1), stage(&self.s2), stage(&self.s3), stage(&self.s4)];
+        CpuResNet::new(&self.stem.conv.folded_weights(), [&stages[0], &stages[1], &stages[2], &stages[3]])
+    }
+
     /// `depths`: blocks per stage ([`R50_DEPTHS`], [`R101_DEPTHS`]). With [`BatchNorm::Fold`],
     /// every BN is merged into its convolution (inference only).
     pub fn load(depths: [usize; 4], vb: &VarPath, bn: BatchNorm) -> Result<Self, CheckpointError> {

@@ -37,10 +37,10 @@
 use std::path::Path;
 
 use burn::tensor::Device;
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::checkpoint::{Checkpoint, CheckpointError, VarBuilder, VarPath};
+use crate::kernels::gemm::{MatRef as View, Parallelism};
 use crate::model::LocalFeatures;
 
 /// Width of the descriptors LighterGlue takes (XFeat's).
@@ -143,7 +143,7 @@ impl Linear {
         let mut out = self.b.repeat(n);
         let rows = 4 * BLOCK;
         out.par_chunks_mut(rows * self.dout).zip(x.par_chunks(rows * self.din)).for_each(|(o, x)| {
-            matmul(o, View::new(x, x.len() / self.din, self.din), View::new(&self.w, self.dout, self.din).t(), true);
+            matmul(o, View::row_major(x, x.len() / self.din, self.din), View::row_major(&self.w, self.dout, self.din).t(), true);
         });
         out
     }
@@ -526,7 +526,7 @@ fn product(a: &[f32], b: &[f32], m: usize, n: usize) -> Vec<f32> {
     let mut out = vec![0f32; m * n];
     if n > 0 {
         out.par_chunks_mut(BLOCK * n).zip(a.par_chunks(BLOCK * DIM)).for_each(|(o, a)| {
-            matmul(o, View::new(a, a.len() / DIM, DIM), View::new(b, n, DIM).t(), false);
+            matmul(o, View::row_major(a, a.len() / DIM, DIM), View::row_major(b, n, DIM).t(), false);
         });
     }
     out
@@ -540,9 +540,9 @@ fn self_attention(q: &[f32], k: &[f32], v: &[f32], n: usize) -> Vec<f32> {
     out.par_chunks_mut(BLOCK * DIM).zip(q.par_chunks(BLOCK * DIM)).for_each(|(o, q)| {
         let rows = q.len() / DIM;
         let mut s = vec![0f32; rows * n];
-        matmul(&mut s, View::new(q, rows, DIM), View::new(k, n, DIM).t(), false);
+        matmul(&mut s, View::row_major(q, rows, DIM), View::row_major(k, n, DIM).t(), false);
         let sums = exp_rows(&mut s, n, scale);
-        matmul(o, View::new(&s, rows, n), View::new(v, n, DIM), false);
+        matmul(o, View::row_major(&s, rows, n), View::row_major(v, n, DIM), false);
         divide_rows(o, &sums);
     });
     out
@@ -558,7 +558,7 @@ fn row_attention(sim: &[f32], m: usize, n: usize, v: &[f32]) -> Vec<f32> {
     out.par_chunks_mut(BLOCK * DIM).zip(sim.par_chunks(BLOCK * n)).for_each(|(o, s)| {
         let mut p = s.to_vec();
         let sums = exp_rows(&mut p, n, 1.0);
-        matmul(o, View::new(&p, s.len() / n, n), View::new(v, n, DIM), false);
+        matmul(o, View::row_major(&p, s.len() / n, n), View::row_major(v, n, DIM), false);
         divide_rows(o, &sums);
     });
     out
@@ -577,7 +577,7 @@ fn column_attention(sim: &[f32], m: usize, n: usize, v: &[f32]) -> Vec<f32> {
         let max = column_max(sim, n, j0, cols);
         let mut e = vec![0f32; m * cols];
         let sums = column_exp(sim, n, j0, &max, &mut e);
-        matmul(o, View::new(&e, m, cols).t(), View::new(v, m, DIM), false);
+        matmul(o, View::row_major(&e, m, cols).t(), View::row_major(v, m, DIM), false);
         divide_rows(o, &sums);
     });
     out
@@ -619,8 +619,8 @@ fn divide_rows(x: &mut [f32], sums: &[f32]) {
     }
 }
 
-/// Defines `fn $name` to run `$body` compiled for AVX-512 where the CPU has it (and
-/// `DOLG_NO_AVX512` is unset), else as compiled for the baseline: the elementwise loops then
+/// Defines `fn $name` to run `$body` compiled for AVX-512 where the CPU has it (and the process
+/// did not choose `--cpu-kernels portable`), else as compiled for the baseline: the elementwise loops then
 /// vectorise 16 wide. The bodies accumulate in 16 fixed lanes and Rust never fuses a multiply
 /// and an add, so both builds give the same bits.
 macro_rules! wide_fn {
@@ -635,7 +635,7 @@ macro_rules! wide_fn {
                 fn wide($($arg: $ty),*) $(-> $ret)? {
                     body($($arg),*)
                 }
-                if crate::model::conv_gemm::available() {
+                if crate::kernels::conv_gemm::available() {
                     // SAFETY: `available` checked that the CPU has AVX-512F.
                     return unsafe { wide($($arg),*) };
                 }
@@ -770,72 +770,10 @@ fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf)
 }
 
-/// A read-only matrix: element (r, c) at `data[r·rs + c·cs]`.
-#[derive(Clone, Copy)]
-struct View<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-}
-
-impl<'a> View<'a> {
-    /// Row-major, contiguous.
-    fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        Self { data, rows, cols, rs: cols, cs: 1 }
-    }
-
-    fn t(self) -> Self {
-        Self { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
-    }
-
-    fn in_bounds(&self) -> bool {
-        self.rows == 0 || self.cols == 0 || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
-    }
-}
-
 /// `dst [a.rows, b.cols]` (row-major, contiguous) `= a·b`, or `+= a·b` with `accumulate`;
 /// single-threaded (callers parallelise over blocks).
 fn matmul(dst: &mut [f32], a: View, b: View, accumulate: bool) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(b.rows == k && dst.len() == m * n && a.in_bounds() && b.in_bounds(), "matmul: shapes disagree");
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            dst.fill(0.0);
-        }
-        return;
-    }
-    // SAFETY: gemm reads a at r·rs + c·cs for r < m, c < k and b likewise for r < k, c < n, all
-    // inside their slices (in_bounds, asserted above), and writes dst at i·n + j for i < m,
-    // j < n, inside dst (length m·n, asserted). dst is a unique borrow, so it aliases neither
-    // input; with Parallelism::None gemm returns only when done.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
-    }
+    crate::kernels::gemm::matmul(dst, a, b, accumulate, Parallelism::None);
 }
 
 #[cfg(test)]
@@ -886,7 +824,7 @@ mod tests {
         let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // 2x3
         let b = [1.0, 0.0, 2.0, 1.0, 0.0, 3.0]; // 2x3, used transposed
         let mut out = [0f32; 4];
-        matmul(&mut out, View::new(&a, 2, 3), View::new(&b, 2, 3).t(), false);
+        matmul(&mut out, View::row_major(&a, 2, 3), View::row_major(&b, 2, 3).t(), false);
         assert_eq!(out, [7.0, 10.0, 16.0, 22.0]);
     }
 }

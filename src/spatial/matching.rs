@@ -6,9 +6,8 @@
 //! float32 only finds the candidates: every train feature whose float32 estimate could be among
 //! the exact two nearest. Those few are then measured in float64, summed in SciPy's order.
 
-use gemm::Parallelism;
-
 use super::{MatchRule, SpatialError};
+use crate::kernels::gemm::{self, MatRef, Parallelism};
 use crate::model::LocalFeatures;
 
 /// Putative matches (query feature, train feature), ascending query index: each query
@@ -134,39 +133,6 @@ fn squared_norms(f: &LocalFeatures) -> Vec<f64> {
 /// parallelise over candidates.
 fn similarities(q: &[f32], t: &[f32], nq: usize, nt: usize, dim: usize) -> Vec<f32> {
     assert!(q.len() == nq * dim && t.len() == nt * dim, "similarities: descriptor lengths disagree with the counts");
-    if dim == 0 {
-        return vec![0.0; nq * nt];
-    }
-    let mut out = Vec::with_capacity(nq * nt);
-    // SAFETY: out[i, j] = Σ_p q[i, p]·t[j, p]. gemm reads q at i·dim + p (i < nq, p < dim, so
-    // < q.len()), t at j·dim + p (< t.len(), t read transposed through the strides) and writes
-    // out at i·nt + j (< nq·nt = out's capacity); the assert above checks the lengths. With
-    // read_dst false gemm never reads `out` and writes every one of its nq·nt values, so they
-    // are initialised when set_len runs (skipping a 4 MB memset per candidate). `out` is owned
-    // here, so it aliases neither input; gemm with Parallelism::None returns only when done.
-    unsafe {
-        gemm::gemm(
-            nq,
-            nt,
-            dim,
-            out.as_mut_ptr(),
-            1,
-            nt as isize,
-            false,
-            q.as_ptr(),
-            1,
-            dim as isize,
-            t.as_ptr(),
-            dim as isize,
-            1,
-            0.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
-        out.set_len(nq * nt);
-    }
-    out
+    // out[i, j] = Σ_p q[i, p]·t[j, p].
+    gemm::matmul_new(MatRef::row_major(q, nq, dim), MatRef::transposed(t, nt, dim), Parallelism::None)
 }

@@ -210,7 +210,7 @@ fn strict_exits_3_when_an_image_fails_but_still_writes_the_rest() {
 
 /// Both CPU paths of the native trunk reproduce the authors' per-scale descriptors: the AVX-512
 /// implicit-GEMM kernel (where the CPU has it) and the portable `gemm` crate path, forced with
-/// `DOLG_NO_AVX512` (what a CPU without AVX-512 runs), at two scales with a stride-2 remainder.
+/// `--cpu-kernels portable` (what a CPU without AVX-512 runs), at two scales with a stride-2 remainder.
 #[test]
 #[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout when built (touch build.rs once it is there)")]
 fn avx512_and_portable_paths_both_match_the_fixture() {
@@ -222,7 +222,7 @@ fn avx512_and_portable_paths_both_match_the_fixture() {
         let mut cmd = Command::new(BIN);
         cmd.args(os!["extract", "--weights", &p.weights, "--out", &out, "--threads", "2", "--scales", "0.7071,1.4142", &p.lab]).env_remove("RUST_LOG");
         if portable {
-            cmd.env("DOLG_NO_AVX512", "1");
+            cmd.args(["--cpu-kernels", "portable"]);
         }
         let o = cmd.output().expect("run dolg");
         assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));

@@ -1,7 +1,8 @@
 //! Fast CPU inference path for the ResNet backbone (`globalmodel`), used instead of the generic
 //! burn kernels when a model is loaded for inference on the CPU.
 //!
-//! Same network as [`super::resnet`], with BatchNorm already folded into the convolutions;
+//! Same network as `model::resnet` (which builds this from its weights: `ResNet::to_cpu`), with
+//! BatchNorm already folded into the convolutions;
 //! activations stay channels-last (`[H·W, C]`, one image) through the whole trunk, and their
 //! buffers are recycled through a pool shared by the passes running at once (page faults and
 //! zero-filling are paid once, not per convolution).
@@ -13,7 +14,7 @@
 //! followed by a padded 3x3 one writes straight into that one's zero-padded input. The block's
 //! last convolution overwrites the projection it adds when it fits one `K` block.
 //!
-//! Elsewhere (or with `DOLG_NO_AVX512` set) the portable path runs GEMMs on the `gemm` crate
+//! Elsewhere (or with `--cpu-kernels portable`) the portable path runs GEMMs on the `gemm` crate
 //! (runtime-dispatched SIMD kernels, rayon-parallel), with weights rearranged once at load to
 //! `[kh][kw][cin][cout]`: a stride-1 3x3 convolution is three GEMMs over the zero-padded image
 //! flattened row by row (output row `r` reads `3·C` consecutive values from `r + kh·(W+2)`, only
@@ -24,12 +25,10 @@ use std::cell::RefCell;
 use std::sync::Mutex;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::conv_gemm::{self, Packed, Residual, Rows};
-use super::layers::ConvBn;
-use super::resnet::{ResBlock, ResNet};
+use super::gemm::{self, MatRef, Parallelism};
 
 /// One image, channels-last: `data[(y·w + x)·c + ch]`.
 #[derive(Debug, Clone)]
@@ -156,22 +155,38 @@ impl Epilogue<'_> {
     }
 }
 
+/// One square convolution's weights as PyTorch stores them, BatchNorm folded in: `weight`
+/// `[cout][cin][k][k]`, `bias` `[cout]`.
+#[derive(Debug, Clone)]
+pub struct ConvWeights {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub cout: usize,
+    pub cin: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+/// A bottleneck block's convolutions (`a` 1x1, `b` 3x3, `c` 1x1) and its projection shortcut.
+#[derive(Debug, Clone)]
+pub struct BlockWeights {
+    pub a: ConvWeights,
+    pub b: ConvWeights,
+    pub c: ConvWeights,
+    pub proj: Option<ConvWeights>,
+}
+
 impl Conv {
-    fn from_folded(cb: &ConvBn) -> Self {
-        assert!(cb.bn.is_none(), "the fast CPU path needs BatchNorm folded into the convolutions");
-        let c = &cb.conv;
-        let [cout, cin, k, _] = c.weight.val().dims();
-        let src = c.weight.val().into_data().try_into_vec::<f32>().expect("f32 weights");
-        let bias = c.bias.as_ref().map_or_else(|| vec![0.0; cout], |b| b.val().into_data().try_into_vec::<f32>().expect("f32 bias"));
-        let pad = match c.padding {
-            burn::nn::PaddingConfig2d::Explicit(p, ..) => p,
-            _ => 0,
-        };
+    fn new(cw: &ConvWeights) -> Self {
+        let ConvWeights { weight: src, bias, cout, cin, k, stride, pad } = cw;
+        let (cout, cin, k, stride, pad) = (*cout, *cin, *k, *stride, *pad);
+        assert_eq!((src.len(), bias.len()), (cout * cin * k * k, cout), "ConvWeights: shapes disagree");
         if conv_gemm::available() {
-            let packed = Packed::from_torch(&src, cout, cin, k, &bias);
-            return Self { cin, cout, k, stride: c.stride[0], pad, w: Vec::new(), bias, packed: Some(packed) };
+            let packed = Packed::from_torch(src, cout, cin, k, bias);
+            return Self { cin, cout, k, stride, pad, w: Vec::new(), bias: bias.clone(), packed: Some(packed) };
         }
-        Self { cin, cout, k, stride: c.stride[0], pad, w: to_khwc_cout(&src, cout, cin, k), bias, packed: None }
+        Self { cin, cout, k, stride, pad, w: to_khwc_cout(src, cout, cin, k), bias: bias.clone(), packed: None }
     }
 
     /// [`Self::forward`] through [`conv_gemm`]: the input read in place (1x1, or already
@@ -400,46 +415,7 @@ fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
 /// GEMM itself dwarfs the check).
 #[allow(clippy::too_many_arguments)] // a GEMM's sizes and operands, in BLAS order
 fn gemm_rows(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], c: &mut [f32], accumulate: bool, par: Parallelism) {
-    let a_reach = if m == 0 { 0 } else { (m - 1) * lda + k };
-    assert!(
-        lda > 0 && a.len() >= a_reach && b.len() >= k * n && c.len() >= m * n,
-        "gemm_rows: m={m} n={n} k={k} lda={lda} need a ≥ {a_reach}, b ≥ {}, c ≥ {} values; got {}, {}, {}",
-        k * n,
-        m * n,
-        a.len(),
-        b.len(),
-        c.len()
-    );
-    // SAFETY: the assert above guarantees that every element gemm touches is in bounds: `a` is
-    // read at i·lda + p for i < m, p < k (≤ (m−1)·lda + k − 1 < a.len()), `b` at p·n + j
-    // (< k·n ≤ b.len()) and `c` written at i·n + j (< m·n ≤ c.len()); strides are positive
-    // and fit in isize because the slices they index exist. `a` and `b` are only read, so rows
-    // of `a` may overlap; `c` is a `&mut` borrow, so it aliases neither `a` nor `b`, and all
-    // three outlive the call (gemm returns only when every rayon task it spawned has finished).
-    // Without `accumulate` gemm never reads `c` (alpha is zeroed), so stale values are fine.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            1,
-            lda as isize,
-            b.as_ptr(),
-            1,
-            n as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
+    gemm::matmul(&mut c[..m * n], MatRef::rows_strided(a, m, k, lda), MatRef::row_major(&b[..k * n], k, n), accumulate, par);
 }
 
 /// Rows of width `n`: `dst = act(src + bias [+ residual])`, with `src` = `dst` itself when `None`.
@@ -591,23 +567,13 @@ pub struct CpuResNet {
 }
 
 impl CpuResNet {
-    /// Build from a ResNet loaded with [`BatchNorm::Fold`](super::layers::BatchNorm::Fold).
-    pub fn from_resnet(r: &ResNet) -> Self {
-        let blocks = |s: &[ResBlock]| {
-            s.iter()
-                .map(|b| Block {
-                    a: Conv::from_folded(&b.f.a),
-                    b: Conv::from_folded(&b.f.b),
-                    c: Conv::from_folded(&b.f.c),
-                    proj: b.proj.as_ref().map(Conv::from_folded),
-                })
-                .collect::<Vec<_>>()
+    /// The trunk from its weights: the stem convolution and the blocks of the four stages (packed
+    /// here, once).
+    pub fn new(stem: &ConvWeights, stages: [&[BlockWeights]; 4]) -> Self {
+        let blocks = |s: &[BlockWeights]| {
+            s.iter().map(|b| Block { a: Conv::new(&b.a), b: Conv::new(&b.b), c: Conv::new(&b.c), proj: b.proj.as_ref().map(Conv::new) }).collect::<Vec<_>>()
         };
-        Self {
-            stem: Conv::from_folded(&r.stem.conv),
-            stages: [blocks(&r.s1.blocks), blocks(&r.s2.blocks), blocks(&r.s3.blocks), blocks(&r.s4.blocks)],
-            pool: Pool::default(),
-        }
+        Self { stem: Conv::new(stem), stages: stages.map(blocks), pool: Pool::default() }
     }
 
     /// CHW image (one) → (`f3`, `f4`) channels-last.

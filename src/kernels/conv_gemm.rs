@@ -123,12 +123,13 @@ pub fn one_block(k: usize) -> bool {
     k <= KC
 }
 
-/// Whether the AVX-512 kernel can run here (checked once).
+/// Whether the AVX-512 kernel runs here: the CPU has it and [`crate::runtime::cpu_kernels`] is
+/// `Auto` (checked once).
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *OK.get_or_init(|| std::is_x86_feature_detected!("avx512f") && std::env::var_os("DOLG_NO_AVX512").is_none())
+        *OK.get_or_init(|| std::is_x86_feature_detected!("avx512f") && crate::runtime::cpu_kernels() == crate::runtime::CpuKernels::Auto)
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
