@@ -80,7 +80,7 @@ use serde::Serialize;
 use super::error::Result;
 use super::{Collection, Info};
 use crate::index::{HnswIndex, IndexError, IndexKind};
-use crate::kernels::gemm::{self, MatRef, Parallelism};
+use crate::kernels::gemm::{self, Kernel, MatRef};
 use crate::linalg::dot;
 
 /// Scores this far below the threshold still reach it (f32 rounding of a dot product).
@@ -297,7 +297,7 @@ pub fn self_join(vectors: &[f32], dim: usize, alive: Option<&[bool]>, threshold:
                 let a = &vectors[r0 * dim..(r0 + rows) * dim];
                 let b = &vectors[c0 * dim..(c0 + cols) * dim];
                 // tile[r, c] = Σ_d a[r, d] · b[c, d]
-                gemm::matmul(&mut tile, MatRef::row_major(a, rows, dim), MatRef::transposed(b, cols, dim), false, Parallelism::None);
+                gemm::matmul(&mut tile, MatRef::row_major(a, rows, dim), MatRef::transposed(b, cols, dim), false, Kernel::Stable);
                 for r in 0..rows {
                     let ra = r0 + r;
                     if !live(ra) {

@@ -8,7 +8,7 @@ use std::collections::BinaryHeap;
 
 use rayon::prelude::*;
 
-use crate::kernels::gemm::{self, MatRef, Parallelism};
+use crate::kernels::gemm::{self, Kernel, MatRef};
 
 /// A search result: row id and inner-product score.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,7 +68,7 @@ pub fn search(vectors: &[f32], dim: usize, alive: Option<&[bool]>, queries: &[f3
                 tile.resize(nq * rows, 0.0);
                 let block = &vectors[start * dim..(start + rows) * dim];
                 // tile[q, r] = Σ_d queries[q, d] · block[r, d]
-                gemm::matmul(&mut tile, MatRef::row_major(queries, nq, dim), MatRef::transposed(block, rows, dim), false, Parallelism::None);
+                gemm::matmul(&mut tile, MatRef::row_major(queries, nq, dim), MatRef::transposed(block, rows, dim), false, Kernel::Stable);
                 for (q, heap) in heaps.iter_mut().enumerate() {
                     for (r, &score) in tile[q * rows..(q + 1) * rows].iter().enumerate() {
                         let row = start + r;

@@ -415,7 +415,7 @@ fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
 /// GEMM itself dwarfs the check).
 #[allow(clippy::too_many_arguments)] // a GEMM's sizes and operands, in BLAS order
 fn gemm_rows(m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: &[f32], c: &mut [f32], accumulate: bool, par: Parallelism) {
-    gemm::matmul(&mut c[..m * n], MatRef::rows_strided(a, m, k, lda), MatRef::row_major(&b[..k * n], k, n), accumulate, par);
+    gemm::matmul(&mut c[..m * n], MatRef::rows_strided(a, m, k, lda), MatRef::row_major(&b[..k * n], k, n), accumulate, gemm::Kernel::Simd(par));
 }
 
 /// Rows of width `n`: `dst = act(src + bias [+ residual])`, with `src` = `dst` itself when `None`.

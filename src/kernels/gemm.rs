@@ -1,12 +1,24 @@
 //! The one safe entry to general matrix products: exact search, the duplicate self-join, spatial
 //! matching, LighterGlue and the portable path of the ResNet engine all multiply through
 //! [`matmul`] / [`matmul_new`], so the bounds of every product are checked in one place and the
-//! crate's only `unsafe` call into a GEMM library is here. The work is done by the `gemm` crate
-//! (runtime-dispatched SIMD kernels, AVX-512 where the CPU has it); the hand-written AVX-512
-//! convolution kernel ([`super::conv_gemm`]) is separate because it takes pre-packed weights and
-//! per-row operand addresses, which no GEMM library does.
+//! crate's only `unsafe` calls into GEMM libraries are here. Two libraries do the work
+//! ([`Kernel`]); the hand-written AVX-512 convolution kernel ([`super::conv_gemm`]) is separate
+//! because it takes pre-packed weights and per-row operand addresses, which no GEMM library does.
 
 pub use gemm::Parallelism;
+
+/// Which library multiplies.
+#[derive(Debug, Clone, Copy)]
+pub enum Kernel {
+    /// The `gemm` crate: runtime-dispatched SIMD kernels (AVX-512 where the CPU has it), on the
+    /// calling thread or spread over rayon.
+    Simd(Parallelism),
+    /// `matrixmultiply`, single-threaded: what exact search and the duplicate join have always
+    /// used, so their scores stay bit-identical to earlier releases (an index made by dolg 0.1
+    /// still prints the same scores, `tests/integration/index_compat.rs`). A different summation
+    /// order would change the last bit of some scores.
+    Stable,
+}
 
 /// A read-only view of a matrix in a slice: element `(r, c)` is
 /// `data[r * row_stride + c * col_stride]`.
@@ -71,7 +83,7 @@ fn check(m: usize, n: usize, a: &MatRef, b: &MatRef) {
 
 /// `dst = a · b`, or `dst += a · b` with `accumulate`; `dst` is `a.rows × b.cols`, row-major and
 /// dense. Panics, naming the shapes, when they disagree or a view reaches past its slice.
-pub fn matmul(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool, parallelism: Parallelism) {
+pub fn matmul(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool, kernel: Kernel) {
     let (m, n) = (a.rows, b.cols);
     check(m, n, &a, &b);
     assert_eq!(dst.len(), m * n, "matmul: the output holds {} values, not {m}×{n}", dst.len());
@@ -90,12 +102,12 @@ pub fn matmul(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool, paralleli
     // i·n + j < m·n = dst.len(). `dst` is a unique borrow, so it aliases neither input, and all
     // three outlive the call: gemm returns only when every task it spawned has finished.
     // Without `accumulate` (read_dst false) gemm never reads `dst`.
-    unsafe { raw(dst.as_mut_ptr(), a, b, accumulate, parallelism) }
+    unsafe { raw(dst.as_mut_ptr(), a, b, accumulate, kernel) }
 }
 
 /// `a · b` into a new row-major `a.rows × b.cols` vector, written once (no zero fill first: the
 /// product overwrites every value).
-pub fn matmul_new(a: MatRef, b: MatRef, parallelism: Parallelism) -> Vec<f32> {
+pub fn matmul_new(a: MatRef, b: MatRef, kernel: Kernel) -> Vec<f32> {
     let (m, n) = (a.rows, b.cols);
     check(m, n, &a, &b);
     if m == 0 || n == 0 || a.cols == 0 {
@@ -106,7 +118,7 @@ pub fn matmul_new(a: MatRef, b: MatRef, parallelism: Parallelism) -> Vec<f32> {
     // gemm writes every one of the m·n values and reads none, so they are initialised when
     // set_len runs. `out` is owned here, so it aliases neither input.
     unsafe {
-        raw(out.as_mut_ptr(), a, b, false, parallelism);
+        raw(out.as_mut_ptr(), a, b, false, kernel);
         out.set_len(m * n);
     }
     out
@@ -115,8 +127,33 @@ pub fn matmul_new(a: MatRef, b: MatRef, parallelism: Parallelism) -> Vec<f32> {
 /// # Safety
 /// `dst` must be valid for writes (and reads, with `accumulate`) of `a.rows × b.cols` values,
 /// row-major, alias neither input, and the views must be in bounds with `a.cols == b.rows > 0`.
-unsafe fn raw(dst: *mut f32, a: MatRef, b: MatRef, accumulate: bool, parallelism: Parallelism) {
+unsafe fn raw(dst: *mut f32, a: MatRef, b: MatRef, accumulate: bool, kernel: Kernel) {
     let (m, n, k) = (a.rows, b.cols, a.cols);
+    let parallelism = match kernel {
+        Kernel::Simd(p) => p,
+        Kernel::Stable => {
+            // SAFETY: the caller's contract; with beta 0 matrixmultiply never reads `dst`.
+            unsafe {
+                matrixmultiply::sgemm(
+                    m,
+                    k,
+                    n,
+                    1.0,
+                    a.data.as_ptr(),
+                    a.row_stride as isize,
+                    a.col_stride as isize,
+                    b.data.as_ptr(),
+                    b.row_stride as isize,
+                    b.col_stride as isize,
+                    if accumulate { 1.0 } else { 0.0 },
+                    dst,
+                    n as isize,
+                    1,
+                );
+            }
+            return;
+        }
+    };
     // SAFETY: the caller's contract.
     unsafe {
         gemm::gemm(
@@ -174,14 +211,16 @@ mod tests {
         let bt = MatRef::transposed(&values[100..100 + n * k], n, k);
         let band = MatRef::rows_strided(&values[200..], m, k, 20);
         let b = MatRef::row_major(&values[400..400 + k * n], k, n);
-        for (x, y) in [(a, b), (a, bt), (band, b), (band, bt)] {
-            let want = naive(&x, &y);
-            close(&matmul_new(x, y, Parallelism::None), &want);
-            let mut dst = vec![1.0f32; m * n];
-            matmul(&mut dst, x, y, true, Parallelism::Rayon(0));
-            close(&dst, &want.iter().map(|w| w + 1.0).collect::<Vec<_>>());
-            matmul(&mut dst, x, y, false, Parallelism::None);
-            close(&dst, &want);
+        for kernel in [Kernel::Simd(Parallelism::None), Kernel::Simd(Parallelism::Rayon(0)), Kernel::Stable] {
+            for (x, y) in [(a, b), (a, bt), (band, b), (band, bt)] {
+                let want = naive(&x, &y);
+                close(&matmul_new(x, y, kernel), &want);
+                let mut dst = vec![1.0f32; m * n];
+                matmul(&mut dst, x, y, true, kernel);
+                close(&dst, &want.iter().map(|w| w + 1.0).collect::<Vec<_>>());
+                matmul(&mut dst, x, y, false, kernel);
+                close(&dst, &want);
+            }
         }
     }
 
@@ -189,11 +228,11 @@ mod tests {
     fn empty_inner_dimension_gives_zeros_or_leaves_the_sum() {
         let a = MatRef::row_major(&[], 2, 0);
         let b = MatRef::row_major(&[], 0, 3);
-        assert_eq!(matmul_new(a, b, Parallelism::None), vec![0.0; 6]);
+        assert_eq!(matmul_new(a, b, Kernel::Simd(Parallelism::None)), vec![0.0; 6]);
         let mut dst = vec![2.0; 6];
-        matmul(&mut dst, a, b, true, Parallelism::None);
+        matmul(&mut dst, a, b, true, Kernel::Simd(Parallelism::None));
         assert_eq!(dst, vec![2.0; 6]);
-        matmul(&mut dst, a, b, false, Parallelism::None);
+        matmul(&mut dst, a, b, false, Kernel::Simd(Parallelism::None));
         assert_eq!(dst, vec![0.0; 6]);
     }
 
@@ -202,6 +241,6 @@ mod tests {
     fn a_view_past_its_slice_is_refused() {
         let a = MatRef::row_major(&[1.0; 5], 2, 3);
         let b = MatRef::row_major(&[1.0; 6], 3, 2);
-        let _ = matmul_new(a, b, Parallelism::None);
+        let _ = matmul_new(a, b, Kernel::Simd(Parallelism::None));
     }
 }

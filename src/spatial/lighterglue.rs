@@ -40,7 +40,7 @@ use burn::tensor::Device;
 use rayon::prelude::*;
 
 use crate::checkpoint::{Checkpoint, CheckpointError, VarBuilder, VarPath};
-use crate::kernels::gemm::{MatRef as View, Parallelism};
+use crate::kernels::gemm::{Kernel, MatRef as View, Parallelism};
 use crate::model::LocalFeatures;
 
 /// Width of the descriptors LighterGlue takes (XFeat's).
@@ -773,7 +773,7 @@ fn gelu(x: f32) -> f32 {
 /// `dst [a.rows, b.cols]` (row-major, contiguous) `= a·b`, or `+= a·b` with `accumulate`;
 /// single-threaded (callers parallelise over blocks).
 fn matmul(dst: &mut [f32], a: View, b: View, accumulate: bool) {
-    crate::kernels::gemm::matmul(dst, a, b, accumulate, Parallelism::None);
+    crate::kernels::gemm::matmul(dst, a, b, accumulate, Kernel::Simd(Parallelism::None));
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! the exact two nearest. Those few are then measured in float64, summed in SciPy's order.
 
 use super::{MatchRule, SpatialError};
-use crate::kernels::gemm::{self, MatRef, Parallelism};
+use crate::kernels::gemm::{self, Kernel, MatRef, Parallelism};
 use crate::model::LocalFeatures;
 
 /// Putative matches (query feature, train feature), ascending query index: each query
@@ -134,5 +134,5 @@ fn squared_norms(f: &LocalFeatures) -> Vec<f64> {
 fn similarities(q: &[f32], t: &[f32], nq: usize, nt: usize, dim: usize) -> Vec<f32> {
     assert!(q.len() == nq * dim && t.len() == nt * dim, "similarities: descriptor lengths disagree with the counts");
     // out[i, j] = Σ_p q[i, p]·t[j, p].
-    gemm::matmul_new(MatRef::row_major(q, nq, dim), MatRef::transposed(t, nt, dim), Parallelism::None)
+    gemm::matmul_new(MatRef::row_major(q, nq, dim), MatRef::transposed(t, nt, dim), Kernel::Simd(Parallelism::None))
 }
