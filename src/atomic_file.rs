@@ -36,7 +36,7 @@
 //!
 //! When `DOLG_FAILPOINT` names one of the [`FAILPOINTS`], the process aborts at that step, as a
 //! crash would, so that tests can check what a reader sees afterwards (builds with the
-//! `failpoints` feature only: [`crate::failpoints`]).
+//! `failpoints` feature only: `crate::failpoints`).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -139,7 +139,7 @@ pub fn replace(path: &Path, mode: Mode, fill: impl FnOnce(&Path) -> io::Result<(
 /// Replace `path` with what `fill` writes through a buffered handle on the temporary file, so a
 /// large file can be streamed without being built in memory first. `fill` need not flush; the
 /// buffer is flushed, and its error returned, before anything is renamed.
-pub fn replace_with_writer(path: &Path, mode: Mode, fill: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>) -> io::Result<()> {
+pub(crate) fn replace_with_writer(path: &Path, mode: Mode, fill: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>) -> io::Result<()> {
     Staged::by_writer(path, mode, fill)?.rename()?;
     sync_folder(folder(path))
 }
@@ -159,7 +159,7 @@ pub fn remove(path: &Path) -> io::Result<()> {
 }
 
 /// A writer of a file's content through a buffered handle on its temporary file.
-pub type Fill<'a> = dyn FnMut(&mut BufWriter<File>) -> io::Result<()> + 'a;
+pub(crate) type Fill<'a> = dyn FnMut(&mut BufWriter<File>) -> io::Result<()> + 'a;
 
 /// Replace `main` and the `companion` file that describes it (e.g. `X.npy` and `X.names.txt`),
 /// so that a reader never sees one beside a companion written for another. With

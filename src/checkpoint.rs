@@ -40,7 +40,7 @@ fn fmt_keys(keys: &[(String, Vec<usize>)]) -> String {
 }
 
 /// Keys that a retrieval model never reads: the training head and BatchNorm's step counters.
-pub fn is_ignored(key: &str) -> bool {
+pub(crate) fn is_ignored(key: &str) -> bool {
     key.starts_with("desc_cls.") || key.ends_with("num_batches_tracked")
 }
 
@@ -324,7 +324,7 @@ impl<'a> VarBuilder<'a> {
 }
 
 impl<'a, 'b> VarPath<'a, 'b> {
-    pub fn pp(&self, name: impl std::fmt::Display) -> Self {
+    pub(crate) fn pp(&self, name: impl std::fmt::Display) -> Self {
         let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
         Self { vb: self.vb, prefix }
     }
@@ -382,7 +382,7 @@ impl VarPath<'_, '_> {
     }
 }
 
-pub fn to_tensor<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+pub(crate) fn to_tensor<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(data, shape), device)
 }
 

@@ -67,7 +67,7 @@ pub enum DecodeError {
 }
 
 /// The formats [`decode_file`] reads, as named in error messages.
-pub const SUPPORTED_FORMATS: &str = "JPEG, PNG, WebP, TIFF, BMP, GIF, PBM/PGM/PPM/PAM";
+pub(crate) const SUPPORTED_FORMATS: &str = "JPEG, PNG, WebP, TIFF, BMP, GIF, PBM/PGM/PPM/PAM";
 
 /// Bounds applied before decoding. The defaults admit any real photograph (up to 20000 px a side,
 /// 100 Mpx) while keeping a hostile file's allocation under ~1 GiB.
@@ -113,7 +113,7 @@ impl BgrImage {
     }
 
     /// [`BgrImage::from_rgb`] taking the buffer, swapped in place (no copy of a large photo).
-    pub fn from_rgb_vec(width: usize, height: usize, mut data: Vec<u8>) -> Self {
+    pub(crate) fn from_rgb_vec(width: usize, height: usize, mut data: Vec<u8>) -> Self {
         assert_eq!(data.len(), width * height * 3, "RGB buffer does not match {width}x{height}");
         for px in data.chunks_exact_mut(3) {
             px.swap(0, 2);

@@ -156,7 +156,7 @@ impl Extractor {
     /// [`Extractor::prepare`] that also gives the SHA-256 of the bytes it decoded, from the same
     /// read: `dolg index add` stores that hash, and hashing while decoding reads a new photo once.
     /// The hash is of exactly the content described, even if the file changes meanwhile.
-    pub fn prepare_hashed(&self, path: &Path, crop_box: Option<CropBox>) -> Result<(Prepared, [u8; 32]), DescriptorError> {
+    pub(crate) fn prepare_hashed(&self, path: &Path, crop_box: Option<CropBox>) -> Result<(Prepared, [u8; 32]), DescriptorError> {
         let bytes = std::fs::read(path).map_err(|source| DecodeError::Io { path: path.to_owned(), source })?;
         let hash: [u8; 32] = Sha256::digest(&bytes).into();
         let img = decode_bytes_oriented(&bytes, path, &self.limits, self.orientation)?;
@@ -226,13 +226,13 @@ impl Extractor {
     }
 
     /// The global descriptor and, with a local model, the local features of a prepared image.
-    pub fn describe_full(&self, prepared: &Prepared) -> Description {
+    pub(crate) fn describe_full(&self, prepared: &Prepared) -> Description {
         let local = self.local.as_ref().zip(prepared.image.as_ref()).map(|(m, img)| m.extract(img));
         Description { descriptor: self.describe(prepared).descriptor, local }
     }
 
     /// [`Extractor::describe_full`] of one file.
-    pub fn describe_file_full(&self, path: &Path, crop_box: Option<CropBox>) -> Result<Description, DescriptorError> {
+    pub(crate) fn describe_file_full(&self, path: &Path, crop_box: Option<CropBox>) -> Result<Description, DescriptorError> {
         Ok(self.describe_full(&self.prepare(path, crop_box)?))
     }
 
@@ -284,7 +284,7 @@ impl Extractor {
 
     /// [`Extractor::describe_many_local`] (no crop) that also gives the SHA-256 of each file's
     /// bytes, hashed from the read that decoded it ([`Extractor::prepare_hashed`]).
-    pub fn describe_many_hashed(
+    pub(crate) fn describe_many_hashed(
         &self,
         paths: &[PathBuf],
         on_done: impl FnMut(usize, &Path, Result<(Description, [u8; 32]), DescriptorError>) -> ControlFlow<()>,
@@ -509,7 +509,7 @@ pub fn read_matrix(path: &Path) -> Result<(Vec<f32>, usize, usize), DescriptorEr
 }
 
 /// The `.npy` type string of a plain dtype (`<f4`, `<i8`, …); empty for structured types.
-pub fn npy_type(dtype: &npyz::DType) -> String {
+pub(crate) fn npy_type(dtype: &npyz::DType) -> String {
     match dtype {
         npyz::DType::Plain(ts) => ts.to_string(),
         _ => String::new(),

@@ -187,7 +187,7 @@ fn bytes_to_path(bytes: Vec<u8>) -> io::Result<PathBuf> {
 }
 
 /// Whether `path` has one of [`IMAGE_EXTENSIONS`], in any case.
-pub fn has_image_extension(path: &Path) -> bool {
+pub(crate) fn has_image_extension(path: &Path) -> bool {
     path.extension().and_then(OsStr::to_str).is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 

@@ -2,7 +2,7 @@
 //!
 //! Modules follow the data path in layers, each importing only its own layer and those below
 //! (ARCHITECTURE.md has the table; a unit test checks it):
-//! [`atomic_file`], [`kernels`], [`linalg`], [`runtime`] → [`decode`], [`inputs`], [`preprocess`], [`checkpoint`],
+//! [`atomic_file`], [`kernels`], `linalg`, [`runtime`] → [`decode`], [`inputs`], [`preprocess`], [`checkpoint`],
 //! [`pretrained`] → [`model`] → [`descriptors`], [`spatial`], [`rerank`] → [`spec`], [`shards`] →
 //! [`index`] → [`collection`] → [`eval`], `train` → [`Error`] and `serve` (the boundary). [`Error`]
 //! wraps every module's error at the crate boundary; `serve` and `train` are default-on features.
@@ -19,11 +19,11 @@ pub mod decode;
 pub mod descriptors;
 mod error;
 pub mod eval;
-pub mod failpoints;
+pub(crate) mod failpoints;
 pub mod index;
 pub mod inputs;
 pub mod kernels;
-pub mod linalg;
+pub(crate) mod linalg;
 pub mod model;
 pub mod preprocess;
 pub mod pretrained;

@@ -30,7 +30,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// [`dot`] of four rows with one query at once, sharing the query loads. Each result is
 /// bit-identical to `dot(row, q)`: the per-pair operations and their order are the same.
 #[inline]
-pub fn dot4(rows: [&[f32]; 4], q: &[f32]) -> [f32; 4] {
+pub(crate) fn dot4(rows: [&[f32]; 4], q: &[f32]) -> [f32; 4] {
     let n = q.len();
     let body = n - n % LANES;
     let mut acc = [[0.0f32; LANES]; 4];

@@ -125,7 +125,7 @@ fn py_index(i: i64, len: usize) -> usize {
 
 /// Output size at scale `s`: Python's `int(round(h * s))`, which rounds half to even on the f64
 /// product (433 × 0.5 = 216.5 → 216).
-pub fn scaled_size(height: usize, width: usize, s: f64) -> (usize, usize) {
+pub(crate) fn scaled_size(height: usize, width: usize, s: f64) -> (usize, usize) {
     let r = |v: usize| (v as f64 * s).round_ties_even().max(0.0) as usize;
     (r(height), r(width))
 }
@@ -166,7 +166,7 @@ fn y_taps(in_len: usize, out_len: usize) -> Vec<(usize, usize, f32, f32)> {
 
 /// Bilinear resize with OpenCV `INTER_LINEAR` semantics on a float32 3-channel image: horizontal
 /// pass then vertical pass, no antialiasing. Resizing to the same size returns the input unchanged.
-pub fn resize_linear(src: &FloatImage, out_h: usize, out_w: usize) -> FloatImage {
+pub(crate) fn resize_linear(src: &FloatImage, out_h: usize, out_w: usize) -> FloatImage {
     assert!(out_h > 0 && out_w > 0, "resize to an empty size");
     if out_h == src.height && out_w == src.width {
         return src.clone();
@@ -208,7 +208,7 @@ pub fn resize_linear(src: &FloatImage, out_h: usize, out_w: usize) -> FloatImage
 
 /// HWC BGR (0..255) → CHW in the network's channel order, `/255` then `(x - mean) / std`, all f32
 /// in the same order of operations as the reference.
-pub fn normalize_chw(img: &FloatImage, norm: &Normalization) -> Vec<f32> {
+pub(crate) fn normalize_chw(img: &FloatImage, norm: &Normalization) -> Vec<f32> {
     let n = img.width * img.height;
     let mut out = vec![0f32; 3 * n];
     for c in 0..3 {
@@ -243,7 +243,7 @@ pub fn limited_size(height: usize, width: usize, max_size: u32) -> (usize, usize
 
 /// Size `(height, width)` with the longest side exactly `size`, up or down, the other side
 /// rounded as in [`limited_size`]; the same size when `size` or a side is 0.
-pub fn exact_size(height: usize, width: usize, size: u32) -> (usize, usize) {
+pub(crate) fn exact_size(height: usize, width: usize, size: u32) -> (usize, usize) {
     let (longest, size) = (height.max(width), size as usize);
     if size == 0 || longest == 0 {
         return (height, width);
@@ -381,7 +381,7 @@ pub fn resize_pil_bilinear(src: &BgrImage, out_h: usize, out_w: usize) -> BgrIma
 
 /// Largest resized image accepted (pixels): far above any real use, low enough that a typo such
 /// as `--scales 1e6` is an error for that image rather than an allocation failure.
-pub const MAX_RESIZED_PIXELS: usize = 200_000_000;
+pub(crate) const MAX_RESIZED_PIXELS: usize = 200_000_000;
 
 /// The network input for one scale: `[3, h, w]` data plus its size.
 #[derive(Debug, Clone)]

@@ -85,7 +85,7 @@ impl Pretrained {
 
     /// Where the verified file lives: `$DOLG_CACHE_DIR`, else the platform cache directory
     /// (`~/.cache/dolg` on Linux).
-    pub fn cache_path(self) -> PathBuf {
+    pub(crate) fn cache_path(self) -> PathBuf {
         cache_dir().join(self.spec().file)
     }
 
@@ -141,7 +141,7 @@ impl Pretrained {
     }
 }
 
-pub fn cache_dir() -> PathBuf {
+pub(crate) fn cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("DOLG_CACHE_DIR") {
         return PathBuf::from(d);
     }

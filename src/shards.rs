@@ -76,7 +76,7 @@ use crate::preprocess::CropBox;
 /// Inputs per shard unless told otherwise: a few minutes of work on a CPU, 2 MB of descriptors.
 pub const DEFAULT_SHARD_ROWS: usize = 1000;
 /// `DOLG_FAILPOINT=extract-shard:K` (see the module documentation).
-pub const FAILPOINT: &str = "extract-shard";
+pub(crate) const FAILPOINT: &str = "extract-shard";
 
 const PROGRESS_FORMAT: &str = "dolg-extract-progress/1";
 const SHARD_FORMAT: &str = "dolg-extract-shard/1";
@@ -127,7 +127,7 @@ impl Part {
     /// All the inputs: part 1 of 1.
     pub const WHOLE: Part = Part { index: 1, count: 1 };
 
-    pub fn is_whole(&self) -> bool {
+    pub(crate) fn is_whole(&self) -> bool {
         self.count == 1
     }
 

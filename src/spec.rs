@@ -265,7 +265,7 @@ impl ModelSpec {
     }
 
     /// The file whose bytes define the model: the checkpoint, or the cached pretrained weights.
-    pub fn weights_file(&self) -> Result<PathBuf, SpecError> {
+    pub(crate) fn weights_file(&self) -> Result<PathBuf, SpecError> {
         self.validate()?;
         match (&self.weights, self.backbone) {
             (Some(w), _) => Ok(w.clone()),

@@ -93,7 +93,7 @@ pub const DEFAULT_BLOCK_ROWS: usize = 1024;
 pub const EXACT_LIMIT: usize = 100_000;
 
 /// Neighbours first asked of the graph per photo (itself included).
-pub const GRAPH_K: usize = 16;
+pub(crate) const GRAPH_K: usize = 16;
 
 /// The graph widens its neighbour lists up to this many per photo.
 pub const GRAPH_MAX_K: usize = 1024;
@@ -109,7 +109,7 @@ pub const DEFAULT_THRESHOLD_DOLG: f32 = 0.90;
 pub const DEFAULT_THRESHOLD_MOBILENETV2: f32 = 0.96;
 
 /// Default threshold for MobileNetV2-GeM when pairs are also checked with local features.
-pub const DEFAULT_THRESHOLD_MOBILENETV2_VERIFIED: f32 = 0.92;
+pub(crate) const DEFAULT_THRESHOLD_MOBILENETV2_VERIFIED: f32 = 0.92;
 
 /// How pairs above the threshold are found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
@@ -174,13 +174,13 @@ impl Default for DedupVerify {
 }
 
 /// [`DedupVerify::min_inliers`] by default (module documentation, "Default thresholds").
-pub const DEFAULT_VERIFY_MIN_INLIERS: usize = 40;
+pub(crate) const DEFAULT_VERIFY_MIN_INLIERS: usize = 40;
 /// [`DedupVerify::min_ratio`] by default: chosen with the others, no ratio needed.
-pub const DEFAULT_VERIFY_MIN_RATIO: f64 = 0.0;
+pub(crate) const DEFAULT_VERIFY_MIN_RATIO: f64 = 0.0;
 /// [`DedupVerify::threshold_px`] by default.
-pub const DEFAULT_VERIFY_PX: f64 = 1.5;
+pub(crate) const DEFAULT_VERIFY_PX: f64 = 1.5;
 /// [`DedupVerify::keypoints`] by default: within 0.01 F1 of all 1,000 at a sixth of the cost.
-pub const DEFAULT_VERIFY_KEYPOINTS: usize = 256;
+pub(crate) const DEFAULT_VERIFY_KEYPOINTS: usize = 256;
 
 impl DedupVerify {
     /// Whether a verification passes.
@@ -378,7 +378,7 @@ pub fn components(n: usize, pairs: &[ScoredPair]) -> Vec<Vec<usize>> {
 
 /// Groups from the pairs of a join: members by name, pairs inside each group, best and weakest
 /// scores, ordered largest first, then by best score, then by first member name.
-pub fn groups_from_pairs(vectors: &[f32], dim: usize, names: &(dyn Fn(usize) -> String + Sync), pairs: &[ScoredPair]) -> Vec<DuplicateGroup> {
+pub(crate) fn groups_from_pairs(vectors: &[f32], dim: usize, names: &(dyn Fn(usize) -> String + Sync), pairs: &[ScoredPair]) -> Vec<DuplicateGroup> {
     let n = vectors.len() / dim;
     let comps = components(n, pairs);
     let mut comp_of = HashMap::new();

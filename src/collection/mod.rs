@@ -243,7 +243,14 @@ impl Collection {
 
     /// [`Collection::create`] for a collection that also stores each photo's local features
     /// (`local`, see [`local::local_config`]), for spatial re-ranking.
-    pub fn create_with_local(dir: &Path, spec: ModelSpec, kind: IndexKind, root: Option<&Path>, local: Option<LocalConfig>, device: &Device) -> Result<Self> {
+    pub(crate) fn create_with_local(
+        dir: &Path,
+        spec: ModelSpec,
+        kind: IndexKind,
+        root: Option<&Path>,
+        local: Option<LocalConfig>,
+        device: &Device,
+    ) -> Result<Self> {
         let spec = spec.absolute();
         let mut loaded = spec.load(device)?;
         if let Some(cfg) = &local {

@@ -2,6 +2,7 @@
 //! holding the collection (so searches go on while an upload is decoded and described), search with
 //! a descriptor or a stored entry ([`super::Query`]), and commit one already-described photo.
 
+#[cfg(feature = "serve")]
 use std::path::Path;
 
 use super::error::{CollectionError as Error, Result};
@@ -35,7 +36,7 @@ impl Collection {
     }
 
     /// [`Collection::add_described`] with the photo's local features, for an index that stores them.
-    pub fn add_description(&mut self, name: String, hash: Option<[u8; 32]>, d: Description) -> Result<()> {
+    pub(crate) fn add_description(&mut self, name: String, hash: Option<[u8; 32]>, d: Description) -> Result<()> {
         if d.descriptor.len() != self.dim() {
             return Err(Error::VectorLength { expected: self.dim(), values: d.descriptor.len() });
         }
@@ -55,7 +56,8 @@ impl Collection {
     }
 
     /// Whether `path` lies inside the collection's root (after resolving links).
-    pub fn contains_path(&self, path: &Path) -> bool {
+    #[cfg(feature = "serve")]
+    pub(crate) fn contains_path(&self, path: &Path) -> bool {
         match (self.root(), std::fs::canonicalize(path)) {
             (Some(r), Ok(p)) => p.starts_with(r),
             _ => false,

@@ -21,11 +21,11 @@ pub const FILE: &str = "stat.cache";
 const MAGIC: &[u8; 8] = b"DOLGSTAT";
 const VERSION: u32 = 1;
 /// Files modified this close to the cache's write time are hashed again.
-pub const RACY_SECONDS: i64 = 2;
+pub(crate) const RACY_SECONDS: i64 = 2;
 
 /// What identifies a file's content without reading it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileStat {
+pub(crate) struct FileStat {
     pub size: u64,
     pub mtime_s: i64,
     pub mtime_ns: u32,
@@ -49,7 +49,7 @@ impl FileStat {
 
 /// Name → (stat, content hash) as last seen.
 #[derive(Debug, Default)]
-pub struct StatCache {
+pub(crate) struct StatCache {
     entries: HashMap<String, (FileStat, [u8; 32])>,
     /// When the loaded cache was written (seconds since the epoch); 0 for a new cache.
     written_at: i64,

@@ -99,7 +99,7 @@ pub fn describe_all(
 
 /// [`describe_all`] giving each image's whole [`Description`]: its local features too when `ex`
 /// has a local model.
-pub fn describe_all_full(
+pub(crate) fn describe_all_full(
     ex: &Extractor,
     set: ImageSet,
     paths: &[PathBuf],

@@ -217,7 +217,7 @@ pub struct ProtocolResult {
 
 impl ProtocolResult {
     /// Averages per-query scores the way the reference does (sum in query order, then divide).
-    pub fn from_scores(scores: &[Option<QueryScore>]) -> Self {
+    pub(crate) fn from_scores(scores: &[Option<QueryScore>]) -> Self {
         let mut map = 0.0;
         let mut mp = [0.0; 3];
         let mut n = 0usize;
@@ -346,7 +346,7 @@ impl RevisitedResult {
 
 /// `np.around(x * 100, decimals=2)`: scale, round half to even, unscale. Reproduces the
 /// reference's printed digits, which can differ from `format!("{:.2}")` on exact ties.
-pub fn around_percent(x: f64) -> f64 {
+pub(crate) fn around_percent(x: f64) -> f64 {
     (x * 100.0 * 100.0).round_ties_even() / 100.0
 }
 

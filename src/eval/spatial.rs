@@ -136,7 +136,7 @@ pub fn verify_pairs(query: &LocalFeatures, db: &[Option<LocalFeatures>], pairs: 
 impl RevisitedGnd {
     /// Easy / Medium / Hard scores of per-protocol rankings (from [`spatial_columns`]): protocol
     /// P is scored on `columns[P]` only.
-    pub fn evaluate_per_protocol(&self, columns: [Vec<Vec<usize>>; 3], n_db: usize) -> Result<RevisitedResult> {
+    pub(crate) fn evaluate_per_protocol(&self, columns: [Vec<Vec<usize>>; 3], n_db: usize) -> Result<RevisitedResult> {
         let [easy, medium, hard] = columns;
         let score = |c: Vec<Vec<usize>>, p: Protocol| -> Result<_> { Ok(self.evaluate(&RanksMatrix::from_columns(c, n_db)?)?.get(p).clone()) };
         Ok(RevisitedResult { easy: score(easy, Protocol::Easy)?, medium: score(medium, Protocol::Medium)?, hard: score(hard, Protocol::Hard)? })

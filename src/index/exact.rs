@@ -1,5 +1,5 @@
 //! Exact inner-product search: the database is cut into blocks of rows; each block is scored
-//! against all queries with one SGEMM ([`crate::kernels::gemm`]: cache-blocked, SIMD) on a rayon
+//! against all queries with one SGEMM (`kernels::gemm`: cache-blocked, SIMD) on a rayon
 //! worker, and each worker keeps a bounded top-k per query, merged at the end. Memory beyond the
 //! vectors: one `[queries × block]` score tile per worker.
 
@@ -48,7 +48,7 @@ fn push(heap: &mut BinaryHeap<Worst>, k: usize, hit: Hit) {
     }
 }
 
-pub const BLOCK_ROWS: usize = 2048;
+pub(crate) const BLOCK_ROWS: usize = 2048;
 
 /// Top `k` rows of `vectors` ([n, dim] row-major) for each query ([nq, dim]), best first, skipping
 /// rows where `alive` is false and scores below `min_score`.

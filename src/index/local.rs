@@ -146,7 +146,7 @@ fn decode_body(path: &Path, body: &[u8]) -> Result<LocalFeatures, IndexError> {
 
 /// A whole local file for one segment: `blocks[i]` belongs to the segment's i-th add record.
 /// Returns the bytes and each block's `(offset, len)`, as [`read_table`] will read them back.
-pub fn encode_file(blocks: &[Option<Vec<u8>>]) -> (Vec<u8>, Vec<Option<(u64, u32)>>) {
+pub(crate) fn encode_file(blocks: &[Option<Vec<u8>>]) -> (Vec<u8>, Vec<Option<(u64, u32)>>) {
     let table_len = 8 + 8 + blocks.len() * 12 + 4;
     let mut b = Vec::with_capacity(table_len + blocks.iter().flatten().map(Vec::len).sum::<usize>());
     b.extend_from_slice(MAGIC);
@@ -168,7 +168,7 @@ pub fn encode_file(blocks: &[Option<Vec<u8>>]) -> (Vec<u8>, Vec<Option<(u64, u32
 
 /// Read and check a local file's offset table: one `(offset, len)` per add record, `None` where
 /// that add has no local features. `expect_bytes` is the file size the manifest records.
-pub fn read_table(path: &Path, expect_bytes: u64, adds: usize) -> Result<Vec<Option<(u64, u32)>>, IndexError> {
+pub(crate) fn read_table(path: &Path, expect_bytes: u64, adds: usize) -> Result<Vec<Option<(u64, u32)>>, IndexError> {
     let file = File::open(path).map_err(|source| IndexError::Io { path: path.to_owned(), source })?;
     let size = file.metadata().map_err(|source| IndexError::Io { path: path.to_owned(), source })?.len();
     if size != expect_bytes {
@@ -209,7 +209,7 @@ pub fn read_block(path: &Path, offset: u64, len: u32) -> Result<LocalFeatures, I
 }
 
 /// A block's bytes, checksum verified (compaction copies blocks without decoding them).
-pub fn read_raw(path: &Path, offset: u64, len: u32) -> Result<Vec<u8>, IndexError> {
+pub(crate) fn read_raw(path: &Path, offset: u64, len: u32) -> Result<Vec<u8>, IndexError> {
     let file = File::open(path).map_err(|source| IndexError::Io { path: path.to_owned(), source })?;
     let mut bytes = vec![0u8; len as usize];
     file.read_exact_at(&mut bytes, offset).map_err(|source| IndexError::Io { path: path.to_owned(), source })?;

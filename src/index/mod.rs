@@ -91,7 +91,7 @@ impl IndexKind {
     }
 
     /// The kind stored under `name`, if this dolg knows it.
-    pub fn from_name(name: &str) -> Option<Self> {
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == name)
     }
 }
@@ -143,7 +143,13 @@ impl Index {
     }
 
     /// [`Index::create_with_root`] for an index that also stores local features ([`LocalConfig`]).
-    pub fn create_with(dir: &Path, model: ModelIdentity, kind: IndexKind, root: Option<PathBuf>, local: Option<LocalConfig>) -> Result<Self, IndexError> {
+    pub(crate) fn create_with(
+        dir: &Path,
+        model: ModelIdentity,
+        kind: IndexKind,
+        root: Option<PathBuf>,
+        local: Option<LocalConfig>,
+    ) -> Result<Self, IndexError> {
         let store = Store::create_with(dir, model, kind, root, local)?;
         let mut backend = backend::create(kind, store.dim())?;
         // Replaces any graph file left in the directory by an index that was deleted without it.
@@ -237,7 +243,7 @@ impl Index {
     }
 
     /// Exact results regardless of the backend (for measuring an approximate index's recall).
-    pub fn search_exact(&self, queries: &[f32], k: usize) -> Vec<Vec<usize>> {
+    pub(crate) fn search_exact(&self, queries: &[f32], k: usize) -> Vec<Vec<usize>> {
         let s = &self.store;
         let alive: Vec<bool> = s.rows().iter().map(|r| r.alive).collect();
         exact::search(s.vectors(), s.dim(), Some(&alive), queries, k, f32::MIN).into_iter().map(|h| h.into_iter().map(|h| h.row).collect()).collect()

@@ -354,7 +354,13 @@ impl Store {
     }
 
     /// [`Store::create_with_root`] for an index that also stores local features.
-    pub fn create_with(dir: &Path, model: ModelIdentity, kind: IndexKind, root: Option<PathBuf>, local: Option<LocalConfig>) -> Result<Self, IndexError> {
+    pub(crate) fn create_with(
+        dir: &Path,
+        model: ModelIdentity,
+        kind: IndexKind,
+        root: Option<PathBuf>,
+        local: Option<LocalConfig>,
+    ) -> Result<Self, IndexError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let lock = lock_dir(dir, true)?;
         if Self::exists(dir) {

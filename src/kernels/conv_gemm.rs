@@ -51,7 +51,7 @@ impl Packed {
     /// PyTorch's convolution weights `[cout][cin][k][k]`, packed with the rows of `K` in the
     /// pieces' order `(kh, kw, cin)`. Each panel reads its 64 output channels' weights (at most
     /// 64·9·512 values, L2-resident), so no transposed copy of the whole tensor is made.
-    pub fn from_torch(src: &[f32], cout: usize, cin: usize, k: usize, bias: &[f32]) -> Self {
+    pub(crate) fn from_torch(src: &[f32], cout: usize, cin: usize, k: usize, bias: &[f32]) -> Self {
         let (kk, rows) = (k * k, cin * k * k);
         assert_eq!(src.len(), cout * rows, "packed weights: {cout}×{cin}×{k}×{k} expected");
         Self::build(rows, cout, bias, |row, c0, p| {

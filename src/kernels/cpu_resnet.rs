@@ -577,7 +577,7 @@ impl CpuResNet {
     }
 
     /// CHW image (one) → (`f3`, `f4`) channels-last.
-    pub fn forward_act(&self, chw: &[f32], h: usize, w: usize) -> (Act, Act) {
+    pub(crate) fn forward_act(&self, chw: &[f32], h: usize, w: usize) -> (Act, Act) {
         let pool = &self.pool;
         // Channels-last, with the stem's zero border when the stem reads it in place.
         let p = if self.stem.packed.is_some() { self.stem.pad } else { 0 };
@@ -627,7 +627,7 @@ impl CpuResNet {
 }
 
 /// A channels-last activation as a `[1, C, H, W]` tensor.
-pub fn to_nchw(a: &Act, device: &Device) -> Tensor<4> {
+pub(crate) fn to_nchw(a: &Act, device: &Device) -> Tensor<4> {
     let hw = a.h * a.w;
     let mut chw = vec![0f32; a.c * hw];
     chw.par_chunks_mut(hw).enumerate().for_each(|(c, plane)| {
@@ -641,7 +641,7 @@ pub fn to_nchw(a: &Act, device: &Device) -> Tensor<4> {
 /// A 1x1 convolution on a channels-last map (the DOLG local branch's `conv1`): weights `[k][n]`
 /// and bias, packed for [`conv_gemm`] where AVX-512 is available.
 #[derive(Debug)]
-pub struct HostConv1x1 {
+pub(crate) struct HostConv1x1 {
     k: usize,
     n: usize,
     /// `[k][n]` for the `gemm` crate path; empty when packed.
@@ -653,7 +653,7 @@ pub struct HostConv1x1 {
 impl HostConv1x1 {
     /// PyTorch's `[n][k]` (or `[n][k][1][1]`) weights and `n` biases, packed straight from that
     /// layout (or transposed to `[k][n]` for the `gemm` crate), as `Conv` does.
-    pub fn from_torch(w: &[f32], k: usize, n: usize, b: Vec<f32>) -> Self {
+    pub(crate) fn from_torch(w: &[f32], k: usize, n: usize, b: Vec<f32>) -> Self {
         assert_eq!((w.len(), b.len()), (k * n, n), "HostConv1x1: {n}×{k} weights and {n} biases expected");
         match conv_gemm::available() {
             true => Self { k, n, packed: Some(Packed::from_torch(w, n, k, 1, &b)), w: Vec::new(), b },

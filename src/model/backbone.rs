@@ -37,7 +37,7 @@ impl BackboneKind {
 
     /// The input convention the backbone's weights were trained with: the DOLG/pycls ResNets take
     /// BGR, torchvision-style ImageNet models RGB.
-    pub fn normalization(self) -> Normalization {
+    pub(crate) fn normalization(self) -> Normalization {
         match self {
             BackboneKind::ResNet(_) => Normalization::DOLG,
             BackboneKind::MobileNetV2 => mobilenet_v2::IMAGENET_RGB,

@@ -39,13 +39,13 @@ use crate::kernels::cpu_resnet::CpuResNet;
 use crate::preprocess::{limit_size, multiscale_inputs, FloatImage, Normalization, PreprocessError, ScaledInput};
 
 /// Receptive field, stride and padding of `f3` in input pixels (`tools/extractor.py`).
-pub const RF: f32 = 291.0;
-pub const STRIDE: f32 = 16.0;
-pub const PADDING: f32 = 145.0;
+pub(crate) const RF: f32 = 291.0;
+pub(crate) const STRIDE: f32 = 16.0;
+pub(crate) const PADDING: f32 = 145.0;
 /// First attention threshold of the halving loop (`ATTN_THRES`).
-pub const ATTENTION_THRESHOLD: f32 = 260.0;
+pub(crate) const ATTENTION_THRESHOLD: f32 = 260.0;
 /// The loop stops once this many positions pass (a literal in `GetDelgFeature`, not `TOP_K`) ...
-pub const PER_SCALE_MIN_COUNT: usize = 1000;
+pub(crate) const PER_SCALE_MIN_COUNT: usize = 1000;
 /// ... or when the halved threshold would fall below this.
 pub const THRESHOLD_FLOOR: f32 = 0.1;
 
@@ -199,7 +199,7 @@ impl Delg {
     }
 
     /// [`Delg::load`] with the trunk's kernels chosen by the caller.
-    pub fn load_with_kernels(ckpt: &Checkpoint, kernels: Kernels, device: &Device) -> Result<Self, ModelError> {
+    pub(crate) fn load_with_kernels(ckpt: &Checkpoint, kernels: Kernels, device: &Device) -> Result<Self, ModelError> {
         let unknown = |reason: String| ModelError::UnknownArch { path: ckpt.path().to_owned(), reason };
         if !Self::is_delg(ckpt) {
             return Err(unknown("not a DELG checkpoint: expected 'globalmodel.head.fc.weight' and 'localmodel.conv1.weight' and no 'fc_t.weight'".into()));
@@ -302,7 +302,7 @@ impl Delg {
 
     /// `x`: [B, 3, H, W] → `fc(GeM(f4))` [B, D], not normalised: [`Delg::global_raw`] of each
     /// image, the [`super::RetrievalModel`] interface.
-    pub fn forward_global(&self, x: Tensor<4>) -> Tensor<2> {
+    pub(crate) fn forward_global(&self, x: Tensor<4>) -> Tensor<2> {
         let [b, c, height, width] = x.dims();
         let data = host(x);
         let per = c * height * width;

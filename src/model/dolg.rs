@@ -69,7 +69,7 @@ impl Dolg {
 
     /// [`Dolg::load`], also returning the PyTorch key of every parameter and buffer (for training,
     /// which writes checkpoints under those names; complete with [`BatchNorm::Keep`]).
-    pub fn load_with_keys(
+    pub(crate) fn load_with_keys(
         ckpt: &Checkpoint,
         arch: Option<Arch>,
         fusion: Fusion,
@@ -118,7 +118,7 @@ impl Dolg {
 
     /// Whether inference runs entirely on the native CPU path (trunk and head), which may be
     /// called from several threads at once.
-    pub fn is_native(&self) -> bool {
+    pub(crate) fn is_native(&self) -> bool {
         self.cpu_backbone.is_some() && self.cpu_head.is_some()
     }
 

@@ -9,7 +9,7 @@ use burn::tensor::Tensor;
 
 use crate::checkpoint::{CheckpointError, VarPath};
 
-pub const GEM_EPS: f64 = 1e-6;
+pub(crate) const GEM_EPS: f64 = 1e-6;
 
 #[derive(Module, Debug)]
 pub struct GeM {

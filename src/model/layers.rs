@@ -33,7 +33,7 @@ impl ConvSpec {
         self.padding = p;
         self
     }
-    pub fn dilation(mut self, d: usize) -> Self {
+    pub(crate) fn dilation(mut self, d: usize) -> Self {
         self.dilation = d;
         self.padding = d * (self.kernel / 2);
         self
@@ -93,8 +93,8 @@ pub struct BatchNorm2d {
     pub frozen: bool,
 }
 
-pub const BN_EPS: f64 = 1e-5;
-pub const BN_MOMENTUM: f64 = 0.1;
+pub(crate) const BN_EPS: f64 = 1e-5;
+pub(crate) const BN_MOMENTUM: f64 = 0.1;
 
 struct BnHost {
     weight: Vec<f32>,
@@ -170,7 +170,7 @@ pub struct ConvBn {
 impl ConvBn {
     /// The convolution's weights for the native CPU engine; BatchNorm must have been folded in at
     /// load ([`BatchNorm::Fold`]).
-    pub fn folded_weights(&self) -> crate::kernels::cpu_resnet::ConvWeights {
+    pub(crate) fn folded_weights(&self) -> crate::kernels::cpu_resnet::ConvWeights {
         assert!(self.bn.is_none(), "the fast CPU path needs BatchNorm folded into the convolutions");
         let c = &self.conv;
         let [cout, cin, k, _] = c.weight.val().dims();

@@ -15,14 +15,14 @@ use crate::checkpoint::{CheckpointError, VarPath};
 use crate::preprocess::{ChannelOrder, Normalization};
 
 /// ImageNet normalisation in RGB order (torchvision convention).
-pub const IMAGENET_RGB: Normalization = Normalization { order: ChannelOrder::Rgb, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
+pub(crate) const IMAGENET_RGB: Normalization = Normalization { order: ChannelOrder::Rgb, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] };
 
 /// (expansion t, output channels c, repeats n, first stride s), as in the paper's Table 2.
 const SETTINGS: [(usize, usize, usize, usize); 7] = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)];
 /// Index of the last block at stride 16 (`features.13`).
 const F3_INDEX: usize = 13;
-pub const F3_CHANNELS: usize = 96;
-pub const F4_CHANNELS: usize = 1280;
+pub(crate) const F3_CHANNELS: usize = 96;
+pub(crate) const F4_CHANNELS: usize = 1280;
 
 fn relu6(x: Tensor<4>) -> Tensor<4> {
     x.clamp(0.0, 6.0)

@@ -59,7 +59,7 @@ pub enum Arch {
 }
 
 impl Arch {
-    pub fn depths(self) -> [usize; 4] {
+    pub(crate) fn depths(self) -> [usize; 4] {
         match self {
             Arch::R50 | Arch::R50Ma | Arch::R50MaPaper => R50_DEPTHS,
             _ => R101_DEPTHS,
@@ -246,7 +246,7 @@ impl RetrievalModel {
     /// Whether two scales may run at once ([`Dolg::is_native`]): the native path's passes share
     /// nothing but the weights, and rayon's work stealing fills each one's waits with the other's
     /// tasks.
-    pub fn runs_natively(&self) -> bool {
+    pub(crate) fn runs_natively(&self) -> bool {
         matches!(self, RetrievalModel::Dolg(m, _) if m.is_native())
     }
 
@@ -267,7 +267,7 @@ impl RetrievalModel {
     }
 
     /// Input convention of the weights.
-    pub fn normalization(&self) -> Normalization {
+    pub(crate) fn normalization(&self) -> Normalization {
         match self {
             RetrievalModel::Dolg(_, c) => c.backbone.normalization(),
             RetrievalModel::OffTheShelf(m) => m.kind().normalization(),

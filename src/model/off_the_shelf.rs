@@ -9,7 +9,7 @@ use burn::tensor::Tensor;
 use super::backbone::{Backbone, BackboneKind};
 use super::gem::GEM_EPS;
 
-pub const OFF_THE_SHELF_P: f64 = 3.0;
+pub(crate) const OFF_THE_SHELF_P: f64 = 3.0;
 
 #[derive(Module, Debug)]
 pub struct OffTheShelf {

@@ -139,7 +139,7 @@ impl ResNet {
     }
 
     /// Number of blocks per stage as declared by the checkpoint keys `<prefix>.s{S}.b{i}.f.a.weight`.
-    pub fn depths_in(keys: impl Iterator<Item = impl AsRef<str>>, prefix: &str) -> [usize; 4] {
+    pub(crate) fn depths_in(keys: impl Iterator<Item = impl AsRef<str>>, prefix: &str) -> [usize; 4] {
         let mut depths = [0usize; 4];
         for k in keys {
             let k = k.as_ref();

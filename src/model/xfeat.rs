@@ -245,7 +245,7 @@ impl XFeat {
         Self::from_checkpoint(&Checkpoint::open(path)?, device)
     }
 
-    pub fn from_checkpoint(ck: &Checkpoint, device: &Device) -> Result<Self, CheckpointError> {
+    pub(crate) fn from_checkpoint(ck: &Checkpoint, device: &Device) -> Result<Self, CheckpointError> {
         let vb = VarBuilder::new(ck, device);
         let net = XFeatModel::load(&vb.root())?;
         match vb.finish() {
@@ -341,7 +341,7 @@ fn resize_bilinear(src: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Vec
 }
 
 /// Steps 3–6 of the module doc on the maps of an `8·h8` x `8·w8` input; locations in its pixels.
-pub fn detect_and_compute(maps: &XFeatMaps, params: &XFeatParams) -> LocalFeatures {
+pub(crate) fn detect_and_compute(maps: &XFeatMaps, params: &XFeatParams) -> LocalFeatures {
     let (h8, w8) = (maps.h8, maps.w8);
     let (h, w) = (h8 * 8, w8 * 8);
     let heat = keypoint_heatmap(&maps.keypoints, h8, w8);
@@ -382,7 +382,7 @@ pub fn detect_and_compute(maps: &XFeatMaps, params: &XFeatParams) -> LocalFeatur
 
 /// `get_kpts_heatmap`: softmax over the 65 logits of each cell, the first 64 laid out as its 8x8
 /// pixels. Returns `[8·h8, 8·w8]`.
-pub fn keypoint_heatmap(logits: &[f32], h8: usize, w8: usize) -> Vec<f32> {
+pub(crate) fn keypoint_heatmap(logits: &[f32], h8: usize, w8: usize) -> Vec<f32> {
     let (n, w) = (h8 * w8, w8 * 8);
     let mut heat = vec![0f32; n * 64];
     heat.par_chunks_mut(8 * w).enumerate().for_each(|(cy, rows)| {

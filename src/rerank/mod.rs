@@ -62,7 +62,7 @@ pub fn normalize(v: &mut [f32]) {
 }
 
 /// The α weight of a similarity: max(s, 0)^α (0^0 = 1).
-pub fn alpha_weight(s: f32, alpha: f32) -> f32 {
+pub(crate) fn alpha_weight(s: f32, alpha: f32) -> f32 {
     s.max(0.0).powf(alpha)
 }
 
@@ -118,7 +118,7 @@ impl Default for SpatialRerank {
 /// keywords); those not given follow the defaults of the index's local features
 /// ([`crate::collection::Collection::spatial_rerank_defaults`]). One resolution for every front end.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct SpatialOverrides {
+pub(crate) struct SpatialOverrides {
     pub k: Option<usize>,
     pub min_inliers: Option<usize>,
     /// Lowe's ratio test with this ratio instead of the distance bound.
@@ -134,10 +134,6 @@ pub struct SpatialOverrides {
 }
 
 impl SpatialOverrides {
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
-    }
-
     /// `defaults` with every given setting in its place.
     pub fn resolve(&self, defaults: SpatialRerank) -> SpatialRerank {
         let d = defaults.params;
@@ -199,14 +195,14 @@ fn neighbours(db: &[f32], dim: usize, i: usize, k: usize) -> Vec<(usize, f32)> {
 
 /// α-DBA of the given rows of `db` ([n, dim]): one augmented vector per entry of `rows`, the
 /// neighbours taken among all rows of `db`.
-pub fn dba_rows(db: &[f32], dim: usize, rows: &[usize], k: usize, alpha: f32) -> Vec<f32> {
+pub(crate) fn dba_rows(db: &[f32], dim: usize, rows: &[usize], k: usize, alpha: f32) -> Vec<f32> {
     dba_rows_with_neighbours(db, dim, rows, k, alpha).0
 }
 
 /// [`dba_rows`], also returning each row's neighbours (positions in `db` with their
 /// similarities, best first): what an incremental update needs to tell which rows a change
 /// affects.
-pub fn dba_rows_with_neighbours(db: &[f32], dim: usize, rows: &[usize], k: usize, alpha: f32) -> (Vec<f32>, Vec<Vec<(usize, f32)>>) {
+pub(crate) fn dba_rows_with_neighbours(db: &[f32], dim: usize, rows: &[usize], k: usize, alpha: f32) -> (Vec<f32>, Vec<Vec<(usize, f32)>>) {
     let mut out = Vec::with_capacity(rows.len() * dim);
     let mut lists = Vec::with_capacity(rows.len());
     for &i in rows {
@@ -265,7 +261,7 @@ pub fn superglobal(q: &[f32], candidates: &[f32], params: &SuperGlobal) -> Vec<(
 /// Apply `rerank` to a ranking: `top` is the ranking (row, score) of the last search, best
 /// first, `vector(row)` a database vector and `q` the query that made `top`. Returns the new
 /// ranking (SuperGlobal over the first M, the rest unchanged).
-pub fn superglobal_ranking<'a>(q: &[f32], top: &[(usize, f32)], vector: impl Fn(usize) -> &'a [f32], params: &SuperGlobal) -> Vec<(usize, f32)> {
+pub(crate) fn superglobal_ranking<'a>(q: &[f32], top: &[(usize, f32)], vector: impl Fn(usize) -> &'a [f32], params: &SuperGlobal) -> Vec<(usize, f32)> {
     let m = params.m.min(top.len());
     let candidates: Vec<f32> = top[..m].iter().flat_map(|&(r, _)| vector(r).iter().copied()).collect();
     let mut out: Vec<(usize, f32)> = superglobal(q, &candidates, params).into_iter().map(|(p, s)| (top[p].0, s)).collect();

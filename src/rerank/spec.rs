@@ -296,7 +296,7 @@ impl RerankSpec {
     }
 
     /// The spatial settings given, as the resolution against an index's defaults takes them.
-    pub fn spatial_overrides(&self) -> SpatialOverrides {
+    pub(crate) fn spatial_overrides(&self) -> SpatialOverrides {
         SpatialOverrides {
             k: self.rerank_k,
             min_inliers: self.min_inliers,

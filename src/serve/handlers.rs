@@ -59,7 +59,7 @@ impl ApiError {
     }
 
     /// The status a library error deserves; `upload` (a temporary file) is named "the upload".
-    pub fn from_error(e: Error, upload: Option<&Path>) -> Self {
+    pub(crate) fn from_error(e: Error, upload: Option<&Path>) -> Self {
         let mut message = e.to_string();
         if let Some(p) = upload {
             message = message.replace(&p.display().to_string(), "the upload");
@@ -111,7 +111,7 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// The application: every route behind the observing middleware (metrics, time limit, JSON errors)
 /// and the token check.
-pub fn router(state: Arc<AppState>) -> Router {
+pub(crate) fn router(state: Arc<AppState>) -> Router {
     let limit = state.config.body_limit;
     Router::new()
         .route("/", get(page))

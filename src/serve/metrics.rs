@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// Upper bounds of the latency buckets, in seconds.
-pub const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+pub(crate) const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 #[derive(Default)]
 struct Histogram {
@@ -51,7 +51,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, with the gauges given.
-    pub fn render(&self, entries: usize, model: &str, fingerprint: &str, queue_in_use: usize, queue_size: usize, in_flight: usize) -> String {
+    pub(crate) fn render(&self, entries: usize, model: &str, fingerprint: &str, queue_in_use: usize, queue_size: usize, in_flight: usize) -> String {
         let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let mut o = String::new();
         let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");

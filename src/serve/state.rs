@@ -12,7 +12,7 @@ use crate::collection::{Collection, OpenMode};
 use crate::spec::LoadedModel;
 
 /// Thumbnails kept in memory at most (the cache is emptied when it is full).
-pub const THUMB_CACHE: usize = 2048;
+pub(crate) const THUMB_CACHE: usize = 2048;
 
 pub struct AppState {
     pub config: Config,
@@ -64,7 +64,7 @@ impl AppState {
     }
 
     /// Build the query model (blocking; called once at startup), then mark the server ready.
-    pub fn load_model(&self) {
+    pub(crate) fn load_model(&self) {
         let loaded = self.read().load_query_model().map(Arc::new).map_err(|e| e.to_string());
         if let Err(e) = &loaded {
             tracing::warn!("photos cannot be described: {e}");
@@ -81,11 +81,11 @@ impl AppState {
         self.collection.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn name_of_id(&self, id: &str) -> Option<String> {
+    pub(crate) fn name_of_id(&self, id: &str) -> Option<String> {
         self.ids.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
     }
 
-    pub fn set_id(&self, name: &str, present: bool) {
+    pub(crate) fn set_id(&self, name: &str, present: bool) {
         let mut ids = self.ids.write().unwrap_or_else(|p| p.into_inner());
         let id = photo_id(name);
         if present {
@@ -97,7 +97,7 @@ impl AppState {
     }
 
     /// Count a request as in flight until the returned guard is dropped.
-    pub fn request_started(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn request_started(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight(self.clone())
     }
@@ -132,7 +132,7 @@ impl AppState {
 }
 
 /// A request in flight; see [`AppState::request_started`].
-pub struct InFlight(Arc<AppState>);
+pub(crate) struct InFlight(Arc<AppState>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {

@@ -44,11 +44,11 @@ use crate::kernels::gemm::{Kernel, MatRef as View, Parallelism};
 use crate::model::LocalFeatures;
 
 /// Width of the descriptors LighterGlue takes (XFeat's).
-pub const INPUT_DIM: usize = 64;
+pub(crate) const INPUT_DIM: usize = 64;
 /// Width of its tokens.
 pub const DIM: usize = 96;
 /// Transformer layers.
-pub const LAYERS: usize = 6;
+pub(crate) const LAYERS: usize = 6;
 const FFN: usize = 2 * DIM;
 const FREQS: usize = DIM / 2;
 const LAYER_NORM_EPS: f64 = 1e-5;
@@ -311,7 +311,7 @@ impl LighterGlue {
         Self::from_checkpoint(&Checkpoint::open(path)?)
     }
 
-    pub fn from_checkpoint(ck: &Checkpoint) -> Result<Self, CheckpointError> {
+    pub(crate) fn from_checkpoint(ck: &Checkpoint) -> Result<Self, CheckpointError> {
         let vb = VarBuilder::new(ck, &Device::flex());
         let root = if ck.contains("matcher.input_proj.weight") { vb.root().pp("matcher") } else { vb.root() };
         let lin = |p: &VarPath, din, dout| Linear::load(p, din, dout);

@@ -38,13 +38,13 @@ use rayon::prelude::*;
 use crate::model::LocalFeatures;
 
 /// The evaluation script's `MAX_DISTANCE` (its `USE_RATIO_TEST = False`).
-pub const DEFAULT_MAX_DISTANCE: f64 = 0.99;
+pub(crate) const DEFAULT_MAX_DISTANCE: f64 = 0.99;
 /// `spatial_verification.py`'s default ratio-test threshold.
 pub const DEFAULT_RATIO: f64 = 0.95;
 /// The evaluation script's `MAX_REPROJECTION_ERROR`, in pixels of the original images.
-pub const DEFAULT_THRESHOLD_PX: f64 = 20.0;
+pub(crate) const DEFAULT_THRESHOLD_PX: f64 = 20.0;
 /// The evaluation script's `MAX_RANSAC_ITERATIONS` (with confidence 1.0, so never fewer).
-pub const DEFAULT_ITERATIONS: usize = 1000;
+pub(crate) const DEFAULT_ITERATIONS: usize = 1000;
 
 /// How a query feature's nearest candidate feature becomes a putative match. Distances are
 /// Euclidean between descriptors, as SciPy's KD-tree computes them (float64).
@@ -110,7 +110,7 @@ pub fn default_ordering(matcher: Matcher) -> (usize, Option<f64>, f64) {
 /// The floor of [`default_ordering`] with mutual nearest neighbours (the 99.5th percentile).
 pub const XFEAT_MNN_MIN_INLIERS: usize = 25;
 /// The floor of [`default_ordering`] with LighterGlue.
-pub const XFEAT_LIGHTERGLUE_MIN_INLIERS: usize = 17;
+pub(crate) const XFEAT_LIGHTERGLUE_MIN_INLIERS: usize = 17;
 
 /// The LighterGlue model, loaded once per process from the weights cache.
 fn lighterglue_model() -> Result<&'static lighterglue::LighterGlue, SpatialError> {
@@ -147,7 +147,7 @@ impl std::str::FromStr for GeometricModel {
 
 impl GeometricModel {
     /// Points in a minimal sample.
-    pub fn sample_size(self) -> usize {
+    pub(crate) fn sample_size(self) -> usize {
         match self {
             Self::Homography => 4,
             Self::Affine => 3,
@@ -210,7 +210,7 @@ impl Default for SpatialParams {
 }
 
 /// [`SpatialParams::half_inliers`] unless set.
-pub const DEFAULT_HALF_INLIERS: f64 = 25.0;
+pub(crate) const DEFAULT_HALF_INLIERS: f64 = 25.0;
 
 /// The outcome of verifying one candidate.
 #[derive(Debug, Clone, PartialEq)]
@@ -365,7 +365,7 @@ fn check_consistent(f: &LocalFeatures, which: &str, query_dim: usize) -> Result<
 
 /// A [`SpatialParams::weight`] as written in a command line or a request: a finite number ≥ 0,
 /// or `inliers` for `None` (the authors' order).
-pub fn parse_weight(s: &str) -> Result<Option<f64>, String> {
+pub(crate) fn parse_weight(s: &str) -> Result<Option<f64>, String> {
     match s.trim() {
         "inliers" => Ok(None),
         t => match t.parse::<f64>() {
@@ -418,7 +418,7 @@ pub fn rerank_order_by_inliers(inliers: &[usize], min_inliers: usize) -> Vec<usi
 /// [`verify_many`] then [`rerank_order`]: the re-ranked order of `candidates` (given in global
 /// order, with their global scores `global`) as positions, and each candidate's inlier count (by
 /// position).
-pub fn verify_and_order(
+pub(crate) fn verify_and_order(
     query: &LocalFeatures,
     candidates: &[&LocalFeatures],
     global: &[f32],

@@ -30,7 +30,7 @@ const EIG_VECS: [[f64; 3]; 3] = [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -
 
 /// Crop window `(x, y, w, h)` chosen as torchvision's `RandomResizedCrop.get_params`: ten tries at
 /// a random area fraction and log-uniform aspect ratio, then the centre crop at the clamped ratio.
-pub fn random_resized_crop_box(width: usize, height: usize, cfg: &AugmentConfig, rng: &mut impl Rng) -> (usize, usize, usize, usize) {
+pub(crate) fn random_resized_crop_box(width: usize, height: usize, cfg: &AugmentConfig, rng: &mut impl Rng) -> (usize, usize, usize, usize) {
     let area = (width * height) as f64;
     let (lo, hi) = ((1.0 / cfg.max_aspect).ln(), cfg.max_aspect.ln());
     for _ in 0..10 {

@@ -196,12 +196,12 @@ impl TrainConfig {
     /// The learning rate of a (fractional) epoch: linear warm-up from `warmup_factor`, then
     /// cosine decay to 0 at `epochs` — pycls `get_epoch_lr`, evaluated per epoch as the authors'
     /// trainer does.
-    pub fn lr_at_epoch(&self, epoch: usize) -> f64 {
+    pub(crate) fn lr_at_epoch(&self, epoch: usize) -> f64 {
         self.lr_at(epoch as f64)
     }
 
     /// The learning rate of optimizer step `step` (0-based) with `per_epoch` steps per epoch.
-    pub fn lr_at_step(&self, step: usize, per_epoch: usize) -> f64 {
+    pub(crate) fn lr_at_step(&self, step: usize, per_epoch: usize) -> f64 {
         if self.lr_per_step {
             self.lr_at(step as f64 / per_epoch as f64)
         } else {

@@ -92,7 +92,7 @@ impl Dataset {
     }
 
     /// `index<TAB>original_id` lines.
-    pub fn class_table(&self) -> String {
+    pub(crate) fn class_table(&self) -> String {
         let mut s = String::from("index\tclass_id\n");
         for (i, c) in self.classes.iter().enumerate() {
             s.push_str(&format!("{i}\t{c}\n"));
@@ -122,7 +122,7 @@ fn read_list(path: &Path, base: &Path) -> Result<Vec<(PathBuf, String)>, TrainEr
 }
 
 /// GLDv2 image id `abc123…` → `a/b/c/abc123….jpg`.
-pub fn gldv2_path(id: &str) -> Option<PathBuf> {
+pub(crate) fn gldv2_path(id: &str) -> Option<PathBuf> {
     let mut ch = id.chars();
     let (a, b, c) = (ch.next()?, ch.next()?, ch.next()?);
     Some(PathBuf::from(format!("{a}/{b}/{c}/{id}.jpg")))
@@ -186,7 +186,7 @@ impl Schedule {
         self.batch / self.accum
     }
     /// Optimizer steps per epoch (the last incomplete batch is dropped, as in the authors' loader).
-    pub fn steps_per_epoch(&self) -> usize {
+    pub(crate) fn steps_per_epoch(&self) -> usize {
         self.n_samples / self.batch
     }
     /// Sample order of an epoch: a permutation seeded by (seed, epoch).
@@ -196,7 +196,7 @@ impl Schedule {
         v
     }
     /// Micro-batch `m` (0-based over the whole run) → (epoch, positions in that epoch's order).
-    pub fn micro_batch(&self, m: usize) -> (usize, std::ops::Range<usize>) {
+    pub(crate) fn micro_batch(&self, m: usize) -> (usize, std::ops::Range<usize>) {
         let per_epoch = self.steps_per_epoch() * self.accum;
         let (epoch, k) = (m / per_epoch, m % per_epoch);
         (epoch, k * self.micro()..(k + 1) * self.micro())

@@ -63,7 +63,7 @@ impl MarginHead {
     }
 
     /// A fresh head: weights N(0, 0.01²) as in CurricularFace's reference code, `t = 0`.
-    pub fn init_tensors(classes: usize, dim: usize, rng: &mut impl rand::Rng) -> Vec<NamedTensor> {
+    pub(crate) fn init_tensors(classes: usize, dim: usize, rng: &mut impl rand::Rng) -> Vec<NamedTensor> {
         let w = (0..classes * dim).map(|_| 0.01 * super::rng::normal(rng)).collect();
         vec![
             NamedTensor { name: "desc_cls.weight".into(), shape: vec![classes, dim], data: w },

@@ -12,7 +12,7 @@ use crate::model::{AsppKind, BackboneKind, Pooling};
 
 /// What to build around the backbone; the paper's ablations are these switches.
 #[derive(Debug, Clone, PartialEq)]
-pub struct HeadLayout {
+pub(crate) struct HeadLayout {
     pub fg_dim: usize,
     pub out_dim: usize,
     pub local: bool,
@@ -48,7 +48,7 @@ fn bn(name: &str, c: usize, out: &mut Vec<NamedTensor>) {
 }
 
 /// The DOLG head (everything but `globalmodel`) plus `desc_cls`, freshly initialised.
-pub fn head_tensors(backbone: BackboneKind, l: &HeadLayout, rng: &mut impl Rng) -> Vec<NamedTensor> {
+pub(crate) fn head_tensors(backbone: BackboneKind, l: &HeadLayout, rng: &mut impl Rng) -> Vec<NamedTensor> {
     let (f3, f4) = backbone.channels();
     let mut out = Vec::new();
     if l.local {
@@ -89,7 +89,7 @@ pub fn head_tensors(backbone: BackboneKind, l: &HeadLayout, rng: &mut impl Rng) 
 
 /// A full DOLG state dict: the bare ImageNet backbone in `backbone` (keys at its root, as the
 /// MobileNetV2 weights ship) moved under `globalmodel.`, plus a fresh head.
-pub fn fresh_model(backbone: &Checkpoint, l: &HeadLayout, rng: &mut impl Rng) -> Result<(Checkpoint, BackboneKind), CheckpointError> {
+pub(crate) fn fresh_model(backbone: &Checkpoint, l: &HeadLayout, rng: &mut impl Rng) -> Result<(Checkpoint, BackboneKind), CheckpointError> {
     let kind = BackboneKind::detect(backbone.keys(), "").ok_or_else(|| CheckpointError::NotACheckpoint {
         path: backbone.path().to_owned(),
         reason: "no ResNet ('s1..s4.b*') or MobileNetV2 ('features.*') keys at the top level".into(),

@@ -129,7 +129,7 @@ impl Trainable {
     /// Freeze (no gradient, BatchNorm on its running statistics) the first `n` backbone stages:
     /// 1 = the stem, 2 = stem + `s1`, …, 5 = the whole ResNet. MobileNetV2: 1 = `features.0`,
     /// then up to `features.1`, `.3`, `.6`, `.13`, and 6 = the whole trunk. `n = 0` freezes nothing.
-    pub fn freeze_backbone_stages(self, n: usize) -> Self {
+    pub(crate) fn freeze_backbone_stages(self, n: usize) -> Self {
         if n == 0 {
             return self;
         }
@@ -204,7 +204,7 @@ mod freeze {
 }
 
 /// Host copies of every float parameter/buffer of a module, by id.
-pub fn collect_values<M: Module>(module: &M) -> HashMap<ParamId, (Vec<usize>, Vec<f32>)> {
+pub(crate) fn collect_values<M: Module>(module: &M) -> HashMap<ParamId, (Vec<usize>, Vec<f32>)> {
     struct Collect(HashMap<ParamId, (Vec<usize>, Vec<f32>)>);
     impl ModuleVisitor for Collect {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {

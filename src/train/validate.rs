@@ -11,7 +11,7 @@ use crate::eval::GroupsGt;
 use crate::model::{Fusion, RetrievalModel};
 
 /// Load `checkpoint` for inference and return the groups mAP (0–1) over `images`.
-pub fn groups_map(checkpoint: &Path, fusion: Fusion, device: &Device, groups: &Path, images: &Path, scales: &[f64]) -> Result<f64, TrainError> {
+pub(crate) fn groups_map(checkpoint: &Path, fusion: Fusion, device: &Device, groups: &Path, images: &Path, scales: &[f64]) -> Result<f64, TrainError> {
     let model = RetrievalModel::dolg(&Checkpoint::open(checkpoint)?, None, fusion, device)?;
     let ex = Extractor::new(model, device.clone(), scales.to_vec());
     let gt = GroupsGt::load(groups)?;

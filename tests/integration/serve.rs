@@ -379,6 +379,16 @@ fn bad_requests_get_4xx_json() {
     expect(post_json(&s, "/search", json!({"name": "wxbs-kyiv_1.jpg", "vector": [1.0]})), 400, "one of");
     expect(post_image(&s, "/search?k=abc", &read("grey.png"), &[], None), 400, "whole number");
     expect(post_image(&s, "/search?crop=1,2,3", &read("grey.png"), &[], None), 400, "crop");
+    // One policy for every spelling of a request (the library's RerankSpec): an unknown key, or an
+    // option without its method, is refused naming it, never ignored.
+    expect(post_image(&s, "/search?k=3&qe_alfa=2", &read("grey.png"), &[], None), 400, "unknown option 'qe_alfa'");
+    expect(post_image(&s, "/search", &read("grey.png"), &[("sg_mm", "3")], None), 400, "unknown option 'sg_mm'");
+    expect(post_json(&s, "/search", json!({"name": "wxbs-kyiv_1.jpg", "qe_alfa": 2})), 400, "unknown option 'qe_alfa'");
+    expect(post_json(&s, "/search", json!({"name": "wxbs-kyiv_1.jpg", "qe_alpha": 2})), 400, "add qe=n");
+    expect(post_json(&s, "/search", json!({"name": "wxbs-kyiv_1.jpg", "sg_k": 2})), 400, "add rerank=superglobal");
+    expect(post_json(&s, "/search", json!({"name": "wxbs-kyiv_1.jpg", "dba": 5})), 400, "dolg index dba");
+    let (st, r) = post_json(&s, "/search", json!({"name": "wxbs-kyiv_1.jpg", "k": 3, "qe": 1, "rerank": ["superglobal"], "sg_m": 4}));
+    assert_eq!(st, 200, "a list of methods: {r}");
     expect(answer(agent().get(&s.url("/images/0123456789abcdef")).call()), 404, "no photo");
     expect(answer(agent().get(&s.url("/images/..%2F..%2Fetc%2Fpasswd/file")).call()), 404, "no photo");
     expect(answer(agent().get(&s.url("/nothing/here")).call()), 404, "no such endpoint");

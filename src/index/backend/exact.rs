@@ -19,7 +19,7 @@ impl ExactBackend {
     }
 
     /// Holding exactly `store`'s live rows.
-    pub fn from_store(store: &Store) -> Self {
+    pub(crate) fn from_store(store: &Store) -> Self {
         let held: Vec<bool> = store.rows().iter().map(|r| r.alive).collect();
         Self { dim: store.dim(), len: store.live_count(), held }
     }

@@ -94,7 +94,7 @@ pub trait SearchBackend: Send + Sync + std::fmt::Debug {
 
 /// [`SearchBackend::sync`] through the trait's own operations: remove held dead rows, add live
 /// rows not held (one batch).
-pub fn sync_live_rows<B: SearchBackend + ?Sized>(backend: &mut B, store: &Store) -> Result<usize, IndexError> {
+pub(crate) fn sync_live_rows<B: SearchBackend + ?Sized>(backend: &mut B, store: &Store) -> Result<usize, IndexError> {
     let (mut rows, mut vectors, mut changed) = (Vec::new(), Vec::new(), 0);
     for (i, r) in store.rows().iter().enumerate() {
         let held = backend.contains(i);

@@ -28,11 +28,11 @@ use std::path::{Path, PathBuf};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 /// Graph degree (HNSW "M").
-pub const DEFAULT_CONNECTIVITY: usize = 16;
+pub(crate) const DEFAULT_CONNECTIVITY: usize = 16;
 /// ef_construction.
-pub const DEFAULT_EF_CONSTRUCTION: usize = 128;
+pub(crate) const DEFAULT_EF_CONSTRUCTION: usize = 128;
 /// ef_search.
-pub const DEFAULT_EF_SEARCH: usize = 64;
+pub(crate) const DEFAULT_EF_SEARCH: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HnswError {
