@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use dolg::collection::{
-    common_root, AddOptions, Collection as Inner, DedupMethod, DedupOptions, IndexKind, NamedHit, OpenMode, Query, Rerank, SearchRequest, VectorOrigin,
+    common_root, AddOptions, Collection as Inner, CreateOptions, DedupMethod, DedupOptions, IndexKind, NamedHit, OpenMode, Query, Rerank, SearchRequest,
+    VectorOrigin,
 };
 use dolg::preprocess::CropBox;
 use dolg::rerank::{RerankError, RerankSpec, SpatialRerank};
@@ -168,7 +169,8 @@ impl Collection {
     #[pyo3(signature = (path, model, *, kind="exact", root=None))]
     fn create(py: Python<'_>, path: PathBuf, model: &Model, kind: &str, root: Option<PathBuf>) -> PyResult<Self> {
         let kind: IndexKind = value_enum("kind", kind)?;
-        let c = py.detach(|| Inner::create(&path, model.spec.clone(), kind, root.as_deref(), &model.device)).map_err(lib_err)?;
+        let c =
+            py.detach(|| Inner::create(&path, model.spec.clone(), &CreateOptions::kind(kind).with_root(root.as_deref()), &model.device)).map_err(lib_err)?;
         Ok(Self::wrap(c))
     }
 
@@ -184,7 +186,9 @@ impl Collection {
             (None, false, Some(p)) => common_root(&list_files(py, &p, &Default::default())?),
             _ => None,
         };
-        let c = py.detach(|| Inner::open_or_create(&path, model.spec.clone(), kind, root.as_deref(), &model.device)).map_err(lib_err)?;
+        let c = py
+            .detach(|| Inner::open_or_create(&path, model.spec.clone(), &CreateOptions::kind(kind).with_root(root.as_deref()), &model.device))
+            .map_err(lib_err)?;
         Ok(Self::wrap(c))
     }
 
@@ -283,7 +287,7 @@ impl Collection {
     /// scoring at least that; width: the longest result). Re-ranking as `dolg search`: `qe`
     /// (α-QE with the top N, `qe_alpha`), `rerank="superglobal"` (`sg_m`, `sg_k`, `sg_beta`).
     /// Spatial verification needs query photos: see `search_images`.
-    #[pyo3(signature = (vectors, k=10, *, min_score=None, qe=None, qe_alpha=None, rerank=None, sg_m=None, sg_k=None, sg_beta=None))]
+    #[pyo3(signature = (vectors, k=dolg::collection::DEFAULT_K, *, min_score=None, qe=None, qe_alpha=None, rerank=None, sg_m=None, sg_k=None, sg_beta=None))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn search<'py>(
         &self,
@@ -322,7 +326,7 @@ impl Collection {
     /// authors' settings). With spatial verification each result is (name, score, inliers),
     /// inliers None past the verified top `rerank_k`.
     #[pyo3(signature = (
-        paths, k=10, *, min_score=None, crop=None, qe=None, qe_alpha=None, rerank=None, sg_m=None, sg_k=None, sg_beta=None,
+        paths, k=dolg::collection::DEFAULT_K, *, min_score=None, crop=None, qe=None, qe_alpha=None, rerank=None, sg_m=None, sg_k=None, sg_beta=None,
         rerank_k=None, min_inliers=None, spatial_weight=None, matcher=None, match_ratio=None, mutual=None, ransac=None, ransac_px=None
     ))]
     #[allow(clippy::too_many_arguments)]

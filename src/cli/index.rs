@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use dolg::collection::{common_root, AddEvent, AddOptions as AddOpts, AddReport, Collection, IndexKind, OpenMode, VectorOrigin};
+use dolg::collection::{common_root, AddEvent, AddOptions as AddOpts, AddReport, Collection, CreateOptions, IndexKind, OpenMode, VectorOrigin};
 use dolg::descriptors::read_matrix;
 use dolg::index::LocalEncoding;
 use dolg::model::LocalKind;
@@ -198,7 +198,8 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<ExitCode> {
                 (None, true) => None,
             };
             let local = dolg::collection::local::local_config(a.local, a.local_encoding, &spec)?;
-            let mut c = Collection::open_or_create_with_local(&a.db, spec, a.kind, root.as_deref(), local, &device)?;
+            let options = CreateOptions::kind(a.kind).with_root(root.as_deref()).with_local(local);
+            let mut c = Collection::open_or_create(&a.db, spec, &options, &device)?;
             let code = add(&mut c, files, &a.add)?;
             match a.dba {
                 Some(k) => c.build_dba(k, a.dba_alpha)?,

@@ -23,7 +23,7 @@
 //!
 #![cfg_attr(dolg_shared, doc = "```")]
 #![cfg_attr(not(dolg_shared), doc = "```ignore")]
-//! use dolg::collection::{AddOptions, Collection, IndexKind, Query, SearchRequest};
+//! use dolg::collection::{AddOptions, Collection, CreateOptions, IndexKind, Query, SearchRequest};
 //! use dolg::spec::ModelSpec;
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let weights = "../shared/fixtures/dolg-r50-random/dolg_r50_random_noaspp.pyth.gz";
@@ -31,7 +31,8 @@
 //! # let db = dir.path().join("photos.idx");
 //! let device = dolg::runtime::device("cpu")?;
 //! let spec = ModelSpec::dolg(weights).with_scales(vec![1.0]);
-//! let mut photos = Collection::create(&db, spec, IndexKind::Exact, Some("examples".as_ref()), &device)?;
+//! let options = CreateOptions::kind(IndexKind::Exact).with_root(Some("examples".as_ref()));
+//! let mut photos = Collection::create(&db, spec, &options, &device)?;
 //!
 //! let images = ["wxbs-kyiv_1.jpg", "wxbs-kyiv_2.jpg", "wxbs-tyn_1.jpg"];
 //! let paths: Vec<_> = images.iter().map(|f| std::path::Path::new("examples/landmarks/images").join(f)).collect();
@@ -147,6 +148,39 @@ pub enum VectorOrigin {
     Unverified,
 }
 
+/// How [`Collection::create`] and [`Collection::open_or_create`] make a collection.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// The search backend.
+    pub kind: IndexKind,
+    /// The folder photos are named relative to (photos elsewhere keep their absolute path);
+    /// `None`: every photo by its absolute path.
+    pub root: Option<PathBuf>,
+    /// Local features stored with each photo, for spatial re-ranking ([`local::local_config`]).
+    pub local: Option<LocalConfig>,
+}
+
+impl Default for CreateOptions {
+    /// An exact index, no root, no local features.
+    fn default() -> Self {
+        Self { kind: IndexKind::Exact, root: None, local: None }
+    }
+}
+
+impl CreateOptions {
+    pub fn kind(kind: IndexKind) -> Self {
+        Self { kind, ..Self::default() }
+    }
+
+    pub fn with_root(self, root: Option<&Path>) -> Self {
+        Self { root: root.map(Path::to_path_buf), ..self }
+    }
+
+    pub fn with_local(self, local: Option<LocalConfig>) -> Self {
+        Self { local, ..self }
+    }
+}
+
 /// A search's limits as the search paths take them ([`SearchRequest`] is the public form).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SearchParams {
@@ -233,53 +267,31 @@ struct Checked {
 type QueryInputs = (Vec<f32>, Vec<Option<usize>>, Vec<LocalFeatures>);
 
 impl Collection {
-    /// Create a collection in `dir` (which must not hold an index yet) for the model `spec`.
-    /// Photos under `root` are named by their path relative to it, so the index stays valid
-    /// when the whole folder moves ([`Collection::set_root`]); others, and every photo when
-    /// `root` is `None`, by their absolute path.
-    pub fn create(dir: &Path, spec: ModelSpec, kind: IndexKind, root: Option<&Path>, device: &Device) -> Result<Self> {
-        Self::create_with_local(dir, spec, kind, root, None, device)
-    }
-
-    /// [`Collection::create`] for a collection that also stores each photo's local features
-    /// (`local`, see [`local::local_config`]), for spatial re-ranking.
-    pub(crate) fn create_with_local(
-        dir: &Path,
-        spec: ModelSpec,
-        kind: IndexKind,
-        root: Option<&Path>,
-        local: Option<LocalConfig>,
-        device: &Device,
-    ) -> Result<Self> {
+    /// Create the collection `dir` (which must not hold an index yet) for the model `spec` (loaded
+    /// now): an index of `options.kind`, storing each photo's local features when `options.local`
+    /// says so (see [`local::local_config`]). Photos under `options.root` are named by their path
+    /// relative to it, so the index stays valid when the whole folder moves
+    /// ([`Collection::set_root`]); others, and every photo without a root, by their absolute path.
+    pub fn create(dir: &Path, spec: ModelSpec, options: &CreateOptions, device: &Device) -> Result<Self> {
         let spec = spec.absolute();
         let mut loaded = spec.load(device)?;
-        if let Some(cfg) = &local {
+        if let Some(cfg) = &options.local {
             loaded.extractor.local = Some(local::load_local_model(cfg, &loaded.extractor, device)?);
         }
-        let root = root.map(absolute_dir).transpose()?;
-        let index = Index::create_with(dir, identity(&spec, &loaded), kind, root, local)?;
+        let root = options.root.as_deref().map(absolute_dir).transpose()?;
+        let index = Index::create_with(dir, identity(&spec, &loaded), options.kind, root, options.local.clone())?;
         Ok(Self { index, device: device.clone(), model: loaded.into(), weights: None, dba_cache: Default::default() })
     }
 
-    /// Open `dir` for writing if it holds an index of the same model and kind, else create it.
-    /// A `root` given for an existing index replaces its recorded one (the photos moved).
-    pub fn open_or_create(dir: &Path, spec: ModelSpec, kind: IndexKind, root: Option<&Path>, device: &Device) -> Result<Self> {
-        Self::open_or_create_with_local(dir, spec, kind, root, None, device)
-    }
-
-    /// [`Collection::open_or_create`] with local features: `Some` must match what an existing
-    /// index stores; `None` accepts whatever it stores.
-    pub fn open_or_create_with_local(
-        dir: &Path,
-        spec: ModelSpec,
-        kind: IndexKind,
-        root: Option<&Path>,
-        local: Option<LocalConfig>,
-        device: &Device,
-    ) -> Result<Self> {
+    /// Open `dir` for writing if it holds an index of the same model and kind, else create it
+    /// ([`Collection::create`]). A `root` given for an existing index replaces its recorded one
+    /// (the photos moved); `local`, when given, must match what an existing index stores (`None`
+    /// accepts whatever it stores).
+    pub fn open_or_create(dir: &Path, spec: ModelSpec, options: &CreateOptions, device: &Device) -> Result<Self> {
         if !Store::exists(dir) {
-            return Self::create_with_local(dir, spec, kind, root, local, device);
+            return Self::create(dir, spec, options, device);
         }
+        let (kind, root, local) = (options.kind, options.root.as_deref(), options.local.clone());
         let spec = spec.absolute();
         let index = Index::open(dir, OpenMode::Write)?;
         let stored = index.store().local_config().cloned();

@@ -64,7 +64,8 @@ impl<'a> MatRef<'a> {
     }
 }
 
-fn check(m: usize, n: usize, a: &MatRef, b: &MatRef) {
+/// The output's length, `m × n`, once the shapes are checked.
+fn check(m: usize, n: usize, a: &MatRef, b: &MatRef) -> usize {
     assert!(
         a.cols == b.rows && a.rows == m && b.cols == n && a.in_bounds() && b.in_bounds(),
         "matmul: a is {}×{} (strides {}, {}; {} values), b {}×{} (strides {}, {}; {} values), output {m}×{n}",
@@ -79,14 +80,15 @@ fn check(m: usize, n: usize, a: &MatRef, b: &MatRef) {
         b.col_stride,
         b.data.len()
     );
+    m.checked_mul(n).unwrap_or_else(|| panic!("matmul: a {m}×{n} output does not fit in memory"))
 }
 
 /// `dst = a · b`, or `dst += a · b` with `accumulate`; `dst` is `a.rows × b.cols`, row-major and
 /// dense. Panics, naming the shapes, when they disagree or a view reaches past its slice.
 pub fn matmul(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool, kernel: Kernel) {
     let (m, n) = (a.rows, b.cols);
-    check(m, n, &a, &b);
-    assert_eq!(dst.len(), m * n, "matmul: the output holds {} values, not {m}×{n}", dst.len());
+    let len = check(m, n, &a, &b);
+    assert_eq!(dst.len(), len, "matmul: the output holds {} values, not {m}×{n}", dst.len());
     if m == 0 || n == 0 {
         return;
     }
@@ -109,17 +111,17 @@ pub fn matmul(dst: &mut [f32], a: MatRef, b: MatRef, accumulate: bool, kernel: K
 /// product overwrites every value).
 pub fn matmul_new(a: MatRef, b: MatRef, kernel: Kernel) -> Vec<f32> {
     let (m, n) = (a.rows, b.cols);
-    check(m, n, &a, &b);
+    let len = check(m, n, &a, &b);
     if m == 0 || n == 0 || a.cols == 0 {
-        return vec![0.0; m * n];
+        return vec![0.0; len];
     }
-    let mut out = Vec::with_capacity(m * n);
+    let mut out = Vec::with_capacity(len);
     // SAFETY: as in `matmul`, with `out`'s capacity of m·n in place of `dst`: without read_dst
     // gemm writes every one of the m·n values and reads none, so they are initialised when
     // set_len runs. `out` is owned here, so it aliases neither input.
     unsafe {
         raw(out.as_mut_ptr(), a, b, false, kernel);
-        out.set_len(m * n);
+        out.set_len(len);
     }
     out
 }

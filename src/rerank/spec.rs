@@ -97,10 +97,10 @@ impl<'de> Deserialize<'de> for SpatialWeight {
     }
 }
 
-/// A JSON string parsed as the other front ends parse it (the same words, the same errors).
+/// A JSON string parsed as the other front ends parse it (the same words, the same errors);
+/// `null` is "not given".
 fn from_text<'de, D: Deserializer<'de>, T: FromStr<Err = String>>(d: D) -> Result<Option<T>, D::Error> {
-    let text = String::deserialize(d)?;
-    text.parse().map(Some).map_err(serde::de::Error::custom)
+    Option::<String>::deserialize(d)?.map(|text| text.parse().map_err(serde::de::Error::custom)).transpose()
 }
 
 /// `rerank` as a JSON string ("spatial,superglobal") or a list of names.
@@ -111,9 +111,10 @@ fn methods<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RerankMethod>, D::Erro
         Text(String),
         List(Vec<String>),
     }
-    let parsed = match Raw::deserialize(d)? {
-        Raw::Text(t) => parse_methods(&t),
-        Raw::List(l) => l.iter().map(|m| m.parse()).collect(),
+    let parsed = match Option::<Raw>::deserialize(d)? {
+        None => Ok(Vec::new()),
+        Some(Raw::Text(t)) => parse_methods(&t),
+        Some(Raw::List(l)) => l.iter().map(|m| m.parse()).collect(),
     };
     parsed.map_err(serde::de::Error::custom)
 }
@@ -191,12 +192,12 @@ pub struct RerankSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub match_ratio: Option<f64>,
     /// Spatial: keep only mutual nearest-neighbour matches (`--mutual`, the default for XFeat
-    /// features) or every query feature's nearest neighbour (`--mutual false`, the default for
+    /// features) or every query feature's nearest neighbour (`--mutual=false`, the default for
     /// DELG features).
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mutual: Option<bool>,
-    /// Spatial: the same as `--mutual false`.
+    /// Spatial: the same as `--mutual=false`.
     #[arg(long, conflicts_with = "mutual")]
     #[serde(skip)]
     pub no_mutual: bool,
@@ -349,7 +350,8 @@ impl RerankSpec {
                 check(key, a.into(), a.is_finite() && a >= 0.0, "must be a finite number >= 0")?;
             }
         }
-        for (key, count) in [("sg_m", self.sg_m), ("sg_k", self.sg_k), ("rerank_k", self.rerank_k)] {
+        // sg_k may be 0: no refinement, and the expanded query is the top candidate's.
+        for (key, count) in [("sg_m", self.sg_m), ("rerank_k", self.rerank_k)] {
             if let Some(n) = count {
                 check(key, n as f64, n > 0, "must be at least 1")?;
             }
@@ -459,7 +461,18 @@ mod tests {
         assert_eq!(from_cli, from_list);
         assert_eq!(from_cli, from_query);
         assert_eq!(cli(&["--rerank", "spatial", "--no-mutual"]).spatial_overrides().mutual, Some(false));
-        assert_eq!(cli(&["--rerank", "spatial", "--mutual", "false"]).spatial_overrides().mutual, Some(false));
+        assert_eq!(cli(&["--rerank", "spatial", "--mutual=false"]).spatial_overrides().mutual, Some(false));
+        // A bare --mutual takes no value: the query image after it stays a query image.
+        #[derive(Parser)]
+        struct Search {
+            #[command(flatten)]
+            spec: RerankSpec,
+            queries: Vec<String>,
+        }
+        let s = Search::try_parse_from(["dolg", "--rerank", "spatial", "--mutual", "q.jpg"]).unwrap();
+        assert_eq!((s.spec.mutual, s.queries), (Some(true), vec!["q.jpg".to_string()]));
+        // null is "not given", as for every other key.
+        assert_eq!(json(r#"{"rerank": null, "matcher": null, "ransac": null, "qe": null}"#).unwrap(), RerankSpec::default());
     }
 
     #[test]

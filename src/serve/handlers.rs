@@ -351,7 +351,13 @@ impl Options {
 fn rerank_error(e: RerankError) -> ApiError {
     match e {
         RerankError::UnknownKey { key } => {
-            ApiError::bad(format!("unknown option '{key}' (a search takes {}, {})", Options::KEYS.join(", "), RerankSpec::KEYS.join(", ")))
+            // DBA belongs to the index: not a search option here.
+            let rerank: Vec<&str> = RerankSpec::KEYS.into_iter().filter(|k| !k.starts_with("dba")).collect();
+            ApiError::bad(format!(
+                "unknown option '{key}' (a search takes {}, and re-ranking's {}; a JSON body also vector, name or id)",
+                Options::KEYS.join(", "),
+                rerank.join(", ")
+            ))
         }
         e => ApiError::bad(e.to_string()),
     }
@@ -510,19 +516,18 @@ async fn search(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String,
         if let Some(ef) = b.ef {
             opts.set("ef", &ef.to_string())?;
         }
-        // The rest is re-ranking: the library's type reads it, unknown keys refused. Query-string
-        // re-ranking keys, if any, are replaced by the body's.
-        if !b.rerank.is_empty() {
-            opts.rerank = serde_json::from_value(Value::Object(b.rerank)).map_err(|e| {
-                let text = e.to_string();
-                match text.strip_prefix("unknown field `").and_then(|t| t.split_once('`')) {
-                    Some((key, _)) => rerank_error(RerankError::UnknownKey { key: key.to_string() }),
-                    None => ApiError::bad(format!("JSON body: {text}")),
-                }
-            })?;
-        }
-        if let Some(s) = opts.min_score.filter(|s| !s.is_finite()) {
-            return Err(ApiError::bad(format!("min_score: {s} is not finite")));
+        // The rest is re-ranking, key by key through the library's RerankSpec::set: the same
+        // parsing and key-naming errors as query-string and form keys, merged with them (the
+        // body's value wins, `rerank` lists are joined); an unknown key is refused. null is
+        // "not given".
+        for (key, value) in b.rerank {
+            let text = match value {
+                Value::Null => continue,
+                Value::String(s) => s,
+                Value::Array(items) => items.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect::<Vec<_>>().join(","),
+                v => v.to_string(),
+            };
+            opts.set(&key, &text)?;
         }
         let name = match (b.name, b.id) {
             (n, None) => n,

@@ -620,7 +620,7 @@ fn divide_rows(x: &mut [f32], sums: &[f32]) {
 }
 
 /// Defines `fn $name` to run `$body` compiled for AVX-512 where the CPU has it (and the process
-/// did not choose `--cpu-kernels portable`), else as compiled for the baseline: the elementwise loops then
+/// did not choose `--cpu-kernels portable` or `burn`), else as compiled for the baseline: the elementwise loops then
 /// vectorise 16 wide. The bodies accumulate in 16 fixed lanes and Rust never fuses a multiply
 /// and an add, so both builds give the same bits.
 macro_rules! wide_fn {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use dolg::collection::{AddEvent, AddOptions, Collection, IndexKind, OpenMode, Query, SearchRequest};
+use dolg::collection::{AddEvent, AddOptions, Collection, CreateOptions, IndexKind, OpenMode, Query, SearchRequest};
 use dolg::spec::ModelSpec;
 
 fn photo(name: &str) -> PathBuf {
@@ -64,7 +64,7 @@ fn sync_adds_updates_renames_removes_and_survives_a_moved_root() {
     put(&photo("wxbs-tyn_1.jpg"), &photos.join("b.jpg"));
     put(&photo("wxbs-berlin_1.jpg"), &photos.join("c.jpg"));
     let db = tmp.path().join("idx");
-    let mut c = Collection::create(&db, spec(), IndexKind::Exact, Some(&photos), &cpu()).unwrap();
+    let mut c = Collection::create(&db, spec(), &CreateOptions::kind(IndexKind::Exact).with_root(Some(&photos)), &cpu()).unwrap();
     let (r, described) = sync(&mut c, &photos);
     assert_eq!((r.added, r.updated, r.renamed, r.removed, r.unchanged, described), (3, 0, 0, 0, 0, 3));
     assert_eq!(names(&c), ["a.jpg", "b.jpg", "c.jpg"], "names are relative to the root");

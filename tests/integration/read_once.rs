@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dolg::collection::{AddOptions, Collection, IndexKind};
+use dolg::collection::{AddOptions, Collection, CreateOptions, IndexKind};
 use dolg::spec::ModelSpec;
 use sha2::{Digest, Sha256};
 
@@ -64,7 +64,7 @@ fn new_photos_are_read_once_and_stored_with_the_hash_of_their_bytes() {
     let cpu = dolg::runtime::device("cpu").unwrap();
     // The first photo loads the model, so the measured adds below read photos and the index only.
     let (warm, _) = copy_into(&root.join("a"), &all[..1]);
-    let mut c = Collection::create(&tmp.path().join("db"), spec, IndexKind::Exact, Some(&root), &cpu).unwrap();
+    let mut c = Collection::create(&tmp.path().join("db"), spec, &CreateOptions::kind(IndexKind::Exact).with_root(Some(&root)), &cpu).unwrap();
     c.add_paths(&warm, &AddOptions::default(), |_| {}).unwrap();
 
     // add: four new photos.

@@ -389,6 +389,19 @@ fn bad_requests_get_4xx_json() {
     expect(post_json(&s, "/search", json!({"name": "wxbs-kyiv_1.jpg", "dba": 5})), 400, "dolg index dba");
     let (st, r) = post_json(&s, "/search", json!({"name": "wxbs-kyiv_1.jpg", "k": 3, "qe": 1, "rerank": ["superglobal"], "sg_m": 4}));
     assert_eq!(st, 200, "a list of methods: {r}");
+    // Query-string and body keys are merged, not one set replacing the other; null is "not given".
+    let both = |path: &str, body: Value| {
+        let (st, r) = post_json(&s, path, body);
+        assert_eq!(st, 200, "{r}");
+        r["results"].clone()
+    };
+    let all_in_body = both("/search", json!({"name": "wxbs-kyiv_1.jpg", "k": 3, "rerank": "superglobal", "sg_m": 3}));
+    assert_eq!(both("/search?sg_m=3", json!({"name": "wxbs-kyiv_1.jpg", "k": 3, "rerank": "superglobal", "matcher": null})), all_in_body);
+    let default_m = both("/search", json!({"name": "wxbs-kyiv_1.jpg", "k": 3, "rerank": "superglobal"}));
+    assert_ne!(default_m, all_in_body, "sg_m 3 must change the scores for the merge check to mean anything");
+    // SuperGlobal without refinement (K 0) is a valid request, as on the command line.
+    both("/search", json!({"name": "wxbs-kyiv_1.jpg", "k": 3, "rerank": "superglobal", "sg_k": 0}));
+    expect(post_json(&s, "/search", json!({"name": "wxbs-kyiv_1.jpg", "rerank": "spatial", "ransac": "projective"})), 400, "ransac:");
     expect(answer(agent().get(&s.url("/images/0123456789abcdef")).call()), 404, "no photo");
     expect(answer(agent().get(&s.url("/images/..%2F..%2Fetc%2Fpasswd/file")).call()), 404, "no photo");
     expect(answer(agent().get(&s.url("/nothing/here")).call()), 404, "no such endpoint");
