@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use dolg::collection::{
-    common_root, AddOptions, Collection as Inner, CreateOptions, DedupMethod, DedupOptions, IndexKind, NamedHit, OpenMode, Query, Rerank, SearchRequest,
-    VectorOrigin,
+    common_root, AddOptions, Collection as Inner, CollectionError, CreateOptions, DedupMethod, DedupOptions, IndexKind, NamedHit, OpenMode, Query, Rerank,
+    SearchRequest, VectorOrigin,
 };
 use dolg::preprocess::CropBox;
 use dolg::rerank::{RerankError, RerankSpec, SpatialRerank};
@@ -91,11 +91,14 @@ impl RerankKwargs<'_> {
     }
 }
 
-/// A request the library cannot carry out whatever the collection, as a `ValueError` (the
-/// caller's arguments are at fault), checked before any work.
-fn checked(request: SearchRequest) -> PyResult<SearchRequest> {
-    request.validate().map_err(|e| PyValueError::new_err(e.to_string()))?;
-    Ok(request)
+/// A search's error as Python's exception: a request no collection can carry out (the caller's
+/// arguments: `k=0` without `min_score`, a range query with re-ranking) is a `ValueError`, raised
+/// by the library's own check before any work; the rest is `DolgError`.
+fn search_err(e: CollectionError) -> PyErr {
+    match e {
+        CollectionError::Request { .. } => PyValueError::new_err(e.to_string()),
+        e => lib_err(e),
+    }
 }
 
 fn crop_box(crop: Option<[f64; 4]>) -> PyResult<Option<CropBox>> {
@@ -307,8 +310,8 @@ impl Collection {
         if rr.spatial.is_some() {
             return Err(PyValueError::new_err("rerank=\"spatial\" verifies query photos' local features: use search_images, not vectors"));
         }
-        let request = checked(SearchRequest { k, min_score, crop: None, rerank: rr })?;
-        let results = self.with(py, |c| c.search(Query::Vectors(&values), &request))?.map_err(lib_err)?;
+        let request = SearchRequest { k, min_score, crop: None, rerank: rr };
+        let results = self.with(py, |c| c.search(Query::Vectors(&values), &request))?.map_err(search_err)?;
         let width = if k == 0 { results.iter().map(Vec::len).max().unwrap_or(0) } else { k };
         Ok(hit_arrays(py, &results, width))
     }
@@ -374,8 +377,8 @@ impl Collection {
         let defaults = self.with(py, |c| c.spatial_rerank_defaults())?;
         let rr = spec.resolve(defaults).map_err(spec_error)?;
         let crop = crop_box(crop)?;
-        let request = checked(SearchRequest { k, min_score, crop, rerank: rr })?;
-        let results = self.with(py, |c| c.search(Query::Images(&paths), &request))?.map_err(lib_err)?;
+        let request = SearchRequest { k, min_score, crop, rerank: rr };
+        let results = self.with(py, |c| c.search(Query::Images(&paths), &request))?.map_err(search_err)?;
         let out = PyList::empty(py);
         for hits in results {
             let row = PyList::empty(py);

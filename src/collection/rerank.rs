@@ -19,7 +19,7 @@ impl Collection {
         exclude: &[Option<usize>],
         params: &SearchParams,
         rerank: &Rerank,
-        query_local: Option<&[LocalFeatures]>,
+        query_local: Option<&[&LocalFeatures]>,
     ) -> Result<Vec<Vec<NamedHit>>> {
         let layer = self.fresh_dba()?;
         if rerank.is_none() && layer.is_none() {

@@ -3,6 +3,7 @@
 //! or a score range, the crop and the re-ranking ([`SearchRequest`]). The CLI, the server and
 //! Python all come through here, so a query means the same ranking in each.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use super::error::{CollectionError as Error, Result};
@@ -111,16 +112,17 @@ impl Collection {
     /// through it. Describing query photos loads the collection's model on first need.
     pub fn search(&self, query: Query<'_>, request: &SearchRequest) -> Result<Vec<Vec<NamedHit>>> {
         request.validate()?;
-        let params = request.params();
-        let rerank = &request.rerank;
-        let spatial = rerank.spatial.is_some();
-        match query {
+        let spatial = request.rerank.spatial.is_some();
+        // Owners of local features the queries borrow (described photos, a stored entry's).
+        let image_locals: Vec<LocalFeatures>;
+        let stored_local: LocalFeatures;
+        // Each query as its vector, the row it is in the index (left out of its own results) and,
+        // with spatial re-ranking, its local features.
+        let (vectors, exclude, locals): (Cow<'_, [f32]>, Vec<Option<usize>>, Vec<&LocalFeatures>) = match query {
             Query::Images(paths) => {
-                let (vectors, stored, locals) = self.query_vectors(paths, request.crop, spatial)?;
-                if request.is_range() {
-                    return self.range_excluding(&vectors, &stored, params.min_score);
-                }
-                self.rerank_excluding(&vectors, &stored, &params, rerank, spatial.then_some(&locals[..]))
+                let (vectors, rows, locals) = self.query_vectors(paths, request.crop, spatial)?;
+                image_locals = locals;
+                (Cow::Owned(vectors), rows, image_locals.iter().collect())
             }
             Query::Vectors(vectors) => {
                 if spatial {
@@ -130,28 +132,24 @@ impl Collection {
                     });
                 }
                 let queries = self.normalized_queries(vectors)?;
-                let none = vec![None; queries.len() / self.dim()];
-                if request.is_range() {
-                    return self.range_excluding(&queries, &none, params.min_score);
-                }
-                self.rerank_excluding(&queries, &none, &params, rerank, None)
+                let n = queries.len() / self.dim();
+                (Cow::Owned(queries), vec![None; n], Vec::new())
             }
             Query::Name { name, local } => {
                 let store = self.index.store();
                 let row = store.lookup(name).ok_or_else(|| Error::NotInIndex { index: self.dir().to_owned(), name: name.to_owned() })?;
-                let local = match local {
-                    Some(l) if spatial => Some(l.clone()),
-                    _ if spatial => Some(self.local_features(row)?.ok_or_else(|| Error::LocalUnavailable {
-                        extractor: name.to_owned(),
-                        reason: "the entry was stored without local features; search with its photo for spatial re-ranking".into(),
-                    })?),
-                    _ => None,
+                let locals = match local {
+                    _ if !spatial => Vec::new(),
+                    Some(l) => vec![l],
+                    None => {
+                        stored_local = self.local_features(row)?.ok_or_else(|| Error::LocalUnavailable {
+                            extractor: name.to_owned(),
+                            reason: "the entry was stored without local features; search with its photo for spatial re-ranking".into(),
+                        })?;
+                        vec![&stored_local]
+                    }
                 };
-                let v = store.vector(row).to_vec();
-                if request.is_range() {
-                    return self.range_excluding(&v, &[Some(row)], params.min_score);
-                }
-                self.rerank_excluding(&v, &[Some(row)], &params, rerank, local.as_ref().map(std::slice::from_ref))
+                (Cow::Borrowed(store.vector(row)), vec![Some(row)], locals)
             }
             Query::Described(described) => {
                 let dim = self.dim();
@@ -159,21 +157,15 @@ impl Collection {
                     return Err(Error::VectorLength { expected: dim, values: d.descriptor.len() });
                 }
                 let vectors: Vec<f32> = described.iter().flat_map(|d| d.descriptor.iter().copied()).collect();
-                let none = vec![None; described.len()];
-                if request.is_range() {
-                    return self.range_excluding(&vectors, &none, params.min_score);
-                }
-                let locals = if spatial {
-                    let locals = described.iter().map(|d| d.local.clone()).collect::<Option<Vec<_>>>().ok_or_else(|| Error::LocalUnavailable {
-                        extractor: "query".into(),
-                        reason: "spatial re-ranking was asked for without the query's local features".into(),
-                    })?;
-                    Some(locals)
-                } else {
-                    None
-                };
-                self.rerank_excluding(&vectors, &none, &params, rerank, locals.as_deref())
+                // A query without local features is refused by the spatial stage, naming it.
+                let locals = if spatial { described.iter().map_while(|d| d.local.as_ref()).collect() } else { Vec::new() };
+                (Cow::Owned(vectors), vec![None; described.len()], locals)
             }
+        };
+        let params = request.params();
+        if request.is_range() {
+            return self.range_excluding(&vectors, &exclude, params.min_score);
         }
+        self.rerank_excluding(&vectors, &exclude, &params, &request.rerank, spatial.then_some(&locals[..]))
     }
 }
