@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use dolg::collection::{
-    common_root, AddOptions, Collection as Inner, CollectionError, CreateOptions, DedupMethod, DedupOptions, IndexKind, NamedHit, OpenMode, Query, Rerank,
-    SearchRequest, VectorOrigin,
+    common_root, AddOptions, Collection as Inner, CollectionError, CreateOptions, DedupMethod, DedupOptions, Filter, IndexKind, NamedHit, OpenMode, Query,
+    Rerank, SearchRequest, VectorOrigin,
 };
 use dolg::preprocess::CropBox;
 use dolg::rerank::{RerankError, RerankSpec, SpatialRerank};
@@ -99,6 +99,16 @@ fn search_err(e: CollectionError) -> PyErr {
         CollectionError::Request { .. } => PyValueError::new_err(e.to_string()),
         e => lib_err(e),
     }
+}
+
+/// `where=`: one filter expression or a list of them (all must hold), as `dolg search --where`.
+fn filter_of(exprs: Option<&Bound<'_, PyAny>>) -> PyResult<Filter> {
+    let Some(e) = exprs else { return Ok(Filter::default()) };
+    let exprs: Vec<String> = match e.extract::<String>() {
+        Ok(one) => vec![one],
+        Err(_) => e.extract().map_err(|_| PyValueError::new_err("where= takes a filter expression (\"folder = trips\") or a list of them"))?,
+    };
+    Filter::parse(&exprs).map_err(|e| PyValueError::new_err(e.to_string()))
 }
 
 fn crop_box(crop: Option<[f64; 4]>) -> PyResult<Option<CropBox>> {
@@ -289,8 +299,10 @@ impl Collection {
     /// `names(ids)` turns them into names. `k=0` with `min_score` is a range query (every entry
     /// scoring at least that; width: the longest result). Re-ranking as `dolg search`: `qe`
     /// (α-QE with the top N, `qe_alpha`), `rerank="superglobal"` (`sg_m`, `sg_k`, `sg_beta`).
-    /// Spatial verification needs query photos: see `search_images`.
-    #[pyo3(signature = (vectors, k=dolg::collection::DEFAULT_K, *, min_score=None, qe=None, qe_alpha=None, rerank=None, sg_m=None, sg_k=None, sg_beta=None))]
+    /// Spatial verification needs query photos: see `search_images`. `where="folder = trips"`
+    /// (or a list of such expressions, all to hold) searches only the entries that meet it, as
+    /// `dolg search --where`.
+    #[pyo3(signature = (vectors, k=dolg::collection::DEFAULT_K, *, min_score=None, r#where=None, qe=None, qe_alpha=None, rerank=None, sg_m=None, sg_k=None, sg_beta=None))]
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn search<'py>(
         &self,
@@ -298,6 +310,7 @@ impl Collection {
         vectors: &Bound<'py, PyAny>,
         k: usize,
         min_score: Option<f32>,
+        r#where: Option<Bound<'py, PyAny>>,
         qe: Option<usize>,
         qe_alpha: Option<f32>,
         rerank: Option<&str>,
@@ -310,7 +323,7 @@ impl Collection {
         if rr.spatial.is_some() {
             return Err(PyValueError::new_err("rerank=\"spatial\" verifies query photos' local features: use search_images, not vectors"));
         }
-        let request = SearchRequest { k, min_score, crop: None, rerank: rr };
+        let request = SearchRequest { k, min_score, crop: None, filter: filter_of(r#where.as_ref())?, rerank: rr };
         let results = self.with(py, |c| c.search(Query::Vectors(&values), &request))?.map_err(search_err)?;
         let width = if k == 0 { results.iter().map(Vec::len).max().unwrap_or(0) } else { k };
         Ok(hit_arrays(py, &results, width))
@@ -318,8 +331,8 @@ impl Collection {
 
     /// Search with query images: a list, per query, of (name, score) pairs, best first, as
     /// `dolg search --json` lists them. An indexed query photo uses its stored descriptor and is
-    /// left out of its own results; `crop=(x1, y1, x2, y2)` crops the queries first. Options as
-    /// in `search`, and `rerank="spatial"` (or `"superglobal,spatial"`) for DELG-style spatial
+    /// left out of its own results; `crop=(x1, y1, x2, y2)` crops the queries first. Options
+    /// (`where` included) as in `search`, and `rerank="spatial"` (or `"superglobal,spatial"`) for DELG-style spatial
     /// verification of the top `rerank_k` (100) with the local features the index stores
     /// (`dolg index build --local xfeat|delg`): `min_inliers`, `spatial_weight` (a number or
     /// "inliers"), `matcher` ("mnn" or "lighterglue"), `match_ratio` (Lowe's ratio test
@@ -329,7 +342,7 @@ impl Collection {
     /// authors' settings). With spatial verification each result is (name, score, inliers),
     /// inliers None past the verified top `rerank_k`.
     #[pyo3(signature = (
-        paths, k=dolg::collection::DEFAULT_K, *, min_score=None, crop=None, qe=None, qe_alpha=None, rerank=None, sg_m=None, sg_k=None, sg_beta=None,
+        paths, k=dolg::collection::DEFAULT_K, *, min_score=None, crop=None, r#where=None, qe=None, qe_alpha=None, rerank=None, sg_m=None, sg_k=None, sg_beta=None,
         rerank_k=None, min_inliers=None, spatial_weight=None, matcher=None, match_ratio=None, mutual=None, ransac=None, ransac_px=None
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -340,6 +353,7 @@ impl Collection {
         k: usize,
         min_score: Option<f32>,
         crop: Option<[f64; 4]>,
+        r#where: Option<Bound<'py, PyAny>>,
         qe: Option<usize>,
         qe_alpha: Option<f32>,
         rerank: Option<&str>,
@@ -377,7 +391,7 @@ impl Collection {
         let defaults = self.with(py, |c| c.spatial_rerank_defaults())?;
         let rr = spec.resolve(defaults).map_err(spec_error)?;
         let crop = crop_box(crop)?;
-        let request = SearchRequest { k, min_score, crop, rerank: rr };
+        let request = SearchRequest { k, min_score, crop, filter: filter_of(r#where.as_ref())?, rerank: rr };
         let results = self.with(py, |c| c.search(Query::Images(&paths), &request))?.map_err(search_err)?;
         let out = PyList::empty(py);
         for hits in results {

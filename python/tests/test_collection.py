@@ -52,6 +52,7 @@ def test_search_images_equals_the_cli(indexes):
     ({}, []),
     ({"qe": 2, "qe_alpha": 3.0}, ["--qe", "2"]),
     ({"rerank": "superglobal", "sg_m": 20, "sg_k": 3}, ["--rerank", "superglobal", "--sg-m", "20", "--sg-k", "3"]),
+    ({"where": ["name ~ wxbs-*", "name !~ *_2.jpg"]}, ["--where", "name ~ wxbs-*", "--where", "name !~ *_2.jpg"]),
 ])
 def test_search_vectors_equals_the_cli(indexes, cli_extract, tmp_path, options, flags):
     d, c = indexes
@@ -134,6 +135,10 @@ def test_collection_errors(mobilenet, indexes, tmp_path):
         c.search(np.zeros((1, 1280), np.float32), rerank="magic")
     with pytest.raises(ValueError, match="min_score"):
         c.search(np.zeros((1, 1280), np.float32), k=0)
+    with pytest.raises(ValueError, match="unknown field 'taken'"):
+        c.search(np.zeros((1, 1280), np.float32), where="taken >= 2024-06-01")
+    with pytest.raises(ValueError, match="where="):
+        c.search_images(QUERIES, where=[3])
     # A second writer is refused while one holds the index.
     w = dolg.Collection.open(d / "cli", mode="write")
     with pytest.raises(dolg.DolgError):

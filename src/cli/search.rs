@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use dolg::collection::{write_hits_npy, Collection, NamedHit, OpenMode, Query, SearchRequest};
+use dolg::collection::{write_hits_npy, Collection, Filter, NamedHit, OpenMode, Query, SearchRequest};
 use dolg::descriptors::read_matrix;
 use dolg::preprocess::CropBox;
 use dolg::rerank::RerankSpec;
@@ -17,6 +17,10 @@ use super::RunArgs;
 #[command(
     after_help = "QUERIES\n  An image path that is itself in the index uses its stored descriptor (no model needed) and is left out of its own results;\n  any other image is described with the index's model (its weights must still be where the index was built, or pass --weights).\n  --vectors Q.npy searches with precomputed descriptors, one query per row.\n\n\
 RANGE QUERIES\n  --k 0 --min-score S returns every entry scoring at least S (exact, whatever the index kind), best first.\n\n\
+FILTERS (--where EXPR, repeatable; filtering comes before ranking, so K results come back when K entries pass)\n\
+  folder = trips/japan    in that folder or below it (!= for the rest)      name = a/b.jpg   exactly that entry (!= for the rest)\n\
+  name ~ IMG_*.jpg        file name matches the glob; a glob with / matches the whole name (!~ for the rest)\n\
+  Names are paths relative to the index's root. Quote a value ('...') to keep spaces at its ends.\n\n\
 SPATIAL RE-RANKING (--rerank spatial)\n  The top --rerank-k (100) global results are verified with the local features the index stores (index build --local) and\n  re-ordered with their RANSAC inliers. The defaults follow the index's local features:\n    xfeat  mutual nearest neighbours under distance 0.99, homography, 8 px; ordered by global score + 2 x the evidence of the\n           inliers beyond 25 (what unrelated photos reach by chance), so a result only moves up: chosen leave-one-source-out\n           on five sources of real photos, +0.0 to +18.7 mAP over global only on each (docs/quality.md)\n    delg   the DOLG authors' DELG evaluation settings: nearest neighbour under distance 0.99, no mutual check, homography,\n           20 px, ordered by inliers (the original DELG paper fits an affine model: --ransac affine)\n  --matcher, --min-inliers, --spatial-weight, --mutual / --no-mutual, --match-ratio, --ransac and --ransac-px override them.\n\n\
 JSON (--json)\n  {\"queries\": [{\"query\": <path or row number>, \"results\": [{\"name\": <indexed path or imported name>, \"score\": <float>, \"inliers\": <spatial only>}, ...]}, ...]}"
 )]
@@ -39,6 +43,9 @@ pub struct SearchArgs {
     /// Crop query images to this box first (x1,y1,x2,y2; int() truncation).
     #[arg(long, value_name = "X1,Y1,X2,Y2")]
     pub crop: Option<CropBox>,
+    /// Search only entries meeting EXPR; repeat for several (all must hold). See FILTERS below.
+    #[arg(long = "where", value_name = "EXPR")]
+    pub filter: Vec<Filter>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -72,7 +79,11 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
         c.use_weights(w.clone())?;
     }
     let range = a.k == 0;
-    let request = SearchRequest { k: a.k, min_score: a.min_score, crop: a.crop, rerank: a.rerank.resolve(c.spatial_rerank_defaults())? };
+    if range && a.min_score.is_none() {
+        bail!("--k 0 asks for every entry scoring at least a score: give --min-score S");
+    }
+    let filter = a.filter.iter().cloned().fold(Filter::default(), Filter::and);
+    let request = SearchRequest { k: a.k, min_score: a.min_score, crop: a.crop, filter, rerank: a.rerank.resolve(c.spatial_rerank_defaults())? };
     let (labels, paths, results): (Vec<serde_json::Value>, Vec<Option<PathBuf>>, Vec<Vec<NamedHit>>) = match &a.vectors {
         Some(v) => {
             let (data, n, _) = read_matrix(v)?;

@@ -65,6 +65,7 @@ use crate::spec::{LoadedModel, ModelSpec};
 pub mod dba;
 pub mod dedup;
 mod error;
+pub mod filter;
 pub mod local;
 mod rerank;
 mod search;
@@ -76,6 +77,7 @@ pub use dedup::{
     SCORE_TOLERANCE,
 };
 pub use error::CollectionError;
+pub use filter::{Filter, FilterError};
 pub use search::{Query, SearchRequest, DEFAULT_K};
 use stat_cache::{FileStat, StatCache};
 
@@ -183,11 +185,13 @@ impl CreateOptions {
 
 /// A search's limits as the search paths take them ([`SearchRequest`] is the public form).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct SearchParams {
+pub(crate) struct SearchParams<'a> {
     /// Results per query (at most the number of entries).
     pub k: usize,
     /// Results scoring below this cosine similarity are dropped.
     pub min_score: f32,
+    /// Only rows marked here (live rows a filter keeps), when given.
+    pub keep: Option<&'a [bool]>,
 }
 
 /// What an index holds, as `dolg index info` reports it. Opening verified every checksum.
@@ -694,17 +698,21 @@ impl Collection {
     fn search_excluding(&self, queries: &[f32], exclude: &[Option<usize>], params: &SearchParams) -> Result<Vec<Vec<NamedHit>>> {
         // One extra result covers a query that finds itself; never ask for more than the index holds.
         let k = params.k.min(self.len());
-        let results = self.index.search(queries, k + 1, params.min_score)?;
+        let results = self.index.search_where(queries, k + 1, params.min_score, params.keep)?;
         Ok(results.into_iter().zip(exclude).map(|(hits, ex)| hits.into_iter().filter(|h| Some(h.row) != *ex).take(k).collect()).collect())
     }
 
-    fn range_excluding(&self, queries: &[f32], exclude: &[Option<usize>], min_score: f32) -> Result<Vec<Vec<NamedHit>>> {
+    fn range_excluding(&self, queries: &[f32], exclude: &[Option<usize>], params: &SearchParams) -> Result<Vec<Vec<NamedHit>>> {
         let s = self.index.store();
         let dim = s.dim();
+        let min_score = params.min_score;
         let layer = self.fresh_dba()?;
         let base = layer.as_ref().map_or(s.vectors(), |l| &l.vectors[..]);
-        let alive: Vec<bool> = s.rows().iter().map(|r| r.alive).collect();
-        let live = s.live_count();
+        let alive: Vec<bool> = match params.keep {
+            Some(keep) => keep.to_vec(),
+            None => s.rows().iter().map(|r| r.alive).collect(),
+        };
+        let live = alive.iter().filter(|&&a| a).count();
         Ok(queries
             .chunks(dim)
             .zip(exclude)

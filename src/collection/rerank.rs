@@ -28,7 +28,7 @@ impl Collection {
         let dim = self.dim();
         let qe_n = rerank.qe.map_or(0, |q| q.n);
         let depth = params.k.max(rerank.depth()).max(qe_n);
-        let wide = SearchParams { k: depth, min_score: f32::MIN };
+        let wide = SearchParams { k: depth, min_score: f32::MIN, keep: params.keep };
         let store = self.index.store();
         let mut out = Vec::with_capacity(exclude.len());
         for (i, (q, ex)) in queries.chunks(dim).zip(exclude).enumerate() {
@@ -72,7 +72,10 @@ impl Collection {
     fn layer_search(&self, layer: Option<&DbaLayer>, q: &[f32], ex: &[Option<usize>], params: &SearchParams) -> Result<Vec<NamedHit>> {
         let Some(l) = layer else { return Ok(self.search_excluding(q, ex, params)?.remove(0)) };
         let s = self.index.store();
-        let alive: Vec<bool> = s.rows().iter().map(|r| r.alive).collect();
+        let alive: Vec<bool> = match params.keep {
+            Some(keep) => keep.to_vec(),
+            None => s.rows().iter().map(|r| r.alive).collect(),
+        };
         let k = params.k.min(self.len());
         let hits = exact::search(&l.vectors, self.dim(), Some(&alive), q, k + 1, params.min_score).remove(0);
         Ok(hits

@@ -1,12 +1,13 @@
 //! [`Collection::search`]: the one way to search a collection. The query is photos, vectors, an
 //! indexed name or photos described elsewhere ([`Query`]); the request holds the number of results
-//! or a score range, the crop and the re-ranking ([`SearchRequest`]). The CLI, the server and
+//! or a score range, the crop, a filter and the re-ranking ([`SearchRequest`]). The CLI, the server and
 //! Python all come through here, so a query means the same ranking in each.
 
 use std::borrow::Cow;
 use std::path::PathBuf;
 
 use super::error::{CollectionError as Error, Result};
+use super::filter::Filter;
 use super::{Collection, NamedHit, SearchParams};
 use crate::descriptors::Description;
 use crate::model::LocalFeatures;
@@ -34,7 +35,7 @@ pub enum Query<'a> {
 }
 
 /// How many results, which ones, and how they are re-ranked.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SearchRequest {
     /// Results per query (at most the number of entries); 0 asks for every entry scoring at least
     /// `min_score` (a range query: exact whatever the index kind, best first, no re-ranking).
@@ -44,6 +45,9 @@ pub struct SearchRequest {
     /// Crop query photos to this box first ([`Query::Images`] only; a cropped photo is always
     /// described, never taken from the index).
     pub crop: Option<CropBox>,
+    /// Only entries this keeps are searched (filtering comes before ranking, so a selective
+    /// filter still gets `k` results when `k` entries pass it).
+    pub filter: Filter,
     /// Applied after the first search, in the fixed order α-QE, SuperGlobal, spatial; build it
     /// from a caller's options with [`crate::rerank::RerankSpec::resolve`].
     pub rerank: Rerank,
@@ -61,7 +65,7 @@ impl Default for SearchRequest {
 impl SearchRequest {
     /// The best `k` results.
     pub fn top(k: usize) -> Self {
-        Self { k, min_score: None, crop: None, rerank: Rerank::default() }
+        Self { k, min_score: None, crop: None, filter: Filter::default(), rerank: Rerank::default() }
     }
 
     /// Every entry scoring at least `min_score`.
@@ -75,6 +79,10 @@ impl SearchRequest {
 
     pub fn with_crop(self, crop: Option<CropBox>) -> Self {
         Self { crop, ..self }
+    }
+
+    pub fn with_filter(self, filter: Filter) -> Self {
+        Self { filter, ..self }
     }
 
     pub fn with_min_score(self, min_score: Option<f32>) -> Self {
@@ -101,8 +109,8 @@ impl SearchRequest {
         Ok(())
     }
 
-    fn params(&self) -> SearchParams {
-        SearchParams { k: self.k, min_score: self.min_score.unwrap_or(f32::MIN) }
+    fn params<'a>(&self, keep: Option<&'a [bool]>) -> SearchParams<'a> {
+        SearchParams { k: self.k, min_score: self.min_score.unwrap_or(f32::MIN), keep }
     }
 }
 
@@ -162,9 +170,11 @@ impl Collection {
                 (Cow::Owned(vectors), vec![None; described.len()], locals)
             }
         };
-        let params = request.params();
+        let store = self.index.store();
+        let keep: Option<Vec<bool>> = (!request.filter.is_empty()).then(|| store.rows().iter().map(|r| r.alive && request.filter.keeps(&r.name)).collect());
+        let params = request.params(keep.as_deref());
         if request.is_range() {
-            return self.range_excluding(&vectors, &exclude, params.min_score);
+            return self.range_excluding(&vectors, &exclude, &params);
         }
         self.rerank_excluding(&vectors, &exclude, &params, &request.rerank, spatial.then_some(&locals[..]))
     }

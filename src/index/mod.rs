@@ -233,10 +233,15 @@ impl Index {
 
     /// Top `k` live entries for each query ([nq, dim] row-major), best first, scores at least `min_score`.
     pub fn search(&self, queries: &[f32], k: usize, min_score: f32) -> Result<Vec<Vec<NamedHit>>, IndexError> {
+        self.search_where(queries, k, min_score, None)
+    }
+
+    /// [`search`](Self::search) among the rows `keep` marks (indexed by row id; all when `None`).
+    pub fn search_where(&self, queries: &[f32], k: usize, min_score: f32, keep: Option<&[bool]>) -> Result<Vec<Vec<NamedHit>>, IndexError> {
         let s = &self.store;
         Ok(self
             .backend
-            .search(s, queries, k, min_score)?
+            .search_where(s, queries, k, min_score, keep)?
             .into_iter()
             .map(|hits| hits.into_iter().map(|h| NamedHit { row: h.row, name: s.rows()[h.row].name.clone(), score: h.score, inliers: None }).collect())
             .collect())

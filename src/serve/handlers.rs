@@ -18,7 +18,9 @@ use sha2::{Digest, Sha256};
 
 use super::photo_id;
 use super::state::{AppState, THUMB_CACHE};
-use crate::collection::{Collection, CollectionError, DedupMethod, DedupOptions, NamedHit, Query as SearchQuery, SearchRequest, DEFAULT_K};
+use crate::collection::{
+    Collection, CollectionError, DedupMethod, DedupOptions, Filter, FilterError, NamedHit, Query as SearchQuery, SearchRequest, DEFAULT_K,
+};
 use crate::decode::{decode_file_oriented, DecodeError, DecodeLimits, Orientation};
 use crate::descriptors::{Description, DescriptorError};
 use crate::error::Error;
@@ -307,12 +309,13 @@ struct Options {
     min_score: Option<f32>,
     crop: Option<CropBox>,
     ef: Option<usize>,
+    filter: Filter,
     rerank: RerankSpec,
 }
 
 impl Options {
     /// Every key a search takes besides re-ranking's ([`RerankSpec::KEYS`]).
-    const KEYS: [&'static str; 4] = ["k", "min_score", "crop", "ef"];
+    const KEYS: [&'static str; 5] = ["k", "min_score", "crop", "ef", "where"];
 
     fn set(&mut self, key: &str, value: &str) -> ApiResult<()> {
         let bad = |what: &str| ApiError::bad(format!("{key}: '{value}' is not {what}"));
@@ -321,6 +324,8 @@ impl Options {
             "min_score" => self.min_score = Some(value.trim().parse::<f32>().ok().filter(|s| s.is_finite()).ok_or_else(|| bad("a finite number"))?),
             "crop" => self.crop = Some(value.parse().map_err(|e: String| ApiError::bad(format!("crop: {e}")))?),
             "ef" => self.ef = Some(value.trim().parse().ok().filter(|&e| e > 0).ok_or_else(|| bad("a positive whole number"))?),
+            // Repeated `where` keys all hold.
+            "where" => self.filter = std::mem::take(&mut self.filter).and(value.parse().map_err(|e: FilterError| ApiError::bad(e.to_string()))?),
             _ => self.rerank.set(key, value).map_err(rerank_error)?,
         }
         Ok(())
@@ -342,7 +347,7 @@ impl Options {
         if self.rerank.dba.is_some() || self.rerank.dba_alpha.is_some() {
             return Err(ApiError::bad("dba: DBA belongs to the index (`dolg index dba`); once built, every search uses it without being asked"));
         }
-        Ok(SearchRequest::top(k).with_min_score(self.min_score).with_crop(self.crop))
+        Ok(SearchRequest::top(k).with_min_score(self.min_score).with_crop(self.crop).with_filter(self.filter.clone()))
     }
 }
 
@@ -490,11 +495,13 @@ struct SearchBody {
     min_score: Option<f32>,
     crop: Option<[f64; 4]>,
     ef: Option<usize>,
+    #[serde(rename = "where")]
+    filter: Option<Value>,
     #[serde(flatten)]
     rerank: serde_json::Map<String, Value>,
 }
 
-async fn search(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String, String>>, req: Request) -> ApiResult<Json<Value>> {
+async fn search(State(st): State<Arc<AppState>>, Query(q): Query<Vec<(String, String)>>, req: Request) -> ApiResult<Json<Value>> {
     let started = Instant::now();
     let mut opts = Options::default();
     for (k, v) in &q {
@@ -515,6 +522,21 @@ async fn search(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String,
         }
         if let Some(ef) = b.ef {
             opts.set("ef", &ef.to_string())?;
+        }
+        // `where`: one expression or a list of them, all to hold.
+        match b.filter {
+            None | Some(Value::Null) => {}
+            Some(Value::String(e)) => opts.set("where", &e)?,
+            Some(Value::Array(items)) => {
+                for item in items {
+                    opts.set(
+                        "where",
+                        item.as_str()
+                            .ok_or_else(|| ApiError::bad(format!("where: {item} is not a string (give filter expressions such as \"folder = trips\")")))?,
+                    )?;
+                }
+            }
+            Some(v) => return Err(ApiError::bad(format!("where: {v} is not a string or a list of strings"))),
         }
         // The rest is re-ranking, key by key through the library's RerankSpec::set: the same
         // parsing and key-naming errors as query-string and form keys, merged with them (the
@@ -574,6 +596,7 @@ async fn search_hits(st: &Arc<AppState>, by: QueryBy, params: SearchRequest, ef:
     }
     let described = |d: Description| {
         let st = st.clone();
+        let params = params.clone();
         blocking(move || {
             if spatial && d.local.is_none() {
                 return Err(ApiError::internal("the model gave no local features for spatial re-ranking"));
@@ -591,6 +614,7 @@ async fn search_hits(st: &Arc<AppState>, by: QueryBy, params: SearchRequest, ef:
                 return Err(ApiError::bad("the vector holds a value that is not finite"));
             }
             let st2 = st.clone();
+            let params = params.clone();
             blocking(move || locked_search(&st2, ef, |c| Ok(c.search(SearchQuery::Vectors(&v), &params)?.pop().unwrap_or_default()))).await
         }
         QueryBy::Upload(bytes) => {
@@ -624,6 +648,7 @@ async fn search_hits(st: &Arc<AppState>, by: QueryBy, params: SearchRequest, ef:
                 stored
             };
             let st2 = st.clone();
+            let params = params.clone();
             blocking(move || {
                 locked_search(&st2, ef, |c| Ok(c.search(SearchQuery::Name { name: &n, local: local.as_ref() }, &params)?.pop().unwrap_or_default()))
             })

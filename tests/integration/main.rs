@@ -22,6 +22,7 @@ mod eval_rank;
 mod eval_revisitop;
 mod eval_spatial;
 mod extract_resume;
+mod filters;
 mod gradcheck;
 mod index_compat;
 mod index_conformance;

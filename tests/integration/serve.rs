@@ -402,6 +402,19 @@ fn bad_requests_get_4xx_json() {
     // SuperGlobal without refinement (K 0) is a valid request, as on the command line.
     both("/search", json!({"name": "wxbs-kyiv_1.jpg", "k": 3, "rerank": "superglobal", "sg_k": 0}));
     expect(post_json(&s, "/search", json!({"name": "wxbs-kyiv_1.jpg", "rerank": "spatial", "ransac": "projective"})), 400, "ransac:");
+    // Filters (the library's Filter): a string or a list in JSON, repeated `where` keys in the
+    // query string, all holding; a bad expression is a 400 naming the token.
+    let names = |r: Value| -> Vec<String> { r.as_array().unwrap().iter().map(|h| h["name"].as_str().unwrap().to_owned()).collect() };
+    let kyiv = names(both("/search", json!({"name": "wxbs-kyiv_1.jpg", "k": 4, "where": "name ~ wxbs-kyiv_*"})));
+    assert_eq!(kyiv.len(), 2, "{kyiv:?}");
+    assert!(kyiv.iter().all(|n| n.starts_with("wxbs-kyiv_")), "{kyiv:?}");
+    let listed = names(both("/search", json!({"name": "wxbs-kyiv_1.jpg", "k": 4, "where": ["name ~ wxbs-*", "name != wxbs-kyiv_2.jpg"]})));
+    let repeated = names(both("/search?where=name%20~%20wxbs-*&where=name%20!%3D%20wxbs-kyiv_2.jpg", json!({"name": "wxbs-kyiv_1.jpg", "k": 4})));
+    assert_eq!(listed, repeated);
+    assert_eq!(listed.len(), 2, "kyiv_3 and tyn_1: {listed:?}");
+    assert!(!listed.iter().any(|n| n == "wxbs-kyiv_2.jpg" || n.starts_with("distractor")), "{listed:?}");
+    expect(post_json(&s, "/search", json!({"name": "wxbs-kyiv_1.jpg", "where": "taken >= 2024-06-01"})), 400, "unknown field 'taken'");
+    expect(post_json(&s, "/search", json!({"name": "wxbs-kyiv_1.jpg", "where": [3]})), 400, "where");
     expect(answer(agent().get(&s.url("/images/0123456789abcdef")).call()), 404, "no photo");
     expect(answer(agent().get(&s.url("/images/..%2F..%2Fetc%2Fpasswd/file")).call()), 404, "no photo");
     expect(answer(agent().get(&s.url("/nothing/here")).call()), 404, "no such endpoint");

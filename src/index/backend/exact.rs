@@ -65,16 +65,18 @@ impl SearchBackend for ExactBackend {
         Ok(held)
     }
 
-    fn search(&self, store: &Store, queries: &[f32], k: usize, min_score: f32) -> Result<Vec<Vec<Hit>>, IndexError> {
+    fn search_where(&self, store: &Store, queries: &[f32], k: usize, min_score: f32, keep: Option<&[bool]>) -> Result<Vec<Vec<Hit>>, IndexError> {
         check_queries(queries, self.dim)?;
         let n = store.rows().len();
         // The mask must cover every stored row; rows added to the store but not (yet) here are not held.
-        let padded;
-        let mask = if self.held.len() >= n {
-            &self.held[..n]
-        } else {
-            padded = [self.held.as_slice(), &vec![false; n - self.held.len()]].concat();
-            &padded
+        let combined: Vec<bool>;
+        let mask = match keep {
+            None if self.held.len() >= n => &self.held[..n],
+            _ => {
+                let kept = |r: usize| keep.is_none_or(|k| k.get(r).copied().unwrap_or(false));
+                combined = (0..n).map(|r| self.contains(r) && kept(r)).collect();
+                &combined
+            }
         };
         Ok(exact::search(store.vectors(), self.dim, Some(mask), queries, k, min_score))
     }

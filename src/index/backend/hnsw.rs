@@ -1,7 +1,7 @@
 //! [`HnswBackend`]: the approximate [`HnswIndex`] graph, saved as `hnsw.graph` beside the segments.
 
 use super::{check_batch, check_queries, sync_live_rows, SearchBackend};
-use crate::index::{Hit, HnswError, HnswIndex, IndexError, Store};
+use crate::index::{exact, Hit, HnswError, HnswIndex, IndexError, Store};
 
 /// The graph file in the index directory: a cache of the segments, tagged with the store's
 /// epoch ([`Store::epoch`]) and re-synchronised on open.
@@ -61,6 +61,10 @@ impl HnswBackend {
     }
 }
 
+/// A filter keeping at most this many rows is searched exactly: scoring them all costs less than
+/// a graph walk that must skip the rest.
+const FILTER_EXACT_BELOW: usize = 2048;
+
 impl SearchBackend for HnswBackend {
     fn is_exact(&self) -> bool {
         false
@@ -94,12 +98,32 @@ impl SearchBackend for HnswBackend {
         Ok(true)
     }
 
-    fn search(&self, _store: &Store, queries: &[f32], k: usize, min_score: f32) -> Result<Vec<Vec<Hit>>, IndexError> {
+    fn search_where(&self, store: &Store, queries: &[f32], k: usize, min_score: f32, keep: Option<&[bool]>) -> Result<Vec<Vec<Hit>>, IndexError> {
         let dim = self.graph.dim();
         check_queries(queries, dim)?;
+        let hits = |found: Vec<(u64, f32)>| -> Vec<Hit> {
+            found.into_iter().filter(|&(_, s)| s >= min_score).map(|(id, score)| Hit { row: id as usize, score }).collect()
+        };
+        let Some(keep) = keep else {
+            return queries.chunks_exact(dim).map(|q| Ok(hits(self.graph.search(q, k)?))).collect();
+        };
+        let kept = |r: usize| keep.get(r).copied().unwrap_or(false);
+        // Held rows the filter keeps, counted once for every query.
+        let mut exact_mask: Option<Vec<bool>> = None;
+        let kept_count = (0..keep.len()).filter(|&r| kept(r) && self.contains(r)).count();
+        let want = k.min(kept_count);
         queries
             .chunks_exact(dim)
-            .map(|q| Ok(self.graph.search(q, k)?.into_iter().filter(|&(_, s)| s >= min_score).map(|(id, score)| Hit { row: id as usize, score }).collect()))
+            .map(|q| {
+                // The graph walk with the predicate finds most; when a selective filter leaves it
+                // short of what exists, exact search over the kept rows (few, by then) finishes it.
+                let mut found = if kept_count > FILTER_EXACT_BELOW { hits(self.graph.search_where(q, k, |id| kept(id as usize))?) } else { Vec::new() };
+                if found.len() < want {
+                    let mask = exact_mask.get_or_insert_with(|| (0..store.rows().len()).map(|r| kept(r) && self.contains(r)).collect());
+                    found = exact::search(store.vectors(), dim, Some(mask), q, k, min_score).remove(0);
+                }
+                Ok(found)
+            })
             .collect()
     }
 

@@ -46,6 +46,11 @@ use super::{Hit, IndexError, IndexKind, Store};
 ///   ties broken towards the lower row id, so its answers are deterministic; an approximate one
 ///   may miss some true neighbours (recall below 1), and orders ties as it likes, but keeps every
 ///   other rule.
+/// - **Filtered results** ([`search_where`](Self::search_where) with `keep`): as above over the
+///   held rows `r` with `keep[r]` (rows past the end of `keep` are not kept). An exact backend
+///   returns the true top `k` of them; an approximate one returns `min(k, kept rows scoring at
+///   least min_score)` results too (it may fall back to exact search over the kept rows), so a
+///   filter that keeps few rows cannot starve a result list.
 /// - **Persistence**: a backend may keep derived files in the store's directory, never anything
 ///   the store does not also hold: they are caches, and a missing, stale, damaged or
 ///   older-format file is rebuilt from the store, never an error. [`sync`](Self::sync) brings a
@@ -76,7 +81,12 @@ pub trait SearchBackend: Send + Sync + std::fmt::Debug {
     fn remove(&mut self, row: usize) -> Result<bool, IndexError>;
 
     /// Top `k` held rows for each query, scored against `store`'s vectors (see the contract).
-    fn search(&self, store: &Store, queries: &[f32], k: usize, min_score: f32) -> Result<Vec<Vec<Hit>>, IndexError>;
+    fn search(&self, store: &Store, queries: &[f32], k: usize, min_score: f32) -> Result<Vec<Vec<Hit>>, IndexError> {
+        self.search_where(store, queries, k, min_score, None)
+    }
+
+    /// [`search`](Self::search) among the rows `keep` marks (all held rows when `None`).
+    fn search_where(&self, store: &Store, queries: &[f32], k: usize, min_score: f32, keep: Option<&[bool]>) -> Result<Vec<Vec<Hit>>, IndexError>;
 
     /// Make the held set equal to `store`'s live rows, given that every held row is a row of
     /// `store`'s current epoch. Returns how many rows had to be added or removed.

@@ -237,6 +237,35 @@ pub(super) fn concurrent_search(kind: IndexKind) {
     });
 }
 
+/// Filtered searches return the top results among held rows the filter keeps, and as many as
+/// exist however few the filter keeps.
+pub(super) fn filtered_search(kind: IndexKind) {
+    let (_dir, s) = store(kind);
+    let mut b = filled(kind, &s);
+    b.remove(6).unwrap();
+    let queries: Vec<f32> = (0..20).flat_map(|i| unit(i * 13)).collect();
+    // Every third row (row 6 is no longer held); rows past the mask's end are not kept.
+    let thirds: Vec<bool> = (0..N).map(|r| r % 3 == 0).collect();
+    let one: Vec<bool> = (0..=42).map(|r| r == 42).collect();
+    for (keep, k, min_score) in [(&thirds, 10, f32::MIN), (&thirds, N, f32::MIN), (&thirds, 25, 0.2), (&one, 5, f32::MIN), (&vec![false; N + 2], 5, f32::MIN)] {
+        let lists = b.search_where(&s, &queries, k, min_score, Some(keep)).unwrap();
+        assert_eq!(lists.len(), 20);
+        for (q, hits) in queries.chunks(DIM).zip(&lists) {
+            check_list(&*b, &s, q, k, min_score, hits);
+            assert!(hits.iter().all(|h| keep.get(h.row) == Some(&true)), "a row the filter drops: {hits:?}");
+            let mut truth = brute_force(&*b, &s, q, usize::MAX, min_score);
+            truth.retain(|h| keep.get(h.row) == Some(&true));
+            truth.truncate(k);
+            assert_eq!(hits.len(), truth.len(), "k {k}, min {min_score}: as many results as kept rows allow");
+            if b.is_exact() {
+                assert!(hits.iter().zip(&truth).all(|(h, t)| h.row == t.row || (h.score - t.score).abs() < 1e-5));
+            }
+        }
+    }
+    // No filter is the plain search.
+    assert_eq!(b.search_where(&s, &queries, 10, f32::MIN, None).unwrap(), b.search(&s, &queries, 10, f32::MIN).unwrap());
+}
+
 macro_rules! backend_conformance {
     ($($module:ident => $kind:expr),* $(,)?) => {$(
         mod $module {
@@ -249,6 +278,10 @@ macro_rules! backend_conformance {
             #[test]
             fn search_results() {
                 super::search_results($kind);
+            }
+            #[test]
+            fn filtered_search() {
+                super::filtered_search($kind);
             }
             #[test]
             fn removal() {

@@ -252,6 +252,20 @@ impl HnswIndex {
         Ok(m.keys.into_iter().zip(m.distances).map(|(id, d)| (id, 1.0 - d)).collect())
     }
 
+    /// [`search`](Self::search) among the ids `keep` accepts (usearch's filtered search: the walk
+    /// skips the others, so it may find fewer than `k` when few ids pass).
+    pub fn search_where(&self, q: &[f32], k: usize, keep: impl Fn(u64) -> bool) -> Result<Vec<(u64, f32)>, HnswError> {
+        self.check_vec(None, q)?;
+        if k == 0 || self.index.size() == 0 {
+            return Ok(Vec::new());
+        }
+        let m = {
+            let _slot = self.gate.acquire();
+            self.index.filtered_search::<f32, _>(q, k, keep).map_err(backend("search", None))?
+        };
+        Ok(m.keys.into_iter().zip(m.distances).map(|(id, d)| (id, 1.0 - d)).collect())
+    }
+
     pub fn ef_search(&self) -> usize {
         self.ef_search
     }

@@ -113,6 +113,14 @@ fn add_batch_and_errors() {
     // a duplicate inside the batch adds nothing
     assert!(matches!(idx.add_batch(&[1, 1], &extra), Err(HnswError::DuplicateId { id: 1 })));
     assert_eq!(idx.len(), 3000);
+    // A filtered walk returns only ids the predicate accepts: here half of them, k of each.
+    let even = |id: u64| id.is_multiple_of(2);
+    for i in [0usize, 1234, 2999] {
+        let r = idx.search_where(&data[i * DIM..(i + 1) * DIM], 10, even).unwrap();
+        assert_eq!(r.len(), 10);
+        assert!(r.iter().all(|&(id, _)| even(id)), "{r:?}");
+        assert_eq!(r[0].0 == ids[i], even(ids[i]));
+    }
 }
 
 #[test]
