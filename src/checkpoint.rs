@@ -13,24 +13,81 @@ use std::path::{Path, PathBuf};
 use burn::module::{Param, ParamId, RunningState};
 use burn::tensor::{Device, Tensor, TensorData};
 
+/// Why a checkpoint could not be opened, read, matched to a model or written.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
+    /// The file could not be read.
     #[error("{path}: cannot read: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file that could not be read.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not in a supported checkpoint format, or holds no tensors.
     #[error("{path}: not a checkpoint ({reason})")]
-    NotACheckpoint { path: PathBuf, reason: String },
+    NotACheckpoint {
+        /// The checkpoint file (or the label of an in-memory checkpoint).
+        path: PathBuf,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// The file looks like a checkpoint but cannot be decoded.
     #[error("{path}: damaged checkpoint: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The checkpoint file (or the label of an in-memory checkpoint).
+        path: PathBuf,
+        /// What failed to decode.
+        reason: String,
+    },
+    /// The model needs a key that the checkpoint lacks.
     #[error("{path}: missing key '{key}' (expected shape {expected:?})")]
-    Missing { path: PathBuf, key: String, expected: Vec<usize> },
+    Missing {
+        /// The checkpoint file (or the label of an in-memory checkpoint).
+        path: PathBuf,
+        /// The PyTorch key.
+        key: String,
+        /// The shape the model expects (empty when unknown).
+        expected: Vec<usize>,
+    },
+    /// A tensor has a different shape than the model expects.
     #[error("{path}: key '{key}' has shape {found:?}, expected {expected:?}")]
-    ShapeMismatch { path: PathBuf, key: String, expected: Vec<usize>, found: Vec<usize> },
+    ShapeMismatch {
+        /// The checkpoint file (or the label of an in-memory checkpoint).
+        path: PathBuf,
+        /// The PyTorch key.
+        key: String,
+        /// The shape the model expects.
+        expected: Vec<usize>,
+        /// The shape stored in the checkpoint.
+        found: Vec<usize>,
+    },
+    /// The checkpoint holds keys the model never read (wrong architecture or options).
     #[error("{path}: {} unexpected key(s) for this architecture: {}", keys.len(), fmt_keys(keys))]
-    Unexpected { path: PathBuf, keys: Vec<(String, Vec<usize>)> },
+    Unexpected {
+        /// The checkpoint file (or the label of an in-memory checkpoint).
+        path: PathBuf,
+        /// Each unread key with its shape.
+        keys: Vec<(String, Vec<usize>)>,
+    },
+    /// A tensor that must be read as floats has an integer or other non-float dtype.
     #[error("{path}: key '{key}' has dtype {dtype}, expected a floating-point tensor")]
-    Dtype { path: PathBuf, key: String, dtype: String },
+    Dtype {
+        /// The checkpoint file (or the label of an in-memory checkpoint).
+        path: PathBuf,
+        /// The PyTorch key.
+        key: String,
+        /// The stored dtype.
+        dtype: String,
+    },
+    /// A safetensors file could not be serialised or written.
     #[error("{path}: cannot write: {reason}")]
-    Write { path: PathBuf, reason: String },
+    Write {
+        /// The file being written.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
 }
 
 fn fmt_keys(keys: &[(String, Vec<usize>)]) -> String {
@@ -44,10 +101,14 @@ pub(crate) fn is_ignored(key: &str) -> bool {
     key.starts_with("desc_cls.") || key.ends_with("num_batches_tracked")
 }
 
+/// The on-disk format a checkpoint was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// PyTorch `torch.save` legacy (pre-1.6) pickle serialization.
     TorchLegacy,
+    /// PyTorch `torch.save` zip serialization (1.6 and later).
     TorchZip,
+    /// A safetensors file (also used for in-memory checkpoints).
     Safetensors,
 }
 
@@ -213,18 +274,23 @@ impl Checkpoint {
         &self.metadata
     }
 
+    /// The file it was opened from (for a gzip file, the compressed file), or the label given to [`Checkpoint::from_tensors`].
     pub fn path(&self) -> &Path {
         &self.path
     }
+    /// The format the tensors were read in.
     pub fn format(&self) -> Format {
         self.format
     }
+    /// Every key, in sorted order, after stripping the `model_state.`/`state_dict.` and `module.` prefixes.
     pub fn keys(&self) -> impl Iterator<Item = &str> + Clone {
         self.entries.keys().map(String::as_str)
     }
+    /// Whether the checkpoint holds `key`.
     pub fn contains(&self, key: &str) -> bool {
         self.entries.contains_key(key)
     }
+    /// The shape of `key`, or `None` if absent.
     pub fn shape(&self, key: &str) -> Option<&[usize]> {
         self.entries.get(key).map(|e| e.shape.as_slice())
     }
@@ -299,10 +365,12 @@ pub struct VarPath<'a, 'b> {
 }
 
 impl<'a> VarBuilder<'a> {
+    /// A builder that hands out `ckpt`'s tensors on `device`.
     pub fn new(ckpt: &'a Checkpoint, device: &Device) -> Self {
         Self { ckpt, device: device.clone(), used: RefCell::new(BTreeSet::new()), keys: RefCell::new(Vec::new()) }
     }
 
+    /// A [`VarPath`] at the top level (empty prefix).
     pub fn root(&self) -> VarPath<'a, '_> {
         VarPath { vb: self, prefix: String::new() }
     }
@@ -329,6 +397,7 @@ impl<'a, 'b> VarPath<'a, 'b> {
         Self { vb: self.vb, prefix }
     }
 
+    /// The full key of `name` under this path's prefix (`prefix.name`).
     pub fn key(&self, name: &str) -> String {
         if self.prefix.is_empty() {
             name.to_owned()
@@ -337,10 +406,12 @@ impl<'a, 'b> VarPath<'a, 'b> {
         }
     }
 
+    /// The device tensors are created on.
     pub fn device(&self) -> &Device {
         &self.vb.device
     }
 
+    /// Whether the checkpoint holds `name` under this path's prefix.
     pub fn contains(&self, name: &str) -> bool {
         self.vb.ckpt.contains(&self.key(name))
     }
@@ -389,8 +460,11 @@ pub(crate) fn to_tensor<const D: usize>(data: Vec<f32>, shape: [usize; D], devic
 /// A named f32 tensor on the host, as written to safetensors.
 #[derive(Debug, Clone)]
 pub struct NamedTensor {
+    /// PyTorch key.
     pub name: String,
+    /// Tensor shape.
     pub shape: Vec<usize>,
+    /// Row-major f32 values; length is the product of `shape`.
     pub data: Vec<f32>,
 }
 

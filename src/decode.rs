@@ -50,20 +50,66 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 /// Errors of the decode layer. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// The file could not be read.
     #[error("{path}: cannot read file: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file that could not be read.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The file is empty.
     #[error("{path}: empty file")]
-    Empty { path: PathBuf },
+    Empty {
+        /// The image file.
+        path: PathBuf,
+    },
+    /// The file is not in any image format this decoder knows.
     #[error("{path}: not a recognised image (supported: {SUPPORTED_FORMATS})")]
-    UnknownFormat { path: PathBuf },
+    UnknownFormat {
+        /// The image file.
+        path: PathBuf,
+    },
+    /// A recognised image format that is deliberately not decoded (HEIC/HEIF, AVIF).
     #[error("{path}: {format} images are not supported (no dependable pure-Rust decoder); convert it to JPEG or PNG first (supported: {SUPPORTED_FORMATS})")]
-    UnsupportedFormat { path: PathBuf, format: &'static str },
+    UnsupportedFormat {
+        /// The image file.
+        path: PathBuf,
+        /// The format's name, e.g. `AVIF`.
+        format: &'static str,
+    },
+    /// The header declares dimensions over the [`DecodeLimits`].
     #[error("{path}: declared size {width}x{height} exceeds the limit of {max_side} pixels per side / {max_pixels} pixels in all")]
-    TooLarge { path: PathBuf, width: u32, height: u32, max_side: u32, max_pixels: u64 },
+    TooLarge {
+        /// The image file.
+        path: PathBuf,
+        /// Declared width, in pixels.
+        width: u32,
+        /// Declared height, in pixels.
+        height: u32,
+        /// The limit on each side, in pixels.
+        max_side: u32,
+        /// The limit on width × height, in pixels.
+        max_pixels: u64,
+    },
+    /// The header declares a zero width or height.
     #[error("{path}: image is {width}x{height}; both sides must be at least 1 pixel")]
-    Degenerate { path: PathBuf, width: u32, height: u32 },
+    Degenerate {
+        /// The image file.
+        path: PathBuf,
+        /// Declared width, in pixels.
+        width: u32,
+        /// Declared height, in pixels.
+        height: u32,
+    },
+    /// The image data is damaged or truncated.
     #[error("{path}: corrupt or truncated image data: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The image file.
+        path: PathBuf,
+        /// The decoder's message.
+        reason: String,
+    },
 }
 
 /// The formats [`decode_file`] reads, as named in error messages.
@@ -73,8 +119,11 @@ pub(crate) const SUPPORTED_FORMATS: &str = "JPEG, PNG, WebP, TIFF, BMP, GIF, PBM
 /// 100 Mpx) while keeping a hostile file's allocation under ~1 GiB.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeLimits {
+    /// Largest accepted width or height, in pixels (default 20000).
     pub max_side: u32,
+    /// Largest accepted width × height, in pixels (default 100 000 000).
     pub max_pixels: u64,
+    /// The decoder's allocation cap, in bytes (default 1 GiB).
     pub max_alloc_bytes: u64,
 }
 
@@ -100,8 +149,11 @@ pub enum Orientation {
 /// An 8-bit image in interleaved BGR order, row-major `[height][width][3]`, as `cv2.imread` returns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BgrImage {
+    /// Width, in pixels.
     pub width: usize,
+    /// Height, in pixels.
     pub height: usize,
+    /// `height * width * 3` bytes, row-major, BGR interleaved.
     pub data: Vec<u8>,
 }
 

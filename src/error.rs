@@ -21,36 +21,55 @@ use crate::spec::SpecError;
 #[cfg(feature = "train")]
 use crate::train::TrainError;
 
+/// Result alias with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Every error the crate returns at its boundary, one variant per layer.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file the collection layer itself reads or writes (search result arrays, exports).
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// Inputs (images, folders, a list file) could not be listed.
     #[error(transparent)]
     Inputs(#[from] crate::inputs::InputsError),
+    /// An image could not be decoded.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// A checkpoint could not be opened, read, matched to the model or written.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The model could not be built or run.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// Pretrained weights could not be found, verified or fetched.
     #[error(transparent)]
     Pretrained(#[from] PretrainedError),
+    /// The model specification is invalid, or its model could not be built.
     #[error(transparent)]
     Spec(#[from] SpecError),
+    /// A descriptor file could not be read or written, or an image could not be described.
     #[error(transparent)]
     Descriptor(#[from] DescriptorError),
+    /// The index failed.
     #[error(transparent)]
     Index(#[from] IndexError),
+    /// Evaluation failed (ground truth, ranking, scoring).
     #[error(transparent)]
     Eval(#[from] EvalError),
+    /// Training failed.
     #[error(transparent)]
     #[cfg(feature = "train")]
     Train(#[from] TrainError),
+    /// Spatial verification refused the local features.
     #[error(transparent)]
     Spatial(#[from] SpatialError),
+    /// A re-ranking request that cannot be carried out as given.
     #[error(transparent)]
     Rerank(#[from] crate::rerank::RerankError),
     /// What only the collection layer knows (no such entry, no model, a request it cannot

@@ -71,7 +71,9 @@ pub enum Hidden {
 /// flags: links inside folders not followed, hidden entries skipped, nothing excluded, no list file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WalkOptions {
+    /// Whether symbolic links inside folders are followed.
     pub links: Links,
+    /// Whether hidden files and folders inside folders are listed.
     pub hidden: Hidden,
     /// Glob patterns of files and folders to leave out (`globset` syntax, case-sensitive; `*` and
     /// `?` do not match `/`, `**` matches any number of folders). A pattern excludes a path when it
@@ -107,7 +109,9 @@ pub struct Listing {
 /// A path the walk skipped, and why.
 #[derive(Debug)]
 pub struct Problem {
+    /// The skipped path.
     pub path: PathBuf,
+    /// Why it was skipped.
     pub error: SkipReason,
 }
 
@@ -116,13 +120,22 @@ pub struct Problem {
 pub enum SkipReason {
     /// A folder (or entry) that could not be read: permission denied, removed during the walk, ...
     #[error("{source}")]
-    Unreadable { source: io::Error },
+    Unreadable {
+        /// The I/O error.
+        source: io::Error,
+    },
     /// A followed symbolic link that leads back to `ancestor`, a folder it is inside of.
     #[error("symbolic link loop (leads back to {})", ancestor.display())]
-    LinkLoop { ancestor: PathBuf },
+    LinkLoop {
+        /// The folder the link leads back to.
+        ancestor: PathBuf,
+    },
     /// A followed symbolic link whose target does not exist or cannot be reached.
     #[error("broken symbolic link: {source}")]
-    BrokenLink { source: io::Error },
+    BrokenLink {
+        /// The error reaching the target.
+        source: io::Error,
+    },
 }
 
 /// What stops [`list_inputs`] altogether.
@@ -130,10 +143,20 @@ pub enum SkipReason {
 pub enum InputsError {
     /// The `files_from` list could not be read.
     #[error("cannot read the input list {}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The list file (`-` for standard input).
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: io::Error,
+    },
     /// An `exclude` pattern that is not a valid glob.
     #[error("bad exclude glob {glob:?}: {reason}")]
-    BadGlob { glob: String, reason: String },
+    BadGlob {
+        /// The pattern as given.
+        glob: String,
+        /// Why it is not a valid glob.
+        reason: String,
+    },
 }
 
 /// Expand `inputs` (then the lines of `opts.files_from`, if any) into the list of images; see the

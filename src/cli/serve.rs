@@ -15,6 +15,7 @@ use super::RunArgs;
     after_help = "ENDPOINTS\n  GET / (web page), POST /search, GET|POST /images, GET|DELETE /images/{id}, GET /images/{id}/thumbnail, GET /images/{id}/file,\n  \
 GET /health, GET /ready, GET /metrics (Prometheus), GET /openapi.json (the full description).\n\n\
 IDS\n  A photo's id is the first 16 hex digits of the SHA-256 of its indexed name: stable across restarts and compaction.\n\n\
+QUEUE\n  Every photo the server describes (an uploaded query, an added photo) waits in one queue; --workers threads take up to\n  --max-batch photos at a time. A request is refused (429, with Retry-After in seconds) only when the photos ahead of it, at the\n  measured rate, would not let it finish within --timeout; otherwise it waits its turn. Searches by id, name or vector never\n  wait behind descriptions. /metrics and /ready report the queue.\n\n\
 SECURITY\n  Listens on 127.0.0.1 by default. With --token, adding and removing photos need `Authorization: Bearer TOKEN`;\n  with --token-read as well, so does everything but /, /health, /ready and /openapi.json. There is no TLS: put a proxy in front\n  to serve beyond this machine."
 )]
 pub struct ServeArgs {
@@ -39,9 +40,15 @@ pub struct ServeArgs {
     /// Per-request time limit, in seconds.
     #[arg(long, default_value_t = 60.0, value_name = "S")]
     pub timeout: f64,
-    /// Photos being described at once (running or waiting) before new uploads get 429.
-    #[arg(long, default_value_t = 8, value_name = "N")]
-    pub queue: usize,
+    /// Describing workers taking photos from the queue (default: the cores divided by --threads, at least 1).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Photos a worker describes together (one decodes while another runs the network) [default: 2].
+    #[arg(long, value_name = "N")]
+    pub max_batch: Option<usize>,
+    /// How long a worker with fewer than --max-batch photos waits for more before starting [default: 0].
+    #[arg(long, value_name = "MS")]
+    pub max_delay_ms: Option<f64>,
     /// Folder under the collection's root where uploaded photos are stored.
     #[arg(long, default_value = "uploads", value_name = "DIR")]
     pub upload_dir: String,
@@ -74,7 +81,15 @@ pub fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     config.read_only = a.read_only;
     config.body_limit = a.max_body_mb.saturating_mul(1024 * 1024);
     config.timeout = Duration::from_secs_f64(a.timeout);
-    config.queue = a.queue.max(1);
+    let defaults = dolg::serve::QueueConfig::for_threads(rayon::current_num_threads());
+    if a.max_delay_ms.is_some_and(|d| !(d.is_finite() && d >= 0.0)) {
+        anyhow::bail!("--max-delay-ms must be a number of milliseconds, 0 or more");
+    }
+    config.queue = dolg::serve::QueueConfig {
+        workers: a.workers.unwrap_or(defaults.workers).max(1),
+        max_batch: a.max_batch.unwrap_or(defaults.max_batch).max(1),
+        max_delay: a.max_delay_ms.map_or(defaults.max_delay, |ms| Duration::from_secs_f64(ms / 1000.0)),
+    };
     config.upload_dir = a.upload_dir;
     config.cors_origin = a.cors_origin;
     config.weights = a.weights;

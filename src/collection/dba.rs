@@ -39,7 +39,9 @@ const NONE: u32 = u32::MAX;
 /// A loaded DBA layer.
 #[derive(Debug, Clone)]
 pub struct DbaLayer {
+    /// Neighbours that augment each vector.
     pub k: usize,
+    /// Exponent α of the neighbour weights.
     pub alpha: f32,
     /// One vector per store row ([rows, dim]).
     pub vectors: Vec<f32>,
@@ -48,11 +50,15 @@ pub struct DbaLayer {
 /// What an index holds of the DBA layer.
 #[derive(Debug, Clone)]
 pub enum DbaState {
+    /// No DBA layer.
     Absent,
+    /// A layer matching the current entries; searches use it.
     Fresh(DbaLayer),
     /// Made before the entries last changed; carries the parameters to rebuild it with.
     Stale {
+        /// Neighbours the layer was made with.
         k: usize,
+        /// Exponent α it was made with.
         alpha: f32,
     },
 }
@@ -60,7 +66,9 @@ pub enum DbaState {
 /// What [`Collection::refresh_dba`] did.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DbaRefresh {
+    /// Neighbours per entry.
     pub k: usize,
+    /// Exponent α of the neighbour weights.
     pub alpha: f32,
     /// Entries whose DBA vector was recomputed.
     pub recomputed: usize,

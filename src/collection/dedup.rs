@@ -127,6 +127,7 @@ pub enum DedupMethod {
 /// Options of [`Collection::duplicates`].
 #[derive(Debug, Clone, Copy)]
 pub struct DedupOptions {
+    /// How pairs above the threshold are found.
     pub method: DedupMethod,
     /// Rows per block of the exact self-join (the tile is `block × block` scores per worker).
     pub block_rows: usize,
@@ -154,7 +155,9 @@ impl Default for DedupOptions {
 /// of those matches. A pair where either photo has no stored features keeps the global decision.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DedupVerify {
+    /// Fewest RANSAC inliers for the pair to stay a duplicate.
     pub min_inliers: usize,
+    /// Smallest fraction of the matches that must be inliers.
     pub min_ratio: f64,
     /// Reprojection error of an inlier, in pixels of the frame the features were found in.
     pub threshold_px: f64,
@@ -209,16 +212,22 @@ impl DedupVerify {
 /// Two rows scoring at least the threshold (`a < b`, store row ids).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ScoredPair {
+    /// Store row of the first photo.
     pub a: usize,
+    /// Store row of the second photo.
     pub b: usize,
+    /// Global similarity (dot product of the stored descriptors).
     pub score: f32,
 }
 
 /// Two near-duplicate photos of a group, by name (`a < b`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DuplicatePair {
+    /// Indexed name of the first photo.
     pub a: String,
+    /// Indexed name of the second photo.
     pub b: String,
+    /// Global similarity (dot product of the stored descriptors).
     pub score: f32,
 }
 

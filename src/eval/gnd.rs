@@ -20,7 +20,9 @@ pub struct QueryGnd {
     pub bbx: [f64; 4],
     /// Strictly increasing indices into `imlist`.
     pub easy: Vec<usize>,
+    /// Strictly increasing indices into `imlist` of the hard positives.
     pub hard: Vec<usize>,
+    /// Strictly increasing indices into `imlist` of the junk (ignored) images.
     pub junk: Vec<usize>,
 }
 

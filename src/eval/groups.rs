@@ -111,10 +111,12 @@ impl GroupsGt {
         &self.group_names
     }
 
+    /// Number of distinct groups.
     pub fn n_groups(&self) -> usize {
         self.group_names.len()
     }
 
+    /// Number of distractors: images with an empty group, never queries nor positives.
     pub fn n_distractors(&self) -> usize {
         self.group.iter().filter(|g| g.is_none()).count()
     }

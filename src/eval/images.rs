@@ -51,6 +51,7 @@ pub struct ImageFailure {
     pub name: String,
     /// The file that was read for it.
     pub path: PathBuf,
+    /// Why it could not be described.
     pub error: DescriptorError,
 }
 
@@ -64,21 +65,44 @@ pub(super) fn list_failures(failures: &[ImageFailure]) -> String {
 pub enum DescribeEvent<'a> {
     /// Descriptors made by the same model for the same images were found in this cache
     /// directory; nothing is described.
-    Cached { dir: &'a Path },
+    Cached {
+        /// The cache directory holding the descriptors.
+        dir: &'a Path,
+    },
     /// Describing the `total` images of `set` begins.
-    Started { set: ImageSet, total: usize },
+    Started {
+        /// The image set about to be described.
+        set: ImageSet,
+        /// Number of images in the set.
+        total: usize,
+    },
     /// Image `index` of `set` (named `name` in the ground truth) was described, or failed.
-    Described { set: ImageSet, index: usize, name: &'a str, error: Option<&'a DescriptorError> },
+    Described {
+        /// The image set being described.
+        set: ImageSet,
+        /// 0-based index of the image within the set.
+        index: usize,
+        /// The image's name in the ground truth.
+        name: &'a str,
+        /// Why it failed, or `None` if it was described.
+        error: Option<&'a DescriptorError>,
+    },
     /// Every image of `set` was attempted.
-    Finished { set: ImageSet },
+    Finished {
+        /// The image set that was described.
+        set: ImageSet,
+    },
 }
 
 /// Descriptors of a Revisited dataset, row-major: `database` in `imlist` order, `queries` in
 /// `qimlist` order, both `dim` wide.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RevisitedDescriptors {
+    /// Database descriptors, `[n_db, dim]` row-major in `imlist` order.
     pub database: Vec<f32>,
+    /// Query descriptors, `[n_queries, dim]` row-major in `qimlist` order.
     pub queries: Vec<f32>,
+    /// Descriptor width.
     pub dim: usize,
 }
 
@@ -197,10 +221,12 @@ pub fn describe_groups(ex: &Extractor, gt: &GroupsGt, images_dir: &Path, on_even
 /// and `queries.npy` with their names files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevisitedCache {
+    /// The cache directory.
     pub dir: PathBuf,
 }
 
 impl RevisitedCache {
+    /// A cache in `dir` (created when first written).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self { dir: dir.into() }
     }

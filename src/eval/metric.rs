@@ -15,6 +15,7 @@ pub const KAPPAS: [usize; 3] = [1, 5, 10];
 /// AP and P@k of one query (fractions in [0, 1]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QueryScore {
+    /// Average precision.
     pub ap: f64,
     /// Precision at k for each k in [`KAPPAS`].
     pub pr: [f64; 3],
@@ -133,6 +134,7 @@ impl RanksMatrix {
         Ok(Self { n_db, columns })
     }
 
+    /// Number of database items each ranked list covers.
     pub fn n_db(&self) -> usize {
         self.n_db
     }
@@ -171,6 +173,7 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// The three protocols in order: Easy, Medium, Hard.
     pub const ALL: [Protocol; 3] = [Protocol::Easy, Protocol::Medium, Protocol::Hard];
 
     /// Lower-case name used as JSON key.
@@ -195,8 +198,11 @@ impl Protocol {
 /// Positions in the full ranking of one query's easy, hard and junk items.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RevisitedPositions {
+    /// 0-based positions of the easy items.
     pub easy: Vec<usize>,
+    /// 0-based positions of the hard items.
     pub hard: Vec<usize>,
+    /// 0-based positions of the junk items.
     pub junk: Vec<usize>,
 }
 
@@ -285,8 +291,11 @@ impl ProtocolResult {
 /// Easy, Medium and Hard results of one Revisited dataset.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RevisitedResult {
+    /// Scores under the Easy protocol.
     pub easy: ProtocolResult,
+    /// Scores under the Medium protocol.
     pub medium: ProtocolResult,
+    /// Scores under the Hard protocol.
     pub hard: ProtocolResult,
 }
 
@@ -306,6 +315,7 @@ impl RevisitedResult {
         Self { easy: run(Protocol::Easy), medium: run(Protocol::Medium), hard: run(Protocol::Hard) }
     }
 
+    /// The scores of one protocol.
     pub fn get(&self, protocol: Protocol) -> &ProtocolResult {
         match protocol {
             Protocol::Easy => &self.easy,

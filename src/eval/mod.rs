@@ -50,58 +50,182 @@ pub use spatial::{spatial_columns, verify_pairs, RerankProtocol};
 /// and what was expected versus found.
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
+    /// A ground-truth or ranks file could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The file that could not be read.
         path: PathBuf,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
 
+    /// A file is not a revisitop ground-truth pickle.
     #[error("{path}: not a valid revisitop ground-truth pickle (expected a dict with imlist, qimlist, gnd): {source}")]
     Pickle {
+        /// The pickle file.
         path: PathBuf,
+        /// The decoding error.
         #[source]
         source: serde_pickle::Error,
     },
 
+    /// A list of the ground-truth pickle has the wrong length (e.g. `gnd` versus `qimlist`).
     #[error("{path}: `{key}` has {found} entries, expected {expected}")]
-    GndCount { path: PathBuf, key: &'static str, expected: usize, found: usize },
+    GndCount {
+        /// The pickle file.
+        path: PathBuf,
+        /// The pickle key whose list has the wrong length.
+        key: &'static str,
+        /// The expected number of entries.
+        expected: usize,
+        /// The number of entries found.
+        found: usize,
+    },
 
+    /// A query's `easy`/`hard`/`junk` list names an image outside the database.
     #[error("{path}: query {query}: `{key}` contains index {index}, outside the database (imlist has {n_db} images)")]
-    GndIndex { path: PathBuf, query: usize, key: &'static str, index: i64, n_db: usize },
+    GndIndex {
+        /// The pickle file.
+        path: PathBuf,
+        /// The 0-based query index.
+        query: usize,
+        /// The list holding the bad index: `easy`, `hard` or `junk`.
+        key: &'static str,
+        /// The offending database index (negative or at least `n_db`).
+        index: i64,
+        /// The number of database images (`imlist` length).
+        n_db: usize,
+    },
 
+    /// A query's `easy`/`hard`/`junk` list is not strictly increasing.
     #[error("{path}: query {query}: `{key}` is not strictly increasing ({prev} then {next})")]
-    GndUnsorted { path: PathBuf, query: usize, key: &'static str, prev: i64, next: i64 },
+    GndUnsorted {
+        /// The pickle file.
+        path: PathBuf,
+        /// The 0-based query index.
+        query: usize,
+        /// The unsorted list: `easy`, `hard` or `junk`.
+        key: &'static str,
+        /// The earlier of the two out-of-order indices.
+        prev: i64,
+        /// The later index, not greater than `prev`.
+        next: i64,
+    },
 
+    /// A query's bounding box is malformed.
     #[error("{path}: query {query}: bad `bbx` {bbx:?}: {reason}")]
-    GndBox { path: PathBuf, query: usize, bbx: Vec<f64>, reason: &'static str },
+    GndBox {
+        /// The pickle file.
+        path: PathBuf,
+        /// The 0-based query index.
+        query: usize,
+        /// The box as stored in the pickle (expected `[x1, y1, x2, y2]` in pixels).
+        bbx: Vec<f64>,
+        /// Why the box was rejected.
+        reason: &'static str,
+    },
 
+    /// A groups CSV does not start with the `image,group` header.
     #[error("{path}:{line}: bad header: expected `image,group`, found `{found}`")]
-    GroupsHeader { path: PathBuf, line: usize, found: String },
+    GroupsHeader {
+        /// The groups CSV file.
+        path: PathBuf,
+        /// The 1-based line number of the header.
+        line: usize,
+        /// The header line as found.
+        found: String,
+    },
 
+    /// A row of a groups CSV is malformed (wrong field count, empty name, bad quoting).
     #[error("{path}:{line}: {reason}")]
-    GroupsSyntax { path: PathBuf, line: usize, reason: String },
+    GroupsSyntax {
+        /// The groups CSV file.
+        path: PathBuf,
+        /// The 1-based line number of the bad row.
+        line: usize,
+        /// What is wrong with the row.
+        reason: String,
+    },
 
+    /// An image is listed twice in a groups CSV.
     #[error("{path}:{line}: image `{image}` already listed on line {first_line}")]
-    DuplicateImage { path: PathBuf, line: usize, image: String, first_line: usize },
+    DuplicateImage {
+        /// The groups CSV file.
+        path: PathBuf,
+        /// The 1-based line of the repeated entry.
+        line: usize,
+        /// The repeated image name.
+        image: String,
+        /// The 1-based line where the image was first listed.
+        first_line: usize,
+    },
 
+    /// A flat descriptor buffer is not a whole number of rows.
     #[error("{what}: {len} values is not a whole number of rows of dimension {dim}")]
-    Shape { what: &'static str, len: usize, dim: usize },
+    Shape {
+        /// Which buffer ("database descriptors" or "query descriptors").
+        what: &'static str,
+        /// The number of `f32` values in the buffer.
+        len: usize,
+        /// The descriptor width the rows were expected to have.
+        dim: usize,
+    },
 
+    /// Two counts that must agree do not (e.g. queries in a ranking versus in the ground truth).
     #[error("{what}: expected {expected}, found {found}")]
-    CountMismatch { what: &'static str, expected: usize, found: usize },
+    CountMismatch {
+        /// What was counted.
+        what: &'static str,
+        /// The required count.
+        expected: usize,
+        /// The count found.
+        found: usize,
+    },
 
+    /// A query or database index is out of range.
     #[error("query {query}: {what} index {index} out of range (size {len})")]
-    IndexOutOfRange { what: &'static str, query: usize, index: usize, len: usize },
+    IndexOutOfRange {
+        /// Which kind of index ("query", "database", "relevant database").
+        what: &'static str,
+        /// The 0-based query being evaluated.
+        query: usize,
+        /// The out-of-range index.
+        index: usize,
+        /// The size of the indexed collection.
+        len: usize,
+    },
 
+    /// A ranked list is not a permutation of the database indices.
     #[error("ranks column {query} is not a permutation of 0..{n_db}: database index {index} {problem}")]
-    NotAPermutation { query: usize, n_db: usize, index: usize, problem: &'static str },
+    NotAPermutation {
+        /// The 0-based query whose ranked list is bad.
+        query: usize,
+        /// The database size.
+        n_db: usize,
+        /// The offending database index.
+        index: usize,
+        /// What is wrong with it: "is out of range" or "appears twice".
+        problem: &'static str,
+    },
 
+    /// A similarity score is NaN, so the ranking would be undefined.
     #[error("query {query}: similarity with database item {db_index} is NaN (non-finite descriptor?)")]
-    NanScore { query: usize, db_index: usize },
+    NanScore {
+        /// The 0-based query index.
+        query: usize,
+        /// The 0-based database index.
+        db_index: usize,
+    },
 
+    /// A position was asked for an item outside the query's relevant set (positives and ignored items).
     #[error("query {query}: no position was computed for database item {index} (not in its relevant set)")]
-    NotRelevant { query: usize, index: usize },
+    NotRelevant {
+        /// The 0-based query index.
+        query: usize,
+        /// The 0-based database index that has no computed position.
+        index: usize,
+    },
 
     /// A descriptor file could not be read or written.
     #[error(transparent)]
@@ -119,54 +243,144 @@ pub enum EvalError {
     #[error(transparent)]
     Spec(#[from] SpecError),
 
+    /// The descriptor cache could not be created, cleared or written.
     #[error("cannot {action} {path}: {source}")]
     Cache {
         /// What was being done: "create cache directory", "remove", "write".
         action: &'static str,
+        /// The cache directory or file involved.
         path: PathBuf,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
 
+    /// Some images of the ground truth could not be described; all of them are needed.
     #[error("{} {set} image(s) could not be described (every image of the ground truth is needed): {}", failures.len(), images::list_failures(failures))]
-    NotDescribed { set: ImageSet, failures: Vec<ImageFailure> },
+    NotDescribed {
+        /// The image set being described.
+        set: ImageSet,
+        /// Every image that failed, with its error.
+        failures: Vec<ImageFailure>,
+    },
 
+    /// A descriptor file has a different number of rows than the ground truth has images.
     #[error("{path}: {found} rows, but the ground truth has {expected} {what}")]
-    RowCount { path: PathBuf, found: usize, expected: usize, what: &'static str },
+    RowCount {
+        /// The descriptor file.
+        path: PathBuf,
+        /// The number of rows in the file.
+        found: usize,
+        /// The number of images in the ground truth.
+        expected: usize,
+        /// Which images: "database images (imlist)" or "queries (qimlist)".
+        what: &'static str,
+    },
 
+    /// The database and query descriptor files have different widths.
     #[error("descriptor widths differ: {} has {}, {} has {}", db.display(), db_dim, queries.display(), queries_dim)]
-    WidthMismatch { db: PathBuf, db_dim: usize, queries: PathBuf, queries_dim: usize },
+    WidthMismatch {
+        /// The database descriptor file.
+        db: PathBuf,
+        /// The database descriptor width.
+        db_dim: usize,
+        /// The query descriptor file.
+        queries: PathBuf,
+        /// The query descriptor width.
+        queries_dim: usize,
+    },
 
+    /// Distractor descriptors are not as wide as the database descriptors.
     #[error("{path}: distractor descriptors are {found}-d, the database is {expected}-d")]
-    DistractorWidth { path: PathBuf, found: usize, expected: usize },
+    DistractorWidth {
+        /// The distractor descriptor file.
+        path: PathBuf,
+        /// The distractors' width.
+        found: usize,
+        /// The database descriptors' width.
+        expected: usize,
+    },
 
+    /// Two rows of a `dolg extract` output map to the same image name.
     #[error("{path}: image '{image}' appears twice in the names file")]
-    DuplicateName { path: PathBuf, image: String },
+    DuplicateName {
+        /// The descriptor file whose names file has the duplicate.
+        path: PathBuf,
+        /// The repeated name (relative to the images folder, or the file name).
+        image: String,
+    },
 
+    /// An image of the groups CSV has no descriptor row.
     #[error("image '{image}' of the groups file has no descriptor in {path}")]
-    MissingDescriptor { path: PathBuf, image: String },
+    MissingDescriptor {
+        /// The descriptor file or collection folder searched.
+        path: PathBuf,
+        /// The image without a descriptor.
+        image: String,
+    },
 
+    /// A descriptor row names an image that the groups CSV does not list.
     #[error("{path}: image '{image}' has a descriptor but is not in the groups file ({count} extra in all)")]
-    ExtraDescriptor { path: PathBuf, image: String, count: usize },
+    ExtraDescriptor {
+        /// The descriptor file.
+        path: PathBuf,
+        /// One of the extra images.
+        image: String,
+        /// How many rows are not in the groups CSV.
+        count: usize,
+    },
 
+    /// A ranks file is not a readable `.npy` file.
     #[error("{path}: not a .npy file: {source}")]
     NotNpy {
+        /// The ranks file.
         path: PathBuf,
+        /// The read or parse error.
         #[source]
         source: std::io::Error,
     },
 
+    /// A ranks array is not 2-D.
     #[error("{path}: expected a 2-D array [n_db, n_queries], found shape {shape:?}")]
-    RanksShape { path: PathBuf, shape: Vec<u64> },
+    RanksShape {
+        /// The ranks file.
+        path: PathBuf,
+        /// The array shape found.
+        shape: Vec<u64>,
+    },
 
+    /// A ranks array is not int32 or int64.
     #[error("{path}: expected int32 or int64 ranks, found dtype '{dtype}'")]
-    RanksDtype { path: PathBuf, dtype: String },
+    RanksDtype {
+        /// The ranks file.
+        path: PathBuf,
+        /// The `.npy` dtype string found (e.g. `<f4`).
+        dtype: String,
+    },
 
+    /// A ranks array contains a negative database index.
     #[error("{path}: negative database index {index}")]
-    NegativeRank { path: PathBuf, index: i64 },
+    NegativeRank {
+        /// The ranks file.
+        path: PathBuf,
+        /// The negative value.
+        index: i64,
+    },
 
+    /// A ranks array's shape does not match the ground truth.
     #[error("{path}: shape [{n_db}, {n_queries}] does not match the ground truth ({expected_db} database images, {expected_queries} queries)")]
-    RanksMismatch { path: PathBuf, n_db: usize, n_queries: usize, expected_db: usize, expected_queries: usize },
+    RanksMismatch {
+        /// The ranks file.
+        path: PathBuf,
+        /// Rows of the array (database images).
+        n_db: usize,
+        /// Columns of the array (queries).
+        n_queries: usize,
+        /// Database images in the ground truth.
+        expected_db: usize,
+        /// Queries in the ground truth.
+        expected_queries: usize,
+    },
 }
 
 /// Result alias for this layer.

@@ -52,10 +52,12 @@ impl<'a> Database<'a> {
         Self::new(dim, [rows])
     }
 
+    /// Descriptor width (floats per row).
     pub fn dim(&self) -> usize {
         self.dim
     }
 
+    /// Total number of rows over all slices.
     pub fn n_rows(&self) -> usize {
         self.n_rows
     }

@@ -51,6 +51,7 @@ pub enum RerankProtocol {
 }
 
 impl RerankProtocol {
+    /// Name used on the command line and in reports: `label-free` or `labelled`.
     pub fn name(self) -> &'static str {
         match self {
             Self::LabelFree => "label-free",

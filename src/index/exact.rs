@@ -13,7 +13,9 @@ use crate::kernels::gemm::{self, Kernel, MatRef};
 /// A search result: row id and inner-product score.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Hit {
+    /// Store row of the result.
     pub row: usize,
+    /// Inner product with the query (cosine similarity for unit vectors).
     pub score: f32,
 }
 

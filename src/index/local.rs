@@ -61,7 +61,9 @@ impl LocalEncoding {
 pub struct LocalRef {
     /// Index into the manifest's segment list at open (stable until compaction).
     pub segment: u32,
+    /// Byte offset of the block in the local file.
     pub offset: u64,
+    /// Length of the block, in bytes.
     pub len: u32,
 }
 

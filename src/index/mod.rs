@@ -39,30 +39,92 @@ pub use hnsw::{HnswError, HnswIndex};
 pub use local::LocalEncoding;
 pub use store::{LocalConfig, ModelIdentity, Record, Row, Store};
 
+/// Why an index could not be created, opened, read, changed or searched.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
+    /// A file of the index could not be read, written or locked.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// A file of the index is damaged; it was not used.
     #[error("{path}: corrupt index file ({reason}); it was not used. Restore it from a backup or rebuild the index")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The manifest names a backend this dolg does not know.
     #[error("{path}: unknown index kind '{kind}' (this dolg knows exact and hnsw); it may have been written by a newer dolg")]
-    UnknownKind { path: PathBuf, kind: String },
+    UnknownKind {
+        /// The manifest file.
+        path: PathBuf,
+        /// The unknown kind name.
+        kind: String,
+    },
+    /// The directory holds no `manifest.json`.
     #[error("{path} is not a dolg index (no manifest.json); create one with `dolg index build`")]
-    NotAnIndex { path: PathBuf },
+    NotAnIndex {
+        /// The directory opened as an index.
+        path: PathBuf,
+    },
+    /// An index cannot be created where one already exists.
     #[error("{path} already holds an index")]
-    Exists { path: PathBuf },
+    Exists {
+        /// The directory that already holds an index.
+        path: PathBuf,
+    },
+    /// The index is locked by another process.
     #[error("{path} is in use by another dolg process")]
-    Busy { path: PathBuf },
+    Busy {
+        /// The index directory.
+        path: PathBuf,
+    },
+    /// A change was asked of an index opened with [`OpenMode::Read`].
     #[error("{path} was opened read-only; open it with OpenMode::Write to change it")]
-    ReadOnly { path: PathBuf },
+    ReadOnly {
+        /// The index directory.
+        path: PathBuf,
+    },
+    /// A vector does not have the index's dimension.
     #[error("'{name}': vector has {found} values, the index holds {expected}-d vectors")]
-    Dimension { name: String, expected: usize, found: usize },
+    Dimension {
+        /// The item (or "query", or the batch) whose vector is wrong.
+        name: String,
+        /// The index's descriptor width.
+        expected: usize,
+        /// The number of values given.
+        found: usize,
+    },
+    /// Vectors from a different model (fingerprint or width) than the index was built with.
     #[error("the index was built with {index}; refusing to mix in vectors from {given}")]
-    ModelMismatch { index: String, given: String },
+    ModelMismatch {
+        /// The index's model: name, width and fingerprint.
+        index: String,
+        /// The model of the rejected vectors: name, width and fingerprint.
+        given: String,
+    },
+    /// Local features that the index cannot store: it stores none, or of another width.
     #[error("'{name}': local features of {given} dims, but the index stores {}", index.map_or("none (build it with --local)".to_string(), |d| format!("{d}-d ones")))]
-    LocalMismatch { name: String, given: usize, index: Option<usize> },
+    LocalMismatch {
+        /// The item whose local features were rejected.
+        name: String,
+        /// The width of the given local features.
+        given: usize,
+        /// The width the index stores, `None` if it stores no local features.
+        index: Option<usize>,
+    },
+    /// A row was added to the search backend twice.
     #[error("row {row} is already in the search backend")]
-    DuplicateRow { row: usize },
+    DuplicateRow {
+        /// The store row.
+        row: usize,
+    },
+    /// The approximate (HNSW) graph failed.
     #[error("approximate index: {0}")]
     Hnsw(#[from] HnswError),
 }
@@ -80,6 +142,7 @@ pub enum IndexKind {
 }
 
 impl IndexKind {
+    /// Every kind, in declaration order.
     pub const ALL: [IndexKind; 2] = [IndexKind::Exact, IndexKind::Hnsw];
 
     /// The name stored in the manifest (the serde name).
@@ -106,14 +169,18 @@ impl std::fmt::Display for IndexKind {
 /// the same time, writers may not); [`OpenMode::Write`] an exclusive one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OpenMode {
+    /// Shared lock: read and search only; other readers may open the index at the same time.
     Read,
+    /// Exclusive lock: may commit and compact.
     Write,
 }
 
 /// A result with its indexed name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NamedHit {
+    /// The store row of the result.
     pub row: usize,
+    /// The name the item was indexed under.
     pub name: String,
     /// Global similarity.
     pub score: f32,
@@ -174,10 +241,12 @@ impl Index {
         self.store.set_root(root)
     }
 
+    /// The durable storage: segments, manifest and rows.
     pub fn store(&self) -> &Store {
         &self.store
     }
 
+    /// The search backend this index uses.
     pub fn kind(&self) -> IndexKind {
         self.store.kind()
     }

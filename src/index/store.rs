@@ -49,6 +49,7 @@ const FORMAT: u32 = 1;
 pub struct ModelIdentity {
     /// Human name, e.g. `DOLG-R50` or `MobileNetV2-GeM (off-the-shelf, ImageNet)`.
     pub name: String,
+    /// Descriptor width.
     pub dim: usize,
     /// SHA-256 of the weights file and every option that changes descriptors; `None` for an index
     /// made only of imported vectors.
@@ -85,6 +86,7 @@ pub struct LocalConfig {
     pub extractor: String,
     /// Descriptor width.
     pub dim: usize,
+    /// How the descriptors are stored on disk.
     pub encoding: LocalEncoding,
     /// The longest side every photo was brought to for extraction (XFeat: `Some(640)`, see
     /// `model::xfeat::CANONICAL_SIZE`). `None` for DELG, which follows the global model, and for
@@ -128,12 +130,18 @@ type LocalTable = Vec<Option<(u64, u32)>>;
 pub enum Record {
     /// `local`: the image's local features, for an index that stores them ([`LocalConfig`]).
     Add {
+        /// The name the vector is stored under (replaces any live row of that name).
         name: String,
+        /// SHA-256 of the image file's bytes, when known (to skip unchanged files).
         hash: Option<[u8; 32]>,
+        /// The global descriptor, `dim` values.
         vector: Vec<f32>,
+        /// The image's local features, if the index stores them.
         local: Option<LocalFeatures>,
     },
+    /// Remove the live row of a name (a tombstone).
     Remove {
+        /// The name to remove.
         name: String,
     },
 }
@@ -148,8 +156,11 @@ impl Record {
 /// A stored row: every `Add` ever committed (until compaction), dead once superseded or removed.
 #[derive(Debug, Clone)]
 pub struct Row {
+    /// The name the row was added under.
     pub name: String,
+    /// SHA-256 of the image file's bytes, when known.
     pub hash: Option<[u8; 32]>,
+    /// Whether this is the live row of its name (not superseded or removed).
     pub alive: bool,
     /// Where its local features are, if it has any ([`Store::local_features`]).
     pub local: Option<LocalRef>,
@@ -338,6 +349,7 @@ fn decode_segment(path: &Path, bytes: &[u8], dim: usize) -> Result<Vec<Record>, 
 }
 
 impl Store {
+    /// Whether `dir` holds an index (has a `manifest.json`).
     pub fn exists(dir: &Path) -> bool {
         dir.join(MANIFEST).is_file()
     }
@@ -549,6 +561,7 @@ impl Store {
         }
     }
 
+    /// The index directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -586,12 +599,15 @@ impl Store {
         Ok(())
     }
 
+    /// Who made the vectors (name, width, fingerprint, spec).
     pub fn model(&self) -> &ModelIdentity {
         &self.body.model
     }
+    /// The search backend recorded in the manifest.
     pub fn kind(&self) -> IndexKind {
         self.kind
     }
+    /// How this store was opened.
     pub fn mode(&self) -> OpenMode {
         self.mode
     }
@@ -603,9 +619,11 @@ impl Store {
         // the segments are always numbered consecutively from the last compaction's (or from 1).
         self.body.next_segment - self.body.segments.len() as u64
     }
+    /// Descriptor width.
     pub fn dim(&self) -> usize {
         self.body.model.dim
     }
+    /// Number of segment files.
     pub fn segments(&self) -> usize {
         self.body.segments.len()
     }
@@ -613,19 +631,24 @@ impl Store {
     pub fn rows(&self) -> &[Row] {
         &self.rows
     }
+    /// Every row's vector, `[rows().len(), dim]` row-major (dead rows included).
     pub fn vectors(&self) -> &[f32] {
         &self.vectors
     }
+    /// The vector of `row`, `dim` values.
     pub fn vector(&self, row: usize) -> &[f32] {
         let d = self.dim();
         &self.vectors[row * d..(row + 1) * d]
     }
+    /// Number of live rows.
     pub fn live_count(&self) -> usize {
         self.live.len()
     }
+    /// The live row of `name`, if any.
     pub fn lookup(&self, name: &str) -> Option<usize> {
         self.live.get(name).copied()
     }
+    /// The live rows with their ids.
     pub fn live_rows(&self) -> impl Iterator<Item = (usize, &Row)> {
         self.rows.iter().enumerate().filter(|(_, r)| r.alive)
     }

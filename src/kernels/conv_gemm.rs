@@ -32,7 +32,9 @@ const KC: usize = 128;
 /// bias padded to whole panels.
 #[derive(Debug, Clone)]
 pub struct Packed {
+    /// Rows of `W` (the reduction length `K`).
     pub k: usize,
+    /// Columns of `W` (output channels `N`), before padding to whole panels.
     pub n: usize,
     /// Panel `j`, row `p`, column `c` at `start + (j·K + p)·64 + c`.
     data: Vec<f32>,
@@ -90,8 +92,11 @@ impl Packed {
 /// Where row `i` of the implicit `A` starts in the input: `(i / wo)·row_step + (i % wo)·col_step`.
 #[derive(Debug, Clone, Copy)]
 pub struct Rows {
+    /// Output columns per output image row: row `i` is output pixel `(i / wo, i % wo)`.
     pub wo: usize,
+    /// Input offset (in values) between consecutive output image rows.
     pub row_step: usize,
+    /// Input offset (in values) between consecutive output columns.
     pub col_step: usize,
 }
 
@@ -109,6 +114,7 @@ impl Rows {
 /// What the epilogue adds before the ReLU.
 #[derive(Debug, Clone, Copy)]
 pub enum Residual<'a> {
+    /// Nothing: `act(bias + A·W)`.
     None,
     /// Dense `[m][n]` rows.
     Rows(&'a [f32]),

@@ -33,9 +33,13 @@ use super::gemm::{self, MatRef, Parallelism};
 /// One image, channels-last: `data[(y·w + x)·c + ch]`.
 #[derive(Debug, Clone)]
 pub struct Act {
+    /// Height, in pixels.
     pub h: usize,
+    /// Width, in pixels.
     pub w: usize,
+    /// Channels.
     pub c: usize,
+    /// `h * w * c` values, channels-last.
     pub data: Vec<f32>,
 }
 
@@ -159,21 +163,32 @@ impl Epilogue<'_> {
 /// `[cout][cin][k][k]`, `bias` `[cout]`.
 #[derive(Debug, Clone)]
 pub struct ConvWeights {
+    /// `[cout][cin][k][k]`, row-major.
     pub weight: Vec<f32>,
+    /// `[cout]`.
     pub bias: Vec<f32>,
+    /// Output channels.
     pub cout: usize,
+    /// Input channels.
     pub cin: usize,
+    /// Kernel side.
     pub k: usize,
+    /// Stride, in both directions.
     pub stride: usize,
+    /// Zero padding on every side, in pixels.
     pub pad: usize,
 }
 
 /// A bottleneck block's convolutions (`a` 1x1, `b` 3x3, `c` 1x1) and its projection shortcut.
 #[derive(Debug, Clone)]
 pub struct BlockWeights {
+    /// `a`: the 1x1 reduction.
     pub a: ConvWeights,
+    /// `b`: the 3x3 convolution (carries the block's stride).
     pub b: ConvWeights,
+    /// `c`: the 1x1 expansion.
     pub c: ConvWeights,
+    /// The 1x1 projection shortcut, `None` for an identity shortcut.
     pub proj: Option<ConvWeights>,
 }
 

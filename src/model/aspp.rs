@@ -37,6 +37,7 @@ pub mod none_or_kind {
     /// Every spelling, `none` first.
     pub const NAMES: [&str; 3] = ["none", "official", "paper"];
 
+    /// The spelling of `kind`: `none`, `official` or `paper`.
     pub fn name(kind: Option<AsppKind>) -> &'static str {
         match kind {
             None => "none",
@@ -45,6 +46,7 @@ pub mod none_or_kind {
         }
     }
 
+    /// Parse `none`, `official` or `paper`; anything else is an error naming the valid spellings.
     pub fn parse(s: &str) -> Result<Option<AsppKind>, String> {
         match s {
             "none" => Ok(None),
@@ -54,10 +56,12 @@ pub mod none_or_kind {
         }
     }
 
+    /// Serialise as `none`, `official` or `paper`.
     pub fn serialize<S: serde::Serializer>(kind: &Option<AsppKind>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(name(*kind))
     }
 
+    /// Deserialise from `none`, `official` or `paper`.
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<AsppKind>, D::Error> {
         let s = <String as serde::Deserialize>::deserialize(d)?;
         parse(&s).map_err(serde::de::Error::custom)
@@ -66,6 +70,7 @@ pub mod none_or_kind {
 
 const BRANCH: usize = 512;
 
+/// The multi-atrous module `localmodel.aspp`: parallel dilated convolutions on `f3`, concatenated, then a 1x1 convolution and ReLU.
 #[derive(Module, Debug)]
 pub struct MultiAtrous {
     /// `aspp.aspp.N`: the parallel convolutions, in checkpoint order.
@@ -77,6 +82,7 @@ pub struct MultiAtrous {
 }
 
 impl MultiAtrous {
+    /// Load the `kind` design from `cin` to `cout` channels under `vb` (`localmodel.aspp`).
     pub fn load(kind: AsppKind, cin: usize, cout: usize, vb: &VarPath) -> Result<Self, CheckpointError> {
         let a = vb.pp("aspp");
         let (specs, im_pool) = match kind {
@@ -99,6 +105,7 @@ impl MultiAtrous {
         Ok(Self { aspp, im_pool, conv_after })
     }
 
+    /// `x`: [B, cin, H, W] → [B, cout, H, W].
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, _, h, w] = x.dims();
         let mut parts = Vec::with_capacity(self.aspp.len() + 1);

@@ -10,14 +10,17 @@ use super::resnet::{ResNet, R101_DEPTHS, R50_DEPTHS};
 use crate::checkpoint::{CheckpointError, VarPath};
 use crate::preprocess::Normalization;
 
+/// Which backbone a checkpoint holds, detected from its keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackboneKind {
     /// pycls ResNet with this many blocks per stage.
     ResNet([usize; 4]),
+    /// The MobileNetV2 feature extractor (ImageNet weights, RGB input).
     MobileNetV2,
 }
 
 impl BackboneKind {
+    /// Short name for reports: `R50`, `R101`, `ResNet[..]` for other depths, or `MobileNetV2`.
     pub fn name(self) -> String {
         match self {
             BackboneKind::ResNet(R50_DEPTHS) => "R50".into(),
@@ -57,14 +60,18 @@ impl BackboneKind {
 
 // One backbone per model, built once: boxing the larger variant would save nothing worth an
 // indirection (and burn's Module derive takes the variants as they are).
+/// A loaded backbone (`globalmodel`), giving `f3` and `f4`.
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Backbone {
+    /// pycls ResNet-50/101.
     ResNet(ResNet),
+    /// MobileNetV2.
     MobileNetV2(MobileNetV2),
 }
 
 impl Backbone {
+    /// Load a backbone of `kind` from the keys under `vb` (`globalmodel`).
     pub fn load(kind: BackboneKind, vb: &VarPath, bn: BatchNorm) -> Result<Self, CheckpointError> {
         Ok(match kind {
             BackboneKind::ResNet(depths) => Backbone::ResNet(ResNet::load(depths, vb, bn)?),

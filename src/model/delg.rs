@@ -76,21 +76,27 @@ impl Default for DelgParams {
 pub struct GlobalModel {
     /// `globalmodel.{stem, s1..s4}` (BatchNorm folded).
     pub trunk: ResNet,
+    /// `globalmodel.head`: GeM and the linear reduction to the global descriptor.
     pub head: GlobalHead,
 }
 
 /// `globalmodel.head`: GeM with the checkpoint's exponent, then a linear reduction.
 #[derive(Debug)]
 pub struct GlobalHead {
+    /// `globalmodel.head.pool`: GeM over `f4`, with the checkpoint's exponent `p`.
     pub pool: GeM,
+    /// `globalmodel.head.fc`: linear reduction of the pooled `f4`, 2048 → descriptor width.
     pub fc: Linear,
 }
 
+/// DELG: a pycls ResNet with a GeM retrieval head (global descriptor) and a spatial-attention local branch on `f3`.
 #[derive(Debug)]
 pub struct Delg {
+    /// `globalmodel`: the ResNet trunk and its retrieval head.
     pub globalmodel: GlobalModel,
     /// `SpatialAttention2d(1024)`, the same module as DOLG's local branch without multi-atrous.
     pub localmodel: LocalBranch,
+    /// Extraction settings (scales, top-k, NMS).
     pub params: DelgParams,
     device: Device,
     /// Native trunk ([`CpuResNet`]) when [`Kernels::default_for`] picks it.
@@ -154,17 +160,20 @@ pub struct DelgScale {
     pub local_feature: Vec<f32>,
     /// `f3`'s height and width.
     pub height: usize,
+    /// `f3`'s width.
     pub width: usize,
 }
 
 /// The attention selection made at one scale.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScaleSelection {
+    /// The image scale of this pass.
     pub scale: f64,
     /// `f3`'s (height, width).
     pub f3_hw: [usize; 2],
     /// Times the threshold was halved; the threshold used is `260 / 2^halvings`.
     pub halvings: u32,
+    /// The attention threshold used, `260 / 2^halvings`.
     pub threshold: f32,
     /// Positions selected, before the top-k and NMS.
     pub selected: usize,
@@ -179,6 +188,7 @@ pub struct DelgOutput {
     pub global: Vec<f32>,
     /// The normalised global vector of every scale of [`DelgParams::scales`], in order.
     pub global_per_scale: Vec<Vec<f32>>,
+    /// The local features: every scale's selections pooled, the top-k by attention after NMS; (row, col) in input-image pixels.
     pub local: LocalFeatures,
     /// One per scale of [`DelgParams::scales`], in order.
     pub per_scale: Vec<ScaleSelection>,

@@ -26,16 +26,21 @@ use super::{Arch, DolgConfig, ModelError, Pooling};
 use crate::checkpoint::{Checkpoint, ParamKeys, VarBuilder};
 use crate::kernels::cpu_resnet::{to_nchw, Act, CpuResNet, HostConv1x1};
 
+/// The DOLG network, fields named after the authors' PyTorch modules: backbone, local branch, GeM, `fc_t`, fusion and `fc`.
 #[derive(Module, Debug)]
 pub struct Dolg {
     /// The trunk on burn's kernels. After [`Dolg::into_native`] its weights are dropped (empty
     /// tensors: the native copy in `cpu_backbone` is the one used).
     pub globalmodel: Backbone,
+    /// `localmodel`: the local branch on `f3` (optional multi-atrous module, self-attention), giving `fl`; `None` for a global-only model.
     pub localmodel: Option<LocalBranch>,
     /// `None` for the GAP ablation (no learnable exponent).
     pub pool_g: Option<GeM>,
+    /// `fc_t`: projects the pooled `f4` to the global feature `fg`, `[C4]` → `[fg_dim]`.
     pub fc_t: Linear,
+    /// `fc`: the final projection of `[fg, fo]` (or of `fg` alone without a local branch) to the descriptor, `[out_dim]`.
     pub fc: Linear,
+    /// How the local features are fused with `fg` (given at load, not read from the weights).
     #[module(skip)]
     pub fusion: Fusion,
     /// Native CPU path for the ResNet trunk (inference with folded BatchNorm); see [`crate::kernels::cpu_resnet`].
@@ -49,11 +54,17 @@ pub struct Dolg {
 
 /// Every intermediate of one forward pass (used by the parity tests; `raw` is the descriptor).
 pub struct DolgOutput {
+    /// Backbone stage-3 feature map `[B, C3, H3, W3]` (1024 channels for ResNet), input of the local branch.
     pub f3: Tensor<4>,
+    /// Backbone stage-4 feature map `[B, C4, H4, W4]` (2048 channels for ResNet).
     pub f4: Tensor<4>,
+    /// `f4` pooled by GeM (or GAP), `[B, C4]`.
     pub pooled: Tensor<2>,
+    /// Global feature `fc_t(pooled)`, `[B, fg_dim]`.
     pub fg: Tensor<2>,
+    /// Attention map of the local branch, `[B, 1, H3, W3]`; `None` without a local branch or attention.
     pub att: Option<Tensor<4>>,
+    /// Fused local feature `fo`, `[B, fg_dim]`; `None` without a local branch.
     pub fo: Option<Tensor<2>>,
     /// `fc(z)` before any normalisation, [B, out_dim].
     pub raw: Tensor<2>,
@@ -122,6 +133,7 @@ impl Dolg {
         self.cpu_backbone.is_some() && self.cpu_head.is_some()
     }
 
+    /// `x`: [B, 3, H, W] → every intermediate of the forward pass (B must be 1 on the native CPU path).
     pub fn forward_parts(&self, x: Tensor<4>) -> DolgOutput {
         let device = x.device();
         if let (Some(trunk), Some(head)) = (&self.cpu_backbone, &self.cpu_head) {
@@ -244,11 +256,15 @@ pub struct NativeHead {
 
 /// Host results of [`NativeHead::forward`] (one image).
 pub struct HostParts {
+    /// `f4` pooled by GeM (or GAP), `[C4]`.
     pub pooled: Vec<f32>,
+    /// Global feature `fg`, `[fg_dim]`.
     pub fg: Vec<f32>,
     /// Attention score per `f3` position, row-major `[h3][w3]`.
     pub att: Option<Vec<f32>>,
+    /// Fused local feature `fo`, `[fg_dim]`; `None` without a local branch.
     pub fo: Option<Vec<f32>>,
+    /// Unnormalised descriptor `fc([fg, fo])`, `[out_dim]`.
     pub raw: Vec<f32>,
 }
 
@@ -269,6 +285,7 @@ impl NativeHead {
         Some(Self { gem_p: m.pool_g.as_ref().map(|g| host(g.p.val())[0]), fc_t: HostLinear::new(&m.fc_t), fc: HostLinear::new(&m.fc), local, fusion: m.fusion })
     }
 
+    /// The head on one image's channels-last `f3` and `f4` from the native trunk.
     pub fn forward(&self, f3: &Act, f4: &Act) -> HostParts {
         let pooled = self.pool(f4);
         let fg = self.fc_t.forward(&pooled);

@@ -11,12 +11,15 @@ use crate::checkpoint::{CheckpointError, VarPath};
 
 pub(crate) const GEM_EPS: f64 = 1e-6;
 
+/// Generalised-mean pooling `pool_g` with a learnable exponent.
 #[derive(Module, Debug)]
 pub struct GeM {
+    /// `p`: the exponent, shape `[1]`.
     pub p: Param<Tensor<1>>,
 }
 
 impl GeM {
+    /// Load `p` from `vb` (`pool_g` or `head.pool`).
     pub fn load(vb: &VarPath) -> Result<Self, CheckpointError> {
         Ok(Self { p: vb.param("p", [1])? })
     }

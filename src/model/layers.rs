@@ -11,24 +11,35 @@ use crate::checkpoint::{to_tensor, CheckpointError, VarPath};
 /// Shape of a convolution as PyTorch declares it.
 #[derive(Debug, Clone, Copy)]
 pub struct ConvSpec {
+    /// Input channels.
     pub cin: usize,
+    /// Output channels.
     pub cout: usize,
+    /// Square kernel side.
     pub kernel: usize,
+    /// Stride, in both directions.
     pub stride: usize,
+    /// Zero padding on every side, in pixels.
     pub padding: usize,
+    /// Dilation, in both directions.
     pub dilation: usize,
+    /// Channel groups (`cin` for a depthwise convolution).
     pub groups: usize,
+    /// Whether the convolution has a `bias` tensor.
     pub bias: bool,
 }
 
 impl ConvSpec {
+    /// A `kernel`×`kernel` convolution from `cin` to `cout` channels: stride 1, "same" padding (`kernel / 2`), no dilation, one group, no bias.
     pub fn new(cin: usize, cout: usize, kernel: usize) -> Self {
         Self { cin, cout, kernel, stride: 1, padding: kernel / 2, dilation: 1, groups: 1, bias: false }
     }
+    /// With stride `s`.
     pub fn stride(mut self, s: usize) -> Self {
         self.stride = s;
         self
     }
+    /// With `p` pixels of zero padding on every side.
     pub fn padding(mut self, p: usize) -> Self {
         self.padding = p;
         self
@@ -38,10 +49,12 @@ impl ConvSpec {
         self.padding = d * (self.kernel / 2);
         self
     }
+    /// With `g` channel groups.
     pub fn groups(mut self, g: usize) -> Self {
         self.groups = g;
         self
     }
+    /// With a bias (`b = true`) or without.
     pub fn bias(mut self, b: bool) -> Self {
         self.bias = b;
         self
@@ -84,10 +97,15 @@ pub fn conv(spec: ConvSpec, vb: &VarPath) -> Result<Conv2d, CheckpointError> {
 /// biased one, which would drift from checkpoints trained by the authors' code).
 #[derive(Module, Debug)]
 pub struct BatchNorm2d {
+    /// Scale γ, `[C]`.
     pub weight: Param<Tensor<1>>,
+    /// Shift β, `[C]`.
     pub bias: Param<Tensor<1>>,
+    /// Running mean, `[C]`.
     pub running_mean: RunningState<Tensor<1>>,
+    /// Running (unbiased) variance, `[C]`.
     pub running_var: RunningState<Tensor<1>>,
+    /// Epsilon added to the variance (1e-5).
     pub eps: f64,
     /// Keep inference behaviour even during training (frozen stages).
     pub frozen: bool,
@@ -108,6 +126,7 @@ fn bn_host(c: usize, vb: &VarPath) -> Result<BnHost, CheckpointError> {
 }
 
 impl BatchNorm2d {
+    /// Load the `weight`, `bias`, `running_mean` and `running_var` of a `c`-channel BatchNorm under `vb`.
     pub fn load(c: usize, vb: &VarPath) -> Result<Self, CheckpointError> {
         Ok(Self {
             weight: vb.param("weight", [c])?,
@@ -119,6 +138,8 @@ impl BatchNorm2d {
         })
     }
 
+    /// Normalise `x` `[B, C, H, W]`: with the running statistics for inference or when frozen;
+    /// on an autodiff device, with the batch statistics, updating the running ones.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         if x.device().is_autodiff() && !self.frozen {
             return self.forward_train(x);
@@ -163,7 +184,9 @@ pub enum BatchNorm {
 /// for training it stays a separate module.
 #[derive(Module, Debug)]
 pub struct ConvBn {
+    /// The convolution (with BatchNorm folded in, for [`BatchNorm::Fold`]).
     pub conv: Conv2d,
+    /// The separate BatchNorm ([`BatchNorm::Keep`]), `None` when folded.
     pub bn: Option<BatchNorm2d>,
 }
 
@@ -207,6 +230,7 @@ impl ConvBn {
         Ok(Self { conv: spec.build(w, Some(bias), conv_vb), bn: None })
     }
 
+    /// Convolution, then BatchNorm when it is kept separate: `[B, cin, H, W]` → `[B, cout, H', W']`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = self.conv.forward(x);
         match &self.bn {
@@ -219,11 +243,14 @@ impl ConvBn {
 /// PyTorch `nn.Linear`: `weight` `[out, in]`, `bias` `[out]`; `y = x Wᵀ + b`.
 #[derive(Module, Debug)]
 pub struct Linear {
+    /// Weight, `[out, in]`.
     pub weight: Param<Tensor<2>>,
+    /// Bias, `[out]`.
     pub bias: Param<Tensor<1>>,
 }
 
 impl Linear {
+    /// Load `weight` `[dout, din]` and `bias` `[dout]` under `vb`.
     pub fn load(din: usize, dout: usize, vb: &VarPath) -> Result<Self, CheckpointError> {
         Ok(Self { weight: vb.param("weight", [dout, din])?, bias: vb.param("bias", [dout])? })
     }

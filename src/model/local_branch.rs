@@ -18,8 +18,10 @@ use super::aspp::{AsppKind, MultiAtrous};
 use super::layers::{conv, BatchNorm, ConvBn, ConvSpec};
 use crate::checkpoint::{CheckpointError, VarPath};
 
+/// DOLG's local branch `localmodel` (`SpatialAttention2d`): optional multi-atrous module, `conv1` + BatchNorm, L2 normalisation and attention.
 #[derive(Module, Debug)]
 pub struct LocalBranch {
+    /// `aspp`: the multi-atrous module; `None` as in the released weights.
     pub aspp: Option<MultiAtrous>,
     /// `conv1` + `bn` (BN folded into conv1 for inference).
     pub conv1: ConvBn,
@@ -30,11 +32,14 @@ pub struct LocalBranch {
 
 /// Output of the local branch: `fl` [B, C, H, W] and the attention map [B, 1, H, W].
 pub struct LocalOutput {
+    /// Local features `fl` = attention × normalised features, [B, C, H, W].
     pub fl: Tensor<4>,
+    /// Attention map [B, 1, H, W]; `None` without attention.
     pub att: Option<Tensor<4>>,
 }
 
 impl LocalBranch {
+    /// Load the branch from `cin` input channels to `dim`-wide features under `vb` (`localmodel`).
     pub fn load(cin: usize, dim: usize, aspp: Option<AsppKind>, attention: bool, vb: &VarPath, bn: BatchNorm) -> Result<Self, CheckpointError> {
         let aspp = aspp.map(|k| MultiAtrous::load(k, cin, cin, &vb.pp("aspp"))).transpose()?;
         let conv1 = ConvBn::load(ConvSpec::new(cin, dim, 1).bias(true), &vb.pp("conv1"), &vb.pp("bn"), bn)?;
@@ -42,6 +47,7 @@ impl LocalBranch {
         Ok(Self { aspp, conv1, conv2 })
     }
 
+    /// `f3`: [B, cin, H, W] → `fl` and the attention map.
     pub fn forward(&self, f3: Tensor<4>) -> LocalOutput {
         let x = match &self.aspp {
             Some(a) => a.forward(f3),

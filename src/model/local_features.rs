@@ -30,10 +30,12 @@ impl LocalFeatures {
         Self { dim, ..Default::default() }
     }
 
+    /// Number of keypoints.
     pub fn len(&self) -> usize {
         self.locations.len()
     }
 
+    /// Whether there are no keypoints.
     pub fn is_empty(&self) -> bool {
         self.locations.is_empty()
     }
@@ -62,11 +64,21 @@ impl LocalFeatures {
 #[derive(Debug)]
 pub enum LocalModel {
     /// XFeat keypoints and 64-d descriptors ([`super::xfeat`]).
-    XFeat { net: Box<super::xfeat::XFeat>, params: super::xfeat::XFeatParams },
+    XFeat {
+        /// The XFeat network.
+        net: Box<super::xfeat::XFeat>,
+        /// Extraction options (keypoint count, threshold, working size).
+        params: super::xfeat::XFeatParams,
+    },
     /// DELG's attention-selected features ([`super::delg`]), from the same network as the
     /// global model ([`super::RetrievalModel::Delg`]): the photo, brought within `max_size` like
     /// the global descriptor's input, runs through it once for both.
-    Delg { net: std::sync::Arc<super::Delg>, max_size: Option<u32> },
+    Delg {
+        /// The DELG network shared with the global model.
+        net: std::sync::Arc<super::Delg>,
+        /// Longest side the photo is brought down to, in pixels (`None` or `Some(0)`: no limit).
+        max_size: Option<u32>,
+    },
 }
 
 impl LocalModel {
@@ -142,17 +154,32 @@ pub const LOCAL_FILE_FORMAT: &str = "dolg-local-features-v1";
 /// Errors of [`read_local_file`] and [`write_local_file`], naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalFileError {
+    /// The file could not be read or written.
     #[error("{path}: {source}")]
-    Io { path: std::path::PathBuf, source: std::io::Error },
+    Io {
+        /// The local-feature file.
+        path: std::path::PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not in the [`LOCAL_FILE_FORMAT`] layout, or the features cannot be written in it.
     #[error("{path}: {reason}")]
-    Format { path: std::path::PathBuf, reason: String },
+    Format {
+        /// The local-feature file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// What [`read_local_file`] returns: each image's name and features, and the file's metadata.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LocalFile {
+    /// Each image's name (its path, as written), in file order.
     pub names: Vec<String>,
+    /// Each image's features, in the same order as `names`.
     pub features: Vec<LocalFeatures>,
+    /// The safetensors metadata (`format`, `extractor`, `model`, `dim`, …).
     pub metadata: std::collections::BTreeMap<String, String>,
 }
 

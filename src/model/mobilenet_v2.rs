@@ -31,9 +31,13 @@ fn relu6(x: Tensor<4>) -> Tensor<4> {
 /// `features.N` for 1 ≤ N ≤ 17: `conv.{0,1}` expand (absent when t = 1), depthwise, projection.
 #[derive(Module, Debug)]
 pub struct InvertedResidual {
+    /// 1x1 expansion to `t × cin` channels, BatchNorm, ReLU6; `None` when t = 1.
     pub expand: Option<ConvBn>,
+    /// 3x3 depthwise convolution (carries the block's stride), BatchNorm, ReLU6.
     pub depthwise: ConvBn,
+    /// 1x1 linear projection to the output channels, BatchNorm (no activation).
     pub project: ConvBn,
+    /// Whether the input is added to the output (stride 1 and equal channel counts).
     pub residual: bool,
 }
 
@@ -65,6 +69,7 @@ impl InvertedResidual {
     }
 }
 
+/// The torchvision MobileNetV2 feature extractor (`features.0..18`), giving `f3` (96 channels, stride 16) and `f4` (1280 channels, stride 32).
 #[derive(Module, Debug)]
 pub struct MobileNetV2 {
     /// `features.0`: conv 3x3/2 → BN → ReLU6.

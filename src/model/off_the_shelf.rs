@@ -11,8 +11,10 @@ use super::gem::GEM_EPS;
 
 pub(crate) const OFF_THE_SHELF_P: f64 = 3.0;
 
+/// An ImageNet backbone whose descriptor is GeM (p = 3) of `f4`, with no trained head.
 #[derive(Module, Debug)]
 pub struct OffTheShelf {
+    /// The backbone, giving `f4`.
     pub backbone: Backbone,
 }
 
@@ -25,6 +27,7 @@ impl OffTheShelf {
         f4.clamp_min(GEM_EPS).powf_scalar(p).mean_dim(3).mean_dim(2).powf_scalar(1.0 / p).reshape([b, c])
     }
 
+    /// Which backbone this is (ResNet depths read from its stages).
     pub fn kind(&self) -> BackboneKind {
         match &self.backbone {
             Backbone::ResNet(r) => BackboneKind::ResNet([r.s1.blocks.len(), r.s2.blocks.len(), r.s3.blocks.len(), r.s4.blocks.len()]),

@@ -17,6 +17,7 @@ use crate::kernels::cpu_resnet::{BlockWeights, CpuResNet};
 
 /// Blocks per stage: ResNet-50 and ResNet-101.
 pub const R50_DEPTHS: [usize; 4] = [3, 4, 6, 3];
+/// Blocks per stage of ResNet-101.
 pub const R101_DEPTHS: [usize; 4] = [3, 4, 23, 3];
 const WIDTHS: [usize; 4] = [256, 512, 1024, 2048];
 const BOTTLENECK: [usize; 4] = [64, 128, 256, 512];
@@ -25,6 +26,7 @@ const STRIDES: [usize; 4] = [1, 2, 2, 2];
 /// `stem`: conv 7x7/2 → BN → ReLU → max-pool 3x3/2.
 #[derive(Module, Debug)]
 pub struct ResStem {
+    /// `stem.conv` + `stem.bn`: the 7x7/2 convolution from 3 to 64 channels with its BatchNorm.
     pub conv: ConvBn,
 }
 
@@ -43,14 +45,18 @@ impl ResStem {
 /// Bottleneck transform `f`: a (1x1) → b (3x3, strided) → c (1x1), each with BN.
 #[derive(Module, Debug)]
 pub struct BottleneckTransform {
+    /// `f.a` + `f.a_bn`: 1x1 reduction to the bottleneck width.
     pub a: ConvBn,
+    /// `f.b` + `f.b_bn`: 3x3 convolution at the bottleneck width, carrying the block's stride.
     pub b: ConvBn,
+    /// `f.c` + `f.c_bn`: 1x1 expansion to the stage width.
     pub c: ConvBn,
 }
 
 /// Residual block `s{S}.b{i}`: `relu(proj(x) + f(x))`.
 #[derive(Module, Debug)]
 pub struct ResBlock {
+    /// `f`: the bottleneck transform.
     pub f: BottleneckTransform,
     /// Projection shortcut (`proj` + `bn`), first block of each stage only.
     pub proj: Option<ConvBn>,
@@ -84,6 +90,7 @@ impl ResBlock {
 /// One stage `s{S}` with blocks `b1..bN`.
 #[derive(Module, Debug)]
 pub struct ResStage {
+    /// Blocks `b1..bN`, in order.
     pub blocks: Vec<ResBlock>,
 }
 
@@ -96,10 +103,15 @@ impl ResStage {
 /// The backbone; field names are the PyTorch module names.
 #[derive(Module, Debug)]
 pub struct ResNet {
+    /// `stem`: 7x7/2 convolution, BatchNorm, ReLU, 3x3/2 max-pool (stride 4, 64 channels).
     pub stem: ResStem,
+    /// `s1`: 256 channels, stride 4.
     pub s1: ResStage,
+    /// `s2`: 512 channels, stride 8.
     pub s2: ResStage,
+    /// `s3`: 1024 channels, stride 16; its output is `f3`.
     pub s3: ResStage,
+    /// `s4`: 2048 channels, stride 32; its output is `f4`.
     pub s4: ResStage,
 }
 

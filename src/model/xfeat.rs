@@ -184,6 +184,7 @@ pub struct XFeatModel {
 pub struct XFeatMaps {
     /// Height and width of the stride-8 maps (input size / 8).
     pub h8: usize,
+    /// Width of the stride-8 maps.
     pub w8: usize,
     /// `[64, h8, w8]` dense descriptors (not normalised).
     pub feats: Vec<f32>,
@@ -235,6 +236,7 @@ impl XFeatModel {
 /// XFeat with its weights, ready to extract.
 #[derive(Debug)]
 pub struct XFeat {
+    /// The XFeat network.
     pub net: XFeatModel,
     device: Device,
 }

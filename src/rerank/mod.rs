@@ -71,6 +71,7 @@ pub(crate) fn alpha_weight(s: f32, alpha: f32) -> f32 {
 pub struct QueryExpansion {
     /// Top results that expand the query (0 = no expansion).
     pub n: usize,
+    /// Exponent α of the neighbour weights max(s, 0)^α (0: plain average query expansion).
     pub alpha: f32,
 }
 
@@ -81,6 +82,7 @@ pub struct SuperGlobal {
     pub m: usize,
     /// Neighbours refining each candidate; the expanded query is the max over the top K+1.
     pub k: usize,
+    /// Weight β of the neighbours when refining a candidate.
     pub beta: f32,
 }
 
@@ -94,8 +96,11 @@ impl Default for SuperGlobal {
 /// verification (which needs the query photos' local features).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Rerank {
+    /// α-QE after the first search, if any.
     pub qe: Option<QueryExpansion>,
+    /// SuperGlobal re-ranking of the top M, if any.
     pub superglobal: Option<SuperGlobal>,
+    /// Spatial verification of the top K, if any.
     pub spatial: Option<SpatialRerank>,
 }
 
@@ -105,6 +110,7 @@ pub struct Rerank {
 pub struct SpatialRerank {
     /// Results verified (the DELG authors' `NUM_RERANK`, 100).
     pub k: usize,
+    /// How the verified results are matched and re-ordered.
     pub params: crate::spatial::SpatialParams,
 }
 
@@ -157,6 +163,7 @@ impl SpatialOverrides {
 }
 
 impl Rerank {
+    /// Whether no re-ranking stage is set.
     pub fn is_none(&self) -> bool {
         self.qe.is_none() && self.superglobal.is_none() && self.spatial.is_none()
     }

@@ -33,6 +33,7 @@ pub enum RerankMethod {
 }
 
 impl RerankMethod {
+    /// The name `rerank=` takes: `superglobal` or `spatial`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Superglobal => "superglobal",
@@ -216,16 +217,40 @@ pub struct RerankSpec {
 /// A re-ranking request that cannot be carried out as given.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RerankError {
+    /// A key that re-ranking does not take.
     #[error("unknown option '{key}' (re-ranking takes {})", RerankSpec::KEYS.join(", "))]
-    UnknownKey { key: String },
+    UnknownKey {
+        /// The key given.
+        key: String,
+    },
     /// `why` names the value.
     #[error("{key}: {why}")]
-    Invalid { key: &'static str, value: String, why: String },
+    Invalid {
+        /// The option.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// Options of a method that was not asked for.
     #[error("{keys} set {method}: add rerank={method}")]
-    WithoutMethod { keys: String, method: &'static str },
+    WithoutMethod {
+        /// The options given, comma-separated.
+        keys: String,
+        /// The method they belong to: `spatial` or `superglobal`.
+        method: &'static str,
+    },
+    /// A weight given without the count it applies to (`qe_alpha` without `qe`, `dba_alpha` without `dba`).
     #[error("{key} weights {what}: add {needs}")]
-    WithoutCount { key: &'static str, what: &'static str, needs: &'static str },
+    WithoutCount {
+        /// The weight option.
+        key: &'static str,
+        /// The method it weights: α-QE or α-DBA.
+        what: &'static str,
+        /// The option to add, with what it means.
+        needs: &'static str,
+    },
 }
 
 impl RerankSpec {

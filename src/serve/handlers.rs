@@ -286,13 +286,14 @@ async fn ready(State(st): State<Arc<AppState>>) -> Response {
     let describes = matches!(st.model.get(), Some(Ok(_)));
     let c = st.read();
     let local = c.local_config().map(|l| l.extractor.clone());
-    Json(json!({"ready": true, "entries": c.len(), "model": st.model_name, "describes_photos": describes, "local_features": local})).into_response()
+    let queue = st.describe.status();
+    Json(json!({"ready": true, "entries": c.len(), "model": st.model_name, "describes_photos": describes, "local_features": local, "queue": queue}))
+        .into_response()
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     let entries = st.read().len();
-    let in_use = st.config.queue.max(1) - st.extract_slots.available_permits();
-    let text = st.metrics.render(entries, &st.model_name, &st.fingerprint, in_use, st.config.queue.max(1), st.in_flight());
+    let text = st.metrics.render(entries, &st.model_name, &st.fingerprint, &st.describe.status(), st.describe.waited(), st.in_flight());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
@@ -416,29 +417,32 @@ fn sniff(bytes: &[u8]) -> ApiResult<&'static str> {
     Ok(format.extensions_str().first().copied().unwrap_or("img"))
 }
 
-/// Describe `path` with the query model through the bounded queue (429 when it is full); with
+/// Describe `path` with the query model through the describing queue (429 only when the work
+/// ahead would not let it finish within the time limit); with
 /// `local`, also the photo's local features when the index stores them (a photo being added, or
 /// a query for spatial re-ranking).
 async fn describe_full(st: &Arc<AppState>, path: PathBuf, crop: Option<CropBox>, upload: bool, local: bool) -> ApiResult<Description> {
-    let model = match st.model.get() {
+    match st.model.get() {
         None => return Err(ApiError { retry_after: Some(1), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is still loading") }),
         Some(Err(e)) => return Err(ApiError::new(StatusCode::CONFLICT, format!("this index cannot describe photos: {e}"))),
-        Some(Ok(m)) => m.clone(),
-    };
-    let permit = st.extract_slots.clone().try_acquire_owned().map_err(|_| {
-        st.metrics.rejected();
-        ApiError::busy(format!("{} photos are being described already; retry shortly", st.config.queue.max(1)))
+        Some(Ok(_)) => {}
+    }
+    let deadline = Instant::now() + st.config.timeout;
+    let answer = st.describe.submit(path.clone(), crop, local, deadline).map_err(|r| ApiError {
+        retry_after: Some(r.retry_after),
+        ..ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "the photos ahead of this one would take about {:.1} s to describe, longer than this server's time limit of {} s; retry in {} s",
+                r.expected_wait,
+                st.config.timeout.as_secs_f64(),
+                r.retry_after
+            ),
+        )
     })?;
-    blocking(move || {
-        let _permit = permit;
-        let r = if local {
-            model.extractor.describe_file_full(&path, crop)
-        } else {
-            model.extractor.describe_file(&path, crop).map(|d| Description { descriptor: d.descriptor, local: None })
-        };
-        r.map_err(|e| ApiError::from_error(e.into(), upload.then_some(path.as_path())))
-    })
-    .await
+    // The queue drops the job if this future is dropped (the client left, or the time limit).
+    let described = answer.await.map_err(|_| ApiError::internal("the describing worker stopped"))?;
+    described.map_err(|e| ApiError::from_error(e.into(), upload.then_some(path.as_path())))
 }
 
 /// Write an upload to a temporary file (removed on drop) in `dir`, or the system's.

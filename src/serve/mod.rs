@@ -4,9 +4,11 @@
 //!   lock, writes (adding, removing) take the write lock only to commit. The model is loaded once,
 //!   separately from the collection ([`Collection::load_query_model`](crate::collection::Collection::load_query_model)),
 //!   so describing an upload (the slow part) holds no lock at all.
-//! * Heavy work (decoding, describing, searching, thumbnails) runs on `tokio::task::spawn_blocking`.
-//!   Describing goes through a bounded queue: when `queue` requests are already waiting or
-//!   running, a new one is answered `429 Too Many Requests` with `Retry-After`.
+//! * Describing photos (uploads, added photos, query photos for spatial re-ranking) goes through
+//!   one queue with a fixed number of workers taking batches ([`queue`]): a request waits its
+//!   turn, and is answered `429 Too Many Requests` with a truthful `Retry-After` only when the
+//!   work ahead of it would not let it finish within its time limit. Other heavy work (searching,
+//!   thumbnails) runs on `tokio::task::spawn_blocking` and never waits behind descriptions.
 //! * Photos are addressed by a stable id: the first 16 hex digits of the SHA-256 of their indexed
 //!   name (see [`photo_id`]). It survives compaction and restarts; it changes when a photo is
 //!   renamed. Files are only ever served by id, and only from inside the collection's root.
@@ -24,9 +26,11 @@ use sha2::{Digest, Sha256};
 
 mod handlers;
 mod metrics;
+pub mod queue;
 mod state;
 
 pub use handlers::{ApiError, MAX_K, THUMB_SIDE};
+pub use queue::{QueueConfig, QueueStatus};
 pub use state::AppState;
 
 /// Server options (the flags of `dolg serve`).
@@ -44,8 +48,8 @@ pub struct Config {
     pub body_limit: usize,
     /// Per-request time limit.
     pub timeout: Duration,
-    /// Describing requests admitted at once (running or waiting); more get 429.
-    pub queue: usize,
+    /// The describing queue's workers and batches.
+    pub queue: QueueConfig,
     /// Folder under the collection's root where uploaded photos are stored.
     pub upload_dir: String,
     /// Build the recorded model from these weights (the file moved).
@@ -64,7 +68,7 @@ impl Config {
             read_only: false,
             body_limit: 20 * 1024 * 1024,
             timeout: Duration::from_secs(60),
-            queue: 8,
+            queue: QueueConfig::for_threads(rayon::current_num_threads()),
             upload_dir: "uploads".into(),
             weights: None,
             cors_origin: None,
@@ -119,6 +123,7 @@ pub fn serve(config: Config, device: &burn::tensor::Device, on_listening: impl F
             r = server.into_future() => r,
             () = drained => Ok(()),
         };
+        state.describe.close();
         state.flush();
         served.map_err(|source| crate::Error::Io { path: PathBuf::from(local.to_string()), source })
     });

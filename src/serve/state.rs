@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use tokio::sync::{Notify, Semaphore};
 
+use super::queue::DescribeQueue;
+
 use super::metrics::Metrics;
 use super::{photo_id, Config};
 use crate::collection::{Collection, OpenMode};
@@ -22,8 +24,8 @@ pub struct AppState {
     pub ready: AtomicBool,
     /// id → indexed name, for every live entry.
     pub ids: RwLock<HashMap<String, String>>,
-    /// Admission to describing (uploads to search or add): `config.queue` permits.
-    pub extract_slots: Arc<Semaphore>,
+    /// Every description the server makes waits here ([`DescribeQueue`]).
+    pub(crate) describe: Arc<DescribeQueue>,
     /// Admission to thumbnail rendering.
     pub thumb_slots: Arc<Semaphore>,
     /// id → JPEG thumbnail.
@@ -47,7 +49,7 @@ impl AppState {
         let info = c.info();
         let ids = c.entries().map(|(n, _)| (photo_id(n), n.to_owned())).collect();
         Ok(Self {
-            extract_slots: Arc::new(Semaphore::new(config.queue.max(1))),
+            describe: DescribeQueue::new(config.queue),
             thumb_slots: Arc::new(Semaphore::new(16)),
             config,
             collection: RwLock::new(c),
@@ -66,8 +68,9 @@ impl AppState {
     /// Build the query model (blocking; called once at startup), then mark the server ready.
     pub(crate) fn load_model(&self) {
         let loaded = self.read().load_query_model().map(Arc::new).map_err(|e| e.to_string());
-        if let Err(e) = &loaded {
-            tracing::warn!("photos cannot be described: {e}");
+        match &loaded {
+            Ok(model) => self.describe.start(model.clone()),
+            Err(e) => tracing::warn!("photos cannot be described: {e}"),
         }
         let _ = self.model.set(loaded);
         self.ready.store(true, Ordering::SeqCst);

@@ -71,16 +71,53 @@ impl Default for LighterGlueParams {
     }
 }
 
+/// Why a pair of point sets cannot be matched.
 #[derive(Debug, thiserror::Error)]
 pub enum LighterGlueError {
+    /// Descriptors that are not 64-d (XFeat's).
     #[error("LighterGlue takes {INPUT_DIM}-d descriptors (XFeat's); {which} has {found}-d ones")]
-    Dimension { which: &'static str, found: usize },
+    Dimension {
+        /// Which side: "the query"/"the candidate", or "image 0"/"image 1".
+        which: &'static str,
+        /// Their width.
+        found: usize,
+    },
+    /// The descriptor buffer is not `[points, 64]`.
     #[error("{which}: {points} keypoints but {values} descriptor values")]
-    Inconsistent { which: &'static str, points: usize, values: usize },
+    Inconsistent {
+        /// Which side: "the query"/"the candidate", or "image 0"/"image 1".
+        which: &'static str,
+        /// Number of keypoints.
+        points: usize,
+        /// Number of descriptor values.
+        values: usize,
+    },
+    /// The image size is not positive and finite.
     #[error("{which}: image size {width}x{height} must be positive")]
-    BadSize { which: &'static str, width: f32, height: f32 },
+    BadSize {
+        /// Which side: "the query"/"the candidate", or "image 0"/"image 1".
+        which: &'static str,
+        /// The image width the keypoints are normalised by, in pixels.
+        width: f32,
+        /// The image height, in pixels.
+        height: f32,
+    },
+    /// A keypoint lies outside the image (normalised beyond [-1, 1]).
     #[error("{which}: keypoint {index} at (x {x}, y {y}) lies outside the {width}x{height} image (normalised beyond [-1, 1])")]
-    OutOfImage { which: &'static str, index: usize, x: f32, y: f32, width: f32, height: f32 },
+    OutOfImage {
+        /// Which side: "the query"/"the candidate", or "image 0"/"image 1".
+        which: &'static str,
+        /// Index of the keypoint.
+        index: usize,
+        /// Its x, in pixels.
+        x: f32,
+        /// Its y, in pixels.
+        y: f32,
+        /// The image width the keypoints are normalised by, in pixels.
+        width: f32,
+        /// The image height, in pixels.
+        height: f32,
+    },
 }
 
 /// Everything the reference returns for one pair, indexed by the input points.
@@ -91,13 +128,16 @@ pub struct Matching {
     pub matches: Vec<(usize, usize, f32)>,
     /// Each image-0 point's match in image 1 (`matches0`, −1 there).
     pub matches0: Vec<Option<usize>>,
+    /// Each image-1 point's match in image 0 (`matches1`).
     pub matches1: Vec<Option<usize>>,
     /// `matching_scores0`: the probability of the point's row maximum when it is mutual, even
     /// under the threshold; 0 otherwise and for pruned points.
     pub scores0: Vec<f32>,
+    /// `matching_scores1`: as `scores0`, for the image-1 points.
     pub scores1: Vec<f32>,
     /// `prune0`: 1 + the pruning steps a point survived (6 = kept to the end).
     pub prune0: Vec<u32>,
+    /// `prune1`: as `prune0`, for the image-1 points.
     pub prune1: Vec<u32>,
 }
 
@@ -105,9 +145,13 @@ pub struct Matching {
 /// size (width, height) the keypoints are normalised by.
 #[derive(Debug, Clone, Copy)]
 pub struct Points<'a> {
+    /// Keypoints (x, y), in pixels.
     pub xy: &'a [[f32; 2]],
+    /// Descriptors, `[n, 64]` row-major, one row per keypoint.
     pub descriptors: &'a [f32],
+    /// Image width, in pixels.
     pub width: f32,
+    /// Image height, in pixels.
     pub height: f32,
 }
 
@@ -300,6 +344,7 @@ pub struct LighterGlue {
     wr: Vec<f32>,
     layers: Vec<(SelfBlock, CrossBlock)>,
     assignment: Vec<Assignment>,
+    /// Matching options.
     pub params: LighterGlueParams,
 }
 

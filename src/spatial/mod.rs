@@ -73,6 +73,7 @@ pub enum Matcher {
 }
 
 impl Matcher {
+    /// The name used in options and reports: `mnn` or `lighterglue`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Mnn => "mnn",
@@ -162,9 +163,11 @@ impl GeometricModel {
 pub struct SpatialParams {
     /// How putative matches are made; `rule` and `mutual` apply to [`Matcher::Mnn`] only.
     pub matcher: Matcher,
+    /// When a nearest neighbour is a putative match: a distance bound or a ratio test.
     pub rule: MatchRule,
     /// Keep a match (i, j) only if query feature i is also j's nearest query feature.
     pub mutual: bool,
+    /// The transform RANSAC fits: homography or affine.
     pub model: GeometricModel,
     /// Maximum reprojection error of an inlier, in pixels (error ≤ threshold is an inlier) of
     /// the candidate: its image's, or with `scaled_locations` the frame its features were found in.
@@ -226,16 +229,51 @@ pub struct Verification {
     pub model: Option<[f64; 9]>,
 }
 
+/// Why spatial verification could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum SpatialError {
+    /// A feature set's descriptors are not as wide as the query's.
     #[error("local descriptors of different widths: the query's are {query}-d, {which}'s {found}-d")]
-    DimensionMismatch { which: String, query: usize, found: usize },
+    DimensionMismatch {
+        /// Which feature set: "query", "the candidate" or "candidate N".
+        which: String,
+        /// The query's descriptor width.
+        query: usize,
+        /// This set's descriptor width.
+        found: usize,
+    },
+    /// A feature set's fields have different lengths (locations, scores, scales, descriptors).
     #[error("{which}: {features} locations but {scores} scores, {scales} scales and {values} descriptor values of width {dim}")]
-    Inconsistent { which: String, features: usize, scores: usize, scales: usize, values: usize, dim: usize },
+    Inconsistent {
+        /// Which feature set: "query", "the candidate" or "candidate N".
+        which: String,
+        /// Number of locations.
+        features: usize,
+        /// Number of scores.
+        scores: usize,
+        /// Number of scales.
+        scales: usize,
+        /// Number of descriptor values.
+        values: usize,
+        /// Descriptor width.
+        dim: usize,
+    },
+    /// A setting out of its range.
     #[error("spatial verification: {name} = {value} ({why})")]
-    InvalidParam { name: &'static str, value: f64, why: &'static str },
+    InvalidParam {
+        /// The setting's name.
+        name: &'static str,
+        /// The value given.
+        value: f64,
+        /// What it must be.
+        why: &'static str,
+    },
+    /// LighterGlue could not be loaded or could not match a pair.
     #[error("spatial verification with LighterGlue: {reason}")]
-    Matcher { reason: String },
+    Matcher {
+        /// The loading or matching error.
+        reason: String,
+    },
 }
 
 impl SpatialParams {

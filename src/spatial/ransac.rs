@@ -26,6 +26,7 @@ pub struct RansacFit {
 }
 
 impl RansacFit {
+    /// Number of inliers.
     pub fn inlier_count(&self) -> usize {
         self.inliers.iter().filter(|&&b| b).count()
     }

@@ -8,11 +8,16 @@ use rand::Rng;
 use crate::decode::BgrImage;
 use crate::preprocess::{resize_linear, ChannelOrder, FloatImage, Normalization};
 
+/// Training augmentation settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AugmentConfig {
+    /// Side of the square output, in pixels.
     pub size: usize,
+    /// Smallest crop area, as a fraction of the image area.
     pub min_area: f64,
+    /// Largest crop aspect ratio (and its inverse the smallest), e.g. 4/3.
     pub max_aspect: f64,
+    /// Random horizontal flip with probability ½.
     pub flip: bool,
     /// Standard deviation of the PCA lighting coefficients (0 disables).
     pub lighting: f64,

@@ -17,6 +17,7 @@ pub struct TrainConfig {
     // Data.
     /// Training list (`path class_id` lines), GLDv2 `train_clean.csv`, or a folder per class.
     pub data: PathBuf,
+    /// How to read `data`; `auto` decides from the path.
     pub format: DataFormat,
     /// Root that relative image paths resolve against (default: beside the list).
     pub images: Option<PathBuf>,
@@ -26,24 +27,34 @@ pub struct TrainConfig {
     /// An ImageNet backbone to start from instead: a file, or `mobilenetv2` (the cached
     /// `dolg fetch-weights mobilenetv2` weights).
     pub backbone: Option<String>,
+    /// Width of `fg` (the output of `fc_t`) and of the local features.
     pub fg_dim: usize,
+    /// Width of the final descriptor (output of `fc`).
     pub out_dim: usize,
+    /// Build the local branch and fuse it with `fg`; `false` trains a global-only model.
     pub local_branch: bool,
+    /// Self-attention in the local branch; `false` is the ablation without attention weights.
     pub attention: bool,
     /// Multi-atrous module in front of the local branch; `none` (as the released weights) in
     /// the file.
     #[serde(with = "crate::model::aspp::none_or_kind")]
     pub multi_atrous: Option<AsppKind>,
+    /// Global pooling of `f4`: `gem` (learnable exponent) or `gap`.
     pub pooling: Pooling,
+    /// How local and global features are combined: `orthogonal` (the paper's) or an ablation.
     pub fusion: Fusion,
     /// Freeze the first N backbone stages (1 = stem, 2 = stem + s1, …; the whole ResNet at 5,
     /// the whole MobileNetV2 at 6). Frozen BatchNorm layers keep their running statistics.
     pub freeze_stages: usize,
     // Head and loss.
+    /// Classification head: `curricular` (the authors') or `arcface`.
     pub head: HeadKind,
+    /// Logit scale `s` of the margin head.
     pub scale: f64,
+    /// Angular margin `m` of the margin head, in radians.
     pub margin: f64,
     // Optimisation.
+    /// Number of training epochs.
     pub epochs: usize,
     /// Images per optimizer step.
     pub batch_size: usize,
@@ -51,11 +62,17 @@ pub struct TrainConfig {
     pub accum: usize,
     /// Learning rate for `lr_batch` images; the run uses `base_lr * batch_size / lr_batch`.
     pub base_lr: f64,
+    /// Batch size that `base_lr` is given for.
     pub lr_batch: usize,
+    /// SGD momentum.
     pub momentum: f64,
+    /// Use Nesterov momentum.
     pub nesterov: bool,
+    /// L2 weight decay, applied to every parameter.
     pub weight_decay: f64,
+    /// Epochs of linear learning-rate warm-up (may be fractional).
     pub warmup_epochs: f64,
+    /// Learning-rate factor at the start of warm-up, rising linearly to 1.
     pub warmup_factor: f64,
     /// Update the learning rate every step (fractional epochs) instead of once per epoch as the
     /// authors' trainer does; smoother for short fine-tuning runs.
@@ -63,12 +80,18 @@ pub struct TrainConfig {
     /// Stop after this many optimizer steps (0: run all epochs).
     pub max_steps: usize,
     // Augmentation.
+    /// Side of the square training crop, in pixels (at least 32).
     pub size: usize,
+    /// Smallest random-resized-crop area, as a fraction of the image, in (0, 1].
     pub min_area: f64,
+    /// Random horizontal flips.
     pub flip: bool,
+    /// Standard deviation of the PCA lighting noise (0 disables).
     pub lighting: f64,
     // Run.
+    /// Run directory: checkpoints, `config.toml`, `classes.tsv` and `state.json`.
     pub out: PathBuf,
+    /// Seed of the data order, the augmentation and freshly initialised weights.
     pub seed: u64,
     /// Decoding/augmentation threads.
     pub workers: usize,
@@ -76,9 +99,13 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Retrieval validation after each epoch: a groups CSV (`image,group`) and its image folder.
     pub val_groups: Option<PathBuf>,
+    /// The image folder that `val_groups` names are relative to.
     pub val_images: Option<PathBuf>,
+    /// Image scales of the validation descriptors (one descriptor per image, combined over the scales).
     pub val_scales: Vec<f64>,
+    /// Compute device: `cpu` or `cuda[:N]`.
     pub device: String,
+    /// Threads of the global compute pool (`None`: one per core).
     pub threads: Option<usize>,
 }
 
@@ -167,6 +194,7 @@ impl TrainConfig {
         Ok(cfg)
     }
 
+    /// Check the options against each other; `origin` names where they came from in errors.
     pub fn validate(&self, origin: &ConfigOrigin) -> Result<(), TrainError> {
         let err = |reason: String| Err(TrainError::Config { origin: origin.clone(), reason });
         if self.data.as_os_str().is_empty() {
@@ -242,6 +270,7 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// The configuration as TOML, as copied into the run directory.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises")
     }

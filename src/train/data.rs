@@ -20,6 +20,7 @@ use super::TrainError;
 use crate::decode::{decode_file, DecodeLimits, IMAGE_EXTENSIONS};
 use crate::preprocess::Normalization;
 
+/// How the training data is given (`format` in the training config).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DataFormat {
@@ -34,14 +35,19 @@ pub enum DataFormat {
     Folder,
 }
 
+/// One training image.
 #[derive(Debug, Clone)]
 pub struct Sample {
+    /// The image file (resolved against the images root).
     pub path: PathBuf,
+    /// Its class index into [`Dataset::classes`].
     pub class: usize,
 }
 
+/// The training images with their classes, class ids remapped to `0..C`.
 #[derive(Debug, Clone)]
 pub struct Dataset {
+    /// Every training image, in the order read.
     pub samples: Vec<Sample>,
     /// Original class id of each class index.
     pub classes: Vec<String>,
@@ -175,13 +181,18 @@ fn read_folder(root: &Path) -> Result<Vec<(PathBuf, String)>, TrainError> {
 /// How one run cuts the data: `batch` images per optimizer step, in `accum` micro-batches.
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule {
+    /// Seed of the epoch permutations (and of the augmentation).
     pub seed: u64,
+    /// Images per optimizer step.
     pub batch: usize,
+    /// Micro-batches per step (gradient accumulation); divides `batch`.
     pub accum: usize,
+    /// Number of training images.
     pub n_samples: usize,
 }
 
 impl Schedule {
+    /// Images per micro-batch (`batch / accum`).
     pub fn micro(&self) -> usize {
         self.batch / self.accum
     }
@@ -216,6 +227,7 @@ pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
 pub struct Batch {
     /// [n, 3, size, size] CHW float32.
     pub pixels: Vec<f32>,
+    /// Class index of each image, in `pixels` order.
     pub labels: Vec<usize>,
     /// Images that could not be read, with the reason (skipped; the batch is smaller).
     pub failed: Vec<(PathBuf, String)>,

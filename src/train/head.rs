@@ -10,6 +10,7 @@ use burn::tensor::{Bool, Tensor};
 
 use crate::checkpoint::{to_tensor, CheckpointError, NamedTensor, VarPath};
 
+/// Which margin head trains the descriptors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HeadKind {
@@ -24,11 +25,15 @@ pub enum HeadKind {
 /// Loss-side constants of the head (the authors' yaml: s = 30, m = 0.15).
 #[derive(Debug, Clone, Copy)]
 pub struct HeadSpec {
+    /// CurricularFace or ArcFace.
     pub kind: HeadKind,
+    /// Logit scale `s` (30 in the authors' yaml).
     pub scale: f64,
+    /// Angular margin `m`, in radians (0.15 in the authors' yaml).
     pub margin: f64,
 }
 
+/// The classification head `desc_cls`: a cosine classifier with an angular margin on the target class.
 #[derive(Module, Debug)]
 pub struct MarginHead {
     /// `desc_cls.weight`: one row per class.
@@ -71,6 +76,7 @@ impl MarginHead {
         ]
     }
 
+    /// Number of classes (rows of `weight`).
     pub fn classes(&self) -> usize {
         self.weight.dims()[0]
     }

@@ -23,12 +23,16 @@ pub use config::TrainConfig;
 pub use head::{HeadKind, HeadOutput, HeadSpec, MarginHead};
 pub use sgd::{Grads, Sgd, SgdConfig};
 
+/// Everything that can go wrong while setting up, running or resuming training.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
+    /// The model could not be built.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// A checkpoint could not be read, matched or written.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The pretrained ImageNet backbone could not be found or loaded.
     #[error(transparent)]
     Pretrained(#[from] crate::pretrained::PretrainedError),
     /// Validation: the groups file or its evaluation.
@@ -39,23 +43,54 @@ pub enum TrainError {
     Descriptor(#[from] crate::descriptors::DescriptorError),
     /// A bad training configuration, from a TOML file or the command line.
     #[error("{origin}: {reason}")]
-    Config { origin: ConfigOrigin, reason: String },
+    Config {
+        /// Where the configuration came from.
+        origin: ConfigOrigin,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A setting whose value cannot be used (`device`, …).
     #[error("{key} = '{value}': {reason}")]
-    Setting { key: &'static str, value: String, reason: String },
+    Setting {
+        /// The option's name.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// A run directory or data set that does not fit the configuration.
     #[error("{path}: {reason}")]
-    Data { path: std::path::PathBuf, reason: String },
+    Data {
+        /// The data list, folder or run directory.
+        path: std::path::PathBuf,
+        /// What does not fit.
+        reason: String,
+    },
+    /// A run that cannot be resumed (no checkpoint yet, changed data, a mismatched checkpoint).
     #[error("{path}: cannot resume: {reason}")]
-    Resume { path: std::path::PathBuf, reason: String },
+    Resume {
+        /// The run directory or the file of it that stands in the way.
+        path: std::path::PathBuf,
+        /// Why the run cannot be resumed.
+        reason: String,
+    },
+    /// A file or folder could not be read or written.
     #[error("{path}: {source}")]
-    Io { path: std::path::PathBuf, source: std::io::Error },
+    Io {
+        /// The file or folder involved.
+        path: std::path::PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
 }
 
 /// Where a training configuration came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigOrigin {
+    /// A TOML configuration file.
     File(std::path::PathBuf),
+    /// Options given on the command line only.
     CommandLine,
 }
 
@@ -71,8 +106,11 @@ impl std::fmt::Display for ConfigOrigin {
 /// A DOLG network with its classification head, on an autodiff device.
 #[derive(Debug)]
 pub struct Trainable {
+    /// The network being trained (BatchNorm kept separate, in training mode).
     pub model: Dolg,
+    /// The CurricularFace/ArcFace classification head (`desc_cls`).
     pub head: MarginHead,
+    /// The network's configuration (backbone, widths, options).
     pub config: DolgConfig,
     /// PyTorch key of every model parameter and buffer.
     pub keys: ParamKeys,

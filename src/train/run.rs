@@ -26,9 +26,13 @@ use crate::pretrained::Pretrained;
 /// `state.json` in a run directory: the latest complete checkpoint.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunState {
+    /// Optimizer steps completed when the checkpoint was saved.
     pub step: usize,
+    /// 0-based epoch of the last completed step.
     pub epoch: usize,
+    /// The model checkpoint, relative to the run directory (`checkpoints/step-NNNNNNN.safetensors`).
     pub checkpoint: String,
+    /// The SGD momentum buffers saved with it, relative to the run directory.
     pub optimizer: String,
     /// What the data order depends on; a resume with different values would not be exact.
     #[serde(default)]
@@ -38,12 +42,17 @@ pub struct RunState {
 /// Everything that decides which images each step sees.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DataIdentity {
+    /// Number of training images.
     pub samples: usize,
+    /// Number of classes.
     pub classes: usize,
     /// SHA-256 of the sample list (path and class of every image, in order) and the class table.
     pub data_sha256: String,
+    /// Images per optimizer step.
     pub batch_size: usize,
+    /// Micro-batches per step (gradient accumulation).
     pub accum: usize,
+    /// Seed of the data order and augmentation.
     pub seed: u64,
 }
 
@@ -87,29 +96,64 @@ impl DataIdentity {
 /// Metrics of one optimizer step (one line of `metrics.jsonl`).
 #[derive(Debug, Clone, Serialize)]
 pub struct StepReport {
+    /// Optimizer steps completed, this one included (1-based).
     pub step: usize,
+    /// 0-based epoch the step belongs to.
     pub epoch: usize,
+    /// Mean loss over the step's images; `None` if every image of the step failed to load.
     pub loss: Option<f64>,
+    /// Top-1 training accuracy of the head over the step's images (0–1); `None` as for `loss`.
     pub accuracy: Option<f64>,
+    /// Learning rate used for the step.
     pub lr: f64,
+    /// Images that went into the step.
     pub images: usize,
+    /// Throughput of the step, in images per second (wall clock).
     pub images_per_s: f64,
     /// Time the step waited for decoded batches (0 when loading keeps up).
     pub data_wait_s: f64,
+    /// Images of the step that could not be loaded and were left out.
     pub skipped_images: usize,
 }
 
+/// Progress of a training run, reported as it happens.
 pub enum Event<'a> {
-    Started { total_steps: usize, start_step: usize, classes: usize, images: usize, model: String },
+    /// The run begins (or resumes).
+    Started {
+        /// The step the run ends at.
+        total_steps: usize,
+        /// Steps already done (0 for a new run).
+        start_step: usize,
+        /// Number of classes of the training data.
+        classes: usize,
+        /// Number of training images.
+        images: usize,
+        /// The name of the model being trained.
+        model: String,
+    },
+    /// An optimizer step finished.
     Step(&'a StepReport),
+    /// A checkpoint was saved at this path.
     Checkpoint(&'a Path),
-    Validation { step: usize, epoch: usize, map: f64 },
+    /// Retrieval validation of an epoch's checkpoint finished.
+    Validation {
+        /// The step of the checkpoint that was validated.
+        step: usize,
+        /// Its 0-based epoch.
+        epoch: usize,
+        /// Groups mAP on the validation set (0–1).
+        map: f64,
+    },
 }
 
+/// How a training run ended.
 #[derive(Debug)]
 pub struct Outcome {
+    /// The step count reached (including steps done before a resume).
     pub steps_done: usize,
+    /// Whether the run stopped early on request.
     pub interrupted: bool,
+    /// The last checkpoint saved by this call, if any.
     pub checkpoint: Option<PathBuf>,
 }
 

@@ -10,21 +10,28 @@ use std::collections::HashMap;
 use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::tensor::Tensor;
 
+/// SGD hyper-parameters (the learning rate is given per step).
 #[derive(Debug, Clone, Copy)]
 pub struct SgdConfig {
+    /// Momentum μ (0: plain SGD).
     pub momentum: f64,
+    /// Weight decay λ: `λ·p` is added to every gradient.
     pub weight_decay: f64,
+    /// Use Nesterov momentum.
     pub nesterov: bool,
 }
 
+/// The optimizer: its settings and a momentum buffer per parameter.
 #[derive(Debug)]
 pub struct Sgd {
+    /// The hyper-parameters.
     pub config: SgdConfig,
     /// Momentum buffers, flattened (reshaped back on use).
     pub buffers: HashMap<ParamId, Tensor<1>>,
 }
 
 impl Sgd {
+    /// An optimizer with no momentum buffers yet.
     pub fn new(config: SgdConfig) -> Self {
         Self { config, buffers: HashMap::new() }
     }

@@ -642,36 +642,31 @@ fn page_renders_results_in_chromium() {
 
 #[test]
 #[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout when built (touch build.rs once it is there)")]
-fn full_describe_queue_answers_429_and_slow_requests_time_out() {
+fn a_burst_of_uploads_waits_its_turn_and_slow_requests_time_out() {
     let tmp = tempfile::tempdir().unwrap();
     let db = build_index(tmp.path());
     let photo = std::fs::read(images_dir().join("wxbs-kyiv_4.jpg")).unwrap();
     {
-        let s = Server::start(&db, &["--queue", "1"]);
-        let answers: Vec<(u16, Value, Option<String>)> = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..4)
+        // Twice as many uploads at once as the old fixed queue admitted: all wait their turn.
+        let s = Server::start(&db, &["--workers", "1", "--max-batch", "2"]);
+        let answers: Vec<(u16, Value)> = std::thread::scope(|scope| {
+            let clients: Vec<_> = (0..16)
                 .map(|_| {
                     scope.spawn(|| {
                         let (ct, body) = multipart(&photo, "q.jpg", &[]);
-                        let r = agent().post(&s.url("/search")).set("Content-Type", &ct).send_bytes(&body);
-                        let retry = match &r {
-                            Err(ureq::Error::Status(_, resp)) => resp.header("Retry-After").map(str::to_owned),
-                            _ => None,
-                        };
-                        let (st, v) = answer(r);
-                        (st, v, retry)
+                        answer(agent().post(&s.url("/search")).set("Content-Type", &ct).send_bytes(&body))
                     })
                 })
                 .collect();
-            workers.into_iter().map(|w| w.join().unwrap()).collect()
+            clients.into_iter().map(|w| w.join().unwrap()).collect()
         });
-        let ok = answers.iter().filter(|a| a.0 == 200).count();
-        let busy: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
-        assert_eq!(ok + busy.len(), 4, "{answers:?}");
-        assert!(ok >= 1 && !busy.is_empty(), "{answers:?}");
-        assert!(busy.iter().all(|b| b.2.as_deref() == Some("1") && b.1["error"].as_str().unwrap().contains("retry")), "{busy:?}");
+        assert!(answers.iter().all(|a| a.0 == 200), "{answers:?}");
+        assert!(answers.windows(2).all(|w| w[0].1["results"] == w[1].1["results"]), "the same photo, the same results");
         let metrics = agent().get(&s.url("/metrics")).call().unwrap().into_string().unwrap();
-        assert!(metrics.contains(&format!("dolg_extract_rejected_total {}", busy.len())), "{metrics}");
+        assert!(metrics.contains("dolg_describe_refused_total 0") && metrics.contains("dolg_describe_queue_wait_seconds_count 16"), "{metrics}");
+        let (_, ready) = answer(agent().get(&s.url("/ready")).call());
+        assert_eq!((ready["queue"]["workers"].as_u64(), ready["queue"]["max_batch"].as_u64()), (Some(1), Some(2)), "{ready}");
+        assert!(ready["queue"]["service_s"].as_f64().unwrap() > 0.0, "{ready}");
     }
     {
         let s = Server::start(&db, &["--timeout", "0.05"]);

@@ -14,6 +14,7 @@ pub struct ExactBackend {
 }
 
 impl ExactBackend {
+    /// An empty backend for `dim`-wide vectors.
     pub fn new(dim: usize) -> Self {
         Self { dim, held: Vec::new(), len: 0 }
     }

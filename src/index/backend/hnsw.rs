@@ -56,6 +56,7 @@ impl HnswBackend {
         Ok((backend, changed))
     }
 
+    /// The underlying HNSW graph.
     pub fn graph(&self) -> &HnswIndex {
         &self.graph
     }

@@ -67,6 +67,7 @@ pub trait SearchBackend: Send + Sync + std::fmt::Debug {
     /// Number of rows held.
     fn len(&self) -> usize;
 
+    /// Whether no rows are held.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }

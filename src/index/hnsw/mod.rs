@@ -34,32 +34,84 @@ pub(crate) const DEFAULT_EF_CONSTRUCTION: usize = 128;
 /// ef_search.
 pub(crate) const DEFAULT_EF_SEARCH: usize = 64;
 
+/// Why an HNSW index operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HnswError {
+    /// A vector does not have the index's dimension.
     #[error("dimension mismatch: index has dim {expected}, got a vector of length {got}")]
-    DimMismatch { expected: usize, got: usize },
+    DimMismatch {
+        /// The index's dimension.
+        expected: usize,
+        /// The length of the vector given.
+        got: usize,
+    },
+    /// An index cannot have dimension 0.
     #[error("invalid dimension {dim} (must be > 0)")]
-    InvalidDim { dim: usize },
+    InvalidDim {
+        /// The dimension asked for.
+        dim: usize,
+    },
+    /// A vector contains NaN or infinite values.
     #[error("vector for id {id:?} contains NaN or infinite values")]
-    NonFinite { id: Option<u64> },
+    NonFinite {
+        /// The id it was to be added under; `None` for a query.
+        id: Option<u64>,
+    },
+    /// An id was added twice (already in the index, or twice in one batch).
     #[error("id {id} is already in the index")]
-    DuplicateId { id: u64 },
+    DuplicateId {
+        /// The repeated id.
+        id: u64,
+    },
+    /// An id to remove is not in the index.
     #[error("id {id} is not in the index")]
-    NotFound { id: u64 },
+    NotFound {
+        /// The missing id.
+        id: u64,
+    },
+    /// A batch's flat vector buffer is not `ids × dim` floats.
     #[error("batch shape mismatch: {ids} ids but {floats} floats (dim {dim})")]
-    BatchShape { ids: usize, floats: usize, dim: usize },
+    BatchShape {
+        /// The number of ids.
+        ids: usize,
+        /// The number of `f32` values given.
+        floats: usize,
+        /// The index's dimension.
+        dim: usize,
+    },
+    /// The index file could not be read or written.
     #[error("I/O error on {path}: {source}")]
     Io {
+        /// The file involved.
         path: PathBuf,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
+    /// usearch needs a UTF-8 path, and this one is not.
     #[error("path {path} is not valid UTF-8 (usearch needs a UTF-8 path)")]
-    NonUtf8Path { path: PathBuf },
+    NonUtf8Path {
+        /// The offending path.
+        path: PathBuf,
+    },
+    /// An index file is damaged, truncated, foreign, of an older format or of another dimension.
     #[error("corrupt or incompatible index file {path}: {msg}")]
-    Corrupt { path: PathBuf, msg: String },
+    Corrupt {
+        /// The index file.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// usearch itself reported an error.
     #[error("usearch error during {op}{}: {msg}", id.map(|i| format!(" (id {i})")).unwrap_or_default())]
-    Backend { op: &'static str, id: Option<u64>, msg: String },
+    Backend {
+        /// The operation: "create", "reserve", "add", "remove", "search" or "save".
+        op: &'static str,
+        /// The id involved, if any.
+        id: Option<u64>,
+        /// usearch's message (the C++ exception text).
+        msg: String,
+    },
 }
 
 // usearch reports C++ exceptions as `cxx::Exception` (Display = the C++ `what()`).
@@ -67,6 +119,7 @@ fn backend<E: std::fmt::Display>(op: &'static str, id: Option<u64>) -> impl FnOn
     move |e| HnswError::Backend { op, id, msg: e.to_string() }
 }
 
+/// An approximate nearest-neighbour graph (HNSW, via usearch) over `u64` ids, scored by inner product.
 pub struct HnswIndex {
     index: Index,
     dim: usize,
@@ -152,22 +205,27 @@ impl HnswIndex {
         Ok(Self { index, dim, ef_search: DEFAULT_EF_SEARCH, contexts, gate: Gate::new(contexts) })
     }
 
+    /// Dimension of the vectors.
     pub fn dim(&self) -> usize {
         self.dim
     }
 
+    /// Number of vectors in the index.
     pub fn len(&self) -> usize {
         self.index.size()
     }
 
+    /// Whether the index holds no vectors.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Whether `id` is in the index.
     pub fn contains(&self, id: u64) -> bool {
         self.index.contains(id)
     }
 
+    /// Set the search beam width (HNSW "ef_search"; at least 1): larger is slower and more accurate.
     pub fn set_ef_search(&mut self, ef: usize) {
         self.ef_search = ef.max(1);
         self.index.change_expansion_search(self.ef_search);
@@ -266,6 +324,7 @@ impl HnswIndex {
         Ok(m.keys.into_iter().zip(m.distances).map(|(id, d)| (id, 1.0 - d)).collect())
     }
 
+    /// The search beam width (HNSW "ef_search").
     pub fn ef_search(&self) -> usize {
         self.ef_search
     }
