@@ -22,24 +22,64 @@ use crate::decode::{decode_bytes_oriented, decode_file_oriented, BgrImage, Decod
 use crate::model::{LocalFeatures, LocalModel, RetrievalModel};
 use crate::preprocess::{crop, limit_size, multiscale_inputs, CropBox, FloatImage, Normalization, PreprocessError, ScaledInput, DEFAULT_MAX_SIZE};
 
+/// Errors of describing images and of reading and writing descriptor and names files. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum DescriptorError {
+    /// An image file that could not be read or decoded.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// A decoded image that could not be cropped or resized for the network.
     #[error("{path}: {source}")]
-    Preprocess { path: PathBuf, source: PreprocessError },
+    Preprocess {
+        /// The image file.
+        path: PathBuf,
+        /// Why it could not be preprocessed.
+        source: PreprocessError,
+    },
+    /// A descriptor or names file that could not be opened, read or written.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The `.npy` or names file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
     /// A descriptor file that is not the `.npy` expected (format, shape, dtype).
     #[error("{path}: {reason}")]
-    Npy { path: PathBuf, reason: String },
+    Npy {
+        /// The `.npy` file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Rows or names that cannot be written as asked (counts, widths, newlines in names).
     #[error("{path}: {reason}")]
-    Invalid { path: PathBuf, reason: String },
+    Invalid {
+        /// The file the offending rows or names were to be written to.
+        path: PathBuf,
+        /// What is wrong with them.
+        reason: String,
+    },
+    /// A descriptor file without the names file that should sit beside it.
     #[error("{names}: names file of {npy} not found (it is written beside the .npy by `dolg extract`)")]
-    NamesMissing { npy: PathBuf, names: PathBuf },
+    NamesMissing {
+        /// The descriptor file.
+        npy: PathBuf,
+        /// The names file looked for ([`names_path`] of `npy`).
+        names: PathBuf,
+    },
+    /// A descriptor file and a names file that disagree on the number of rows.
     #[error("{npy} has {rows} rows but its names file {names} lists {count} names; they were not written together")]
-    NamesMismatch { npy: PathBuf, names: PathBuf, rows: usize, count: usize },
+    NamesMismatch {
+        /// The descriptor file.
+        npy: PathBuf,
+        /// Its names file.
+        names: PathBuf,
+        /// Rows in the `.npy`.
+        rows: usize,
+        /// Lines in the names file.
+        count: usize,
+    },
 }
 
 /// `x / max(‖x‖₂, 1e-12)` in place.
@@ -51,7 +91,9 @@ pub fn l2_normalize(v: &mut [f32]) {
 /// Descriptor of one image: per-scale (each L2-normalised) and the final combined vector.
 #[derive(Debug, Clone)]
 pub struct MultiScaleDescriptor {
+    /// One L2-normalised vector per scale, in the order of [`Extractor::scales`].
     pub per_scale: Vec<Vec<f32>>,
+    /// The per-scale vectors combined ([`combine_scales_with`]) and L2-normalised: the image's descriptor.
     pub descriptor: Vec<f32>,
 }
 
@@ -73,8 +115,10 @@ pub fn combine_scales(per_scale: &[Vec<f32>]) -> Vec<f32> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum ScaleCombine {
+    /// Element-wise mean of the per-scale vectors ([`combine_scales`]), as DOLG does.
     #[default]
     Mean,
+    /// Element-wise max of the per-scale vectors (SuperGlobal's scale-GeM with p → ∞).
     Max,
 }
 
@@ -95,10 +139,15 @@ pub fn combine_scales_with(per_scale: &[Vec<f32>], how: ScaleCombine) -> Vec<f32
 
 /// A loaded model plus everything needed to turn images into descriptors.
 pub struct Extractor {
+    /// The network that turns one scaled image into a global descriptor.
     pub model: RetrievalModel,
+    /// Device the network's input tensors are created on.
     pub device: Device,
+    /// Resize factors of the image pyramid, one network pass each (e.g. [`crate::preprocess::DEFAULT_SCALES`]).
     pub scales: Vec<f64>,
+    /// Channel order, mean and standard deviation the network's input is normalised with (the model's own by default).
     pub norm: Normalization,
+    /// Size and allocation limits an image must pass to be decoded.
     pub limits: DecodeLimits,
     /// Apply the EXIF orientation a file records (default) or take its pixels as stored.
     pub orientation: Orientation,
@@ -115,6 +164,7 @@ pub struct Extractor {
 
 /// An image decoded, optionally cropped, and resized for every scale: the network's input.
 pub struct Prepared {
+    /// The network input at each of [`Extractor::scales`], in that order.
     pub inputs: Vec<ScaledInput>,
     /// The decoded (cropped) image at its own size, kept when a local model will read it.
     pub image: Option<BgrImage>,
@@ -123,7 +173,9 @@ pub struct Prepared {
 /// One image's global descriptor and, with a local model, its local features.
 #[derive(Debug, Clone)]
 pub struct Description {
+    /// The L2-normalised multi-scale global descriptor ([`MultiScaleDescriptor::descriptor`]).
     pub descriptor: Vec<f32>,
+    /// The image's local features; `None` when the extractor has no local model.
     pub local: Option<LocalFeatures>,
 }
 
@@ -184,6 +236,8 @@ impl Extractor {
         self.model.forward(x).into_data().try_into_vec::<f32>().expect("f32 output")
     }
 
+    /// Run the network on every scale of a prepared image, L2-normalise each output and combine them
+    /// ([`Extractor::scale_combine`]).
     pub fn describe(&self, prepared: &Prepared) -> MultiScaleDescriptor {
         // Largest scale first: the native trunk's activation buffers, sized by the first pass,
         // then serve every smaller one without reallocating (and page-faulting) them.
@@ -221,6 +275,7 @@ impl Extractor {
         MultiScaleDescriptor { per_scale, descriptor }
     }
 
+    /// [`Extractor::prepare`] and [`Extractor::describe`] one file; the box, if any, in upright-image pixels.
     pub fn describe_file(&self, path: &Path, crop_box: Option<CropBox>) -> Result<MultiScaleDescriptor, DescriptorError> {
         Ok(self.describe(&self.prepare(path, crop_box)?))
     }
@@ -327,7 +382,9 @@ type PrepareFn<'a, T> = dyn Fn(usize, &Path) -> Result<(Prepared, T), Descriptor
 /// A file that could not be described, with the reason (which names the file).
 #[derive(Debug)]
 pub struct FileFailure {
+    /// The file, as given.
     pub path: PathBuf,
+    /// Why it could not be described.
     pub error: DescriptorError,
 }
 
@@ -335,9 +392,11 @@ pub struct FileFailure {
 /// order, with its name (the path as given), and every file that was not.
 #[derive(Debug, Default)]
 pub struct Described {
+    /// The descriptors of the files that were described, in input order, each of the model's output width.
     pub rows: Vec<Vec<f32>>,
     /// `rows[i]` describes the file `names[i]` (its path, as given, in display form).
     pub names: Vec<String>,
+    /// The files that could not be described, in input order.
     pub failures: Vec<FileFailure>,
 }
 

@@ -10,6 +10,9 @@
 //! Start with [`collection::Collection`]: a searchable photo collection (create, add photos,
 //! search by photo or vector, remove, export).
 
+// Every public item is documented: `cargo doc` is the API reference.
+#![warn(missing_docs)]
+
 #[cfg(test)]
 mod architecture;
 pub mod atomic_file;

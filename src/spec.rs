@@ -21,22 +21,51 @@ use crate::model::{Arch, Fusion, ModelError, RetrievalModel};
 use crate::preprocess::{DEFAULT_MAX_SIZE, DEFAULT_SCALES};
 use crate::pretrained::{Pretrained, PretrainedError};
 
+/// Why a [`ModelSpec`] names no usable model, or its model could not be built or fingerprinted.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
+    /// Neither a checkpoint nor a pretrained backbone was given.
     #[error("no model given: name a DOLG checkpoint (--weights FILE) or a pretrained backbone (--backbone mobilenetv2)")]
     NoModel,
+    /// Both a checkpoint and a pretrained backbone were given.
     #[error("a model is either a DOLG checkpoint ({weights}) or a pretrained backbone ({backbone}), not both")]
-    Both { weights: PathBuf, backbone: &'static str },
+    Both {
+        /// The checkpoint given.
+        weights: PathBuf,
+        /// The pretrained backbone given, in its command-line spelling.
+        backbone: &'static str,
+    },
+    /// The weights file could not be read while computing the fingerprint.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The weights file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        source: std::io::Error,
+    },
+    /// An image scale that is zero, negative, infinite or NaN.
     #[error("scale {scale} is not a positive, finite number")]
-    Scale { scale: f64 },
+    Scale {
+        /// The offending scale factor.
+        scale: f64,
+    },
+    /// A pretrained network that gives local features or matches them, not global descriptors.
     #[error("'{name}' is a local-feature {what}, not a backbone for global descriptors: {hint}")]
-    NotABackbone { name: &'static str, what: &'static str, hint: &'static str },
+    NotABackbone {
+        /// The pretrained model's command-line name (`xfeat`, `lighterglue`).
+        name: &'static str,
+        /// What it is instead (`network`, `matcher`).
+        what: &'static str,
+        /// How it is meant to be used.
+        hint: &'static str,
+    },
+    /// The pretrained backbone's weights are not in the cache, or could not be read or verified.
     #[error(transparent)]
     Pretrained(#[from] PretrainedError),
+    /// The weights file (checkpoint or cached pretrained weights) could not be opened or read.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The checkpoint does not hold a model this crate can build.
     #[error(transparent)]
     Model(#[from] ModelError),
 }
@@ -95,6 +124,7 @@ fn is_legacy_orientation(o: &Orientation) -> bool {
 
 /// A built model with the identity of what it produces.
 pub struct LoadedModel {
+    /// The model, configured with the spec's scales, size limit, orientation and scale combination.
     pub extractor: Extractor,
     /// SHA-256 of the weights file and every option that changes descriptors (hex).
     pub fingerprint: String,
@@ -215,6 +245,7 @@ impl ModelSpec {
         }
     }
 
+    /// Image scales of the multi-scale descriptor (resize factors; checked to be positive and finite when loaded).
     pub fn with_scales(mut self, scales: Vec<f64>) -> Self {
         self.scales = scales;
         self
@@ -226,11 +257,13 @@ impl ModelSpec {
         self
     }
 
+    /// Whether the EXIF orientation is applied before describing.
     pub fn with_orientation(mut self, orientation: Orientation) -> Self {
         self.orientation = orientation;
         self
     }
 
+    /// How the per-scale descriptors are combined into one.
     pub fn with_scale_combine(mut self, scale_combine: ScaleCombine) -> Self {
         self.scale_combine = scale_combine;
         self
@@ -346,6 +379,7 @@ pub mod value_enum {
         v.to_possible_value().expect("no skipped variants").get_name().to_owned()
     }
 
+    /// Serde `serialize_with`: `Some(v)` as its command-line spelling, `None` as null.
     pub fn serialize<T: ValueEnum, S: Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
         match v {
             Some(v) => s.serialize_some(&name(v)),
@@ -353,6 +387,7 @@ pub mod value_enum {
         }
     }
 
+    /// Serde `deserialize_with`: a command-line spelling (case-insensitive) or null; an unknown value's error lists the choices.
     pub fn deserialize<'de, T: ValueEnum, D: Deserializer<'de>>(d: D) -> Result<Option<T>, D::Error> {
         Option::<String>::deserialize(d)?
             .map(|s| {

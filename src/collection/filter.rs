@@ -29,6 +29,7 @@ use globset::{GlobBuilder, GlobMatcher};
 pub struct FilterError {
     /// The whole expression as given.
     pub expr: String,
+    /// What is wrong with it, e.g. an unknown field or operator, or a bad glob.
     pub reason: String,
 }
 

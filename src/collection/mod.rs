@@ -98,17 +98,34 @@ impl Default for AddOptions {
 #[derive(Debug)]
 pub enum AddEvent<'a> {
     /// One file was checked against the index (by its stat record or its content hash).
-    Checked { done: usize, total: usize },
+    Checked {
+        /// Files checked so far, this one included.
+        done: usize,
+        /// Files to check in all.
+        total: usize,
+    },
     /// Checking is done: this many files will be described, this many are already indexed.
-    Planned { describe: usize, unchanged: usize },
+    Planned {
+        /// Files to describe (new, changed or not yet hashed).
+        describe: usize,
+        /// Files already indexed with the same content, not described again.
+        unchanged: usize,
+    },
     /// One file was described (and will be committed with its batch) or failed.
-    Described { path: &'a Path, error: Option<&'a DescriptorError> },
+    Described {
+        /// The file, as given.
+        path: &'a Path,
+        /// Why it could not be described; `None` when it was.
+        error: Option<&'a DescriptorError>,
+    },
 }
 
 /// A file that could not be added, with the reason.
 #[derive(Debug, Clone, Serialize)]
 pub struct Failure {
+    /// The file, as given.
     pub path: PathBuf,
+    /// Why it could not be described (the error's message, which names the file).
     pub error: String,
 }
 
@@ -117,7 +134,9 @@ pub struct Failure {
 pub struct AddReport {
     /// New or changed files described and stored.
     pub added: usize,
+    /// Files already indexed with the same content, skipped without being described.
     pub unchanged: usize,
+    /// Files that could not be described, in input order; the others were still added.
     pub failed: Vec<Failure>,
     /// Live entries after the call.
     pub entries: usize,
@@ -135,7 +154,9 @@ pub struct SyncReport {
     pub renamed: usize,
     /// Entries whose file vanished.
     pub removed: usize,
+    /// Files already indexed with the same content, left as they were.
     pub unchanged: usize,
+    /// New or changed files that could not be described; a changed file's old entry is kept.
     pub failed: Vec<Failure>,
     /// Live entries after the call.
     pub entries: usize,
@@ -170,14 +191,17 @@ impl Default for CreateOptions {
 }
 
 impl CreateOptions {
+    /// The defaults (no root, no local features) with the search backend `kind`.
     pub fn kind(kind: IndexKind) -> Self {
         Self { kind, ..Self::default() }
     }
 
+    /// These options with [`CreateOptions::root`] set to `root`.
     pub fn with_root(self, root: Option<&Path>) -> Self {
         Self { root: root.map(Path::to_path_buf), ..self }
     }
 
+    /// These options with [`CreateOptions::local`] set to `local`.
     pub fn with_local(self, local: Option<LocalConfig>) -> Self {
         Self { local, ..self }
     }
@@ -197,14 +221,23 @@ pub(crate) struct SearchParams<'a> {
 /// What an index holds, as `dolg index info` reports it. Opening verified every checksum.
 #[derive(Debug, Clone, Serialize)]
 pub struct Info {
+    /// The index directory.
     pub index: PathBuf,
+    /// The search backend.
     pub kind: IndexKind,
+    /// Human name of the model, e.g. `DOLG-R50`, or `imported descriptors`.
     pub model: String,
+    /// Descriptor width.
     pub dim: usize,
+    /// SHA-256 (hex) of the weights file and every option that changes descriptors; `None` for imported vectors only.
     pub fingerprint: Option<String>,
+    /// How the model is rebuilt to describe new photos; `None` for imported vectors only.
     pub spec: Option<ModelSpec>,
+    /// Live entries.
     pub entries: usize,
+    /// Rows stored since the last compaction, removed and replaced ones included.
     pub stored_rows: usize,
+    /// Number of segment files.
     pub segments: usize,
     /// The folder photo names are relative to (indexes made before roots existed have none).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -379,10 +412,12 @@ impl Collection {
         Ok(())
     }
 
+    /// The underlying index (store and search backend).
     pub fn index(&self) -> &Index {
         &self.index
     }
 
+    /// The index directory.
     pub fn dir(&self) -> &Path {
         self.index.store().dir()
     }
@@ -392,10 +427,12 @@ impl Collection {
         self.index.store().live_count()
     }
 
+    /// Whether the collection has no live entries.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Descriptor width of the collection's vectors.
     pub fn dim(&self) -> usize {
         self.index.store().dim()
     }
@@ -755,6 +792,7 @@ impl Collection {
         Ok(names.len())
     }
 
+    /// What the index holds ([`Info`]), read from the open store.
     pub fn info(&self) -> Info {
         let s = self.index.store();
         let m = s.model();

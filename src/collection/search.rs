@@ -27,7 +27,12 @@ pub enum Query<'a> {
     /// [`Query::Images`] gives for that photo uncropped. Spatial re-ranking uses `local` when given
     /// (the photo's file described, for an entry stored without local features), else the
     /// entry's stored ones.
-    Name { name: &'a str, local: Option<&'a LocalFeatures> },
+    Name {
+        /// The entry's name in the collection (as [`Collection::name_of`] gives it).
+        name: &'a str,
+        /// Local features to re-rank with instead of the entry's stored ones.
+        local: Option<&'a LocalFeatures>,
+    },
     /// Photos described elsewhere ([`Collection::load_query_model`]: the server describes uploads
     /// without holding the collection), with their local features for spatial re-ranking. The
     /// same ranking as [`Query::Images`] for photos that are not indexed.
@@ -73,18 +78,22 @@ impl SearchRequest {
         Self { k: 0, min_score: Some(min_score), ..Self::top(0) }
     }
 
+    /// This request with the re-ranking [`SearchRequest::rerank`] replaced.
     pub fn with_rerank(self, rerank: Rerank) -> Self {
         Self { rerank, ..self }
     }
 
+    /// This request with the query-photo crop [`SearchRequest::crop`] replaced.
     pub fn with_crop(self, crop: Option<CropBox>) -> Self {
         Self { crop, ..self }
     }
 
+    /// This request with the entry filter [`SearchRequest::filter`] replaced.
     pub fn with_filter(self, filter: Filter) -> Self {
         Self { filter, ..self }
     }
 
+    /// This request with the cosine-similarity floor [`SearchRequest::min_score`] replaced.
     pub fn with_min_score(self, min_score: Option<f32>) -> Self {
         Self { min_score, ..self }
     }

@@ -31,14 +31,26 @@ use crate::checkpoint::{Checkpoint, CheckpointError, VarBuilder};
 use crate::preprocess::Normalization;
 use resnet::{R101_DEPTHS, R50_DEPTHS};
 
+/// Why a model could not be built from a checkpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
+    /// The checkpoint could not be read, or lacks a tensor or has one of the wrong shape.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// A checkpoint whose keys or shapes match no architecture this crate builds.
     #[error("{path}: cannot tell the architecture: {reason}")]
-    UnknownArch { path: std::path::PathBuf, reason: String },
+    UnknownArch {
+        /// The checkpoint file.
+        path: std::path::PathBuf,
+        /// Which key or shape did not fit.
+        reason: String,
+    },
+    /// An `--arch` override given for a DELG checkpoint, whose architecture is read from its keys.
     #[error("{path} is a DELG checkpoint: --arch applies to DOLG checkpoints only (DELG's architecture is read from its keys)")]
-    DelgOptions { path: std::path::PathBuf },
+    DelgOptions {
+        /// The DELG checkpoint file.
+        path: std::path::PathBuf,
+    },
 }
 
 /// `--arch` values: backbone depth and multi-atrous variant.
@@ -105,14 +117,21 @@ impl Kernels {
 /// and what computes its trunk.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DolgConfig {
+    /// The trunk (`globalmodel`): a ResNet of some depth, or MobileNetV2.
     pub backbone: BackboneKind,
     /// Width of `fg` (output of `fc_t`) and of the local features.
     pub fg_dim: usize,
+    /// The local branch's multi-atrous module; `None` without one (as in the released weights).
     pub aspp: Option<AsppKind>,
+    /// Whether the checkpoint has a local branch (`localmodel.*`); without one the descriptor is `fc(fg)` alone.
     pub local: bool,
+    /// Whether the local branch has its attention score conv (`localmodel.conv2`); `false` in the self-attention-off ablation.
     pub attention: bool,
+    /// Global pooling of `f4`: GeM when the checkpoint has `pool_g.p`, average pooling otherwise.
     pub pooling: Pooling,
+    /// How the local features are fused with `fg` (not recorded in the keys: the caller's choice).
     pub fusion: Fusion,
+    /// Width of the global descriptor (rows of `fc.weight`).
     pub out_dim: usize,
     /// What computes the trunk. [`Dolg::load`] builds burn modules ([`Kernels::Burn`]);
     /// [`RetrievalModel::dolg`] adds the native trunk where [`Kernels::default_for`] says so, and
@@ -121,6 +140,8 @@ pub struct DolgConfig {
 }
 
 impl DolgConfig {
+    /// Read the configuration from the checkpoint's keys and tensor shapes, with orthogonal fusion and
+    /// [`Kernels::Burn`]; errors name the key that does not fit.
     pub fn detect(ckpt: &Checkpoint) -> Result<Self, ModelError> {
         let err = |reason: String| ModelError::UnknownArch { path: ckpt.path().to_owned(), reason };
         let backbone = BackboneKind::detect(ckpt.keys(), "globalmodel").ok_or_else(|| {
@@ -186,7 +207,9 @@ impl DolgConfig {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum RetrievalModel {
+    /// A DOLG network and the configuration it was built with.
     Dolg(Dolg, DolgConfig),
+    /// A bare ImageNet backbone whose descriptor is GeM (p = 3) of `f4`.
     OffTheShelf(OffTheShelf),
     /// A DELG checkpoint ([`delg`]): its global descriptor, `fc(GeM(f4))` per scale. Shared
     /// with [`LocalModel::Delg`] when an index also stores its local features.
@@ -250,6 +273,7 @@ impl RetrievalModel {
         matches!(self, RetrievalModel::Dolg(m, _) if m.is_native())
     }
 
+    /// Width of the descriptor [`RetrievalModel::forward`] gives.
     pub fn out_dim(&self) -> usize {
         match self {
             RetrievalModel::Dolg(_, c) => c.out_dim,
@@ -258,6 +282,7 @@ impl RetrievalModel {
         }
     }
 
+    /// A short human name for reports, such as `DOLG-R50`, `DELG-R50` or `MobileNetV2-GeM (off-the-shelf, ImageNet)`.
     pub fn name(&self) -> String {
         match self {
             RetrievalModel::Dolg(_, c) => c.name(),

@@ -38,12 +38,16 @@ pub const THUMB_SIDE: u32 = 320;
 /// A failed request: its status and a message, sent as `{"error": message}`.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status (4xx for the client's mistakes, 5xx for the server's).
     pub status: StatusCode,
+    /// What went wrong, naming the key, value or file at fault.
     pub message: String,
+    /// Seconds the client should wait before trying again, sent as `Retry-After` (429, 503).
     pub retry_after: Option<u64>,
 }
 
 impl ApiError {
+    /// An error with `status` and `message`, no `Retry-After`.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self { status, message: message.into(), retry_after: None }
     }
@@ -382,7 +386,7 @@ fn content_type(req: &Request) -> String {
 
 /// The image of a multipart body (the field named `image`, or the first with a file name), with
 /// the other fields applied to `options` (a search's), or ignored (an upload's: `None`).
-async fn read_multipart(req: Request, mut options: Option<&mut Options>) -> ApiResult<Vec<u8>> {
+async fn read_multipart(req: Request, mut options: Option<&mut Options>) -> ApiResult<(Vec<u8>, Option<String>)> {
     let mut mp = Multipart::from_request(req, &()).await.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     let mut image = None;
     loop {
@@ -392,13 +396,14 @@ async fn read_multipart(req: Request, mut options: Option<&mut Options>) -> ApiR
             Err(e) => return Err(ApiError::new(e.status(), e.body_text())),
         };
         let name = field.name().unwrap_or("").to_owned();
-        let is_file = field.file_name().is_some() || name == "image";
+        let file_name = field.file_name().map(str::to_owned);
+        let is_file = file_name.is_some() || name == "image";
         let bytes = field.bytes().await.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
         if is_file {
             if image.is_some() {
                 return Err(ApiError::bad("send one image per request"));
             }
-            image = Some(bytes.to_vec());
+            image = Some((bytes.to_vec(), file_name));
         } else if let Some(o) = options.as_deref_mut() {
             o.set(&name, std::str::from_utf8(&bytes).map_err(|_| ApiError::bad(format!("field {name} is not UTF-8 text")))?)?;
         }
@@ -408,13 +413,16 @@ async fn read_multipart(req: Request, mut options: Option<&mut Options>) -> ApiR
 
 /// Check an upload looks like an image and name its format's extension.
 fn sniff(bytes: &[u8]) -> ApiResult<&'static str> {
+    Ok(sniff_format(bytes)?.extensions_str().first().copied().unwrap_or("img"))
+}
+
+/// The format an upload's bytes announce.
+fn sniff_format(bytes: &[u8]) -> ApiResult<image::ImageFormat> {
     if bytes.is_empty() {
         return Err(ApiError::bad("the upload is empty"));
     }
-    let format = image::guess_format(bytes).map_err(|_| {
-        ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the upload is not an image in a known format (JPEG, PNG, WebP, TIFF, BMP, GIF, PNM)")
-    })?;
-    Ok(format.extensions_str().first().copied().unwrap_or("img"))
+    image::guess_format(bytes)
+        .map_err(|_| ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the upload is not an image in a known format (JPEG, PNG, WebP, TIFF, BMP, GIF, PNM)"))
 }
 
 /// Describe `path` with the query model through the describing queue (429 only when the work
@@ -513,7 +521,7 @@ async fn search(State(st): State<Arc<AppState>>, Query(q): Query<Vec<(String, St
     }
     let ct = content_type(&req);
     let by = if ct.starts_with("multipart/form-data") {
-        QueryBy::Upload(read_multipart(req, Some(&mut opts)).await?)
+        QueryBy::Upload(read_multipart(req, Some(&mut opts)).await?.0)
     } else if ct.starts_with("application/json") {
         let bytes = axum::body::to_bytes(req.into_body(), st.config.body_limit)
             .await
@@ -736,15 +744,20 @@ async fn image_info(State(st): State<Arc<AppState>>, UrlPath(id): UrlPath<String
 
 async fn add_image(State(st): State<Arc<AppState>>, req: Request) -> ApiResult<Response> {
     let limit = st.config.timeout;
-    let (tmp, dir, dest, hash, d) = tokio::time::timeout(limit, receive_upload(&st, req))
+    let (tmp, dir, file_name, hash, d) = tokio::time::timeout(limit, receive_upload(&st, req))
         .await
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the upload took longer than {} s; it was not stored", limit.as_secs_f64())))??;
     let st2 = st.clone();
     let (name, added) = blocking(move || {
         // Durable file first (contents, then the folder entry), then the index commit.
-        tmp.as_file().sync_all().map_err(|e| ApiError::internal(format!("saving the upload: {e}")))?;
-        tmp.persist(&dest).map_err(|e| ApiError::internal(format!("saving the upload: {e}")))?;
-        std::fs::File::open(&dir).and_then(|f| f.sync_all()).map_err(|e| ApiError::internal(format!("saving the upload: {e}")))?;
+        let saving = |e: std::io::Error| ApiError::internal(format!("saving the upload: {e}"));
+        tmp.as_file().sync_all().map_err(saving)?;
+        let dest = {
+            // One upload at a time picks its name, so two uploads of one name get two files.
+            let _naming = UPLOAD_NAMES.lock().unwrap_or_else(|p| p.into_inner());
+            store_upload(tmp, &dir, &file_name, &hash).map_err(saving)?
+        };
+        std::fs::File::open(&dir).and_then(|f| f.sync_all()).map_err(saving)?;
         let mut c = st2.write();
         let name = c.name_of(&dest);
         let store = c.index().store();
@@ -763,37 +776,113 @@ async fn add_image(State(st): State<Arc<AppState>>, req: Request) -> ApiResult<R
     Ok((status, [(header::LOCATION, format!("/images/{id}"))], Json(body)).into_response())
 }
 
-/// A received, described upload: its temporary file, the upload folder, its final path, content hash and description.
-type Upload = (tempfile::NamedTempFile, PathBuf, PathBuf, [u8; 32], Description);
+/// Held while an upload picks its file name.
+static UPLOAD_NAMES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Move `tmp` (an upload whose content hashes to `hash`) into `dir` as `file_name`, or
+/// `stem-1.ext`, `stem-2.ext`, ... when that name holds another photo; a file of that name with
+/// the same content is the same photo, and is kept instead (the upload is dropped). Never
+/// replaces a file. Returns the final path.
+fn store_upload(mut tmp: tempfile::NamedTempFile, dir: &Path, file_name: &str, hash: &[u8; 32]) -> std::io::Result<PathBuf> {
+    let (stem, ext) = file_name.rsplit_once('.').unwrap_or((file_name, ""));
+    for i in 0..10_000u32 {
+        let candidate = if i == 0 { file_name.to_owned() } else { format!("{stem}-{i}.{ext}") };
+        let dest = dir.join(&candidate);
+        if dest.is_file() && std::fs::read(&dest).is_ok_and(|b| Sha256::digest(&b)[..] == hash[..]) {
+            return Ok(dest);
+        }
+        match tmp.persist_noclobber(&dest) {
+            Ok(_) => return Ok(dest),
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => tmp = e.file,
+            Err(e) => return Err(e.error),
+        }
+    }
+    Err(std::io::Error::other(format!("10000 files named like {file_name} already exist in {}", dir.display())))
+}
+
+/// Longest stored file name, in bytes, extension included.
+const MAX_UPLOAD_NAME: usize = 120;
+
+/// The name an upload called `given` is stored under: its last path component, with characters
+/// that are unsafe in file names (controls, `/ \ : * ? " < > |`) replaced by `_`, no leading dots
+/// (hidden files) or trailing dots and spaces, not a name Windows reserves (`CON`, `NUL`,
+/// `COM1`...), at most [`MAX_UPLOAD_NAME`] bytes, and ending in an extension of its format
+/// (`ext`, added when the given one is not). `None` when nothing usable is left.
+pub(crate) fn safe_upload_name(given: &str, format_extensions: &[&str]) -> Option<String> {
+    let last = given.rsplit(['/', '\\']).next().unwrap_or("");
+    let cleaned: String = last.chars().map(|c| if c.is_control() || r#":*?"<>|"#.contains(c) { '_' } else { c }).collect();
+    let cleaned = cleaned.trim_start_matches(['.', ' ']).trim_end_matches(['.', ' ']);
+    let (stem, ext) = match cleaned.rsplit_once('.') {
+        Some((stem, ext)) if format_extensions.iter().any(|e| e.eq_ignore_ascii_case(ext)) => (stem, ext.to_owned()),
+        _ => (cleaned, format_extensions.first()?.to_string()),
+    };
+    let stem = stem.trim_end_matches(['.', ' ']);
+    if stem.is_empty() {
+        return None;
+    }
+    let reserved = |s: &str| {
+        let base = s.split('.').next().unwrap_or(s).to_ascii_uppercase();
+        ["CON", "PRN", "AUX", "NUL"].contains(&base.as_str())
+            || (base.len() == 4 && (base.starts_with("COM") || base.starts_with("LPT")) && base.as_bytes()[3].is_ascii_digit())
+    };
+    let mut stem = if reserved(stem) { format!("_{stem}") } else { stem.to_owned() };
+    let room = MAX_UPLOAD_NAME - ext.len() - 1;
+    if stem.len() > room {
+        let mut cut = room;
+        while !stem.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        stem.truncate(cut);
+    }
+    Some(format!("{stem}.{ext}"))
+}
+
+/// The file name an upload was sent with: the multipart part's, else the `name` query key's,
+/// else the `Content-Disposition` header's.
+fn given_name(req: &Request) -> Option<String> {
+    let query = Query::<HashMap<String, String>>::try_from_uri(req.uri()).map(|q| q.0).unwrap_or_default();
+    query.get("name").cloned().or_else(|| {
+        let cd = req.headers().get(header::CONTENT_DISPOSITION)?.to_str().ok()?;
+        let v = cd.split(';').map(str::trim).find_map(|p| p.strip_prefix("filename="))?;
+        Some(v.trim_matches('"').to_owned())
+    })
+}
+
+/// A received, described upload: its temporary file, the upload folder, the file name to store it
+/// under, its content hash and description.
+type Upload = (tempfile::NamedTempFile, PathBuf, String, [u8; 32], Description);
 
 /// The part of an upload that may time out: read the body, check it is an image, write it to a
-/// temporary file in the upload folder and describe it. Returns the temporary file, the folder,
-/// the final path, the content hash and the descriptor.
+/// temporary file in the upload folder and describe it.
 async fn receive_upload(st: &Arc<AppState>, req: Request) -> ApiResult<Upload> {
     let ct = content_type(&req);
-    let bytes = if ct.starts_with("multipart/form-data") {
+    let named = given_name(&req);
+    let (bytes, sent_as) = if ct.starts_with("multipart/form-data") {
         read_multipart(req, None).await?
     } else if ct.starts_with("image/") || ct.starts_with("application/octet-stream") {
-        axum::body::to_bytes(req.into_body(), st.config.body_limit)
+        let bytes = axum::body::to_bytes(req.into_body(), st.config.body_limit)
             .await
             .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the body is larger than the limit of {} bytes", st.config.body_limit)))?
-            .to_vec()
+            .to_vec();
+        (bytes, None)
     } else {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("content type '{ct}': send multipart/form-data with an image, or an image/* body"),
         ));
     };
-    let ext = sniff(&bytes)?;
+    let format = sniff_format(&bytes)?;
+    let ext = format.extensions_str().first().copied().unwrap_or("img");
     let root = st.read().root().map(Path::to_owned).ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "this index has no root folder to store uploads in"))?;
     let dir = root.join(&st.config.upload_dir);
     std::fs::create_dir_all(&dir).map_err(|e| ApiError::internal(format!("{}: {e}", dir.display())))?;
     let hash: [u8; 32] = Sha256::digest(&bytes).into();
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    // The name it was sent with, made safe; a photo sent without one is named by its content.
+    let file_name = sent_as.or(named).and_then(|n| safe_upload_name(&n, format.extensions_str())).unwrap_or_else(|| format!("{}.{ext}", &hex[..16]));
     let tmp = temp_upload(&bytes, ext, Some(&dir))?;
     let d = describe_full(st, tmp.path().to_owned(), None, true, true).await?;
-    let dest = dir.join(format!("{}.{ext}", &hex[..16]));
-    Ok((tmp, dir, dest, hash, d))
+    Ok((tmp, dir, file_name, hash, d))
 }
 
 async fn delete_image(State(st): State<Arc<AppState>>, UrlPath(id): UrlPath<String>) -> ApiResult<Json<Value>> {
@@ -872,4 +961,37 @@ fn make_thumbnail(path: &Path, limits: &DecodeLimits, orientation: Orientation) 
         .encode_image(&small)
         .map_err(|e| ApiError::internal(format!("encoding the thumbnail: {e}")))?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_upload_name;
+
+    #[test]
+    fn upload_names_are_made_safe() {
+        let jpeg = image::ImageFormat::Jpeg.extensions_str();
+        let png = image::ImageFormat::Png.extensions_str();
+        let name = |given: &str, ext: &[&str]| safe_upload_name(given, ext);
+        assert_eq!(name("IMG 0001.JPG", jpeg).as_deref(), Some("IMG 0001.JPG"));
+        assert_eq!(name("Été à Kyiv.jpeg", jpeg).as_deref(), Some("Été à Kyiv.jpeg"));
+        // Path separators of either kind: only the last component.
+        assert_eq!(name("../../etc/passwd", jpeg).as_deref(), Some("passwd.jpg"));
+        assert_eq!(name(r"C:\Users\me\photo.jpg", jpeg).as_deref(), Some("photo.jpg"));
+        // Hidden, reserved, unsafe characters, trailing dots.
+        assert_eq!(name(".hidden.jpg", jpeg).as_deref(), Some("hidden.jpg"));
+        assert_eq!(name("con.jpg", jpeg).as_deref(), Some("_con.jpg"));
+        assert_eq!(name("COM3", png).as_deref(), Some("_COM3.png"));
+        assert_eq!(name("COMPUTER.png", png).as_deref(), Some("COMPUTER.png"));
+        assert_eq!(name("a:b*c?\"d\"<e>|f\u{7}.png", png).as_deref(), Some("a_b_c__d__e__f_.png"));
+        assert_eq!(name("photo. . .", jpeg).as_deref(), Some("photo.jpg"));
+        // The extension follows the content: a PNG sent as .jpg keeps its name and gains .png.
+        assert_eq!(name("shot.jpg", png).as_deref(), Some("shot.jpg.png"));
+        // Nothing usable left.
+        for bad in ["", "...", "/", "dir/", " . "] {
+            assert_eq!(name(bad, jpeg), None, "{bad:?}");
+        }
+        // Bounded length, cut on a character boundary, extension kept.
+        let long = name(&format!("{}.jpg", "é".repeat(200)), jpeg).unwrap();
+        assert!(long.len() <= super::MAX_UPLOAD_NAME && long.ends_with("é.jpg"), "{long}");
+    }
 }

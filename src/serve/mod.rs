@@ -38,9 +38,11 @@ pub use state::AppState;
 pub struct Config {
     /// Index directory.
     pub db: PathBuf,
+    /// Address and port to listen on (default 127.0.0.1:8080).
     pub addr: SocketAddr,
     /// Bearer token required for writes (and for reads too with `token_read`).
     pub token: Option<String>,
+    /// Require `token` for reads too (everything but the page, `/health`, `/ready` and `/openapi.json`).
     pub token_read: bool,
     /// Open the index for reading only: writes answer 403, and other readers may share it.
     pub read_only: bool,
@@ -59,6 +61,8 @@ pub struct Config {
 }
 
 impl Config {
+    /// Defaults for serving the index `db`: 127.0.0.1:8080, no token, read-write, 20 MiB bodies, 60 s
+    /// per request, a queue sized for the cores, uploads under `uploads/`, no CORS.
     pub fn new(db: PathBuf) -> Self {
         Self {
             db,

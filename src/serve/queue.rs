@@ -90,8 +90,9 @@ pub struct QueueStatus {
     pub refused: u64,
     /// Requests dropped from the queue because their client left or their time ran out.
     pub abandoned: u64,
-    /// Workers, and photos each takes at once.
+    /// Describing workers ([`QueueConfig::workers`]).
     pub workers: usize,
+    /// Photos a worker takes at once ([`QueueConfig::max_batch`]).
     pub max_batch: usize,
 }
 

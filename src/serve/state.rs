@@ -16,11 +16,15 @@ use crate::spec::LoadedModel;
 /// Thumbnails kept in memory at most (the cache is emptied when it is full).
 pub(crate) const THUMB_CACHE: usize = 2048;
 
+/// Everything the request handlers share: one per server, behind an `Arc`.
 pub struct AppState {
+    /// The options the server was started with.
     pub config: Config,
+    /// The open collection; searches take the read lock, commits the write lock ([`AppState::read`], [`AppState::write`]).
     pub collection: RwLock<Collection>,
     /// `Err` holds why the index cannot describe photos (it has no model, or loading failed).
     pub model: OnceLock<Result<Arc<LoadedModel>, String>>,
+    /// Set once loading the model has finished, whether or not it succeeded; `/ready` answers 503 until then.
     pub ready: AtomicBool,
     /// id → indexed name, for every live entry.
     pub ids: RwLock<HashMap<String, String>>,
@@ -30,16 +34,21 @@ pub struct AppState {
     pub thumb_slots: Arc<Semaphore>,
     /// id → JPEG thumbnail.
     pub thumbs: Mutex<HashMap<String, Vec<u8>>>,
+    /// Request counts and latencies per route, for `/metrics`.
     pub metrics: Metrics,
     /// Requests whose handler is running (see [`AppState::request_started`]); shutdown waits for 0.
     in_flight: AtomicUsize,
     /// Woken when `in_flight` falls to 0.
     idle: Notify,
+    /// Human name of the collection's model (e.g. `DOLG-R50`), as recorded in the index.
     pub model_name: String,
+    /// The recorded model fingerprint (SHA-256, hex); empty for an index of imported vectors only.
     pub fingerprint: String,
 }
 
 impl AppState {
+    /// Open the collection `config.db` (read-only when `config.read_only`) and build the id table;
+    /// the model is not loaded yet and the state is not ready.
     pub fn open(config: Config, device: &burn::tensor::Device) -> crate::Result<Self> {
         let mode = if config.read_only { OpenMode::Read } else { OpenMode::Write };
         let mut c = Collection::open(&config.db, mode, device)?;
@@ -76,10 +85,12 @@ impl AppState {
         self.ready.store(true, Ordering::SeqCst);
     }
 
+    /// The collection's read lock; a lock poisoned by a panicking handler is taken over.
     pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Collection> {
         self.collection.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The collection's write lock; a lock poisoned by a panicking handler is taken over.
     pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, Collection> {
         self.collection.write().unwrap_or_else(|p| p.into_inner())
     }

@@ -501,6 +501,46 @@ fn concurrent_searches_while_adding() {
     assert_eq!(list["total"], json!(PHOTOS.len() + adds.len()));
 }
 
+/// Uploads keep the name they were sent with (made safe), under the upload folder, with a suffix
+/// when it holds another photo; the same photo again is the same entry.
+#[test]
+#[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout when built (touch build.rs once it is there)")]
+fn uploads_keep_their_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = build_index(tmp.path());
+    let s = Server::start(&db, &[]);
+    let read = |f: &str| std::fs::read(images_dir().join(f)).unwrap();
+    let upload = |bytes: &[u8], name: &str| {
+        let (ct, body) = multipart(bytes, name, &[]);
+        answer(agent().post(&s.url("/images")).set("Content-Type", &ct).send_bytes(&body))
+    };
+    let stored = |r: &Value| r["name"].as_str().unwrap().to_owned();
+    let (st, a) = upload(&read("wxbs-kyiv_4.jpg"), "Kyiv 2024.JPG");
+    assert_eq!((st, stored(&a)), (201, "uploads/Kyiv 2024.JPG".into()), "{a}");
+    let (st, b) = upload(&read("wxbs-tyn_2.jpg"), "Kyiv 2024.JPG");
+    assert_eq!((st, stored(&b)), (201, "uploads/Kyiv 2024-1.JPG".into()), "another photo, the same name: {b}");
+    let (st, again) = upload(&read("wxbs-kyiv_4.jpg"), "Kyiv 2024.JPG");
+    assert_eq!((st, stored(&again), &again["added"]), (200, "uploads/Kyiv 2024.JPG".into(), &json!(false)), "the same photo: {again}");
+    let (st, hostile) = upload(&read("wxbs-maidan_1.jpg"), "../../.ssh/.authorized_keys");
+    assert_eq!((st, stored(&hostile)), (201, "uploads/authorized_keys.jpg".into()), "{hostile}");
+    // A raw body names itself with ?name=; without a name, the photo is named by its content.
+    let raw = |path: &str, f: &str| answer(agent().post(&s.url(path)).set("Content-Type", "image/jpeg").send_bytes(&read(f)));
+    let (st, named) = raw("/images?name=maidan%20square.jpg", "wxbs-maidan_2.jpg");
+    assert_eq!((st, stored(&named)), (201, "uploads/maidan square.jpg".into()), "{named}");
+    let (st, anon) = raw("/images", "wxbs-tyn_1.jpg");
+    assert_eq!(st, 201, "{anon}");
+    assert!(stored(&anon).starts_with("uploads/") && stored(&anon).len() == "uploads/".len() + 16 + 4, "{anon}");
+    // The files are there under those names, listed and found by search under them.
+    for r in [&a, &b, &hostile, &named] {
+        assert!(tmp.path().join("photos").join(stored(r)).is_file(), "{r}");
+    }
+    let (_, list) = answer(agent().get(&s.url("/images?limit=100")).call());
+    let listed: Vec<&str> = list["images"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert!(listed.contains(&"uploads/Kyiv 2024-1.JPG") && listed.contains(&"uploads/maidan square.jpg"), "{list}");
+    let (_, found) = post_json(&s, "/search", json!({"id": a["id"], "k": 20}));
+    assert!(found["results"].as_array().unwrap().iter().any(|h| h["name"] == json!("uploads/Kyiv 2024-1.JPG")), "{found}");
+}
+
 #[test]
 #[cfg_attr(not(dolg_shared), ignore = "needs ../shared beside the checkout when built (touch build.rs once it is there)")]
 fn sigkill_during_uploads_keeps_every_acknowledged_photo() {
