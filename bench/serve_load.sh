@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
 # Load benchmark of `dolg serve` with wrk, on 127.0.0.1 only, bounded in time (a bench, not a test).
 #
-#   bench/serve_load.sh [--duration S] [--conns "1 4 16"] [--scenarios "name vector upload"]
-#                       [--writer "off on"] [--write-interval S]
+#   bench/serve_load.sh [--duration S] [--conns "1 4 16 64"] [--scenarios "upload name vector"]
+#                       [--beside "off on"] [--writer "off"] [--write-interval S]
+#                       [--serve-args "--max-batch 2"] [--no-extract]
 #
 #   --duration        seconds of load per row (default 30)
-#   --conns           concurrency levels: wrk connections, each with one request in flight (default "1 4 16")
+#   --conns           concurrency levels: wrk connections, each with one request in flight (default "1 4 16 64")
 #   --scenarios       what the clients send to POST /search (default: all three)
 #                       name    JSON {"id": ..., "k": 10}, rotating over every indexed photo
 #                               (stored descriptor: index search only)
 #                       vector  JSON {"vector": [512 floats], "k": 10}, rotating over 8 random vectors
 #                               (query normalisation + index search)
-#                       upload  multipart JPEG, rotating over 4 photos, k=10 (decode + describe with
-#                               the model + search)
-#   --writer          "off": the clients alone; "on": while a writer adds photos (default: both)
+#                       upload  multipart JPEG, rotating over the 39 bundled photos, k=10 (decode +
+#                               describe with the model + search)
+#   --beside          upload rows: "off": the uploading clients alone; "on": while 4 other clients
+#                     search by id as fast as they can (their req/s and p99 in the last columns;
+#                     default: both)
+#   --writer          "off": the clients alone; "on": while a writer adds photos (default: off)
 #   --write-interval  the writer's pause between two uploads, in seconds (default 1)
+#   --serve-args      extra flags for `dolg serve` (default none: the server's defaults)
+#   --no-extract      skip the reference run of `dolg extract` over the same 39 photos
 #
 # Needs wrk and curl (scripts/install_bench_deps.sh installs them) and ../shared beside the
 # checkout (the DOLG-R50 fixture). Builds the release binary, indexes examples/landmarks/images
@@ -27,24 +33,32 @@
 # DELETE /images/{id}) and deletes the rest when its row ends, so the index and the upload folder
 # stay the same size from row to row. Everything lives in a temporary folder removed on exit.
 #
-# The describing queue (--queue) is sized above the highest concurrency plus the writer, so no
-# upload is refused with 429: every refusal, non-2xx answer, socket error, timeout or failed write
-# counts as an error. Prints one Markdown table; exits 1 if any row had an error.
+# The server runs with its defaults (plus --serve-args) and a time limit of 120 s; every 429
+# refusal is counted (from /metrics), and every other non-2xx answer, socket error, timeout or
+# failed write counts as an error. Upload throughput is compared with `dolg extract` over the same
+# photos at the same settings (whole process, start-up included, as a user runs it). Prints one
+# Markdown table; exits 1 if any row had an error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=30
-CONNS="1 4 16"
-SCENARIOS="name vector upload"
-WRITER_MODES="off on"
+CONNS="1 4 16 64"
+SCENARIOS="upload name vector"
+BESIDE_MODES="off on"
+WRITER_MODES="off"
 WRITE_INTERVAL=1
 KEEP=8
+SERVE_ARGS=""
+EXTRACT=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --duration) DURATION=$2; shift 2 ;;
         --conns) CONNS=$2; shift 2 ;;
         --scenarios) SCENARIOS=$2; shift 2 ;;
         --writer) WRITER_MODES=$2; shift 2 ;;
+        --beside) BESIDE_MODES=$2; shift 2 ;;
+        --serve-args) SERVE_ARGS=$2; shift 2 ;;
+        --no-extract) EXTRACT=0; shift ;;
         --write-interval) WRITE_INTERVAL=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -54,6 +68,7 @@ for c in $CONNS; do [[ "$c" =~ ^[1-9][0-9]*$ ]] || { echo "--conns: '$c' is not 
 [[ "$DURATION" =~ ^[1-9][0-9]*$ ]] || { echo "--duration: '$DURATION' is not a positive whole number of seconds" >&2; exit 2; }
 for s in $SCENARIOS; do case "$s" in name|vector|upload) ;; *) echo "--scenarios: unknown scenario '$s' (name, vector, upload)" >&2; exit 2 ;; esac; done
 for w in $WRITER_MODES; do case "$w" in on|off) ;; *) echo "--writer: '$w' is not on or off" >&2; exit 2 ;; esac; done
+for w in $BESIDE_MODES; do case "$w" in on|off) ;; *) echo "--beside: '$w' is not on or off" >&2; exit 2 ;; esac; done
 
 for tool in wrk curl; do
     command -v "$tool" >/dev/null || { echo "needs $tool: run scripts/install_bench_deps.sh" >&2; exit 2; }
@@ -65,7 +80,9 @@ cargo build --release --bin dolg >&2
 TMP=$(mktemp -d)
 SERVER=""
 WRITER=""
+BESIDE=""
 cleanup() {
+    [ -n "$BESIDE" ] && kill "$BESIDE" 2>/dev/null
     [ -n "$WRITER" ] && kill "$WRITER" 2>/dev/null
     [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null
     wait 2>/dev/null || true
@@ -81,11 +98,19 @@ cp examples/landmarks/images/*.jpg "$TMP/photos/"
 $DOLG index build --db "$TMP/db" -w "$W" --scales 1.0 "$TMP/photos" >&2
 DIM=$($DOLG index info --db "$TMP/db" --json | sed -n 's/^ *"dim": *\([0-9]*\).*/\1/p')
 
-MAXC=0
-for c in $CONNS; do [ "$c" -gt "$MAXC" ] && MAXC=$c; done
-QUEUE=$((MAXC + 4))
+# The reference: `dolg extract` over the same photos, at the same settings, timed as a user runs it.
+EXTRACT_RATE=""
+if [ "$EXTRACT" = 1 ]; then
+    NPHOTOS=$(ls "$TMP/photos"/*.jpg | wc -l)
+    t0=$(date +%s.%N)
+    $DOLG extract -w "$W" --scales 1.0 "$TMP/photos" --out "$TMP/extract.npy" >/dev/null 2>&1
+    t1=$(date +%s.%N)
+    EXTRACT_RATE=$(awk -v n="$NPHOTOS" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", n / (b - a)}')
+fi
+
 # Request lines are logged as in any deployment; only warnings and errors are kept.
-$DOLG serve --db "$TMP/db" --addr 127.0.0.1:0 --queue "$QUEUE" --timeout 120 > "$TMP/serve.out" \
+# shellcheck disable=SC2086 # --serve-args is a list of flags
+$DOLG serve --db "$TMP/db" --addr 127.0.0.1:0 --timeout 120 $SERVE_ARGS > "$TMP/serve.out" \
     2> >(grep --line-buffered -v 'dolg::serve::request' | grep -E 'WARN|ERROR' > "$TMP/serve.err") &
 SERVER=$!
 for _ in $(seq 1 600); do grep -q listening "$TMP/serve.out" 2>/dev/null && break; sleep 0.1; done
@@ -111,11 +136,11 @@ awk -v dim="$DIM" -v dir="$TMP/bodies/vector" 'BEGIN {
     }
 }'
 i=0
-for p in wxbs-kyiv_4 wxbs-tyn_2 wxbs-maidan_1 distractor_02; do
+for p in examples/landmarks/images/*.jpg; do
     {
         printf -- '--BENCHBOUNDARY\r\nContent-Disposition: form-data; name="k"\r\n\r\n10\r\n'
         printf -- '--BENCHBOUNDARY\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
-        cat "examples/landmarks/images/$p.jpg"
+        cat "$p"
         printf -- '\r\n--BENCHBOUNDARY--\r\n'
     } > "$TMP/bodies/upload/$i.body"
     i=$((i + 1))
@@ -168,10 +193,11 @@ writer() {
 }
 
 # Wait until the server has no description running: a row's requests still being worked on when
-# wrk stops (their connections closed) would otherwise hold describe-queue slots into the next row.
+# wrk stops (their connections closed) would otherwise still be described during the next row.
 settle() {
     for _ in $(seq 1 1200); do
-        curl -s "$BASE/metrics" | grep -q '^dolg_extract_queue_in_use 0$' && return 0
+        m=$(curl -s "$BASE/metrics")
+        grep -q '^dolg_describe_queue_waiting 0$' <<<"$m" && grep -q '^dolg_describe_queue_running 0$' <<<"$m" && return 0
         sleep 0.1
     done
     echo "the server was still describing photos 120 s after a row" >&2
@@ -179,10 +205,17 @@ settle() {
 }
 
 TOTAL_ERRORS=0
-row() { # scenario conns writer(on|off) tag
-    local script out wstats="-" werr=0
+refused() { curl -s "$BASE/metrics" | awk '$1 == "dolg_describe_refused_total" {print $2}'; }
+
+row() { # scenario conns writer(on|off) tag beside(on|off)
+    local script out wstats="-" werr=0 brps="-" bp99="-" bout="" refused0
     script=$(wrk_script "$1")
     settle
+    refused0=$(refused)
+    if [ "$5" = on ]; then
+        wrk -t 1 -c 4 -d "${DURATION}s" --timeout 60s --latency -s "$(wrk_script name)" "$BASE/search" > "$TMP/beside.out" 2>&1 &
+        BESIDE=$!
+    fi
     if [ "$3" = on ]; then
         rm -f "$TMP/stop"
         echo "0 0 0" > "$TMP/writer.stats"
@@ -193,6 +226,13 @@ row() { # scenario conns writer(on|off) tag
     local threads=$2
     [ "$threads" -gt 2 ] && threads=2
     out=$(wrk -t "$threads" -c "$2" -d "${DURATION}s" --timeout 60s --latency -s "$script" "$BASE/search" 2>&1)
+    if [ "$5" = on ]; then
+        wait "$BESIDE"
+        BESIDE=""
+        bout=$(cat "$TMP/beside.out")
+        brps=$(awk '/Requests\/sec/ {print $2}' <<<"$bout")
+        bp99=$(awk '$1 == "99%" {print $2}' <<<"$bout")
+    fi
     if [ "$3" = on ]; then
         touch "$TMP/stop"
         wait "$WRITER"
@@ -208,30 +248,42 @@ row() { # scenario conns writer(on|off) tag
     non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out"); non2xx=${non2xx:-0}
     sockerr=$(awk -F'[ ,]+' '/Socket errors/ {print $4 + $6 + $8 + $10}' <<<"$out"); sockerr=${sockerr:-0}
     if [ -z "$rps" ]; then echo "wrk failed: $out" >&2; sockerr=$((sockerr + 1)); fi
-    errors=$((non2xx + sockerr + werr))
+    local refusals=$(( $(refused) - refused0 ))
+    errors=$((non2xx - refusals + sockerr + werr))
     TOTAL_ERRORS=$((TOTAL_ERRORS + errors))
-    printf '| %-8s | %4s | %-6s | %8s | %8s | %8s | %6s | %16s |\n' "$1" "$2" "$3" "${rps:-?}" "${p50:-?}" "${p99:-?}" "$errors" "$wstats"
+    local vs="-"
+    if [ "$1" = upload ] && [ -n "$EXTRACT_RATE" ] && [ -n "$rps" ]; then
+        vs=$(awk -v r="$rps" -v e="$EXTRACT_RATE" 'BEGIN {printf "%.0f %%", 100 * r / e}')
+    fi
+    printf '| %-8s | %4s | %-6s | %-6s | %8s | %7s | %8s | %8s | %8s | %6s | %6s | %12s | %14s |\n' \
+        "$1" "$2" "$5" "$3" "${rps:-?}" "$vs" "${p50:-?}" "${p99:-?}" "$refusals" "$errors" "$brps" "$bp99" "$wstats"
 }
 
 echo
-echo "dolg serve $($DOLG --version 2>/dev/null | awk '{print $2}') on $BASE: $ENTRIES entries, DOLG-R50 (random fixture, scale 1.0, ${DIM}-d, exact index), describe queue $QUEUE"
+QUEUE=$(curl -s "$BASE/ready" | grep -o '"workers":[0-9]*,"max_batch":[0-9]*\|"max_batch":[0-9]*.*"workers":[0-9]*' | head -1)
+echo "dolg serve $($DOLG --version 2>/dev/null | awk '{print $2}') on $BASE: $ENTRIES entries, DOLG-R50 (random fixture, scale 1.0, ${DIM}-d, exact index), queue ${QUEUE:-?}, extra flags: ${SERVE_ARGS:-none}"
 echo "$(nproc) cores ($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)), load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "wrk, ${DURATION} s per row; writer: one upload to POST /images every ${WRITE_INTERVAL} s (plus its own time), at most $KEEP kept"
+echo "wrk, ${DURATION} s per row; dolg extract over the same $((i)) photos: ${EXTRACT_RATE:-not run} photos/s (whole process)"
+echo "beside: 4 more clients searching by id meanwhile; writer: one upload to POST /images every ${WRITE_INTERVAL} s, at most $KEEP kept"
 echo
-echo "| scenario | conc | writer | req/s    | p50      | p99      | errors | writes add / del |"
-echo "|----------|------|--------|----------|----------|----------|--------|------------------|"
+echo "| scenario | conc | beside | writer | req/s    | vs extract | p50 | p99 | 429s | errors | beside req/s | beside p99 | writes add / del |"
+echo "|----------|------|--------|--------|----------|---------|----------|----------|----------|--------|--------|--------------|----------------|"
 tag=0
 for s in $SCENARIOS; do
     for c in $CONNS; do
         for w in $WRITER_MODES; do
-            tag=$((tag + 1))
-            row "$s" "$c" "$w" "$tag"
+            modes=off
+            [ "$s" = upload ] && modes=$BESIDE_MODES
+            for b in $modes; do
+                tag=$((tag + 1))
+                row "$s" "$c" "$w" "$tag" "$b"
+            done
         done
     done
 done
 echo
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); index entries at the end: $(curl -s "$BASE/ready" | sed -n 's/.*"entries":\([0-9]*\).*/\1/p')"
-curl -s "$BASE/metrics" | grep -E '^dolg_extract_rejected_total' || true
+curl -s "$BASE/metrics" | grep -E '^dolg_describe_(refused|abandoned)_total|^dolg_describe_service_seconds' || true
 if [ -s "$TMP/serve.err" ]; then
     echo "server warnings and errors:"
     cat "$TMP/serve.err"

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=target/py-venv
-requirements=("maturin>=1.9.4,<2" "numpy>=1.21" "pytest>=7" "ray[data]>=2.9" "pyarrow>=12")
+requirements=("maturin>=1.9.4,<2" "numpy>=1.21" "pytest>=7" "ray[data]>=2.9" "pyarrow>=12" "schemathesis>=4.3,<5")
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi

@@ -13,9 +13,13 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::api::{
+    Added, Deleted, DuplicateParams, Duplicates, ErrorBody, Group, Health, Hit, ImageForm, ImageInfo, ImageList, ImageRef, Member, Paging, Pair, RawImage,
+    Ready, SearchJson, SearchParams, SearchResults,
+};
 use super::photo_id;
 use super::state::{AppState, THUMB_CACHE};
 use crate::collection::{
@@ -29,7 +33,6 @@ use crate::preprocess::CropBox;
 use crate::rerank::{Rerank, RerankError, RerankSpec};
 
 const PAGE: &str = include_str!("index.html");
-const OPENAPI: &str = include_str!("openapi.json");
 /// Results per query at most.
 pub const MAX_K: usize = 1000;
 /// Longest side of a thumbnail.
@@ -105,7 +108,7 @@ impl From<CollectionError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut r = (self.status, Json(json!({ "error": self.message }))).into_response();
+        let mut r = (self.status, Json(ErrorBody { error: self.message })).into_response();
         if let Some(s) = self.retry_after {
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
@@ -122,7 +125,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/openapi.json", get(openapi))
-        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/search", axum::routing::post(search))
@@ -273,14 +276,25 @@ async fn drain(req: Request, limit: usize) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), axum::body::to_bytes(req.into_body(), limit)).await;
 }
 
+#[utoipa::path(get, path = "/", tag = "page", responses((status = 200, description = "The web page (HTML, nothing loaded from elsewhere)", content_type = "text/html")))]
 async fn page() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], PAGE)
 }
 
-async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+#[utoipa::path(get, path = "/openapi.json", tag = "meta", responses((status = 200, description = "This description", content_type = "application/json")))]
+async fn openapi(State(st): State<Arc<AppState>>) -> Json<Value> {
+    Json(super::api::to_json(&super::api::description(&st.config)))
 }
 
+#[utoipa::path(get, path = "/health", tag = "meta", responses((status = 200, description = "The process answers", body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health { status: "ok".into() })
+}
+
+#[utoipa::path(get, path = "/ready", tag = "meta", responses(
+    (status = 200, description = "The model is loaded", body = Ready),
+    (status = 503, description = "Still loading the model (Retry-After)", body = ErrorBody),
+))]
 async fn ready(State(st): State<Arc<AppState>>) -> Response {
     if !st.ready.load(Ordering::SeqCst) {
         let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "loading the model");
@@ -291,10 +305,10 @@ async fn ready(State(st): State<Arc<AppState>>) -> Response {
     let c = st.read();
     let local = c.local_config().map(|l| l.extractor.clone());
     let queue = st.describe.status();
-    Json(json!({"ready": true, "entries": c.len(), "model": st.model_name, "describes_photos": describes, "local_features": local, "queue": queue}))
-        .into_response()
+    Json(Ready { ready: true, entries: c.len(), model: st.model_name.clone(), describes_photos: describes, local_features: local, queue }).into_response()
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "meta", responses((status = 200, description = "Prometheus text metrics", content_type = "text/plain")))]
 async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
     let entries = st.read().len();
     let text = st.metrics.render(entries, &st.model_name, &st.fingerprint, &st.describe.status(), st.describe.waited(), st.in_flight());
@@ -467,18 +481,8 @@ fn temp_upload(bytes: &[u8], ext: &str, dir: Option<&Path>) -> ApiResult<tempfil
     Ok(f)
 }
 
-fn hits_json(hits: Vec<NamedHit>) -> Value {
-    Value::Array(
-        hits.into_iter()
-            .map(|h| {
-                let mut v = json!({"id": photo_id(&h.name), "name": h.name, "score": h.score});
-                if let Some(n) = h.inliers {
-                    v["inliers"] = json!(n);
-                }
-                v
-            })
-            .collect(),
-    )
+fn hits_json(hits: Vec<NamedHit>) -> Vec<Hit> {
+    hits.into_iter().map(|h| Hit { id: photo_id(&h.name), name: h.name, score: h.score, inliers: h.inliers }).collect()
 }
 
 /// Run a search under the read lock, or under the write lock when `ef` is given (it is a setting
@@ -513,7 +517,24 @@ struct SearchBody {
     rerank: serde_json::Map<String, Value>,
 }
 
-async fn search(State(st): State<Arc<AppState>>, Query(q): Query<Vec<(String, String)>>, req: Request) -> ApiResult<Json<Value>> {
+#[utoipa::path(post, path = "/search", tag = "search", params(SearchParams),
+    request_body(description = "A photo (multipart, with the options as fields too, or a raw image body), or JSON naming the query", content(
+        (ImageForm = "multipart/form-data"),
+        (RawImage = "image/*"),
+        (SearchJson = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "Results, best first", body = SearchResults),
+        (status = 400, description = "A bad option, body or vector (the message names it)", body = ErrorBody),
+        (status = 404, description = "No photo of that name or id", body = ErrorBody),
+        (status = 409, description = "This index cannot describe photos (imported vectors only)", body = ErrorBody),
+        (status = 413, description = "The body is larger than the limit", body = ErrorBody),
+        (status = 415, description = "Not an image, or an unsupported content type", body = ErrorBody),
+        (status = 422, description = "An image that cannot be decoded or is too large", body = ErrorBody),
+        (status = 429, description = "The photos ahead would not let this one finish in time (Retry-After)", body = ErrorBody),
+        (status = 503, description = "The model is still loading, or the request ran out of time", body = ErrorBody),
+    ))]
+async fn search(State(st): State<Arc<AppState>>, Query(q): Query<Vec<(String, String)>>, req: Request) -> ApiResult<Json<SearchResults>> {
     let started = Instant::now();
     let mut opts = Options::default();
     for (k, v) in &q {
@@ -587,7 +608,7 @@ async fn search(State(st): State<Arc<AppState>>, Query(q): Query<Vec<(String, St
     let params = opts.params()?;
     let ef = opts.ef;
     let hits = search_hits(&st, by, params, ef, &opts).await?;
-    Ok(Json(json!({"results": hits_json(hits), "took_ms": started.elapsed().as_secs_f64() * 1000.0})))
+    Ok(Json(SearchResults { results: hits_json(hits), took_ms: started.elapsed().as_secs_f64() * 1000.0 }))
 }
 
 /// Results of a search, re-ranked as asked, with the same ranking as `dolg search` given the same
@@ -673,35 +694,50 @@ fn name_for(st: &AppState, id: &str) -> ApiResult<String> {
     st.name_of_id(id).ok_or_else(|| ApiError::not_found(format!("no photo with id {id}")))
 }
 
-fn info_json(st: &AppState, id: &str, name: &str) -> Value {
+fn info_json(st: &AppState, id: &str, name: &str) -> ImageInfo {
     let c = st.read();
     let store = c.index().store();
-    let hash = store.lookup(name).and_then(|r| store.rows()[r].hash).map(|h| h.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let sha256 = store.lookup(name).and_then(|r| store.rows()[r].hash).map(|h| h.iter().map(|b| format!("{b:02x}")).collect::<String>());
     let path = c.path_of(name);
-    let file = c.contains_path(&path);
-    json!({
-        "id": id,
-        "name": name,
-        "sha256": hash,
-        "file": file,
-        "thumbnail_url": format!("/images/{id}/thumbnail"),
-        "file_url": format!("/images/{id}/file"),
-    })
+    ImageInfo {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        sha256,
+        file: c.contains_path(&path),
+        thumbnail_url: format!("/images/{id}/thumbnail"),
+        file_url: format!("/images/{id}/file"),
+    }
 }
 
-async fn list_images(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
-    let num = |k: &str, d: usize| q.get(k).map_or(Ok(d), |v| v.parse::<usize>().map_err(|_| ApiError::bad(format!("{k}: '{v}' is not a whole number"))));
+#[utoipa::path(get, path = "/images", tag = "images", params(Paging), responses(
+    (status = 200, description = "Photos in name order", body = ImageList),
+    (status = 400, description = "A bad offset or limit", body = ErrorBody),
+))]
+async fn list_images(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<ImageList>> {
+    // A whole number too large for this machine is past every photo: as good as the largest.
+    let num = |k: &str, d: usize| {
+        q.get(k).map_or(Ok(d), |v| match v.parse::<usize>() {
+            Ok(n) => Ok(n),
+            Err(_) if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => Ok(usize::MAX),
+            Err(_) => Err(ApiError::bad(format!("{k}: '{v}' is not a whole number"))),
+        })
+    };
     let (offset, limit) = (num("offset", 0)?, num("limit", 100)?.min(MAX_K));
     let mut all: Vec<(String, String)> = st.ids.read().unwrap_or_else(|p| p.into_inner()).iter().map(|(i, n)| (n.clone(), i.clone())).collect();
     all.sort();
     let total = all.len();
-    let items: Vec<Value> = all.into_iter().skip(offset).take(limit).map(|(n, i)| json!({"id": i, "name": n})).collect();
-    Ok(Json(json!({"total": total, "offset": offset, "images": items})))
+    let images = all.into_iter().skip(offset).take(limit).map(|(name, id)| ImageRef { id, name }).collect();
+    Ok(Json(ImageList { total, offset, images }))
 }
 
 /// `GET /duplicates?threshold=S&method=auto|exact|graph`: groups of near-duplicate photos, as
 /// `dolg dedup --json` gives them, with each member's id and best score within its group.
-async fn duplicates(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/duplicates", tag = "images", params(DuplicateParams), responses(
+    (status = 200, description = "Groups of near-duplicate photos", body = Duplicates),
+    (status = 400, description = "A bad threshold or method", body = ErrorBody),
+    (status = 503, description = "The request ran out of time", body = ErrorBody),
+))]
+async fn duplicates(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<String, String>>) -> ApiResult<Json<Duplicates>> {
     let threshold = match q.get("threshold") {
         None => None,
         Some(v) => Some(
@@ -724,24 +760,50 @@ async fn duplicates(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<Str
         let threshold = threshold.unwrap_or_else(|| c.default_duplicate_threshold());
         let method = c.dedup_method(method);
         let groups = c.duplicates(threshold, &DedupOptions { method, ..DedupOptions::default() })?;
-        let groups: Vec<Value> = groups
+        let groups = groups
             .iter()
             .map(|g| {
                 let best = g.member_best();
-                let members: Vec<Value> = g.members.iter().zip(best).map(|(n, b)| json!({"id": photo_id(n), "name": n, "best": b})).collect();
-                json!({"members": members, "pairs": g.pairs, "best": g.best, "weakest": g.weakest})
+                let members = g.members.iter().zip(best).map(|(n, best)| Member { id: photo_id(n), name: n.clone(), best }).collect();
+                let pairs = g.pairs.iter().map(|p| Pair { a: p.a.clone(), b: p.b.clone(), score: p.score }).collect();
+                Group { members, pairs, best: g.best, weakest: g.weakest }
             })
             .collect();
-        Ok(Json(json!({"threshold": threshold, "method": method, "entries": c.len(), "groups": groups})))
+        let method = serde_json::to_value(method).ok().and_then(|m| m.as_str().map(str::to_owned)).unwrap_or_default();
+        Ok(Json(Duplicates { threshold, method, entries: c.len(), groups }))
     })
     .await
 }
 
-async fn image_info(State(st): State<Arc<AppState>>, UrlPath(id): UrlPath<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/images/{id}", tag = "images", params(("id" = String, Path, description = "The photo's id")), responses(
+    (status = 200, description = "The photo", body = ImageInfo),
+    (status = 404, description = "No photo with that id", body = ErrorBody),
+))]
+async fn image_info(State(st): State<Arc<AppState>>, UrlPath(id): UrlPath<String>) -> ApiResult<Json<ImageInfo>> {
     let name = name_for(&st, &id)?;
     Ok(Json(info_json(&st, &id, &name)))
 }
 
+#[utoipa::path(post, path = "/images", tag = "images",
+    params(("name" = Option<String>, Query, description = "The file name to store a raw image body under (a multipart part's own file name wins)")),
+    request_body(description = "The photo, as a multipart form or a raw image body", content(
+        (ImageForm = "multipart/form-data"),
+        (RawImage = "image/*"),
+    )),
+    responses(
+        (status = 201, description = "Stored and indexed", body = Added, headers(("Location" = String, description = "The photo's URL")),
+            links(("info" = (operation_id = "image_info", parameters(("id" = "$response.body#/id")))),
+                  ("delete" = (operation_id = "delete_image", parameters(("id" = "$response.body#/id")))))),
+        (status = 200, description = "The same photo was already stored under that name", body = Added),
+        (status = 400, description = "An empty or malformed body", body = ErrorBody),
+        (status = 403, description = "The server is read-only", body = ErrorBody),
+        (status = 409, description = "This index cannot describe photos, or has no root folder", body = ErrorBody),
+        (status = 413, description = "The body is larger than the limit", body = ErrorBody),
+        (status = 415, description = "Not an image, or an unsupported content type", body = ErrorBody),
+        (status = 422, description = "An image that cannot be decoded or is too large", body = ErrorBody),
+        (status = 429, description = "The photos ahead would not let this one finish in time (Retry-After)", body = ErrorBody),
+        (status = 503, description = "The model is still loading, or the upload ran out of time (not stored)", body = ErrorBody),
+    ))]
 async fn add_image(State(st): State<Arc<AppState>>, req: Request) -> ApiResult<Response> {
     let limit = st.config.timeout;
     let (tmp, dir, file_name, hash, d) = tokio::time::timeout(limit, receive_upload(&st, req))
@@ -770,8 +832,7 @@ async fn add_image(State(st): State<Arc<AppState>>, req: Request) -> ApiResult<R
     .await?;
     st.set_id(&name, true);
     let id = photo_id(&name);
-    let mut body = info_json(&st, &id, &name);
-    body["added"] = json!(added);
+    let body = Added { image: info_json(&st, &id, &name), added };
     let status = if added { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, [(header::LOCATION, format!("/images/{id}"))], Json(body)).into_response())
 }
@@ -885,7 +946,12 @@ async fn receive_upload(st: &Arc<AppState>, req: Request) -> ApiResult<Upload> {
     Ok((tmp, dir, file_name, hash, d))
 }
 
-async fn delete_image(State(st): State<Arc<AppState>>, UrlPath(id): UrlPath<String>) -> ApiResult<Json<Value>> {
+#[utoipa::path(delete, path = "/images/{id}", tag = "images", params(("id" = String, Path, description = "The photo's id")), responses(
+    (status = 200, description = "Removed from the index", body = Deleted),
+    (status = 403, description = "The server is read-only", body = ErrorBody),
+    (status = 404, description = "No photo with that id", body = ErrorBody),
+))]
+async fn delete_image(State(st): State<Arc<AppState>>, UrlPath(id): UrlPath<String>) -> ApiResult<Json<Deleted>> {
     let name = name_for(&st, &id)?;
     let st2 = st.clone();
     let n = name.clone();
@@ -900,7 +966,7 @@ async fn delete_image(State(st): State<Arc<AppState>>, UrlPath(id): UrlPath<Stri
     })
     .await?;
     st.set_id(&name, false);
-    Ok(Json(json!({"id": id, "name": name, "deleted": true, "file_removed": file_removed})))
+    Ok(Json(Deleted { id, name, deleted: true, file_removed }))
 }
 
 /// The file of photo `id`, if it lies inside the collection's root.
@@ -914,13 +980,31 @@ fn file_of(st: &AppState, id: &str) -> ApiResult<PathBuf> {
     std::fs::canonicalize(&path).map_err(|_| ApiError::not_found(format!("the file of '{name}' is missing")))
 }
 
+#[utoipa::path(get, path = "/images/{id}/file", tag = "images", params(("id" = String, Path, description = "The photo's id")), responses(
+    (status = 200, description = "The photo's file as stored, typed by its extension", content(
+        ("image/jpeg"), ("image/png"), ("image/webp"), ("image/tiff"), ("image/bmp"), ("image/gif"), ("image/x-portable-anymap"), ("application/octet-stream"),
+    )),
+    (status = 404, description = "No photo with that id, or its file is not available", body = ErrorBody),
+))]
 async fn image_file(State(st): State<Arc<AppState>>, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
     let path = file_of(&st, &id)?;
-    let mime = image::ImageFormat::from_path(&path).map(|f| f.to_mime_type()).unwrap_or("application/octet-stream");
+    // The formats dolg decodes, by extension (as the description lists them); anything else is bytes.
+    use image::ImageFormat as F;
+    let mime = match F::from_path(&path) {
+        Ok(f @ (F::Jpeg | F::Png | F::WebP | F::Tiff | F::Bmp | F::Gif | F::Pnm)) => f.to_mime_type(),
+        _ => "application/octet-stream",
+    };
     let bytes = blocking(move || std::fs::read(&path).map_err(|e| ApiError::not_found(format!("reading the file: {e}")))).await?;
     Ok(([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "private, max-age=60")], bytes).into_response())
 }
 
+#[utoipa::path(get, path = "/images/{id}/thumbnail", tag = "images", params(("id" = String, Path, description = "The photo's id")), responses(
+    (status = 200, description = "A JPEG thumbnail", content_type = "image/jpeg"),
+    (status = 404, description = "No photo with that id, or its file is not available", body = ErrorBody),
+    (status = 422, description = "Its file cannot be decoded", body = ErrorBody),
+    (status = 429, description = "Too many thumbnails are being made (Retry-After)", body = ErrorBody),
+    (status = 503, description = "The request ran out of time", body = ErrorBody),
+))]
 async fn thumbnail(State(st): State<Arc<AppState>>, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
     let cached = st.thumbs.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
     let jpeg = match cached {
@@ -965,7 +1049,25 @@ fn make_thumbnail(path: &Path, limits: &DecodeLimits, orientation: Orientation) 
 
 #[cfg(test)]
 mod tests {
-    use super::safe_upload_name;
+    use std::collections::BTreeSet;
+
+    use super::{safe_upload_name, Options, RerankSpec};
+
+    /// The description lists exactly the keys `Options::set` takes (the search's own and
+    /// re-ranking's, DBA aside: it belongs to the index), as query parameters and JSON keys.
+    #[test]
+    fn the_description_lists_the_keys_the_server_takes() {
+        let doc = serde_json::to_value(super::super::api::description(&crate::serve::Config::new("db".into()))).unwrap();
+        let taken: BTreeSet<String> = Options::KEYS.iter().chain(RerankSpec::KEYS.iter()).filter(|k| !k.starts_with("dba")).map(|k| k.to_string()).collect();
+        let params: BTreeSet<String> =
+            doc["paths"]["/search"]["post"]["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect();
+        assert_eq!(params, taken);
+        let json: BTreeSet<String> = doc["components"]["schemas"]["SearchJson"]["properties"].as_object().unwrap().keys().cloned().collect();
+        let mut expected = taken.clone();
+        expected.extend(["vector", "name", "id"].map(String::from));
+        assert_eq!(json, expected);
+        assert_eq!(doc["components"]["schemas"]["SearchJson"]["additionalProperties"], serde_json::json!(false));
+    }
 
     #[test]
     fn upload_names_are_made_safe() {

@@ -13,8 +13,9 @@
 //!   name (see [`photo_id`]). It survives compaction and restarts; it changes when a photo is
 //!   renamed. Files are only ever served by id, and only from inside the collection's root.
 //! * Client errors are 4xx with a JSON body `{"error": "..."}`; see [`handlers::ApiError`].
-//! * Endpoints are described by the OpenAPI document served at `/openapi.json` (`openapi.json`
-//!   beside this file).
+//! * Endpoints are described by the OpenAPI document served at `/openapi.json`, generated from
+//!   the handlers' annotations and the types they answer with (`api.rs`), with the security the
+//!   server was started with.
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+mod api;
 mod handlers;
 mod metrics;
 pub mod queue;

@@ -74,7 +74,7 @@ pub(crate) struct Refused {
 }
 
 /// What `/metrics`, `/ready` and the page report.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct QueueStatus {
     /// Photos waiting for a worker.
     pub waiting: usize,

@@ -211,6 +211,8 @@ fn search_by_upload_vector_and_name_equals_cli() {
     assert_eq!(list["total"], json!(PHOTOS.len()));
     let (_, api) = answer(agent().get(&s.url("/openapi.json")).call());
     assert!(api["paths"]["/search"]["post"].is_object(), "{api}");
+    // Started without a token: the description asks for none.
+    assert!(api["components"]["securitySchemes"].is_null() && api["paths"]["/images"]["post"]["security"].is_null(), "{api}");
     let page = agent().get(&s.url("/")).call().unwrap().into_string().unwrap();
     assert!(page.contains("<html") && !page.contains("http://") && !page.contains("https://"), "the page must not load anything from elsewhere");
     let metrics = agent().get(&s.url("/metrics")).call().unwrap().into_string().unwrap();
@@ -445,6 +447,11 @@ fn tokens_guard_writes_and_optionally_reads() {
         assert_eq!(post_json(&s, "/search", json!({"name": "wxbs-kyiv_1.jpg"})).0, 200, "reads are open without --token-read");
         let (st, r) = answer(agent().delete(&s.url(&format!("/images/{id}"))).set("Authorization", "Bearer s3cret").call());
         assert_eq!((st, r["file_removed"].as_bool()), (200, Some(true)), "{r}");
+        // The description requires the token where this server does: writes, not reads.
+        let (_, api) = answer(agent().get(&s.url("/openapi.json")).call());
+        assert_eq!(api["components"]["securitySchemes"]["bearer"]["scheme"], json!("bearer"), "{api}");
+        assert!(api["paths"]["/images"]["post"]["security"].is_array() && api["paths"]["/images/{id}"]["delete"]["responses"]["401"].is_object());
+        assert!(api["paths"]["/search"]["post"]["security"].is_null() && api["paths"]["/images"]["get"]["responses"]["401"].is_null());
     }
     {
         let s = Server::start(&db, &["--token", "s3cret", "--token-read"]);
