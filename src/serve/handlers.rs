@@ -463,7 +463,7 @@ async fn describe_full(st: &Arc<AppState>, path: PathBuf, crop: Option<CropBox>,
         )
     })?;
     // The queue drops the job if this future is dropped (the client left, or the time limit).
-    let described = answer.await.map_err(|_| ApiError::internal("the describing worker stopped"))?;
+    let described = answer.await.map_err(|_| ApiError::internal("describing the photo failed inside the model (the server log has the details)"))?;
     described.map_err(|e| ApiError::from_error(e.into(), upload.then_some(path.as_path())))
 }
 

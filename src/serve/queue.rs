@@ -233,16 +233,23 @@ impl DescribeQueue {
             let n = batch.len();
             // Decode and describe each photo of the batch on the shared pool: one decodes while
             // another runs the network, and their convolutions fill each other's idle threads.
-            let results: Vec<(Job, Result<Description, DescriptorError>)> = batch
+            // A photo that makes the model panic answers its own request with an error (its
+            // sender is dropped) and takes neither the worker nor the rest of the batch down.
+            let results: Vec<(Job, Option<Result<Description, DescriptorError>>)> = batch
                 .into_par_iter()
                 .map(|job| {
                     let ex = &model.extractor;
-                    let r = if job.local {
-                        ex.describe_file_full(&job.path, job.crop)
-                    } else {
-                        ex.describe_file(&job.path, job.crop).map(|d| Description { descriptor: d.descriptor, local: None })
-                    };
-                    (job, r)
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        if job.local {
+                            ex.describe_file_full(&job.path, job.crop)
+                        } else {
+                            ex.describe_file(&job.path, job.crop).map(|d| Description { descriptor: d.descriptor, local: None })
+                        }
+                    }));
+                    if r.is_err() {
+                        tracing::error!("describing {} panicked; its request is answered with an error", job.path.display());
+                    }
+                    (job, r.ok())
                 })
                 .collect();
             let per_photo = started.elapsed().as_secs_f64() / n as f64;
@@ -255,7 +262,9 @@ impl DescribeQueue {
             }
             for (job, r) in results {
                 // The client may have gone meanwhile: nothing to do then.
-                let _ = job.reply.send(r);
+                if let Some(r) = r {
+                    let _ = job.reply.send(r);
+                }
             }
         }
     }
