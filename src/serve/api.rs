@@ -19,6 +19,24 @@ pub struct ErrorBody {
     pub error: String,
 }
 
+/// The refusals of a request that uploads a photo to describe (`POST /search`, `POST /images`).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Described, not built: the handlers answer with `ApiError`.
+pub enum UploadRefusals {
+    /// The body is larger than the limit.
+    #[response(status = 413, description = "The body is larger than the limit")]
+    TooLarge(ErrorBody),
+    /// Not an image.
+    #[response(status = 415, description = "Not an image, or an unsupported content type")]
+    NotAnImage(ErrorBody),
+    /// Not decodable.
+    #[response(status = 422, description = "An image that cannot be decoded or is too large")]
+    Undecodable(ErrorBody),
+    /// The queue is too long for the time limit.
+    #[response(status = 429, description = "The photos ahead would not let this one finish in time (Retry-After)")]
+    Busy(ErrorBody),
+}
+
 /// `GET /health`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {

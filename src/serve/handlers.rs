@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::api::{
     Added, Deleted, DuplicateParams, Duplicates, ErrorBody, Group, Health, Hit, ImageForm, ImageInfo, ImageList, ImageRef, Member, Paging, Pair, RawImage,
-    Ready, SearchJson, SearchParams, SearchResults,
+    Ready, SearchJson, SearchParams, SearchResults, UploadRefusals,
 };
 use super::photo_id;
 use super::state::{AppState, THUMB_CACHE};
@@ -528,10 +528,7 @@ struct SearchBody {
         (status = 400, description = "A bad option, body or vector (the message names it)", body = ErrorBody),
         (status = 404, description = "No photo of that name or id", body = ErrorBody),
         (status = 409, description = "This index cannot describe photos (imported vectors only)", body = ErrorBody),
-        (status = 413, description = "The body is larger than the limit", body = ErrorBody),
-        (status = 415, description = "Not an image, or an unsupported content type", body = ErrorBody),
-        (status = 422, description = "An image that cannot be decoded or is too large", body = ErrorBody),
-        (status = 429, description = "The photos ahead would not let this one finish in time (Retry-After)", body = ErrorBody),
+        UploadRefusals,
         (status = 503, description = "The model is still loading, or the request ran out of time", body = ErrorBody),
     ))]
 async fn search(State(st): State<Arc<AppState>>, Query(q): Query<Vec<(String, String)>>, req: Request) -> ApiResult<Json<SearchResults>> {
@@ -798,10 +795,7 @@ async fn image_info(State(st): State<Arc<AppState>>, UrlPath(id): UrlPath<String
         (status = 400, description = "An empty or malformed body", body = ErrorBody),
         (status = 403, description = "The server is read-only", body = ErrorBody),
         (status = 409, description = "This index cannot describe photos, or has no root folder", body = ErrorBody),
-        (status = 413, description = "The body is larger than the limit", body = ErrorBody),
-        (status = 415, description = "Not an image, or an unsupported content type", body = ErrorBody),
-        (status = 422, description = "An image that cannot be decoded or is too large", body = ErrorBody),
-        (status = 429, description = "The photos ahead would not let this one finish in time (Retry-After)", body = ErrorBody),
+        UploadRefusals,
         (status = 503, description = "The model is still loading, or the upload ran out of time (not stored)", body = ErrorBody),
     ))]
 async fn add_image(State(st): State<Arc<AppState>>, req: Request) -> ApiResult<Response> {
