@@ -17,12 +17,14 @@ seen = collections.defaultdict(dict)
 for path in sys.argv[1:]:
     for line in open(path):
         name, _, feats = line.rstrip("\n").rpartition(" [")
-        seen[name][path.rsplit("-", 1)[1]] = feats.rstrip("]")
+        # A crate may appear with several feature sets (a build dependency and a normal one):
+        # compare the whole set of them.
+        seen[name].setdefault(path.rsplit("-", 1)[1], set()).add(feats.rstrip("]"))
 # The workspace's own packages are built per configuration on purpose (the extension without
 # `serve` and `train`); only dependencies must agree.
-bad = {n: v for n, v in seen.items() if len(set(v.values())) > 1 and " (/" not in n}
+bad = {n: v for n, v in seen.items() if len({frozenset(f) for f in v.values()}) > 1 and " (/" not in n}
 for name, v in sorted(bad.items()):
-    print(f"{name}: " + "; ".join(f"{k} [{f}]" for k, f in sorted(v.items())))
+    print(f"{name}: " + "; ".join(f"{k} " + " | ".join(f"[{x}]" for x in sorted(f)) for k, f in sorted(v.items())))
 print(f"{len(seen)} crates, {len(bad)} resolved with different features")
 sys.exit(1 if bad else 0)
 PY
