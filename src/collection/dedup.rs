@@ -517,7 +517,7 @@ impl Collection {
     pub fn duplicates(&self, threshold: f32, options: &DedupOptions) -> Result<Vec<DuplicateGroup>> {
         let s = self.index.store();
         let (dim, vectors) = (s.dim(), s.vectors());
-        let alive: Vec<bool> = s.rows().iter().map(|r| r.alive).collect();
+        let alive = s.live_mask();
         if self.is_empty() {
             return Ok(Vec::new());
         }

@@ -218,6 +218,16 @@ pub(crate) struct SearchParams<'a> {
     pub keep: Option<&'a [bool]>,
 }
 
+impl<'a> SearchParams<'a> {
+    /// The rows a search may return, one flag per row id: `keep`, else every live row.
+    pub fn rows(&self, store: &Store) -> std::borrow::Cow<'a, [bool]> {
+        match self.keep {
+            Some(keep) => std::borrow::Cow::Borrowed(keep),
+            None => std::borrow::Cow::Owned(store.live_mask()),
+        }
+    }
+}
+
 /// What an index holds, as `dolg index info` reports it. Opening verified every checksum.
 #[derive(Debug, Clone, Serialize)]
 pub struct Info {
@@ -745,10 +755,7 @@ impl Collection {
         let min_score = params.min_score;
         let layer = self.fresh_dba()?;
         let base = layer.as_ref().map_or(s.vectors(), |l| &l.vectors[..]);
-        let alive: Vec<bool> = match params.keep {
-            Some(keep) => keep.to_vec(),
-            None => s.rows().iter().map(|r| r.alive).collect(),
-        };
+        let alive = params.rows(s);
         let live = alive.iter().filter(|&&a| a).count();
         Ok(queries
             .chunks(dim)

@@ -72,10 +72,7 @@ impl Collection {
     fn layer_search(&self, layer: Option<&DbaLayer>, q: &[f32], ex: &[Option<usize>], params: &SearchParams) -> Result<Vec<NamedHit>> {
         let Some(l) = layer else { return Ok(self.search_excluding(q, ex, params)?.remove(0)) };
         let s = self.index.store();
-        let alive: Vec<bool> = match params.keep {
-            Some(keep) => keep.to_vec(),
-            None => s.rows().iter().map(|r| r.alive).collect(),
-        };
+        let alive = params.rows(s);
         let k = params.k.min(self.len());
         let hits = exact::search(&l.vectors, self.dim(), Some(&alive), q, k + 1, params.min_score).remove(0);
         Ok(hits

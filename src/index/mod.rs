@@ -319,7 +319,7 @@ impl Index {
     /// Exact results regardless of the backend (for measuring an approximate index's recall).
     pub(crate) fn search_exact(&self, queries: &[f32], k: usize) -> Vec<Vec<usize>> {
         let s = &self.store;
-        let alive: Vec<bool> = s.rows().iter().map(|r| r.alive).collect();
+        let alive = s.live_mask();
         exact::search(s.vectors(), s.dim(), Some(&alive), queries, k, f32::MIN).into_iter().map(|h| h.into_iter().map(|h| h.row).collect()).collect()
     }
 

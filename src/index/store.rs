@@ -640,6 +640,10 @@ impl Store {
         let d = self.dim();
         &self.vectors[row * d..(row + 1) * d]
     }
+    /// One flag per row (by row id): whether it is live. The mask exact searches take.
+    pub fn live_mask(&self) -> Vec<bool> {
+        self.rows().iter().map(|r| r.alive).collect()
+    }
     /// Number of live rows.
     pub fn live_count(&self) -> usize {
         self.live.len()

@@ -192,59 +192,73 @@ pub struct Duplicates {
     pub groups: Vec<Group>,
 }
 
-/// A JSON search: exactly one of `vector`, `name` or `id`, with the options of the query string
-/// (the body's value wins where both give one).
-#[derive(Debug, serde::Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-#[allow(dead_code)] // Described, not built: the handler reads the body key by key.
-pub struct SearchJson {
-    /// A query descriptor of the index's dimension (normalised by the server).
-    vector: Option<Vec<f32>>,
-    /// An indexed photo's name.
-    name: Option<String>,
-    /// An indexed photo's id.
-    id: Option<String>,
-    /// Results (1 to 1000; default 10).
-    #[schema(minimum = 1, maximum = 1000)]
-    k: Option<usize>,
-    /// Drop results scoring below this cosine similarity.
-    min_score: Option<f32>,
-    /// Crop the query photo to x1, y1, x2, y2 (pixels) first.
-    #[schema(min_items = 4, max_items = 4)]
-    crop: Option<[f64; 4]>,
-    /// HNSW: candidates examined per query (default 64).
-    #[schema(minimum = 1)]
-    ef: Option<usize>,
-    /// Filter expressions (`folder = trips`, `name ~ IMG_*.jpg`), all to hold; a single string is one expression.
-    r#where: Option<Vec<String>>,
-    /// Re-ranking methods (`superglobal`, `spatial`); a single string may list them comma-separated.
-    rerank: Option<Vec<String>>,
-    /// α-QE: expand the query with its top N.
-    qe: Option<usize>,
-    /// α-QE's weighting exponent (default 3; needs `qe`).
-    qe_alpha: Option<f32>,
-    /// SuperGlobal: results refined (needs `rerank` superglobal).
-    sg_m: Option<usize>,
-    /// SuperGlobal: neighbours per refinement.
-    sg_k: Option<usize>,
-    /// SuperGlobal: β.
-    sg_beta: Option<f32>,
-    /// Spatial: results verified (needs `rerank` spatial).
-    rerank_k: Option<usize>,
-    /// Spatial: inliers a result needs to move up.
-    min_inliers: Option<usize>,
-    /// Spatial: weight of the inlier evidence, a number or `inliers`.
-    spatial_weight: Option<String>,
-    /// Spatial: `mnn` or `lighterglue`.
-    matcher: Option<String>,
-    /// Spatial: Lowe's ratio test instead of the distance bound.
-    match_ratio: Option<f64>,
-    /// Spatial: keep mutual nearest neighbours only.
-    mutual: Option<bool>,
-    /// Spatial: `homography` or `affine`.
-    ransac: Option<String>,
-    /// Spatial: RANSAC inlier threshold in pixels.
-    ransac_px: Option<f64>,
+/// A described-only request struct: its own fields (those whose type or constraints differ between
+/// the query string and JSON), then the options both take alike (`min_score` and `RerankSpec`'s
+/// keys but `rerank`), written once for both.
+macro_rules! search_options {
+    ($(#[$meta:meta])* pub struct $name:ident { $($own:tt)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($own)*
+            /// Drop results scoring below this cosine similarity.
+            min_score: Option<f32>,
+            /// α-QE: expand the query with its top N.
+            qe: Option<usize>,
+            /// α-QE's weighting exponent (default 3; needs `qe`).
+            qe_alpha: Option<f32>,
+            /// SuperGlobal: results refined (needs superglobal in `rerank`).
+            sg_m: Option<usize>,
+            /// SuperGlobal: neighbours per refinement.
+            sg_k: Option<usize>,
+            /// SuperGlobal: β.
+            sg_beta: Option<f32>,
+            /// Spatial: results verified (needs spatial in `rerank`).
+            rerank_k: Option<usize>,
+            /// Spatial: inliers a result needs to move up.
+            min_inliers: Option<usize>,
+            /// Spatial: weight of the inlier evidence, a number or `inliers`.
+            spatial_weight: Option<String>,
+            /// Spatial: `mnn` or `lighterglue`.
+            matcher: Option<String>,
+            /// Spatial: Lowe's ratio test instead of the distance bound.
+            match_ratio: Option<f64>,
+            /// Spatial: keep mutual nearest neighbours only.
+            mutual: Option<bool>,
+            /// Spatial: `homography` or `affine`.
+            ransac: Option<String>,
+            /// Spatial: RANSAC inlier threshold in pixels.
+            ransac_px: Option<f64>,
+        }
+    };
+}
+
+search_options! {
+    /// A JSON search: exactly one of `vector`, `name` or `id`, with the options of the query string
+    /// (the body's value wins where both give one).
+    #[derive(Debug, serde::Deserialize, ToSchema)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // Described, not built: the handler reads the body key by key.
+    pub struct SearchJson {
+        /// A query descriptor of the index's dimension (normalised by the server).
+        vector: Option<Vec<f32>>,
+        /// An indexed photo's name.
+        name: Option<String>,
+        /// An indexed photo's id.
+        id: Option<String>,
+        /// Results (1 to 1000; default 10).
+        #[schema(minimum = 1, maximum = 1000)]
+        k: Option<usize>,
+        /// Crop the query photo to x1, y1, x2, y2 (pixels) first.
+        #[schema(min_items = 4, max_items = 4)]
+        crop: Option<[f64; 4]>,
+        /// HNSW: candidates examined per query (default 64).
+        #[schema(minimum = 1)]
+        ef: Option<usize>,
+        /// Filter expressions (`folder = trips`, `name ~ IMG_*.jpg`), all to hold; a single string is one expression.
+        r#where: Option<Vec<String>>,
+        /// Re-ranking methods (`superglobal`, `spatial`); a single string may list them comma-separated.
+        rerank: Option<Vec<String>>,
+    }
 }
 
 /// A photo upload as a multipart form: the image and, for a search, its options as fields.
@@ -262,53 +276,27 @@ pub struct ImageForm {
 #[allow(dead_code)] // Described, not built.
 pub struct RawImage(Vec<u8>);
 
-/// The search options of the query string (and of form fields and JSON keys): the library's
-/// `SearchRequest` and `RerankSpec` keys.
-#[derive(Debug, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[allow(dead_code)] // Described, not built: `Options::set` parses them.
-pub struct SearchParams {
-    /// Results (1 to 1000; default 10).
-    #[param(minimum = 1, maximum = 1000)]
-    k: Option<usize>,
-    /// Drop results scoring below this cosine similarity.
-    min_score: Option<f32>,
-    /// Filter expression (`folder = trips`, `name ~ IMG_*.jpg`, `name != a/b.jpg`); repeat for several, all to hold.
-    #[param(style = Form, explode)]
-    r#where: Option<Vec<String>>,
-    /// Crop the query photo first: `x1,y1,x2,y2` in pixels.
-    crop: Option<String>,
-    /// HNSW: candidates examined per query (default 64).
-    #[param(minimum = 1)]
-    ef: Option<usize>,
-    /// α-QE: expand the query with its top N.
-    qe: Option<usize>,
-    /// α-QE's weighting exponent (default 3; needs `qe`).
-    qe_alpha: Option<f32>,
-    /// Re-ranking methods, comma-separated: `superglobal`, `spatial`.
-    rerank: Option<String>,
-    /// SuperGlobal: results refined (needs `rerank=superglobal`).
-    sg_m: Option<usize>,
-    /// SuperGlobal: neighbours per refinement.
-    sg_k: Option<usize>,
-    /// SuperGlobal: β.
-    sg_beta: Option<f32>,
-    /// Spatial: results verified (needs `rerank=spatial`).
-    rerank_k: Option<usize>,
-    /// Spatial: inliers a result needs to move up.
-    min_inliers: Option<usize>,
-    /// Spatial: weight of the inlier evidence, a number or `inliers`.
-    spatial_weight: Option<String>,
-    /// Spatial: `mnn` or `lighterglue`.
-    matcher: Option<String>,
-    /// Spatial: Lowe's ratio test instead of the distance bound.
-    match_ratio: Option<f64>,
-    /// Spatial: keep mutual nearest neighbours only.
-    mutual: Option<bool>,
-    /// Spatial: `homography` or `affine`.
-    ransac: Option<String>,
-    /// Spatial: RANSAC inlier threshold in pixels.
-    ransac_px: Option<f64>,
+search_options! {
+    /// The search options of the query string (and of form fields and JSON keys): the library's
+    /// `SearchRequest` and `RerankSpec` keys.
+    #[derive(Debug, IntoParams)]
+    #[into_params(parameter_in = Query)]
+    #[allow(dead_code)] // Described, not built: `Options::set` parses them.
+    pub struct SearchParams {
+        /// Results (1 to 1000; default 10).
+        #[param(minimum = 1, maximum = 1000)]
+        k: Option<usize>,
+        /// Filter expression (`folder = trips`, `name ~ IMG_*.jpg`, `name != a/b.jpg`); repeat for several, all to hold.
+        #[param(style = Form, explode)]
+        r#where: Option<Vec<String>>,
+        /// Crop the query photo first: `x1,y1,x2,y2` in pixels.
+        crop: Option<String>,
+        /// HNSW: candidates examined per query (default 64).
+        #[param(minimum = 1)]
+        ef: Option<usize>,
+        /// Re-ranking methods, comma-separated: `superglobal`, `spatial`.
+        rerank: Option<String>,
+    }
 }
 
 /// `GET /images` paging.

@@ -427,7 +427,12 @@ async fn read_multipart(req: Request, mut options: Option<&mut Options>) -> ApiR
 
 /// Check an upload looks like an image and name its format's extension.
 fn sniff(bytes: &[u8]) -> ApiResult<&'static str> {
-    Ok(sniff_format(bytes)?.extensions_str().first().copied().unwrap_or("img"))
+    sniff_format(bytes).map(ext_of)
+}
+
+/// The file extension a photo of `format` is written with.
+fn ext_of(format: image::ImageFormat) -> &'static str {
+    format.extensions_str().first().copied().unwrap_or("img")
 }
 
 /// The format an upload's bytes announce.
@@ -927,7 +932,7 @@ async fn receive_upload(st: &Arc<AppState>, req: Request) -> ApiResult<Upload> {
         ));
     };
     let format = sniff_format(&bytes)?;
-    let ext = format.extensions_str().first().copied().unwrap_or("img");
+    let ext = ext_of(format);
     let root = st.read().root().map(Path::to_owned).ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "this index has no root folder to store uploads in"))?;
     let dir = root.join(&st.config.upload_dir);
     std::fs::create_dir_all(&dir).map_err(|e| ApiError::internal(format!("{}: {e}", dir.display())))?;

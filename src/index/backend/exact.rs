@@ -21,7 +21,7 @@ impl ExactBackend {
 
     /// Holding exactly `store`'s live rows.
     pub(crate) fn from_store(store: &Store) -> Self {
-        let held: Vec<bool> = store.rows().iter().map(|r| r.alive).collect();
+        let held = store.live_mask();
         Self { dim: store.dim(), len: store.live_count(), held }
     }
 }

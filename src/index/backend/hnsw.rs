@@ -108,20 +108,20 @@ impl SearchBackend for HnswBackend {
         let Some(keep) = keep else {
             return queries.chunks_exact(dim).map(|q| Ok(hits(self.graph.search(q, k)?))).collect();
         };
-        let kept = |r: usize| keep.get(r).copied().unwrap_or(false);
-        // Held rows the filter keeps, counted once for every query.
-        let mut exact_mask: Option<Vec<bool>> = None;
-        let kept_count = (0..keep.len()).filter(|&r| kept(r) && self.contains(r)).count();
+        // Held rows the filter keeps (rows past the end of `keep` are not kept), once for every
+        // query: the graph walk's predicate and the exact fallback's mask.
+        let mask: Vec<bool> = (0..store.rows().len()).map(|r| keep.get(r).copied().unwrap_or(false) && self.contains(r)).collect();
+        let kept = |id: u64| mask.get(id as usize).copied().unwrap_or(false);
+        let kept_count = mask.iter().filter(|&&m| m).count();
         let want = k.min(kept_count);
         queries
             .chunks_exact(dim)
             .map(|q| {
                 // The graph walk with the predicate finds most; when a selective filter leaves it
                 // short of what exists, exact search over the kept rows (few, by then) finishes it.
-                let mut found = if kept_count > FILTER_EXACT_BELOW { hits(self.graph.search_where(q, k, |id| kept(id as usize))?) } else { Vec::new() };
+                let mut found = if kept_count > FILTER_EXACT_BELOW { hits(self.graph.search_where(q, k, kept)?) } else { Vec::new() };
                 if found.len() < want {
-                    let mask = exact_mask.get_or_insert_with(|| (0..store.rows().len()).map(|r| kept(r) && self.contains(r)).collect());
-                    found = exact::search(store.vectors(), dim, Some(mask), q, k, min_score).remove(0);
+                    found = exact::search(store.vectors(), dim, Some(&mask), q, k, min_score).remove(0);
                 }
                 Ok(found)
             })
