@@ -2,7 +2,8 @@
 //! aborts there ([`std::process::abort`], as a power cut or a kill would), so a test that ran it as
 //! a child can check what a reader finds afterwards. The points: [`crate::atomic_file`]'s
 //! `pair-companion-removed` and `pair-main-renamed`, the index store's `commit:N[:segment|manifest]`
-//! and bulk extraction's `extract-shard:K`.
+//! bulk extraction's `extract-shard:K`, and a PostgreSQL
+//! collection's `pg-commit:SHARD` (after that shard committed a batch).
 //!
 //! Compiled in only with the `failpoints` feature, which the test suite turns on (the crate's
 //! dev-dependency on itself in Cargo.toml); in every other build [`requested`] is `None`, each

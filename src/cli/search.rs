@@ -25,9 +25,14 @@ SPATIAL RE-RANKING (--rerank spatial)\n  The top --rerank-k (100) global results
 JSON (--json)\n  {\"queries\": [{\"query\": <path or row number>, \"results\": [{\"name\": <indexed path or imported name>, \"score\": <float>, \"inliers\": <spatial only>}, ...]}, ...]}"
 )]
 pub struct SearchArgs {
-    /// Index directory.
-    #[arg(long, value_name = "DIR")]
+    /// Index directory, or PostgreSQL shards: `postgres://...` URLs, comma-separated (see
+    /// `dolg index build --help`).
+    #[arg(long, value_name = "DIR|URLS")]
     pub db: PathBuf,
+    /// PostgreSQL collections: when shards do not answer, search the others and say which
+    /// failed (stderr; `failed_shards` in --json) instead of failing.
+    #[arg(long)]
+    pub allow_partial: bool,
     /// Query images.
     #[arg(value_name = "QUERY_IMAGE")]
     pub queries: Vec<PathBuf>,
@@ -71,6 +76,10 @@ pub struct SearchArgs {
 
 pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
     let device = a.run.init()?;
+    #[cfg(feature = "postgres")]
+    if let Some(url) = super::pg_url(&a.db) {
+        return run_pg(&a, url, &device);
+    }
     let mut c = Collection::open(&a.db, OpenMode::Read, &device)?;
     if let Some(ef) = a.ef {
         c.set_ef_search(ef);
@@ -84,29 +93,85 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
     }
     let filter = a.filter.iter().cloned().fold(Filter::default(), Filter::and);
     let request = SearchRequest { k: a.k, min_score: a.min_score, crop: a.crop, filter, rerank: a.rerank.resolve(c.spatial_rerank_defaults())? };
-    let (labels, paths, results): (Vec<serde_json::Value>, Vec<Option<PathBuf>>, Vec<Vec<NamedHit>>) = match &a.vectors {
+    let results = queries(&a, |q| Ok(c.search(q, &request)?))?;
+    let width = if range { results.2.iter().map(Vec::len).max().unwrap_or(0) } else { a.k.min(c.len()) };
+    output::<()>(&a, results, width, &[], |name| c.path_of(name))
+}
+
+/// Run the query the arguments give (images or `--vectors`) through `search`; returns each
+/// query's label and image with its results.
+#[allow(clippy::type_complexity)]
+fn queries(
+    a: &SearchArgs,
+    search: impl FnOnce(Query) -> anyhow::Result<Vec<Vec<NamedHit>>>,
+) -> anyhow::Result<(Vec<serde_json::Value>, Vec<Option<PathBuf>>, Vec<Vec<NamedHit>>)> {
+    Ok(match &a.vectors {
         Some(v) => {
             let (data, n, _) = read_matrix(v)?;
-            let results = c.search(Query::Vectors(&data), &request).with_context(|| format!("searching with {}", v.display()))?;
+            let results = search(Query::Vectors(&data)).with_context(|| format!("searching with {}", v.display()))?;
             ((0..n).map(|i| json!(i)).collect(), vec![None; n], results)
         }
         None => {
             if a.queries.is_empty() {
                 bail!("give query images or --vectors Q.npy");
             }
-            let results = c.search(Query::Images(&a.queries), &request)?;
+            let results = search(Query::Images(&a.queries))?;
             (a.queries.iter().map(|p| json!(p.display().to_string())).collect(), a.queries.iter().cloned().map(Some).collect(), results)
         }
-    };
+    })
+}
 
+/// A search over PostgreSQL shards: the same request and output as a local one.
+#[cfg(feature = "postgres")]
+fn run_pg(a: &SearchArgs, url: &str, device: &burn::tensor::Device) -> anyhow::Result<ExitCode> {
+    use dolg::collection::postgres::PgCollection;
+    let mut c = PgCollection::open(url, OpenMode::Read, device)?;
+    if let Some(ef) = a.ef {
+        c.set_ef_search(ef);
+    }
+    if a.weights.is_some() {
+        bail!("--weights applies to index folders; a PostgreSQL collection builds its recorded model");
+    }
+    if a.k == 0 && a.min_score.is_none() {
+        bail!("--k 0 asks for every entry scoring at least a score: give --min-score S");
+    }
+    let filter = a.filter.iter().cloned().fold(Filter::default(), Filter::and);
+    let rerank = a.rerank.resolve(dolg::rerank::SpatialRerank::default())?;
+    let request = SearchRequest { k: a.k, min_score: a.min_score, crop: a.crop, filter, rerank };
+    let mut failed = Vec::new();
+    let results = queries(a, |q| {
+        let r = c.search(q, &request, a.allow_partial)?;
+        failed = r.failed;
+        Ok(r.hits)
+    })?;
+    for f in &failed {
+        eprintln!("warning: shard {} left out of the results: {}", f.shard, f.error);
+    }
+    // The widest result list (counting the entries would ask every shard again).
+    let width = results.2.iter().map(Vec::len).max().unwrap_or(0);
+    output(a, results, width, &failed, |name| c.path_of(name))
+}
+
+/// Print or write the results as the arguments ask (text, `--json`, `--out-npy`, `--html`).
+#[allow(clippy::type_complexity)]
+fn output<F: serde::Serialize>(
+    a: &SearchArgs,
+    (labels, paths, results): (Vec<serde_json::Value>, Vec<Option<PathBuf>>, Vec<Vec<NamedHit>>),
+    width: usize,
+    failed_shards: &[F],
+    path_of: impl Fn(&str) -> PathBuf,
+) -> anyhow::Result<ExitCode> {
     if a.json {
-        let out = json!({"queries": labels.iter().zip(&results).map(|(q, hits)| json!({
+        let mut out = json!({"queries": labels.iter().zip(&results).map(|(q, hits)| json!({
             "query": q,
             "results": hits.iter().map(|h| match h.inliers {
                 Some(n) => json!({"name": h.name, "score": h.score, "inliers": n}),
                 None => json!({"name": h.name, "score": h.score}),
             }).collect::<Vec<_>>(),
         })).collect::<Vec<_>>()});
+        if !failed_shards.is_empty() {
+            out["failed_shards"] = json!(failed_shards);
+        }
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for (q, hits) in labels.iter().zip(&results) {
@@ -120,13 +185,12 @@ pub fn run(a: SearchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(prefix) = &a.out_npy {
-        let width = if range { results.iter().map(Vec::len).max().unwrap_or(0) } else { a.k.min(c.len()) };
         write_hits_npy(prefix, &results, width)?;
     }
     if let Some(html) = &a.html {
         // The page shows thumbnails, read from where each photo is on disk.
         let on_disk: Vec<Vec<NamedHit>> =
-            results.iter().map(|hits| hits.iter().map(|h| NamedHit { name: c.path_of(&h.name).display().to_string(), ..h.clone() }).collect()).collect();
+            results.iter().map(|hits| hits.iter().map(|h| NamedHit { name: path_of(&h.name).display().to_string(), ..h.clone() }).collect()).collect();
         super::report::write_html(html, &labels.into_iter().zip(paths).collect::<Vec<_>>(), &on_disk)?;
         eprintln!("wrote {}", html.display());
     }

@@ -114,6 +114,128 @@ impl Filter {
     pub fn keeps(&self, name: &str) -> bool {
         self.conditions.iter().all(|c| c.keeps(name))
     }
+
+    /// The same filter as SQL over a PostgreSQL collection's `name` and `folder` columns
+    /// ([`crate::index::postgres`]), values passed as parameters, never spliced into the text.
+    /// `None` when it keeps everything.
+    #[cfg(feature = "postgres")]
+    pub fn sql(&self) -> Option<crate::index::postgres::SqlWhere> {
+        use crate::index::postgres::SqlWhere;
+        if self.is_empty() {
+            return None;
+        }
+        let mut params: Vec<String> = Vec::new();
+        let mut param = |v: String| {
+            params.push(v);
+            format!("${}", SqlWhere::FIRST_PARAM + params.len() - 1)
+        };
+        let parts: Vec<String> = self
+            .conditions
+            .iter()
+            .map(|c| {
+                let (cond, negate) = match c {
+                    Condition::Folder { folder, negate } if folder.is_empty() => ("TRUE".to_owned(), *negate),
+                    Condition::Folder { folder, negate } => {
+                        let like = format!("{}/%", folder.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+                        (format!("(folder = {} OR folder LIKE {})", param(folder.clone()), param(like)), *negate)
+                    }
+                    Condition::Name { name, negate } => (format!("name = {}", param(name.clone())), *negate),
+                    Condition::Glob { glob, on_file_name, negate } => {
+                        let subject = if *on_file_name { "regexp_replace(name, '^.*/', '')" } else { "name" };
+                        (format!("{subject} ~ {}", param(glob_regex(glob.glob().glob()))), *negate)
+                    }
+                };
+                if negate {
+                    format!("NOT ({cond})")
+                } else {
+                    cond
+                }
+            })
+            .collect();
+        Some(SqlWhere { clause: format!("({})", parts.join(" AND ")), params })
+    }
+}
+
+/// A globset glob (with `literal_separator`, as [`Filter`] builds them) as an anchored PostgreSQL
+/// regular expression (ARE) matching the same names. Written by hand: globset only emits Rust
+/// regex syntax, whose flags and classes PostgreSQL does not read.
+#[cfg(feature = "postgres")]
+fn glob_regex(glob: &str) -> String {
+    let chars: Vec<char> = glob.chars().collect();
+    let mut re = String::from("^");
+    let mut i = 0;
+    let mut in_braces = false;
+    let literal = |c: char, re: &mut String| {
+        if "\\.^$|?*+()[]{}".contains(c) {
+            re.push('\\');
+        }
+        re.push(c);
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '\\' if i + 1 < chars.len() => {
+                literal(chars[i + 1], &mut re);
+                i += 1;
+            }
+            '*' if chars.get(i + 1) == Some(&'*') => {
+                let starts = i == 0 || chars[i - 1] == '/';
+                let ends = i + 2 == chars.len() || chars[i + 2] == '/';
+                match (starts, ends, i + 2 == chars.len()) {
+                    // `**/x` at the start, `a/**/b` in the middle: any number of folders, none included.
+                    (true, true, false) if i == 0 => {
+                        re.push_str("(?:/?|.*/)");
+                        i += 1;
+                    }
+                    (true, true, false) => {
+                        re.push_str("(?:.*/)?");
+                        i += 1;
+                    }
+                    // `a/**` and `**`: everything below.
+                    (true, true, true) => re.push_str(".*"),
+                    _ => re.push_str("[^/]*[^/]*"),
+                }
+                i += 1;
+            }
+            '*' => re.push_str("[^/]*"),
+            '?' => re.push_str("[^/]"),
+            '[' => {
+                let mut j = i + 1;
+                let mut class = String::from("[");
+                if matches!(chars.get(j), Some('!' | '^')) {
+                    class.push('^');
+                    j += 1;
+                }
+                if chars.get(j) == Some(&']') {
+                    class.push_str("\\]");
+                    j += 1;
+                }
+                while j < chars.len() && chars[j] != ']' {
+                    if chars[j] == '\\' || chars[j] == '[' {
+                        class.push('\\');
+                    }
+                    class.push(chars[j]);
+                    j += 1;
+                }
+                class.push(']');
+                re.push_str(&class);
+                i = j;
+            }
+            '{' => {
+                in_braces = true;
+                re.push_str("(?:");
+            }
+            ',' if in_braces => re.push('|'),
+            '}' if in_braces => {
+                in_braces = false;
+                re.push(')');
+            }
+            c => literal(c, &mut re),
+        }
+        i += 1;
+    }
+    re.push('$');
+    re
 }
 
 impl fmt::Display for Filter {

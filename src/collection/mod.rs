@@ -67,6 +67,8 @@ pub mod dedup;
 mod error;
 pub mod filter;
 pub mod local;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod rerank;
 mod search;
 mod serve_support;
@@ -299,6 +301,72 @@ pub fn common_root(paths: &[PathBuf]) -> Option<PathBuf> {
     root
 }
 
+/// Describe `todo` with `ex` and hand the records to `commit` in batches of `batch`; returns
+/// (stored, failures). A failed commit stops extraction at once: nothing more could be stored.
+/// Each file is hashed from the read that decodes it, so the stored hash is of exactly the content
+/// described; the stat cache, when given, learns it.
+fn describe_into(
+    ex: &crate::descriptors::Extractor,
+    todo: Vec<Checked>,
+    batch_size: usize,
+    mut cache: Option<&mut StatCache>,
+    on_event: &mut impl FnMut(AddEvent),
+    mut commit: impl FnMut(Vec<Record>) -> Result<()>,
+) -> Result<(usize, Vec<Failure>)> {
+    let mut stored = 0usize;
+    let mut failed = Vec::new();
+    if todo.is_empty() {
+        return Ok((stored, failed));
+    }
+    let paths: Vec<PathBuf> = todo.iter().map(|t| t.path.clone()).collect();
+    let mut batch = Vec::new();
+    let mut commit_err = None;
+    ex.describe_many_hashed(&paths, |i, path, r| {
+        match r {
+            Ok((d, hash)) => {
+                if let (Some(st), Some(cache)) = (todo[i].stat, cache.as_deref_mut()) {
+                    cache.insert(todo[i].name.clone(), st, hash);
+                }
+                batch.push(Record::Add { name: todo[i].name.clone(), hash: Some(hash), vector: d.descriptor, local: d.local });
+                stored += 1;
+                on_event(AddEvent::Described { path, error: None });
+            }
+            Err(e) => {
+                on_event(AddEvent::Described { path, error: Some(&e) });
+                failed.push(Failure { path: path.to_owned(), error: e.to_string() });
+            }
+        }
+        if batch.len() >= batch_size.max(1) {
+            if let Err(e) = commit(std::mem::take(&mut batch)) {
+                commit_err = Some(e);
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    if let Some(e) = commit_err {
+        return Err(e);
+    }
+    commit(batch)?;
+    Ok((stored, failed))
+}
+
+/// The name a photo is indexed under in a collection with `root` ([`Collection::name_of`]).
+fn name_in(root: Option<&Path>, path: &Path) -> String {
+    // A file that no longer exists (being removed) cannot be canonicalised: made absolute
+    // lexically instead, it still finds its entry unless a symbolic link led to it.
+    let abs = std::fs::canonicalize(path).or_else(|_| std::path::absolute(path)).unwrap_or_else(|_| path.to_owned());
+    root.and_then(|r| relative_name(&abs, r)).unwrap_or_else(|| abs.display().to_string())
+}
+
+/// Where the photo `name` is expected on disk in a collection with `root` ([`Collection::path_of`]).
+fn path_in(root: Option<&Path>, name: &str) -> PathBuf {
+    match root {
+        Some(r) if !Path::new(name).is_absolute() => r.join(name),
+        _ => PathBuf::from(name),
+    }
+}
+
 /// A file checked against the index.
 struct Checked {
     path: PathBuf,
@@ -384,18 +452,12 @@ impl Collection {
     /// The name a photo is indexed under: its path relative to the root when it lies under it,
     /// else its absolute path (symbolic links resolved, so any spelling finds the same entry).
     pub fn name_of(&self, path: &Path) -> String {
-        // A file that no longer exists (being removed) cannot be canonicalised: made absolute
-        // lexically instead, it still finds its entry unless a symbolic link led to it.
-        let abs = std::fs::canonicalize(path).or_else(|_| std::path::absolute(path)).unwrap_or_else(|_| path.to_owned());
-        self.root().and_then(|r| relative_name(&abs, r)).unwrap_or_else(|| abs.display().to_string())
+        name_in(self.root(), path)
     }
 
     /// Where the photo named `name` is expected on disk (imported names are returned as given).
     pub fn path_of(&self, name: &str) -> PathBuf {
-        match self.root() {
-            Some(r) if !Path::new(name).is_absolute() => r.join(name),
-            _ => PathBuf::from(name),
-        }
+        path_in(self.root(), name)
     }
 
     /// Create an index of `dim`-d vectors with no model, for [`Collection::import`].
@@ -490,10 +552,7 @@ impl Collection {
             .collect()
     }
 
-    /// Describe `todo` and commit in batches of `batch`; returns (stored, failures). A failed
-    /// commit stops extraction at once: nothing more could be stored.
-    /// Each file is hashed from the read that decodes it, so the stored hash is of exactly the
-    /// content described; the stat cache learns it.
+    /// Describe `todo` and commit in batches of `batch` ([`describe_into`]).
     fn describe_and_commit(
         &mut self,
         todo: Vec<Checked>,
@@ -501,45 +560,13 @@ impl Collection {
         cache: &mut StatCache,
         on_event: &mut impl FnMut(AddEvent),
     ) -> Result<(usize, Vec<Failure>)> {
-        let mut stored = 0usize;
-        let mut failed = Vec::new();
         if todo.is_empty() {
-            return Ok((stored, failed));
+            return Ok((0, Vec::new()));
         }
         self.model()?;
         let ex = &self.model.get().expect("loaded above").extractor;
         let index = &mut self.index;
-        let paths: Vec<PathBuf> = todo.iter().map(|t| t.path.clone()).collect();
-        let mut batch = Vec::new();
-        let mut commit_err = None;
-        ex.describe_many_hashed(&paths, |i, path, r| {
-            match r {
-                Ok((d, hash)) => {
-                    if let Some(st) = todo[i].stat {
-                        cache.insert(todo[i].name.clone(), st, hash);
-                    }
-                    batch.push(Record::Add { name: todo[i].name.clone(), hash: Some(hash), vector: d.descriptor, local: d.local });
-                    stored += 1;
-                    on_event(AddEvent::Described { path, error: None });
-                }
-                Err(e) => {
-                    on_event(AddEvent::Described { path, error: Some(&e) });
-                    failed.push(Failure { path: path.to_owned(), error: e.to_string() });
-                }
-            }
-            if batch.len() >= batch_size.max(1) {
-                if let Err(e) = index.commit(std::mem::take(&mut batch)) {
-                    commit_err = Some(e);
-                    return ControlFlow::Break(());
-                }
-            }
-            ControlFlow::Continue(())
-        });
-        if let Some(e) = commit_err {
-            return Err(e.into());
-        }
-        self.index.commit(batch)?;
-        Ok((stored, failed))
+        describe_into(ex, todo, batch_size, Some(cache), on_event, |records| Ok(index.commit(records)?))
     }
 
     /// Drop stat-cache entries of names no longer indexed, and save it (best effort: it is a

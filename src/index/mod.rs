@@ -27,6 +27,8 @@ pub mod backend;
 pub mod exact;
 pub mod hnsw;
 pub mod local;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod store;
 
 use std::path::{Path, PathBuf};
@@ -123,6 +125,14 @@ pub enum IndexError {
     DuplicateRow {
         /// The store row.
         row: usize,
+    },
+    /// A PostgreSQL shard could not be reached, or refused or failed a statement.
+    #[error("PostgreSQL shard {shard}: {reason}")]
+    Shard {
+        /// The shard's primary, `host:port/db` (or the whole `--db` value).
+        shard: String,
+        /// What went wrong, with the server's words.
+        reason: String,
     },
     /// The approximate (HNSW) graph failed.
     #[error("approximate index: {0}")]

@@ -33,6 +33,8 @@ mod lighterglue_reference;
 mod mobilenetv2_reference;
 mod orientation;
 mod parity;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod properties;
 mod read_once;
 mod rerank;

@@ -1,0 +1,428 @@
+//! [`PgCollection`]: a collection whose store is PostgreSQL + pgvector shards
+//! ([`crate::index::postgres`]) instead of an index folder. Names, models, adding, removing,
+//! importing and searching mean what they mean for [`super::Collection`]: the same photo gets the
+//! same name and descriptor, vectors of another model are refused, a file already stored with the
+//! same content is not described again, an indexed query photo reuses its stored descriptor and is
+//! left out of its own results, and exact search ranks exactly as the local exact index does.
+//!
+//! What a local collection has and this one does not (yet): the stat cache (every file is hashed
+//! to check it, which costs a read but no decoding), re-ranking (α-QE, SuperGlobal, spatial),
+//! DBA layers, dedup and compaction (PostgreSQL's `VACUUM` does that job).
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use burn::tensor::Device;
+use serde::Serialize;
+
+use super::error::{CollectionError as Error, Result};
+use super::{
+    absolute_dir, describe_into, identity, local, name_in, path_in, sha256_file, AddEvent, AddOptions, AddReport, Checked, CreateOptions, Query, SearchRequest,
+    VectorOrigin,
+};
+use crate::descriptors::{l2_normalize, write_descriptors};
+use crate::index::postgres::{PgMeta, PgStore, ShardFailure};
+use crate::index::{IndexError, IndexKind, LocalConfig, ModelIdentity, NamedHit, OpenMode, Record};
+use crate::spec::{LoadedModel, ModelSpec};
+
+/// A collection on PostgreSQL shards.
+pub struct PgCollection {
+    store: PgStore,
+    device: Device,
+    /// Built on first need: searching by stored photos or vectors needs no model.
+    model: OnceLock<LoadedModel>,
+}
+
+impl std::fmt::Debug for PgCollection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgCollection").field("store", &self.store).finish()
+    }
+}
+
+/// What a PostgreSQL collection holds ([`PgCollection::info`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct PgInfo {
+    /// The `--db` value, password hidden.
+    pub db: String,
+    /// Search backend on every shard.
+    pub kind: IndexKind,
+    /// The model's name.
+    pub model: String,
+    /// Descriptor width.
+    pub dim: usize,
+    /// The model fingerprint (`None` for imported vectors).
+    pub fingerprint: Option<String>,
+    /// Live entries over all shards.
+    pub entries: usize,
+    /// Each shard's `host:port/db` and entry count, in order.
+    pub shards: Vec<(String, usize)>,
+    /// Vectors stored as float16 (`halfvec`).
+    pub half: bool,
+    /// The folder photo names are relative to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    /// Local features stored with each photo.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalConfig>,
+}
+
+/// Search results and the shards that did not answer (only with `allow_partial`).
+#[derive(Debug, Clone)]
+pub struct PgResults {
+    /// Best first, per query.
+    pub hits: Vec<Vec<NamedHit>>,
+    /// Shards left out of the results.
+    pub failed: Vec<ShardFailure>,
+}
+
+impl PgCollection {
+    /// Create the collection on the shards `db` names, for the model `spec` (loaded now), with
+    /// `options` as for a local collection; `half` stores vectors as float16.
+    pub fn create(db: &str, spec: ModelSpec, options: &CreateOptions, half: bool, device: &Device) -> Result<Self> {
+        let spec = spec.absolute();
+        let mut loaded = spec.load(device)?;
+        if let Some(cfg) = &options.local {
+            loaded.extractor.local = Some(local::load_local_model(cfg, &loaded.extractor, device)?);
+        }
+        let root = options.root.as_deref().map(absolute_dir).transpose()?;
+        let meta = PgMeta { schema: 0, model: identity(&spec, &loaded), kind: options.kind, root, local: options.local.clone(), shards: 0, half };
+        let store = PgStore::create(db, meta)?;
+        Ok(Self { store, device: device.clone(), model: loaded.into() })
+    }
+
+    /// Open the collection for writing if the shards hold one of the same model and kind, else
+    /// create it ([`PgCollection::create`]); as [`super::Collection::open_or_create`].
+    pub fn open_or_create(db: &str, spec: ModelSpec, options: &CreateOptions, half: bool, device: &Device) -> Result<Self> {
+        if !PgStore::exists(db)? {
+            return Self::create(db, spec, options, half, device);
+        }
+        let mut c = Self::open(db, OpenMode::Write, device)?;
+        let stored = c.store.meta().local.clone();
+        let same = |a: &LocalConfig, b: &LocalConfig| (&a.extractor, a.dim, a.encoding) == (&b.extractor, b.dim, b.encoding);
+        if let Some(l) = &options.local {
+            if stored.as_ref().is_none_or(|s| !same(l, s)) {
+                return Err(Error::LocalUnavailable {
+                    extractor: l.extractor.clone(),
+                    reason: format!(
+                        "{} stores local features: {}; local features are chosen when a collection is created",
+                        c.store.display(),
+                        stored.map_or("none".into(), |s| s.extractor)
+                    ),
+                });
+            }
+        }
+        let spec = spec.absolute();
+        let mut loaded = spec.load(device)?;
+        if let Some(cfg) = &stored {
+            loaded.extractor.local = Some(local::load_local_model(cfg, &loaded.extractor, device)?);
+        }
+        check_model(c.store.meta(), &identity(&spec, &loaded))?;
+        if c.store.meta().kind != options.kind {
+            return Err(Error::KindMismatch { index: PathBuf::from(c.store.display()), existing: c.store.meta().kind, requested: options.kind });
+        }
+        c.model = loaded.into();
+        if let Some(r) = &options.root {
+            c.set_root(r)?;
+        }
+        Ok(c)
+    }
+
+    /// Create a collection of `dim`-d vectors with no model, for [`PgCollection::import`].
+    pub fn create_for_vectors(db: &str, dim: usize, kind: IndexKind, half: bool, device: &Device) -> Result<Self> {
+        let model = ModelIdentity { name: "imported descriptors".into(), dim, fingerprint: None, spec: None };
+        let meta = PgMeta { schema: 0, model, kind, root: None, local: None, shards: 0, half };
+        Ok(Self { store: PgStore::create(db, meta)?, device: device.clone(), model: OnceLock::new() })
+    }
+
+    /// Copy every live entry of the local collection `from` (names, hashes, vectors, local
+    /// features, model, root) into a new collection on the shards `db` names, of `kind`, in
+    /// batches of 4,096 (each a binary `COPY` per shard); `on_rows` sees the rows done so far.
+    pub fn import_collection(db: &str, from: &super::Collection, kind: IndexKind, mut on_rows: impl FnMut(usize)) -> Result<Self> {
+        let s = from.index().store();
+        let meta =
+            PgMeta { schema: 0, model: s.model().clone(), kind, root: s.root().map(Path::to_owned), local: s.local_config().cloned(), shards: 0, half: false };
+        let c = Self { store: PgStore::create(db, meta)?, device: from.device.clone(), model: OnceLock::new() };
+        let live: Vec<usize> = s.live_rows().map(|(i, _)| i).collect();
+        let mut done = 0;
+        for rows in live.chunks(4096) {
+            let records = rows
+                .iter()
+                .map(|&r| Ok(Record::Add { name: s.rows()[r].name.clone(), hash: s.rows()[r].hash, vector: s.vector(r).to_vec(), local: s.local_features(r)? }))
+                .collect::<Result<Vec<_>>>()?;
+            c.store.commit(records)?;
+            done += rows.len();
+            on_rows(done);
+        }
+        Ok(c)
+    }
+
+    /// Open an existing collection ([`OpenMode::Read`] reads from replicas when there are any).
+    pub fn open(db: &str, mode: OpenMode, device: &Device) -> Result<Self> {
+        Ok(Self { store: PgStore::open(db, mode)?, device: device.clone(), model: OnceLock::new() })
+    }
+
+    /// Whether `db` holds a collection (its first shard answers with one).
+    pub fn exists(db: &str) -> Result<bool> {
+        Ok(PgStore::exists(db)?)
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &PgStore {
+        &self.store
+    }
+
+    /// Descriptor width.
+    pub fn dim(&self) -> usize {
+        self.store.meta().model.dim
+    }
+
+    /// The folder photo names are relative to.
+    pub fn root(&self) -> Option<&Path> {
+        self.store.meta().root.as_deref()
+    }
+
+    /// Record where the photos now are.
+    pub fn set_root(&mut self, root: &Path) -> Result<()> {
+        let root = absolute_dir(root)?;
+        if self.root() != Some(root.as_path()) {
+            self.store.set_root(root)?;
+        }
+        Ok(())
+    }
+
+    /// The name a photo is stored under ([`super::Collection::name_of`]).
+    pub fn name_of(&self, path: &Path) -> String {
+        name_in(self.root(), path)
+    }
+
+    /// Where the photo `name` is expected on disk.
+    pub fn path_of(&self, name: &str) -> PathBuf {
+        path_in(self.root(), name)
+    }
+
+    /// HNSW: candidates examined per query.
+    pub fn set_ef_search(&mut self, ef: usize) {
+        self.store.set_ef_search(ef);
+    }
+
+    /// Live entries over all shards.
+    pub fn len(&self) -> Result<usize> {
+        Ok(self.store.count()?)
+    }
+
+    fn model(&self) -> Result<&LoadedModel> {
+        if let Some(m) = self.model.get() {
+            return Ok(m);
+        }
+        let meta = self.store.meta();
+        let spec = meta.model.spec.clone().ok_or_else(|| Error::NoModel { index: PathBuf::from(self.store.display()) })?;
+        let mut loaded = spec.load(&self.device)?;
+        if let Some(cfg) = &meta.local {
+            loaded.extractor.local = Some(local::load_local_model(cfg, &loaded.extractor, &self.device)?);
+        }
+        check_model(meta, &identity(&spec, &loaded))?;
+        let _ = self.model.set(loaded);
+        Ok(self.model.get().expect("set above"))
+    }
+
+    /// Describe and add image files, as [`super::Collection::add_paths`]: a file stored under its
+    /// name with the same content and model is skipped; unreadable files are reported and
+    /// skipped; each batch is one transaction per shard, so a killed run loses at most the batch
+    /// in flight and a re-run finishes the job without duplicates.
+    pub fn add_paths(&mut self, paths: &[PathBuf], options: &AddOptions, mut on_event: impl FnMut(AddEvent)) -> Result<AddReport> {
+        let total = paths.len();
+        let names: Vec<String> = paths.iter().map(|p| self.name_of(p)).collect();
+        let known = self.store.hashes(&names)?;
+        let model_key = self.store.model_key();
+        let mut unchanged = 0;
+        let mut todo = Vec::new();
+        for (i, (p, name)) in paths.iter().zip(names).enumerate() {
+            // Only a stored name's content decides anything before extraction; new photos are
+            // hashed while they are decoded.
+            let current = known.contains_key(&name) && sha256_file(p).is_some_and(|h| PgStore::is_current(&known, &name, &h, &model_key));
+            on_event(AddEvent::Checked { done: i + 1, total });
+            if current {
+                unchanged += 1;
+            } else {
+                todo.push(Checked { path: p.clone(), name, hash: None, stat: None });
+            }
+        }
+        on_event(AddEvent::Planned { describe: todo.len(), unchanged });
+        let (added, failed) = if todo.is_empty() {
+            (0, Vec::new())
+        } else {
+            let ex = &self.model()?.extractor;
+            let store = &self.store;
+            describe_into(ex, todo, options.batch, None, &mut on_event, |records| Ok(store.commit(records)?))?
+        };
+        Ok(AddReport { added, unchanged, failed, entries: self.len()? })
+    }
+
+    /// Remove entries by stored name or by image path; nothing is removed unless every name is
+    /// found. Returns the count removed.
+    pub fn remove(&mut self, names: &[String]) -> Result<usize> {
+        let as_given = self.store.hashes(names)?;
+        let resolved: Vec<String> = names.iter().map(|n| if as_given.contains_key(n) { n.clone() } else { self.name_of(Path::new(n)) }).collect();
+        let found = self.store.hashes(&resolved)?;
+        if let Some((given, _)) = names.iter().zip(&resolved).find(|(_, r)| !found.contains_key(*r)) {
+            return Err(Error::NotInIndex { index: PathBuf::from(self.store.display()), name: given.clone() });
+        }
+        let records: Vec<Record> = resolved.into_iter().map(|name| Record::Remove { name }).collect();
+        let n = records.len();
+        self.store.commit(records)?;
+        Ok(n)
+    }
+
+    /// Add precomputed vectors ([n, dim], L2-normalised here) under `names` in chunks of 16,384
+    /// rows (each chunk one binary `COPY` per shard); `on_chunk` sees the rows done so far.
+    pub fn import(&mut self, vectors: &mut [f32], names: &[String], origin: VectorOrigin, mut on_chunk: impl FnMut(usize)) -> Result<()> {
+        let dim = self.dim();
+        if !vectors.len().is_multiple_of(dim) {
+            return Err(Error::VectorLength { expected: dim, values: vectors.len() });
+        }
+        if vectors.len() / dim != names.len() {
+            return Err(Error::NameCount { rows: vectors.len() / dim, names: names.len() });
+        }
+        if self.store.meta().model.fingerprint.is_some() && origin != VectorOrigin::SameModel {
+            return Err(Error::UnverifiedVectors { index: PathBuf::from(self.store.display()), model: self.store.meta().model.name.clone() });
+        }
+        const CHUNK: usize = 16_384;
+        let mut done = 0;
+        for (chunk, names) in vectors.chunks_mut(dim * CHUNK).zip(names.chunks(CHUNK)) {
+            let records: Vec<Record> = chunk
+                .chunks_mut(dim)
+                .zip(names)
+                .map(|(v, name)| {
+                    l2_normalize(v);
+                    Record::add(name.clone(), None, v.to_vec())
+                })
+                .collect();
+            done += records.len();
+            self.store.commit(records)?;
+            on_chunk(done);
+        }
+        Ok(())
+    }
+
+    /// Search, as [`super::Collection::search`] for the queries and requests a PostgreSQL
+    /// collection supports (no re-ranking yet). With `allow_partial`, shards that fail are left
+    /// out and named in [`PgResults::failed`] instead of failing the search.
+    pub fn search(&self, query: Query, request: &SearchRequest, allow_partial: bool) -> Result<PgResults> {
+        if !request.rerank.is_none() {
+            return Err(Error::Request { reason: "re-ranking (α-QE, SuperGlobal, spatial) is not available on PostgreSQL collections yet" });
+        }
+        if request.k == 0 && request.min_score.is_none() {
+            return Err(Error::Request { reason: "k 0 asks for every entry above a score: give min_score" });
+        }
+        let (mut queries, exclude) = self.query_vectors(query, request)?;
+        let dim = self.dim();
+        if queries.is_empty() || !queries.len().is_multiple_of(dim) {
+            return Err(Error::VectorLength { expected: dim, values: queries.len() });
+        }
+        queries.chunks_mut(dim).for_each(l2_normalize);
+        let filter = request.filter.sql();
+        let min_score = request.min_score.unwrap_or(f32::MIN);
+        let (hits, failed) = self.store.search(&queries, request.k, min_score, filter.as_ref(), &exclude, false, allow_partial)?;
+        Ok(PgResults { hits, failed })
+    }
+
+    /// Query vectors and, for stored photos, the name to leave out of their own results.
+    fn query_vectors(&self, query: Query, request: &SearchRequest) -> Result<(Vec<f32>, Vec<Option<String>>)> {
+        match query {
+            Query::Vectors(v) => Ok((v.to_vec(), Vec::new())),
+            Query::Described(ds) => Ok((ds.iter().flat_map(|d| d.descriptor.iter().copied()).collect(), vec![None; ds.len()])),
+            Query::Name { name, .. } => {
+                let stored = self.store.get(&[name.to_owned()], false)?.remove(0);
+                let s = stored.ok_or_else(|| Error::NotInIndex { index: PathBuf::from(self.store.display()), name: name.to_owned() })?;
+                Ok((s.vector, vec![Some(name.to_owned())]))
+            }
+            Query::Images(paths) => {
+                let names: Vec<String> = paths.iter().map(|p| self.name_of(p)).collect();
+                let stored = if request.crop.is_none() { self.store.get(&names, false)? } else { vec![None; names.len()] };
+                let mut vectors = Vec::with_capacity(paths.len() * self.dim());
+                let mut exclude = Vec::with_capacity(paths.len());
+                for ((p, name), s) in paths.iter().zip(names).zip(stored) {
+                    match s {
+                        Some(s) => {
+                            vectors.extend_from_slice(&s.vector);
+                            exclude.push(Some(name));
+                        }
+                        None => {
+                            vectors.extend_from_slice(&self.model()?.extractor.describe_file(p, request.crop)?.descriptor);
+                            exclude.push(None);
+                        }
+                    }
+                }
+                Ok((vectors, exclude))
+            }
+        }
+    }
+
+    /// What the collection holds.
+    pub fn info(&self) -> Result<PgInfo> {
+        let m = self.store.meta();
+        let counts = self.store.counts()?;
+        Ok(PgInfo {
+            db: self.store.display().to_owned(),
+            kind: m.kind,
+            model: m.model.name.clone(),
+            dim: m.model.dim,
+            fingerprint: m.model.fingerprint.clone(),
+            entries: counts.iter().sum(),
+            shards: self.store.shard_labels().into_iter().zip(counts).collect(),
+            half: m.half,
+            root: m.root.clone(),
+            local: m.local.clone(),
+        })
+    }
+
+    /// Mean recall@10 of the shards' search against exact search, querying with up to 200
+    /// stored vectors spread over the collection (each left out of its own results).
+    pub fn recall_at_10(&self) -> Result<f64> {
+        let (names, vectors) = self.export()?;
+        if names.len() < 2 {
+            return Err(Error::TooFewForRecall { index: PathBuf::from(self.store.display()), entries: names.len() });
+        }
+        let dim = self.dim();
+        let n = names.len().min(200);
+        let picks: Vec<usize> = (0..n).map(|i| i * names.len() / n).collect();
+        let queries: Vec<f32> = picks.iter().flat_map(|&r| vectors[r * dim..(r + 1) * dim].iter().copied()).collect();
+        let exclude: Vec<Option<String>> = picks.iter().map(|&r| Some(names[r].clone())).collect();
+        let (approx, _) = self.store.search(&queries, 10, f32::MIN, None, &exclude, false, false)?;
+        let (exact, _) = self.store.search(&queries, 10, f32::MIN, None, &exclude, true, false)?;
+        let total: f64 = approx
+            .iter()
+            .zip(&exact)
+            .map(|(a, e)| {
+                let truth: Vec<&str> = e.iter().map(|h| h.name.as_str()).collect();
+                a.iter().filter(|h| truth.contains(&h.name.as_str())).count() as f64 / truth.len().max(1) as f64
+            })
+            .sum();
+        Ok(total / picks.len() as f64)
+    }
+
+    /// Names and vectors of every entry, in the order they were added.
+    pub fn export(&self) -> Result<(Vec<String>, Vec<f32>)> {
+        Ok(self.store.export()?)
+    }
+
+    /// [`PgCollection::export`] to a float32 `.npy` [n, dim] with its names file beside it.
+    pub fn export_npy(&self, path: &Path) -> Result<usize> {
+        let (names, vectors) = self.export()?;
+        let rows: Vec<Vec<f32>> = vectors.chunks(self.dim()).map(<[f32]>::to_vec).collect();
+        write_descriptors(path, &rows, self.dim(), Some(&names))?;
+        Ok(names.len())
+    }
+}
+
+/// Fail unless vectors from `model` may join the collection `meta` describes.
+fn check_model(meta: &PgMeta, model: &ModelIdentity) -> Result<(), IndexError> {
+    let mine = &meta.model;
+    if mine.fingerprint != model.fingerprint || mine.dim != model.dim {
+        return Err(IndexError::ModelMismatch {
+            index: format!("{} ({}-d, fingerprint {})", mine.name, mine.dim, mine.fingerprint.as_deref().unwrap_or("none")),
+            given: format!("{} ({}-d, fingerprint {})", model.name, model.dim, model.fingerprint.as_deref().unwrap_or("none")),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,770 @@
+//! A collection's store and search on PostgreSQL + pgvector shards: what [`super::Store`] and a
+//! [`super::SearchBackend`] are for one machine, for collections that outgrow it.
+//!
+//! # Layout
+//!
+//! Each shard is one PostgreSQL database holding two tables:
+//! * `dolg_meta`: one row, the shard's position and the collection's description ([`PgMeta`]:
+//!   model identity, kind, root, local-feature configuration, shard count), checked on every open
+//!   as the local manifest is, so vectors of another model are refused.
+//! * `dolg_photos`: one row per photo: `name` (primary key), `sha256` of the file, the `model`
+//!   fingerprint, the global `vector` (`vector(D)`, or `halfvec(D)` with [`PgMeta::half`]), its
+//!   `local` features (bytea, the local store's compressed block), and its `folder` (for filters).
+//!   HNSW collections carry pgvector's `hnsw (vector vector_ip_ops)` index.
+//!
+//! A photo lives on the shard chosen by a stable hash of its name ([`shard_of`]: the first eight
+//! bytes of its SHA-256, modulo the shard count), so the shard count is fixed when the collection
+//! is created.
+//!
+//! # Writes
+//!
+//! [`PgStore::commit`] writes a batch as one transaction per shard, all shards at once. Rows are
+//! keyed by name and carry (SHA-256, model), so a batch that is written again (a writer killed
+//! after some shards committed, then re-run) converges to the same rows: no duplicates, no losses.
+//!
+//! # Searches
+//!
+//! Every shard is asked at once (a thread per shard), for its top `k` by inner product; the lists
+//! are merged by the single-machine rule: higher score first, ties to the lower row id. A row's id
+//! is its `seq`: the writer numbers adds across all shards in the order it makes them (from one
+//! past the largest stored), so ties break exactly as in a local index that received the same
+//! adds. Exact search is `ORDER BY vector <#> q` over the whole table (index scans off);
+//! HNSW uses the index with `hnsw.ef_search` at least `k` and pgvector 0.8's iterative scans
+//! (`strict_order`), so a filter cannot starve the result list.
+//!
+//! # Replicas and failures
+//!
+//! A shard URL may name streaming replicas (`?replica=HOST:PORT`, repeatable). A store opened to
+//! read asks a replica first and the primary when none answers; one opened to write uses whichever
+//! of the shard's servers is not in recovery, so after a replica is promoted, writes go to it.
+//! A shard none of whose servers answers fails the search with an error naming it, unless the
+//! caller allows partial results ([`PgStore::search`] reports the shards that failed).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use pgvector::{HalfVector, Vector};
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::ToSql;
+use postgres::{Client, NoTls};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{local, IndexError, IndexKind, LocalConfig, ModelIdentity, NamedHit, OpenMode, Record};
+use crate::model::LocalFeatures;
+
+/// The layout version written into `dolg_meta`.
+const SCHEMA: u32 = 1;
+/// How long a connection attempt to one server may take before it counts as down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// pgvector's largest `hnsw.ef_search`.
+const MAX_EF_SEARCH: usize = 1000;
+
+/// Whether `db` names PostgreSQL servers (`postgres://` or `postgresql://` URLs) rather than a
+/// local index folder.
+pub fn is_postgres_url(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
+
+/// The collection's description, stored on every shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PgMeta {
+    /// Layout version ([`SCHEMA`]).
+    pub schema: u32,
+    /// What produced the vectors.
+    pub model: ModelIdentity,
+    /// Exact or HNSW search.
+    pub kind: IndexKind,
+    /// The folder photo names are relative to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    /// Local features stored with each photo, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<LocalConfig>,
+    /// Number of shards (fixed at creation: names are placed by hash modulo this).
+    pub shards: usize,
+    /// Vectors stored as `halfvec` (float16, half the space; scores round accordingly).
+    #[serde(default)]
+    pub half: bool,
+}
+
+/// A shard's servers, parsed from one URL of a `--db` list.
+#[derive(Debug, Clone)]
+pub struct ShardUrl {
+    /// `host:port/db` of the primary, for messages (never the password).
+    pub label: String,
+    /// Connection string of the primary (the URL without dolg's `replica` keys).
+    primary: String,
+    /// Connection strings of its replicas.
+    replicas: Vec<String>,
+}
+
+/// Parse `--db postgres://a,postgres://b?replica=h:p`: one shard per comma-separated URL, each
+/// with its replicas as repeated `replica=HOST:PORT` query keys.
+pub fn parse_urls(db: &str) -> Result<Vec<ShardUrl>, IndexError> {
+    let bad = |url: &str, reason: &str| IndexError::Shard { shard: redact(url), reason: reason.to_owned() };
+    db.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|url| {
+            if !is_postgres_url(url) {
+                return Err(bad(url, "not a postgres:// URL (every shard of a --db list must be one)"));
+            }
+            let (scheme, rest) = url.split_once("://").expect("checked above");
+            let (base, query) = rest.split_once('?').map_or((rest, ""), |(b, q)| (b, q));
+            let (authority, path) = base.split_once('/').map_or((base, ""), |(a, p)| (a, p));
+            let (userinfo, hostport) = authority.rsplit_once('@').map_or(("", authority), |(u, h)| (u, h));
+            if hostport.is_empty() {
+                return Err(bad(url, "names no host"));
+            }
+            let (mut keep, mut replicas) = (Vec::new(), Vec::new());
+            for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+                match kv.split_once('=') {
+                    Some(("replica", hp)) if !hp.is_empty() => replicas.push(hp.to_owned()),
+                    Some(("replica", _)) => return Err(bad(url, "'replica=' needs HOST:PORT")),
+                    _ => keep.push(kv),
+                }
+            }
+            // Connections fail fast, so an unreachable shard is reported, not waited on.
+            if !keep.iter().any(|kv| kv.starts_with("connect_timeout=")) {
+                keep.push("connect_timeout=5");
+            }
+            let user = if userinfo.is_empty() { String::new() } else { format!("{userinfo}@") };
+            let conn = |hp: &str| format!("{scheme}://{user}{hp}/{path}?{}", keep.join("&"));
+            Ok(ShardUrl { label: format!("{hostport}/{path}"), primary: conn(hostport), replicas: replicas.iter().map(|hp| conn(hp)).collect() })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|v| if v.is_empty() { Err(bad(db, "no URL given")) } else { Ok(v) })
+}
+
+/// `url` (or a comma-separated list of them) without passwords, for messages.
+fn redact(url: &str) -> String {
+    if url.contains(',') {
+        return url.split(',').map(redact).collect::<Vec<_>>().join(",");
+    }
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
+/// The shard that holds `name` among `shards`: stable across runs, machines and versions.
+pub fn shard_of(name: &str, shards: usize) -> usize {
+    let h = Sha256::digest(name.as_bytes());
+    (u64::from_le_bytes(h[..8].try_into().expect("8 bytes")) % shards as u64) as usize
+}
+
+/// A filter as SQL over `dolg_photos` (its `name` and `folder` columns): a boolean expression
+/// whose placeholders start at `$`[`SqlWhere::FIRST_PARAM`], with text parameters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SqlWhere {
+    /// The condition, e.g. `(folder = $3 OR folder LIKE $4)`.
+    pub clause: String,
+    /// The values of `$3`, `$4`, ...
+    pub params: Vec<String>,
+}
+
+impl SqlWhere {
+    /// The first placeholder a clause may use (`$1` and `$2` are the query vector and the limit).
+    pub const FIRST_PARAM: usize = 3;
+}
+
+/// A shard that did not answer, for searches that allow partial results.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShardFailure {
+    /// `host:port/db` of the shard's primary.
+    pub shard: String,
+    /// Why.
+    pub error: String,
+}
+
+struct Shard {
+    url: ShardUrl,
+    client: Mutex<Option<Client>>,
+}
+
+/// An opened collection on PostgreSQL shards.
+pub struct PgStore {
+    shards: Vec<Shard>,
+    meta: PgMeta,
+    mode: OpenMode,
+    ef_search: usize,
+    /// The `--db` value, password hidden.
+    display: String,
+    /// The row id the next add gets (writers only).
+    next_seq: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").field("db", &self.display).field("kind", &self.meta.kind).finish()
+    }
+}
+
+fn shard_err(label: &str, reason: impl std::fmt::Display) -> IndexError {
+    IndexError::Shard { shard: label.to_owned(), reason: reason.to_string() }
+}
+
+/// The first error's message with its cause (postgres::Error's Display hides the server's words).
+fn pg_reason(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.severity(), db.message()),
+        None => match std::error::Error::source(e) {
+            Some(s) => format!("{e}: {s}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// Connect to a shard: to write, the server that is not in recovery; to read, a replica first.
+fn connect(url: &ShardUrl, mode: OpenMode) -> Result<Client, IndexError> {
+    let mut tried = Vec::new();
+    let order: Vec<&String> = match mode {
+        OpenMode::Read => url.replicas.iter().chain(std::iter::once(&url.primary)).collect(),
+        OpenMode::Write => std::iter::once(&url.primary).chain(&url.replicas).collect(),
+    };
+    for conn in order {
+        let mut client = match conn.parse::<postgres::Config>().map_err(|e| pg_reason(&e)).and_then(|mut c| {
+            c.connect_timeout(CONNECT_TIMEOUT);
+            c.connect(NoTls).map_err(|e| pg_reason(&e))
+        }) {
+            Ok(c) => c,
+            Err(e) => {
+                tried.push(format!("{}: {e}", redact(conn)));
+                continue;
+            }
+        };
+        if mode == OpenMode::Write {
+            match client.query_one("SELECT pg_is_in_recovery()", &[]) {
+                Ok(row) if !row.get::<_, bool>(0) => return Ok(client),
+                Ok(_) => tried.push(format!("{}: a replica in recovery (read-only)", redact(conn))),
+                Err(e) => tried.push(format!("{}: {}", redact(conn), pg_reason(&e))),
+            }
+            continue;
+        }
+        return Ok(client);
+    }
+    let what = if mode == OpenMode::Write { "no writable server answered" } else { "no server answered" };
+    Err(shard_err(&url.label, format!("{what} ({})", tried.join("; "))))
+}
+
+impl PgStore {
+    /// Connect to every shard at once. To read, a shard that does not answer is kept without a
+    /// connection (a search retries it, and fails or, when allowed, leaves it out); to write,
+    /// every shard must answer.
+    fn connect_all(urls: Vec<ShardUrl>, mode: OpenMode) -> Result<Vec<Shard>, IndexError> {
+        let outcomes: Vec<(ShardUrl, Result<Client, IndexError>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = urls.into_iter().map(|u| s.spawn(move || (u.clone(), connect(&u, mode)))).collect();
+            handles.into_iter().map(|h| h.join().expect("connect does not panic")).collect()
+        });
+        if mode == OpenMode::Write || outcomes.iter().all(|(_, c)| c.is_err()) {
+            if let Some((_, Err(_))) = outcomes.iter().find(|(_, c)| c.is_err()) {
+                let (_, e) = outcomes.into_iter().find(|(_, c)| c.is_err()).expect("found above");
+                return Err(e.err().expect("an error"));
+            }
+        }
+        Ok(outcomes.into_iter().map(|(url, c)| Shard { url, client: Mutex::new(c.ok()) }).collect())
+    }
+
+    /// Create the collection on the shards `db` names (none may hold one yet).
+    pub fn create(db: &str, meta: PgMeta) -> Result<Self, IndexError> {
+        let urls = parse_urls(db)?;
+        let meta = PgMeta { schema: SCHEMA, shards: urls.len(), ..meta };
+        let shards = Self::connect_all(urls, OpenMode::Write)?;
+        let json = serde_json::to_string(&meta).expect("serialisable");
+        let (dim, vtype) = (meta.model.dim, if meta.half { "halfvec" } else { "vector" });
+        let ops = if meta.half { "halfvec_ip_ops" } else { "vector_ip_ops" };
+        for (i, shard) in shards.iter().enumerate() {
+            let label = &shard.url.label;
+            let mut guard = shard.client.lock().expect("not poisoned");
+            let client = guard.as_mut().expect("connected");
+            let exists: bool = client.query_one("SELECT to_regclass('dolg_meta') IS NOT NULL", &[]).map_err(|e| shard_err(label, pg_reason(&e)))?.get(0);
+            if exists {
+                return Err(shard_err(label, "already holds a dolg collection (dolg_meta exists); open it, or drop its dolg_ tables first"));
+            }
+            let mut tx = client.transaction().map_err(|e| shard_err(label, pg_reason(&e)))?;
+            let hnsw = if meta.kind == IndexKind::Hnsw {
+                format!("CREATE INDEX dolg_photos_hnsw ON dolg_photos USING hnsw (vector {ops}) WITH (m = 16, ef_construction = 128);")
+            } else {
+                String::new()
+            };
+            let ddl = format!(
+                "CREATE EXTENSION IF NOT EXISTS vector;
+                 CREATE TABLE dolg_meta (shard integer NOT NULL, collection text NOT NULL);
+                 CREATE TABLE dolg_photos (
+                     seq bigint NOT NULL,
+                     name text PRIMARY KEY,
+                     sha256 bytea,
+                     model text NOT NULL,
+                     vector {vtype}({dim}) NOT NULL,
+                     local bytea,
+                     folder text NOT NULL);
+                 CREATE INDEX dolg_photos_folder ON dolg_photos (folder text_pattern_ops);
+                 {hnsw}"
+            );
+            tx.batch_execute(&ddl).map_err(|e| shard_err(label, pg_reason(&e)))?;
+            tx.execute("INSERT INTO dolg_meta VALUES ($1, $2)", &[&(i as i32), &json]).map_err(|e| shard_err(label, pg_reason(&e)))?;
+            tx.commit().map_err(|e| shard_err(label, pg_reason(&e)))?;
+        }
+        Ok(Self { shards, meta, mode: OpenMode::Write, ef_search: 64, display: redact(db), next_seq: 0.into() })
+    }
+
+    /// Whether the first shard `db` names holds a collection (false when it cannot be reached).
+    pub fn exists(db: &str) -> Result<bool, IndexError> {
+        let urls = parse_urls(db)?;
+        let mut client = connect(&urls[0], OpenMode::Read)?;
+        let row = client.query_one("SELECT to_regclass('dolg_meta') IS NOT NULL", &[]).map_err(|e| shard_err(&urls[0].label, pg_reason(&e)))?;
+        Ok(row.get(0))
+    }
+
+    /// Open the collection on the shards `db` names, checking that every shard holds the same
+    /// collection, in the position the list gives it.
+    pub fn open(db: &str, mode: OpenMode) -> Result<Self, IndexError> {
+        let urls = parse_urls(db)?;
+        let n = urls.len();
+        let shards = Self::connect_all(urls, mode)?;
+        let mut meta: Option<PgMeta> = None;
+        for (i, shard) in shards.iter().enumerate() {
+            let label = &shard.url.label;
+            let mut guard = shard.client.lock().expect("not poisoned");
+            // A shard that did not answer (reading only) is checked when it answers again.
+            let Some(client) = guard.as_mut() else { continue };
+            let rows = client.query("SELECT shard, collection FROM dolg_meta", &[]).map_err(|e| {
+                if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) {
+                    shard_err(label, "holds no dolg collection (no dolg_meta table); create one with `dolg index build --db URL`")
+                } else {
+                    shard_err(label, pg_reason(&e))
+                }
+            })?;
+            let [row] = &rows[..] else { return Err(shard_err(label, format!("dolg_meta holds {} rows, expected 1", rows.len()))) };
+            let (pos, json): (i32, String) = (row.get(0), row.get(1));
+            let m: PgMeta = serde_json::from_str(&json).map_err(|e| shard_err(label, format!("unreadable collection description in dolg_meta: {e}")))?;
+            if m.schema > SCHEMA {
+                return Err(shard_err(label, format!("collection layout {} was written by a newer dolg (this one reads up to {SCHEMA})", m.schema)));
+            }
+            if m.shards != n || pos as usize != i {
+                return Err(shard_err(
+                    label,
+                    format!("is shard {} of a {}-shard collection, but the --db list gives it as shard {i} of {n}: list every shard, in the order they were created", pos, m.shards),
+                ));
+            }
+            match &meta {
+                None => meta = Some(m),
+                Some(first) if *first != m => return Err(shard_err(label, "holds a different collection (model, kind or root) than the first shard")),
+                Some(_) => {}
+            }
+        }
+        let store = Self { shards, meta: meta.expect("at least one shard"), mode, ef_search: 64, display: redact(db), next_seq: 0.into() };
+        if mode == OpenMode::Write {
+            let next = store.each_shard(|_, c| c.query_one("SELECT coalesce(max(seq) + 1, 0) FROM dolg_photos", &[]).map(|r| r.get::<_, i64>(0)))?;
+            store.next_seq.store(next.into_iter().max().unwrap_or(0) as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(store)
+    }
+
+    /// The collection's description.
+    pub fn meta(&self) -> &PgMeta {
+        &self.meta
+    }
+
+    /// The `--db` value (password hidden), for messages.
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// The shards' labels (`host:port/db`), in order.
+    pub fn shard_labels(&self) -> Vec<String> {
+        self.shards.iter().map(|s| s.url.label.clone()).collect()
+    }
+
+    /// HNSW: candidates examined per query (at least `k`, at most pgvector's 1000).
+    pub fn set_ef_search(&mut self, ef: usize) {
+        self.ef_search = ef.max(1);
+    }
+
+    /// Record a new root on every shard (the photos moved).
+    pub fn set_root(&mut self, root: PathBuf) -> Result<(), IndexError> {
+        self.check_writable()?;
+        let meta = PgMeta { root: Some(root), ..self.meta.clone() };
+        let json = serde_json::to_string(&meta).expect("serialisable");
+        self.each_shard(|_, client| client.execute("UPDATE dolg_meta SET collection = $1", &[&json]).map(|_| ()))?;
+        self.meta = meta;
+        Ok(())
+    }
+
+    fn check_writable(&self) -> Result<(), IndexError> {
+        if self.mode != OpenMode::Write {
+            return Err(IndexError::ReadOnly { path: PathBuf::from(&self.display) });
+        }
+        Ok(())
+    }
+
+    /// Run `f` on every shard at once; the first shard that fails fails the call, named.
+    fn each_shard<T: Send>(&self, f: impl Fn(usize, &mut Client) -> Result<T, postgres::Error> + Sync) -> Result<Vec<T>, IndexError> {
+        self.each_shard_partial(&f).into_iter().collect()
+    }
+
+    /// Run `f` on every shard at once, keeping each shard's own outcome. A shard whose
+    /// connection broke is reconnected once (a restarted or promoted server) before it counts as
+    /// failed.
+    fn each_shard_partial<T: Send>(&self, f: &(impl Fn(usize, &mut Client) -> Result<T, postgres::Error> + Sync)) -> Vec<Result<T, IndexError>> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = self
+                .shards
+                .iter()
+                .enumerate()
+                .map(|(i, shard)| {
+                    s.spawn(move || {
+                        let mut guard = shard.client.lock().unwrap_or_else(|p| p.into_inner());
+                        let label = &shard.url.label;
+                        if let Some(c) = guard.as_mut() {
+                            match f(i, c) {
+                                Ok(v) => return Ok(v),
+                                Err(e)
+                                    if !c.is_closed() && e.as_db_error().is_some_and(|d| d.code() != &postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION) =>
+                                {
+                                    return Err(shard_err(label, pg_reason(&e)));
+                                }
+                                Err(_) => {}
+                            }
+                        }
+                        // Gone or demoted: find the shard's server again (a promoted replica).
+                        *guard = None;
+                        let mut c = connect(&shard.url, self.mode)?;
+                        let v = f(i, &mut c).map_err(|e| shard_err(label, pg_reason(&e)))?;
+                        *guard = Some(c);
+                        Ok(v)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("shard work does not panic")).collect()
+        })
+    }
+
+    /// Live entries over all shards.
+    pub fn count(&self) -> Result<usize, IndexError> {
+        Ok(self.each_shard(|_, c| c.query_one("SELECT count(*) FROM dolg_photos", &[]).map(|r| r.get::<_, i64>(0) as usize))?.into_iter().sum())
+    }
+
+    /// Entries per shard, in shard order.
+    pub fn counts(&self) -> Result<Vec<usize>, IndexError> {
+        self.each_shard(|_, c| c.query_one("SELECT count(*) FROM dolg_photos", &[]).map(|r| r.get::<_, i64>(0) as usize))
+    }
+
+    fn fingerprint(&self) -> &str {
+        self.meta.model.fingerprint.as_deref().unwrap_or(&self.meta.model.name)
+    }
+
+    /// For each name, the stored (SHA-256, model) when the name is indexed.
+    pub fn hashes(&self, names: &[String]) -> Result<std::collections::HashMap<String, (Option<[u8; 32]>, String)>, IndexError> {
+        let by_shard = self.split(names);
+        let found = self.each_shard(|i, c| {
+            let rows = c.query("SELECT name, sha256, model FROM dolg_photos WHERE name = ANY($1)", &[&by_shard[i]])?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let h: Option<Vec<u8>> = r.get(1);
+                    (r.get::<_, String>(0), (h.and_then(|h| h.try_into().ok()), r.get::<_, String>(2)))
+                })
+                .collect::<Vec<_>>())
+        })?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    /// Whether `name` is stored with this content hash, by this collection's model.
+    pub fn is_current(known: &std::collections::HashMap<String, (Option<[u8; 32]>, String)>, name: &str, hash: &[u8; 32], model: &str) -> bool {
+        known.get(name).is_some_and(|(h, m)| h.as_ref() == Some(hash) && m == model)
+    }
+
+    /// This collection's model key as stored with each row.
+    pub fn model_key(&self) -> String {
+        self.fingerprint().to_owned()
+    }
+
+    fn split(&self, names: &[String]) -> Vec<Vec<String>> {
+        let mut by = vec![Vec::new(); self.shards.len()];
+        for n in names {
+            by[shard_of(n, self.shards.len())].push(n.clone());
+        }
+        by
+    }
+
+    /// Apply a batch: one transaction per shard, all shards at once. Within the batch the last
+    /// record of a name decides (as in the local store); adds replace the row of their name.
+    pub fn commit(&self, records: Vec<Record>) -> Result<(), IndexError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.check_writable()?;
+        let (dim, n) = (self.meta.model.dim, self.shards.len());
+        // The last record of each name, split by shard.
+        let mut last: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for (i, r) in records.iter().enumerate() {
+            let name = match r {
+                Record::Add { name, vector, local, .. } => {
+                    if vector.len() != dim {
+                        return Err(IndexError::Dimension { name: name.clone(), expected: dim, found: vector.len() });
+                    }
+                    if let Some(f) = local {
+                        if self.meta.local.as_ref().is_none_or(|c| c.dim != f.dim) || !f.is_consistent() {
+                            return Err(IndexError::LocalMismatch { name: name.clone(), given: f.dim, index: self.meta.local.as_ref().map(|c| c.dim) });
+                        }
+                    }
+                    name
+                }
+                Record::Remove { name } => name,
+            };
+            last.insert(name.clone(), i);
+        }
+        let mut adds: Vec<Vec<(i64, &Record)>> = vec![Vec::new(); n];
+        let mut removes: Vec<Vec<String>> = vec![Vec::new(); n];
+        let mut order: Vec<(&String, &usize)> = last.iter().collect();
+        order.sort_by_key(|(_, &i)| i);
+        let add_count = order.iter().filter(|(_, &i)| matches!(records[i], Record::Add { .. })).count() as u64;
+        let mut seq = self.next_seq.fetch_add(add_count, std::sync::atomic::Ordering::Relaxed) as i64;
+        for (name, &i) in order {
+            match &records[i] {
+                r @ Record::Add { .. } => {
+                    adds[shard_of(name, n)].push((seq, r));
+                    seq += 1;
+                }
+                Record::Remove { .. } => removes[shard_of(name, n)].push(name.clone()),
+            }
+        }
+        let model = self.model_key();
+        let (half, encoding) = (self.meta.half, self.meta.local.as_ref().map(|c| c.encoding));
+        let vtype = if half { "halfvec" } else { "vector" };
+        self.each_shard(|i, c| {
+            if adds[i].is_empty() && removes[i].is_empty() {
+                return Ok(());
+            }
+            let mut tx = c.transaction()?;
+            if !removes[i].is_empty() {
+                tx.execute("DELETE FROM dolg_photos WHERE name = ANY($1)", &[&removes[i]])?;
+            }
+            if !adds[i].is_empty() {
+                // Binary COPY into a scratch table, then one upsert: the bulk path for any batch.
+                tx.batch_execute(&format!(
+                    "CREATE TEMP TABLE dolg_in (seq bigint, name text, sha256 bytea, model text, vector {vtype}, local bytea, folder text) ON COMMIT DROP"
+                ))?;
+                let types = tx.prepare("INSERT INTO dolg_in VALUES ($1, $2, $3, $4, $5, $6, $7)")?.params().to_vec();
+                let sink = tx.copy_in("COPY dolg_in FROM STDIN (FORMAT binary)")?;
+                let mut w = BinaryCopyInWriter::new(sink, &types);
+                for (seq, r) in &adds[i] {
+                    let Record::Add { name, hash, vector, local } = r else { unreachable!("adds only") };
+                    let hash: Option<Vec<u8>> = hash.map(|h| h.to_vec());
+                    let block: Option<Vec<u8>> = local.as_ref().zip(encoding).map(|(f, e)| local::encode_block(f, e));
+                    let folder = folder_of(name);
+                    let v = Vector::from(vector.clone());
+                    let hv = HalfVector::from_f32_slice(vector);
+                    let vec_param: &(dyn ToSql + Sync) = if half { &hv } else { &v };
+                    w.write(&[seq, name, &hash, &model, vec_param, &block, &folder])?;
+                }
+                w.finish()?;
+                tx.execute(
+                    "INSERT INTO dolg_photos (seq, name, sha256, model, vector, local, folder)
+                     SELECT seq, name, sha256, model, vector, local, folder FROM dolg_in
+                     ON CONFLICT (name) DO UPDATE SET seq = EXCLUDED.seq, sha256 = EXCLUDED.sha256, model = EXCLUDED.model,
+                         vector = EXCLUDED.vector, local = EXCLUDED.local, folder = EXCLUDED.folder",
+                    &[],
+                )?;
+            }
+            tx.commit()?;
+            // A writer killed after some shards committed: the crash test's point.
+            if crate::failpoints::requested().is_some() {
+                crate::failpoints::check(&format!("pg-commit:{i}"));
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Top `k` entries per query (`k == 0`: every entry scoring at least `min_score`), best
+    /// first, among those `filter` keeps and not named in `exclude[q]`; `exact` forces exact
+    /// search on an HNSW collection. With `allow_partial`, shards that fail are reported instead
+    /// of failing the search.
+    #[allow(clippy::too_many_arguments)]
+    pub fn search(
+        &self,
+        queries: &[f32],
+        k: usize,
+        min_score: f32,
+        filter: Option<&SqlWhere>,
+        exclude: &[Option<String>],
+        exact: bool,
+        allow_partial: bool,
+    ) -> Result<(Vec<Vec<NamedHit>>, Vec<ShardFailure>), IndexError> {
+        let dim = self.meta.model.dim;
+        let nq = queries.len() / dim;
+        let n = self.shards.len();
+        let hnsw = self.meta.kind == IndexKind::Hnsw && !exact;
+        let vtype = if self.meta.half { "halfvec" } else { "vector" };
+        let where_ = filter.map_or(String::new(), |f| format!("AND {}", f.clause));
+        let (limit, range) = if k == 0 { (i64::MAX, true) } else { ((k + 1) as i64, false) };
+        // Ties go to the lower seq (the lower row), as on one machine; a range query compares in
+        // SQL, a top-k query drops low scores after merging.
+        let score_cut = if range { format!("AND (vector <#> $1::{vtype}) <= {}", -(min_score as f64)) } else { String::new() };
+        let order = if hnsw { "d" } else { "d, seq" };
+        let sql = format!("SELECT seq, name, (vector <#> $1::{vtype}) AS d FROM dolg_photos WHERE TRUE {where_} {score_cut} ORDER BY {order} LIMIT $2");
+        let ef = self.ef_search.max(k + 1).min(MAX_EF_SEARCH);
+        let outcomes = self.each_shard_partial(&|_, c| {
+            let mut tx = c.transaction()?;
+            if hnsw {
+                tx.batch_execute(&format!("SET LOCAL hnsw.ef_search = {ef}; SET LOCAL hnsw.iterative_scan = strict_order"))?;
+            } else {
+                tx.batch_execute("SET LOCAL enable_indexscan = off")?;
+            }
+            let stmt = tx.prepare(&sql)?;
+            let mut per_query = Vec::with_capacity(nq);
+            for q in queries.chunks(dim) {
+                let v = Vector::from(q.to_vec());
+                let hv = HalfVector::from_f32_slice(q);
+                let vp: &(dyn ToSql + Sync) = if self.meta.half { &hv } else { &v };
+                let mut params: Vec<&(dyn ToSql + Sync)> = vec![vp, &limit];
+                if let Some(f) = filter {
+                    params.extend(f.params.iter().map(|p| p as &(dyn ToSql + Sync)));
+                }
+                let rows = tx.query(&stmt, &params)?;
+                per_query.push(
+                    rows.iter()
+                        .map(|r| {
+                            let (seq, name, d): (i64, String, f64) = (r.get(0), r.get(1), r.get(2));
+                            NamedHit { row: seq as usize, name, score: -d as f32, inliers: None }
+                        })
+                        .collect::<Vec<_>>(),
+                );
+            }
+            tx.commit()?;
+            Ok(per_query)
+        });
+        let mut failures = Vec::new();
+        let mut lists: Vec<Vec<NamedHit>> = vec![Vec::new(); nq];
+        for (shard, outcome) in self.shards.iter().zip(outcomes) {
+            match outcome {
+                Ok(per_query) => lists.iter_mut().zip(per_query).for_each(|(l, hits)| l.extend(hits)),
+                Err(e) if allow_partial => failures.push(ShardFailure { shard: shard.url.label.clone(), error: e.to_string() }),
+                Err(e) => return Err(e),
+            }
+        }
+        if failures.len() == n {
+            return Err(shard_err(&self.display, format!("no shard answered ({})", failures.iter().map(|f| f.error.as_str()).collect::<Vec<_>>().join("; "))));
+        }
+        let results = lists
+            .into_iter()
+            .zip(exclude.iter().chain(std::iter::repeat(&None)))
+            .map(|(mut hits, ex)| {
+                hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
+                let keep = hits.into_iter().filter(|h| h.score >= min_score && ex.as_deref() != Some(h.name.as_str()));
+                if range {
+                    keep.collect()
+                } else {
+                    keep.take(k).collect()
+                }
+            })
+            .collect();
+        Ok((results, failures))
+    }
+
+    /// The stored vector and row of each name (`None` where not indexed), with its local
+    /// features when `with_local`.
+    pub fn get(&self, names: &[String], with_local: bool) -> Result<Vec<Option<Stored>>, IndexError> {
+        let by_shard = self.split(names);
+
+        let local_col = if with_local { "local" } else { "NULL::bytea" };
+        let sql = format!("SELECT seq, name, vector::real[], {local_col} FROM dolg_photos WHERE name = ANY($1)");
+        let found = self.each_shard(|i, c| {
+            let rows = c.query(&sql, &[&by_shard[i]])?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get::<_, String>(1), (r.get::<_, i64>(0) as usize, r.get::<_, Vec<f32>>(2), r.get::<_, Option<Vec<u8>>>(3))))
+                .collect::<Vec<_>>())
+        })?;
+        let mut map: std::collections::HashMap<String, (usize, Vec<f32>, Option<Vec<u8>>)> = found.into_iter().flatten().collect();
+        names
+            .iter()
+            .map(|name| {
+                map.remove(name)
+                    .map(|(row, vector, block)| {
+                        let local = block.map(|b| local::decode_block(Path::new(&format!("{}:{name}", self.display)), &b)).transpose()?;
+                        Ok(Stored { row, vector, local })
+                    })
+                    .transpose()
+            })
+            .collect()
+    }
+
+    /// Names and vectors of every entry, in row order (the order they were added in).
+    pub fn export(&self) -> Result<(Vec<String>, Vec<f32>), IndexError> {
+        let parts = self.each_shard(|_, c| {
+            let rows = c.query("SELECT seq, name, vector::real[] FROM dolg_photos", &[])?;
+            Ok(rows.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1), r.get::<_, Vec<f32>>(2))).collect::<Vec<_>>())
+        })?;
+        let mut all: Vec<(i64, String, Vec<f32>)> = parts.into_iter().flatten().collect();
+        all.sort_unstable_by_key(|(seq, _, _)| *seq);
+        let vectors = all.iter().flat_map(|(_, _, v)| v.iter().copied()).collect();
+        Ok((all.into_iter().map(|(_, n, _)| n).collect(), vectors))
+    }
+
+    /// Every entry's name and SHA-256 (sync plans with them).
+    pub fn names(&self) -> Result<Vec<(String, Option<[u8; 32]>)>, IndexError> {
+        let found = self.each_shard(|_, c| {
+            let rows = c.query("SELECT name, sha256 FROM dolg_photos", &[])?;
+            Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, Option<Vec<u8>>>(1).and_then(|h| h.try_into().ok()))).collect::<Vec<_>>())
+        })?;
+        Ok(found.into_iter().flatten().collect())
+    }
+}
+
+/// An entry read back: its row id, vector and local features.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Row id (its `seq`).
+    pub row: usize,
+    /// The stored global vector.
+    pub vector: Vec<f32>,
+    /// Its local features, when asked for and stored.
+    pub local: Option<LocalFeatures>,
+}
+
+/// The folder an entry's name lies in, as filters see it: its parent, without a leading `/`.
+pub fn folder_of(name: &str) -> String {
+    name.rsplit_once('/').map_or("", |(p, _)| p).trim_start_matches('/').to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_shards_with_replicas() {
+        let s = parse_urls("postgres://u:secret@h1:5432/db?replica=h2:5433&replica=h3:5434&sslmode=disable, postgresql://h4/db").unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].label, "h1:5432/db");
+        assert_eq!(s[0].primary, "postgres://u:secret@h1:5432/db?sslmode=disable&connect_timeout=5");
+        assert_eq!(
+            s[0].replicas,
+            ["postgres://u:secret@h2:5433/db?sslmode=disable&connect_timeout=5", "postgres://u:secret@h3:5434/db?sslmode=disable&connect_timeout=5"]
+        );
+        assert_eq!(s[1].primary, "postgresql://h4/db?connect_timeout=5");
+        let err = parse_urls("postgres://u:secret@h1/db,/tmp/x").unwrap_err().to_string();
+        assert!(err.contains("/tmp/x") && err.contains("not a postgres:// URL"), "{err}");
+        assert_eq!(redact("postgres://u:secret@h1/db"), "postgres://u:***@h1/db");
+        assert!(parse_urls("postgres://u@h/db?replica=").unwrap_err().to_string().contains("HOST:PORT"));
+    }
+
+    #[test]
+    fn names_spread_over_shards_stably() {
+        // Fixed values (Python: int.from_bytes(sha256(name).digest()[:8], 'little') % n): changing
+        // the hash would strand every stored photo on the wrong shard.
+        assert_eq!((shard_of("a.jpg", 3), shard_of("trips/japan/b.jpg", 3), shard_of("c.png", 7)), (1, 2, 4));
+        let mut counts = [0usize; 3];
+        (0..3000).for_each(|i| counts[shard_of(&format!("photo{i}.jpg"), 3)] += 1);
+        assert!(counts.iter().all(|&c| (900..1100).contains(&c)), "{counts:?}");
+        assert_eq!(folder_of("/abs/x/y.jpg"), "abs/x");
+        assert_eq!(folder_of("y.jpg"), "");
+    }
+}
