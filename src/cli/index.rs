@@ -496,7 +496,7 @@ mod pg {
             IndexCommand::Remove(a) => {
                 let mut c = PgCollection::open(&url, OpenMode::Write, &cpu()?)?;
                 let count = c.remove(&a.names)?;
-                eprintln!("{}: removed {count}; {} entries", c.store().display(), c.len()?);
+                eprintln!("{}: removed {count}; {} entries", c.store().display(), c.count()?);
                 ExitCode::SUCCESS
             }
             IndexCommand::Import(a) => import(&url, a)?,
@@ -559,7 +559,7 @@ mod pg {
             let pb = progress(local.len() as u64, "import");
             let c = PgCollection::import_collection(url, &local, a.kind, |done| pb.set_position(done as u64))?;
             pb.finish_and_clear();
-            eprintln!("{}: copied {} entries from {}; {} entries", c.store().display(), local.len(), from.display(), c.len()?);
+            eprintln!("{}: copied {} entries from {}; {} entries", c.store().display(), local.len(), from.display(), c.count()?);
             return Ok(ExitCode::SUCCESS);
         }
         let descriptors = a.descriptors.clone().expect("clap requires --descriptors without --from");
@@ -588,7 +588,7 @@ mod pg {
         let pb = progress(n as u64, "import");
         c.import(&mut data, &names, origin, |done| pb.set_position(done as u64)).with_context(|| format!("importing {}", descriptors.display()))?;
         pb.finish_and_clear();
-        eprintln!("{}: imported {n}; {} entries", c.store().display(), c.len()?);
+        eprintln!("{}: imported {n}; {} entries", c.store().display(), c.count()?);
         Ok(ExitCode::SUCCESS)
     }
 }

@@ -206,7 +206,7 @@ impl PgCollection {
     }
 
     /// Live entries over all shards.
-    pub fn len(&self) -> Result<usize> {
+    pub fn count(&self) -> Result<usize> {
         Ok(self.store.count()?)
     }
 
@@ -214,6 +214,13 @@ impl PgCollection {
         if let Some(m) = self.model.get() {
             return Ok(m);
         }
+        let _ = self.model.set(self.load_query_model()?);
+        Ok(self.model.get().expect("set above"))
+    }
+
+    /// Build the recorded model (with its local-feature extractor), checked against the recorded
+    /// fingerprint: what the server describes uploads with.
+    pub fn load_query_model(&self) -> Result<LoadedModel> {
         let meta = self.store.meta();
         let spec = meta.model.spec.clone().ok_or_else(|| Error::NoModel { index: PathBuf::from(self.store.display()) })?;
         let mut loaded = spec.load(&self.device)?;
@@ -221,8 +228,7 @@ impl PgCollection {
             loaded.extractor.local = Some(local::load_local_model(cfg, &loaded.extractor, &self.device)?);
         }
         check_model(meta, &identity(&spec, &loaded))?;
-        let _ = self.model.set(loaded);
-        Ok(self.model.get().expect("set above"))
+        Ok(loaded)
     }
 
     /// Describe and add image files, as [`super::Collection::add_paths`]: a file stored under its
@@ -255,7 +261,7 @@ impl PgCollection {
             let store = &self.store;
             describe_into(ex, todo, options.batch, None, &mut on_event, |records| Ok(store.commit(records)?))?
         };
-        Ok(AddReport { added, unchanged, failed, entries: self.len()? })
+        Ok(AddReport { added, unchanged, failed, entries: self.count()? })
     }
 
     /// Remove entries by stored name or by image path; nothing is removed unless every name is

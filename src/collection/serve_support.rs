@@ -2,9 +2,6 @@
 //! holding the collection (so searches go on while an upload is decoded and described), search with
 //! a descriptor or a stored entry ([`super::Query`]), and commit one already-described photo.
 
-#[cfg(feature = "serve")]
-use std::path::Path;
-
 use super::error::{CollectionError as Error, Result};
 use super::{identity, Collection};
 use crate::descriptors::Description;
@@ -53,14 +50,5 @@ impl Collection {
     pub fn flush(&mut self) -> Result<()> {
         self.index.flush()?;
         Ok(())
-    }
-
-    /// Whether `path` lies inside the collection's root (after resolving links).
-    #[cfg(feature = "serve")]
-    pub(crate) fn contains_path(&self, path: &Path) -> bool {
-        match (self.root(), std::fs::canonicalize(path)) {
-            (Some(r), Ok(p)) => p.starts_with(r),
-            _ => false,
-        }
     }
 }

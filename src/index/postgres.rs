@@ -89,6 +89,14 @@ pub struct PgMeta {
     pub half: bool,
 }
 
+/// Run `f` on a thread of its own. The blocking client runs a small async runtime of its own
+/// for every call (and when a connection is dropped), which tokio refuses on a thread that already
+/// drives one (the server's handlers): every PostgreSQL call of this module runs on a thread made
+/// for it, never on the caller's.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().expect("PostgreSQL calls do not panic"))
+}
+
 /// A shard's servers, parsed from one URL of a `--db` list.
 #[derive(Debug, Clone)]
 pub struct ShardUrl {
@@ -173,6 +181,12 @@ impl SqlWhere {
     pub const FIRST_PARAM: usize = 3;
 }
 
+/// A file's SHA-256.
+pub type Sha256Hash = [u8; 32];
+
+/// Stored names with their file's SHA-256 (when known) and the model key they were described with.
+pub type Hashes = std::collections::HashMap<String, (Option<Sha256Hash>, String)>;
+
 /// A shard that did not answer, for searches that allow partial results.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ShardFailure {
@@ -197,6 +211,14 @@ pub struct PgStore {
     display: String,
     /// The row id the next add gets (writers only).
     next_seq: std::sync::atomic::AtomicU64,
+}
+
+impl Drop for PgStore {
+    /// Close the connections on a thread of their own ([`off_runtime`]).
+    fn drop(&mut self) {
+        let clients: Vec<Client> = self.shards.iter_mut().filter_map(|s| s.client.get_mut().unwrap_or_else(|p| p.into_inner()).take()).collect();
+        off_runtime(move || drop(clients));
+    }
 }
 
 impl std::fmt::Debug for PgStore {
@@ -272,6 +294,10 @@ impl PgStore {
 
     /// Create the collection on the shards `db` names (none may hold one yet).
     pub fn create(db: &str, meta: PgMeta) -> Result<Self, IndexError> {
+        off_runtime(|| Self::create_here(db, meta))
+    }
+
+    fn create_here(db: &str, meta: PgMeta) -> Result<Self, IndexError> {
         let urls = parse_urls(db)?;
         let meta = PgMeta { schema: SCHEMA, shards: urls.len(), ..meta };
         let shards = Self::connect_all(urls, OpenMode::Write)?;
@@ -315,6 +341,10 @@ impl PgStore {
 
     /// Whether the first shard `db` names holds a collection (false when it cannot be reached).
     pub fn exists(db: &str) -> Result<bool, IndexError> {
+        off_runtime(|| Self::exists_here(db))
+    }
+
+    fn exists_here(db: &str) -> Result<bool, IndexError> {
         let urls = parse_urls(db)?;
         let mut client = connect(&urls[0], OpenMode::Read)?;
         let row = client.query_one("SELECT to_regclass('dolg_meta') IS NOT NULL", &[]).map_err(|e| shard_err(&urls[0].label, pg_reason(&e)))?;
@@ -324,6 +354,10 @@ impl PgStore {
     /// Open the collection on the shards `db` names, checking that every shard holds the same
     /// collection, in the position the list gives it.
     pub fn open(db: &str, mode: OpenMode) -> Result<Self, IndexError> {
+        off_runtime(|| Self::open_here(db, mode))
+    }
+
+    fn open_here(db: &str, mode: OpenMode) -> Result<Self, IndexError> {
         let urls = parse_urls(db)?;
         let n = urls.len();
         let shards = Self::connect_all(urls, mode)?;
@@ -460,7 +494,7 @@ impl PgStore {
     }
 
     /// For each name, the stored (SHA-256, model) when the name is indexed.
-    pub fn hashes(&self, names: &[String]) -> Result<std::collections::HashMap<String, (Option<[u8; 32]>, String)>, IndexError> {
+    pub fn hashes(&self, names: &[String]) -> Result<Hashes, IndexError> {
         let by_shard = self.split(names);
         let found = self.each_shard(|i, c| {
             let rows = c.query("SELECT name, sha256, model FROM dolg_photos WHERE name = ANY($1)", &[&by_shard[i]])?;
@@ -476,7 +510,7 @@ impl PgStore {
     }
 
     /// Whether `name` is stored with this content hash, by this collection's model.
-    pub fn is_current(known: &std::collections::HashMap<String, (Option<[u8; 32]>, String)>, name: &str, hash: &[u8; 32], model: &str) -> bool {
+    pub fn is_current(known: &Hashes, name: &str, hash: &[u8; 32], model: &str) -> bool {
         known.get(name).is_some_and(|(h, m)| h.as_ref() == Some(hash) && m == model)
     }
 
@@ -683,7 +717,8 @@ impl PgStore {
                 .map(|r| (r.get::<_, String>(1), (r.get::<_, i64>(0) as usize, r.get::<_, Vec<f32>>(2), r.get::<_, Option<Vec<u8>>>(3))))
                 .collect::<Vec<_>>())
         })?;
-        let mut map: std::collections::HashMap<String, (usize, Vec<f32>, Option<Vec<u8>>)> = found.into_iter().flatten().collect();
+        type Found = (usize, Vec<f32>, Option<Vec<u8>>);
+        let mut map: std::collections::HashMap<String, Found> = found.into_iter().flatten().collect();
         names
             .iter()
             .map(|name| {
@@ -710,7 +745,7 @@ impl PgStore {
     }
 
     /// Every entry's name and SHA-256 (sync plans with them).
-    pub fn names(&self) -> Result<Vec<(String, Option<[u8; 32]>)>, IndexError> {
+    pub fn names(&self) -> Result<Vec<(String, Option<Sha256Hash>)>, IndexError> {
         let found = self.each_shard(|_, c| {
             let rows = c.query("SELECT name, sha256 FROM dolg_photos", &[])?;
             Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, Option<Vec<u8>>>(1).and_then(|h| h.try_into().ok()))).collect::<Vec<_>>())

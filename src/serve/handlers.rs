@@ -20,11 +20,10 @@ use super::api::{
     Added, Deleted, DuplicateParams, Duplicates, ErrorBody, Group, Health, Hit, ImageForm, ImageInfo, ImageList, ImageRef, Member, Paging, Pair, RawImage,
     Ready, SearchJson, SearchParams, SearchResults, UploadRefusals,
 };
+use super::collection::Served;
 use super::photo_id;
 use super::state::{AppState, THUMB_CACHE};
-use crate::collection::{
-    Collection, CollectionError, DedupMethod, DedupOptions, Filter, FilterError, NamedHit, Query as SearchQuery, SearchRequest, DEFAULT_K,
-};
+use crate::collection::{CollectionError, DedupMethod, Filter, FilterError, NamedHit, Query as SearchQuery, SearchRequest, DEFAULT_K};
 use crate::decode::{decode_file_oriented, DecodeError, DecodeLimits, Orientation};
 use crate::descriptors::{Description, DescriptorError};
 use crate::error::Error;
@@ -305,12 +304,13 @@ async fn ready(State(st): State<Arc<AppState>>) -> Response {
     let c = st.read();
     let local = c.local_config().map(|l| l.extractor.clone());
     let queue = st.describe.status();
-    Json(Ready { ready: true, entries: c.len(), model: st.model_name.clone(), describes_photos: describes, local_features: local, queue }).into_response()
+    Json(Ready { ready: true, entries: c.count().unwrap_or(0), model: st.model_name.clone(), describes_photos: describes, local_features: local, queue })
+        .into_response()
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "meta", responses((status = 200, description = "Prometheus text metrics", content_type = "text/plain")))]
 async fn metrics(State(st): State<Arc<AppState>>) -> impl IntoResponse {
-    let entries = st.read().len();
+    let entries = st.read().count().unwrap_or(0);
     let text = st.metrics.render(entries, &st.model_name, &st.fingerprint, &st.describe.status(), st.describe.waited(), st.in_flight());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
@@ -352,7 +352,7 @@ impl Options {
 
     /// The re-ranking asked for, over `c` (spatial settings not given follow its local features),
     /// as `dolg search` builds it from the same flags.
-    fn rerank(&self, c: &Collection) -> ApiResult<Rerank> {
+    fn rerank(&self, c: &dyn Served) -> ApiResult<Rerank> {
         self.rerank.resolve(c.spatial_rerank_defaults()).map_err(rerank_error)
     }
 
@@ -492,13 +492,13 @@ fn hits_json(hits: Vec<NamedHit>) -> Vec<Hit> {
 
 /// Run a search under the read lock, or under the write lock when `ef` is given (it is a setting
 /// of the index; restored to the default afterwards).
-fn locked_search<T>(st: &AppState, ef: Option<usize>, f: impl FnOnce(&crate::collection::Collection) -> Result<T, CollectionError>) -> ApiResult<T> {
+fn locked_search<T>(st: &AppState, ef: Option<usize>, f: impl FnOnce(&dyn Served) -> Result<T, CollectionError>) -> ApiResult<T> {
     match ef {
-        None => Ok(f(&st.read())?),
+        None => Ok(f(st.read().as_ref())?),
         Some(ef) => {
             let mut c = st.write();
             c.set_ef_search(ef);
-            let r = f(&c);
+            let r = f(c.as_ref());
             c.set_ef_search(DEFAULT_EF_SEARCH);
             Ok(r?)
         }
@@ -619,7 +619,7 @@ async fn search(State(st): State<Arc<AppState>>, Query(q): Query<Vec<(String, St
 async fn search_hits(st: &Arc<AppState>, by: QueryBy, params: SearchRequest, ef: Option<usize>, opts: &Options) -> ApiResult<Vec<NamedHit>> {
     let (rerank, has_local) = {
         let c = st.read();
-        (opts.rerank(&c)?, c.local_config().is_some())
+        (opts.rerank(c.as_ref())?, c.local_config().is_some())
     };
     let spatial = rerank.spatial.is_some();
     let params = params.with_rerank(rerank);
@@ -662,8 +662,10 @@ async fn search_hits(st: &Arc<AppState>, by: QueryBy, params: SearchRequest, ef:
         QueryBy::Name(n) => {
             let (stored, path, in_root) = {
                 let c = st.read();
-                let row = c.index().store().lookup(&n).ok_or_else(|| ApiError::not_found(format!("no photo named '{n}'")))?;
-                let stored = if spatial && params.crop.is_none() { c.local_features(row)? } else { None };
+                if c.entry_hash(&n)?.is_none() {
+                    return Err(ApiError::not_found(format!("no photo named '{n}'")));
+                }
+                let stored = if spatial && params.crop.is_none() { c.stored_local(&n)? } else { None };
                 let path = c.path_of(&n);
                 let in_root = c.contains_path(&path);
                 (stored, path, in_root)
@@ -698,8 +700,7 @@ fn name_for(st: &AppState, id: &str) -> ApiResult<String> {
 
 fn info_json(st: &AppState, id: &str, name: &str) -> ImageInfo {
     let c = st.read();
-    let store = c.index().store();
-    let sha256 = store.lookup(name).and_then(|r| store.rows()[r].hash).map(|h| h.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let sha256 = c.entry_hash(name).ok().flatten().flatten().map(|h| h.iter().map(|b| format!("{b:02x}")).collect::<String>());
     let path = c.path_of(name);
     ImageInfo {
         id: id.to_owned(),
@@ -759,9 +760,7 @@ async fn duplicates(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<Str
     let st2 = st.clone();
     blocking(move || {
         let c = st2.read();
-        let threshold = threshold.unwrap_or_else(|| c.default_duplicate_threshold());
-        let method = c.dedup_method(method);
-        let groups = c.duplicates(threshold, &DedupOptions { method, ..DedupOptions::default() })?;
+        let (threshold, method, groups) = c.duplicates(threshold, method)?;
         let groups = groups
             .iter()
             .map(|g| {
@@ -772,7 +771,7 @@ async fn duplicates(State(st): State<Arc<AppState>>, Query(q): Query<HashMap<Str
             })
             .collect();
         let method = serde_json::to_value(method).ok().and_then(|m| m.as_str().map(str::to_owned)).unwrap_or_default();
-        Ok(Json(Duplicates { threshold, method, entries: c.len(), groups }))
+        Ok(Json(Duplicates { threshold, method, entries: c.count()?, groups }))
     })
     .await
 }
@@ -821,8 +820,7 @@ async fn add_image(State(st): State<Arc<AppState>>, req: Request) -> ApiResult<R
         std::fs::File::open(&dir).and_then(|f| f.sync_all()).map_err(saving)?;
         let mut c = st2.write();
         let name = c.name_of(&dest);
-        let store = c.index().store();
-        let same = store.lookup(&name).is_some_and(|r| store.rows()[r].hash == Some(hash));
+        let same = c.entry_hash(&name)? == Some(Some(hash));
         if !same {
             c.add_description(name.clone(), Some(hash), d)?;
         }

@@ -26,6 +26,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 mod api;
+pub mod collection;
 mod handlers;
 mod metrics;
 pub mod queue;

@@ -8,10 +8,16 @@ use tokio::sync::{Notify, Semaphore};
 
 use super::queue::DescribeQueue;
 
+use super::collection::Served;
 use super::metrics::Metrics;
 use super::{photo_id, Config};
 use crate::collection::{Collection, OpenMode};
 use crate::spec::LoadedModel;
+
+/// Whether `db` names PostgreSQL shards (always false in a build without them).
+fn is_postgres(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
 
 /// Thumbnails kept in memory at most (the cache is emptied when it is full).
 pub(crate) const THUMB_CACHE: usize = 2048;
@@ -21,7 +27,7 @@ pub struct AppState {
     /// The options the server was started with.
     pub config: Config,
     /// The open collection; searches take the read lock, commits the write lock ([`AppState::read`], [`AppState::write`]).
-    pub collection: RwLock<Collection>,
+    pub collection: RwLock<Box<dyn Served>>,
     /// `Err` holds why the index cannot describe photos (it has no model, or loading failed).
     pub model: OnceLock<Result<Arc<LoadedModel>, String>>,
     /// Set once loading the model has finished, whether or not it succeeded; `/ready` answers 503 until then.
@@ -51,12 +57,27 @@ impl AppState {
     /// the model is not loaded yet and the state is not ready.
     pub fn open(config: Config, device: &burn::tensor::Device) -> crate::Result<Self> {
         let mode = if config.read_only { OpenMode::Read } else { OpenMode::Write };
-        let mut c = Collection::open(&config.db, mode, device)?;
-        if let Some(w) = &config.weights {
-            c.use_weights(w.clone())?;
-        }
-        let info = c.info();
-        let ids = c.entries().map(|(n, _)| (photo_id(n), n.to_owned())).collect();
+        let c: Box<dyn Served> = match config.db.to_str().filter(|d| is_postgres(d)) {
+            #[cfg(feature = "postgres")]
+            Some(url) => {
+                if config.weights.is_some() {
+                    return Err(crate::collection::CollectionError::Request {
+                        reason: "--weights applies to index folders; a PostgreSQL collection builds its recorded model",
+                    }
+                    .into());
+                }
+                Box::new(crate::collection::postgres::PgCollection::open(url, mode, device)?)
+            }
+            _ => {
+                let mut c = Collection::open(&config.db, mode, device)?;
+                if let Some(w) = &config.weights {
+                    c.use_weights(w.clone())?;
+                }
+                Box::new(c)
+            }
+        };
+        let (model_name, fingerprint) = c.model();
+        let ids = c.names()?.into_iter().map(|n| (photo_id(&n), n)).collect();
         Ok(Self {
             describe: DescribeQueue::new(config.queue),
             thumb_slots: Arc::new(Semaphore::new(16)),
@@ -69,8 +90,8 @@ impl AppState {
             metrics: Metrics::default(),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
-            model_name: info.model,
-            fingerprint: info.fingerprint.unwrap_or_default(),
+            model_name,
+            fingerprint: fingerprint.unwrap_or_default(),
         })
     }
 
@@ -86,12 +107,12 @@ impl AppState {
     }
 
     /// The collection's read lock; a lock poisoned by a panicking handler is taken over.
-    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Collection> {
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, Box<dyn Served>> {
         self.collection.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The collection's write lock; a lock poisoned by a panicking handler is taken over.
-    pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, Collection> {
+    pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, Box<dyn Served>> {
         self.collection.write().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -256,6 +256,8 @@ fn postgres_collections_match_the_local_index() {
 
     hnsw(&cluster, &x, &q);
     photos(&cluster, dir);
+    #[cfg(feature = "serve")]
+    served(&cluster, dir);
     killed_writers(&cluster, dir, &x, &q, &local);
     failures(&cluster, &q, &local);
 }
@@ -389,4 +391,65 @@ fn failures(cluster: &Cluster, q: &Path, local: &str) {
     let hits = results(&o);
     assert!(hits.iter().all(|h| h.len() == 10), "{hits:?}");
     assert!(text(&o.stderr).contains("left out of the results"), "{}", text(&o.stderr));
+}
+
+/// `dolg serve` over the sharded photo collection: the page, searches equal to `dolg search`'s,
+/// an upload stored and found, a removal, and a clear 4xx for what shards cannot do yet.
+#[cfg(feature = "serve")]
+#[allow(clippy::result_large_err)]
+fn served(cluster: &Cluster, dir: &Path) {
+    use std::io::BufRead;
+    let db = cluster.url_of("photos");
+    let mut child = Command::new(BIN).args(["serve", "--addr", "127.0.0.1:0", "--threads", "2", "--db", &db]).stdout(Stdio::piped()).spawn().unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let _guard = Kill(child);
+    let base = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line: {line:?}")).to_owned();
+    let agent = ureq::AgentBuilder::new().timeout(std::time::Duration::from_secs(60)).build();
+    let get = |path: &str| agent.get(&format!("{base}{path}")).call();
+    let body = |r: Result<ureq::Response, ureq::Error>| -> (u16, Value) {
+        let r = match r {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{e}"),
+        };
+        (r.status(), serde_json::from_str(&r.into_string().unwrap()).unwrap())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !get("/ready").is_ok_and(|r| r.status() == 200) {
+        assert!(std::time::Instant::now() < deadline, "the server never became ready");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(body(get("/ready")).1["entries"].as_u64(), Some(4));
+    let page = get("/").unwrap();
+    assert_eq!(page.content_type(), "text/html");
+    // A search by stored name ranks as `dolg search` over the same shards.
+    let (status, found) = body(agent.post(&format!("{base}/search")).send_json(serde_json::json!({"name": "wxbs-berlin_1.jpg", "k": 3})));
+    assert_eq!(status, 200, "{found:#}");
+    let served: Vec<(String, f64)> =
+        found["results"].as_array().unwrap().iter().map(|h| (h["name"].as_str().unwrap().to_owned(), h["score"].as_f64().unwrap())).collect();
+    let photo = dir.join("photos/wxbs-berlin_1.jpg");
+    let cli = results(&ok(&["search", "--db", &db, "--json", "--k", "3", photo.to_str().unwrap()]));
+    assert_same(&[served], &cli, "served search");
+    // An upload is described, stored under the root and found by its own photo.
+    let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/landmarks/images/wxbs-church_1.jpg")).unwrap();
+    let (status, added) = body(agent.post(&format!("{base}/images?name=church.jpg")).set("Content-Type", "image/jpeg").send_bytes(&bytes));
+    assert_eq!(status, 201, "{added:#}");
+    let id = added["id"].as_str().unwrap().to_owned();
+    assert!(added["sha256"].is_string() && added["name"] == "uploads/church.jpg", "{added:#}");
+    await_entries(&db, 5);
+    let (_, again) = body(agent.post(&format!("{base}/search")).send_json(serde_json::json!({"id": id, "k": 4})));
+    assert_eq!(again["results"].as_array().unwrap().len(), 4, "{again:#}");
+    let (status, _) = body(agent.delete(&format!("{base}/images/{id}")).call());
+    assert_eq!(status, 200);
+    await_entries(&db, 4);
+    let (status, e) = body(get("/duplicates"));
+    assert!((400..500).contains(&status) && e["error"].as_str().unwrap().contains("PostgreSQL"), "{status} {e:#}");
 }
