@@ -104,6 +104,8 @@ wal_level = replica
 max_wal_senders = 10
 hot_standby = on
 fsync = on
+# pgvector builds an HNSW index fast only while the graph fits in memory.
+maintenance_work_mem = '1GB'
 EOF
             echo "host replication postgres 127.0.0.1/32 trust" >> "$data/pg_hba.conf"
             as_pg "$pgbin/pg_ctl" -D "$data" -l "$dir/shard$s.log" -w -t 60 start >/dev/null \

@@ -172,9 +172,12 @@ pub struct ImportArgs {
     /// its model) into the PostgreSQL collection --db names, in bulk (binary COPY).
     #[arg(long, value_name = "DIR", conflicts_with_all = ["descriptors", "names", "same_model"])]
     pub from: Option<PathBuf>,
-    /// With --from: the PostgreSQL collection's search backend.
+    /// PostgreSQL collections created by this import: the search backend.
     #[arg(long, value_enum, default_value_t = IndexKind::Exact)]
     pub kind: IndexKind,
+    /// PostgreSQL collections created by this import: store vectors as float16 (`halfvec`).
+    #[arg(long)]
+    pub half: bool,
     /// Names file, one per row (default: X.names.txt beside the .npy if present, else `X.npy#<row>`).
     #[arg(long, value_name = "FILE")]
     pub names: Option<PathBuf>,
@@ -304,15 +307,18 @@ fn sync(c: &mut Collection, a: &AddOptions) -> anyhow::Result<ExitCode> {
     let pb = progress(0, "check");
     let report = c.sync(&a.inputs.inputs, &files, &AddOpts { batch: a.batch }, on_event(&pb));
     pb.finish_and_clear();
-    let r = report?;
-    if a.json {
-        let mut v = serde_json::to_value(&r)?;
-        v["index"] = json!(c.dir().display().to_string());
+    print_sync(&c.dir().display().to_string(), &report?, a.json)
+}
+
+/// A sync's report, as text on stderr or `--json` on stdout.
+fn print_sync(label: &str, r: &dolg::collection::SyncReport, as_json: bool) -> anyhow::Result<ExitCode> {
+    if as_json {
+        let mut v = serde_json::to_value(r)?;
+        v["index"] = json!(label);
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         eprintln!(
-            "{}: added {}, updated {}, renamed {}, removed {}, unchanged {}, skipped {}; {} entries",
-            c.dir().display(),
+            "{label}: added {}, updated {}, renamed {}, removed {}, unchanged {}, skipped {}; {} entries",
             r.added,
             r.updated,
             r.renamed,
@@ -540,7 +546,18 @@ mod pg {
                 );
                 ExitCode::SUCCESS
             }
-            IndexCommand::Sync(_) => bail!("index sync is not available on PostgreSQL collections yet: use index add and index remove"),
+            IndexCommand::Sync(a) => {
+                let device = a.add.run.init()?;
+                let mut c = PgCollection::open(&url, OpenMode::Write, &device)?;
+                if let Some(r) = &a.root {
+                    c.set_root(r)?;
+                }
+                let files = a.add.inputs.list()?.files;
+                let pb = progress(0, "check");
+                let report = c.sync(&a.add.inputs.inputs, &files, &AddOpts { batch: a.add.batch }, on_event(&pb));
+                pb.finish_and_clear();
+                print_sync(c.store().display(), &report?, a.add.json)?
+            }
             IndexCommand::Compact(_) => bail!("index compact does not apply to PostgreSQL collections: PostgreSQL's VACUUM reclaims the space"),
             IndexCommand::Dba(_) => bail!("DBA layers are not available on PostgreSQL collections yet"),
         };
@@ -557,7 +574,7 @@ mod pg {
         if let Some(from) = &a.from {
             let local = Collection::open(from, OpenMode::Read, &cpu()?)?;
             let pb = progress(local.len() as u64, "import");
-            let c = PgCollection::import_collection(url, &local, a.kind, |done| pb.set_position(done as u64))?;
+            let c = PgCollection::import_collection(url, &local, a.kind, a.half, |done| pb.set_position(done as u64))?;
             pb.finish_and_clear();
             eprintln!("{}: copied {} entries from {}; {} entries", c.store().display(), local.len(), from.display(), c.count()?);
             return Ok(ExitCode::SUCCESS);
@@ -579,7 +596,7 @@ mod pg {
         let mut c = if PgCollection::exists(url)? {
             PgCollection::open(url, OpenMode::Write, &cpu()?)?
         } else {
-            PgCollection::create_for_vectors(url, dim, a.kind, false, &cpu()?)?
+            PgCollection::create_for_vectors(url, dim, a.kind, a.half, &cpu()?)?
         };
         if c.dim() != dim {
             bail!("{} holds {dim}-d descriptors, the collection {}-d", descriptors.display(), c.dim());

@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::error::{CollectionError as Error, Result};
 use super::{
     absolute_dir, describe_into, identity, local, name_in, path_in, sha256_file, AddEvent, AddOptions, AddReport, Checked, CreateOptions, Query, SearchRequest,
-    VectorOrigin,
+    SyncReport, VectorOrigin,
 };
 use crate::descriptors::{l2_normalize, write_descriptors};
 use crate::index::postgres::{PgMeta, PgStore, ShardFailure};
@@ -135,12 +135,11 @@ impl PgCollection {
     }
 
     /// Copy every live entry of the local collection `from` (names, hashes, vectors, local
-    /// features, model, root) into a new collection on the shards `db` names, of `kind`, in
-    /// batches of 4,096 (each a binary `COPY` per shard); `on_rows` sees the rows done so far.
-    pub fn import_collection(db: &str, from: &super::Collection, kind: IndexKind, mut on_rows: impl FnMut(usize)) -> Result<Self> {
+    /// features, model, root) into a new collection on the shards `db` names, of `kind` (float16
+    /// vectors with `half`), in batches of 4,096 (each a binary `COPY` per shard); `on_rows` sees the rows done so far.
+    pub fn import_collection(db: &str, from: &super::Collection, kind: IndexKind, half: bool, mut on_rows: impl FnMut(usize)) -> Result<Self> {
         let s = from.index().store();
-        let meta =
-            PgMeta { schema: 0, model: s.model().clone(), kind, root: s.root().map(Path::to_owned), local: s.local_config().cloned(), shards: 0, half: false };
+        let meta = PgMeta { schema: 0, model: s.model().clone(), kind, root: s.root().map(Path::to_owned), local: s.local_config().cloned(), shards: 0, half };
         let c = Self { store: PgStore::create(db, meta)?, device: from.device.clone(), model: OnceLock::new() };
         let live: Vec<usize> = s.live_rows().map(|(i, _)| i).collect();
         let mut done = 0;
@@ -153,6 +152,7 @@ impl PgCollection {
             done += rows.len();
             on_rows(done);
         }
+        c.store.ensure_index()?;
         Ok(c)
     }
 
@@ -261,7 +261,82 @@ impl PgCollection {
             let store = &self.store;
             describe_into(ex, todo, options.batch, None, &mut on_event, |records| Ok(store.commit(records)?))?
         };
+        self.store.ensure_index()?;
         Ok(AddReport { added, unchanged, failed, entries: self.count()? })
+    }
+
+    /// Make the collection equal to the photo files `files` found under the folders `dirs`, as
+    /// [`super::Collection::sync`]: new files added, changed files described again, a file found
+    /// under a new name with the content of an entry whose file vanished keeps that entry's
+    /// descriptor and local features (a rename), and entries whose file vanished from under
+    /// `dirs` are removed. Every file whose name is stored (or, while some entry vanished, every
+    /// file) is hashed to decide; there is no stat cache here.
+    pub fn sync(&mut self, dirs: &[PathBuf], files: &[PathBuf], options: &AddOptions, mut on_event: impl FnMut(AddEvent)) -> Result<SyncReport> {
+        let scopes: Vec<PathBuf> = dirs.iter().filter_map(|d| std::fs::canonicalize(d).ok()).collect();
+        let names: Vec<String> = files.iter().map(|f| self.name_of(f)).collect();
+        let seen: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+        let stored = self.store.names()?;
+        let model_key = self.store.model_key();
+        let mut vanished: std::collections::HashMap<[u8; 32], Vec<String>> = std::collections::HashMap::new();
+        for (name, (hash, _)) in &stored {
+            if let Some(h) = hash {
+                if !seen.contains(name.as_str()) && scopes.iter().any(|s| self.path_of(name).starts_with(s)) {
+                    vanished.entry(*h).or_default().push(name.clone());
+                }
+            }
+        }
+        let mut report = SyncReport::default();
+        let (mut renames, mut todo, mut updated) = (Vec::new(), Vec::new(), std::collections::HashSet::new());
+        let total = files.len();
+        for (i, (path, name)) in files.iter().zip(names).enumerate() {
+            let known = stored.get(&name);
+            let hash = if known.is_some() || !vanished.is_empty() { sha256_file(path) } else { None };
+            on_event(AddEvent::Checked { done: i + 1, total });
+            match (known, hash) {
+                (Some((Some(h0), m)), Some(h)) if *h0 == h && *m == model_key => report.unchanged += 1,
+                (Some(_), _) => {
+                    updated.insert(name.clone());
+                    todo.push(Checked { path: path.clone(), name, hash: None, stat: None });
+                }
+                (None, Some(h)) => match vanished.get_mut(&h).and_then(Vec::pop) {
+                    Some(old) => {
+                        renames.push((old, name, h));
+                        report.renamed += 1;
+                    }
+                    None => todo.push(Checked { path: path.clone(), name, hash: None, stat: None }),
+                },
+                (None, None) => todo.push(Checked { path: path.clone(), name, hash: None, stat: None }),
+            }
+        }
+        on_event(AddEvent::Planned { describe: todo.len(), unchanged: report.unchanged });
+        // Renames keep the stored vector and local features; one batch with the removals.
+        let olds: Vec<String> = renames.iter().map(|(old, _, _)| old.clone()).collect();
+        let kept = self.store.get(&olds, true)?;
+        let mut records = Vec::new();
+        for ((old, new, h), s) in renames.into_iter().zip(kept) {
+            let s = s.ok_or_else(|| Error::NotInIndex { index: PathBuf::from(self.store.display()), name: old.clone() })?;
+            records.push(Record::Add { name: new, hash: Some(h), vector: s.vector, local: s.local });
+            records.push(Record::Remove { name: old });
+        }
+        let removals: Vec<String> = vanished.into_values().flatten().collect();
+        report.removed = removals.len();
+        records.extend(removals.into_iter().map(|name| Record::Remove { name }));
+        self.store.commit(records)?;
+        let n_updates = todo.iter().filter(|c| updated.contains(&c.name)).count();
+        let (stored_now, failed) = if todo.is_empty() {
+            (0, Vec::new())
+        } else {
+            let ex = &self.model()?.extractor;
+            let store = &self.store;
+            describe_into(ex, todo, options.batch, None, &mut on_event, |records| Ok(store.commit(records)?))?
+        };
+        self.store.ensure_index()?;
+        let failed_updates = failed.iter().filter(|f| updated.contains(&self.name_of(&f.path))).count();
+        report.updated = n_updates - failed_updates;
+        report.added = stored_now - report.updated;
+        report.failed = failed;
+        report.entries = self.count()?;
+        Ok(report)
     }
 
     /// Remove entries by stored name or by image path; nothing is removed unless every name is
@@ -307,6 +382,7 @@ impl PgCollection {
             self.store.commit(records)?;
             on_chunk(done);
         }
+        self.store.ensure_index()?;
         Ok(())
     }
 

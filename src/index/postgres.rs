@@ -10,7 +10,9 @@
 //! * `dolg_photos`: one row per photo: `name` (primary key), `sha256` of the file, the `model`
 //!   fingerprint, the global `vector` (`vector(D)`, or `halfvec(D)` with [`PgMeta::half`]), its
 //!   `local` features (bytea, the local store's compressed block), and its `folder` (for filters).
-//!   HNSW collections carry pgvector's `hnsw (vector vector_ip_ops)` index.
+//!   HNSW collections carry pgvector's `hnsw (vector vector_ip_ops)` index (M=16,
+//!   ef_construction=128, as the local HNSW), built in bulk after the first load
+//!   ([`PgStore::ensure_index`]) and maintained by PostgreSQL from then on.
 //!
 //! A photo lives on the shard chosen by a stable hash of its name ([`shard_of`]: the first eight
 //! bytes of its SHA-256, modulo the shard count), so the shard count is fixed when the collection
@@ -303,7 +305,6 @@ impl PgStore {
         let shards = Self::connect_all(urls, OpenMode::Write)?;
         let json = serde_json::to_string(&meta).expect("serialisable");
         let (dim, vtype) = (meta.model.dim, if meta.half { "halfvec" } else { "vector" });
-        let ops = if meta.half { "halfvec_ip_ops" } else { "vector_ip_ops" };
         for (i, shard) in shards.iter().enumerate() {
             let label = &shard.url.label;
             let mut guard = shard.client.lock().expect("not poisoned");
@@ -313,11 +314,6 @@ impl PgStore {
                 return Err(shard_err(label, "already holds a dolg collection (dolg_meta exists); open it, or drop its dolg_ tables first"));
             }
             let mut tx = client.transaction().map_err(|e| shard_err(label, pg_reason(&e)))?;
-            let hnsw = if meta.kind == IndexKind::Hnsw {
-                format!("CREATE INDEX dolg_photos_hnsw ON dolg_photos USING hnsw (vector {ops}) WITH (m = 16, ef_construction = 128);")
-            } else {
-                String::new()
-            };
             let ddl = format!(
                 "CREATE EXTENSION IF NOT EXISTS vector;
                  CREATE TABLE dolg_meta (shard integer NOT NULL, collection text NOT NULL);
@@ -329,8 +325,7 @@ impl PgStore {
                      vector {vtype}({dim}) NOT NULL,
                      local bytea,
                      folder text NOT NULL);
-                 CREATE INDEX dolg_photos_folder ON dolg_photos (folder text_pattern_ops);
-                 {hnsw}"
+                 CREATE INDEX dolg_photos_folder ON dolg_photos (folder text_pattern_ops);"
             );
             tx.batch_execute(&ddl).map_err(|e| shard_err(label, pg_reason(&e)))?;
             tx.execute("INSERT INTO dolg_meta VALUES ($1, $2)", &[&(i as i32), &json]).map_err(|e| shard_err(label, pg_reason(&e)))?;
@@ -477,6 +472,21 @@ impl PgStore {
                 .collect();
             handles.into_iter().map(|h| h.join().expect("shard work does not panic")).collect()
         })
+    }
+
+    /// HNSW collections: build pgvector's index on every shard that lacks it (all at once), in
+    /// bulk over the rows already loaded, which is many times faster than growing it row by row;
+    /// afterwards PostgreSQL maintains it on every write. Writers call it when a load is done; a
+    /// collection searched before has exact (sequential-scan) results meanwhile.
+    pub fn ensure_index(&self) -> Result<(), IndexError> {
+        if self.meta.kind != IndexKind::Hnsw {
+            return Ok(());
+        }
+        self.check_writable()?;
+        let ops = if self.meta.half { "halfvec_ip_ops" } else { "vector_ip_ops" };
+        let sql = format!("CREATE INDEX IF NOT EXISTS dolg_photos_hnsw ON dolg_photos USING hnsw (vector {ops}) WITH (m = 16, ef_construction = 128)");
+        self.each_shard(|_, c| c.batch_execute(&sql))?;
+        Ok(())
     }
 
     /// Live entries over all shards.
@@ -744,11 +754,14 @@ impl PgStore {
         Ok((all.into_iter().map(|(_, n, _)| n).collect(), vectors))
     }
 
-    /// Every entry's name and SHA-256 (sync plans with them).
-    pub fn names(&self) -> Result<Vec<(String, Option<Sha256Hash>)>, IndexError> {
+    /// Every entry's name with its SHA-256 and model key (sync plans with them).
+    pub fn names(&self) -> Result<Hashes, IndexError> {
         let found = self.each_shard(|_, c| {
-            let rows = c.query("SELECT name, sha256 FROM dolg_photos", &[])?;
-            Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, Option<Vec<u8>>>(1).and_then(|h| h.try_into().ok()))).collect::<Vec<_>>())
+            let rows = c.query("SELECT name, sha256, model FROM dolg_photos", &[])?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.get::<_, String>(0), (r.get::<_, Option<Vec<u8>>>(1).and_then(|h| h.try_into().ok()), r.get::<_, String>(2))))
+                .collect::<Vec<_>>())
         })?;
         Ok(found.into_iter().flatten().collect())
     }

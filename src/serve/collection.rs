@@ -160,7 +160,7 @@ mod pg {
             SpatialRerank::default()
         }
         fn names(&self) -> Result<Vec<String>> {
-            Ok(self.store().names()?.into_iter().map(|(n, _)| n).collect())
+            Ok(self.store().names()?.into_keys().collect())
         }
         fn model(&self) -> (String, Option<String>) {
             let m = &self.store().meta().model;
@@ -176,6 +176,7 @@ mod pg {
             let local = d.local.filter(|_| self.store().meta().local.is_some());
             let store: &PgStore = self.store();
             store.commit(vec![crate::index::Record::Add { name, hash, vector: d.descriptor, local }])?;
+            store.ensure_index()?;
             Ok(())
         }
         fn remove(&mut self, names: &[String]) -> Result<usize> {

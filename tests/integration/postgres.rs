@@ -255,9 +255,11 @@ fn postgres_collections_match_the_local_index() {
     assert!(err.contains("is shard 1 of a 3-shard collection") && err.contains(&format!("127.0.0.1:{}/postgres", cluster.ports[1].0)), "{err}");
 
     hnsw(&cluster, &x, &q);
+    half(&cluster, &x, &q, &local);
     photos(&cluster, dir);
     #[cfg(feature = "serve")]
     served(&cluster, dir);
+    synced(&cluster, dir);
     killed_writers(&cluster, dir, &x, &q, &local);
     failures(&cluster, &q, &local);
 }
@@ -276,6 +278,28 @@ fn hnsw(cluster: &Cluster, x: &Path, q: &Path) {
     assert!(hits.iter().all(|h| h.len() == 50 && h.iter().all(|(n, _)| n.starts_with("x_y/"))), "{hits:?}");
     let one = search_json(&db, q, &["--k", "5", "--where", "name = b/c/IMG_2.png"]);
     assert!(one.iter().all(|h| h.len() == 1), "{one:?}");
+}
+
+/// Float16 vectors (`halfvec`): half the space, scores within float16 rounding of the local ones.
+fn half(cluster: &Cluster, x: &Path, q: &Path, local: &str) {
+    cluster.create_database("half");
+    let db = cluster.url_of("half");
+    ok(&["index", "import", "--db", &db, "--half", "--descriptors", x.to_str().unwrap()]);
+    await_entries(&db, N as u64);
+    let info = json(&ok(&["index", "info", "--db", &db, "--json"]));
+    assert_eq!(info["half"], true, "{info:#}");
+    let (pg, loc) = (search_json(&db, q, &["--k", "5"]), search_json(local, q, &["--k", "5"]));
+    for (p, l) in pg.iter().zip(&loc) {
+        assert_eq!(p[0].0, l[0].0, "{p:?} {l:?}");
+        assert!(p.iter().zip(l).all(|(a, b)| (a.1 - b.1).abs() < 2e-3), "{p:?} {l:?}");
+    }
+    // Exported vectors come back as float32 within float16 rounding.
+    let out = x.with_file_name("half.npy");
+    ok(&["index", "export", "--db", &db, "--out", out.to_str().unwrap()]);
+    let (shape, data) = crate::common::read_npy_f32(&out);
+    assert_eq!(shape, [N, DIM]);
+    let (_, orig) = crate::common::read_npy_f32(x);
+    assert!(data.iter().zip(&orig).all(|(a, b)| (a - b).abs() < 1e-3));
 }
 
 /// Photos described by the model: the same names, descriptors and ranking as a local index.
@@ -327,6 +351,30 @@ fn photos(cluster: &Cluster, dir: &Path) {
     assert_eq!((again["added"].as_u64(), again["unchanged"].as_u64()), (Some(0), Some(5)), "{again:#}");
     let search = |target: &str| results(&ok(&["search", "--db", target, "--json", "--k", "4", query.to_str().unwrap()]));
     assert_same(&search(&copied), &search(local.to_str().unwrap()), "copied collection");
+}
+
+/// `index sync` after a rename, a deletion and a new photo: the same report and collection as the
+/// local index synced alike.
+fn synced(cluster: &Cluster, dir: &Path) {
+    let db = cluster.url_of("photos");
+    let photos = dir.join("photos");
+    std::fs::rename(photos.join("sub/lg-building_1.jpg"), photos.join("moved.jpg")).unwrap();
+    std::fs::remove_file(photos.join("distractor_01.jpg")).unwrap();
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/landmarks/images/wxbs-church_1.jpg"), photos.join("new.jpg")).unwrap();
+    let p = photos.to_str().unwrap();
+    // The shards lack wxbs-kremlin_1.jpg (removed above, its file kept): added back.
+    let r = json(&ok(&["index", "sync", "--db", &db, "--json", p]));
+    let counts = |r: &Value| ["added", "updated", "renamed", "removed", "unchanged", "entries"].map(|k| r[k].as_u64().unwrap());
+    assert_eq!(counts(&r), [2, 0, 1, 1, 2, 5], "{r:#}");
+    let local = dir.join("photos.idx");
+    let l = json(&ok(&["index", "sync", "--db", local.to_str().unwrap(), "--json", p]));
+    assert_eq!(counts(&l), [1, 0, 1, 1, 3, 5], "{l:#}");
+    await_entries(&db, 5);
+    let query = photos.join("moved.jpg");
+    let search = |target: &str| results(&ok(&["search", "--db", target, "--json", "--k", "4", query.to_str().unwrap()]));
+    assert_same(&search(&db), &search(local.to_str().unwrap()), "after sync");
+    let again = json(&ok(&["index", "sync", "--db", &db, "--json", p]));
+    assert_eq!(counts(&again), [0, 0, 0, 0, 5, 5], "{again:#}");
 }
 
 /// A writer killed after some shards committed, or at random moments, finishes on a re-run.
