@@ -216,6 +216,11 @@ impl Collection {
             "write" => OpenMode::Write,
             other => return Err(bad_choice("mode", other, &["read", "write"])),
         };
+        if path.to_str().is_some_and(|p| p.starts_with("postgres://") || p.starts_with("postgresql://")) {
+            return Err(DolgError::new_err(
+                "collections in PostgreSQL (postgres:// URLs) are not available from Python yet: use `dolg search --db` or `dolg serve --db` with the URL",
+            ));
+        }
         let device = dolg::runtime::device(device).map_err(PyValueError::new_err)?;
         let mut c = py.detach(|| Inner::open(&path, mode, &device)).map_err(lib_err)?;
         if let Some(w) = weights {

@@ -136,7 +136,7 @@ fn run_pg(a: &SearchArgs, url: &str, device: &burn::tensor::Device) -> anyhow::R
         bail!("--k 0 asks for every entry scoring at least a score: give --min-score S");
     }
     let filter = a.filter.iter().cloned().fold(Filter::default(), Filter::and);
-    let rerank = a.rerank.resolve(dolg::rerank::SpatialRerank::default())?;
+    let rerank = a.rerank.resolve(c.spatial_rerank_defaults())?;
     let request = SearchRequest { k: a.k, min_score: a.min_score, crop: a.crop, filter, rerank };
     let mut failed = Vec::new();
     let results = queries(a, |q| {

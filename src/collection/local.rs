@@ -107,8 +107,7 @@ impl Collection {
     /// `--rerank spatial` with the settings for this index's local features
     /// ([`spatial_defaults`]; the DELG authors' when it stores none), verifying the top 100.
     pub fn spatial_rerank_defaults(&self) -> SpatialRerank {
-        let params = self.local_config().map_or_else(SpatialParams::default, |c| spatial_defaults(&c.extractor));
-        SpatialRerank { params, ..SpatialRerank::default() }
+        spatial_rerank_defaults_for(self.local_config())
     }
 
     /// The stored local features of the entry at `row` (`None`: it has none).
@@ -122,21 +121,35 @@ impl Collection {
     /// features count 0 inliers.
     pub fn spatial_rerank(&self, query: &LocalFeatures, hits: Vec<NamedHit>, sp: &SpatialRerank) -> Result<Vec<NamedHit>> {
         let k = sp.k.min(hits.len());
-        let empty = LocalFeatures::empty(query.dim);
         let stored: Vec<Option<LocalFeatures>> = hits[..k].iter().map(|h| self.local_features(h.row)).collect::<Result<_>>()?;
-        let candidates: Vec<&LocalFeatures> = stored.iter().map(|f| f.as_ref().unwrap_or(&empty)).collect();
-        let global: Vec<f32> = hits[..k].iter().map(|h| h.score).collect();
-        let (order, inliers) = verify_and_order(query, &candidates, &global, &sp.params)?;
-        let mut head: Vec<Option<NamedHit>> = hits[..k].iter().cloned().map(Some).collect();
-        let mut out: Vec<NamedHit> = order
-            .into_iter()
-            .map(|j| {
-                let mut h = head[j].take().expect("a permutation");
-                h.inliers = Some(inliers[j] as u32);
-                h
-            })
-            .collect();
-        out.extend(hits.into_iter().skip(k));
-        Ok(out)
+        spatial_rerank_with(query, hits, sp, stored)
     }
+}
+
+/// `--rerank spatial` with the settings for local features `local` (the DELG authors' for none),
+/// verifying the top 100.
+pub(crate) fn spatial_rerank_defaults_for(local: Option<&LocalConfig>) -> SpatialRerank {
+    let params = local.map_or_else(SpatialParams::default, |c| spatial_defaults(&c.extractor));
+    SpatialRerank { params, ..SpatialRerank::default() }
+}
+
+/// [`Collection::spatial_rerank`] given the stored local features of the top `sp.k` hits (in
+/// order; `None`: stored without), wherever they were read from.
+pub(crate) fn spatial_rerank_with(query: &LocalFeatures, hits: Vec<NamedHit>, sp: &SpatialRerank, stored: Vec<Option<LocalFeatures>>) -> Result<Vec<NamedHit>> {
+    let k = sp.k.min(hits.len());
+    let empty = LocalFeatures::empty(query.dim);
+    let candidates: Vec<&LocalFeatures> = stored.iter().map(|f| f.as_ref().unwrap_or(&empty)).collect();
+    let global: Vec<f32> = hits[..k].iter().map(|h| h.score).collect();
+    let (order, inliers) = verify_and_order(query, &candidates, &global, &sp.params)?;
+    let mut head: Vec<Option<NamedHit>> = hits[..k].iter().cloned().map(Some).collect();
+    let mut out: Vec<NamedHit> = order
+        .into_iter()
+        .map(|j| {
+            let mut h = head[j].take().expect("a permutation");
+            h.inliers = Some(inliers[j] as u32);
+            h
+        })
+        .collect();
+    out.extend(hits.into_iter().skip(k));
+    Ok(out)
 }

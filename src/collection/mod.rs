@@ -351,6 +351,23 @@ fn describe_into(
     Ok((stored, failed))
 }
 
+/// Refuse an import of `vectors` under `names` into the collection `index` of `model`: a ragged
+/// buffer, a name count that differs from the row count, or vectors nobody vouched for in a
+/// collection that has a model.
+fn check_import(index: &Path, model: &ModelIdentity, vectors: &[f32], names: &[String], origin: VectorOrigin) -> Result<()> {
+    let dim = model.dim;
+    if !vectors.len().is_multiple_of(dim) {
+        return Err(Error::VectorLength { expected: dim, values: vectors.len() });
+    }
+    if vectors.len() / dim != names.len() {
+        return Err(Error::NameCount { rows: vectors.len() / dim, names: names.len() });
+    }
+    if model.fingerprint.is_some() && origin != VectorOrigin::SameModel {
+        return Err(Error::UnverifiedVectors { index: index.to_owned(), model: model.name.clone() });
+    }
+    Ok(())
+}
+
 /// The name a photo is indexed under in a collection with `root` ([`Collection::name_of`]).
 fn name_in(root: Option<&Path>, path: &Path) -> String {
     // A file that no longer exists (being removed) cannot be canonicalised: made absolute
@@ -689,15 +706,7 @@ impl Collection {
     /// in chunks of 65,536 rows; `on_chunk` sees the rows done so far.
     pub fn import(&mut self, vectors: &mut [f32], names: &[String], origin: VectorOrigin, mut on_chunk: impl FnMut(usize)) -> Result<()> {
         let dim = self.dim();
-        if !vectors.len().is_multiple_of(dim) {
-            return Err(Error::VectorLength { expected: dim, values: vectors.len() });
-        }
-        if vectors.len() / dim != names.len() {
-            return Err(Error::NameCount { rows: vectors.len() / dim, names: names.len() });
-        }
-        if self.index.store().model().fingerprint.is_some() && origin != VectorOrigin::SameModel {
-            return Err(Error::UnverifiedVectors { index: self.dir().to_owned(), model: self.index.store().model().name.clone() });
-        }
+        check_import(self.dir(), self.index.store().model(), vectors, names, origin)?;
         const CHUNK: usize = 65_536;
         let mut done = 0;
         for (chunk, names) in vectors.chunks_mut(dim * CHUNK).zip(names.chunks(CHUNK)) {

@@ -6,8 +6,8 @@
 //! left out of its own results, and exact search ranks exactly as the local exact index does.
 //!
 //! What a local collection has and this one does not (yet): the stat cache (every file is hashed
-//! to check it, which costs a read but no decoding), re-ranking (α-QE, SuperGlobal, spatial),
-//! DBA layers, dedup and compaction (PostgreSQL's `VACUUM` does that job).
+//! to check it, which costs a read but no decoding), DBA layers, dedup and compaction
+//! (PostgreSQL's `VACUUM` does that job).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -17,13 +17,18 @@ use serde::Serialize;
 
 use super::error::{CollectionError as Error, Result};
 use super::{
-    absolute_dir, describe_into, identity, local, name_in, path_in, sha256_file, AddEvent, AddOptions, AddReport, Checked, CreateOptions, Query, SearchRequest,
-    SyncReport, VectorOrigin,
+    absolute_dir, check_import, describe_into, identity, local, name_in, path_in, sha256_file, AddEvent, AddOptions, AddReport, Checked, CreateOptions,
+    Failure, Query, SearchRequest, SyncReport, VectorOrigin,
 };
 use crate::descriptors::{l2_normalize, write_descriptors};
 use crate::index::postgres::{PgMeta, PgStore, ShardFailure};
 use crate::index::{IndexError, IndexKind, LocalConfig, ModelIdentity, NamedHit, OpenMode, Record};
+use crate::model::LocalFeatures;
 use crate::spec::{LoadedModel, ModelSpec};
+
+/// Query vectors ([nq, dim]), the stored name of each query photo (left out of its own results),
+/// and with spatial re-ranking their local features.
+type QueryInputs = (Vec<f32>, Vec<Option<String>>, Vec<LocalFeatures>);
 
 /// A collection on PostgreSQL shards.
 pub struct PgCollection {
@@ -254,15 +259,21 @@ impl PgCollection {
             }
         }
         on_event(AddEvent::Planned { describe: todo.len(), unchanged });
-        let (added, failed) = if todo.is_empty() {
+        let (added, failed) = self.describe_and_commit(todo, options.batch, &mut on_event)?;
+        Ok(AddReport { added, unchanged, failed, entries: self.count()? })
+    }
+
+    /// Describe `todo` and commit it in batches of `batch` ([`describe_into`]), then bring the HNSW
+    /// index up to date; returns (stored, failures).
+    fn describe_and_commit(&self, todo: Vec<Checked>, batch: usize, on_event: &mut impl FnMut(AddEvent)) -> Result<(usize, Vec<Failure>)> {
+        let done = if todo.is_empty() {
             (0, Vec::new())
         } else {
             let ex = &self.model()?.extractor;
-            let store = &self.store;
-            describe_into(ex, todo, options.batch, None, &mut on_event, |records| Ok(store.commit(records)?))?
+            describe_into(ex, todo, batch, None, on_event, |records| Ok(self.store.commit(records)?))?
         };
         self.store.ensure_index()?;
-        Ok(AddReport { added, unchanged, failed, entries: self.count()? })
+        Ok(done)
     }
 
     /// Make the collection equal to the photo files `files` found under the folders `dirs`, as
@@ -323,14 +334,7 @@ impl PgCollection {
         records.extend(removals.into_iter().map(|name| Record::Remove { name }));
         self.store.commit(records)?;
         let n_updates = todo.iter().filter(|c| updated.contains(&c.name)).count();
-        let (stored_now, failed) = if todo.is_empty() {
-            (0, Vec::new())
-        } else {
-            let ex = &self.model()?.extractor;
-            let store = &self.store;
-            describe_into(ex, todo, options.batch, None, &mut on_event, |records| Ok(store.commit(records)?))?
-        };
-        self.store.ensure_index()?;
+        let (stored_now, failed) = self.describe_and_commit(todo, options.batch, &mut on_event)?;
         let failed_updates = failed.iter().filter(|f| updated.contains(&self.name_of(&f.path))).count();
         report.updated = n_updates - failed_updates;
         report.added = stored_now - report.updated;
@@ -358,15 +362,7 @@ impl PgCollection {
     /// rows (each chunk one binary `COPY` per shard); `on_chunk` sees the rows done so far.
     pub fn import(&mut self, vectors: &mut [f32], names: &[String], origin: VectorOrigin, mut on_chunk: impl FnMut(usize)) -> Result<()> {
         let dim = self.dim();
-        if !vectors.len().is_multiple_of(dim) {
-            return Err(Error::VectorLength { expected: dim, values: vectors.len() });
-        }
-        if vectors.len() / dim != names.len() {
-            return Err(Error::NameCount { rows: vectors.len() / dim, names: names.len() });
-        }
-        if self.store.meta().model.fingerprint.is_some() && origin != VectorOrigin::SameModel {
-            return Err(Error::UnverifiedVectors { index: PathBuf::from(self.store.display()), model: self.store.meta().model.name.clone() });
-        }
+        check_import(Path::new(self.store.display()), &self.store.meta().model, vectors, names, origin)?;
         const CHUNK: usize = 16_384;
         let mut done = 0;
         for (chunk, names) in vectors.chunks_mut(dim * CHUNK).zip(names.chunks(CHUNK)) {
@@ -386,17 +382,14 @@ impl PgCollection {
         Ok(())
     }
 
-    /// Search, as [`super::Collection::search`] for the queries and requests a PostgreSQL
-    /// collection supports (no re-ranking yet). With `allow_partial`, shards that fail are left
-    /// out and named in [`PgResults::failed`] instead of failing the search.
+    /// Search, as [`super::Collection::search`]: the same queries, filters, range queries and
+    /// re-ranking (α-QE, SuperGlobal, spatial with the stored local features), with the same
+    /// results as a local index holding the same photos. With `allow_partial`, shards that fail
+    /// are left out and named in [`PgResults::failed`] instead of failing the search.
     pub fn search(&self, query: Query, request: &SearchRequest, allow_partial: bool) -> Result<PgResults> {
-        if !request.rerank.is_none() {
-            return Err(Error::Request { reason: "re-ranking (α-QE, SuperGlobal, spatial) is not available on PostgreSQL collections yet" });
-        }
-        if request.k == 0 && request.min_score.is_none() {
-            return Err(Error::Request { reason: "k 0 asks for every entry above a score: give min_score" });
-        }
-        let (mut queries, exclude) = self.query_vectors(query, request)?;
+        request.validate()?;
+        let spatial = request.rerank.spatial.is_some();
+        let (mut queries, exclude, locals) = self.query_vectors(query, request, spatial)?;
         let dim = self.dim();
         if queries.is_empty() || !queries.len().is_multiple_of(dim) {
             return Err(Error::VectorLength { expected: dim, values: queries.len() });
@@ -404,38 +397,137 @@ impl PgCollection {
         queries.chunks_mut(dim).for_each(l2_normalize);
         let filter = request.filter.sql();
         let min_score = request.min_score.unwrap_or(f32::MIN);
-        let (hits, failed) = self.store.search(&queries, request.k, min_score, filter.as_ref(), &exclude, false, allow_partial)?;
-        Ok(PgResults { hits, failed })
+        if request.rerank.is_none() {
+            let (hits, failed) = self.store.search(&queries, request.k, min_score, filter.as_ref(), &exclude, false, allow_partial)?;
+            return Ok(PgResults { hits, failed });
+        }
+        // Re-ranked, one query at a time as the local pipeline does (super::rerank).
+        let rerank = &request.rerank;
+        let qe_n = rerank.qe.map_or(0, |q| q.n);
+        let depth = request.k.max(rerank.depth()).max(qe_n);
+        let mut failed = Vec::new();
+        let mut out = Vec::with_capacity(exclude.len());
+        for (i, (q, ex)) in queries.chunks(dim).zip(&exclude).enumerate() {
+            let ex = std::slice::from_ref(ex);
+            let mut first = |v: &[f32]| -> Result<Vec<NamedHit>> {
+                let (mut hits, f) = self.store.search(v, depth, f32::MIN, filter.as_ref(), ex, false, allow_partial)?;
+                failed = f;
+                Ok(hits.remove(0))
+            };
+            let mut hits = first(q)?;
+            let mut query = q.to_vec();
+            if let Some(qe) = rerank.qe.filter(|qe| qe.n > 0) {
+                let top: Vec<f32> = self.vectors_of(&hits[..qe.n.min(hits.len())])?.into_iter().flatten().collect();
+                query = crate::rerank::expand_query(q, &top, qe.alpha);
+                hits = first(&query)?;
+            }
+            if let Some(sg) = &rerank.superglobal {
+                let vectors = self.vectors_of(&hits)?;
+                let at: std::collections::HashMap<usize, usize> = hits.iter().enumerate().map(|(j, h)| (h.row, j)).collect();
+                let names: std::collections::HashMap<usize, String> = hits.iter().map(|h| (h.row, h.name.clone())).collect();
+                let ranking: Vec<(usize, f32)> = hits.iter().map(|h| (h.row, h.score)).collect();
+                let ranking = crate::rerank::superglobal_ranking(&query, &ranking, |r| &vectors[at[&r]], sg);
+                hits = ranking.into_iter().map(|(row, score)| NamedHit { row, name: names[&row].clone(), score, inliers: None }).collect();
+            }
+            if let Some(sp) = &rerank.spatial {
+                let local = locals.get(i).ok_or_else(|| Error::LocalUnavailable {
+                    extractor: "query".into(),
+                    reason: "spatial re-ranking was asked for without the query's local features".into(),
+                })?;
+                let top: Vec<String> = hits.iter().take(sp.k).map(|h| h.name.clone()).collect();
+                let stored = self.store.get(&top, true)?.into_iter().map(|s| s.and_then(|s| s.local)).collect();
+                hits = super::local::spatial_rerank_with(local, hits, sp, stored)?;
+            }
+            hits.truncate(request.k);
+            hits.retain(|h| h.score >= min_score);
+            out.push(hits);
+        }
+        Ok(PgResults { hits: out, failed })
     }
 
-    /// Query vectors and, for stored photos, the name to leave out of their own results.
-    fn query_vectors(&self, query: Query, request: &SearchRequest) -> Result<(Vec<f32>, Vec<Option<String>>)> {
+    /// The stored vectors of `hits`, in order.
+    fn vectors_of(&self, hits: &[NamedHit]) -> Result<Vec<Vec<f32>>> {
+        let names: Vec<String> = hits.iter().map(|h| h.name.clone()).collect();
+        self.store
+            .get(&names, false)?
+            .into_iter()
+            .zip(&names)
+            .map(|(s, n)| s.map(|s| s.vector).ok_or_else(|| Error::NotInIndex { index: PathBuf::from(self.store.display()), name: n.clone() }))
+            .collect()
+    }
+
+    /// `--rerank spatial`'s settings for the local features the collection stores (the DELG
+    /// authors' when it stores none), as for a local collection.
+    pub fn spatial_rerank_defaults(&self) -> crate::rerank::SpatialRerank {
+        super::local::spatial_rerank_defaults_for(self.store.meta().local.as_ref())
+    }
+
+    /// Query vectors, for stored photos the name to leave out of their own results, and with
+    /// `with_local` each query's local features (stored, else extracted with its vector).
+    fn query_vectors(&self, query: Query, request: &SearchRequest, with_local: bool) -> Result<QueryInputs> {
+        let no_local = |what: &str| Error::LocalUnavailable {
+            extractor: what.to_owned(),
+            reason: "spatial re-ranking needs query photos (or stored names) with local features".into(),
+        };
         match query {
-            Query::Vectors(v) => Ok((v.to_vec(), Vec::new())),
-            Query::Described(ds) => Ok((ds.iter().flat_map(|d| d.descriptor.iter().copied()).collect(), vec![None; ds.len()])),
-            Query::Name { name, .. } => {
-                let stored = self.store.get(&[name.to_owned()], false)?.remove(0);
+            Query::Vectors(v) => {
+                if with_local {
+                    return Err(no_local("query"));
+                }
+                Ok((v.to_vec(), vec![None; v.len() / self.dim().max(1)], Vec::new()))
+            }
+            Query::Described(ds) => {
+                let locals = if with_local { ds.iter().map(|d| d.local.clone().ok_or_else(|| no_local("query"))).collect::<Result<_>>()? } else { Vec::new() };
+                Ok((ds.iter().flat_map(|d| d.descriptor.iter().copied()).collect(), vec![None; ds.len()], locals))
+            }
+            Query::Name { name, local } => {
+                let stored = self.store.get(&[name.to_owned()], with_local && local.is_none())?.remove(0);
                 let s = stored.ok_or_else(|| Error::NotInIndex { index: PathBuf::from(self.store.display()), name: name.to_owned() })?;
-                Ok((s.vector, vec![Some(name.to_owned())]))
+                let locals = match (with_local, local) {
+                    (false, _) => Vec::new(),
+                    (true, Some(l)) => vec![l.clone()],
+                    (true, None) => vec![s.local.ok_or_else(|| no_local(name))?],
+                };
+                Ok((s.vector, vec![Some(name.to_owned())], locals))
             }
             Query::Images(paths) => {
                 let names: Vec<String> = paths.iter().map(|p| self.name_of(p)).collect();
-                let stored = if request.crop.is_none() { self.store.get(&names, false)? } else { vec![None; names.len()] };
+                let stored = if request.crop.is_none() { self.store.get(&names, with_local)? } else { vec![None; names.len()] };
                 let mut vectors = Vec::with_capacity(paths.len() * self.dim());
                 let mut exclude = Vec::with_capacity(paths.len());
+                let mut locals = Vec::new();
                 for ((p, name), s) in paths.iter().zip(names).zip(stored) {
+                    // Described when not stored, or when its local features are needed but not stored.
+                    let described = match &s {
+                        Some(s) if !with_local || s.local.is_some() => None,
+                        _ => {
+                            let ex = &self.model()?.extractor;
+                            Some(if with_local {
+                                ex.describe_file_full(p, request.crop)?
+                            } else {
+                                crate::descriptors::Description { descriptor: ex.describe_file(p, request.crop)?.descriptor, local: None }
+                            })
+                        }
+                    };
                     match s {
                         Some(s) => {
                             vectors.extend_from_slice(&s.vector);
                             exclude.push(Some(name));
+                            if with_local {
+                                locals.push(s.local.or_else(|| described.and_then(|d| d.local)).ok_or_else(|| no_local("query"))?);
+                            }
                         }
                         None => {
-                            vectors.extend_from_slice(&self.model()?.extractor.describe_file(p, request.crop)?.descriptor);
+                            let d = described.expect("described when not stored");
+                            vectors.extend_from_slice(&d.descriptor);
                             exclude.push(None);
+                            if with_local {
+                                locals.push(d.local.ok_or_else(|| no_local("query"))?);
+                            }
                         }
                     }
                 }
-                Ok((vectors, exclude))
+                Ok((vectors, exclude, locals))
             }
         }
     }

@@ -72,7 +72,7 @@ pub fn is_postgres_url(db: &str) -> bool {
 /// The collection's description, stored on every shard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PgMeta {
-    /// Layout version ([`SCHEMA`]).
+    /// Layout version (1 for this dolg).
     pub schema: u32,
     /// What produced the vectors.
     pub model: ModelIdentity,
@@ -216,7 +216,7 @@ pub struct PgStore {
 }
 
 impl Drop for PgStore {
-    /// Close the connections on a thread of their own ([`off_runtime`]).
+    /// Close the connections on a thread of their own (the blocking client cannot close them inside an async runtime).
     fn drop(&mut self) {
         let clients: Vec<Client> = self.shards.iter_mut().filter_map(|s| s.client.get_mut().unwrap_or_else(|p| p.into_inner()).take()).collect();
         off_runtime(move || drop(clients));

