@@ -4,7 +4,7 @@
 # empty databases on each shard (exact, hnsw), runs the benchmark, prints its table, and stops
 # and deletes the cluster however it ends.
 #
-# Use: bash bench/pg_1m.sh [N] [--threads T]     (N defaults to 1000000)
+# Use: bash bench/pg_1m.sh [N] [--threads T] [--clustered] [--local-hnsw]     (N defaults to 1000000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-1000000}"

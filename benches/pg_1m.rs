@@ -5,8 +5,9 @@
 //! `dolg search` and the server issue them) queries/s, median and p99 latency, recall@10 against
 //! exact, and the same with a filter keeping 1% of the photos (`folder = f7`). `--local-hnsw`
 //! adds the local HNSW graph (slow to build at 1M; `benches/search_1m.rs --hnsw` measures it).
-//! Random unit vectors are HNSW's hardest case (no clusters to walk towards): recall here is a
-//! floor, not what photo descriptors get.
+//! Random unit vectors are HNSW's hardest case (no clusters to walk towards): recall there is a
+//! floor, not what photo descriptors get; `--clustered` puts every vector near one of n/100
+//! centres, as photos of one place are.
 //!
 //! Run: `bash bench/pg_1m.sh [N]` (or `cargo bench --bench pg_1m -- --db postgres://... --n N`).
 
@@ -22,6 +23,19 @@ use dolg::index::{Index, ModelIdentity};
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+/// `n` vectors around `n / 100` random centres and `nq` queries around the first centres: each
+/// a centre plus noise of 0.4 times its length, normalised.
+fn clustered_rows(n: usize, nq: usize, dim: usize) -> (Vec<f32>, Vec<f32>) {
+    let centres = unit_rows((n / 100).max(1), dim, 1);
+    let around = |count: usize, seed: u64| {
+        let noise = unit_rows(count, dim, seed);
+        let mut v: Vec<f32> = (0..count * dim).map(|j| centres[((j / dim) % (centres.len() / dim)) * dim + j % dim] + 0.4 * noise[j]).collect();
+        v.chunks_mut(dim).for_each(dolg::descriptors::l2_normalize);
+        v
+    };
+    (around(n, 2), around(nq, 3))
 }
 
 struct Row {
@@ -62,8 +76,10 @@ fn main() {
     }
     let dim = 512;
     let device = dolg::runtime::device("cpu").unwrap();
-    let db = unit_rows(n, dim, 1);
-    let queries = unit_rows(nq, dim, 2);
+    // `--clustered`: photo-like data, every vector near one of n/100 centres (as photos of one
+    // place are near each other), queries near centres too; otherwise uniform random vectors.
+    let clustered = std::env::args().any(|a| a == "--clustered");
+    let (db, queries) = if clustered { clustered_rows(n, nq, dim) } else { (unit_rows(n, dim, 1), unit_rows(nq, dim, 2)) };
     let names: Vec<String> = (0..n).map(|i| format!("f{}/{i}.jpg", i % 100)).collect();
     let mut loads = Vec::new();
 
@@ -118,7 +134,8 @@ fn main() {
         rows.push(r);
     }
     let shards = pg.info().unwrap().shards.len();
-    println!("{n} x {dim} float32 vectors, {nq} queries one at a time, {} threads, {shards} PostgreSQL shards on this machine\n", rayon::current_num_threads());
+    let data = if clustered { "clustered (n/100 centres)" } else { "uniform random" };
+    println!("{n} x {dim} float32 vectors, {data}, {nq} queries one at a time, {} threads, {shards} PostgreSQL shards on this machine\n", rayon::current_num_threads());
     println!("| load | seconds |\n|---|---|");
     for (what, s) in &loads {
         println!("| {what} | {s:.1} |");
