@@ -135,7 +135,10 @@ fn main() {
     }
     let shards = pg.info().unwrap().shards.len();
     let data = if clustered { "clustered (n/100 centres)" } else { "uniform random" };
-    println!("{n} x {dim} float32 vectors, {data}, {nq} queries one at a time, {} threads, {shards} PostgreSQL shards on this machine\n", rayon::current_num_threads());
+    println!(
+        "{n} x {dim} float32 vectors, {data}, {nq} queries one at a time, {} threads, {shards} PostgreSQL shards on this machine\n",
+        rayon::current_num_threads()
+    );
     println!("| load | seconds |\n|---|---|");
     for (what, s) in &loads {
         println!("| {what} | {s:.1} |");
