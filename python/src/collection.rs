@@ -216,7 +216,7 @@ impl Collection {
             "write" => OpenMode::Write,
             other => return Err(bad_choice("mode", other, &["read", "write"])),
         };
-        if path.to_str().is_some_and(|p| p.starts_with("postgres://") || p.starts_with("postgresql://")) {
+        if path.to_str().is_some_and(dolg::index::is_postgres_url) {
             return Err(DolgError::new_err(
                 "collections in PostgreSQL (postgres:// URLs) are not available from Python yet: use `dolg search --db` or `dolg serve --db` with the URL",
             ));

@@ -379,13 +379,19 @@ fn read_shard_folder(dir: &std::path::Path) -> anyhow::Result<(Vec<f32>, usize, 
 }
 
 fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
+    let (data, n, dim, names) = read_import(&a)?;
+    import_rows(a, data, n, dim, names)
+}
+
+/// The rows `import` adds (`--descriptors` as a .npy with its names, or a folder of shards):
+/// (rows, count, dim, names).
+fn read_import(a: &ImportArgs) -> anyhow::Result<(Vec<f32>, usize, usize, Vec<String>)> {
     let Some(descriptors) = a.descriptors.clone() else { bail!("--from DIR copies a local collection into PostgreSQL shards: give --db postgres://...") };
     if descriptors.is_dir() {
         if a.names.is_some() {
             bail!("--names applies to one .npy; the shards of {} have their names files beside them", descriptors.display());
         }
-        let (data, n, dim, names) = read_shard_folder(&descriptors)?;
-        return import_rows(a, data, n, dim, names);
+        return read_shard_folder(&descriptors);
     }
     let (data, n, dim) = read_matrix(&descriptors)?;
     let names: Vec<String> = match &a.names {
@@ -398,7 +404,7 @@ fn import(a: ImportArgs) -> anyhow::Result<ExitCode> {
     if names.len() != n {
         bail!("{} has {n} rows but {} names were given", descriptors.display(), names.len());
     }
-    import_rows(a, data, n, dim, names)
+    Ok((data, n, dim, names))
 }
 
 fn import_rows(a: ImportArgs, mut data: Vec<f32>, n: usize, dim: usize, names: Vec<String>) -> anyhow::Result<ExitCode> {
@@ -579,20 +585,8 @@ mod pg {
             eprintln!("{}: copied {} entries from {}; {} entries", c.store().display(), local.len(), from.display(), c.count()?);
             return Ok(ExitCode::SUCCESS);
         }
-        let descriptors = a.descriptors.clone().expect("clap requires --descriptors without --from");
-        let (mut data, n, dim, names) = if descriptors.is_dir() {
-            if a.names.is_some() {
-                bail!("--names applies to one .npy; the shards of {} have their names files beside them", descriptors.display());
-            }
-            read_shard_folder(&descriptors)?
-        } else {
-            let (data, n, dim) = read_matrix(&descriptors)?;
-            let names: Vec<String> = match &a.names {
-                Some(f) => std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?.lines().map(str::to_owned).collect(),
-                None => dolg::descriptors::read_names(&descriptors).unwrap_or_else(|_| (0..n).map(|i| format!("{}#{i}", descriptors.display())).collect()),
-            };
-            (data, n, dim, names)
-        };
+        let descriptors = a.descriptors.clone().unwrap_or_default();
+        let (mut data, n, dim, names) = read_import(&a)?;
         let mut c = if PgCollection::exists(url)? {
             PgCollection::open(url, OpenMode::Write, &cpu()?)?
         } else {

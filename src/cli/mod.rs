@@ -123,13 +123,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// A progress bar on stderr with rate and ETA; invisible when stderr is not a terminal.
 /// The PostgreSQL URLs a `--db` value gives, if it names shards rather than an index folder.
 #[cfg(feature = "postgres")]
 pub fn pg_url(db: &std::path::Path) -> Option<&str> {
-    db.to_str().filter(|s| dolg::index::postgres::is_postgres_url(s))
+    db.to_str().filter(|s| dolg::index::is_postgres_url(s))
 }
 
+/// A progress bar on stderr with rate and ETA; invisible when stderr is not a terminal.
 pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     let pb = indicatif::ProgressBar::new(len);
     pb.set_style(indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}").expect("static template").progress_chars("=> "));

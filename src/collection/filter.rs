@@ -59,7 +59,7 @@ impl Condition {
     fn keeps(&self, name: &str) -> bool {
         match self {
             Condition::Folder { folder, negate } => {
-                let parent = name.rsplit_once('/').map_or("", |(p, _)| p).trim_start_matches('/');
+                let parent = crate::index::folder_of(name);
                 let inside = folder.is_empty() || parent == folder || parent.strip_prefix(folder.as_str()).is_some_and(|rest| rest.starts_with('/'));
                 inside != *negate
             }

@@ -50,6 +50,16 @@ pub fn load_local_model(cfg: &LocalConfig, global: &Extractor, device: &burn::te
     }
 }
 
+/// Build the global model `spec` and, when the collection stores local features `local`, their
+/// extractor beside it: what every collection loads to describe photos.
+pub(crate) fn load_with_local(spec: &ModelSpec, local: Option<&LocalConfig>, device: &burn::tensor::Device) -> Result<crate::spec::LoadedModel> {
+    let mut loaded = spec.load(device)?;
+    if let Some(cfg) = local {
+        loaded.extractor.local = Some(load_local_model(cfg, &loaded.extractor, device)?);
+    }
+    Ok(loaded)
+}
+
 /// The [`LocalConfig`] an index built with `kind` and the global model `spec` records (`None`
 /// for no local features). `--local delg` needs a DELG checkpoint (its keys are read here, so a
 /// wrong model is refused before anything is built).

@@ -406,10 +406,7 @@ impl Collection {
     /// ([`Collection::set_root`]); others, and every photo without a root, by their absolute path.
     pub fn create(dir: &Path, spec: ModelSpec, options: &CreateOptions, device: &Device) -> Result<Self> {
         let spec = spec.absolute();
-        let mut loaded = spec.load(device)?;
-        if let Some(cfg) = &options.local {
-            loaded.extractor.local = Some(local::load_local_model(cfg, &loaded.extractor, device)?);
-        }
+        let loaded = local::load_with_local(&spec, options.local.as_ref(), device)?;
         let root = options.root.as_deref().map(absolute_dir).transpose()?;
         let index = Index::create_with(dir, identity(&spec, &loaded), options.kind, root, options.local.clone())?;
         Ok(Self { index, device: device.clone(), model: loaded.into(), weights: None, dba_cache: Default::default() })
@@ -437,10 +434,7 @@ impl Collection {
                 reason: format!("{} stores local features: {has}; local features are chosen when an index is created", dir.display()),
             });
         }
-        let mut loaded = spec.load(device)?;
-        if let Some(cfg) = index.store().local_config() {
-            loaded.extractor.local = Some(local::load_local_model(cfg, &loaded.extractor, device)?);
-        }
+        let loaded = local::load_with_local(&spec, index.store().local_config(), device)?;
         index.check_model(&identity(&spec, &loaded))?;
         if index.kind() != kind {
             return Err(Error::KindMismatch { index: dir.to_owned(), existing: index.kind(), requested: kind });

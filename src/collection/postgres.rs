@@ -22,7 +22,7 @@ use super::{
 };
 use crate::descriptors::{l2_normalize, write_descriptors};
 use crate::index::postgres::{PgMeta, PgStore, ShardFailure};
-use crate::index::{IndexError, IndexKind, LocalConfig, ModelIdentity, NamedHit, OpenMode, Record};
+use crate::index::{IndexKind, LocalConfig, ModelIdentity, NamedHit, OpenMode, Record};
 use crate::model::LocalFeatures;
 use crate::spec::{LoadedModel, ModelSpec};
 
@@ -85,12 +85,9 @@ impl PgCollection {
     /// `options` as for a local collection; `half` stores vectors as float16.
     pub fn create(db: &str, spec: ModelSpec, options: &CreateOptions, half: bool, device: &Device) -> Result<Self> {
         let spec = spec.absolute();
-        let mut loaded = spec.load(device)?;
-        if let Some(cfg) = &options.local {
-            loaded.extractor.local = Some(local::load_local_model(cfg, &loaded.extractor, device)?);
-        }
+        let loaded = local::load_with_local(&spec, options.local.as_ref(), device)?;
         let root = options.root.as_deref().map(absolute_dir).transpose()?;
-        let meta = PgMeta { schema: 0, model: identity(&spec, &loaded), kind: options.kind, root, local: options.local.clone(), shards: 0, half };
+        let meta = PgMeta::new(identity(&spec, &loaded), options.kind, root, options.local.clone(), half);
         let store = PgStore::create(db, meta)?;
         Ok(Self { store, device: device.clone(), model: loaded.into() })
     }
@@ -117,11 +114,8 @@ impl PgCollection {
             }
         }
         let spec = spec.absolute();
-        let mut loaded = spec.load(device)?;
-        if let Some(cfg) = &stored {
-            loaded.extractor.local = Some(local::load_local_model(cfg, &loaded.extractor, device)?);
-        }
-        check_model(c.store.meta(), &identity(&spec, &loaded))?;
+        let loaded = local::load_with_local(&spec, stored.as_ref(), device)?;
+        c.store.meta().model.accepts(&identity(&spec, &loaded))?;
         if c.store.meta().kind != options.kind {
             return Err(Error::KindMismatch { index: PathBuf::from(c.store.display()), existing: c.store.meta().kind, requested: options.kind });
         }
@@ -135,7 +129,7 @@ impl PgCollection {
     /// Create a collection of `dim`-d vectors with no model, for [`PgCollection::import`].
     pub fn create_for_vectors(db: &str, dim: usize, kind: IndexKind, half: bool, device: &Device) -> Result<Self> {
         let model = ModelIdentity { name: "imported descriptors".into(), dim, fingerprint: None, spec: None };
-        let meta = PgMeta { schema: 0, model, kind, root: None, local: None, shards: 0, half };
+        let meta = PgMeta::new(model, kind, None, None, half);
         Ok(Self { store: PgStore::create(db, meta)?, device: device.clone(), model: OnceLock::new() })
     }
 
@@ -144,7 +138,7 @@ impl PgCollection {
     /// vectors with `half`), in batches of 4,096 (each a binary `COPY` per shard); `on_rows` sees the rows done so far.
     pub fn import_collection(db: &str, from: &super::Collection, kind: IndexKind, half: bool, mut on_rows: impl FnMut(usize)) -> Result<Self> {
         let s = from.index().store();
-        let meta = PgMeta { schema: 0, model: s.model().clone(), kind, root: s.root().map(Path::to_owned), local: s.local_config().cloned(), shards: 0, half };
+        let meta = PgMeta::new(s.model().clone(), kind, s.root().map(Path::to_owned), s.local_config().cloned(), half);
         let c = Self { store: PgStore::create(db, meta)?, device: from.device.clone(), model: OnceLock::new() };
         let live: Vec<usize> = s.live_rows().map(|(i, _)| i).collect();
         let mut done = 0;
@@ -228,11 +222,8 @@ impl PgCollection {
     pub fn load_query_model(&self) -> Result<LoadedModel> {
         let meta = self.store.meta();
         let spec = meta.model.spec.clone().ok_or_else(|| Error::NoModel { index: PathBuf::from(self.store.display()) })?;
-        let mut loaded = spec.load(&self.device)?;
-        if let Some(cfg) = &meta.local {
-            loaded.extractor.local = Some(local::load_local_model(cfg, &loaded.extractor, &self.device)?);
-        }
-        check_model(meta, &identity(&spec, &loaded))?;
+        let loaded = local::load_with_local(&spec, meta.local.as_ref(), &self.device)?;
+        meta.model.accepts(&identity(&spec, &loaded))?;
         Ok(loaded)
     }
 
@@ -346,9 +337,10 @@ impl PgCollection {
     /// Remove entries by stored name or by image path; nothing is removed unless every name is
     /// found. Returns the count removed.
     pub fn remove(&mut self, names: &[String]) -> Result<usize> {
-        let as_given = self.store.hashes(names)?;
-        let resolved: Vec<String> = names.iter().map(|n| if as_given.contains_key(n) { n.clone() } else { self.name_of(Path::new(n)) }).collect();
-        let found = self.store.hashes(&resolved)?;
+        // Each name as given and as a path would be named, looked up in one query.
+        let as_paths: Vec<String> = names.iter().map(|n| self.name_of(Path::new(n))).collect();
+        let found = self.store.hashes(&[names, &as_paths[..]].concat())?;
+        let resolved: Vec<String> = names.iter().zip(as_paths).map(|(n, p)| if found.contains_key(n) { n.clone() } else { p }).collect();
         if let Some((given, _)) = names.iter().zip(&resolved).find(|(_, r)| !found.contains_key(*r)) {
             return Err(Error::NotInIndex { index: PathBuf::from(self.store.display()), name: given.clone() });
         }
@@ -587,16 +579,4 @@ impl PgCollection {
         write_descriptors(path, &rows, self.dim(), Some(&names))?;
         Ok(names.len())
     }
-}
-
-/// Fail unless vectors from `model` may join the collection `meta` describes.
-fn check_model(meta: &PgMeta, model: &ModelIdentity) -> Result<(), IndexError> {
-    let mine = &meta.model;
-    if mine.fingerprint != model.fingerprint || mine.dim != model.dim {
-        return Err(IndexError::ModelMismatch {
-            index: format!("{} ({}-d, fingerprint {})", mine.name, mine.dim, mine.fingerprint.as_deref().unwrap_or("none")),
-            given: format!("{} ({}-d, fingerprint {})", model.name, model.dim, model.fingerprint.as_deref().unwrap_or("none")),
-        });
-    }
-    Ok(())
 }

@@ -18,10 +18,7 @@ impl Collection {
         if let Some(w) = &self.weights {
             spec.weights = Some(w.clone());
         }
-        let mut loaded = spec.load(&self.device)?;
-        if let Some(cfg) = self.index.store().local_config() {
-            loaded.extractor.local = Some(super::local::load_local_model(cfg, &loaded.extractor, &self.device)?);
-        }
+        let loaded = super::local::load_with_local(&spec, self.index.store().local_config(), &self.device)?;
         self.index.check_model(&identity(&spec, &loaded))?;
         Ok(loaded)
     }

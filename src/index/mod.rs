@@ -41,6 +41,19 @@ pub use hnsw::{HnswError, HnswIndex};
 pub use local::LocalEncoding;
 pub use store::{LocalConfig, ModelIdentity, Record, Row, Store};
 
+/// Whether `db` names PostgreSQL servers (`postgres://` or `postgresql://` URLs, see
+/// `index::postgres`) rather than a local index folder; defined in every build, so a build without
+/// the `postgres` feature can say what it was given.
+pub fn is_postgres_url(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
+
+/// The folder an entry's name lies in, as filters see it: its parent, without a leading `/`
+/// (empty for a name without one).
+pub fn folder_of(name: &str) -> &str {
+    name.rsplit_once('/').map_or("", |(p, _)| p).trim_start_matches('/')
+}
+
 /// Why an index could not be created, opened, read, changed or searched.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -274,14 +287,7 @@ impl Index {
 
     /// Fail unless vectors from `model` may join this index.
     pub fn check_model(&self, model: &ModelIdentity) -> Result<(), IndexError> {
-        let mine = self.store.model();
-        if mine.fingerprint != model.fingerprint || mine.dim != model.dim {
-            return Err(IndexError::ModelMismatch {
-                index: format!("{} ({}-d, fingerprint {})", mine.name, mine.dim, mine.fingerprint.as_deref().unwrap_or("none")),
-                given: format!("{} ({}-d, fingerprint {})", model.name, model.dim, model.fingerprint.as_deref().unwrap_or("none")),
-            });
-        }
-        Ok(())
+        self.store.model().accepts(model)
     }
 
     /// True when `name` is indexed with exactly this content hash (so it need not be extracted again).

@@ -53,7 +53,9 @@ use postgres::{Client, NoTls};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{local, IndexError, IndexKind, LocalConfig, ModelIdentity, NamedHit, OpenMode, Record};
+use super::hnsw::DEFAULT_EF_SEARCH;
+pub use super::is_postgres_url;
+use super::{folder_of, local, IndexError, IndexKind, LocalConfig, ModelIdentity, NamedHit, OpenMode, Record};
 use crate::model::LocalFeatures;
 
 /// The layout version written into `dolg_meta`.
@@ -63,16 +65,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// pgvector's largest `hnsw.ef_search`.
 const MAX_EF_SEARCH: usize = 1000;
 
-/// Whether `db` names PostgreSQL servers (`postgres://` or `postgresql://` URLs) rather than a
-/// local index folder.
-pub fn is_postgres_url(db: &str) -> bool {
-    db.starts_with("postgres://") || db.starts_with("postgresql://")
-}
-
 /// The collection's description, stored on every shard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PgMeta {
-    /// Layout version (1 for this dolg).
+    /// Layout version (1 for this dolg; set by [`PgStore::create`]).
     pub schema: u32,
     /// What produced the vectors.
     pub model: ModelIdentity,
@@ -84,11 +80,36 @@ pub struct PgMeta {
     /// Local features stored with each photo, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local: Option<LocalConfig>,
-    /// Number of shards (fixed at creation: names are placed by hash modulo this).
+    /// Number of shards (fixed at creation, from the `--db` list: names are placed by hash modulo
+    /// this; set by [`PgStore::create`]).
     pub shards: usize,
     /// Vectors stored as `halfvec` (float16, half the space; scores round accordingly).
     #[serde(default)]
     pub half: bool,
+}
+
+impl PgMeta {
+    /// A new collection's description; [`PgStore::create`] fills in the layout version and the
+    /// shard count.
+    pub fn new(model: ModelIdentity, kind: IndexKind, root: Option<PathBuf>, local: Option<LocalConfig>, half: bool) -> Self {
+        Self { schema: SCHEMA, model, kind, root, local, shards: 0, half }
+    }
+}
+
+/// A query or stored vector as the parameter its column takes: `vector`, or `halfvec` (converted
+/// here, once) when the collection stores float16.
+fn vector_param(v: &[f32], half: bool) -> Box<dyn ToSql + Sync> {
+    if half {
+        Box::new(HalfVector::from_f32_slice(v))
+    } else {
+        Box::new(Vector::from(v.to_vec()))
+    }
+}
+
+/// A `(name, sha256, model)` row as a [`Hashes`] entry.
+fn hash_entry(r: &postgres::Row) -> (String, (Option<Sha256Hash>, String)) {
+    let h: Option<Vec<u8>> = r.get(1);
+    (r.get(0), (h.and_then(|h| h.try_into().ok()), r.get(2)))
 }
 
 /// Run `f` on a thread of its own. The blocking client runs a small async runtime of its own
@@ -136,9 +157,11 @@ pub fn parse_urls(db: &str) -> Result<Vec<ShardUrl>, IndexError> {
                     _ => keep.push(kv),
                 }
             }
-            // Connections fail fast, so an unreachable shard is reported, not waited on.
+            // Connections fail fast, so an unreachable shard is reported, not waited on (unless
+            // the URL says otherwise).
+            let timeout = format!("connect_timeout={}", CONNECT_TIMEOUT.as_secs());
             if !keep.iter().any(|kv| kv.starts_with("connect_timeout=")) {
-                keep.push("connect_timeout=5");
+                keep.push(&timeout);
             }
             let user = if userinfo.is_empty() { String::new() } else { format!("{userinfo}@") };
             let conn = |hp: &str| format!("{scheme}://{user}{hp}/{path}?{}", keep.join("&"));
@@ -252,13 +275,10 @@ fn connect(url: &ShardUrl, mode: OpenMode) -> Result<Client, IndexError> {
         OpenMode::Write => std::iter::once(&url.primary).chain(&url.replicas).collect(),
     };
     for conn in order {
-        let mut client = match conn.parse::<postgres::Config>().map_err(|e| pg_reason(&e)).and_then(|mut c| {
-            c.connect_timeout(CONNECT_TIMEOUT);
-            c.connect(NoTls).map_err(|e| pg_reason(&e))
-        }) {
+        let mut client = match conn.parse::<postgres::Config>().and_then(|c| c.connect(NoTls)) {
             Ok(c) => c,
             Err(e) => {
-                tried.push(format!("{}: {e}", redact(conn)));
+                tried.push(format!("{}: {}", redact(conn), pg_reason(&e)));
                 continue;
             }
         };
@@ -285,13 +305,16 @@ impl PgStore {
             let handles: Vec<_> = urls.into_iter().map(|u| s.spawn(move || (u.clone(), connect(&u, mode)))).collect();
             handles.into_iter().map(|h| h.join().expect("connect does not panic")).collect()
         });
-        if mode == OpenMode::Write || outcomes.iter().all(|(_, c)| c.is_err()) {
-            if let Some((_, Err(_))) = outcomes.iter().find(|(_, c)| c.is_err()) {
-                let (_, e) = outcomes.into_iter().find(|(_, c)| c.is_err()).expect("found above");
-                return Err(e.err().expect("an error"));
-            }
+        let connected = outcomes.iter().filter(|(_, c)| c.is_ok()).count();
+        let (mut shards, mut first_err) = (Vec::with_capacity(outcomes.len()), None);
+        for (url, c) in outcomes {
+            let client = c.map_err(|e| first_err = first_err.take().or(Some(e))).ok();
+            shards.push(Shard { url, client: Mutex::new(client) });
         }
-        Ok(outcomes.into_iter().map(|(url, c)| Shard { url, client: Mutex::new(c.ok()) }).collect())
+        match first_err {
+            Some(e) if mode == OpenMode::Write || connected == 0 => Err(e),
+            _ => Ok(shards),
+        }
     }
 
     /// Create the collection on the shards `db` names (none may hold one yet).
@@ -331,7 +354,7 @@ impl PgStore {
             tx.execute("INSERT INTO dolg_meta VALUES ($1, $2)", &[&(i as i32), &json]).map_err(|e| shard_err(label, pg_reason(&e)))?;
             tx.commit().map_err(|e| shard_err(label, pg_reason(&e)))?;
         }
-        Ok(Self { shards, meta, mode: OpenMode::Write, ef_search: 64, display: redact(db), next_seq: 0.into() })
+        Ok(Self { shards, meta, mode: OpenMode::Write, ef_search: DEFAULT_EF_SEARCH, display: redact(db), next_seq: 0.into() })
     }
 
     /// Whether the first shard `db` names holds a collection (false when it cannot be reached).
@@ -387,7 +410,7 @@ impl PgStore {
                 Some(_) => {}
             }
         }
-        let store = Self { shards, meta: meta.expect("at least one shard"), mode, ef_search: 64, display: redact(db), next_seq: 0.into() };
+        let store = Self { shards, meta: meta.expect("at least one shard"), mode, ef_search: DEFAULT_EF_SEARCH, display: redact(db), next_seq: 0.into() };
         if mode == OpenMode::Write {
             let next = store.each_shard(|_, c| c.query_one("SELECT coalesce(max(seq) + 1, 0) FROM dolg_photos", &[]).map(|r| r.get::<_, i64>(0)))?;
             store.next_seq.store(next.into_iter().max().unwrap_or(0) as u64, std::sync::atomic::Ordering::Relaxed);
@@ -491,7 +514,7 @@ impl PgStore {
 
     /// Live entries over all shards.
     pub fn count(&self) -> Result<usize, IndexError> {
-        Ok(self.each_shard(|_, c| c.query_one("SELECT count(*) FROM dolg_photos", &[]).map(|r| r.get::<_, i64>(0) as usize))?.into_iter().sum())
+        Ok(self.counts()?.into_iter().sum())
     }
 
     /// Entries per shard, in shard order.
@@ -499,22 +522,11 @@ impl PgStore {
         self.each_shard(|_, c| c.query_one("SELECT count(*) FROM dolg_photos", &[]).map(|r| r.get::<_, i64>(0) as usize))
     }
 
-    fn fingerprint(&self) -> &str {
-        self.meta.model.fingerprint.as_deref().unwrap_or(&self.meta.model.name)
-    }
-
     /// For each name, the stored (SHA-256, model) when the name is indexed.
     pub fn hashes(&self, names: &[String]) -> Result<Hashes, IndexError> {
         let by_shard = self.split(names);
         let found = self.each_shard(|i, c| {
-            let rows = c.query("SELECT name, sha256, model FROM dolg_photos WHERE name = ANY($1)", &[&by_shard[i]])?;
-            Ok(rows
-                .iter()
-                .map(|r| {
-                    let h: Option<Vec<u8>> = r.get(1);
-                    (r.get::<_, String>(0), (h.and_then(|h| h.try_into().ok()), r.get::<_, String>(2)))
-                })
-                .collect::<Vec<_>>())
+            Ok(c.query("SELECT name, sha256, model FROM dolg_photos WHERE name = ANY($1)", &[&by_shard[i]])?.iter().map(hash_entry).collect::<Vec<_>>())
         })?;
         Ok(found.into_iter().flatten().collect())
     }
@@ -524,9 +536,10 @@ impl PgStore {
         known.get(name).is_some_and(|(h, m)| h.as_ref() == Some(hash) && m == model)
     }
 
-    /// This collection's model key as stored with each row.
+    /// This collection's model key as stored with each row: the fingerprint, or the model's
+    /// name for imported vectors.
     pub fn model_key(&self) -> String {
-        self.fingerprint().to_owned()
+        self.meta.model.fingerprint.clone().unwrap_or_else(|| self.meta.model.name.clone())
     }
 
     fn split(&self, names: &[String]) -> Vec<Vec<String>> {
@@ -603,10 +616,7 @@ impl PgStore {
                     let hash: Option<Vec<u8>> = hash.map(|h| h.to_vec());
                     let block: Option<Vec<u8>> = local.as_ref().zip(encoding).map(|(f, e)| local::encode_block(f, e));
                     let folder = folder_of(name);
-                    let v = Vector::from(vector.clone());
-                    let hv = HalfVector::from_f32_slice(vector);
-                    let vec_param: &(dyn ToSql + Sync) = if half { &hv } else { &v };
-                    w.write(&[seq, name, &hash, &model, vec_param, &block, &folder])?;
+                    w.write(&[seq, name, &hash, &model, vector_param(vector, half).as_ref(), &block, &folder])?;
                 }
                 w.finish()?;
                 tx.execute(
@@ -665,10 +675,8 @@ impl PgStore {
             let stmt = tx.prepare(&sql)?;
             let mut per_query = Vec::with_capacity(nq);
             for q in queries.chunks(dim) {
-                let v = Vector::from(q.to_vec());
-                let hv = HalfVector::from_f32_slice(q);
-                let vp: &(dyn ToSql + Sync) = if self.meta.half { &hv } else { &v };
-                let mut params: Vec<&(dyn ToSql + Sync)> = vec![vp, &limit];
+                let v = vector_param(q, self.meta.half);
+                let mut params: Vec<&(dyn ToSql + Sync)> = vec![v.as_ref(), &limit];
                 if let Some(f) = filter {
                     params.extend(f.params.iter().map(|p| p as &(dyn ToSql + Sync)));
                 }
@@ -717,7 +725,6 @@ impl PgStore {
     /// features when `with_local`.
     pub fn get(&self, names: &[String], with_local: bool) -> Result<Vec<Option<Stored>>, IndexError> {
         let by_shard = self.split(names);
-
         let local_col = if with_local { "local" } else { "NULL::bytea" };
         let sql = format!("SELECT seq, name, vector::real[], {local_col} FROM dolg_photos WHERE name = ANY($1)");
         let found = self.each_shard(|i, c| {
@@ -756,13 +763,7 @@ impl PgStore {
 
     /// Every entry's name with its SHA-256 and model key (sync plans with them).
     pub fn names(&self) -> Result<Hashes, IndexError> {
-        let found = self.each_shard(|_, c| {
-            let rows = c.query("SELECT name, sha256, model FROM dolg_photos", &[])?;
-            Ok(rows
-                .iter()
-                .map(|r| (r.get::<_, String>(0), (r.get::<_, Option<Vec<u8>>>(1).and_then(|h| h.try_into().ok()), r.get::<_, String>(2))))
-                .collect::<Vec<_>>())
-        })?;
+        let found = self.each_shard(|_, c| Ok(c.query("SELECT name, sha256, model FROM dolg_photos", &[])?.iter().map(hash_entry).collect::<Vec<_>>()))?;
         Ok(found.into_iter().flatten().collect())
     }
 }
@@ -776,11 +777,6 @@ pub struct Stored {
     pub vector: Vec<f32>,
     /// Its local features, when asked for and stored.
     pub local: Option<LocalFeatures>,
-}
-
-/// The folder an entry's name lies in, as filters see it: its parent, without a leading `/`.
-pub fn folder_of(name: &str) -> String {
-    name.rsplit_once('/').map_or("", |(p, _)| p).trim_start_matches('/').to_owned()
 }
 
 #[cfg(test)]

@@ -58,6 +58,20 @@ pub struct ModelIdentity {
     pub spec: Option<crate::spec::ModelSpec>,
 }
 
+impl ModelIdentity {
+    /// Fail unless vectors from `model` may join a collection of this model (same fingerprint
+    /// and width).
+    pub fn accepts(&self, model: &ModelIdentity) -> Result<(), IndexError> {
+        if self.fingerprint != model.fingerprint || self.dim != model.dim {
+            return Err(IndexError::ModelMismatch {
+                index: format!("{} ({}-d, fingerprint {})", self.name, self.dim, self.fingerprint.as_deref().unwrap_or("none")),
+                given: format!("{} ({}-d, fingerprint {})", model.name, model.dim, model.fingerprint.as_deref().unwrap_or("none")),
+            });
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SegmentInfo {
     file: String,

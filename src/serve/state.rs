@@ -14,11 +14,6 @@ use super::{photo_id, Config};
 use crate::collection::{Collection, OpenMode};
 use crate::spec::LoadedModel;
 
-/// Whether `db` names PostgreSQL shards (always false in a build without them).
-fn is_postgres(db: &str) -> bool {
-    db.starts_with("postgres://") || db.starts_with("postgresql://")
-}
-
 /// Thumbnails kept in memory at most (the cache is emptied when it is full).
 pub(crate) const THUMB_CACHE: usize = 2048;
 
@@ -57,7 +52,7 @@ impl AppState {
     /// the model is not loaded yet and the state is not ready.
     pub fn open(config: Config, device: &burn::tensor::Device) -> crate::Result<Self> {
         let mode = if config.read_only { OpenMode::Read } else { OpenMode::Write };
-        let c: Box<dyn Served> = match config.db.to_str().filter(|d| is_postgres(d)) {
+        let c: Box<dyn Served> = match config.db.to_str().filter(|d| crate::index::is_postgres_url(d)) {
             #[cfg(feature = "postgres")]
             Some(url) => {
                 if config.weights.is_some() {
