@@ -8,7 +8,7 @@ use std::path::Path;
 /// ARCHITECTURE.md's table, bottom to top.
 const LAYERS: &[&[&str]] = &[
     &["atomic_file", "failpoints", "kernels", "linalg", "runtime"],
-    &["decode", "inputs", "preprocess", "checkpoint", "pretrained"],
+    &["decode", "metadata", "inputs", "preprocess", "checkpoint", "pretrained"],
     &["model"],
     &["descriptors", "spatial", "rerank"],
     &["spec", "shards"],

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::atomic_file::{self, Mode};
 use crate::decode::{decode_bytes_oriented, decode_file_oriented, BgrImage, DecodeError, DecodeLimits, Orientation};
+use crate::metadata::PhotoMeta;
 use crate::model::{LocalFeatures, LocalModel, RetrievalModel};
 use crate::preprocess::{crop, limit_size, multiscale_inputs, CropBox, FloatImage, Normalization, PreprocessError, ScaledInput, DEFAULT_MAX_SIZE};
 
@@ -170,6 +171,15 @@ pub struct Prepared {
     pub image: Option<BgrImage>,
 }
 
+/// What indexing stores about a photo file besides its descriptors, from the read that decoded it.
+#[derive(Debug, Clone)]
+pub struct FileFacts {
+    /// SHA-256 of the file's bytes.
+    pub hash: [u8; 32],
+    /// Date taken, camera, position and sizes.
+    pub meta: PhotoMeta,
+}
+
 /// One image's global descriptor and, with a local model, its local features.
 #[derive(Debug, Clone)]
 pub struct Description {
@@ -208,13 +218,28 @@ impl Extractor {
     /// [`Extractor::prepare`] that also gives the SHA-256 of the bytes it decoded, from the same
     /// read: `dolg index add` stores that hash, and hashing while decoding reads a new photo once.
     /// The hash is of exactly the content described, even if the file changes meanwhile.
-    pub(crate) fn prepare_hashed(&self, path: &Path, crop_box: Option<CropBox>) -> Result<(Prepared, [u8; 32]), DescriptorError> {
+    /// Its metadata ([`PhotoMeta`]) comes from the same bytes.
+    pub(crate) fn prepare_hashed(&self, path: &Path, crop_box: Option<CropBox>) -> Result<(Prepared, FileFacts), DescriptorError> {
         let bytes = std::fs::read(path).map_err(|source| DecodeError::Io { path: path.to_owned(), source })?;
-        let hash: [u8; 32] = Sha256::digest(&bytes).into();
-        let img = decode_bytes_oriented(&bytes, path, &self.limits, self.orientation)?;
-        drop(bytes);
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        let (prepared, facts) = self.prepare_bytes(&bytes, path, modified, crop_box)?;
+        Ok((prepared, facts))
+    }
+
+    /// [`Extractor::prepare_hashed`] for a file already read (an upload: `modified` is `None`);
+    /// `path` names it in errors.
+    pub fn prepare_bytes(
+        &self,
+        bytes: &[u8],
+        path: &Path,
+        modified: Option<std::time::SystemTime>,
+        crop_box: Option<CropBox>,
+    ) -> Result<(Prepared, FileFacts), DescriptorError> {
+        let hash: [u8; 32] = Sha256::digest(bytes).into();
+        let img = decode_bytes_oriented(bytes, path, &self.limits, self.orientation)?;
+        let meta = PhotoMeta::read(bytes, Some((img.width as u32, img.height as u32)), modified);
         let prepared = self.prepare_image(img, crop_box).map_err(|source| DescriptorError::Preprocess { path: path.to_owned(), source })?;
-        Ok((prepared, hash))
+        Ok((prepared, FileFacts { hash, meta }))
     }
 
     /// [`Extractor::prepare`] for an image already decoded (and turned upright): crop, bring
@@ -337,12 +362,12 @@ impl Extractor {
         self.pipeline(paths, &|i, p| self.prepare(p, crop_of(i)).map(|x| (x, ())), |i, p, r| on_done(i, p, r.map(|(d, ())| d)));
     }
 
-    /// [`Extractor::describe_many_local`] (no crop) that also gives the SHA-256 of each file's
+    /// [`Extractor::describe_many_local`] (no crop) that also gives the SHA-256 and metadata of each file's
     /// bytes, hashed from the read that decoded it ([`Extractor::prepare_hashed`]).
     pub(crate) fn describe_many_hashed(
         &self,
         paths: &[PathBuf],
-        on_done: impl FnMut(usize, &Path, Result<(Description, [u8; 32]), DescriptorError>) -> ControlFlow<()>,
+        on_done: impl FnMut(usize, &Path, Result<(Description, FileFacts), DescriptorError>) -> ControlFlow<()>,
     ) {
         self.pipeline(paths, &|_, p| self.prepare_hashed(p, None), on_done);
     }

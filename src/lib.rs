@@ -27,6 +27,7 @@ pub mod index;
 pub mod inputs;
 pub mod kernels;
 pub(crate) mod linalg;
+pub mod metadata;
 pub mod model;
 pub mod preprocess;
 pub mod pretrained;

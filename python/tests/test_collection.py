@@ -137,8 +137,8 @@ def test_collection_errors(mobilenet, indexes, tmp_path):
         c.search(np.zeros((1, 1280), np.float32), rerank="magic")
     with pytest.raises(ValueError, match="min_score"):
         c.search(np.zeros((1, 1280), np.float32), k=0)
-    with pytest.raises(ValueError, match="unknown field 'taken'"):
-        c.search(np.zeros((1, 1280), np.float32), where="taken >= 2024-06-01")
+    with pytest.raises(ValueError, match="unknown field 'date'"):
+        c.search(np.zeros((1, 1280), np.float32), where="date >= 2024-06-01")
     with pytest.raises(ValueError, match="where="):
         c.search_images(QUERIES, where=[3])
     # A second writer is refused while one holds the index.

@@ -20,7 +20,11 @@ RANGE QUERIES\n  --k 0 --min-score S returns every entry scoring at least S (exa
 FILTERS (--where EXPR, repeatable; filtering comes before ranking, so K results come back when K entries pass)\n\
   folder = trips/japan    in that folder or below it (!= for the rest)      name = a/b.jpg   exactly that entry (!= for the rest)\n\
   name ~ IMG_*.jpg        file name matches the glob; a glob with / matches the whole name (!~ for the rest)\n\
-  Names are paths relative to the index's root. Quote a value ('...') to keep spaces at its ends.\n\n\
+  taken >= 2024-06-01     date taken (EXIF, else the file's time); = 2024-06 is all of June; <, <=, >, >=, =, != on YYYY[-MM[-DD[ HH:MM[:SS]]]]\n\
+  camera ~ *iphone*       make and model, ignoring case (= for exactly)   near 48.86,2.35 5km   GPS position within 5 km (or 500m)\n\
+  width >= 1000   height < 800   pixels >= 12M   filesize < 2MB   (the upright photo; file size in B, kB, MB, GB, KiB, MiB, GiB)\n\
+  Names are paths relative to the index's root. Quote a value ('...') to keep spaces at its ends. Metadata is read when a\n\
+  photo is indexed; an entry without a field (no GPS, an imported vector) passes no condition on it.\n\n\
 SPATIAL RE-RANKING (--rerank spatial)\n  The top --rerank-k (100) global results are verified with the local features the index stores (index build --local) and\n  re-ordered with their RANSAC inliers. The defaults follow the index's local features:\n    xfeat  mutual nearest neighbours under distance 0.99, homography, 8 px; ordered by global score + 2 x the evidence of the\n           inliers beyond 25 (what unrelated photos reach by chance), so a result only moves up: chosen leave-one-source-out\n           on five sources of real photos, +0.0 to +18.7 mAP over global only on each (docs/quality.md)\n    delg   the DOLG authors' DELG evaluation settings: nearest neighbour under distance 0.99, no mutual check, homography,\n           20 px, ordered by inliers (the original DELG paper fits an affine model: --ransac affine)\n  --matcher, --min-inliers, --spatial-weight, --mutual / --no-mutual, --match-ratio, --ransac and --ransac-px override them.\n\n\
 JSON (--json)\n  {\"queries\": [{\"query\": <path or row number>, \"results\": [{\"name\": <indexed path or imported name>, \"score\": <float>, \"inliers\": <spatial only>}, ...]}, ...]}"
 )]

@@ -323,11 +323,17 @@ fn describe_into(
     let mut commit_err = None;
     ex.describe_many_hashed(&paths, |i, path, r| {
         match r {
-            Ok((d, hash)) => {
+            Ok((d, facts)) => {
                 if let (Some(st), Some(cache)) = (todo[i].stat, cache.as_deref_mut()) {
-                    cache.insert(todo[i].name.clone(), st, hash);
+                    cache.insert(todo[i].name.clone(), st, facts.hash);
                 }
-                batch.push(Record::Add { name: todo[i].name.clone(), hash: Some(hash), vector: d.descriptor, local: d.local });
+                batch.push(Record::Add {
+                    name: todo[i].name.clone(),
+                    hash: Some(facts.hash),
+                    vector: d.descriptor,
+                    local: d.local,
+                    meta: Some(Box::new(facts.meta)),
+                });
                 stored += 1;
                 on_event(AddEvent::Described { path, error: None });
             }
@@ -650,7 +656,8 @@ impl Collection {
                     Some(old) => {
                         // A renamed photo keeps its local features too.
                         let local = store.local_features(old)?;
-                        moves.push(Record::Add { name: c.name, hash: Some(h), vector: store.vector(old).to_vec(), local });
+                        let meta = store.rows()[old].meta.clone();
+                        moves.push(Record::Add { name: c.name, hash: Some(h), vector: store.vector(old).to_vec(), local, meta });
                         moves.push(Record::Remove { name: store.rows()[old].name.clone() });
                         report.renamed += 1;
                     }

@@ -145,7 +145,16 @@ impl PgCollection {
         for rows in live.chunks(4096) {
             let records = rows
                 .iter()
-                .map(|&r| Ok(Record::Add { name: s.rows()[r].name.clone(), hash: s.rows()[r].hash, vector: s.vector(r).to_vec(), local: s.local_features(r)? }))
+                .map(|&r| {
+                    let row = &s.rows()[r];
+                    Ok(Record::Add {
+                        name: row.name.clone(),
+                        hash: row.hash,
+                        vector: s.vector(r).to_vec(),
+                        local: s.local_features(r)?,
+                        meta: row.meta.clone(),
+                    })
+                })
                 .collect::<Result<Vec<_>>>()?;
             c.store.commit(records)?;
             done += rows.len();
@@ -317,7 +326,7 @@ impl PgCollection {
         let mut records = Vec::new();
         for ((old, new, h), s) in renames.into_iter().zip(kept) {
             let s = s.ok_or_else(|| Error::NotInIndex { index: PathBuf::from(self.store.display()), name: old.clone() })?;
-            records.push(Record::Add { name: new, hash: Some(h), vector: s.vector, local: s.local });
+            records.push(Record::Add { name: new, hash: Some(h), vector: s.vector, local: s.local, meta: s.meta.map(Box::new) });
             records.push(Record::Remove { name: old });
         }
         let removals: Vec<String> = vanished.into_values().flatten().collect();
@@ -387,6 +396,11 @@ impl PgCollection {
             return Err(Error::VectorLength { expected: dim, values: queries.len() });
         }
         queries.chunks_mut(dim).for_each(l2_normalize);
+        if request.filter.uses_metadata() && self.store.meta().schema < 2 {
+            return Err(Error::Request {
+                reason: "this PostgreSQL collection predates stored photo metadata: open it for writing once (e.g. `dolg index sync`) to add the columns, then re-add photos to fill them",
+            });
+        }
         let filter = request.filter.sql();
         let min_score = request.min_score.unwrap_or(f32::MIN);
         if request.rerank.is_none() {

@@ -180,7 +180,8 @@ impl Collection {
             }
         };
         let store = self.index.store();
-        let keep: Option<Vec<bool>> = (!request.filter.is_empty()).then(|| store.rows().iter().map(|r| r.alive && request.filter.keeps(&r.name)).collect());
+        let keep: Option<Vec<bool>> =
+            (!request.filter.is_empty()).then(|| store.rows().iter().map(|r| r.alive && request.filter.keeps(&r.name, r.meta.as_deref())).collect());
         let params = request.params(keep.as_deref());
         if request.is_range() {
             return self.range_excluding(&vectors, &exclude, &params);

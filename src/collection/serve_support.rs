@@ -6,6 +6,7 @@ use super::error::{CollectionError as Error, Result};
 use super::{identity, Collection};
 use crate::descriptors::Description;
 use crate::index::Record;
+use crate::metadata::PhotoMeta;
 use crate::spec::LoadedModel;
 
 impl Collection {
@@ -26,15 +27,16 @@ impl Collection {
     /// Store one photo described elsewhere (with [`Collection::load_query_model`]) under `name`,
     /// with the SHA-256 of its file; durable when this returns. Replaces an entry of that name.
     pub fn add_described(&mut self, name: String, hash: Option<[u8; 32]>, descriptor: Vec<f32>) -> Result<()> {
-        self.add_description(name, hash, Description { descriptor, local: None })
+        self.add_description(name, hash, Description { descriptor, local: None }, None)
     }
 
-    /// [`Collection::add_described`] with the photo's local features, for an index that stores them.
-    pub(crate) fn add_description(&mut self, name: String, hash: Option<[u8; 32]>, d: Description) -> Result<()> {
+    /// [`Collection::add_described`] with the photo's local features, for an index that stores
+    /// them, and its metadata.
+    pub(crate) fn add_description(&mut self, name: String, hash: Option<[u8; 32]>, d: Description, meta: Option<PhotoMeta>) -> Result<()> {
         if d.descriptor.len() != self.dim() {
             return Err(Error::VectorLength { expected: self.dim(), values: d.descriptor.len() });
         }
-        self.index.commit(vec![Record::Add { name, hash, vector: d.descriptor, local: d.local }])?;
+        self.index.commit(vec![Record::Add { name, hash, vector: d.descriptor, local: d.local, meta: meta.map(Box::new) }])?;
         Ok(())
     }
 

@@ -9,7 +9,9 @@
 //!   as the local manifest is, so vectors of another model are refused.
 //! * `dolg_photos`: one row per photo: `name` (primary key), `sha256` of the file, the `model`
 //!   fingerprint, the global `vector` (`vector(D)`, or `halfvec(D)` with [`PgMeta::half`]), its
-//!   `local` features (bytea, the local store's compressed block), and its `folder` (for filters).
+//!   `local` features (bytea, the local store's compressed block), its `folder`, and its photo's
+//!   metadata ([`PhotoMeta`]: `taken`, `camera`, `lat`, `lon`, `width`, `height`, `filesize`; NULL
+//!   where unknown), for filters.
 //!   HNSW collections carry pgvector's `hnsw (vector vector_ip_ops)` index (M=16,
 //!   ef_construction=128, as the local HNSW), built in bulk after the first load
 //!   ([`PgStore::ensure_index`]) and maintained by PostgreSQL from then on.
@@ -56,10 +58,16 @@ use sha2::{Digest, Sha256};
 use super::hnsw::DEFAULT_EF_SEARCH;
 pub use super::is_postgres_url;
 use super::{folder_of, local, IndexError, IndexKind, LocalConfig, ModelIdentity, NamedHit, OpenMode, Record};
+use crate::metadata::PhotoMeta;
 use crate::model::LocalFeatures;
 
-/// The layout version written into `dolg_meta`.
-const SCHEMA: u32 = 1;
+/// The layout version written into `dolg_meta`: 2 added the metadata columns ([`META_COLUMNS`]),
+/// which opening a version-1 collection for writing adds.
+const SCHEMA: u32 = 2;
+/// The photo metadata columns, in [`PhotoMeta`]'s order, with their types.
+const META_COLUMNS: &str = "taken bigint, camera text, lat double precision, lon double precision, width integer, height integer, filesize bigint";
+/// Their names.
+const META_NAMES: &str = "taken, camera, lat, lon, width, height, filesize";
 /// How long a connection attempt to one server may take before it counts as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// pgvector's largest `hnsw.ef_search`.
@@ -347,7 +355,8 @@ impl PgStore {
                      model text NOT NULL,
                      vector {vtype}({dim}) NOT NULL,
                      local bytea,
-                     folder text NOT NULL);
+                     folder text NOT NULL,
+                     {META_COLUMNS});
                  CREATE INDEX dolg_photos_folder ON dolg_photos (folder text_pattern_ops);"
             );
             tx.batch_execute(&ddl).map_err(|e| shard_err(label, pg_reason(&e)))?;
@@ -410,7 +419,19 @@ impl PgStore {
                 Some(_) => {}
             }
         }
-        let store = Self { shards, meta: meta.expect("at least one shard"), mode, ef_search: DEFAULT_EF_SEARCH, display: redact(db), next_seq: 0.into() };
+        let mut store = Self { shards, meta: meta.expect("at least one shard"), mode, ef_search: DEFAULT_EF_SEARCH, display: redact(db), next_seq: 0.into() };
+        if mode == OpenMode::Write && store.meta.schema < SCHEMA {
+            store.meta.schema = SCHEMA;
+            let json = serde_json::to_string(&store.meta).expect("serialisable");
+            let add: Vec<String> = META_COLUMNS.split(", ").map(|c| format!("ADD COLUMN IF NOT EXISTS {c}")).collect();
+            let ddl = format!("ALTER TABLE dolg_photos {}", add.join(", "));
+            store.each_shard(|_, c| {
+                let mut tx = c.transaction()?;
+                tx.batch_execute(&ddl)?;
+                tx.execute("UPDATE dolg_meta SET collection = $1", &[&json])?;
+                tx.commit()
+            })?;
+        }
         if mode == OpenMode::Write {
             let next = store.each_shard(|_, c| c.query_one("SELECT coalesce(max(seq) + 1, 0) FROM dolg_photos", &[]).map(|r| r.get::<_, i64>(0)))?;
             store.next_seq.store(next.into_iter().max().unwrap_or(0) as u64, std::sync::atomic::Ordering::Relaxed);
@@ -606,24 +627,31 @@ impl PgStore {
             if !adds[i].is_empty() {
                 // Binary COPY into a scratch table, then one upsert: the bulk path for any batch.
                 tx.batch_execute(&format!(
-                    "CREATE TEMP TABLE dolg_in (seq bigint, name text, sha256 bytea, model text, vector {vtype}, local bytea, folder text) ON COMMIT DROP"
+                    "CREATE TEMP TABLE dolg_in (seq bigint, name text, sha256 bytea, model text, vector {vtype}, local bytea, folder text, {META_COLUMNS}) ON COMMIT DROP"
                 ))?;
-                let types = tx.prepare("INSERT INTO dolg_in VALUES ($1, $2, $3, $4, $5, $6, $7)")?.params().to_vec();
+                let types = tx.prepare("INSERT INTO dolg_in VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")?.params().to_vec();
                 let sink = tx.copy_in("COPY dolg_in FROM STDIN (FORMAT binary)")?;
                 let mut w = BinaryCopyInWriter::new(sink, &types);
                 for (seq, r) in &adds[i] {
-                    let Record::Add { name, hash, vector, local } = r else { unreachable!("adds only") };
+                    let Record::Add { name, hash, vector, local, meta } = r else { unreachable!("adds only") };
                     let hash: Option<Vec<u8>> = hash.map(|h| h.to_vec());
                     let block: Option<Vec<u8>> = local.as_ref().zip(encoding).map(|(f, e)| local::encode_block(f, e));
                     let folder = folder_of(name);
-                    w.write(&[seq, name, &hash, &model, vector_param(vector, half).as_ref(), &block, &folder])?;
+                    let m = meta.as_deref().cloned().unwrap_or_default();
+                    let (lat, lon) = (m.gps.map(|g| g[0]), m.gps.map(|g| g[1]));
+                    let (width, height) = (m.width.map(|w| w as i32), m.height.map(|h| h as i32));
+                    let filesize = m.filesize.map(|b| b as i64);
+                    w.write(&[seq, name, &hash, &model, vector_param(vector, half).as_ref(), &block, &folder, &m.taken, &m.camera, &lat, &lon, &width, &height, &filesize])?;
                 }
                 w.finish()?;
                 tx.execute(
-                    "INSERT INTO dolg_photos (seq, name, sha256, model, vector, local, folder)
-                     SELECT seq, name, sha256, model, vector, local, folder FROM dolg_in
-                     ON CONFLICT (name) DO UPDATE SET seq = EXCLUDED.seq, sha256 = EXCLUDED.sha256, model = EXCLUDED.model,
-                         vector = EXCLUDED.vector, local = EXCLUDED.local, folder = EXCLUDED.folder",
+                    &format!(
+                        "INSERT INTO dolg_photos (seq, name, sha256, model, vector, local, folder, {META_NAMES})
+                         SELECT seq, name, sha256, model, vector, local, folder, {META_NAMES} FROM dolg_in
+                         ON CONFLICT (name) DO UPDATE SET seq = EXCLUDED.seq, sha256 = EXCLUDED.sha256, model = EXCLUDED.model,
+                             vector = EXCLUDED.vector, local = EXCLUDED.local, folder = EXCLUDED.folder, {}",
+                        META_NAMES.split(", ").map(|c| format!("{c} = EXCLUDED.{c}")).collect::<Vec<_>>().join(", ")
+                    ),
                     &[],
                 )?;
             }
@@ -726,23 +754,29 @@ impl PgStore {
     pub fn get(&self, names: &[String], with_local: bool) -> Result<Vec<Option<Stored>>, IndexError> {
         let by_shard = self.split(names);
         let local_col = if with_local { "local" } else { "NULL::bytea" };
-        let sql = format!("SELECT seq, name, vector::real[], {local_col} FROM dolg_photos WHERE name = ANY($1)");
+        // A version-1 collection opened to read has no metadata columns yet.
+        let meta_cols = if self.meta.schema >= 2 {
+            META_NAMES.to_owned()
+        } else {
+            "NULL::bigint, NULL, NULL::float8, NULL::float8, NULL::int, NULL::int, NULL::bigint".into()
+        };
+        let sql = format!("SELECT seq, name, vector::real[], {local_col}, {meta_cols} FROM dolg_photos WHERE name = ANY($1)");
         let found = self.each_shard(|i, c| {
             let rows = c.query(&sql, &[&by_shard[i]])?;
             Ok(rows
                 .iter()
-                .map(|r| (r.get::<_, String>(1), (r.get::<_, i64>(0) as usize, r.get::<_, Vec<f32>>(2), r.get::<_, Option<Vec<u8>>>(3))))
+                .map(|r| (r.get::<_, String>(1), (r.get::<_, i64>(0) as usize, r.get::<_, Vec<f32>>(2), r.get::<_, Option<Vec<u8>>>(3), meta_of(r, 4))))
                 .collect::<Vec<_>>())
         })?;
-        type Found = (usize, Vec<f32>, Option<Vec<u8>>);
+        type Found = (usize, Vec<f32>, Option<Vec<u8>>, Option<PhotoMeta>);
         let mut map: std::collections::HashMap<String, Found> = found.into_iter().flatten().collect();
         names
             .iter()
             .map(|name| {
                 map.remove(name)
-                    .map(|(row, vector, block)| {
+                    .map(|(row, vector, block, meta)| {
                         let local = block.map(|b| local::decode_block(Path::new(&format!("{}:{name}", self.display)), &b)).transpose()?;
-                        Ok(Stored { row, vector, local })
+                        Ok(Stored { row, vector, local, meta })
                     })
                     .transpose()
             })
@@ -777,6 +811,23 @@ pub struct Stored {
     pub vector: Vec<f32>,
     /// Its local features, when asked for and stored.
     pub local: Option<LocalFeatures>,
+    /// Its photo's metadata, if it was added with some.
+    pub meta: Option<PhotoMeta>,
+}
+
+/// The metadata columns of `r` from column `first` on ([`META_NAMES`]'s order); `None` when all
+/// are NULL (an entry added without metadata: a photo always has its file size).
+fn meta_of(r: &postgres::Row, first: usize) -> Option<PhotoMeta> {
+    let (lat, lon): (Option<f64>, Option<f64>) = (r.get(first + 2), r.get(first + 3));
+    let m = PhotoMeta {
+        taken: r.get(first),
+        camera: r.get(first + 1),
+        gps: lat.zip(lon).map(|(a, b)| [a, b]),
+        width: r.get::<_, Option<i32>>(first + 4).map(|w| w as u32),
+        height: r.get::<_, Option<i32>>(first + 5).map(|h| h as u32),
+        filesize: r.get::<_, Option<i64>>(first + 6).map(|b| b as u64),
+    };
+    (m != PhotoMeta::default()).then_some(m)
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use super::local::{self, LocalEncoding, LocalRef};
 use super::{IndexError, IndexKind, OpenMode};
+use crate::metadata::PhotoMeta;
 use crate::model::LocalFeatures;
 
 const SEGMENT_MAGIC: &[u8; 8] = b"DOLGSEG1";
@@ -81,14 +82,20 @@ struct SegmentInfo {
     /// The segment's local-feature file ([`super::local`]), when any of its adds carry some.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     local: Option<LocalFileInfo>,
+    /// The segment's photo metadata file (`seg-N.meta`: a JSON array with one [`PhotoMeta`] or
+    /// `null` per add, in order), when any of its adds carry some. Absent in segments written
+    /// before metadata existed, and not serialised then, so their manifests keep their checksums.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    meta: Option<LocalFileInfo>,
 }
 
+/// A file beside a segment: its local features or its photo metadata.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct LocalFileInfo {
     file: String,
     bytes: u64,
-    /// CRC-32 of the whole file (each block and the offset table also carry their own, which is
-    /// what reads check: the file is never read whole).
+    /// CRC-32 of the whole file (for local features, each block and the offset table also carry
+    /// their own, which is what reads check: that file is never read whole).
     crc32: u32,
 }
 
@@ -152,6 +159,8 @@ pub enum Record {
         vector: Vec<f32>,
         /// The image's local features, if the index stores them.
         local: Option<LocalFeatures>,
+        /// What the photo file says about itself (date taken, camera, …), for search filters.
+        meta: Option<Box<PhotoMeta>>,
     },
     /// Remove the live row of a name (a tombstone).
     Remove {
@@ -163,7 +172,7 @@ pub enum Record {
 impl Record {
     /// An add without local features.
     pub fn add(name: impl Into<String>, hash: Option<[u8; 32]>, vector: Vec<f32>) -> Self {
-        Record::Add { name: name.into(), hash, vector, local: None }
+        Record::Add { name: name.into(), hash, vector, local: None, meta: None }
     }
 }
 
@@ -178,6 +187,8 @@ pub struct Row {
     pub alive: bool,
     /// Where its local features are, if it has any ([`Store::local_features`]).
     pub local: Option<LocalRef>,
+    /// Its photo's metadata, if it was added with some.
+    pub meta: Option<Box<PhotoMeta>>,
 }
 
 /// The replayed contents of an index directory.
@@ -362,6 +373,21 @@ fn decode_segment(path: &Path, bytes: &[u8], dim: usize) -> Result<Vec<Record>, 
     Ok(records)
 }
 
+/// The photo metadata of a segment's `adds` adds, from its `seg-N.meta` file (checked against the
+/// manifest's size and CRC-32).
+fn read_meta(path: &Path, info: &LocalFileInfo, adds: usize) -> Result<Vec<Option<PhotoMeta>>, IndexError> {
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let corrupt = |reason: String| IndexError::Corrupt { path: path.to_owned(), reason };
+    if bytes.len() as u64 != info.bytes || crc32fast::hash(&bytes) != info.crc32 {
+        return Err(corrupt(format!("size or checksum differs from the manifest ({} bytes, expected {})", bytes.len(), info.bytes)));
+    }
+    let metas: Vec<Option<PhotoMeta>> = serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("unreadable photo metadata: {e}")))?;
+    if metas.len() != adds {
+        return Err(corrupt(format!("{} metadata entries for a segment of {adds} adds", metas.len())));
+    }
+    Ok(metas)
+}
+
 impl Store {
     /// Whether `dir` holds an index (has a `manifest.json`).
     pub fn exists(dir: &Path) -> bool {
@@ -428,8 +454,16 @@ impl Store {
                     reason: format!("size or checksum differs from the manifest ({} bytes, expected {})", bytes.len(), seg.bytes),
                 });
             }
-            let records = decode_segment(&path, &bytes, store.body.model.dim)?;
+            let mut records = decode_segment(&path, &bytes, store.body.model.dim)?;
             let adds = records.iter().filter(|r| matches!(r, Record::Add { .. })).count();
+            if let Some(m) = &seg.meta {
+                let metas = read_meta(&dir.join(&m.file), m, adds)?;
+                let slots = records.iter_mut().filter_map(|r| match r {
+                    Record::Add { meta, .. } => Some(meta),
+                    Record::Remove { .. } => None,
+                });
+                slots.zip(metas).for_each(|(slot, m)| *slot = m.map(Box::new));
+            }
             let table = match &seg.local {
                 Some(l) => local::read_table(&dir.join(&l.file), l.bytes, adds)?,
                 None => Vec::new(),
@@ -447,7 +481,7 @@ impl Store {
         let mut adds = 0;
         for r in records {
             match r {
-                Record::Add { name, hash, vector, .. } => {
+                Record::Add { name, hash, vector, meta, .. } => {
                     let local = table.get(adds).copied().flatten().map(|(offset, len)| LocalRef { segment, offset, len });
                     adds += 1;
                     debug_assert_eq!(vector.len(), dim);
@@ -455,7 +489,7 @@ impl Store {
                         self.rows[old].alive = false;
                         died.push(old);
                     }
-                    self.rows.push(Row { name, hash, alive: true, local });
+                    self.rows.push(Row { name, hash, alive: true, local, meta });
                     self.vectors.extend_from_slice(&vector);
                 }
                 Record::Remove { name } => {
@@ -526,15 +560,33 @@ impl Store {
         } else {
             (None, Vec::new())
         };
+        let metas: Vec<Option<&PhotoMeta>> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Add { meta, .. } => Some(meta.as_deref()),
+                Record::Remove { .. } => None,
+            })
+            .collect();
+        let meta = if metas.iter().any(Option::is_some) {
+            let name = format!("seg-{:08}.meta", self.body.next_segment);
+            let bytes = serde_json::to_vec(&metas).expect("serialisable");
+            write_atomic(&self.dir.join(&name), &bytes)?;
+            Some(LocalFileInfo { file: name, bytes: bytes.len() as u64, crc32: crc32fast::hash(&bytes) })
+        } else {
+            None
+        };
         let bytes = encode_segment(self.body.model.dim, records);
         write_atomic(&self.dir.join(&file), &bytes)?;
-        Ok((SegmentInfo { file, records: records.len() as u64, bytes: bytes.len() as u64, crc32: crc32fast::hash(&bytes), local }, table))
+        Ok((SegmentInfo { file, records: records.len() as u64, bytes: bytes.len() as u64, crc32: crc32fast::hash(&bytes), local, meta }, table))
     }
 
     /// Rewrite all live rows into one segment (drops dead rows and tombstones).
     pub fn compact(&mut self) -> Result<(), IndexError> {
         self.check_writable()?;
-        let records: Vec<Record> = self.live_rows().map(|(i, r)| Record::add(r.name.clone(), r.hash, self.vector(i).to_vec())).collect();
+        let records: Vec<Record> = self
+            .live_rows()
+            .map(|(i, r)| Record::Add { name: r.name.clone(), hash: r.hash, vector: self.vector(i).to_vec(), local: None, meta: r.meta.clone() })
+            .collect();
         // Blocks are copied as they are (checksum verified), not decoded and re-encoded.
         let blocks =
             self.live_rows().map(|(_, r)| r.local.map(|l| local::read_raw(&self.local_path(l), l.offset, l.len)).transpose()).collect::<Result<Vec<_>, _>>()?;
@@ -563,12 +615,17 @@ impl Store {
     }
 
     fn remove_orphans(&self) {
-        let keep: std::collections::HashSet<&str> =
-            self.body.segments.iter().flat_map(|s| std::iter::once(s.file.as_str()).chain(s.local.as_ref().map(|l| l.file.as_str()))).collect();
+        let keep: std::collections::HashSet<&str> = self
+            .body
+            .segments
+            .iter()
+            .flat_map(|s| std::iter::once(s.file.as_str()).chain(s.local.as_ref().map(|l| l.file.as_str())).chain(s.meta.as_ref().map(|m| m.file.as_str())))
+            .collect();
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with("seg-") && (name.ends_with(".bin") || name.ends_with(".local")) && !keep.contains(name.as_str()) {
+                if name.starts_with("seg-") && (name.ends_with(".bin") || name.ends_with(".local") || name.ends_with(".meta")) && !keep.contains(name.as_str())
+                {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
@@ -706,6 +763,49 @@ mod tests {
         f
     }
 
+    #[test]
+    fn metadata_follows_its_rows_through_supersede_remove_reopen_and_compact_and_corruption_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = |t: i64| PhotoMeta {
+            taken: Some(t),
+            camera: Some(format!("cam {t}")),
+            gps: Some([1.5, -2.25]),
+            width: Some(3),
+            height: Some(4),
+            filesize: Some(5),
+        };
+        let add = |name: &str, m: Option<PhotoMeta>| Record::Add { name: name.into(), hash: None, vector: vec![1.0, 0.0], local: None, meta: m.map(Box::new) };
+        let mut s = Store::create(dir.path(), model(2), IndexKind::Exact).unwrap();
+        s.commit(vec![add("a", Some(meta(1))), add("b", None), add("c", Some(meta(3)))]).unwrap();
+        s.commit(vec![add("a", Some(meta(10))), Record::Remove { name: "c".into() }]).unwrap();
+        // A segment without metadata writes no metadata file.
+        s.commit(vec![add("d", None)]).unwrap();
+        let check = |s: &Store| {
+            let get = |name: &str| s.rows()[s.lookup(name).unwrap()].meta.as_deref().cloned();
+            assert_eq!((get("a"), get("b"), get("d")), (Some(meta(10)), None, None));
+        };
+        let metas = |d: &Path| std::fs::read_dir(d).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".meta")).count();
+        check(&s);
+        assert_eq!(metas(dir.path()), 2);
+        drop(s);
+        let mut s = Store::open(dir.path(), OpenMode::Write).unwrap();
+        check(&s);
+        s.compact().unwrap();
+        check(&s);
+        assert_eq!(metas(dir.path()), 1, "compaction leaves one metadata file");
+        drop(s);
+        check(&Store::open(dir.path(), OpenMode::Read).unwrap());
+        // A changed byte is caught by the manifest's checksum of the file.
+        let file = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "meta")).unwrap();
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[3] ^= 1;
+        std::fs::write(&file, bytes).unwrap();
+        match Store::open(dir.path(), OpenMode::Read) {
+            Err(IndexError::Corrupt { path, .. }) => assert_eq!(path, file),
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn local_cfg() -> Option<LocalConfig> {
         Some(LocalConfig { extractor: "test".into(), dim: 4, encoding: LocalEncoding::F16, size: None })
     }
@@ -713,8 +813,13 @@ mod tests {
     #[test]
     fn local_features_follow_their_rows_through_supersede_remove_reopen_and_compact() {
         let dir = tempfile::tempdir().unwrap();
-        let add =
-            |name: &str, n: Option<usize>, seed: f32| Record::Add { name: name.into(), hash: None, vector: vec![1.0, 0.0], local: n.map(|n| feats(n, seed)) };
+        let add = |name: &str, n: Option<usize>, seed: f32| Record::Add {
+            name: name.into(),
+            hash: None,
+            vector: vec![1.0, 0.0],
+            meta: None,
+            local: n.map(|n| feats(n, seed)),
+        };
         let mut s = Store::create_with(dir.path(), model(2), IndexKind::Exact, None, local_cfg()).unwrap();
         s.commit(vec![add("a", Some(3), 100.0), add("b", None, 0.0), add("c", Some(2), 200.0)]).unwrap();
         s.commit(vec![add("a", Some(5), 300.0), Record::Remove { name: "c".into() }]).unwrap();
@@ -745,7 +850,7 @@ mod tests {
     fn local_features_of_the_wrong_width_or_for_an_index_without_them_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::create(dir.path(), model(2), IndexKind::Exact).unwrap();
-        let rec = Record::Add { name: "a".into(), hash: None, vector: vec![1.0, 0.0], local: Some(feats(1, 0.0)) };
+        let rec = Record::Add { name: "a".into(), hash: None, vector: vec![1.0, 0.0], local: Some(feats(1, 0.0)), meta: None };
         assert!(matches!(s.commit(vec![rec.clone()]), Err(IndexError::LocalMismatch { index: None, .. })));
         let dir2 = tempfile::tempdir().unwrap();
         let mut s2 = Store::create_with(
@@ -764,7 +869,7 @@ mod tests {
     fn a_damaged_local_table_is_reported_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::create_with(dir.path(), model(2), IndexKind::Exact, None, local_cfg()).unwrap();
-        s.commit(vec![Record::Add { name: "a".into(), hash: None, vector: vec![1.0, 0.0], local: Some(feats(2, 0.0)) }]).unwrap();
+        s.commit(vec![Record::Add { name: "a".into(), hash: None, vector: vec![1.0, 0.0], local: Some(feats(2, 0.0)), meta: None }]).unwrap();
         drop(s);
         let f = std::fs::read_dir(dir.path()).unwrap().flatten().find(|e| e.file_name().to_string_lossy().ends_with(".local")).unwrap().path();
         let mut bytes = std::fs::read(&f).unwrap();

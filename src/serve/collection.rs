@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::collection::{Collection, CollectionError, DedupMethod, DedupOptions, DuplicateGroup, NamedHit, Query, SearchRequest};
 use crate::descriptors::Description;
 use crate::index::LocalConfig;
+use crate::metadata::PhotoMeta;
 use crate::model::LocalFeatures;
 use crate::rerank::SpatialRerank;
 use crate::spec::LoadedModel;
@@ -50,8 +51,8 @@ pub trait Served: Send + Sync {
     /// Groups of near-duplicates at `threshold` (the collection's default when `None`): the
     /// threshold and method used, and the groups.
     fn duplicates(&self, threshold: Option<f32>, method: DedupMethod) -> Result<(f32, DedupMethod, Vec<DuplicateGroup>)>;
-    /// Store one photo described elsewhere; durable when this returns.
-    fn add_description(&mut self, name: String, hash: Option<[u8; 32]>, d: Description) -> Result<()>;
+    /// Store one photo described elsewhere, with its file's metadata; durable when this returns.
+    fn add_description(&mut self, name: String, hash: Option<[u8; 32]>, d: Description, meta: Option<PhotoMeta>) -> Result<()>;
     /// Remove entries by name.
     fn remove(&mut self, names: &[String]) -> Result<usize>;
     /// Save derived search structures after writes.
@@ -108,8 +109,8 @@ impl Served for Collection {
         let groups = Collection::duplicates(self, threshold, &DedupOptions { method, ..DedupOptions::default() })?;
         Ok((threshold, method, groups))
     }
-    fn add_description(&mut self, name: String, hash: Option<[u8; 32]>, d: Description) -> Result<()> {
-        Collection::add_description(self, name, hash, d)
+    fn add_description(&mut self, name: String, hash: Option<[u8; 32]>, d: Description, meta: Option<PhotoMeta>) -> Result<()> {
+        Collection::add_description(self, name, hash, d, meta)
     }
     fn remove(&mut self, names: &[String]) -> Result<usize> {
         Collection::remove(self, names)
@@ -169,13 +170,13 @@ mod pg {
         fn duplicates(&self, _: Option<f32>, _: DedupMethod) -> Result<(f32, DedupMethod, Vec<DuplicateGroup>)> {
             Err(CollectionError::Request { reason: "duplicates are not available on PostgreSQL collections yet" })
         }
-        fn add_description(&mut self, name: String, hash: Option<[u8; 32]>, d: Description) -> Result<()> {
+        fn add_description(&mut self, name: String, hash: Option<[u8; 32]>, d: Description, meta: Option<PhotoMeta>) -> Result<()> {
             if d.descriptor.len() != self.dim() {
                 return Err(CollectionError::VectorLength { expected: self.dim(), values: d.descriptor.len() });
             }
             let local = d.local.filter(|_| self.store().meta().local.is_some());
             let store: &PgStore = self.store();
-            store.commit(vec![crate::index::Record::Add { name, hash, vector: d.descriptor, local }])?;
+            store.commit(vec![crate::index::Record::Add { name, hash, vector: d.descriptor, local, meta: meta.map(Box::new) }])?;
             store.ensure_index()?;
             Ok(())
         }

@@ -28,6 +28,7 @@ use crate::decode::{decode_file_oriented, DecodeError, DecodeLimits, Orientation
 use crate::descriptors::{Description, DescriptorError};
 use crate::error::Error;
 use crate::index::hnsw::DEFAULT_EF_SEARCH;
+use crate::metadata::PhotoMeta;
 use crate::preprocess::CropBox;
 use crate::rerank::{Rerank, RerankError, RerankSpec};
 
@@ -804,7 +805,7 @@ async fn image_info(State(st): State<Arc<AppState>>, UrlPath(id): UrlPath<String
     ))]
 async fn add_image(State(st): State<Arc<AppState>>, req: Request) -> ApiResult<Response> {
     let limit = st.config.timeout;
-    let (tmp, dir, file_name, hash, d) = tokio::time::timeout(limit, receive_upload(&st, req))
+    let (tmp, dir, file_name, hash, d, meta) = tokio::time::timeout(limit, receive_upload(&st, req))
         .await
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the upload took longer than {} s; it was not stored", limit.as_secs_f64())))??;
     let st2 = st.clone();
@@ -822,7 +823,7 @@ async fn add_image(State(st): State<Arc<AppState>>, req: Request) -> ApiResult<R
         let name = c.name_of(&dest);
         let same = c.entry_hash(&name)? == Some(Some(hash));
         if !same {
-            c.add_description(name.clone(), Some(hash), d)?;
+            c.add_description(name.clone(), Some(hash), d, Some(meta))?;
         }
         Ok((name, !same))
     })
@@ -907,8 +908,8 @@ fn given_name(req: &Request) -> Option<String> {
 }
 
 /// A received, described upload: its temporary file, the upload folder, the file name to store it
-/// under, its content hash and description.
-type Upload = (tempfile::NamedTempFile, PathBuf, String, [u8; 32], Description);
+/// under, its content hash, description and metadata.
+type Upload = (tempfile::NamedTempFile, PathBuf, String, [u8; 32], Description, PhotoMeta);
 
 /// The part of an upload that may time out: read the body, check it is an image, write it to a
 /// temporary file in the upload folder and describe it.
@@ -940,7 +941,9 @@ async fn receive_upload(st: &Arc<AppState>, req: Request) -> ApiResult<Upload> {
     let file_name = sent_as.or(named).and_then(|n| safe_upload_name(&n, format.extensions_str())).unwrap_or_else(|| format!("{}.{ext}", &hex[..16]));
     let tmp = temp_upload(&bytes, ext, Some(&dir))?;
     let d = describe_full(st, tmp.path().to_owned(), None, true, true).await?;
-    Ok((tmp, dir, file_name, hash, d))
+    // Taken: the EXIF date, else now (the stored file's modification time).
+    let meta = PhotoMeta::of_file(&bytes, Some(std::time::SystemTime::now()));
+    Ok((tmp, dir, file_name, hash, d, meta))
 }
 
 #[utoipa::path(delete, path = "/images/{id}", tag = "images", params(("id" = String, Path, description = "The photo's id")), responses(

@@ -82,7 +82,7 @@ fn a_selective_filter_gets_every_entry_it_keeps_on_both_index_kinds() {
             let f = Filter::parse(&exprs).unwrap();
             let hits = c.search(Query::Vectors(q), &SearchRequest::top(40).with_filter(f.clone())).unwrap().remove(0);
             assert_eq!(hits.len(), expect, "{kind:?} {exprs:?}: {hits:?}");
-            assert!(hits.iter().all(|h| f.keeps(&h.name)));
+            assert!(hits.iter().all(|h| f.keeps(&h.name, None)));
             assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
         }
     }
@@ -107,8 +107,8 @@ fn dolg_search_where_filters_and_names_a_bad_expression() {
     let mut sorted = names.clone();
     sorted.sort();
     assert_eq!(sorted, ["b/c/v2.jpg", "b/c/v5.jpg", "b/c/v8.jpg"]);
-    let out = run(&["--where", "taken >= 2024-06-01"]);
+    let out = run(&["--where", "date >= 2024-06-01"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown field 'taken'") && err.contains("--where"), "{err}");
+    assert!(err.contains("unknown field 'date'") && err.contains("--where"), "{err}");
 }

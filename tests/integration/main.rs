@@ -30,6 +30,7 @@ mod index_sync;
 #[cfg(unix)]
 mod inputs;
 mod lighterglue_reference;
+mod metadata;
 mod mobilenetv2_reference;
 mod orientation;
 mod parity;

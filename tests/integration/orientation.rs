@@ -16,6 +16,8 @@ use image::codecs::png::PngEncoder;
 use image::codecs::webp::WebPEncoder;
 use image::{ExtendedColorType, ImageEncoder};
 
+use crate::common::jpeg_with_exif;
+
 /// The stored image as seen upright under orientation `o`: output pixel (x, y) is stored pixel
 /// `src(x, y)`. Tags 5–8 swap width and height.
 fn upright(img: &BgrImage, o: u16) -> BgrImage {
@@ -73,19 +75,6 @@ fn exif_block(o: u16, big_endian: bool) -> Vec<u8> {
     b.extend_from_slice(&[0, 0]);
     b.extend_from_slice(&l(0));
     b
-}
-
-/// Insert an APP1 segment (FF E1, big-endian length counting itself, "Exif\0\0", the block)
-/// right after the JPEG's SOI marker (FF D8), where cameras put it.
-fn jpeg_with_exif(jpeg: &[u8], exif: &[u8]) -> Vec<u8> {
-    assert_eq!(&jpeg[..2], &[0xFF, 0xD8]);
-    let mut out = jpeg[..2].to_vec();
-    out.extend_from_slice(&[0xFF, 0xE1]);
-    out.extend_from_slice(&((2 + 6 + exif.len()) as u16).to_be_bytes());
-    out.extend_from_slice(b"Exif\0\0");
-    out.extend_from_slice(exif);
-    out.extend_from_slice(&jpeg[2..]);
-    out
 }
 
 fn png(img: &BgrImage, exif: Option<Vec<u8>>) -> Vec<u8> {
