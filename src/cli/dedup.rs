@@ -1,12 +1,13 @@
 //! `dolg dedup`: groups of near-duplicate photos ([`Collection::duplicates`]) as text, JSON, CSV
 //! or a self-contained HTML page of thumbnails.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::Args;
 use dolg::collection::{Collection, DedupMethod, DedupOptions, DedupVerify, DuplicateGroup, OpenMode};
+use dolg::index::LocalConfig;
 use serde_json::json;
 
 use super::report::{escape, short, thumbnail, THUMB};
@@ -21,8 +22,9 @@ JSON (--json)\n  {\"threshold\", \"method\", \"entries\", \"groups\": [{\"member
 CSV (--csv)\n  group,name,best_score   (one row per member; group numbers from 1; best_score: the member's best score within its group)"
 )]
 pub struct DedupArgs {
-    /// Index directory.
-    #[arg(long, value_name = "DIR")]
+    /// Index directory, or PostgreSQL shards (`postgres://...` URLs, comma-separated; every
+    /// vector is read into this process and paired here).
+    #[arg(long, value_name = "DIR|URLS")]
     pub db: PathBuf,
     /// Cosine similarity at which two photos count as near-duplicates (default: measured for the index's model).
     #[arg(long, value_name = "S", allow_negative_numbers = true)]
@@ -79,17 +81,84 @@ fn method_name(m: DedupMethod) -> &'static str {
     }
 }
 
+/// The collection `dolg dedup` reads: a local index or PostgreSQL shards.
+enum Target {
+    Local(Collection),
+    #[cfg(feature = "postgres")]
+    Pg(dolg::collection::postgres::PgCollection),
+}
+
+impl Target {
+    fn open(db: &Path) -> anyhow::Result<Self> {
+        let device = dolg::runtime::device("cpu").map_err(anyhow::Error::msg)?;
+        #[cfg(feature = "postgres")]
+        if let Some(url) = db.to_str().filter(|d| dolg::index::is_postgres_url(d)) {
+            return Ok(Target::Pg(dolg::collection::postgres::PgCollection::open(url, OpenMode::Read, &device)?));
+        }
+        Ok(Target::Local(Collection::open(db, OpenMode::Read, &device)?))
+    }
+    fn set_ef_search(&mut self, ef: usize) {
+        match self {
+            Target::Local(c) => c.set_ef_search(ef),
+            #[cfg(feature = "postgres")]
+            Target::Pg(c) => c.set_ef_search(ef),
+        }
+    }
+    fn local_config(&self) -> Option<&LocalConfig> {
+        match self {
+            Target::Local(c) => c.local_config(),
+            #[cfg(feature = "postgres")]
+            Target::Pg(c) => c.store().meta().local.as_ref(),
+        }
+    }
+    fn len(&self) -> anyhow::Result<usize> {
+        Ok(match self {
+            Target::Local(c) => c.len(),
+            #[cfg(feature = "postgres")]
+            Target::Pg(c) => c.count()?,
+        })
+    }
+    fn model(&self) -> String {
+        match self {
+            Target::Local(c) => c.info().model,
+            #[cfg(feature = "postgres")]
+            Target::Pg(c) => c.store().meta().model.name.clone(),
+        }
+    }
+    fn path_of(&self, name: &str) -> PathBuf {
+        match self {
+            Target::Local(c) => c.path_of(name),
+            #[cfg(feature = "postgres")]
+            Target::Pg(c) => c.path_of(name),
+        }
+    }
+    fn default_threshold(&self, verified: bool) -> f32 {
+        match self {
+            Target::Local(c) => c.default_duplicate_threshold_for(verified),
+            #[cfg(feature = "postgres")]
+            Target::Pg(c) => c.default_duplicate_threshold_for(verified),
+        }
+    }
+    fn duplicates(&self, threshold: f32, options: &DedupOptions) -> anyhow::Result<Vec<DuplicateGroup>> {
+        Ok(match self {
+            Target::Local(c) => c.duplicates(threshold, options)?,
+            #[cfg(feature = "postgres")]
+            Target::Pg(c) => c.duplicates(threshold, options)?,
+        })
+    }
+}
+
 pub fn run(a: DedupArgs) -> anyhow::Result<ExitCode> {
     dolg::runtime::set_threads(a.threads)?;
-    let device = dolg::runtime::device("cpu").map_err(anyhow::Error::msg)?;
-    let mut c = Collection::open(&a.db, OpenMode::Read, &device)?;
+    let mut c = Target::open(&a.db)?;
     if let Some(ef) = a.ef {
         c.set_ef_search(ef);
     }
+    let entries = c.len()?;
     if let Some(t) = a.threshold.filter(|t| !(-1.0..=1.0).contains(t)) {
         bail!("--threshold {t}: a cosine similarity lies between -1 and 1");
     }
-    let method = c.dedup_method(a.method);
+    let method = dolg::collection::dedup::resolve_method(a.method, entries);
     let d = c.local_config().map_or_else(DedupVerify::default, |l| DedupVerify::defaults_for(&l.extractor));
     let verify = (!a.no_verify).then(|| DedupVerify {
         min_inliers: a.min_inliers.unwrap_or(d.min_inliers),
@@ -115,7 +184,7 @@ pub fn run(a: DedupArgs) -> anyhow::Result<ExitCode> {
     }
     let (threshold, default) = match a.threshold {
         Some(t) => (t, false),
-        None => (c.default_duplicate_threshold_for(verified), true),
+        None => (c.default_threshold(verified), true),
     };
     let groups = c.duplicates(threshold, &DedupOptions { method, verify, ..DedupOptions::default() })?;
 
@@ -124,7 +193,7 @@ pub fn run(a: DedupArgs) -> anyhow::Result<ExitCode> {
             "threshold": threshold,
             "verified": verified.then(|| verify.map(|v| json!({"min_inliers": v.min_inliers, "min_inlier_ratio": v.min_ratio, "inlier_px": v.threshold_px, "keypoints": v.keypoints}))).flatten(),
             "method": method_name(method),
-            "entries": c.len(),
+            "entries": entries,
             "groups": groups.iter().map(|g| json!({
                 "members": g.members,
                 "pairs": g.pairs.iter().map(|p| json!({"a": p.a, "b": p.b, "score": p.score})).collect::<Vec<_>>(),
@@ -141,17 +210,17 @@ pub fn run(a: DedupArgs) -> anyhow::Result<ExitCode> {
             }
         }
     } else {
-        print_text(&c, &groups, threshold, default, method, verified.then_some(verify).flatten());
+        print_text(entries, &c.model(), &groups, threshold, default, method, verified.then_some(verify).flatten());
     }
     if let Some(page) = &a.html {
-        write_html(&c, page, &groups, threshold)?;
+        write_html(&|name| c.path_of(name), entries, page, &groups, threshold)?;
         eprintln!("wrote {}", page.display());
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_text(c: &Collection, groups: &[DuplicateGroup], threshold: f32, default: bool, method: DedupMethod, verify: Option<DedupVerify>) {
-    let how = if default { format!("threshold {threshold:.3} (the default for {})", c.info().model) } else { format!("threshold {threshold:.3}") };
+fn print_text(entries: usize, model: &str, groups: &[DuplicateGroup], threshold: f32, default: bool, method: DedupMethod, verify: Option<DedupVerify>) {
+    let how = if default { format!("threshold {threshold:.3} (the default for {model})") } else { format!("threshold {threshold:.3}") };
     let method = match method {
         DedupMethod::Graph => "approximate: nearest neighbours from an HNSW graph",
         _ => "exact: every pair compared",
@@ -165,7 +234,7 @@ fn print_text(c: &Collection, groups: &[DuplicateGroup], threshold: f32, default
             v.min_ratio * 100.0
         )
     });
-    println!("{} photos, {how}, {method}{check}", c.len());
+    println!("{entries} photos, {how}, {method}{check}");
     if groups.is_empty() {
         println!("no near-duplicates");
         return;
@@ -185,7 +254,7 @@ fn print_text(c: &Collection, groups: &[DuplicateGroup], threshold: f32, default
     }
 }
 
-fn write_html(c: &Collection, out: &std::path::Path, groups: &[DuplicateGroup], threshold: f32) -> anyhow::Result<()> {
+fn write_html(path_of: &dyn Fn(&str) -> PathBuf, entries: usize, out: &Path, groups: &[DuplicateGroup], threshold: f32) -> anyhow::Result<()> {
     let mut sections = String::new();
     for (i, g) in groups.iter().enumerate() {
         let weakest = g.weakest.map_or_else(String::new, |w| {
@@ -199,7 +268,7 @@ fn write_html(c: &Collection, out: &std::path::Path, groups: &[DuplicateGroup], 
             g.best
         ));
         for (m, best) in g.members.iter().zip(g.member_best()) {
-            let img = thumbnail(&c.path_of(m)).map_or_else(|| "<div class=\"missing\">no preview</div>".to_owned(), |s| format!("<img src=\"{s}\" alt=\"\">"));
+            let img = thumbnail(&path_of(m)).map_or_else(|| "<div class=\"missing\">no preview</div>".to_owned(), |s| format!("<img src=\"{s}\" alt=\"\">"));
             sections.push_str(&format!("<figure title=\"{}\">{img}<figcaption>{:.3}<br>{}</figcaption></figure>", escape(m), best, escape(&short(m))));
         }
         sections.push_str("</div></section>\n");
@@ -215,7 +284,7 @@ section{{margin-bottom:20px;background:#fff;border:1px solid #ddd;border-radius:
 figure img{{max-width:{THUMB}px;max-height:{THUMB}px;border-radius:4px}}\n.chained{{color:#b50}}\n\
 .missing{{width:{THUMB}px;height:120px;background:#eee;line-height:120px;color:#888}}\n</style></head><body>\n\
 <h1>dolg near-duplicates</h1>\n<p>{} photos, threshold {threshold:.3}: {} groups. Under each photo: its best similarity to another member of its group.</p>\n{sections}</body></html>\n",
-        c.len(),
+        entries,
         groups.len()
     );
     dolg::atomic_file::write(out, dolg::atomic_file::Mode::Shared, html.as_bytes()).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;

@@ -76,7 +76,8 @@ pub struct RevisitedArgs {
     #[arg(long, value_name = "RANKS.npy", conflicts_with_all = ["db", "images"])]
     pub ranks: Option<PathBuf>,
     /// Database descriptors [n_db, D], rows in the pickle's imlist order (with --queries); or an
-    /// index directory built over ROOT/jpg (with --images ROOT), which --rerank spatial needs.
+    /// index directory or PostgreSQL shards (`postgres://...`) built over ROOT/jpg (with --images
+    /// ROOT), which --rerank spatial needs.
     #[arg(long, value_name = "DB.npy|INDEX")]
     pub db: Option<PathBuf>,
     /// Query descriptors [n_queries, D], rows in qimlist order (queries cropped to their boxes).
@@ -133,8 +134,9 @@ pub struct GroupsArgs {
     #[arg(long, value_name = "DIR", required = true)]
     pub images: Vec<PathBuf>,
     /// Descriptors written by `dolg extract`; rows are matched to images through the names file
-    /// beside it. Or an index directory (`dolg index build` over --images), whose stored local
-    /// features `--rerank spatial` needs. One per --groups, in the same order, or none.
+    /// beside it. Or an index directory or PostgreSQL shards (`dolg index build` over --images),
+    /// whose stored local features `--rerank spatial` needs. One per --groups, in the same order,
+    /// or none.
     #[arg(long, value_name = "DB.npy|DIR", conflicts_with_all = ["weights", "backbone"])]
     pub db: Vec<PathBuf>,
     #[command(flatten)]
@@ -211,18 +213,38 @@ fn revisited_from_index(
     if a.model.backbone.is_some() {
         bail!("--backbone: with --db INDEX the model is the one the index records");
     }
+    let wanted: Vec<String> = gnd.imlist.iter().map(|n| format!("jpg/{n}.jpg")).collect();
+    #[cfg(feature = "postgres")]
+    if let Some(url) = index.to_str().filter(|d| dolg::index::is_postgres_url(d)) {
+        if a.model.weights.is_some() {
+            bail!("--weights: a PostgreSQL collection describes queries with the model it records");
+        }
+        let c = dolg::collection::postgres::PgCollection::open(url, OpenMode::Read, device)?;
+        let (database, dim, db_locals) = dolg::eval::rows_from_pg(&c, root, &wanted)?;
+        return finish_revisited(gnd, root, index, (database, dim, db_locals), &c.load_query_model()?, c.spatial_rerank_defaults());
+    }
     let mut c = Collection::open(index, OpenMode::Read, device)?;
     if let Some(w) = &a.model.weights {
         c.use_weights(w.clone())?;
     }
-    let wanted: Vec<String> = gnd.imlist.iter().map(|n| format!("jpg/{n}.jpg")).collect();
-    let (database, dim, db_locals) = rows_from_collection(&c, root, &wanted)?;
-    let model = c.load_query_model()?;
+    let rows = rows_from_collection(&c, root, &wanted)?;
+    finish_revisited(gnd, root, index, rows, &c.load_query_model()?, c.spatial_rerank_defaults())
+}
+
+/// Describe the queries with the collection's `model` and check they match its stored `rows`.
+fn finish_revisited(
+    gnd: &RevisitedGnd,
+    root: &Path,
+    index: &Path,
+    (database, dim, db_locals): (Vec<f32>, usize, Locals),
+    model: &dolg::spec::LoadedModel,
+    defaults: SpatialRerank,
+) -> anyhow::Result<(RevisitedDescriptors, Locals, Locals, SpatialRerank)> {
     let (queries, query_locals) = describe_revisited_queries(&model.extractor, gnd, root, describe_progress())?;
     if queries.len() != gnd.n_queries() * dim {
         bail!("{}: the index's model describes {}-d queries, its stored vectors are {dim}-d", index.display(), queries.len() / gnd.n_queries().max(1));
     }
-    Ok((RevisitedDescriptors { database, queries, dim }, db_locals, query_locals, c.spatial_rerank_defaults()))
+    Ok((RevisitedDescriptors { database, queries, dim }, db_locals, query_locals, defaults))
 }
 
 type Locals = Vec<Option<dolg::model::LocalFeatures>>;
@@ -236,7 +258,7 @@ fn revisited(a: RevisitedArgs) -> anyhow::Result<ExitCode> {
     if a.rerank_protocol.is_some() && flags.spatial.is_none() {
         bail!("--rerank-protocol chooses what --rerank spatial verifies: add --rerank spatial");
     }
-    let index = a.db.as_ref().filter(|p| p.is_dir());
+    let index = a.db.as_ref().filter(|p| p.is_dir() || p.to_str().is_some_and(dolg::index::is_postgres_url));
     if flags.spatial.is_some() && index.is_none() {
         bail!("--rerank spatial needs local features: give --images ROOT --db INDEX, an index built over ROOT/jpg with --local xfeat (or delg)");
     }
@@ -351,6 +373,12 @@ fn groups_source(
     // Spatial settings not given follow the index's local features (as `dolg search`).
     let mut defaults = SpatialRerank::default();
     let (rows, dim, locals) = match (db, extractor) {
+        #[cfg(feature = "postgres")]
+        (Some(db), _) if db.to_str().is_some_and(dolg::index::is_postgres_url) => {
+            let c = dolg::collection::postgres::PgCollection::open(db.to_str().expect("checked"), OpenMode::Read, device)?;
+            defaults = c.spatial_rerank_defaults();
+            dolg::eval::rows_from_pg(&c, images, &gt.images)?
+        }
         (Some(db), _) if db.is_dir() => {
             let c = Collection::open(db, OpenMode::Read, device)?;
             defaults = c.spatial_rerank_defaults();

@@ -78,10 +78,11 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::error::Result;
-use super::{Collection, Info};
-use crate::index::{HnswIndex, IndexError, IndexKind};
+use super::Collection;
+use crate::index::{HnswIndex, IndexError, IndexKind, LocalConfig, ModelIdentity};
 use crate::kernels::gemm::{self, Kernel, MatRef};
 use crate::linalg::dot;
+use crate::model::LocalFeatures;
 
 /// Scores this far below the threshold still reach it (f32 rounding of a dot product).
 pub const SCORE_TOLERANCE: f32 = 1e-5;
@@ -277,9 +278,9 @@ pub fn reaches(score: f32, threshold: f32) -> bool {
 /// The default near-duplicate threshold for a collection's model (see the module documentation):
 /// [`DEFAULT_THRESHOLD_MOBILENETV2`] for the MobileNetV2-GeM backbone, [`DEFAULT_THRESHOLD_DOLG`]
 /// for DOLG checkpoints and for indexes of imported vectors (no model recorded).
-pub fn default_threshold(info: &Info, verified: bool) -> f32 {
-    let backbone = info.spec.as_ref().and_then(|s| s.backbone);
-    match (backbone.is_some() || info.model.starts_with("MobileNetV2"), verified) {
+pub fn default_threshold(model: &ModelIdentity, verified: bool) -> f32 {
+    let backbone = model.spec.as_ref().and_then(|s| s.backbone);
+    match (backbone.is_some() || model.name.starts_with("MobileNetV2"), verified) {
         (true, true) => DEFAULT_THRESHOLD_MOBILENETV2_VERIFIED,
         (true, false) => DEFAULT_THRESHOLD_MOBILENETV2,
         (false, _) => DEFAULT_THRESHOLD_DOLG,
@@ -490,6 +491,116 @@ fn graph_pairs(vectors: &[f32], dim: usize, live: &[usize], threshold: f32, k0: 
     Ok(pairs)
 }
 
+/// Reads the stored local features of rows (`None` where a row has none), in their order.
+pub(crate) type LocalReader<'a> = dyn Fn(&[usize]) -> Result<Vec<Option<LocalFeatures>>> + Sync + 'a;
+
+/// What [`find_duplicates`] reads from a collection of either kind (a local index or PostgreSQL
+/// shards).
+pub(crate) struct DedupInput<'a> {
+    /// Every row's vector, `[rows, dim]` row-major.
+    pub vectors: &'a [f32],
+    pub dim: usize,
+    /// Which rows are live (`None`: all).
+    pub alive: Option<&'a [bool]>,
+    /// A row's name.
+    pub name: &'a (dyn Fn(usize) -> String + Sync),
+    /// The collection's own nearest-neighbour search for the graph method (its HNSW graph); a
+    /// temporary graph of the live vectors is built when `None`.
+    pub search: Option<&'a NeighbourSearch<'a>>,
+    /// The local features stored with the rows, if any.
+    pub local: Option<(&'a LocalConfig, &'a LocalReader<'a>)>,
+}
+
+/// [`DedupMethod::Auto`] resolved for `live` entries.
+pub fn resolve_method(method: DedupMethod, live: usize) -> DedupMethod {
+    match method {
+        DedupMethod::Auto if live <= EXACT_LIMIT => DedupMethod::Exact,
+        DedupMethod::Auto => DedupMethod::Graph,
+        m => m,
+    }
+}
+
+/// Groups of near-duplicates among the live rows of `input` ([`Collection::duplicates`]).
+pub(crate) fn find_duplicates(input: &DedupInput<'_>, threshold: f32, options: &DedupOptions) -> Result<Vec<DuplicateGroup>> {
+    let (vectors, dim) = (input.vectors, input.dim);
+    let live: Vec<usize> = (0..vectors.len() / dim).filter(|&r| input.alive.is_none_or(|a| a[r])).collect();
+    if live.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pairs = match resolve_method(options.method, live.len()) {
+        DedupMethod::Exact | DedupMethod::Auto => self_join(vectors, dim, input.alive, threshold, options.block_rows.max(1)),
+        DedupMethod::Graph => {
+            let k0 = options.graph_k + 1;
+            match input.search {
+                Some(search) => graph_pairs(vectors, dim, &live, threshold, k0, search)?,
+                None => {
+                    let mut graph = HnswIndex::new(dim, live.len()).map_err(IndexError::from)?;
+                    let ids: Vec<u64> = live.iter().map(|&r| r as u64).collect();
+                    let rows: Vec<f32> = live.iter().flat_map(|&r| vectors[r * dim..(r + 1) * dim].iter().copied()).collect();
+                    graph.add_batch(&ids, &rows).map_err(IndexError::from)?;
+                    drop(rows);
+                    let search = |rows: &[usize], k: usize| -> Result<Vec<Vec<(usize, f32)>>> {
+                        rows.iter()
+                            .map(|&r| {
+                                Ok(graph
+                                    .search(&vectors[r * dim..(r + 1) * dim], k)
+                                    .map_err(IndexError::from)?
+                                    .into_iter()
+                                    .map(|(id, sc)| (id as usize, sc))
+                                    .collect())
+                            })
+                            .collect()
+                    };
+                    graph_pairs(vectors, dim, &live, threshold, k0, &search)?
+                }
+            }
+        }
+    };
+    let pairs = match (options.verify, input.local) {
+        (Some(v), Some((cfg, read))) => {
+            let v = if v == DedupVerify::default() { DedupVerify::defaults_for(&cfg.extractor) } else { v };
+            let checked = verify_pairs_with(read, &pairs, &v.params(&cfg.extractor), v.keypoints)?;
+            pairs.into_iter().zip(checked).filter(|(_, c)| c.is_none_or(|(inliers, matches)| v.accepts(inliers, matches))).map(|(p, _)| p).collect()
+        }
+        _ => pairs,
+    };
+    Ok(groups_from_pairs(vectors, dim, input.name, &pairs))
+}
+
+/// (inliers, putative matches) of each pair's stored local features (read with `read`) under
+/// `params`, in parallel; `None` where either photo has none. Only each photo's best `keypoints`
+/// features take part (matching costs their square). Each photo's features are read once,
+/// however many pairs it is in (a photo with many copies is in many).
+pub(crate) fn verify_pairs_with(
+    read: &LocalReader<'_>,
+    pairs: &[ScoredPair],
+    params: &crate::spatial::SpatialParams,
+    keypoints: usize,
+) -> Result<Vec<Option<(usize, usize)>>> {
+    let mut rows: Vec<usize> = pairs.iter().flat_map(|p| [p.a, p.b]).collect();
+    rows.sort_unstable();
+    rows.dedup();
+    let features: HashMap<usize, Option<LocalFeatures>> = rows
+        .iter()
+        .copied()
+        .zip(read(&rows)?)
+        .map(|(r, mut f)| {
+            if let Some(f) = f.as_mut() {
+                f.truncate(keypoints);
+            }
+            (r, f)
+        })
+        .collect();
+    pairs
+        .par_iter()
+        .map(|p| {
+            let (Some(a), Some(b)) = (&features[&p.a], &features[&p.b]) else { return Ok(None) };
+            let v = crate::spatial::verify(a, b, params)?;
+            Ok(Some((v.inliers, v.matches)))
+        })
+        .collect()
+}
+
 impl Collection {
     /// The near-duplicate threshold measured to suit this collection's model
     /// ([`default_threshold`]), with the local check when the index stores local features.
@@ -499,16 +610,12 @@ impl Collection {
 
     /// [`Collection::default_duplicate_threshold`] with (`verified`) or without the local check.
     pub fn default_duplicate_threshold_for(&self, verified: bool) -> f32 {
-        default_threshold(&self.info(), verified)
+        default_threshold(self.index.store().model(), verified)
     }
 
     /// The method [`DedupMethod::Auto`] resolves to for this collection.
     pub fn dedup_method(&self, method: DedupMethod) -> DedupMethod {
-        match method {
-            DedupMethod::Auto if self.len() <= EXACT_LIMIT => DedupMethod::Exact,
-            DedupMethod::Auto => DedupMethod::Graph,
-            m => m,
-        }
+        resolve_method(method, self.len())
     }
 
     /// Groups of near-duplicate photos: connected components of the pairs scoring at least
@@ -516,74 +623,26 @@ impl Collection {
     /// [module documentation](self) for the grouping, the methods and their memory.
     pub fn duplicates(&self, threshold: f32, options: &DedupOptions) -> Result<Vec<DuplicateGroup>> {
         let s = self.index.store();
-        let (dim, vectors) = (s.dim(), s.vectors());
         let alive = s.live_mask();
-        if self.is_empty() {
-            return Ok(Vec::new());
-        }
-        let pairs = match self.dedup_method(options.method) {
-            DedupMethod::Exact | DedupMethod::Auto => self_join(vectors, dim, Some(&alive), threshold, options.block_rows.max(1)),
-            DedupMethod::Graph => {
-                let live: Vec<usize> = (0..alive.len()).filter(|&r| alive[r]).collect();
-                let k0 = options.graph_k + 1;
-                if self.index.kind() == IndexKind::Hnsw {
-                    let search = |rows: &[usize], k: usize| -> Result<Vec<Vec<(usize, f32)>>> {
-                        let q: Vec<f32> = rows.iter().flat_map(|&r| s.vector(r).iter().copied()).collect();
-                        Ok(self.index.search(&q, k, f32::MIN)?.into_iter().map(|hs| hs.into_iter().map(|h| (h.row, h.score)).collect()).collect())
-                    };
-                    graph_pairs(vectors, dim, &live, threshold, k0, &search)?
-                } else {
-                    let mut graph = HnswIndex::new(dim, live.len()).map_err(IndexError::from)?;
-                    let ids: Vec<u64> = live.iter().map(|&r| r as u64).collect();
-                    let rows: Vec<f32> = live.iter().flat_map(|&r| s.vector(r).iter().copied()).collect();
-                    graph.add_batch(&ids, &rows).map_err(IndexError::from)?;
-                    drop(rows);
-                    let search = |rows: &[usize], k: usize| -> Result<Vec<Vec<(usize, f32)>>> {
-                        rows.iter()
-                            .map(|&r| Ok(graph.search(s.vector(r), k).map_err(IndexError::from)?.into_iter().map(|(id, sc)| (id as usize, sc)).collect()))
-                            .collect()
-                    };
-                    graph_pairs(vectors, dim, &live, threshold, k0, &search)?
-                }
-            }
-        };
-        let pairs = match (options.verify, self.local_config()) {
-            (Some(v), Some(cfg)) => {
-                let v = if v == DedupVerify::default() { DedupVerify::defaults_for(&cfg.extractor) } else { v };
-                let checked = self.verify_pairs(&pairs, &v.params(&cfg.extractor), v.keypoints)?;
-                pairs.into_iter().zip(checked).filter(|(_, c)| c.is_none_or(|(inliers, matches)| v.accepts(inliers, matches))).map(|(p, _)| p).collect()
-            }
-            _ => pairs,
-        };
         let rows = s.rows();
-        Ok(groups_from_pairs(vectors, dim, &|r| rows[r].name.clone(), &pairs))
+        let hnsw = |q_rows: &[usize], k: usize| -> Result<Vec<Vec<(usize, f32)>>> {
+            let q: Vec<f32> = q_rows.iter().flat_map(|&r| s.vector(r).iter().copied()).collect();
+            Ok(self.index.search(&q, k, f32::MIN)?.into_iter().map(|hs| hs.into_iter().map(|h| (h.row, h.score)).collect()).collect())
+        };
+        let read = |rows: &[usize]| -> Result<Vec<Option<LocalFeatures>>> { rows.par_iter().map(|&r| self.local_features(r)).collect() };
+        let input = DedupInput {
+            vectors: s.vectors(),
+            dim: s.dim(),
+            alive: Some(&alive),
+            name: &|r| rows[r].name.clone(),
+            search: (self.index.kind() == IndexKind::Hnsw).then_some(&hnsw as &NeighbourSearch<'_>),
+            local: self.local_config().map(|c| (c, &read as &LocalReader<'_>)),
+        };
+        find_duplicates(&input, threshold, options)
     }
 
-    /// (inliers, putative matches) of each pair's stored local features under `params`, in
-    /// parallel; `None` where either photo has none. Only each photo's best `keypoints` features
-    /// take part (matching costs their square). Each photo's features are read once, however
-    /// many pairs it is in (a photo with many copies is in many).
+    /// [`verify_pairs_with`] this collection's stored local features.
     pub fn verify_pairs(&self, pairs: &[ScoredPair], params: &crate::spatial::SpatialParams, keypoints: usize) -> Result<Vec<Option<(usize, usize)>>> {
-        let mut rows: Vec<usize> = pairs.iter().flat_map(|p| [p.a, p.b]).collect();
-        rows.sort_unstable();
-        rows.dedup();
-        let features: HashMap<usize, Option<crate::model::LocalFeatures>> = rows
-            .par_iter()
-            .map(|&r| {
-                let mut f = self.local_features(r)?;
-                if let Some(f) = f.as_mut() {
-                    f.truncate(keypoints);
-                }
-                Ok((r, f))
-            })
-            .collect::<Result<_>>()?;
-        pairs
-            .par_iter()
-            .map(|p| {
-                let (Some(a), Some(b)) = (&features[&p.a], &features[&p.b]) else { return Ok(None) };
-                let v = crate::spatial::verify(a, b, params)?;
-                Ok(Some((v.inliers, v.matches)))
-            })
-            .collect()
+        verify_pairs_with(&|rows: &[usize]| rows.par_iter().map(|&r| self.local_features(r)).collect(), pairs, params, keypoints)
     }
 }

@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 use burn::tensor::Device;
 use serde::Serialize;
 
+use super::dedup::{default_threshold, find_duplicates, DedupInput, DedupOptions, DuplicateGroup, LocalReader};
 use super::error::{CollectionError as Error, Result};
 use super::{
     absolute_dir, check_import, describe_into, identity, local, name_in, path_in, sha256_file, AddEvent, AddOptions, AddReport, Checked, CreateOptions,
@@ -579,6 +580,33 @@ impl PgCollection {
             })
             .sum();
         Ok(total / picks.len() as f64)
+    }
+
+    /// Groups of near-duplicate photos, found and grouped as [`super::Collection::duplicates`]
+    /// finds them. Every vector is read from the shards into this process (with its name: about
+    /// 2 KB a photo at 512-d, so 2 GB per million photos) and paired here; the local features of
+    /// the candidate pairs, for the check, are fetched from their shards in one query each.
+    pub fn duplicates(&self, threshold: f32, options: &DedupOptions) -> Result<Vec<DuplicateGroup>> {
+        let (names, vectors) = self.export()?;
+        let read = |rows: &[usize]| -> Result<Vec<Option<LocalFeatures>>> {
+            let wanted: Vec<String> = rows.iter().map(|&r| names[r].clone()).collect();
+            Ok(self.store.get(&wanted, true)?.into_iter().map(|s| s.and_then(|s| s.local)).collect())
+        };
+        let input = DedupInput {
+            vectors: &vectors,
+            dim: self.dim(),
+            alive: None,
+            name: &|r| names[r].clone(),
+            search: None,
+            local: self.store.meta().local.as_ref().map(|c| (c, &read as &LocalReader<'_>)),
+        };
+        find_duplicates(&input, threshold, options)
+    }
+
+    /// The near-duplicate threshold measured to suit this collection's model, with
+    /// (`verified`) or without the local check ([`super::dedup::default_threshold`]).
+    pub fn default_duplicate_threshold_for(&self, verified: bool) -> f32 {
+        default_threshold(&self.store.meta().model, verified)
     }
 
     /// Names and vectors of every entry, in the order they were added.

@@ -105,6 +105,28 @@ pub fn rows_from_collection(c: &crate::collection::Collection, images_dir: &Path
     Ok((rows, dim, locals))
 }
 
+/// [`rows_from_collection`] for a collection on PostgreSQL shards: the vectors and local features
+/// of `wanted` are fetched from their shards in one query each.
+#[cfg(feature = "postgres")]
+pub fn rows_from_pg(
+    c: &crate::collection::postgres::PgCollection,
+    images_dir: &Path,
+    wanted: &[String],
+) -> Result<(Vec<f32>, usize, Vec<Option<LocalFeatures>>)> {
+    let dim = c.dim();
+    let names: Vec<String> = wanted.iter().map(|w| c.name_of(&images_dir.join(w))).collect();
+    let with_local = c.store().meta().local.is_some();
+    let stored = c.store().get(&names, with_local)?;
+    let mut rows = Vec::with_capacity(wanted.len() * dim);
+    let mut locals = Vec::with_capacity(wanted.len());
+    for (w, s) in wanted.iter().zip(stored) {
+        let s = s.ok_or_else(|| EvalError::MissingDescriptor { path: c.store().display().into(), image: w.clone() })?;
+        rows.extend_from_slice(&s.vector);
+        locals.push(s.local);
+    }
+    Ok((rows, dim, locals))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,6 +39,8 @@ pub use images::{
     describe_all, describe_groups, describe_revisited, describe_revisited_cached, describe_revisited_queries, DescribeEvent, ImageFailure, ImageSet,
     RevisitedCache, RevisitedDescriptors,
 };
+#[cfg(feature = "postgres")]
+pub use inputs::rows_from_pg;
 pub use inputs::{read_distractors, read_ranks, read_revisited_descriptors, rows_by_name, rows_from_collection};
 pub use metric::{compute_ap, score_query, PositionSource, Protocol, ProtocolResult, QueryScore, RanksMatrix, RevisitedPositions, RevisitedResult, KAPPAS};
 pub use rank::{full_ranking, reranked_ranking, scored_ranking, stream_positions, unscored, Database, RelevantPositions, DEFAULT_BLOCK_ROWS};

@@ -167,8 +167,11 @@ mod pg {
             let m = &self.store().meta().model;
             (m.name.clone(), m.fingerprint.clone())
         }
-        fn duplicates(&self, _: Option<f32>, _: DedupMethod) -> Result<(f32, DedupMethod, Vec<DuplicateGroup>)> {
-            Err(CollectionError::Request { reason: "duplicates are not available on PostgreSQL collections yet" })
+        fn duplicates(&self, threshold: Option<f32>, method: DedupMethod) -> Result<(f32, DedupMethod, Vec<DuplicateGroup>)> {
+            let threshold = threshold.unwrap_or_else(|| self.default_duplicate_threshold_for(self.store().meta().local.is_some()));
+            let method = crate::collection::dedup::resolve_method(method, self.count()?);
+            let groups = PgCollection::duplicates(self, threshold, &DedupOptions { method, ..DedupOptions::default() })?;
+            Ok((threshold, method, groups))
         }
         fn add_description(&mut self, name: String, hash: Option<[u8; 32]>, d: Description, meta: Option<PhotoMeta>) -> Result<()> {
             if d.descriptor.len() != self.dim() {

@@ -402,6 +402,16 @@ fn metadata(cluster: &Cluster, dir: &Path) {
              UPDATE dolg_meta SET collection = replace(collection, '\"schema\":2', '\"schema\":1')",
         );
     }
+    // `eval groups --db` reads the stored vectors from the shards: the same figures as locally.
+    let groups = dir.join("metadata-groups.csv");
+    std::fs::write(
+        &groups,
+        "image,group\nparis/eiffel.jpg,paris\nparis/notre-dame.jpg,paris\nturned.jpg,turned\nold/scan.jpg,turned\nrio/cristo.jpg,\ngopro.jpg,\n",
+    )
+    .unwrap();
+    let eval = |target: &str| json(&ok(&["eval", "groups", "--groups", groups.to_str().unwrap(), "--images", p, "--db", target, "--json"]));
+    let (pe, le) = (eval(&db), eval(local));
+    assert!(pe["map"].as_f64().is_some() && (pe["map"].as_f64().unwrap() - le["map"].as_f64().unwrap()).abs() < 1e-9, "{pe:#}\n{le:#}");
     std::thread::sleep(std::time::Duration::from_millis(500));
     let err = fails(&["search", "--db", &db, "--vectors", q, "--where", "taken >= 2024"]);
     assert!(err.contains("predates stored photo metadata"), "{err}");
@@ -467,6 +477,14 @@ fn spatial(cluster: &Cluster, dir: &Path) {
             query,
         );
     }
+    // Near-duplicates: kyiv_1/kyiv_2 and tyn_1/tyn_2 pair up at a low threshold; the local
+    // check (the features stored in the shards) keeps the pairs with enough inliers.
+    let l = local.to_str().unwrap();
+    dedup_same(&db, l, &[]);
+    dedup_same(&db, l, &["--threshold", "0.85", "--no-verify"]);
+    dedup_same(&db, l, &["--threshold", "0.85", "--min-inliers", "12", "--min-inlier-ratio", "0.1"]);
+    let grouped = json(&ok(&["dedup", "--db", &db, "--json", "--threshold", "0.85", "--no-verify"]));
+    assert!(!grouped["groups"].as_array().unwrap().is_empty(), "{grouped:#}");
 }
 
 /// A writer killed after some shards committed, or at random moments, finishes on a re-run.
@@ -590,6 +608,36 @@ fn served(cluster: &Cluster, dir: &Path) {
     let (status, _) = body(agent.delete(&format!("{base}/images/{id}")).call());
     assert_eq!(status, 200);
     await_entries(&db, 4);
-    let (status, e) = body(get("/duplicates"));
-    assert!((400..500).contains(&status) && e["error"].as_str().unwrap().contains("PostgreSQL"), "{status} {e:#}");
+    // Near-duplicates over the shards: the same groups as `dolg dedup` finds there.
+    let (status, served) = body(get("/duplicates?threshold=0.95"));
+    assert_eq!(status, 200, "{served:#}");
+    let members = |groups: &Value, key: Option<&str>| -> Vec<Vec<String>> {
+        let name = |m: &Value| key.map_or(m, |k| &m[k]).as_str().unwrap().to_owned();
+        groups["groups"].as_array().unwrap().iter().map(|g| g["members"].as_array().unwrap().iter().map(name).collect()).collect()
+    };
+    let cli = json(&ok(&["dedup", "--db", &db, "--json", "--threshold", "0.95"]));
+    assert_eq!(members(&served, Some("name")), members(&cli, None), "{served:#}\n{cli:#}");
+}
+
+/// `dolg dedup` on shards finds the groups the local index finds (same members, scores within
+/// 1e-5), with and without the local-feature check.
+fn dedup_same(db: &str, local: &str, extra: &[&str]) {
+    let run = |target: &str| {
+        let mut args = vec!["dedup", "--db", target, "--json"];
+        args.extend_from_slice(extra);
+        json(&ok(&args))
+    };
+    let (p, l) = (run(db), run(local));
+    let groups = |v: &Value| -> Vec<(Vec<String>, f64)> {
+        v["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| (g["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_owned()).collect(), g["best"].as_f64().unwrap()))
+            .collect()
+    };
+    let (gp, gl) = (groups(&p), groups(&l));
+    assert_eq!(gp.iter().map(|g| &g.0).collect::<Vec<_>>(), gl.iter().map(|g| &g.0).collect::<Vec<_>>(), "dedup {extra:?}: {p:#}\n{l:#}");
+    assert!(gp.iter().zip(&gl).all(|(a, b)| (a.1 - b.1).abs() < 1e-5), "dedup {extra:?}");
+    assert_eq!((&p["threshold"], &p["verified"], &p["entries"]), (&l["threshold"], &l["verified"], &l["entries"]), "dedup {extra:?}");
 }
