@@ -52,6 +52,11 @@ fn push(heap: &mut BinaryHeap<Worst>, k: usize, hit: Hit) {
 
 pub(crate) const BLOCK_ROWS: usize = 2048;
 
+/// A mask keeping fewer than 1 row in this many is searched by gathering the kept rows first:
+/// scoring only them instead of every row (a filter keeping 1 % of the photos costs about 1 %
+/// of a full scan, plus the copy), for at most 1/8 of the vectors' memory.
+const GATHER_BELOW: usize = 8;
+
 /// Top `k` rows of `vectors` ([n, dim] row-major) for each query ([nq, dim]), best first, skipping
 /// rows where `alive` is false and scores below `min_score`.
 pub fn search(vectors: &[f32], dim: usize, alive: Option<&[bool]>, queries: &[f32], k: usize, min_score: f32) -> Vec<Vec<Hit>> {
@@ -59,6 +64,18 @@ pub fn search(vectors: &[f32], dim: usize, alive: Option<&[bool]>, queries: &[f3
     let nq = queries.len() / dim;
     if k == 0 || nq == 0 {
         return vec![Vec::new(); nq];
+    }
+    if let Some(alive) = alive {
+        let kept = alive.iter().filter(|&&a| a).count();
+        if kept * GATHER_BELOW < n {
+            // Kept rows in ascending order, so ties still go to the lower row.
+            let rows: Vec<usize> = (0..n).filter(|&r| alive[r]).collect();
+            let gathered: Vec<f32> = rows.iter().flat_map(|&r| vectors[r * dim..(r + 1) * dim].iter().copied()).collect();
+            return search(&gathered, dim, None, queries, k, min_score)
+                .into_iter()
+                .map(|hits| hits.into_iter().map(|h| Hit { row: rows[h.row], ..h }).collect())
+                .collect();
+        }
     }
     let heaps = (0..n.div_ceil(BLOCK_ROWS))
         .into_par_iter()
@@ -123,6 +140,15 @@ mod tests {
             let qv = &q[qi * dim..(qi + 1) * dim];
             let mut all: Vec<Hit> =
                 (0..5000).filter(|&r| alive[r]).map(|r| Hit { row: r, score: v[r * dim..(r + 1) * dim].iter().zip(qv).map(|(a, b)| a * b).sum() }).collect();
+            all.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
+            assert_eq!(hits, &all[..25]);
+        }
+        // A selective mask (gathered first) ranks as the brute force too.
+        let few: Vec<bool> = (0..5000).map(|i| i % 97 == 5 || (i % 11 == 0 && i % 3 == 0)).collect();
+        for (qi, hits) in search(&v, dim, Some(&few), &q, 25, f32::MIN).iter().enumerate() {
+            let qv = &q[qi * dim..(qi + 1) * dim];
+            let mut all: Vec<Hit> =
+                (0..5000).filter(|&r| few[r]).map(|r| Hit { row: r, score: v[r * dim..(r + 1) * dim].iter().zip(qv).map(|(a, b)| a * b).sum() }).collect();
             all.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
             assert_eq!(hits, &all[..25]);
         }
