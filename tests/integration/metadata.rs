@@ -129,3 +129,34 @@ fn metadata_is_stored_as_worked_by_hand_and_every_filter_keeps_its_photos() {
     let turned = PhotoMeta::of_file(&std::fs::read(photos.join("turned.jpg")).unwrap(), None);
     assert_eq!((turned.width, turned.height, turned.taken), (Some(400), Some(640), Some(1_717_286_399)));
 }
+
+/// Metadata never fails a photo: EXIF blocks with random bytes changed, or cut short, are read
+/// without a panic (what they still say is kept, the rest left empty).
+#[test]
+fn damaged_exif_never_panics() {
+    let tmp = tempfile::tempdir().unwrap();
+    metadata_photos(tmp.path());
+    let good = std::fs::read(tmp.path().join("paris/eiffel.jpg")).unwrap();
+    // The APP1 segment: its length is in bytes 4..6, counting itself.
+    let app1_end = 4 + u16::from_be_bytes([good[4], good[5]]) as usize;
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = |below: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % below as u64) as usize
+    };
+    for round in 0..3000 {
+        let mut bytes = good.clone();
+        if round % 5 == 4 {
+            bytes.truncate(6 + next(app1_end));
+        } else {
+            for _ in 0..1 + next(4) {
+                let at = 12 + next(app1_end - 12);
+                bytes[at] = next(256) as u8;
+            }
+        }
+        let m = PhotoMeta::of_file(&bytes, None);
+        assert_eq!(m.filesize, Some(bytes.len() as u64));
+    }
+}
