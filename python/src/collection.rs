@@ -5,8 +5,10 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use dolg::collection::dedup::resolve_method;
+use dolg::collection::postgres::PgCollection;
 use dolg::collection::{
-    common_root, AddOptions, Collection as Inner, CollectionError, CreateOptions, DedupMethod, DedupOptions, Filter, IndexKind, NamedHit, OpenMode, Query,
+    common_root, AddOptions, Collection as Local, CollectionError, CreateOptions, DedupMethod, DedupOptions, Filter, IndexKind, NamedHit, OpenMode, Query,
     Rerank, SearchRequest, VectorOrigin,
 };
 use dolg::preprocess::CropBox;
@@ -21,11 +23,65 @@ use crate::{bad_choice, json_to_py, lib_err, list_files, matrix, value_enum, Dol
 
 /// A photo collection: a durable, incremental index of descriptors plus the model that makes
 /// them. Create one with `Collection.create(path, model)`, open one with `Collection.open(path)`.
-/// Methods may be called from several Python threads; they take turns (one lock per collection)
-/// and release the GIL while they work.
+/// `path` may also name PostgreSQL shards (`postgres://...` URLs, comma-separated), as `--db`
+/// does on the command line. Methods may be called from several Python threads; they take turns
+/// (one lock per collection) and release the GIL while they work.
 #[pyclass(frozen, module = "dolg._dolg")]
 pub struct Collection {
     inner: Mutex<Inner>,
+}
+
+/// The collection behind a `dolg.Collection`: an index folder or PostgreSQL shards.
+enum Inner {
+    Local(Local),
+    Pg(PgCollection),
+}
+
+/// `$e` with `$x` bound to whichever collection `$c` holds (the same method on both kinds).
+macro_rules! either {
+    ($c:expr, $x:ident => $e:expr) => {
+        match $c {
+            Inner::Local($x) => $e,
+            Inner::Pg($x) => $e,
+        }
+    };
+}
+
+impl Inner {
+    /// The local collection, or an error naming what PostgreSQL collections do not do.
+    fn local(&mut self, what: &str) -> PyResult<&mut Local> {
+        match self {
+            Inner::Local(c) => Ok(c),
+            Inner::Pg(_) => Err(DolgError::new_err(format!("{what} is not available on PostgreSQL collections"))),
+        }
+    }
+
+    /// The index folder, or the shards (passwords left out).
+    fn place(&self) -> PathBuf {
+        match self {
+            Inner::Local(c) => c.dir().to_owned(),
+            Inner::Pg(c) => PathBuf::from(c.store().display()),
+        }
+    }
+
+    fn len(&self) -> dolg::Result<usize> {
+        Ok(match self {
+            Inner::Local(c) => c.len(),
+            Inner::Pg(c) => c.count()?,
+        })
+    }
+
+    /// After a change: recompute a DBA layer the change made stale (as every CLI writer does).
+    fn refresh_dba(&mut self) -> dolg::Result<()> {
+        match self {
+            Inner::Local(c) => Ok(c.refresh_dba().map(|_| ())?),
+            Inner::Pg(_) => Ok(()),
+        }
+    }
+}
+
+fn is_pg(path: &std::path::Path) -> Option<&str> {
+    path.to_str().filter(|p| dolg::index::is_postgres_url(p))
 }
 
 /// A re-ranking request the library refused, as Python's `ValueError` naming the keyword.
@@ -148,6 +204,23 @@ fn hit_arrays<'py>(py: Python<'py>, results: &[Vec<NamedHit>], width: usize) -> 
     (matrix(py, scores, nq, width), matrix(py, ids, nq, width))
 }
 
+/// Search either kind of collection (all PostgreSQL shards must answer).
+fn search_either(c: &mut Inner, query: Query<'_>, request: &SearchRequest) -> Result<Vec<Vec<NamedHit>>, CollectionError> {
+    match c {
+        Inner::Local(c) => c.search(query, request),
+        Inner::Pg(c) => Ok(c.search(query, request, false)?.hits),
+    }
+}
+
+/// The threshold `duplicates()` uses by default: measured for the model, with the local check
+/// when the collection stores local features.
+fn default_duplicate_threshold(c: &Inner) -> f32 {
+    match c {
+        Inner::Local(c) => c.default_duplicate_threshold(),
+        Inner::Pg(c) => c.default_duplicate_threshold_for(c.store().meta().local.is_some()),
+    }
+}
+
 fn report<'py, T: serde::Serialize>(py: Python<'py>, r: &T, index: &std::path::Path) -> PyResult<Bound<'py, PyAny>> {
     let mut v = serde_json::to_value(r).map_err(|e| DolgError::new_err(e.to_string()))?;
     v["index"] = serde_json::json!(index.display().to_string());
@@ -167,11 +240,6 @@ impl Collection {
     }
 }
 
-/// After a change: recompute a DBA layer the change made stale (as every CLI writer does).
-fn refresh_dba(c: &mut Inner) -> dolg::Result<()> {
-    Ok(c.refresh_dba().map(|_| ())?)
-}
-
 #[pymethods]
 impl Collection {
     /// Create a collection in the folder `path` (which must not hold an index yet) described by
@@ -182,8 +250,13 @@ impl Collection {
     #[pyo3(signature = (path, model, *, kind="exact", root=None))]
     fn create(py: Python<'_>, path: PathBuf, model: &Model, kind: &str, root: Option<PathBuf>) -> PyResult<Self> {
         let kind: IndexKind = value_enum("kind", kind)?;
-        let c =
-            py.detach(|| Inner::create(&path, model.spec.clone(), &CreateOptions::kind(kind).with_root(root.as_deref()), &model.device)).map_err(lib_err)?;
+        let options = CreateOptions::kind(kind).with_root(root.as_deref());
+        let c = py
+            .detach(|| match is_pg(&path) {
+                Some(url) => PgCollection::create(url, model.spec.clone(), &options, false, &model.device).map(Inner::Pg),
+                None => Local::create(&path, model.spec.clone(), &options, &model.device).map(Inner::Local),
+            })
+            .map_err(lib_err)?;
         Ok(Self::wrap(c))
     }
 
@@ -194,13 +267,21 @@ impl Collection {
     #[pyo3(signature = (path, model, *, kind="exact", root=None, paths=None))]
     fn open_or_create(py: Python<'_>, path: PathBuf, model: &Model, kind: &str, root: Option<PathBuf>, paths: Option<Vec<PathBuf>>) -> PyResult<Self> {
         let kind: IndexKind = value_enum("kind", kind)?;
-        let root = match (root, dolg::index::Store::exists(&path), paths) {
+        let exists = match is_pg(&path) {
+            Some(url) => py.detach(|| PgCollection::exists(url)).map_err(lib_err)?,
+            None => dolg::index::Store::exists(&path),
+        };
+        let root = match (root, exists, paths) {
             (Some(r), _, _) => Some(r),
             (None, false, Some(p)) => common_root(&list_files(py, &p, &Default::default())?),
             _ => None,
         };
+        let options = CreateOptions::kind(kind).with_root(root.as_deref());
         let c = py
-            .detach(|| Inner::open_or_create(&path, model.spec.clone(), &CreateOptions::kind(kind).with_root(root.as_deref()), &model.device))
+            .detach(|| match is_pg(&path) {
+                Some(url) => PgCollection::open_or_create(url, model.spec.clone(), &options, false, &model.device).map(Inner::Pg),
+                None => Local::open_or_create(&path, model.spec.clone(), &options, &model.device).map(Inner::Local),
+            })
             .map_err(lib_err)?;
         Ok(Self::wrap(c))
     }
@@ -216,24 +297,31 @@ impl Collection {
             "write" => OpenMode::Write,
             other => return Err(bad_choice("mode", other, &["read", "write"])),
         };
-        if path.to_str().is_some_and(dolg::index::is_postgres_url) {
-            return Err(DolgError::new_err(
-                "collections in PostgreSQL (postgres:// URLs) are not available from Python yet: use `dolg search --db` or `dolg serve --db` with the URL",
-            ));
-        }
         let device = dolg::runtime::device(device).map_err(PyValueError::new_err)?;
-        let mut c = py.detach(|| Inner::open(&path, mode, &device)).map_err(lib_err)?;
+        if let Some(url) = is_pg(&path) {
+            if weights.is_some() {
+                return Err(PyValueError::new_err("weights=: a PostgreSQL collection describes photos with the model it records"));
+            }
+            return Ok(Self::wrap(Inner::Pg(py.detach(|| PgCollection::open(url, mode, &device)).map_err(lib_err)?)));
+        }
+        let mut c = py.detach(|| Local::open(&path, mode, &device)).map_err(lib_err)?;
         if let Some(w) = weights {
             c.use_weights(w).map_err(lib_err)?;
         }
-        Ok(Self::wrap(c))
+        Ok(Self::wrap(Inner::Local(c)))
     }
 
     /// Create an index of `dim`-d vectors with no model, for `import_vectors` only.
     #[staticmethod]
     fn create_for_vectors(py: Python<'_>, path: PathBuf, dim: usize) -> PyResult<Self> {
         let device = dolg::runtime::device("cpu").map_err(PyValueError::new_err)?;
-        Ok(Self::wrap(py.detach(|| Inner::create_for_vectors(&path, dim, &device)).map_err(lib_err)?))
+        let c = py
+            .detach(|| match is_pg(&path) {
+                Some(url) => PgCollection::create_for_vectors(url, dim, IndexKind::Exact, false, &device).map(Inner::Pg),
+                None => Local::create_for_vectors(&path, dim, &device).map(Inner::Local),
+            })
+            .map_err(lib_err)?;
+        Ok(Self::wrap(c))
     }
 
     /// Describe and add images (folders searched recursively, as `dolg index add`). Files already
@@ -244,9 +332,9 @@ impl Collection {
         let files = list_files(py, &paths, &Default::default())?;
         let (r, dir) = self
             .with(py, |c| {
-                let r = c.add_paths(&files, &AddOptions { batch }, |_| {})?;
-                refresh_dba(c)?;
-                Ok::<_, dolg::Error>((r, c.dir().to_owned()))
+                let r = either!(c, x => x.add_paths(&files, &AddOptions { batch }, |_| {})?);
+                c.refresh_dba()?;
+                Ok::<_, dolg::Error>((r, c.place()))
             })?
             .map_err(lib_err)?;
         report(py, &r, &dir)
@@ -263,11 +351,11 @@ impl Collection {
         let (r, dir) = self
             .with(py, |c| {
                 if let Some(r) = &root {
-                    c.set_root(r)?;
+                    either!(c, x => x.set_root(r)?);
                 }
-                let r = c.sync(&paths, &files, &AddOptions { batch }, |_| {})?;
-                refresh_dba(c)?;
-                Ok::<_, dolg::Error>((r, c.dir().to_owned()))
+                let r = either!(c, x => x.sync(&paths, &files, &AddOptions { batch }, |_| {})?);
+                c.refresh_dba()?;
+                Ok::<_, dolg::Error>((r, c.place()))
             })?
             .map_err(lib_err)?;
         report(py, &r, &dir)
@@ -277,8 +365,8 @@ impl Collection {
     /// found. Returns the number removed.
     fn remove(&self, py: Python<'_>, names: Vec<String>) -> PyResult<usize> {
         self.with(py, |c| {
-            let n = c.remove(&names)?;
-            refresh_dba(c)?;
+            let n = either!(c, x => x.remove(&names)?);
+            c.refresh_dba()?;
             Ok::<_, dolg::Error>(n)
         })?
         .map_err(lib_err)
@@ -292,8 +380,8 @@ impl Collection {
         let (mut values, _) = rows_of(vectors, "vectors")?;
         let origin = if same_model { VectorOrigin::SameModel } else { VectorOrigin::Unverified };
         self.with(py, |c| {
-            c.import(&mut values, &names, origin, |_| {})?;
-            refresh_dba(c)
+            either!(c, x => x.import(&mut values, &names, origin, |_| {})?);
+            c.refresh_dba()
         })?
         .map_err(lib_err)
     }
@@ -329,7 +417,7 @@ impl Collection {
             return Err(PyValueError::new_err("rerank=\"spatial\" verifies query photos' local features: use search_images, not vectors"));
         }
         let request = SearchRequest { k, min_score, crop: None, filter: filter_of(r#where.as_ref())?, rerank: rr };
-        let results = self.with(py, |c| c.search(Query::Vectors(&values), &request))?.map_err(search_err)?;
+        let results = self.with(py, |c| search_either(c, Query::Vectors(&values), &request))?.map_err(search_err)?;
         let width = if k == 0 { results.iter().map(Vec::len).max().unwrap_or(0) } else { k };
         Ok(hit_arrays(py, &results, width))
     }
@@ -393,11 +481,11 @@ impl Collection {
             ..Default::default()
         };
         let spec = kwargs.spec()?;
-        let defaults = self.with(py, |c| c.spatial_rerank_defaults())?;
+        let defaults = self.with(py, |c| either!(c, x => x.spatial_rerank_defaults()))?;
         let rr = spec.resolve(defaults).map_err(spec_error)?;
         let crop = crop_box(crop)?;
         let request = SearchRequest { k, min_score, crop, filter: filter_of(r#where.as_ref())?, rerank: rr };
-        let results = self.with(py, |c| c.search(Query::Images(&paths), &request))?.map_err(search_err)?;
+        let results = self.with(py, |c| search_either(c, Query::Images(&paths), &request))?.map_err(search_err)?;
         let out = PyList::empty(py);
         for hits in results {
             let row = PyList::empty(py);
@@ -421,17 +509,35 @@ impl Collection {
         }
         let flat: Vec<i64> = a.iter().copied().collect();
         let width = if a.ndim() == 2 { a.shape()[1] } else { flat.len() };
-        let names = self
-            .with(py, |c| {
+        let names = self.with(py, |c| match c {
+            Inner::Local(c) => {
                 let rows = c.index().store().rows();
                 flat.iter()
                     .map(|&id| match id {
                         -1 => Ok(None),
-                        id => usize::try_from(id).ok().and_then(|r| rows.get(r)).map(|r| Some(r.name.clone())).ok_or((id, rows.len())),
+                        id => usize::try_from(id)
+                            .ok()
+                            .and_then(|r| rows.get(r))
+                            .map(|r| Some(r.name.clone()))
+                            .ok_or_else(|| PyValueError::new_err(format!("id {id} is not a row of this index ({} rows)", rows.len()))),
                     })
-                    .collect::<Result<Vec<Option<String>>, (i64, usize)>>()
-            })?
-            .map_err(|(id, n)| PyValueError::new_err(format!("id {id} is not a row of this index ({n} rows)")))?;
+                    .collect::<PyResult<Vec<Option<String>>>>()
+            }
+            Inner::Pg(c) => {
+                let rows: Vec<usize> = flat.iter().filter_map(|&id| usize::try_from(id).ok()).collect();
+                let found = c.store().names_of_rows(&rows).map_err(|e| lib_err(dolg::collection::CollectionError::from(e)))?;
+                flat.iter()
+                    .map(|&id| match id {
+                        -1 => Ok(None),
+                        id => usize::try_from(id)
+                            .ok()
+                            .and_then(|r| found.get(&r))
+                            .map(|n| Some(n.clone()))
+                            .ok_or_else(|| PyValueError::new_err(format!("id {id} is not a row of this collection"))),
+                    })
+                    .collect::<PyResult<Vec<Option<String>>>>()
+            }
+        })??;
         if a.ndim() == 1 {
             return Ok(PyList::new(py, names)?.into_any());
         }
@@ -445,7 +551,11 @@ impl Collection {
     /// Names and vectors (float32 [n, dim]) of every live entry, in storage order: what
     /// `dolg index export` writes.
     fn export<'py>(&self, py: Python<'py>) -> PyResult<(Vec<String>, Bound<'py, PyArray2<f32>>)> {
-        let (dim, (names, vectors)) = self.with(py, |c| (c.dim(), c.export()))?;
+        let (dim, exported) = self.with(py, |c| match c {
+            Inner::Local(c) => (c.dim(), Ok(c.export())),
+            Inner::Pg(c) => (c.dim(), c.export()),
+        })?;
+        let (names, vectors) = exported.map_err(lib_err)?;
         let n = names.len();
         Ok((names, matrix(py, vectors, n, dim)))
     }
@@ -461,8 +571,9 @@ impl Collection {
         let method: DedupMethod = value_enum("method", method)?;
         let groups = self
             .with(py, |c| {
-                let t = threshold.unwrap_or_else(|| c.default_duplicate_threshold());
-                c.duplicates(t, &DedupOptions { method: c.dedup_method(method), ..DedupOptions::default() })
+                let t = threshold.unwrap_or_else(|| default_duplicate_threshold(c));
+                let method = resolve_method(method, c.len()?);
+                Ok::<_, dolg::Error>(either!(c, x => x.duplicates(t, &DedupOptions { method, ..DedupOptions::default() })?))
             })?
             .map_err(lib_err)?;
         json_to_py(py, &serde_json::to_value(&groups).map_err(|e| DolgError::new_err(e.to_string()))?)
@@ -471,7 +582,7 @@ impl Collection {
     /// The threshold `duplicates()` uses by default for this collection's model.
     #[getter]
     fn default_duplicate_threshold(&self, py: Python<'_>) -> PyResult<f32> {
-        self.with(py, |c| c.default_duplicate_threshold())
+        self.with(py, |c| default_duplicate_threshold(c))
     }
 
     /// Compute the α-DBA layer (database-side augmentation with `k` neighbours) that re-ranked
@@ -479,69 +590,75 @@ impl Collection {
     #[pyo3(signature = (k, alpha=None))]
     fn build_dba(&self, py: Python<'_>, k: usize, alpha: Option<f32>) -> PyResult<()> {
         let alpha = alpha.unwrap_or(dolg::rerank::DEFAULT_ALPHA);
-        self.with(py, |c| c.build_dba(k, alpha))?.map_err(lib_err)
+        self.with(py, |c| c.local("build_dba (DBA layers)")?.build_dba(k, alpha).map_err(lib_err))?
     }
 
     /// Rewrite the index into one segment, dropping removed and superseded entries.
     fn compact(&self, py: Python<'_>) -> PyResult<()> {
         self.with(py, |c| {
-            c.compact()?;
-            refresh_dba(c)
+            let local = c.local("compact (PostgreSQL's VACUUM does that job)")?;
+            local.compact().map_err(lib_err)?;
+            c.refresh_dba().map_err(lib_err)
         })?
-        .map_err(lib_err)
     }
 
     /// What the index holds, as `dolg index info --json` reports it (opening verified every
     /// checksum).
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let info = self.with(py, |c| c.info())?;
-        json_to_py(py, &serde_json::to_value(&info).map_err(|e| DolgError::new_err(e.to_string()))?)
+        let info = self
+            .with(py, |c| match c {
+                Inner::Local(c) => Ok(serde_json::to_value(c.info())),
+                Inner::Pg(c) => c.info().map(serde_json::to_value),
+            })?
+            .map_err(lib_err)?;
+        json_to_py(py, &info.map_err(|e| DolgError::new_err(e.to_string()))?)
     }
 
     /// HNSW collections: candidates examined per query (recall against speed; default 64).
     fn set_ef_search(&self, py: Python<'_>, ef: usize) -> PyResult<()> {
-        self.with(py, |c| c.set_ef_search(ef))?;
+        self.with(py, |c| either!(c, x => x.set_ef_search(ef)))?;
         Ok(())
     }
 
     /// Record where the photos now are: names relative to the old root resolve under the new one.
     fn set_root(&self, py: Python<'_>, root: PathBuf) -> PyResult<()> {
-        self.with(py, |c| c.set_root(&root))?.map_err(lib_err)
+        self.with(py, |c| either!(c, x => x.set_root(&root)))?.map_err(lib_err)
     }
 
     /// The name a photo is (or would be) indexed under.
     fn name_of(&self, py: Python<'_>, path: PathBuf) -> PyResult<String> {
-        self.with(py, |c| c.name_of(&path))
+        self.with(py, |c| either!(c, x => x.name_of(&path)))
     }
 
     /// Where the photo named `name` is expected on disk.
     fn path_of(&self, py: Python<'_>, name: &str) -> PyResult<String> {
-        self.with(py, |c| c.path_of(name).display().to_string())
+        self.with(py, |c| either!(c, x => x.path_of(name)).display().to_string())
     }
 
     /// Descriptor width.
     #[getter]
     fn dim(&self, py: Python<'_>) -> PyResult<usize> {
-        self.with(py, |c| c.dim())
+        self.with(py, |c| either!(c, x => x.dim()))
     }
 
-    /// The index folder.
+    /// The index folder, or the PostgreSQL shards (passwords left out).
     #[getter]
     fn path(&self, py: Python<'_>) -> PyResult<String> {
-        self.with(py, |c| c.dir().display().to_string())
+        self.with(py, |c| c.place().display().to_string())
     }
 
     /// The folder photo names are relative to, if any.
     #[getter]
     fn root(&self, py: Python<'_>) -> PyResult<Option<String>> {
-        self.with(py, |c| c.root().map(|r| r.display().to_string()))
+        self.with(py, |c| either!(c, x => x.root()).map(|r| r.display().to_string()))
     }
 
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
-        self.with(py, |c| c.len())
+        self.with(py, |c| c.len())?.map_err(lib_err)
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
-        self.with(py, |c| format!("dolg.Collection({:?}, entries={}, dim={})", c.dir().display().to_string(), c.len(), c.dim()))
+        let (place, len, dim) = self.with(py, |c| (c.place(), c.len(), either!(c, x => x.dim())))?;
+        Ok(format!("dolg.Collection({:?}, entries={}, dim={dim})", place.display().to_string(), len.map_err(lib_err)?))
     }
 }

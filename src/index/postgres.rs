@@ -783,6 +783,18 @@ impl PgStore {
             .collect()
     }
 
+    /// The names of the rows `rows` (their `seq`), where they exist.
+    pub fn names_of_rows(&self, rows: &[usize]) -> Result<std::collections::HashMap<usize, String>, IndexError> {
+        let seqs: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let found = self.each_shard(|_, c| {
+            Ok(c.query("SELECT seq, name FROM dolg_photos WHERE seq = ANY($1)", &[&seqs])?
+                .iter()
+                .map(|r| (r.get::<_, i64>(0) as usize, r.get(1)))
+                .collect::<Vec<_>>())
+        })?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
     /// Names and vectors of every entry, in row order (the order they were added in).
     pub fn export(&self) -> Result<(Vec<String>, Vec<f32>), IndexError> {
         let parts = self.each_shard(|_, c| {
