@@ -226,8 +226,8 @@ impl Extractor {
         Ok((prepared, facts))
     }
 
-    /// [`Extractor::prepare_hashed`] for a file already read (an upload: `modified` is `None`);
-    /// `path` names it in errors.
+    /// Read, decode and preprocess a file already read (an upload: `modified` is `None`), with
+    /// the SHA-256 of its bytes and its metadata; `path` names it in errors.
     pub fn prepare_bytes(
         &self,
         bytes: &[u8],

@@ -48,14 +48,6 @@ macro_rules! either {
 }
 
 impl Inner {
-    /// The local collection, or an error naming what PostgreSQL collections do not do.
-    fn local(&mut self, what: &str) -> PyResult<&mut Local> {
-        match self {
-            Inner::Local(c) => Ok(c),
-            Inner::Pg(_) => Err(DolgError::new_err(format!("{what} is not available on PostgreSQL collections"))),
-        }
-    }
-
     /// The index folder, or the shards (passwords left out).
     fn place(&self) -> PathBuf {
         match self {
@@ -75,7 +67,7 @@ impl Inner {
     fn refresh_dba(&mut self) -> dolg::Result<()> {
         match self {
             Inner::Local(c) => Ok(c.refresh_dba().map(|_| ())?),
-            Inner::Pg(_) => Ok(()),
+            Inner::Pg(c) => Ok(c.refresh_dba().map(|_| ())?),
         }
     }
 }
@@ -590,16 +582,20 @@ impl Collection {
     #[pyo3(signature = (k, alpha=None))]
     fn build_dba(&self, py: Python<'_>, k: usize, alpha: Option<f32>) -> PyResult<()> {
         let alpha = alpha.unwrap_or(dolg::rerank::DEFAULT_ALPHA);
-        self.with(py, |c| c.local("build_dba (DBA layers)")?.build_dba(k, alpha).map_err(lib_err))?
+        self.with(py, |c| either!(c, x => x.build_dba(k, alpha)))?.map_err(lib_err)
     }
 
-    /// Rewrite the index into one segment, dropping removed and superseded entries.
+    /// Rewrite the index into one segment, dropping removed and superseded entries (PostgreSQL
+    /// shards: `VACUUM (ANALYZE)` each, as `dolg index compact`).
     fn compact(&self, py: Python<'_>) -> PyResult<()> {
         self.with(py, |c| {
-            let local = c.local("compact (PostgreSQL's VACUUM does that job)")?;
-            local.compact().map_err(lib_err)?;
-            c.refresh_dba().map_err(lib_err)
+            match c {
+                Inner::Local(l) => l.compact()?,
+                Inner::Pg(p) => p.store().vacuum()?,
+            }
+            c.refresh_dba()
         })?
+        .map_err(lib_err)
     }
 
     /// What the index holds, as `dolg index info --json` reports it (opening verified every

@@ -82,11 +82,19 @@ def test_a_postgres_collection_answers_as_the_local_one(shards, tmp_path):
     members = lambda groups: [g["members"] for g in groups]
     assert members(pg.duplicates(0.99)) == members(local.duplicates(0.99)) == [["b/v3.jpg", "b/v7.jpg"]]
 
+    # A DBA layer: searches compare with the DBA vectors, on the shards as locally, and a change
+    # recomputes it.
+    for c in (local, pg):
+        c.build_dba(4, alpha=3.0)
+    same = lambda **kw: pg.names(pg.search(q, **kw)[1]) == local.names(local.search(q, **kw)[1])
+    assert same(k=10) and same(k=10, qe=2) and same(k=0, min_score=0.3)
+    np.testing.assert_allclose(pg.search(q, k=10)[0], local.search(q, k=10)[0], atol=1e-5)
+
     assert pg.remove(["a/v0.jpg", "b/v7.jpg"]) == 2 == local.remove(["a/v0.jpg", "b/v7.jpg"])
+    assert same(k=10) and same(k=10, where="folder = b")
     reopened = dolg.Collection.open(shards)
     assert len(reopened) == 298 and reopened.names(reopened.search(q, k=3)[1]) == local.names(local.search(q, k=3)[1])
-    for what in (lambda: pg.compact(), lambda: pg.build_dba(5)):
-        with pytest.raises(dolg.DolgError, match="not available on PostgreSQL collections"):
-            what()
+    pg.compact()  # VACUUM (ANALYZE) on every shard
+    assert len(pg) == 298
     with pytest.raises(ValueError, match="weights"):
         dolg.Collection.open(shards, weights="w.pth")

@@ -29,7 +29,8 @@ pub enum IndexCommand {
     Import(ImportArgs),
     /// Show what an index holds and verify every file's checksum.
     Info(InfoArgs),
-    /// Rewrite the index into one segment, dropping removed and superseded entries.
+    /// Rewrite the index into one segment, dropping removed and superseded entries (PostgreSQL
+    /// shards: VACUUM ANALYZE each).
     Compact(DbArg),
     /// Write every entry's descriptor to a float32 .npy [N, D] with X.names.txt beside it (for
     /// `dolg eval --db` and other tools).
@@ -481,6 +482,12 @@ mod pg {
             }
             return Ok(Err(cmd));
         };
+        // Writers end by computing the DBA layer asked for, or one their change made stale.
+        let dba_after: Option<Option<(usize, f32)>> = match &cmd {
+            IndexCommand::Build(a) => Some(a.dba.map(|k| (k, a.dba_alpha))),
+            IndexCommand::Add(_) | IndexCommand::Sync(_) | IndexCommand::Remove(_) | IndexCommand::Import(_) => Some(None),
+            _ => None,
+        };
         let code = match cmd {
             IndexCommand::Build(a) => {
                 let device = a.add.run.init()?;
@@ -491,9 +498,6 @@ mod pg {
                     (None, false) => common_root(&files),
                     (None, true) => None,
                 };
-                if a.dba.is_some() {
-                    bail!("--dba: DBA layers are not available on PostgreSQL collections yet");
-                }
                 let local = dolg::collection::local::local_config(a.local, a.local_encoding, &spec)?;
                 let options = CreateOptions::kind(a.kind).with_root(root.as_deref()).with_local(local);
                 let mut c = PgCollection::open_or_create(&url, spec, &options, a.half, &device)?;
@@ -564,9 +568,33 @@ mod pg {
                 pb.finish_and_clear();
                 print_sync(c.store().display(), &report?, a.add.json)?
             }
-            IndexCommand::Compact(_) => bail!("index compact does not apply to PostgreSQL collections: PostgreSQL's VACUUM reclaims the space"),
-            IndexCommand::Dba(_) => bail!("DBA layers are not available on PostgreSQL collections yet"),
+            IndexCommand::Compact(_) => {
+                let c = PgCollection::open(&url, OpenMode::Write, &cpu()?)?;
+                c.store().vacuum()?;
+                eprintln!("{}: every shard vacuumed (VACUUM ANALYZE); {} entries", c.store().display(), c.count()?);
+                ExitCode::SUCCESS
+            }
+            IndexCommand::Dba(a) => {
+                let mut c = PgCollection::open(&url, OpenMode::Write, &cpu()?)?;
+                c.build_dba(a.k, a.alpha)?;
+                eprintln!("{}: DBA layer of {} entries (k {}, alpha {})", c.store().display(), c.count()?, a.k, a.alpha);
+                ExitCode::SUCCESS
+            }
         };
+        if let Some(asked) = dba_after {
+            let mut c = PgCollection::open(&url, OpenMode::Write, &cpu()?)?;
+            match asked {
+                Some((k, alpha)) => {
+                    c.build_dba(k, alpha)?;
+                    eprintln!("{}: DBA layer of {} entries (k {k}, alpha {alpha})", c.store().display(), c.count()?);
+                }
+                None => {
+                    if let Some((k, alpha, n)) = c.refresh_dba()? {
+                        eprintln!("{}: DBA layer recomputed over all {n} entries (k {k}, alpha {alpha})", c.store().display());
+                    }
+                }
+            }
+        }
         Ok(Ok(code))
     }
 

@@ -641,7 +641,9 @@ impl Collection {
         find_duplicates(&input, threshold, options)
     }
 
-    /// [`verify_pairs_with`] this collection's stored local features.
+    /// (inliers, putative matches) of each pair's stored local features under `params`, in
+    /// parallel; `None` where either photo has none. Only each photo's best `keypoints` features
+    /// take part; each photo's features are read once.
     pub fn verify_pairs(&self, pairs: &[ScoredPair], params: &crate::spatial::SpatialParams, keypoints: usize) -> Result<Vec<Option<(usize, usize)>>> {
         verify_pairs_with(&|rows: &[usize]| rows.par_iter().map(|&r| self.local_features(r)).collect(), pairs, params, keypoints)
     }

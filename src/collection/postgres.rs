@@ -404,8 +404,10 @@ impl PgCollection {
         }
         let filter = request.filter.sql();
         let min_score = request.min_score.unwrap_or(f32::MIN);
+        // With a fresh DBA layer every comparison is with the DBA vectors, exactly (as locally).
+        let dba = self.store.dba_layer(allow_partial)?.is_some_and(|(_, _, fresh)| fresh);
         if request.rerank.is_none() {
-            let (hits, failed) = self.store.search(&queries, request.k, min_score, filter.as_ref(), &exclude, false, allow_partial)?;
+            let (hits, failed) = self.store.search(&queries, request.k, min_score, filter.as_ref(), &exclude, false, dba, allow_partial)?;
             return Ok(PgResults { hits, failed });
         }
         // Re-ranked, one query at a time as the local pipeline does (super::rerank).
@@ -417,19 +419,19 @@ impl PgCollection {
         for (i, (q, ex)) in queries.chunks(dim).zip(&exclude).enumerate() {
             let ex = std::slice::from_ref(ex);
             let mut first = |v: &[f32]| -> Result<Vec<NamedHit>> {
-                let (mut hits, f) = self.store.search(v, depth, f32::MIN, filter.as_ref(), ex, false, allow_partial)?;
+                let (mut hits, f) = self.store.search(v, depth, f32::MIN, filter.as_ref(), ex, false, dba, allow_partial)?;
                 failed = f;
                 Ok(hits.remove(0))
             };
             let mut hits = first(q)?;
             let mut query = q.to_vec();
             if let Some(qe) = rerank.qe.filter(|qe| qe.n > 0) {
-                let top: Vec<f32> = self.vectors_of(&hits[..qe.n.min(hits.len())])?.into_iter().flatten().collect();
+                let top: Vec<f32> = self.vectors_of(&hits[..qe.n.min(hits.len())], dba)?.into_iter().flatten().collect();
                 query = crate::rerank::expand_query(q, &top, qe.alpha);
                 hits = first(&query)?;
             }
             if let Some(sg) = &rerank.superglobal {
-                let vectors = self.vectors_of(&hits)?;
+                let vectors = self.vectors_of(&hits, dba)?;
                 let at: std::collections::HashMap<usize, usize> = hits.iter().enumerate().map(|(j, h)| (h.row, j)).collect();
                 let names: std::collections::HashMap<usize, String> = hits.iter().map(|h| (h.row, h.name.clone())).collect();
                 let ranking: Vec<(usize, f32)> = hits.iter().map(|h| (h.row, h.score)).collect();
@@ -452,15 +454,36 @@ impl PgCollection {
         Ok(PgResults { hits: out, failed })
     }
 
-    /// The stored vectors of `hits`, in order.
-    fn vectors_of(&self, hits: &[NamedHit]) -> Result<Vec<Vec<f32>>> {
+    /// The vectors searches compare with for `hits`, in order: stored, or with `dba` their DBA
+    /// vectors.
+    fn vectors_of(&self, hits: &[NamedHit], dba: bool) -> Result<Vec<Vec<f32>>> {
         let names: Vec<String> = hits.iter().map(|h| h.name.clone()).collect();
-        self.store
-            .get(&names, false)?
-            .into_iter()
-            .zip(&names)
-            .map(|(s, n)| s.map(|s| s.vector).ok_or_else(|| Error::NotInIndex { index: PathBuf::from(self.store.display()), name: n.clone() }))
-            .collect()
+        let found = if dba { self.store.get_dba(&names)? } else { self.store.get(&names, false)?.into_iter().map(|s| s.map(|s| s.vector)).collect() };
+        found.into_iter().zip(&names).map(|(v, n)| v.ok_or_else(|| Error::NotInIndex { index: PathBuf::from(self.store.display()), name: n.clone() })).collect()
+    }
+
+    /// Compute α-DBA over every entry (each with its `k` nearest neighbours, ties to the
+    /// earlier-added entry, as the local layer) and store it in the shards as the collection's
+    /// DBA layer, which searches then use. Computed here, in full, from every vector read from
+    /// the shards; fails, asking for a re-run, when entries change meanwhile.
+    pub fn build_dba(&mut self, k: usize, alpha: f32) -> Result<()> {
+        let stamps = self.store.stamps()?;
+        let (names, vectors) = self.export()?;
+        let layer = crate::rerank::dba(&vectors, self.dim(), k, alpha);
+        self.store.write_dba(&names, &layer, k, alpha, &stamps)?;
+        Ok(())
+    }
+
+    /// After a change: compute a DBA layer the change made stale again, in full (the local
+    /// index recomputes only the affected entries). Returns `(k, α, entries)` when it did.
+    pub fn refresh_dba(&mut self) -> Result<Option<(usize, f32, usize)>> {
+        match self.store.dba_layer(false)? {
+            Some((k, alpha, false)) => {
+                self.build_dba(k, alpha)?;
+                Ok(Some((k, alpha, self.count()?)))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// `--rerank spatial`'s settings for the local features the collection stores (the DELG
@@ -569,8 +592,8 @@ impl PgCollection {
         let picks: Vec<usize> = (0..n).map(|i| i * names.len() / n).collect();
         let queries: Vec<f32> = picks.iter().flat_map(|&r| vectors[r * dim..(r + 1) * dim].iter().copied()).collect();
         let exclude: Vec<Option<String>> = picks.iter().map(|&r| Some(names[r].clone())).collect();
-        let (approx, _) = self.store.search(&queries, 10, f32::MIN, None, &exclude, false, false)?;
-        let (exact, _) = self.store.search(&queries, 10, f32::MIN, None, &exclude, true, false)?;
+        let (approx, _) = self.store.search(&queries, 10, f32::MIN, None, &exclude, false, false, false)?;
+        let (exact, _) = self.store.search(&queries, 10, f32::MIN, None, &exclude, true, false, false)?;
         let total: f64 = approx
             .iter()
             .zip(&exact)

@@ -61,8 +61,9 @@ use super::{folder_of, local, IndexError, IndexKind, LocalConfig, ModelIdentity,
 use crate::metadata::PhotoMeta;
 use crate::model::LocalFeatures;
 
-/// The layout version written into `dolg_meta`: 2 added the metadata columns ([`META_COLUMNS`]),
-/// which opening a version-1 collection for writing adds.
+/// The layout version written into `dolg_meta`: 2 added the metadata columns ([`META_COLUMNS`]) and
+/// the DBA layer's (`dolg_photos.dba`, `dolg_meta.dba` and `dba_fresh`), which opening a
+/// version-1 collection for writing adds.
 const SCHEMA: u32 = 2;
 /// The photo metadata columns, in [`PhotoMeta`]'s order, with their types.
 const META_COLUMNS: &str = "taken bigint, camera text, lat double precision, lon double precision, width integer, height integer, filesize bigint";
@@ -217,6 +218,13 @@ impl SqlWhere {
 /// A file's SHA-256.
 pub type Sha256Hash = [u8; 32];
 
+/// The parameters of a DBA layer, as `dolg_meta.dba` records them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct DbaParams {
+    k: usize,
+    alpha: f32,
+}
+
 /// Stored names with their file's SHA-256 (when known) and the model key they were described with.
 pub type Hashes = std::collections::HashMap<String, (Option<Sha256Hash>, String)>;
 
@@ -347,7 +355,7 @@ impl PgStore {
             let mut tx = client.transaction().map_err(|e| shard_err(label, pg_reason(&e)))?;
             let ddl = format!(
                 "CREATE EXTENSION IF NOT EXISTS vector;
-                 CREATE TABLE dolg_meta (shard integer NOT NULL, collection text NOT NULL);
+                 CREATE TABLE dolg_meta (shard integer NOT NULL, collection text NOT NULL, dba text, dba_fresh boolean NOT NULL DEFAULT false);
                  CREATE TABLE dolg_photos (
                      seq bigint NOT NULL,
                      name text PRIMARY KEY,
@@ -356,7 +364,8 @@ impl PgStore {
                      vector {vtype}({dim}) NOT NULL,
                      local bytea,
                      folder text NOT NULL,
-                     {META_COLUMNS});
+                     {META_COLUMNS},
+                     dba {vtype}({dim}));
                  CREATE INDEX dolg_photos_folder ON dolg_photos (folder text_pattern_ops);"
             );
             tx.batch_execute(&ddl).map_err(|e| shard_err(label, pg_reason(&e)))?;
@@ -424,7 +433,13 @@ impl PgStore {
             store.meta.schema = SCHEMA;
             let json = serde_json::to_string(&store.meta).expect("serialisable");
             let add: Vec<String> = META_COLUMNS.split(", ").map(|c| format!("ADD COLUMN IF NOT EXISTS {c}")).collect();
-            let ddl = format!("ALTER TABLE dolg_photos {}", add.join(", "));
+            let vtype = if store.meta.half { "halfvec" } else { "vector" };
+            let ddl = format!(
+                "ALTER TABLE dolg_photos {}, ADD COLUMN IF NOT EXISTS dba {vtype}({});
+                 ALTER TABLE dolg_meta ADD COLUMN IF NOT EXISTS dba text, ADD COLUMN IF NOT EXISTS dba_fresh boolean NOT NULL DEFAULT false",
+                add.join(", "),
+                store.meta.model.dim
+            );
             store.each_shard(|_, c| {
                 let mut tx = c.transaction()?;
                 tx.batch_execute(&ddl)?;
@@ -533,6 +548,16 @@ impl PgStore {
         Ok(())
     }
 
+    /// What compaction is to a local index: `VACUUM (ANALYZE)` of every shard's table, which
+    /// reclaims the space of removed and replaced rows (and of their HNSW graph entries) and
+    /// refreshes the planner's statistics.
+    pub fn vacuum(&self) -> Result<(), IndexError> {
+        self.check_writable()?;
+        // VACUUM cannot run in a transaction block; the simple query protocol runs it alone.
+        self.each_shard(|_, c| c.batch_execute("VACUUM (ANALYZE) dolg_photos"))?;
+        Ok(())
+    }
+
     /// Live entries over all shards.
     pub fn count(&self) -> Result<usize, IndexError> {
         Ok(self.counts()?.into_iter().sum())
@@ -621,6 +646,10 @@ impl PgStore {
                 return Ok(());
             }
             let mut tx = c.transaction()?;
+            // Any change makes a DBA layer stale until it is computed again (as locally). First, and
+            // always (it locks the row until this commits): a layer being stored meanwhile either
+            // waits for this change and sees it, or is stored before it and marked stale by it.
+            tx.execute("UPDATE dolg_meta SET dba_fresh = false", &[])?;
             if !removes[i].is_empty() {
                 tx.execute("DELETE FROM dolg_photos WHERE name = ANY($1)", &[&removes[i]])?;
             }
@@ -678,20 +707,23 @@ impl PgStore {
         filter: Option<&SqlWhere>,
         exclude: &[Option<String>],
         exact: bool,
+        dba: bool,
         allow_partial: bool,
     ) -> Result<(Vec<Vec<NamedHit>>, Vec<ShardFailure>), IndexError> {
         let dim = self.meta.model.dim;
         let nq = queries.len() / dim;
         let n = self.shards.len();
-        let hnsw = self.meta.kind == IndexKind::Hnsw && !exact;
+        // The DBA vectors are compared exactly, whatever the kind (as locally).
+        let hnsw = self.meta.kind == IndexKind::Hnsw && !exact && !dba;
+        let column = if dba { "dba" } else { "vector" };
         let vtype = if self.meta.half { "halfvec" } else { "vector" };
         let where_ = filter.map_or(String::new(), |f| format!("AND {}", f.clause));
         let (limit, range) = if k == 0 { (i64::MAX, true) } else { ((k + 1) as i64, false) };
         // Ties go to the lower seq (the lower row), as on one machine; a range query compares in
         // SQL, a top-k query drops low scores after merging.
-        let score_cut = if range { format!("AND (vector <#> $1::{vtype}) <= {}", -(min_score as f64)) } else { String::new() };
+        let score_cut = if range { format!("AND ({column} <#> $1::{vtype}) <= {}", -(min_score as f64)) } else { String::new() };
         let order = if hnsw { "d" } else { "d, seq" };
-        let sql = format!("SELECT seq, name, (vector <#> $1::{vtype}) AS d FROM dolg_photos WHERE TRUE {where_} {score_cut} ORDER BY {order} LIMIT $2");
+        let sql = format!("SELECT seq, name, ({column} <#> $1::{vtype}) AS d FROM dolg_photos WHERE TRUE {where_} {score_cut} ORDER BY {order} LIMIT $2");
         let ef = self.ef_search.max(k + 1).min(MAX_EF_SEARCH);
         let outcomes = self.each_shard_partial(&|_, c| {
             let mut tx = c.transaction()?;
@@ -781,6 +813,91 @@ impl PgStore {
                     .transpose()
             })
             .collect()
+    }
+
+    /// The DBA layer the shards hold: `(k, α, fresh)`, fresh when every shard says so (no entry
+    /// changed since it was computed); `None` without one. With `allow_partial`, shards that do
+    /// not answer are left out (a search leaves them out too).
+    pub fn dba_layer(&self, allow_partial: bool) -> Result<Option<(usize, f32, bool)>, IndexError> {
+        if self.meta.schema < 2 {
+            return Ok(None);
+        }
+        let outcomes = self.each_shard_partial(&|_, c| {
+            let r = c.query_one("SELECT dba, dba_fresh FROM dolg_meta", &[])?;
+            Ok((r.get::<_, Option<String>>(0), r.get::<_, bool>(1)))
+        });
+        let mut rows = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            match outcome {
+                Ok(r) => rows.push(r),
+                Err(_) if allow_partial => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(Some(first)) = rows.first().map(|r| r.0.clone()) else { return Ok(None) };
+        let params: DbaParams = serde_json::from_str(&first).map_err(|e| shard_err(&self.display, format!("unreadable DBA description in dolg_meta: {e}")))?;
+        let fresh = rows.iter().all(|(d, f)| *f && d.as_deref() == Some(first.as_str()));
+        Ok(Some((params.k, params.alpha, fresh)))
+    }
+
+    /// Each shard's (entries, largest row id): what [`PgStore::write_dba`] checks has not
+    /// changed since the vectors the layer was computed from were read.
+    pub fn stamps(&self) -> Result<Vec<(i64, i64)>, IndexError> {
+        self.each_shard(|_, c| {
+            let r = c.query_one("SELECT count(*), coalesce(max(seq), -1) FROM dolg_photos", &[])?;
+            Ok((r.get(0), r.get(1)))
+        })
+    }
+
+    /// Store a DBA layer: `vectors[i]` for the entry `names[i]`, made with `k` neighbours and
+    /// `alpha` from the entries the shards held at `stamps`; one transaction per shard, which
+    /// fails (changing nothing there) when its entries changed meanwhile.
+    pub fn write_dba(&self, names: &[String], vectors: &[f32], k: usize, alpha: f32, stamps: &[(i64, i64)]) -> Result<(), IndexError> {
+        self.check_writable()?;
+        let dim = self.meta.model.dim;
+        let n = self.shards.len();
+        let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, name) in names.iter().enumerate() {
+            by_shard[shard_of(name, n)].push(i);
+        }
+        let json = serde_json::to_string(&DbaParams { k, alpha }).expect("serialisable");
+        let (half, vtype) = (self.meta.half, if self.meta.half { "halfvec" } else { "vector" });
+        let changed = std::sync::atomic::AtomicBool::new(false);
+        self.each_shard(|i, c| {
+            let mut tx = c.transaction()?;
+            // Writers update this row first: holding it, no change can slip in unseen.
+            tx.execute("SELECT 1 FROM dolg_meta FOR UPDATE", &[])?;
+            let r = tx.query_one("SELECT count(*), coalesce(max(seq), -1) FROM dolg_photos", &[])?;
+            if (r.get::<_, i64>(0), r.get::<_, i64>(1)) != stamps[i] {
+                changed.store(true, std::sync::atomic::Ordering::Relaxed);
+                return tx.rollback();
+            }
+            tx.batch_execute(&format!("CREATE TEMP TABLE dolg_dba_in (name text, dba {vtype}) ON COMMIT DROP"))?;
+            let types = tx.prepare("INSERT INTO dolg_dba_in VALUES ($1, $2)")?.params().to_vec();
+            let mut w = BinaryCopyInWriter::new(tx.copy_in("COPY dolg_dba_in FROM STDIN (FORMAT binary)")?, &types);
+            for &j in &by_shard[i] {
+                w.write(&[&names[j], vector_param(&vectors[j * dim..(j + 1) * dim], half).as_ref()])?;
+            }
+            w.finish()?;
+            tx.execute("UPDATE dolg_photos p SET dba = t.dba FROM dolg_dba_in t WHERE p.name = t.name", &[])?;
+            tx.execute("UPDATE dolg_meta SET dba = $1, dba_fresh = true", &[&json])?;
+            tx.commit()
+        })?;
+        if changed.into_inner() {
+            return Err(shard_err(&self.display, "entries changed while the DBA layer was computed; run it again"));
+        }
+        Ok(())
+    }
+
+    /// The DBA vectors of `names` (`None` where not indexed or without one).
+    pub fn get_dba(&self, names: &[String]) -> Result<Vec<Option<Vec<f32>>>, IndexError> {
+        let by_shard = self.split(names);
+        let found = self.each_shard(|i, c| {
+            let rows = c.query("SELECT name, dba::real[] FROM dolg_photos WHERE name = ANY($1) AND dba IS NOT NULL", &[&by_shard[i]])?;
+            Ok(rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, Vec<f32>>(1))).collect::<Vec<_>>())
+        })?;
+        let mut map: std::collections::HashMap<String, Vec<f32>> = found.into_iter().flatten().collect();
+        Ok(names.iter().map(|n| map.remove(n)).collect())
     }
 
     /// The names of the rows `rows` (their `seq`), where they exist.

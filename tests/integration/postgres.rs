@@ -351,6 +351,9 @@ fn photos(cluster: &Cluster, dir: &Path) {
     await_entries(&db, 4);
     let err = fails(&["index", "remove", "--db", &db, "nope.jpg"]);
     assert!(err.contains("no entry named 'nope.jpg'"), "{err}");
+    // Compaction is VACUUM (ANALYZE) on every shard: the entries stay.
+    let said = text(&ok(&["index", "compact", "--db", &db]).stderr);
+    assert!(said.contains("every shard vacuumed") && said.contains("; 4 entries"), "{said}");
     // A local collection copied in bulk keeps its model: adding the same photos describes nothing.
     cluster.create_database("copied");
     let copied = cluster.url_of("copied");
@@ -392,6 +395,37 @@ fn metadata(cluster: &Cluster, dir: &Path) {
         want.sort();
         assert_eq!(names, want, "{exprs:?}");
     }
+    // A DBA layer: searches compare with the DBA vectors on the shards as locally, and a change
+    // (a removal) recomputes it on both.
+    for target in [db.as_str(), local] {
+        ok(&["index", "dba", "--db", target, "--k", "2"]);
+    }
+    // Searches read the replicas: give them the layer.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let compare = |what: &str| {
+        for extra in
+            [&["--k", "6"][..], &["--k", "6", "--qe", "2"][..], &["--k", "6", "--where", "folder = paris"][..], &["--k", "0", "--min-score", "0.5"][..]]
+        {
+            assert_same(&search_json(&db, Path::new(q), extra), &search_json(local, Path::new(q), extra), &format!("{what} {extra:?}"));
+        }
+    };
+    compare("DBA");
+    let plain = search_json(&db, Path::new(q), &["--k", "6"]);
+    for target in [db.as_str(), local] {
+        let said = text(&ok(&["index", "remove", "--db", target, "gopro.jpg"]).stderr);
+        assert!(said.contains("DBA layer"), "{said}");
+    }
+    await_entries(&db, 5);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    compare("DBA after a removal");
+    assert_ne!(plain, search_json(&db, Path::new(q), &["--k", "6"]), "the removal changed nothing");
+    // `eval groups --db` reads the stored vectors from the shards: the same figures as locally.
+    let groups = dir.join("metadata-groups.csv");
+    std::fs::write(&groups, "image,group\nparis/eiffel.jpg,paris\nparis/notre-dame.jpg,paris\nturned.jpg,turned\nold/scan.jpg,turned\nrio/cristo.jpg,\n")
+        .unwrap();
+    let eval = |target: &str| json(&ok(&["eval", "groups", "--groups", groups.to_str().unwrap(), "--images", p, "--db", target, "--json"]));
+    let (pe, le) = (eval(&db), eval(local));
+    assert!(pe["map"].as_f64().is_some() && (pe["map"].as_f64().unwrap() - le["map"].as_f64().unwrap()).abs() < 1e-9, "{pe:#}\n{le:#}");
     // A layout-1 collection (no metadata columns): a metadata filter asks for an upgrade, which
     // opening for writing makes; its entries then have no metadata until described again.
     for (port, _) in &cluster.ports {
@@ -402,16 +436,6 @@ fn metadata(cluster: &Cluster, dir: &Path) {
              UPDATE dolg_meta SET collection = replace(collection, '\"schema\":2', '\"schema\":1')",
         );
     }
-    // `eval groups --db` reads the stored vectors from the shards: the same figures as locally.
-    let groups = dir.join("metadata-groups.csv");
-    std::fs::write(
-        &groups,
-        "image,group\nparis/eiffel.jpg,paris\nparis/notre-dame.jpg,paris\nturned.jpg,turned\nold/scan.jpg,turned\nrio/cristo.jpg,\ngopro.jpg,\n",
-    )
-    .unwrap();
-    let eval = |target: &str| json(&ok(&["eval", "groups", "--groups", groups.to_str().unwrap(), "--images", p, "--db", target, "--json"]));
-    let (pe, le) = (eval(&db), eval(local));
-    assert!(pe["map"].as_f64().is_some() && (pe["map"].as_f64().unwrap() - le["map"].as_f64().unwrap()).abs() < 1e-9, "{pe:#}\n{le:#}");
     std::thread::sleep(std::time::Duration::from_millis(500));
     let err = fails(&["search", "--db", &db, "--vectors", q, "--where", "taken >= 2024"]);
     assert!(err.contains("predates stored photo metadata"), "{err}");
@@ -419,7 +443,9 @@ fn metadata(cluster: &Cluster, dir: &Path) {
     ok(&["index", "add", "--db", &db, p]);
     await_entries(&db, 6);
     std::thread::sleep(std::time::Duration::from_millis(500));
-    assert!(search_json(&db, Path::new(q), &["--where", "taken >= 1970"])[0].is_empty());
+    // Only the photo described again (removed above) has its metadata stored.
+    let found = search_json(&db, Path::new(q), &["--where", "taken >= 1970"]);
+    assert_eq!(found[0].iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["gopro.jpg"]);
 }
 
 /// `index sync` after a rename, a deletion and a new photo: the same report and collection as the
