@@ -580,17 +580,17 @@ pub(crate) fn verify_pairs_with(
     let mut rows: Vec<usize> = pairs.iter().flat_map(|p| [p.a, p.b]).collect();
     rows.sort_unstable();
     rows.dedup();
-    let features: HashMap<usize, Option<LocalFeatures>> = rows
-        .iter()
-        .copied()
-        .zip(read(&rows)?)
-        .map(|(r, mut f)| {
+    // Read in chunks, each cut to `keypoints` before the next is read: only the cut features
+    // of every photo are held at once.
+    let mut features: HashMap<usize, Option<LocalFeatures>> = HashMap::with_capacity(rows.len());
+    for chunk in rows.chunks(256) {
+        for (&r, mut f) in chunk.iter().zip(read(chunk)?) {
             if let Some(f) = f.as_mut() {
                 f.truncate(keypoints);
             }
-            (r, f)
-        })
-        .collect();
+            features.insert(r, f);
+        }
+    }
     pairs
         .par_iter()
         .map(|p| {

@@ -468,11 +468,15 @@ fn parse_span(field: Numeric, value: &str) -> Result<(i64, i64), String> {
         }
     };
     let number: f64 = digits.parse().map_err(|_| format!("'{value}' is not a number"))?;
-    let v = (number * scale).round();
+    let v = number * scale;
+    // `12.2M` is 12,200,000 although 12.2 × 10⁶ is not quite, in binary.
+    let v = if (v - v.round()).abs() < 1e-6 { v.round() } else { v };
     if !(0.0..=9.0e18).contains(&v) {
         return Err(format!("'{value}' is out of range"));
     }
-    Ok((v as i64, v as i64 + 1))
+    // The integers v stands for: itself when whole; none for a fraction, so that `< 10.4`
+    // keeps 10, `> 10.6` keeps 11 and `= 10.5` keeps nothing.
+    Ok((v.ceil() as i64, v.floor() as i64 + 1))
 }
 
 /// `YYYY`, `YYYY-MM`, `YYYY-MM-DD`, `YYYY-MM-DD HH:MM` or `YYYY-MM-DD HH:MM:SS` (`T` may
@@ -651,6 +655,13 @@ mod tests {
         assert_eq!(keeps("filesize > 1KiB"), [true, true, false]);
         assert_eq!(keeps("filesize = 1024"), [false, false, true]);
         assert_eq!(keeps("filesize <= 2.5MB"), [true, false, true]);
+        // A fraction stands for no whole number: the bounds fall on either side of it.
+        assert_eq!(keeps("width < 640.4"), [false, false, true]);
+        assert_eq!(keeps("width > 639.6"), [true, true, true]);
+        assert_eq!(keeps("width >= 4031.5"), [true, true, false]);
+        assert_eq!(keeps("width = 640.5"), [false, false, false]);
+        assert_eq!(keeps("width != 640.5"), [true, true, true]);
+        assert_eq!(parse_span(Numeric::Pixels, "12.2M").unwrap(), (12_200_000, 12_200_001));
         assert_eq!(keeps("camera = APPLE iphone 12"), [true, false, false]);
         // A photo without a camera passes neither the condition nor its negation.
         assert_eq!(keeps("camera != apple iphone 12"), [false, true, false]);

@@ -355,7 +355,8 @@ impl PgStore {
             let mut tx = client.transaction().map_err(|e| shard_err(label, pg_reason(&e)))?;
             let ddl = format!(
                 "CREATE EXTENSION IF NOT EXISTS vector;
-                 CREATE TABLE dolg_meta (shard integer NOT NULL, collection text NOT NULL, dba text, dba_fresh boolean NOT NULL DEFAULT false);
+                 CREATE TABLE dolg_meta (shard integer NOT NULL, collection text NOT NULL, dba text, dba_fresh boolean NOT NULL DEFAULT false,
+                     generation bigint NOT NULL DEFAULT 0);
                  CREATE TABLE dolg_photos (
                      seq bigint NOT NULL,
                      name text PRIMARY KEY,
@@ -366,7 +367,8 @@ impl PgStore {
                      folder text NOT NULL,
                      {META_COLUMNS},
                      dba {vtype}({dim}));
-                 CREATE INDEX dolg_photos_folder ON dolg_photos (folder text_pattern_ops);"
+                 CREATE INDEX dolg_photos_folder ON dolg_photos (folder text_pattern_ops);
+                 CREATE INDEX dolg_photos_seq ON dolg_photos (seq);"
             );
             tx.batch_execute(&ddl).map_err(|e| shard_err(label, pg_reason(&e)))?;
             tx.execute("INSERT INTO dolg_meta VALUES ($1, $2)", &[&(i as i32), &json]).map_err(|e| shard_err(label, pg_reason(&e)))?;
@@ -422,10 +424,14 @@ impl PgStore {
                     format!("is shard {} of a {}-shard collection, but the --db list gives it as shard {i} of {n}: list every shard, in the order they were created", pos, m.shards),
                 ));
             }
-            match &meta {
+            match meta.as_mut() {
+                // The layout version may differ (an upgrade that stopped part-way): the lowest
+                // wins, so opening for writing finishes the upgrade.
+                Some(first) if PgMeta { schema: 0, ..first.clone() } != PgMeta { schema: 0, ..m.clone() } => {
+                    return Err(shard_err(label, "holds a different collection (model, kind or root) than the first shard"))
+                }
+                Some(first) => first.schema = first.schema.min(m.schema),
                 None => meta = Some(m),
-                Some(first) if *first != m => return Err(shard_err(label, "holds a different collection (model, kind or root) than the first shard")),
-                Some(_) => {}
             }
         }
         let mut store = Self { shards, meta: meta.expect("at least one shard"), mode, ef_search: DEFAULT_EF_SEARCH, display: redact(db), next_seq: 0.into() };
@@ -436,7 +442,9 @@ impl PgStore {
             let vtype = if store.meta.half { "halfvec" } else { "vector" };
             let ddl = format!(
                 "ALTER TABLE dolg_photos {}, ADD COLUMN IF NOT EXISTS dba {vtype}({});
-                 ALTER TABLE dolg_meta ADD COLUMN IF NOT EXISTS dba text, ADD COLUMN IF NOT EXISTS dba_fresh boolean NOT NULL DEFAULT false",
+                 ALTER TABLE dolg_meta ADD COLUMN IF NOT EXISTS dba text, ADD COLUMN IF NOT EXISTS dba_fresh boolean NOT NULL DEFAULT false,
+                     ADD COLUMN IF NOT EXISTS generation bigint NOT NULL DEFAULT 0;
+                 CREATE INDEX IF NOT EXISTS dolg_photos_seq ON dolg_photos (seq)",
                 add.join(", "),
                 store.meta.model.dim
             );
@@ -649,7 +657,7 @@ impl PgStore {
             // Any change makes a DBA layer stale until it is computed again (as locally). First, and
             // always (it locks the row until this commits): a layer being stored meanwhile either
             // waits for this change and sees it, or is stored before it and marked stale by it.
-            tx.execute("UPDATE dolg_meta SET dba_fresh = false", &[])?;
+            tx.execute("UPDATE dolg_meta SET dba_fresh = false, generation = generation + 1", &[])?;
             if !removes[i].is_empty() {
                 tx.execute("DELETE FROM dolg_photos WHERE name = ANY($1)", &[&removes[i]])?;
             }
@@ -678,7 +686,7 @@ impl PgStore {
                         "INSERT INTO dolg_photos (seq, name, sha256, model, vector, local, folder, {META_NAMES})
                          SELECT seq, name, sha256, model, vector, local, folder, {META_NAMES} FROM dolg_in
                          ON CONFLICT (name) DO UPDATE SET seq = EXCLUDED.seq, sha256 = EXCLUDED.sha256, model = EXCLUDED.model,
-                             vector = EXCLUDED.vector, local = EXCLUDED.local, folder = EXCLUDED.folder, {}",
+                             vector = EXCLUDED.vector, local = EXCLUDED.local, folder = EXCLUDED.folder, dba = NULL, {}",
                         META_NAMES.split(", ").map(|c| format!("{c} = EXCLUDED.{c}")).collect::<Vec<_>>().join(", ")
                     ),
                     &[],
@@ -716,6 +724,8 @@ impl PgStore {
         // The DBA vectors are compared exactly, whatever the kind (as locally).
         let hnsw = self.meta.kind == IndexKind::Hnsw && !exact && !dba;
         let column = if dba { "dba" } else { "vector" };
+        // Rows added after the layer was found fresh have none (the layer is stale from then on).
+        let dba_rows = if dba { "AND dba IS NOT NULL" } else { "" };
         let vtype = if self.meta.half { "halfvec" } else { "vector" };
         let where_ = filter.map_or(String::new(), |f| format!("AND {}", f.clause));
         let (limit, range) = if k == 0 { (i64::MAX, true) } else { ((k + 1) as i64, false) };
@@ -723,7 +733,8 @@ impl PgStore {
         // SQL, a top-k query drops low scores after merging.
         let score_cut = if range { format!("AND ({column} <#> $1::{vtype}) <= {}", -(min_score as f64)) } else { String::new() };
         let order = if hnsw { "d" } else { "d, seq" };
-        let sql = format!("SELECT seq, name, ({column} <#> $1::{vtype}) AS d FROM dolg_photos WHERE TRUE {where_} {score_cut} ORDER BY {order} LIMIT $2");
+        let sql =
+            format!("SELECT seq, name, ({column} <#> $1::{vtype}) AS d FROM dolg_photos WHERE TRUE {dba_rows} {where_} {score_cut} ORDER BY {order} LIMIT $2");
         let ef = self.ef_search.max(k + 1).min(MAX_EF_SEARCH);
         let outcomes = self.each_shard_partial(&|_, c| {
             let mut tx = c.transaction()?;
@@ -840,19 +851,16 @@ impl PgStore {
         Ok(Some((params.k, params.alpha, fresh)))
     }
 
-    /// Each shard's (entries, largest row id): what [`PgStore::write_dba`] checks has not
-    /// changed since the vectors the layer was computed from were read.
-    pub fn stamps(&self) -> Result<Vec<(i64, i64)>, IndexError> {
-        self.each_shard(|_, c| {
-            let r = c.query_one("SELECT count(*), coalesce(max(seq), -1) FROM dolg_photos", &[])?;
-            Ok((r.get(0), r.get(1)))
-        })
+    /// Each shard's write generation (every commit adds one): what [`PgStore::write_dba`]
+    /// checks has not changed since the vectors the layer was computed from were read.
+    pub fn stamps(&self) -> Result<Vec<i64>, IndexError> {
+        self.each_shard(|_, c| c.query_one("SELECT generation FROM dolg_meta", &[]).map(|r| r.get(0)))
     }
 
     /// Store a DBA layer: `vectors[i]` for the entry `names[i]`, made with `k` neighbours and
     /// `alpha` from the entries the shards held at `stamps`; one transaction per shard, which
     /// fails (changing nothing there) when its entries changed meanwhile.
-    pub fn write_dba(&self, names: &[String], vectors: &[f32], k: usize, alpha: f32, stamps: &[(i64, i64)]) -> Result<(), IndexError> {
+    pub fn write_dba(&self, names: &[String], vectors: &[f32], k: usize, alpha: f32, stamps: &[i64]) -> Result<(), IndexError> {
         self.check_writable()?;
         let dim = self.meta.model.dim;
         let n = self.shards.len();
@@ -867,8 +875,7 @@ impl PgStore {
             let mut tx = c.transaction()?;
             // Writers update this row first: holding it, no change can slip in unseen.
             tx.execute("SELECT 1 FROM dolg_meta FOR UPDATE", &[])?;
-            let r = tx.query_one("SELECT count(*), coalesce(max(seq), -1) FROM dolg_photos", &[])?;
-            if (r.get::<_, i64>(0), r.get::<_, i64>(1)) != stamps[i] {
+            if tx.query_one("SELECT generation FROM dolg_meta", &[])?.get::<_, i64>(0) != stamps[i] {
                 changed.store(true, std::sync::atomic::Ordering::Relaxed);
                 return tx.rollback();
             }
