@@ -2,7 +2,7 @@
 //! FMA rate of one core (a development aid for the speed work, issue 16).
 //! Run: `cargo run --release --example bench_conv_gemm [THREADS]`.
 
-use dolg::kernels::conv_gemm::{conv, Packed, Residual, Rows};
+use dolg::kernels::conv_gemm::{conv, Activation, Packed, Residual, Rows};
 
 /// GFLOP/s of 24 independent AVX-512 FMA chains on one core (no memory traffic): the ceiling
 /// the kernel's 24-register tile can approach.
@@ -57,7 +57,7 @@ fn main() {
         for _ in 0..5 {
             let t = std::time::Instant::now();
             for _ in 0..reps {
-                conv(&x, rows, &pieces, &packed, ho * wo, &mut out, Rows::dense(ho * wo, cout), Residual::None, true);
+                conv(&x, rows, &pieces, &packed, ho * wo, &mut out, Rows::dense(ho * wo, cout), Residual::None, Activation::Relu);
             }
             best = best.min(t.elapsed().as_secs_f64() / reps as f64);
         }

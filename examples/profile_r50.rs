@@ -18,13 +18,13 @@ fn main() {
     let ck = Checkpoint::open(std::path::Path::new(ckpt)).unwrap();
     let (model, _) = Dolg::load(&ck, None, Fusion::Orthogonal, BatchNorm::Fold, &device).unwrap();
     let Backbone::ResNet(r) = &model.globalmodel else { panic!("ResNet checkpoint expected") };
-    let native = r.to_cpu();
+    let trunk = r.to_cpu();
 
     // Per-conv times summed by label over 3 runs (after a warm-up).
-    profile_convs(&native, size, size);
+    profile_convs(&trunk, size, size);
     let mut totals: Vec<(String, f64)> = Vec::new();
     for _ in 0..3 {
-        for (label, t) in profile_convs(&native, size, size) {
+        for (label, t) in profile_convs(&trunk, size, size) {
             match totals.iter_mut().find(|(l, _)| *l == label) {
                 Some(e) => e.1 += t / 3.0,
                 None => totals.push((label, t / 3.0)),
@@ -44,6 +44,7 @@ fn main() {
         let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
         f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0) / 100.0 + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0) / 100.0
     };
+    let native = dolg::kernels::CpuTrunk::ResNet(trunk);
     let (t, c) = (Instant::now(), cpu());
     for _ in 0..10 {
         native.forward(x(), &device);

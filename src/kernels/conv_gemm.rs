@@ -1,5 +1,5 @@
 //! Convolution as an implicit GEMM over pre-packed weights, with an AVX-512 microkernel and the
-//! bias / residual / ReLU epilogue applied in registers.
+//! bias / residual / activation epilogue applied in registers.
 //!
 //! `out[i][j] = act(bias[j] + Σ_p A[i][p] · W[p][j] (+ res[i][j]))`, where row `i` of `A` is not
 //! stored anywhere: it is a list of *pieces*, runs of consecutive values of the (zero-padded,
@@ -106,12 +106,36 @@ impl Rows {
         Self { wo: m.max(1), row_step: 0, col_step: n }
     }
 
-    fn base(&self, i: usize) -> usize {
+    /// Where row `i` starts.
+    pub fn base(&self, i: usize) -> usize {
         (i / self.wo) * self.row_step + (i % self.wo) * self.col_step
     }
 }
 
-/// What the epilogue adds before the ReLU.
+/// The activation the epilogue applies last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// None (a linear layer).
+    None,
+    /// `max(y, 0)`.
+    Relu,
+    /// `min(max(y, 0), 6)` (MobileNetV2).
+    Relu6,
+}
+
+impl Activation {
+    /// On one value (the portable paths' epilogue).
+    #[inline]
+    pub fn apply(self, y: f32) -> f32 {
+        match self {
+            Activation::None => y,
+            Activation::Relu => y.max(0.0),
+            Activation::Relu6 => y.clamp(0.0, 6.0),
+        }
+    }
+}
+
+/// What the epilogue adds before the activation.
 #[derive(Debug, Clone, Copy)]
 pub enum Residual<'a> {
     /// Nothing: `act(bias + A·W)`.
@@ -149,7 +173,7 @@ pub fn available() -> bool {
 /// Panics unless [`available`], if a piece of some row reaches past `x`, or if output rows
 /// overlap or reach past `out`.
 #[allow(clippy::too_many_arguments)] // a convolution's geometry, operands and epilogue
-pub fn conv(x: &[f32], rows: Rows, pieces: &[(usize, usize)], w: &Packed, m: usize, out: &mut [f32], out_rows: Rows, res: Residual, relu: bool) {
+pub fn conv(x: &[f32], rows: Rows, pieces: &[(usize, usize)], w: &Packed, m: usize, out: &mut [f32], out_rows: Rows, res: Residual, act: Activation) {
     assert!(available(), "conv_gemm::conv needs AVX-512");
     let n = w.n;
     assert_eq!(pieces.iter().map(|p| p.1).sum::<usize>(), w.k, "pieces must cover K");
@@ -223,7 +247,7 @@ pub fn conv(x: &[f32], rows: Rows, pieces: &[(usize, usize)], w: &Packed, m: usi
             let cols = (n - j * NR).min(NR);
             let bias = &w.bias[j * NR..(j + 1) * NR];
             for (bi, (p0, bp)) in blocks.iter().enumerate() {
-                let e = Edge { cols, first: bi == 0, last: bi + 1 == blocks.len(), relu, bias };
+                let e = Edge { cols, first: bi == 0, last: bi + 1 == blocks.len(), act, bias };
                 // The next block's weights (this panel's, or the next panel's first), fetched
                 // into L2 while this block runs: a block comes from L3 otherwise.
                 let next = match blocks.get(bi + 1) {
@@ -297,9 +321,9 @@ struct Edge<'a> {
     cols: usize,
     /// First `K` block: start from zero rather than the partial sums in the output.
     first: bool,
-    /// Last block: add bias (and residual), apply ReLU.
+    /// Last block: add bias (and residual), apply the activation.
     last: bool,
-    relu: bool,
+    act: Activation,
     bias: &'a [f32],
 }
 
@@ -413,8 +437,10 @@ unsafe fn kernel<const R: usize>(pieces: &[(usize, usize)], a: &[*const f32; MR]
                 if let Some(res) = res {
                     y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(masks[v], res[r].add(16 * v)));
                 }
-                if e.relu {
-                    y = _mm512_max_ps(y, _mm512_setzero_ps());
+                match e.act {
+                    Activation::None => {}
+                    Activation::Relu => y = _mm512_max_ps(y, _mm512_setzero_ps()),
+                    Activation::Relu6 => y = _mm512_min_ps(_mm512_max_ps(y, _mm512_setzero_ps()), _mm512_set1_ps(6.0)),
                 }
                 acc[r][v] = y;
             }
@@ -501,22 +527,19 @@ mod tests {
             let packed = Packed::new(&wt, k * k * cin, cout, &bias);
             let rows = Rows { wo, row_step: s * wp * cin, col_step: s * cin };
             let pieces: Vec<(usize, usize)> = (0..k).map(|kh| (kh * wp * cin, k * cin)).collect();
-            for relu in [false, true] {
+            for act in [Activation::None, Activation::Relu, Activation::Relu6] {
                 let mut out = vec![f32::NAN; ho * wo * cout];
                 let r = if residual { Residual::Rows(&res) } else { Residual::None };
-                conv(&xp, rows, &pieces, &packed, ho * wo, &mut out, Rows::dense(ho * wo, cout), r, relu);
+                conv(&xp, rows, &pieces, &packed, ho * wo, &mut out, Rows::dense(ho * wo, cout), r, act);
                 if residual && one_block(k * k * cin) {
                     // The same with the residual taken from (and replaced in) the output.
                     let mut inplace = res.clone();
-                    conv(&xp, rows, &pieces, &packed, ho * wo, &mut inplace, Rows::dense(ho * wo, cout), Residual::InPlace, relu);
+                    conv(&xp, rows, &pieces, &packed, ho * wo, &mut inplace, Rows::dense(ho * wo, cout), Residual::InPlace, act);
                     assert_eq!(inplace, out, "in-place residual, h{h} w{w} cin{cin} k{k}");
                 }
                 for (i, (&got, &d)) in out.iter().zip(&want).enumerate() {
-                    let mut e = d + if residual { res[i] } else { 0.0 };
-                    if relu {
-                        e = e.max(0.0);
-                    }
-                    assert!((got - e).abs() <= 1e-4 * (1.0 + e.abs()), "h{h} w{w} cin{cin} cout{cout} k{k} s{s} relu {relu}: [{i}] {got} vs {e}");
+                    let e = act.apply(d + if residual { res[i] } else { 0.0 });
+                    assert!((got - e).abs() <= 1e-4 * (1.0 + e.abs()), "h{h} w{w} cin{cin} cout{cout} k{k} s{s} {act:?}: [{i}] {got} vs {e}");
                 }
             }
         }

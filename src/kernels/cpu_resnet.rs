@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::conv_gemm::{self, Packed, Residual, Rows};
+use super::conv_gemm::{self, Activation, Packed, Residual, Rows};
 use super::gemm::{self, MatRef, Parallelism};
 
 /// One image, channels-last: `data[(y·w + x)·c + ch]`.
@@ -47,7 +47,7 @@ pub struct Act {
 /// largest scale beside the others). A buffer handed out holds stale values: every user
 /// overwrites (or zeroes) what it later reads.
 #[derive(Debug, Default)]
-struct Pool(Mutex<PoolInner>);
+pub(crate) struct Pool(Mutex<PoolInner>);
 
 #[derive(Debug, Default)]
 struct PoolInner {
@@ -63,7 +63,7 @@ impl Pool {
     /// Most free buffers kept (two passes' inputs, intermediates, projections and outputs).
     const KEEP: usize = 6;
 
-    fn take(&self, len: usize) -> Vec<f32> {
+    pub(crate) fn take(&self, len: usize) -> Vec<f32> {
         let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
         // Best fit: the smallest buffer large enough, so that a small activation does not hold
         // a large buffer that a later, larger one then has to allocate again.
@@ -98,7 +98,7 @@ impl Pool {
         v
     }
 
-    fn give(&self, v: Vec<f32>) {
+    pub(crate) fn give(&self, v: Vec<f32>) {
         if v.capacity() == 0 {
             return;
         }
@@ -125,9 +125,9 @@ thread_local! {
 }
 
 #[derive(Debug)]
-struct Conv {
+pub(crate) struct Conv {
     cin: usize,
-    cout: usize,
+    pub(crate) cout: usize,
     k: usize,
     stride: usize,
     pad: usize,
@@ -138,10 +138,16 @@ struct Conv {
     packed: Option<Packed>,
 }
 
+/// What a convolution does to its output in the kernel: bias always, then a residual and an
+/// activation.
 #[derive(Clone, Copy)]
-enum Epilogue<'a> {
+pub(crate) enum Epilogue<'a> {
     Linear,
     Relu,
+    /// ReLU6 (MobileNetV2).
+    Relu6,
+    /// Add the residual (same layout as the output), no activation (MobileNetV2's linear bottleneck).
+    Add(&'a [f32]),
     /// Add the residual (same layout as the output), then ReLU.
     AddRelu(&'a [f32]),
     /// Add the output buffer's own values (the residual, overwritten), then ReLU
@@ -149,11 +155,24 @@ enum Epilogue<'a> {
     AddReluInPlace,
 }
 
-impl Epilogue<'_> {
+impl<'a> Epilogue<'a> {
+    /// The packed kernel's residual and activation for this epilogue.
+    fn parts(self) -> (Residual<'a>, Activation) {
+        match self {
+            Epilogue::Linear => (Residual::None, Activation::None),
+            Epilogue::Relu => (Residual::None, Activation::Relu),
+            Epilogue::Relu6 => (Residual::None, Activation::Relu6),
+            Epilogue::Add(r) => (Residual::Rows(r), Activation::None),
+            Epilogue::AddRelu(r) => (Residual::Rows(r), Activation::Relu),
+            Epilogue::AddReluInPlace => (Residual::InPlace, Activation::Relu),
+        }
+    }
+
     /// The epilogue for output rows starting at row `row` (of width `n`).
     fn at_row(self, row: usize, n: usize) -> Self {
         match self {
             Epilogue::AddRelu(r) => Epilogue::AddRelu(&r[row * n..]),
+            Epilogue::Add(r) => Epilogue::Add(&r[row * n..]),
             e => e,
         }
     }
@@ -193,7 +212,7 @@ pub struct BlockWeights {
 }
 
 impl Conv {
-    fn new(cw: &ConvWeights) -> Self {
+    pub(crate) fn new(cw: &ConvWeights) -> Self {
         let ConvWeights { weight: src, bias, cout, cin, k, stride, pad } = cw;
         let (cout, cin, k, stride, pad) = (*cout, *cin, *k, *stride, *pad);
         assert_eq!((src.len(), bias.len()), (cout * cin * k * k, cout), "ConvWeights: shapes disagree");
@@ -215,7 +234,7 @@ impl Conv {
     /// (0, or this convolution's own padding), written with a zero border of `out_pad` pixels
     /// (the next convolution's padding, so that it reads this output in place).
     #[allow(clippy::too_many_arguments)] // input geometry, epilogue and output border
-    fn run_packed(&self, packed: &Packed, src: &[f32], h: usize, w: usize, src_pad: usize, epi: Epilogue, out_pad: usize, pool: &Pool) -> Vec<f32> {
+    pub(crate) fn run_packed(&self, packed: &Packed, src: &[f32], h: usize, w: usize, src_pad: usize, epi: Epilogue, out_pad: usize, pool: &Pool) -> Vec<f32> {
         self.run_packed_into(packed, src, h, w, src_pad, epi, out_pad, None, pool)
     }
 
@@ -258,26 +277,21 @@ impl Conv {
             None => pool.take(hq * wq * n),
         };
         zero_border(&mut out, ho, wo, n, out_pad);
-        let (res, relu) = match epi {
-            Epilogue::Linear => (Residual::None, false),
-            Epilogue::Relu => (Residual::None, true),
-            Epilogue::AddRelu(r) => (Residual::Rows(r), true),
-            Epilogue::AddReluInPlace => (Residual::InPlace, true),
-        };
+        let (res, act) = epi.parts();
         let out_rows = Rows { wo, row_step: wq * n, col_step: n };
         let interior = (out_pad * wq + out_pad) * n;
-        conv_gemm::conv(src, rows, &pieces, packed, ho * wo, &mut out[interior..], out_rows, res, relu);
+        conv_gemm::conv(src, rows, &pieces, packed, ho * wo, &mut out[interior..], out_rows, res, act);
         if let Some(xp) = padded {
             pool.give(xp);
         }
         out
     }
 
-    fn out_size(&self, n: usize) -> usize {
+    pub(crate) fn out_size(&self, n: usize) -> usize {
         (n + 2 * self.pad - self.k) / self.stride + 1
     }
 
-    fn forward(&self, x: &Act, epi: Epilogue, pool: &Pool) -> Act {
+    pub(crate) fn forward(&self, x: &Act, epi: Epilogue, pool: &Pool) -> Act {
         debug_assert_eq!(x.c, self.cin);
         if let Some(p) = &self.packed {
             return self.forward_packed(p, x, epi, pool);
@@ -349,6 +363,54 @@ impl Conv {
             out.chunks_mut(band * wo * n).enumerate().for_each(run_band);
         }
         Act { h: ho, w: wo, c: n, data: out }
+    }
+
+    /// A 1x1 convolution of the `m` dense rows of `x` (`[m][cin]`), output row `i` written at
+    /// `out_rows.base(i)` in `out`: for callers that cut a map into bands themselves.
+    pub(crate) fn pointwise_rows(&self, x: &[f32], m: usize, out: &mut [f32], out_rows: Rows, epi: Epilogue) {
+        assert_eq!((self.k, self.stride, self.pad), (1, 1, 0), "pointwise_rows: a 1x1 convolution expected");
+        let (cin, n) = (self.cin, self.cout);
+        if let Some(p) = &self.packed {
+            let (res, act) = epi.parts();
+            return conv_gemm::conv(x, Rows::dense(m, cin), &[(0, cin)], p, m, out, out_rows, res, act);
+        }
+        let dense = out_rows.col_step == n && out_rows.row_step == out_rows.wo * n;
+        let mut tmp = if dense { Vec::new() } else { vec![0f32; m * n] };
+        let dst = if dense { &mut out[..m * n] } else { &mut tmp[..] };
+        gemm_rows(m, n, cin, x, cin, &self.w, dst, false, parallelism(m, n, cin));
+        epilogue(dst, None, n, &self.bias, epi);
+        if !dense {
+            for (i, row) in tmp.chunks(n).enumerate() {
+                let at = out_rows.base(i);
+                out[at..at + n].copy_from_slice(row);
+            }
+        }
+    }
+
+    /// [`Self::forward`] on a CHW image (the network's input), made channels-last here with
+    /// this convolution's zero border when the packed kernel reads it in place.
+    pub(crate) fn forward_chw(&self, chw: &[f32], h: usize, w: usize, epi: Epilogue, pool: &Pool) -> Act {
+        let c = self.cin;
+        assert_eq!(chw.len(), c * h * w, "a {c}×{h}×{w} image expected");
+        let p = if self.packed.is_some() { self.pad } else { 0 };
+        let mut hwc = pool.take((h + 2 * p) * (w + 2 * p) * c);
+        zero_border(&mut hwc, h, w, c, p);
+        hwc.par_chunks_mut((w + 2 * p) * c).skip(p).take(h).enumerate().for_each(|(y, row)| {
+            for (x, px) in row[p * c..(w + p) * c].chunks_mut(c).enumerate() {
+                for (ch, v) in px.iter_mut().enumerate() {
+                    *v = chw[(ch * h + y) * w + x];
+                }
+            }
+        });
+        let out = match &self.packed {
+            Some(sp) => {
+                let data = self.run_packed(sp, &hwc, h, w, p, epi, 0, pool);
+                Act { h: self.out_size(h), w: self.out_size(w), c: self.cout, data }
+            }
+            None => self.forward(&Act { h, w, c, data: std::mem::take(&mut hwc) }, epi, pool),
+        };
+        pool.give(hwc);
+        out
     }
 
     /// im2col of output rows `oy0..oy0 + rows` into `cols`: every value is written (taps in the
@@ -444,6 +506,11 @@ fn epilogue(dst: &mut [f32], src: Option<&[f32]>, n: usize, bias: &[f32], epi: E
         match epi {
             Epilogue::Linear => d.iter_mut().zip(bias).for_each(|(v, b)| *v += b),
             Epilogue::Relu => d.iter_mut().zip(bias).for_each(|(v, b)| *v = (*v + b).max(0.0)),
+            Epilogue::Relu6 => d.iter_mut().zip(bias).for_each(|(v, b)| *v = (*v + b).clamp(0.0, 6.0)),
+            Epilogue::Add(res) => {
+                let res = &res[r * n..(r + 1) * n];
+                d.iter_mut().zip(bias).zip(res).for_each(|((v, b), s)| *v = *v + b + s);
+            }
             Epilogue::AddRelu(res) => {
                 let res = &res[r * n..(r + 1) * n];
                 d.iter_mut().zip(bias).zip(res).for_each(|((v, b), s)| *v = (*v + b + s).max(0.0));
@@ -455,7 +522,7 @@ fn epilogue(dst: &mut [f32], src: Option<&[f32]>, n: usize, bias: &[f32], epi: E
 
 /// Zero the border of `p` pixels around an `h × w × c` image stored in `(h+2p) × (w+2p) × c`
 /// (a pooled buffer holds stale values; the interior is left as it is).
-fn zero_border(buf: &mut [f32], h: usize, w: usize, c: usize, p: usize) {
+pub(crate) fn zero_border(buf: &mut [f32], h: usize, w: usize, c: usize, p: usize) {
     if p == 0 {
         return;
     }
@@ -594,25 +661,7 @@ impl CpuResNet {
     /// CHW image (one) → (`f3`, `f4`) channels-last.
     pub(crate) fn forward_act(&self, chw: &[f32], h: usize, w: usize) -> (Act, Act) {
         let pool = &self.pool;
-        // Channels-last, with the stem's zero border when the stem reads it in place.
-        let p = if self.stem.packed.is_some() { self.stem.pad } else { 0 };
-        let mut hwc = pool.take((h + 2 * p) * (w + 2 * p) * 3);
-        zero_border(&mut hwc, h, w, 3, p);
-        hwc.par_chunks_mut((w + 2 * p) * 3).skip(p).take(h).enumerate().for_each(|(y, row)| {
-            for (x, px) in row[p * 3..(w + p) * 3].chunks_mut(3).enumerate() {
-                for (c, v) in px.iter_mut().enumerate() {
-                    *v = chw[(c * h + y) * w + x];
-                }
-            }
-        });
-        let stem = match &self.stem.packed {
-            Some(sp) => {
-                let data = self.stem.run_packed(sp, &hwc, h, w, p, Epilogue::Relu, 0, pool);
-                Act { h: self.stem.out_size(h), w: self.stem.out_size(w), c: self.stem.cout, data }
-            }
-            None => self.stem.forward(&Act { h, w, c: 3, data: std::mem::take(&mut hwc) }, Epilogue::Relu, pool),
-        };
-        pool.give(hwc);
+        let stem = self.stem.forward_chw(chw, h, w, Epilogue::Relu, pool);
         let mut x = max_pool_3x3_s2(&stem, pool);
         pool.give(stem.data);
         let mut f3 = None;
@@ -629,15 +678,6 @@ impl CpuResNet {
             }
         }
         (f3.expect("stage 3 ran"), x)
-    }
-
-    /// `x`: [1, 3, H, W] → (`f3`, `f4`) as NCHW tensors on `device`.
-    pub fn forward(&self, x: Tensor<4>, device: &Device) -> (Tensor<4>, Tensor<4>) {
-        let [b, _, h, w] = x.dims();
-        assert_eq!(b, 1, "the fast CPU path describes one image at a time");
-        let chw = x.into_data().try_into_vec::<f32>().expect("f32 input");
-        let (f3, f4) = self.forward_act(&chw, h, w);
-        (to_nchw(&f3, device), to_nchw(&f4, device))
     }
 }
 
@@ -682,7 +722,7 @@ impl HostConv1x1 {
         assert!(x.len() >= m * k, "HostConv1x1: {m} rows of {k} expected, got {} values", x.len());
         let mut out = vec![0f32; m * n];
         match &self.packed {
-            Some(p) => conv_gemm::conv(x, Rows::dense(m, k), &[(0, k)], p, m, &mut out, Rows::dense(m, n), Residual::None, false),
+            Some(p) => conv_gemm::conv(x, Rows::dense(m, k), &[(0, k)], p, m, &mut out, Rows::dense(m, n), Residual::None, Activation::None),
             None => {
                 gemm_rows(m, n, k, x, k, &self.w, &mut out, false, parallelism(m, n, k));
                 out.par_chunks_mut(n * 64).for_each(|rows| epilogue(rows, None, n, &self.b, Epilogue::Linear));

@@ -1,8 +1,44 @@
-//! The hand-tuned CPU engine, apart from the network definitions that use it: the ResNet trunk's
-//! native inference path ([`cpu_resnet`]), its AVX-512 implicit-GEMM convolution ([`conv_gemm`])
-//! and the one safe wrapper every other matrix product goes through (`gemm`). Foundations: no
-//! module of the crate is imported here; `model`, `index`, `collection` and `spatial` call in.
+//! The hand-tuned CPU engine, apart from the network definitions that use it: the native
+//! inference paths of the ResNet ([`cpu_resnet`]) and MobileNetV2 ([`cpu_mobilenet`]) trunks,
+//! their AVX-512 implicit-GEMM convolution ([`conv_gemm`]), the depthwise 3x3 convolution
+//! ([`depthwise`]) and the one safe wrapper every other matrix product goes through (`gemm`).
+//! Foundations: `model`, `index`, `collection` and `spatial` call in; only the run-time kernel
+//! choice (`runtime`) is read from here.
 
 pub mod conv_gemm;
+pub mod cpu_mobilenet;
 pub mod cpu_resnet;
+pub mod depthwise;
 pub(crate) mod gemm;
+
+use burn::tensor::{Device, Tensor};
+
+use cpu_resnet::{to_nchw, Act};
+
+/// A backbone on the native engine: its stride-16 map `f3` and stride-32 map `f4` for one image.
+#[derive(Debug)]
+pub enum CpuTrunk {
+    /// ResNet-50/101 (`globalmodel.s1..s4`).
+    ResNet(cpu_resnet::CpuResNet),
+    /// MobileNetV2 (`features.N`).
+    MobileNetV2(cpu_mobilenet::CpuMobileNetV2),
+}
+
+impl CpuTrunk {
+    /// CHW image (one, normalised) → (`f3`, `f4`) channels-last.
+    pub(crate) fn forward_act(&self, chw: &[f32], h: usize, w: usize) -> (Act, Act) {
+        match self {
+            CpuTrunk::ResNet(r) => r.forward_act(chw, h, w),
+            CpuTrunk::MobileNetV2(m) => m.forward_act(chw, h, w),
+        }
+    }
+
+    /// `x`: [1, 3, H, W] → (`f3`, `f4`) as NCHW tensors on `device`.
+    pub fn forward(&self, x: Tensor<4>, device: &Device) -> (Tensor<4>, Tensor<4>) {
+        let [b, _, h, w] = x.dims();
+        assert_eq!(b, 1, "the fast CPU path describes one image at a time");
+        let chw = x.into_data().try_into_vec::<f32>().expect("f32 input");
+        let (f3, f4) = self.forward_act(&chw, h, w);
+        (to_nchw(&f3, device), to_nchw(&f4, device))
+    }
+}

@@ -1,13 +1,14 @@
 //! The backbones a DOLG head can sit on (module `globalmodel`). Each returns the stride-16 map
 //! `f3` for the local branch and the stride-32 map `f4` for the global branch.
 
-use burn::module::Module;
+use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::Tensor;
 
 use super::layers::BatchNorm;
 use super::mobilenet_v2::{self, MobileNetV2};
 use super::resnet::{ResNet, R101_DEPTHS, R50_DEPTHS};
 use crate::checkpoint::{CheckpointError, VarPath};
+use crate::kernels::CpuTrunk;
 use crate::preprocess::Normalization;
 
 /// Which backbone a checkpoint holds, detected from its keys.
@@ -85,5 +86,31 @@ impl Backbone {
             Backbone::ResNet(r) => r.forward(x),
             Backbone::MobileNetV2(m) => m.forward(x),
         }
+    }
+
+    /// This trunk with every weight replaced by an empty tensor: what is kept of a trunk whose
+    /// native copy ([`Backbone::to_cpu`]) is used instead.
+    pub(crate) fn without_weights(self) -> Self {
+        self.map(&mut DropWeights)
+    }
+
+    /// The native CPU engine's copy of this trunk, `None` unless it was loaded with
+    /// [`BatchNorm::Fold`].
+    pub fn to_cpu(&self) -> Option<CpuTrunk> {
+        match self {
+            Backbone::ResNet(r) => r.stem.conv.bn.is_none().then(|| CpuTrunk::ResNet(r.to_cpu())),
+            Backbone::MobileNetV2(m) => m.stem.bn.is_none().then(|| CpuTrunk::MobileNetV2(m.to_cpu())),
+        }
+    }
+}
+
+/// Replaces every weight with an empty tensor.
+struct DropWeights;
+
+impl ModuleMapper for DropWeights {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (id, tensor, mapper) = param.consume();
+        let empty = Tensor::<D>::zeros([0usize; D], &tensor.device());
+        Param::from_mapped_value(id, empty, mapper)
     }
 }

@@ -12,19 +12,20 @@
 
 use std::sync::Arc;
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::aspp::AsppKind;
 use super::backbone::{Backbone, BackboneKind};
 use super::fusion::{fuse_local, Fusion};
-use super::gem::{gap, GeM, GEM_EPS};
+use super::gem::{column_sums, gap, pool_host, GeM};
 use super::layers::{BatchNorm, Linear};
 use super::local_branch::LocalBranch;
 use super::{Arch, DolgConfig, ModelError, Pooling};
 use crate::checkpoint::{Checkpoint, ParamKeys, VarBuilder};
-use crate::kernels::cpu_resnet::{to_nchw, Act, CpuResNet, HostConv1x1};
+use crate::kernels::cpu_resnet::{to_nchw, Act, HostConv1x1};
+use crate::kernels::CpuTrunk;
 
 /// The DOLG network, fields named after the authors' PyTorch modules: backbone, local branch, GeM, `fc_t`, fusion and `fc`.
 #[derive(Module, Debug)]
@@ -43,9 +44,9 @@ pub struct Dolg {
     /// How the local features are fused with `fg` (given at load, not read from the weights).
     #[module(skip)]
     pub fusion: Fusion,
-    /// Native CPU path for the ResNet trunk (inference with folded BatchNorm); see [`crate::kernels::cpu_resnet`].
+    /// Native CPU path for the trunk (inference with folded BatchNorm); see [`crate::kernels`].
     #[module(skip)]
-    pub cpu_backbone: Option<Arc<CpuResNet>>,
+    pub cpu_backbone: Option<Arc<CpuTrunk>>,
     /// Native CPU path for the head, beside `cpu_backbone` (absent with a multi-atrous module,
     /// which stays on burn's kernels).
     #[module(skip)]
@@ -110,20 +111,16 @@ impl Dolg {
         Ok((Self { globalmodel, localmodel, pool_g, fc_t, fc, fusion, cpu_backbone: None, cpu_head: None }, config, keys))
     }
 
-    /// Move inference to the native CPU kernels where they apply: a ResNet trunk loaded with
-    /// [`BatchNorm::Fold`] becomes a [`CpuResNet`] (and the burn copy of its weights, about
+    /// Move inference to the native CPU kernels where they apply: a trunk loaded with
+    /// [`BatchNorm::Fold`] becomes a [`CpuTrunk`] (and the burn copy of its weights, about
     /// 100 MB for R50, is dropped), and the head a [`NativeHead`] unless it has a multi-atrous
-    /// module. Returns the model and whether the trunk is now native; anything else (a
-    /// MobileNetV2 trunk, unfolded BatchNorm) is returned unchanged.
+    /// module. Returns the model and whether the trunk is now native; a model with unfolded
+    /// BatchNorm is returned unchanged.
     pub fn into_native(self) -> (Self, bool) {
-        let Backbone::ResNet(r) = &self.globalmodel else { return (self, false) };
-        let folded = |c: &super::layers::ConvBn| c.bn.is_none();
-        if !folded(&r.stem.conv) {
-            return (self, false);
-        }
-        let trunk = Arc::new(r.to_cpu());
+        let Some(trunk) = self.globalmodel.to_cpu() else { return (self, false) };
+        let trunk = Arc::new(trunk);
         let head = NativeHead::new(&self).map(Arc::new);
-        let globalmodel = self.globalmodel.map(&mut DropWeights);
+        let globalmodel = self.globalmodel.without_weights();
         (Self { globalmodel, cpu_backbone: Some(trunk), cpu_head: head, ..self }, true)
     }
 
@@ -194,17 +191,6 @@ fn host_image(x: Tensor<4>) -> (Vec<f32>, usize, usize) {
     let [b, _, h, w] = x.dims();
     assert_eq!(b, 1, "the fast CPU path describes one image at a time");
     (x.into_data().try_into_vec::<f32>().expect("f32 input"), h, w)
-}
-
-/// Replaces every weight with an empty tensor: what is left of a trunk whose native copy is used.
-struct DropWeights;
-
-impl ModuleMapper for DropWeights {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let (id, tensor, mapper) = param.consume();
-        let empty = Tensor::<D>::zeros([0usize; D], &tensor.device());
-        Param::from_mapped_value(id, empty, mapper)
-    }
 }
 
 /// `y = W x + b` with `W` as PyTorch stores it, `[out][in]`.
@@ -287,7 +273,7 @@ impl NativeHead {
 
     /// The head on one image's channels-last `f3` and `f4` from the native trunk.
     pub fn forward(&self, f3: &Act, f4: &Act) -> HostParts {
-        let pooled = self.pool(f4);
+        let pooled = pool_host(f4, self.gem_p);
         let fg = self.fc_t.forward(&pooled);
         let Some(local) = &self.local else {
             let raw = self.fc.forward(&fg);
@@ -306,23 +292,6 @@ impl NativeHead {
         let z: Vec<f32> = fg.iter().chain(&fo).copied().collect();
         let raw = self.fc.forward(&z);
         HostParts { pooled, fg, att, fo: Some(fo), raw }
-    }
-
-    /// GeM (`mean(clamp(x, eps)^p)^(1/p)`) or the mean over positions, per channel.
-    fn pool(&self, f4: &Act) -> Vec<f32> {
-        let c = f4.c;
-        let hw = (f4.h * f4.w) as f32;
-        let p = self.gem_p;
-        let sums = column_sums(&f4.data, c, |_, row, acc| match p {
-            Some(p) => acc.iter_mut().zip(row).for_each(|(a, x)| *a += x.max(GEM_EPS as f32).powf(p)),
-            None => acc.iter_mut().zip(row).for_each(|(a, x)| *a += x),
-        });
-        sums.into_iter()
-            .map(|s| match p {
-                Some(p) => (s / hw).powf(1.0 / p),
-                None => s / hw,
-            })
-            .collect()
     }
 }
 
@@ -360,27 +329,6 @@ fn softplus20(z: f32) -> f32 {
     } else {
         z.exp().ln_1p()
     }
-}
-
-/// Per-channel sums over the rows of a row-major `[rows][c]` matrix, `add(r, row, acc)` folding
-/// row `r` into an accumulator. Rows go in chunks of a fixed size, in parallel, and the chunks'
-/// sums are added in order: the result does not depend on the number of threads.
-fn column_sums(data: &[f32], c: usize, add: impl Fn(usize, &[f32], &mut [f32]) + Sync) -> Vec<f32> {
-    const CHUNK: usize = 64;
-    let partial: Vec<Vec<f32>> = data
-        .par_chunks(c * CHUNK)
-        .enumerate()
-        .map(|(i, chunk)| {
-            let mut acc = vec![0f32; c];
-            chunk.chunks(c).enumerate().for_each(|(r, row)| add(i * CHUNK + r, row, &mut acc));
-            acc
-        })
-        .collect();
-    let mut sums = vec![0f32; c];
-    for p in partial {
-        sums.iter_mut().zip(p).for_each(|(s, v)| *s += v);
-    }
-    sums
 }
 
 impl Arch {

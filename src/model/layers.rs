@@ -196,6 +196,7 @@ impl ConvBn {
     pub(crate) fn folded_weights(&self) -> crate::kernels::cpu_resnet::ConvWeights {
         assert!(self.bn.is_none(), "the fast CPU path needs BatchNorm folded into the convolutions");
         let c = &self.conv;
+        assert_eq!(c.groups, 1, "folded_weights is for dense convolutions (see folded_depthwise)");
         let [cout, cin, k, _] = c.weight.val().dims();
         let weight = c.weight.val().into_data().try_into_vec::<f32>().expect("f32 weights");
         let bias = c.bias.as_ref().map_or_else(|| vec![0.0; cout], |b| b.val().into_data().try_into_vec::<f32>().expect("f32 bias"));
@@ -204,6 +205,18 @@ impl ConvBn {
             _ => 0,
         };
         crate::kernels::cpu_resnet::ConvWeights { weight, bias, cout, cin, k, stride: c.stride[0], pad }
+    }
+
+    /// A depthwise 3x3 convolution's weights (BatchNorm folded in at load) for the native CPU
+    /// engine.
+    pub(crate) fn folded_depthwise(&self) -> crate::kernels::depthwise::Depthwise {
+        assert!(self.bn.is_none(), "the fast CPU path needs BatchNorm folded into the convolutions");
+        let c = &self.conv;
+        let [cout, per_group, k, _] = c.weight.val().dims();
+        assert!(c.groups == cout && per_group == 1 && k == 3, "folded_depthwise: a depthwise 3x3 convolution expected");
+        let weight = c.weight.val().into_data().try_into_vec::<f32>().expect("f32 weights");
+        let bias = c.bias.as_ref().map_or_else(|| vec![0.0; cout], |b| b.val().into_data().try_into_vec::<f32>().expect("f32 bias"));
+        crate::kernels::depthwise::Depthwise::from_torch(&weight, &bias, cout, c.stride[0])
     }
 
     /// `conv_vb` and `bn_vb` are the two PyTorch module paths (they are siblings, e.g. `f.a` and

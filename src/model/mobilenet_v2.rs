@@ -12,6 +12,7 @@ use burn::tensor::Tensor;
 
 use super::layers::{BatchNorm, ConvBn, ConvSpec};
 use crate::checkpoint::{CheckpointError, VarPath};
+use crate::kernels::cpu_mobilenet::{CpuMobileNetV2, InvertedResidualWeights};
 use crate::preprocess::{ChannelOrder, Normalization};
 
 /// ImageNet normalisation in RGB order (torchvision convention).
@@ -97,6 +98,22 @@ impl MobileNetV2 {
         let last = blocks.len() + 1;
         let head = ConvBn::load(ConvSpec::new(cin, F4_CHANNELS, 1), &f.pp(last).pp(0), &f.pp(last).pp(1), bn)?;
         Ok(Self { stem, blocks, head })
+    }
+
+    /// The native CPU engine's copy of this trunk ([`CpuMobileNetV2`]), for a network loaded
+    /// with [`BatchNorm::Fold`].
+    pub fn to_cpu(&self) -> CpuMobileNetV2 {
+        let blocks: Vec<InvertedResidualWeights> = self
+            .blocks
+            .iter()
+            .map(|b| InvertedResidualWeights {
+                expand: b.expand.as_ref().map(ConvBn::folded_weights),
+                depthwise: b.depthwise.folded_depthwise(),
+                project: b.project.folded_weights(),
+                residual: b.residual,
+            })
+            .collect();
+        CpuMobileNetV2::new(&self.stem.folded_weights(), &blocks, &self.head.folded_weights(), F3_INDEX - 1)
     }
 
     /// `x`: [B, 3, H, W] (RGB, ImageNet-normalised) → (`f3` [B, 96, H/16, W/16], `f4` [B, 1280, H/32, W/32]).

@@ -247,14 +247,16 @@ impl RetrievalModel {
         Ok(RetrievalModel::Dolg(m, c))
     }
 
-    /// Load a bare ImageNet backbone (keys at the file root) as an off-the-shelf GeM model.
+    /// Load a bare ImageNet backbone (keys at the file root) as an off-the-shelf GeM model, on the
+    /// native CPU engine where [`Kernels::default_for`] picks it.
     pub fn off_the_shelf(ckpt: &Checkpoint, device: &Device) -> Result<Self, ModelError> {
         let kind = BackboneKind::detect(ckpt.keys(), "")
             .ok_or_else(|| ModelError::UnknownArch { path: ckpt.path().to_owned(), reason: "no ResNet or MobileNetV2 keys at the top level".into() })?;
         let vb = VarBuilder::new(ckpt, device);
         let backbone = Backbone::load(kind, &vb.root(), BatchNorm::Fold)?;
         vb.finish()?;
-        Ok(RetrievalModel::OffTheShelf(OffTheShelf { backbone }))
+        let model = OffTheShelf { backbone, cpu: None };
+        Ok(RetrievalModel::OffTheShelf(if Kernels::default_for(device) == Kernels::Native { model.into_native() } else { model }))
     }
 
     /// `x`: [B, 3, H, W] → unnormalised descriptors [B, D].
@@ -270,7 +272,11 @@ impl RetrievalModel {
     /// nothing but the weights, and rayon's work stealing fills each one's waits with the other's
     /// tasks.
     pub(crate) fn runs_natively(&self) -> bool {
-        matches!(self, RetrievalModel::Dolg(m, _) if m.is_native())
+        match self {
+            RetrievalModel::Dolg(m, _) => m.is_native(),
+            RetrievalModel::OffTheShelf(m) => m.is_native(),
+            RetrievalModel::Delg(_) => false,
+        }
     }
 
     /// Width of the descriptor [`RetrievalModel::forward`] gives.
