@@ -366,14 +366,13 @@ unsafe fn run_strips(
                 Residual::InPlace => Some(c.map(|p| p as *const f32)),
             };
             let r = r.as_ref();
-            match rows {
-                6 => kernel::<6>(pieces, &a, b, &c, r, e),
-                5 => kernel::<5>(pieces, &a, b, &c, r, e),
-                4 => kernel::<4>(pieces, &a, b, &c, r, e),
-                3 => kernel::<3>(pieces, &a, b, &c, r, e),
-                2 => kernel::<2>(pieces, &a, b, &c, r, e),
-                1 => kernel::<1>(pieces, &a, b, &c, r, e),
-                _ => unreachable!("1..=6 rows per strip"),
+            // A panel narrower than 64 (the last one of a width that is not a multiple of 64,
+            // common in MobileNetV2: 16, 24, 32, 96, 144) computes only its 16-wide vectors.
+            match e.cols.div_ceil(16) {
+                4 => rows_kernel::<4>(rows, pieces, &a, b, &c, r, e),
+                3 => rows_kernel::<3>(rows, pieces, &a, b, &c, r, e),
+                2 => rows_kernel::<2>(rows, pieces, &a, b, &c, r, e),
+                _ => rows_kernel::<1>(rows, pieces, &a, b, &c, r, e),
             }
         }
     }
@@ -385,7 +384,37 @@ unsafe fn run_strips(_: &[Strip], _: *const f32, _: *mut f32, _: Residual, _: us
     unreachable!("conv_gemm::available() is false off x86_64")
 }
 
-/// One `R × 64` tile over one `K` block.
+/// [`kernel`] for a strip of `rows` rows.
+///
+/// # Safety
+/// As for [`kernel`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn rows_kernel<const V: usize>(
+    rows: usize,
+    pieces: &[(usize, usize)],
+    a: &[*const f32; MR],
+    b: &[f32],
+    c: &[*mut f32; MR],
+    res: Option<&[*const f32; MR]>,
+    e: &Edge,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match rows {
+            6 => kernel::<6, V>(pieces, a, b, c, res, e),
+            5 => kernel::<5, V>(pieces, a, b, c, res, e),
+            4 => kernel::<4, V>(pieces, a, b, c, res, e),
+            3 => kernel::<3, V>(pieces, a, b, c, res, e),
+            2 => kernel::<2, V>(pieces, a, b, c, res, e),
+            1 => kernel::<1, V>(pieces, a, b, c, res, e),
+            _ => unreachable!("1..=6 rows per strip"),
+        }
+    }
+}
+
+/// One `R × 16V` tile (`V` ≤ 4 vectors of the 64-wide panel, covering its `e.cols` columns) over one `K` block.
 ///
 /// # Safety
 /// AVX-512F must be available; for `r < R`, `a[r] + off .. a[r] + off + len` must be readable for
@@ -394,19 +423,26 @@ unsafe fn run_strips(_: &[Strip], _: *const f32, _: *mut f32, _: Residual, _: us
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn kernel<const R: usize>(pieces: &[(usize, usize)], a: &[*const f32; MR], b: &[f32], c: &[*mut f32; MR], res: Option<&[*const f32; MR]>, e: &Edge) {
+unsafe fn kernel<const R: usize, const V: usize>(
+    pieces: &[(usize, usize)],
+    a: &[*const f32; MR],
+    b: &[f32],
+    c: &[*mut f32; MR],
+    res: Option<&[*const f32; MR]>,
+    e: &Edge,
+) {
     use std::arch::x86_64::*;
     let klen: usize = pieces.iter().map(|p| p.1).sum();
-    assert!(b.len() >= klen * NR && e.bias.len() >= NR);
+    assert!(b.len() >= klen * NR && e.bias.len() >= NR && (1..=4).contains(&V) && e.cols <= 16 * V);
     let mask = |v: usize| -> __mmask16 {
         let valid = e.cols.saturating_sub(16 * v).min(16);
         ((1u32 << valid) - 1) as __mmask16
     };
-    let masks = [mask(0), mask(1), mask(2), mask(3)];
-    let mut acc = [[_mm512_setzero_ps(); 4]; R];
+    let masks: [__mmask16; V] = std::array::from_fn(mask);
+    let mut acc = [[_mm512_setzero_ps(); V]; R];
     if !e.first {
         for r in 0..R {
-            for v in 0..4 {
+            for v in 0..V {
                 acc[r][v] = _mm512_maskz_loadu_ps(masks[v], c[r].add(16 * v));
             }
         }
@@ -415,24 +451,20 @@ unsafe fn kernel<const R: usize>(pieces: &[(usize, usize)], a: &[*const f32; MR]
     for &(off, len) in pieces {
         let ap: [*const f32; R] = std::array::from_fn(|r| a[r].add(off));
         for p in 0..len {
-            let b0 = _mm512_loadu_ps(bp);
-            let b1 = _mm512_loadu_ps(bp.add(16));
-            let b2 = _mm512_loadu_ps(bp.add(32));
-            let b3 = _mm512_loadu_ps(bp.add(48));
+            let bv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(bp.add(16 * v)));
             for r in 0..R {
                 let x = _mm512_set1_ps(*ap[r].add(p));
-                acc[r][0] = _mm512_fmadd_ps(x, b0, acc[r][0]);
-                acc[r][1] = _mm512_fmadd_ps(x, b1, acc[r][1]);
-                acc[r][2] = _mm512_fmadd_ps(x, b2, acc[r][2]);
-                acc[r][3] = _mm512_fmadd_ps(x, b3, acc[r][3]);
+                for v in 0..V {
+                    acc[r][v] = _mm512_fmadd_ps(x, bv[v], acc[r][v]);
+                }
             }
             bp = bp.add(NR);
         }
     }
     if e.last {
-        let bias = [0, 1, 2, 3].map(|v| _mm512_loadu_ps(e.bias.as_ptr().add(16 * v)));
+        let bias: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(e.bias.as_ptr().add(16 * v)));
         for r in 0..R {
-            for v in 0..4 {
+            for v in 0..V {
                 let mut y = _mm512_add_ps(acc[r][v], bias[v]);
                 if let Some(res) = res {
                     y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(masks[v], res[r].add(16 * v)));
@@ -447,7 +479,7 @@ unsafe fn kernel<const R: usize>(pieces: &[(usize, usize)], a: &[*const f32; MR]
         }
     }
     for r in 0..R {
-        for v in 0..4 {
+        for v in 0..V {
             _mm512_mask_storeu_ps(c[r].add(16 * v), masks[v], acc[r][v]);
         }
     }
@@ -512,6 +544,8 @@ mod tests {
             (9, 9, 48, 70, 1, 2, 0, false),
             (17, 19, 3, 64, 7, 2, 3, false),
             (1, 1, 300, 17, 1, 1, 0, false),
+            (6, 5, 144, 24, 1, 1, 0, true),
+            (5, 7, 24, 144, 1, 1, 0, false),
         ] {
             let x = noise(h * w * cin, 1);
             let wt = noise(k * k * cin * cout, 2);
