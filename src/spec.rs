@@ -311,13 +311,21 @@ impl ModelSpec {
     pub fn load(&self, device: &Device) -> Result<LoadedModel, SpecError> {
         let file = self.weights_file()?;
         let ck = Checkpoint::open(&file)?;
-        let (model, fusion) = if self.backbone.is_some() {
-            (RetrievalModel::off_the_shelf(&ck, device)?, Fusion::Orthogonal)
-        } else {
-            let fusion = self.fusion.unwrap_or_else(|| Fusion::recorded_in(ck.metadata()));
-            (RetrievalModel::dolg(&ck, self.arch, fusion, device)?, fusion)
+        let fusion = match self.backbone {
+            Some(_) => Fusion::Orthogonal,
+            None => self.fusion.unwrap_or_else(|| Fusion::recorded_in(ck.metadata())),
         };
-        let fingerprint = self.fingerprint_with(&file, fusion)?;
+        // Hashing the weights file (100 MB for R50) on a second thread while the model is built
+        // takes it off the start-up time of every command.
+        let (model, fingerprint) = std::thread::scope(|scope| {
+            let hash = scope.spawn(|| self.fingerprint_with(&file, fusion));
+            let model = match self.backbone {
+                Some(_) => RetrievalModel::off_the_shelf(&ck, device),
+                None => RetrievalModel::dolg(&ck, self.arch, fusion, device),
+            };
+            (model, hash.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        });
+        let (model, fingerprint) = (model?, fingerprint?);
         let mut extractor = Extractor::new(model, device.clone(), self.scales.clone());
         extractor.max_size = self.max_size;
         extractor.orientation = self.orientation;
