@@ -565,6 +565,11 @@ struct Block {
 
 impl Block {
     fn forward(&self, x: &Act, pool: &Pool) -> Act {
+        if let (Some(pa), Some(pb), Some(pc), None) = (&self.a.packed, &self.b.packed, &self.c.packed, &self.proj) {
+            if self.b.stride == 1 && self.b.k == 3 && self.b.pad == 1 && self.a.k == 1 && self.c.k == 1 {
+                return self.forward_banded(x, [pa, pb, pc], pool);
+            }
+        }
         if let (Some(pa), Some(pb)) = (&self.a.packed, &self.b.packed) {
             // `a` writes its output straight into `b`'s zero-padded input.
             let (yh, yw) = (self.a.out_size(x.h), self.a.out_size(x.w));
@@ -578,6 +583,91 @@ impl Block {
         let z = self.b.forward(&y, Epilogue::Relu, pool);
         pool.give(y.data);
         self.finish(x, z, pool)
+    }
+
+    /// An identity-shortcut block band by band, so that `a`'s and `b`'s outputs (a quarter of
+    /// the block's width) stay in L2 between the convolutions instead of going to memory: a band
+    /// of output rows runs `a` on the input rows it needs (keeping the two rows it shares with
+    /// the band above), `b` on them, then `c` with the residual. Chunks of rows run in parallel.
+    fn forward_banded(&self, x: &Act, packed: [&Packed; 3], pool: &Pool) -> Act {
+        let (h, w) = (x.h, x.w);
+        let (ca, n) = (self.a.cout, self.c.cout);
+        let prow = (w + 2) * ca;
+        let bh = (((384 << 10) / (4 * prow)).max(3) - 2).min(h);
+        let threads = rayon::current_num_threads();
+        let chunks = if threads > 1 { (h / 16).clamp(1, 2 * threads) } else { 1 };
+        let per = h.div_ceil(chunks);
+        let mut out = pool.take(h * w * n);
+        out.par_chunks_mut(per * w * n).enumerate().for_each(|(i, dst)| self.banded_chunk(x, packed, i * per, bh, dst, pool));
+        Act { h, w, c: n, data: out }
+    }
+
+    /// Output rows from `y_a` (as many as `dst` holds), `bh` at a time.
+    fn banded_chunk(&self, x: &Act, [pa, pb, pc]: [&Packed; 3], y_a: usize, bh: usize, dst: &mut [f32], pool: &Pool) {
+        let (h, w, cin) = (x.h, x.w, x.c);
+        let (ca, cb, n) = (self.a.cout, self.b.cout, self.c.cout);
+        let prow = (w + 2) * ca;
+        let rows = dst.len() / (w * n);
+        let mut hidden = pool.take((bh + 2) * prow);
+        let mut mid = pool.take(bh * w * cb);
+        // Padded rows of `a`'s output held at the start of `hidden` (padded row r is image row r − 1).
+        let mut held: std::ops::Range<usize> = 0..0;
+        let mut y0 = y_a;
+        while y0 < y_a + rows {
+            let y1 = (y0 + bh).min(y_a + rows);
+            let need = y0..y1 + 2;
+            let kept = held.end.saturating_sub(need.start);
+            if kept > 0 {
+                hidden.copy_within((need.start - held.start) * prow..(held.end - held.start) * prow, 0);
+            }
+            let fresh = need.start + kept..need.end;
+            for (j, r) in fresh.clone().enumerate() {
+                let row = &mut hidden[(kept + j) * prow..(kept + j + 1) * prow];
+                if r == 0 || r == h + 1 {
+                    row.fill(0.0);
+                } else {
+                    row[..ca].fill(0.0);
+                    row[(w + 1) * ca..].fill(0.0);
+                }
+            }
+            let (ia, ib) = (fresh.start.max(1) - 1, fresh.end.min(h + 1).saturating_sub(1));
+            if ia < ib {
+                let at = (ia + 1 - need.start) * prow + ca;
+                let out_rows = Rows { wo: w, row_step: prow, col_step: ca };
+                let m = (ib - ia) * w;
+                conv_gemm::conv(
+                    &x.data[ia * w * cin..ib * w * cin],
+                    Rows::dense(m, cin),
+                    &[(0, cin)],
+                    pa,
+                    m,
+                    &mut hidden[at..],
+                    out_rows,
+                    Residual::None,
+                    Activation::Relu,
+                );
+            }
+            held = need;
+            let m = (y1 - y0) * w;
+            let pieces: Vec<(usize, usize)> = (0..3).map(|kh| (kh * prow, 3 * ca)).collect();
+            let rows_b = Rows { wo: w, row_step: prow, col_step: ca };
+            conv_gemm::conv(&hidden, rows_b, &pieces, pb, m, &mut mid, Rows::dense(m, cb), Residual::None, Activation::Relu);
+            let res = Residual::Rows(&x.data[y0 * w * n..y1 * w * n]);
+            conv_gemm::conv(
+                &mid[..m * cb],
+                Rows::dense(m, cb),
+                &[(0, cb)],
+                pc,
+                m,
+                &mut dst[(y0 - y_a) * w * n..][..m * n],
+                Rows::dense(m, n),
+                res,
+                Activation::Relu,
+            );
+            y0 = y1;
+        }
+        pool.give(hidden);
+        pool.give(mid);
     }
 
     /// The block's last convolution on `z`, plus the shortcut of `x`.
