@@ -6,7 +6,7 @@
 //! [`super::conv_gemm`] (or the `gemm` crate without AVX-512), written straight into the
 //! zero-bordered input of the [`Depthwise`] 3x3 (ReLU6), then the 1x1 linear projection, which
 //! adds the block's input in its epilogue when the block has a residual. The three run band by
-//! band ([`Block::forward`]): the expanded map, the widest of the network, is never stored whole.
+//! band (`Block::forward`): the expanded map, the widest of the network, is never stored whole.
 
 use rayon::prelude::*;
 
