@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use super::conv_gemm::{Activation, Rows};
-use super::cpu_resnet::{Act, Conv, ConvWeights, Epilogue, Pool};
+use super::cpu_resnet::{Act, Conv, ConvWeights, Epilogue, HeldRows, Pool};
 use super::depthwise::Depthwise;
 
 /// One inverted residual block's weights (BatchNorm folded in).
@@ -68,18 +68,22 @@ impl Block {
         let rows = dst.len() / (wo * n);
         let mut hidden = pool.take(((bh - 1) * s + 3) * prow);
         let mut dw = pool.take(bh * wo * hid);
-        // Padded hidden rows held at the start of `hidden` (padded row r is image row r − 1).
-        let mut held: std::ops::Range<usize> = 0..0;
+        let mut held = HeldRows::new(x.h, w, hid);
         let mut oy0 = oy_a;
         while oy0 < oy_a + rows {
             let oy1 = (oy0 + bh).min(oy_a + rows);
-            let need = oy0 * s..(oy1 - 1) * s + 3;
-            let kept = held.end.saturating_sub(need.start);
-            if kept > 0 {
-                hidden.copy_within((need.start - held.start) * prow..(held.end - held.start) * prow, 0);
-            }
-            self.hidden_rows(x, need.start + kept..need.end, &mut hidden[kept * prow..(need.end - need.start) * prow]);
-            held = need;
+            held.advance(&mut hidden, oy0 * s..(oy1 - 1) * s + 3, |rows, interior, layout| {
+                let c = x.c;
+                let src = &x.data[rows.start * w * c..rows.end * w * c];
+                match &self.expand {
+                    Some(e) => e.pointwise_rows(src, rows.len() * w, interior, layout, Epilogue::Relu6),
+                    None => {
+                        for (i, row) in src.chunks(w * c).enumerate() {
+                            interior[layout.base(i * w)..][..w * c].copy_from_slice(row);
+                        }
+                    }
+                }
+            });
             for r in 0..oy1 - oy0 {
                 d.row(&hidden, wp, r, wo, &mut dw[r * wo * hid..(r + 1) * wo * hid], Activation::Relu6);
             }
@@ -90,39 +94,6 @@ impl Block {
         }
         pool.give(hidden);
         pool.give(dw);
-    }
-
-    /// Padded hidden rows `padded` (zero rows above and below the image, zero border columns)
-    /// into `buf`: the expansion (ReLU6) of the image rows, or the rows themselves without one.
-    fn hidden_rows(&self, x: &Act, padded: std::ops::Range<usize>, buf: &mut [f32]) {
-        let (h, w, c) = (x.h, x.w, x.c);
-        let hid = self.depthwise.c;
-        let prow = (w + 2) * hid;
-        debug_assert_eq!(buf.len(), padded.len() * prow);
-        for (j, r) in padded.clone().enumerate() {
-            let row = &mut buf[j * prow..(j + 1) * prow];
-            if r == 0 || r == h + 1 {
-                row.fill(0.0);
-            } else {
-                row[..hid].fill(0.0);
-                row[(w + 1) * hid..].fill(0.0);
-            }
-        }
-        // Image rows a..b, at buf row `first`.
-        let (a, b) = (padded.start.max(1) - 1, padded.end.min(h + 1).saturating_sub(1));
-        if a >= b {
-            return;
-        }
-        let first = a + 1 - padded.start;
-        let interior = &mut buf[first * prow + hid..];
-        match &self.expand {
-            Some(e) => e.pointwise_rows(&x.data[a * w * c..b * w * c], (b - a) * w, interior, Rows { wo: w, row_step: prow, col_step: hid }, Epilogue::Relu6),
-            None => {
-                for (i, src) in x.data[a * w * c..b * w * c].chunks(w * c).enumerate() {
-                    interior[i * prow..i * prow + w * c].copy_from_slice(src);
-                }
-            }
-        }
     }
 }
 

@@ -535,6 +535,53 @@ pub(crate) fn zero_border(buf: &mut [f32], h: usize, w: usize, c: usize, p: usiz
     });
 }
 
+/// The rows of a map with a zero border of one pixel (`(h+2) × (w+2) × c`) that a band-by-band
+/// pass holds at the start of its buffer, padded row `r` being image row `r − 1`: each band asks
+/// for the rows it reads, and only those it does not hold yet are computed.
+pub(crate) struct HeldRows {
+    h: usize,
+    w: usize,
+    c: usize,
+    held: std::ops::Range<usize>,
+}
+
+impl HeldRows {
+    pub(crate) fn new(h: usize, w: usize, c: usize) -> Self {
+        Self { h, w, c, held: 0..0 }
+    }
+
+    /// Make padded rows `need` (starting at or below the previous request's) the first rows of
+    /// `buf`: the rows already held move up, the others get their zero border, and
+    /// `compute(image_rows, interior, layout)` writes the interior of those that are image rows
+    /// (`interior` starts at the first pixel of the first, pixel `i` of the rows at
+    /// `layout.base(i)`).
+    pub(crate) fn advance(&mut self, buf: &mut [f32], need: std::ops::Range<usize>, compute: impl FnOnce(std::ops::Range<usize>, &mut [f32], Rows)) {
+        let (h, w, c) = (self.h, self.w, self.c);
+        let prow = (w + 2) * c;
+        assert!(need.start >= self.held.start && buf.len() >= need.len() * prow, "rows asked for out of order or past the buffer");
+        let kept = self.held.end.saturating_sub(need.start);
+        if kept > 0 {
+            buf.copy_within((need.start - self.held.start) * prow..(self.held.end - self.held.start) * prow, 0);
+        }
+        let fresh = need.start + kept..need.end;
+        for (j, r) in fresh.clone().enumerate() {
+            let row = &mut buf[(kept + j) * prow..(kept + j + 1) * prow];
+            if r == 0 || r == h + 1 {
+                row.fill(0.0);
+            } else {
+                row[..c].fill(0.0);
+                row[(w + 1) * c..].fill(0.0);
+            }
+        }
+        let (a, b) = (fresh.start.max(1) - 1, fresh.end.min(h + 1).saturating_sub(1));
+        if a < b {
+            let at = (a + 1 - need.start) * prow + c;
+            compute(a..b, &mut buf[at..], Rows { wo: w, row_step: prow, col_step: c });
+        }
+        self.held = need;
+    }
+}
+
 /// 3x3 / stride 2 / padding 1 max-pool (padding never wins, as with PyTorch's −∞ padding).
 fn max_pool_3x3_s2(x: &Act, pool: &Pool) -> Act {
     let (ho, wo) = ((x.h + 2 - 3) / 2 + 1, (x.w + 2 - 3) / 2 + 1);
@@ -565,9 +612,9 @@ struct Block {
 
 impl Block {
     fn forward(&self, x: &Act, pool: &Pool) -> Act {
-        if let (Some(pa), Some(pb), Some(pc), None) = (&self.a.packed, &self.b.packed, &self.c.packed, &self.proj) {
+        if let (Some(_), Some(pb), Some(pc), None) = (&self.a.packed, &self.b.packed, &self.c.packed, &self.proj) {
             if self.b.stride == 1 && self.b.k == 3 && self.b.pad == 1 && self.a.k == 1 && self.c.k == 1 {
-                return self.forward_banded(x, [pa, pb, pc], pool);
+                return self.forward_banded(x, [pb, pc], pool);
             }
         }
         if let (Some(pa), Some(pb)) = (&self.a.packed, &self.b.packed) {
@@ -589,7 +636,7 @@ impl Block {
     /// the block's width) stay in L2 between the convolutions instead of going to memory: a band
     /// of output rows runs `a` on the input rows it needs (keeping the two rows it shares with
     /// the band above), `b` on them, then `c` with the residual. Chunks of rows run in parallel.
-    fn forward_banded(&self, x: &Act, packed: [&Packed; 3], pool: &Pool) -> Act {
+    fn forward_banded(&self, x: &Act, packed: [&Packed; 2], pool: &Pool) -> Act {
         let (h, w) = (x.h, x.w);
         let (ca, n) = (self.a.cout, self.c.cout);
         let prow = (w + 2) * ca;
@@ -603,51 +650,22 @@ impl Block {
     }
 
     /// Output rows from `y_a` (as many as `dst` holds), `bh` at a time.
-    fn banded_chunk(&self, x: &Act, [pa, pb, pc]: [&Packed; 3], y_a: usize, bh: usize, dst: &mut [f32], pool: &Pool) {
+    fn banded_chunk(&self, x: &Act, [pb, pc]: [&Packed; 2], y_a: usize, bh: usize, dst: &mut [f32], pool: &Pool) {
         let (h, w, cin) = (x.h, x.w, x.c);
         let (ca, cb, n) = (self.a.cout, self.b.cout, self.c.cout);
         let prow = (w + 2) * ca;
         let rows = dst.len() / (w * n);
         let mut hidden = pool.take((bh + 2) * prow);
         let mut mid = pool.take(bh * w * cb);
-        // Padded rows of `a`'s output held at the start of `hidden` (padded row r is image row r − 1).
-        let mut held: std::ops::Range<usize> = 0..0;
+        let mut held = HeldRows::new(h, w, ca);
         let mut y0 = y_a;
         while y0 < y_a + rows {
             let y1 = (y0 + bh).min(y_a + rows);
             let need = y0..y1 + 2;
-            let kept = held.end.saturating_sub(need.start);
-            if kept > 0 {
-                hidden.copy_within((need.start - held.start) * prow..(held.end - held.start) * prow, 0);
-            }
-            let fresh = need.start + kept..need.end;
-            for (j, r) in fresh.clone().enumerate() {
-                let row = &mut hidden[(kept + j) * prow..(kept + j + 1) * prow];
-                if r == 0 || r == h + 1 {
-                    row.fill(0.0);
-                } else {
-                    row[..ca].fill(0.0);
-                    row[(w + 1) * ca..].fill(0.0);
-                }
-            }
-            let (ia, ib) = (fresh.start.max(1) - 1, fresh.end.min(h + 1).saturating_sub(1));
-            if ia < ib {
-                let at = (ia + 1 - need.start) * prow + ca;
-                let out_rows = Rows { wo: w, row_step: prow, col_step: ca };
-                let m = (ib - ia) * w;
-                conv_gemm::conv(
-                    &x.data[ia * w * cin..ib * w * cin],
-                    Rows::dense(m, cin),
-                    &[(0, cin)],
-                    pa,
-                    m,
-                    &mut hidden[at..],
-                    out_rows,
-                    Residual::None,
-                    Activation::Relu,
-                );
-            }
-            held = need;
+            held.advance(&mut hidden, need, |rows, interior, layout| {
+                let m = rows.len() * w;
+                self.a.pointwise_rows(&x.data[rows.start * w * cin..rows.end * w * cin], m, interior, layout, Epilogue::Relu);
+            });
             let m = (y1 - y0) * w;
             let pieces: Vec<(usize, usize)> = (0..3).map(|kh| (kh * prow, 3 * ca)).collect();
             let rows_b = Rows { wo: w, row_step: prow, col_step: ca };
