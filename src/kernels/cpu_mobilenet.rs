@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use super::conv_gemm::{Activation, Rows};
-use super::cpu_resnet::{Act, Conv, ConvWeights, Epilogue, HeldRows, Pool};
+use super::cpu_resnet::{band_plan, Act, Conv, ConvWeights, Epilogue, HeldRows, Pool};
 use super::depthwise::Depthwise;
 
 /// One inverted residual block's weights (BatchNorm folded in).
@@ -47,13 +47,7 @@ impl Block {
         let (s, n) = (d.stride, self.project.cout);
         let (ho, wo) = (d.out_size(x.h), d.out_size(x.w));
         let prow = (x.w + 2) * d.c;
-        let budget = ((256 << 10) / (4 * prow)).max(3);
-        let bh = ((budget - 3) / s + 1).min(ho);
-        let threads = rayon::current_num_threads();
-        // Each chunk recomputes the hidden rows it shares with the one above: chunks of at
-        // least 16 rows keep that under an eighth.
-        let chunks = if threads > 1 { (ho / 16).clamp(1, 2 * threads) } else { 1 };
-        let per = ho.div_ceil(chunks);
+        let (bh, per) = band_plan(ho, prow, s, 256 << 10);
         let mut out = pool.take(ho * wo * n);
         out.par_chunks_mut(per * wo * n).enumerate().for_each(|(i, dst)| self.chunk(x, i * per, bh, dst, pool));
         Act { h: ho, w: wo, c: n, data: out }

@@ -535,6 +535,18 @@ pub(crate) fn zero_border(buf: &mut [f32], h: usize, w: usize, c: usize, p: usiz
     });
 }
 
+/// How a band-by-band pass over `out_rows` output rows is cut: (output rows per band, output rows
+/// per chunk). A band reads `(bh − 1)·stride + 3` zero-bordered input rows of `row_len` values,
+/// which should fit in `budget` bytes (to stay in L2); chunks run in parallel, and each
+/// recomputes the input rows it shares with the chunk above, so chunks have at least 16 rows.
+pub(crate) fn band_plan(out_rows: usize, row_len: usize, stride: usize, budget: usize) -> (usize, usize) {
+    let rows = (budget / (4 * row_len)).max(3);
+    let bh = ((rows - 3) / stride + 1).min(out_rows);
+    let threads = rayon::current_num_threads();
+    let chunks = if threads > 1 { (out_rows / 16).clamp(1, 2 * threads) } else { 1 };
+    (bh, out_rows.div_ceil(chunks))
+}
+
 /// The rows of a map with a zero border of one pixel (`(h+2) × (w+2) × c`) that a band-by-band
 /// pass holds at the start of its buffer, padded row `r` being image row `r − 1`: each band asks
 /// for the rows it reads, and only those it does not hold yet are computed.
@@ -640,10 +652,7 @@ impl Block {
         let (h, w) = (x.h, x.w);
         let (ca, n) = (self.a.cout, self.c.cout);
         let prow = (w + 2) * ca;
-        let bh = (((384 << 10) / (4 * prow)).max(3) - 2).min(h);
-        let threads = rayon::current_num_threads();
-        let chunks = if threads > 1 { (h / 16).clamp(1, 2 * threads) } else { 1 };
-        let per = h.div_ceil(chunks);
+        let (bh, per) = band_plan(h, prow, 1, 384 << 10);
         let mut out = pool.take(h * w * n);
         out.par_chunks_mut(per * w * n).enumerate().for_each(|(i, dst)| self.banded_chunk(x, packed, i * per, bh, dst, pool));
         Act { h, w, c: n, data: out }
@@ -658,6 +667,8 @@ impl Block {
         let mut hidden = pool.take((bh + 2) * prow);
         let mut mid = pool.take(bh * w * cb);
         let mut held = HeldRows::new(h, w, ca);
+        let pieces: Vec<(usize, usize)> = (0..3).map(|kh| (kh * prow, 3 * ca)).collect();
+        let rows_b = Rows { wo: w, row_step: prow, col_step: ca };
         let mut y0 = y_a;
         while y0 < y_a + rows {
             let y1 = (y0 + bh).min(y_a + rows);
@@ -667,8 +678,6 @@ impl Block {
                 self.a.pointwise_rows(&x.data[rows.start * w * cin..rows.end * w * cin], m, interior, layout, Epilogue::Relu);
             });
             let m = (y1 - y0) * w;
-            let pieces: Vec<(usize, usize)> = (0..3).map(|kh| (kh * prow, 3 * ca)).collect();
-            let rows_b = Rows { wo: w, row_step: prow, col_step: ca };
             conv_gemm::conv(&hidden, rows_b, &pieces, pb, m, &mut mid, Rows::dense(m, cb), Residual::None, Activation::Relu);
             let res = Residual::Rows(&x.data[y0 * w * n..y1 * w * n]);
             conv_gemm::conv(
