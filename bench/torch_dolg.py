@@ -2,10 +2,14 @@
 MobileNetV2 with off-the-shelf GeM (p = 3), for the speed comparison in bench/compare_torch.sh.
 Never needed by dolg itself.
 
-Usage: torch_dolg.py CHECKPOINT OUT.npy THREADS [--scales S,S,...] [--flops] [--mobilenetv2] IMAGE...
+Usage: torch_dolg.py CHECKPOINT OUT.npy THREADS [--scales S,S,...] [--flops] [--mobilenetv2] [--cuda] IMAGE...
        torch_dolg.py CHECKPOINT --export-onnx OUT.onnx [--mobilenetv2]
-The first writes descriptors like `dolg extract` and prints a JSON line with timings; the second
-exports the same network (eval mode, dynamic height and width) for ONNX Runtime (ort_dolg.py).
+       torch_dolg.py OUT.pyth --random-checkpoint
+The first writes descriptors like `dolg extract` and prints a JSON line with timings (`--cuda`: on
+the GPU, float32 without TF32, like dolg's GPU engine); the second exports the same network (eval
+mode, dynamic height and width) for ONNX Runtime (ort_dolg.py); the third writes a DOLG-R50
+checkpoint in the authors' layout with random weights and BatchNorm statistics (seed 0), for the
+GPU check (scripts/gpu_check.sh), where no released checkpoint is at hand.
 """
 import gzip, io, json, resource, sys, time, warnings
 
@@ -188,9 +192,28 @@ def conv_flops(model, h, w):
     return total[0]
 
 
+def random_checkpoint(path):
+    """A DOLG-R50 (no multi-atrous module) with He-initialised convolutions and random BatchNorm
+    affine parameters and running statistics, so that folding BatchNorm is exercised."""
+    torch.manual_seed(0)
+    m = Dolg([3, 4, 6, 3], False)
+    for mod in m.modules():
+        if isinstance(mod, nn.Conv2d):
+            nn.init.kaiming_normal_(mod.weight, mode="fan_in", nonlinearity="relu")
+        elif isinstance(mod, nn.BatchNorm2d):
+            mod.weight.data.uniform_(0.8, 1.2)
+            mod.bias.data.normal_(0, 0.1)
+            mod.running_mean.normal_(0, 0.1)
+            mod.running_var.uniform_(0.8, 1.2)
+    torch.save({"model_state": m.state_dict()}, path)
+
+
 def main():
     scales, flags, args = parse_args(sys.argv[1:])
     mobile = "--mobilenetv2" in flags
+    if "--random-checkpoint" in flags:
+        random_checkpoint(args[0])
+        return
     if "--export-onnx" in flags:
         model = load_mobilenetv2(args[0]) if mobile else load(args[0])
         warnings.filterwarnings("ignore", category=DeprecationWarning)  # the TorchScript exporter: dynamic axes as declared
@@ -201,10 +224,15 @@ def main():
     torch.set_num_threads(threads)
     cv2.setNumThreads(1)
     model = load_mobilenetv2(ckpt) if mobile else load(ckpt)
+    dev = "cuda" if "--cuda" in flags else "cpu"
+    if dev == "cuda":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        model = model.to(dev)
 
     def run(x):
         with torch.no_grad():
-            return model(torch.from_numpy(x)).numpy()
+            return model(torch.from_numpy(x).to(dev)).cpu().numpy()
 
     t0 = time.perf_counter()
     descs = [describe(run, p, scales, rgb=mobile) for p in images]

@@ -44,7 +44,7 @@ fn main() {
         let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
         f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0) / 100.0 + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0) / 100.0
     };
-    let native = dolg::kernels::CpuTrunk::ResNet(trunk);
+    let native = dolg::kernels::NativeTrunk::ResNet(trunk);
     let (t, c) = (Instant::now(), cpu());
     for _ in 0..10 {
         native.forward(x(), &device);

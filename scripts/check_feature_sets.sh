@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Checks that the three builds the test suite makes (`cargo test`, `cargo build --bin dolg`, and
-# the Python extension built by maturin) resolve every shared dependency with the same features,
-# so they share one set of compiled artefacts instead of rebuilding burn and every proc macro
+# Checks that the four builds the test suite makes (`cargo test`, `cargo build --bin dolg`, the
+# Python extension built by maturin, and the `cuda` binary) resolve every shared dependency with
+# the same features, so they share one set of compiled artefacts instead of rebuilding burn and
+# every proc macro
 # (see the "workspace hack" comment in Cargo.toml). Prints the differences and exits 1 if any.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,9 +10,10 @@ features() { cargo tree "$@" -f '{p} [{f}]' --prefix none | sed 's/ (\*)$//' | s
 features -p dolg -e normal,build,dev > "${TMPDIR:-/tmp}/dolg-features-test"
 features -p dolg -e normal,build > "${TMPDIR:-/tmp}/dolg-features-bin"
 features -p dolg-python -e normal,build > "${TMPDIR:-/tmp}/dolg-features-python"
+features -p dolg -e normal,build --features cuda > "${TMPDIR:-/tmp}/dolg-features-cuda"
 # A crate present in only one build is fine (ureq in the tests, pyo3 in the extension); one present
 # in two with different features is a rebuild.
-python3 - "${TMPDIR:-/tmp}"/dolg-features-{test,bin,python} <<'PY'
+python3 - "${TMPDIR:-/tmp}"/dolg-features-{test,bin,python,cuda} <<'PY'
 import sys, collections
 seen = collections.defaultdict(dict)
 for path in sys.argv[1:]:

@@ -20,4 +20,6 @@ phase "cargo test (build and run)" cargo test --release "$@"
 # The Python package's suite (python/tests, pytest): builds the extension into target/py-venv and
 # compares its results with the CLI's, including the Ray Data example on a local Ray cluster.
 phase "Python suite (build and run)" scripts/python_test.sh
+# `--features cuda` builds without a GPU or CUDA toolkit, and says what is missing at run time.
+phase "CUDA build (no GPU needed)" scripts/cuda_build_check.sh
 echo "test.sh: everything took $SECONDS s" >&2

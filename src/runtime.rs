@@ -69,17 +69,38 @@ pub fn cpu_kernels() -> CpuKernels {
     *CPU_KERNELS.get_or_init(CpuKernels::default)
 }
 
-/// `cpu` (burn's `flex` backend) or `cuda[:N]` when built with the `cuda` feature.
+/// `cpu` or `cuda[:N]` (a build with the `cuda` feature). burn's tensors stay on the CPU either
+/// way (its `flex` backend: model loading, and the parts of a network the engines do not cover);
+/// `cuda` opens the GPU engine (`kernels::cuda`, feature `cuda`), which then runs every trunk this
+/// process loads. A process runs on one GPU; the error for `cuda` says what is missing when the
+/// driver, cuDNN or the device cannot be had.
 pub fn device(name: &str) -> Result<Device, String> {
     match name {
         "cpu" => Ok(Device::flex()),
-        #[cfg(feature = "cuda")]
         n if n == "cuda" || n.starts_with("cuda:") => {
-            let idx: usize = n.strip_prefix("cuda:").map(str::parse).transpose().map_err(|_| format!("bad CUDA device '{n}'"))?.unwrap_or(0);
-            Ok(Device::cuda(idx))
+            let idx: usize =
+                n.strip_prefix("cuda:").map(str::parse).transpose().map_err(|_| format!("bad CUDA device '{n}': use cuda or cuda:N"))?.unwrap_or(0);
+            open_cuda(idx)
         }
-        #[cfg(not(feature = "cuda"))]
-        n if n == "cuda" || n.starts_with("cuda:") => Err("this build has no CUDA support; rebuild with `--features cuda`".into()),
         other => Err(format!("unknown device '{other}': use cpu or cuda[:N]")),
     }
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(idx: usize) -> Result<Device, String> {
+    crate::kernels::cuda::open(idx).map_err(|e| format!("--device cuda:{idx} cannot start: {e}"))?;
+    Ok(Device::flex())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(_idx: usize) -> Result<Device, String> {
+    Err("this build has no CUDA support: rebuild with the `cuda` feature (`cargo build --release --features cuda`; for Python, `maturin build --release --features cuda` in python/), which needs no GPU or CUDA toolkit; scripts/install_cuda_runtime.sh installs what a GPU needs at run time".into())
+}
+
+/// Whether this process opened a GPU (`--device cuda`): trunks then run there.
+pub fn on_gpu() -> bool {
+    #[cfg(feature = "cuda")]
+    return crate::kernels::cuda::opened().is_some();
+    #[cfg(not(feature = "cuda"))]
+    false
 }

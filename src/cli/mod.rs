@@ -82,7 +82,9 @@ pub struct RunArgs {
     /// Worker threads for the network and parallel loops (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Compute device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
+    /// Compute device: `cpu`, or `cuda[:N]` in a build with the `cuda` feature (the trunk runs
+    /// on the GPU through cuDNN, the heads and XFeat on the CPU; the driver must be installed and
+    /// scripts/install_cuda_runtime.sh installs cuDNN).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// CPU kernels: `auto` (the native engine, AVX-512 where the CPU has it), `portable` (the

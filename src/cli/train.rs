@@ -207,7 +207,7 @@ pub struct TrainArgs {
     #[arg(long, value_delimiter = ',', value_name = "S,S,...", help_heading = "Run")]
     #[serde(skip_serializing_if = "Option::is_none")]
     val_scales: Option<Vec<f64>>,
-    /// `cpu`, or `cuda[:N]` in a build with the `cuda` feature.
+    /// `cpu`: training runs on the CPU (`--device cuda` serves inference only; see README).
     #[arg(long, help_heading = "Run")]
     #[serde(skip_serializing_if = "Option::is_none")]
     device: Option<String>,

@@ -8,6 +8,8 @@
 pub mod conv_gemm;
 pub mod cpu_mobilenet;
 pub mod cpu_resnet;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod depthwise;
 pub(crate) mod gemm;
 
@@ -15,21 +17,31 @@ use burn::tensor::{Device, Tensor};
 
 use cpu_resnet::{to_nchw, Act};
 
-/// A backbone on the native engine: its stride-16 map `f3` and stride-32 map `f4` for one image.
+/// A backbone on one of dolg's own engines: its stride-16 map `f3` and stride-32 map `f4` for
+/// one image, channels-last on the host whichever engine computed them.
 #[derive(Debug)]
-pub enum CpuTrunk {
-    /// ResNet-50/101 (`globalmodel.s1..s4`).
+pub enum NativeTrunk {
+    /// ResNet-50/101 (`globalmodel.s1..s4`) on the CPU.
     ResNet(cpu_resnet::CpuResNet),
-    /// MobileNetV2 (`features.N`).
+    /// MobileNetV2 (`features.N`) on the CPU.
     MobileNetV2(cpu_mobilenet::CpuMobileNetV2),
+    /// Either trunk on the GPU (`--device cuda`).
+    #[cfg(feature = "cuda")]
+    Cuda(cuda::CudaTrunk),
 }
 
-impl CpuTrunk {
+impl NativeTrunk {
     /// CHW image (one, normalised) → (`f3`, `f4`) channels-last.
+    ///
+    /// # Panics
+    /// On a GPU error (out of device memory, a cuDNN failure): the process cannot go on on the
+    /// device it was asked to use, and the message says why.
     pub(crate) fn forward_act(&self, chw: &[f32], h: usize, w: usize) -> (Act, Act) {
         match self {
-            CpuTrunk::ResNet(r) => r.forward_act(chw, h, w),
-            CpuTrunk::MobileNetV2(m) => m.forward_act(chw, h, w),
+            NativeTrunk::ResNet(r) => r.forward_act(chw, h, w),
+            NativeTrunk::MobileNetV2(m) => m.forward_act(chw, h, w),
+            #[cfg(feature = "cuda")]
+            NativeTrunk::Cuda(t) => t.forward_act(chw, h, w).unwrap_or_else(|e| panic!("{e}")),
         }
     }
 

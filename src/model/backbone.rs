@@ -8,7 +8,7 @@ use super::layers::BatchNorm;
 use super::mobilenet_v2::{self, MobileNetV2};
 use super::resnet::{ResNet, R101_DEPTHS, R50_DEPTHS};
 use crate::checkpoint::{CheckpointError, VarPath};
-use crate::kernels::CpuTrunk;
+use crate::kernels::NativeTrunk;
 use crate::preprocess::Normalization;
 
 /// Which backbone a checkpoint holds, detected from its keys.
@@ -89,17 +89,17 @@ impl Backbone {
     }
 
     /// This trunk with every weight replaced by an empty tensor: what is kept of a trunk whose
-    /// native copy ([`Backbone::to_cpu`]) is used instead.
+    /// native copy ([`Backbone::to_native`]) is used instead.
     pub(crate) fn without_weights(self) -> Self {
         self.map(&mut DropWeights)
     }
 
-    /// The native CPU engine's copy of this trunk, `None` unless it was loaded with
-    /// [`BatchNorm::Fold`].
-    pub fn to_cpu(&self) -> Option<CpuTrunk> {
+    /// This trunk on dolg's own engine (the GPU when the process opened one, else the CPU's),
+    /// `None` unless it was loaded with [`BatchNorm::Fold`].
+    pub fn to_native(&self) -> Option<NativeTrunk> {
         match self {
-            Backbone::ResNet(r) => r.stem.conv.bn.is_none().then(|| CpuTrunk::ResNet(r.to_cpu())),
-            Backbone::MobileNetV2(m) => m.stem.bn.is_none().then(|| CpuTrunk::MobileNetV2(m.to_cpu())),
+            Backbone::ResNet(r) => r.stem.conv.bn.is_none().then(|| r.to_native()),
+            Backbone::MobileNetV2(m) => m.stem.bn.is_none().then(|| m.to_native()),
         }
     }
 }

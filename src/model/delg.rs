@@ -35,7 +35,7 @@ use super::resnet::ResNet;
 use super::{BackboneKind, Kernels, ModelError};
 use crate::checkpoint::{Checkpoint, CheckpointError, VarBuilder};
 use crate::decode::BgrImage;
-use crate::kernels::CpuTrunk;
+use crate::kernels::NativeTrunk;
 use crate::preprocess::{limit_size, multiscale_inputs, FloatImage, Normalization, PreprocessError, ScaledInput};
 
 /// Receptive field, stride and padding of `f3` in input pixels (`tools/extractor.py`).
@@ -99,8 +99,8 @@ pub struct Delg {
     /// Extraction settings (scales, top-k, NMS).
     pub params: DelgParams,
     device: Device,
-    /// Native trunk ([`CpuTrunk::ResNet`]) when [`Kernels::default_for`] picks it.
-    cpu_trunk: Option<Arc<CpuTrunk>>,
+    /// Native trunk ([`NativeTrunk::ResNet`]) when [`Kernels::default_for`] picks it.
+    cpu_trunk: Option<Arc<NativeTrunk>>,
     /// The global outputs of the last passes [`Delg::extract`] made, keyed by their input
     /// ([`GlobalMemo`]).
     memo: GlobalMemo,
@@ -244,7 +244,7 @@ impl Delg {
             }
             Err(e) => return Err(e.into()),
         }
-        let cpu_trunk = (kernels == Kernels::Native).then(|| Arc::new(CpuTrunk::ResNet(trunk.to_cpu())));
+        let cpu_trunk = (kernels == Kernels::Native).then(|| Arc::new(trunk.to_native()));
         Ok(Self {
             globalmodel: GlobalModel { trunk, head },
             localmodel,

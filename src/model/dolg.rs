@@ -25,7 +25,7 @@ use super::local_branch::LocalBranch;
 use super::{Arch, DolgConfig, ModelError, Pooling};
 use crate::checkpoint::{Checkpoint, ParamKeys, VarBuilder};
 use crate::kernels::cpu_resnet::{to_nchw, Act, HostConv1x1};
-use crate::kernels::CpuTrunk;
+use crate::kernels::NativeTrunk;
 
 /// The DOLG network, fields named after the authors' PyTorch modules: backbone, local branch, GeM, `fc_t`, fusion and `fc`.
 #[derive(Module, Debug)]
@@ -46,7 +46,7 @@ pub struct Dolg {
     pub fusion: Fusion,
     /// Native CPU path for the trunk (inference with folded BatchNorm); see [`crate::kernels`].
     #[module(skip)]
-    pub cpu_backbone: Option<Arc<CpuTrunk>>,
+    pub cpu_backbone: Option<Arc<NativeTrunk>>,
     /// Native CPU path for the head, beside `cpu_backbone` (absent with a multi-atrous module,
     /// which stays on burn's kernels).
     #[module(skip)]
@@ -112,12 +112,12 @@ impl Dolg {
     }
 
     /// Move inference to the native CPU kernels where they apply: a trunk loaded with
-    /// [`BatchNorm::Fold`] becomes a [`CpuTrunk`] (and the burn copy of its weights, about
+    /// [`BatchNorm::Fold`] becomes a [`NativeTrunk`] (and the burn copy of its weights, about
     /// 100 MB for R50, is dropped), and the head a [`NativeHead`] unless it has a multi-atrous
     /// module. Returns the model and whether the trunk is now native; a model with unfolded
     /// BatchNorm is returned unchanged.
     pub fn into_native(self) -> (Self, bool) {
-        let Some(trunk) = self.globalmodel.to_cpu() else { return (self, false) };
+        let Some(trunk) = self.globalmodel.to_native() else { return (self, false) };
         let trunk = Arc::new(trunk);
         let head = NativeHead::new(&self).map(Arc::new);
         let globalmodel = self.globalmodel.without_weights();

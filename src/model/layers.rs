@@ -194,9 +194,15 @@ impl ConvBn {
     /// The convolution's weights for the native CPU engine; BatchNorm must have been folded in at
     /// load ([`BatchNorm::Fold`]).
     pub(crate) fn folded_weights(&self) -> crate::kernels::cpu_resnet::ConvWeights {
+        assert_eq!(self.conv.groups, 1, "folded_weights is for dense convolutions (see folded_depthwise)");
+        self.folded_grouped()
+    }
+
+    /// The folded weights of a convolution of any group count, `[cout][cin / groups][k][k]` as
+    /// PyTorch stores them (the GPU engine's depthwise convolutions).
+    pub(crate) fn folded_grouped(&self) -> crate::kernels::cpu_resnet::ConvWeights {
         assert!(self.bn.is_none(), "the fast CPU path needs BatchNorm folded into the convolutions");
         let c = &self.conv;
-        assert_eq!(c.groups, 1, "folded_weights is for dense convolutions (see folded_depthwise)");
         let [cout, cin, k, _] = c.weight.val().dims();
         let weight = c.weight.val().into_data().try_into_vec::<f32>().expect("f32 weights");
         let bias = c.bias.as_ref().map_or_else(|| vec![0.0; cout], |b| b.val().into_data().try_into_vec::<f32>().expect("f32 bias"));

@@ -95,17 +95,18 @@ pub enum Pooling {
 pub enum Kernels {
     /// burn's generic kernels, on the model's device.
     Burn,
-    /// The native channels-last CPU path ([`crate::kernels::cpu_resnet`]): a ResNet trunk with BatchNorm folded,
-    /// one image at a time. The rest of the network, and a MobileNetV2 trunk, which has no native
-    /// path, run on burn's kernels.
+    /// dolg's own engine ([`crate::kernels`]): the trunk with BatchNorm folded, on the CPU
+    /// (channels-last, one image at a time) or on the GPU when the process opened one (`--device
+    /// cuda`). The heads have native CPU paths of their own where the model has them.
     Native,
 }
 
 impl Kernels {
-    /// The default on `device`: native on the CPU, burn's elsewhere, and burn's on the CPU too
-    /// when the process chose [`crate::runtime::CpuKernels::Burn`] (`--cpu-kernels burn`).
+    /// The default: native, unless the process chose burn's kernels on the CPU
+    /// ([`crate::runtime::CpuKernels::Burn`], `--cpu-kernels burn`) without a GPU.
     pub fn default_for(device: &Device) -> Self {
-        if *device == Device::flex() && crate::runtime::cpu_kernels() != crate::runtime::CpuKernels::Burn {
+        let cpu_native = *device == Device::flex() && crate::runtime::cpu_kernels() != crate::runtime::CpuKernels::Burn;
+        if cpu_native || crate::runtime::on_gpu() {
             Kernels::Native
         } else {
             Kernels::Burn

@@ -10,7 +10,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use super::backbone::{Backbone, BackboneKind};
 use super::gem::{pool_host, GEM_EPS};
-use crate::kernels::CpuTrunk;
+use crate::kernels::NativeTrunk;
 
 pub(crate) const OFF_THE_SHELF_P: f64 = 3.0;
 
@@ -21,14 +21,14 @@ pub struct OffTheShelf {
     pub backbone: Backbone,
     /// The backbone on the native CPU engine, used instead of `backbone` when present.
     #[module(skip)]
-    pub cpu: Option<Arc<CpuTrunk>>,
+    pub cpu: Option<Arc<NativeTrunk>>,
 }
 
 impl OffTheShelf {
     /// Move inference to the native CPU engine (the burn copy of the weights is dropped);
     /// unchanged when the backbone's BatchNorm is not folded.
     pub fn into_native(self) -> Self {
-        match self.backbone.to_cpu() {
+        match self.backbone.to_native() {
             Some(trunk) => Self { backbone: self.backbone.without_weights(), cpu: Some(Arc::new(trunk)) },
             None => self,
         }

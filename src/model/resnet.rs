@@ -13,7 +13,8 @@ use burn::tensor::Tensor;
 
 use super::layers::{BatchNorm, ConvBn, ConvSpec};
 use crate::checkpoint::{CheckpointError, VarPath};
-use crate::kernels::cpu_resnet::{BlockWeights, CpuResNet};
+use crate::kernels::cpu_resnet::{BlockWeights, ConvWeights, CpuResNet};
+use crate::kernels::NativeTrunk;
 
 /// Blocks per stage: ResNet-50 and ResNet-101.
 pub const R50_DEPTHS: [usize; 4] = [3, 4, 6, 3];
@@ -119,6 +120,24 @@ impl ResNet {
     /// The native CPU engine's copy of this trunk ([`CpuResNet`]), for a network loaded with
     /// [`BatchNorm::Fold`].
     pub fn to_cpu(&self) -> CpuResNet {
+        let (stem, stages) = self.folded();
+        CpuResNet::new(&stem, [&stages[0], &stages[1], &stages[2], &stages[3]])
+    }
+
+    /// This trunk on dolg's own engine: on the GPU when the process opened one (`--device
+    /// cuda`), else [`ResNet::to_cpu`].
+    pub fn to_native(&self) -> NativeTrunk {
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = crate::kernels::cuda::opened() {
+            let (stem, stages) = self.folded();
+            let t = crate::kernels::cuda::CudaTrunk::resnet(gpu, &stem, [&stages[0], &stages[1], &stages[2], &stages[3]]);
+            return NativeTrunk::Cuda(t.unwrap_or_else(|e| panic!("{e}")));
+        }
+        NativeTrunk::ResNet(self.to_cpu())
+    }
+
+    /// The stem's and every block's weights, BatchNorm folded in.
+    fn folded(&self) -> (ConvWeights, [Vec<BlockWeights>; 4]) {
         let block = |b: &ResBlock| BlockWeights {
             a: b.f.a.folded_weights(),
             b: b.f.b.folded_weights(),
@@ -126,8 +145,7 @@ impl ResNet {
             proj: b.proj.as_ref().map(ConvBn::folded_weights),
         };
         let stage = |s: &ResStage| s.blocks.iter().map(block).collect::<Vec<_>>();
-        let stages = [stage(&self.s1), stage(&self.s2), stage(&self.s3), stage(&self.s4)];
-        CpuResNet::new(&self.stem.conv.folded_weights(), [&stages[0], &stages[1], &stages[2], &stages[3]])
+        (self.stem.conv.folded_weights(), [stage(&self.s1), stage(&self.s2), stage(&self.s3), stage(&self.s4)])
     }
 
     /// `depths`: blocks per stage ([`R50_DEPTHS`], [`R101_DEPTHS`]). With [`BatchNorm::Fold`],

@@ -103,7 +103,7 @@ pub struct TrainConfig {
     pub val_images: Option<PathBuf>,
     /// Image scales of the validation descriptors (one descriptor per image, combined over the scales).
     pub val_scales: Vec<f64>,
-    /// Compute device: `cpu` or `cuda[:N]`.
+    /// Compute device: `cpu` (the only one training runs on; `cuda` is for inference).
     pub device: String,
     /// Threads of the global compute pool (`None`: one per core).
     pub threads: Option<usize>,

@@ -300,6 +300,12 @@ fn truncate_metrics(path: &Path, step: usize) -> Result<(), TrainError> {
 /// Train as `cfg` says. With `resume`, continue the run in `cfg.out` from its last checkpoint.
 /// `stop` is polled after every step (Ctrl-C): the run then saves and returns.
 pub fn run(cfg: &TrainConfig, resume: bool, stop: &AtomicBool, mut on_event: impl FnMut(Event)) -> Result<Outcome, TrainError> {
+    if cfg.device != "cpu" {
+        // The GPU engine (cuDNN through cudarc) has no autodiff; burn 0.22's CUDA backend, which
+        // would, cannot be built offline (crate::kernels::cuda explains).
+        let reason = "training runs on the CPU only: dolg's GPU engine covers inference (extract, index, search), and burn's own CUDA backend, which training would need, cannot be built without downloading LLVM".to_string();
+        return Err(TrainError::Setting { key: "device", value: cfg.device.clone(), reason });
+    }
     let device = crate::runtime::device(&cfg.device).map_err(|reason| TrainError::Setting { key: "device", value: cfg.device.clone(), reason })?;
     let ad = device.clone().autodiff();
     let dataset = Arc::new(Dataset::load(&cfg.data, cfg.format, cfg.images.as_deref())?);
