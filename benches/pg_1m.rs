@@ -75,7 +75,7 @@ fn main() {
         dolg::runtime::set_threads(Some(t)).expect("--threads");
     }
     let dim = 512;
-    let device = dolg::runtime::device("cpu").unwrap();
+    let device = dolg::kernels::device("cpu").unwrap();
     // `--clustered`: photo-like data, every vector near one of n/100 centres (as photos of one
     // place are near each other), queries near centres too; otherwise uniform random vectors.
     let clustered = std::env::args().any(|a| a == "--clustered");

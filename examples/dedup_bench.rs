@@ -133,7 +133,7 @@ fn pairs(sizes: impl Iterator<Item = usize>) -> u64 {
 }
 
 fn measure(db: &Path, truth_file: &Path, from: f32, to: f32, step: f32) {
-    let device = dolg::runtime::device("cpu").unwrap();
+    let device = dolg::kernels::device("cpu").unwrap();
     let c = Collection::open(db, OpenMode::Read, &device).unwrap();
     let truth: HashMap<String, String> =
         std::fs::read_to_string(truth_file).unwrap().lines().filter_map(|l| l.split_once('\t')).map(|(f, g)| (f.to_owned(), g.to_owned())).collect();

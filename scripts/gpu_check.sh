@@ -61,7 +61,10 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$out"
+# The Python with torch: $PYTHON, else the GPU image's own venv, else python3.
 py=${PYTHON:-python3}
+[ -z "${PYTHON:-}" ] && [ -x /opt/torch/.venv/bin/python ] && py=/opt/torch/.venv/bin/python
+"$py" -c "import torch, numpy, cv2" || { echo "gpu_check.sh: $py lacks torch, numpy or cv2 (set PYTHON)" >&2; exit 1; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$work/gpu.txt"
 
 # The binary: .gpu/dolg(.xz) from `prepare`, else one built here.
@@ -86,6 +89,9 @@ for sp in site.getsitepackages():
 print(":".join(sorted(dirs)))
 PY
 )
+if [ -z "$libs" ] && [ -z "$(find "${XDG_DATA_HOME:-$HOME/.local/share}/dolg/cuda-runtime" -name 'libcudnn.so.9*' 2>/dev/null | head -n 1)" ]; then
+    echo "gpu_check.sh: no cuDNN under $py's site-packages nor installed by scripts/install_cuda_runtime.sh; dolg will say what it finds" >&2
+fi
 export LD_LIBRARY_PATH=${libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 # Weights for --backbone mobilenetv2 and --local xfeat, where dolg's cache looks for them.
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/dolg

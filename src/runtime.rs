@@ -1,8 +1,7 @@
-//! Process-wide settings shared by every heavy command: thread count, compute device and which CPU
-//! kernels compute. Each is an explicit option (`--threads`, `--device`, `--cpu-kernels`; the
-//! same keywords in Python), never an environment variable.
-
-use burn::tensor::Device;
+//! Process-wide settings shared by every heavy command: thread count and which CPU kernels compute
+//! (the compute device, `--device`, is opened by [`crate::kernels::device`]). Each is an explicit
+//! option (`--threads`, `--cpu-kernels`; the same keywords in Python), never an environment
+//! variable.
 
 /// The global thread pool was already sized (by an earlier call or the first parallel
 /// operation) to another count: a process has one pool, sized once.
@@ -67,40 +66,4 @@ pub fn set_cpu_kernels(kernels: CpuKernels) -> Result<(), KernelsAlreadySet> {
 /// which fixes it).
 pub fn cpu_kernels() -> CpuKernels {
     *CPU_KERNELS.get_or_init(CpuKernels::default)
-}
-
-/// `cpu` or `cuda[:N]` (a build with the `cuda` feature). burn's tensors stay on the CPU either
-/// way (its `flex` backend: model loading, and the parts of a network the engines do not cover);
-/// `cuda` opens the GPU engine (`kernels::cuda`, feature `cuda`), which then runs every trunk this
-/// process loads. A process runs on one GPU; the error for `cuda` says what is missing when the
-/// driver, cuDNN or the device cannot be had.
-pub fn device(name: &str) -> Result<Device, String> {
-    match name {
-        "cpu" => Ok(Device::flex()),
-        n if n == "cuda" || n.starts_with("cuda:") => {
-            let idx: usize =
-                n.strip_prefix("cuda:").map(str::parse).transpose().map_err(|_| format!("bad CUDA device '{n}': use cuda or cuda:N"))?.unwrap_or(0);
-            open_cuda(idx)
-        }
-        other => Err(format!("unknown device '{other}': use cpu or cuda[:N]")),
-    }
-}
-
-#[cfg(feature = "cuda")]
-fn open_cuda(idx: usize) -> Result<Device, String> {
-    crate::kernels::cuda::open(idx).map_err(|e| format!("--device cuda:{idx} cannot start: {e}"))?;
-    Ok(Device::flex())
-}
-
-#[cfg(not(feature = "cuda"))]
-fn open_cuda(_idx: usize) -> Result<Device, String> {
-    Err("this build has no CUDA support: rebuild with the `cuda` feature (`cargo build --release --features cuda`; for Python, `maturin build --release --features cuda` in python/), which needs no GPU or CUDA toolkit; scripts/install_cuda_runtime.sh installs what a GPU needs at run time".into())
-}
-
-/// Whether this process opened a GPU (`--device cuda`): trunks then run there.
-pub fn on_gpu() -> bool {
-    #[cfg(feature = "cuda")]
-    return crate::kernels::cuda::opened().is_some();
-    #[cfg(not(feature = "cuda"))]
-    false
 }

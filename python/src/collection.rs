@@ -289,7 +289,7 @@ impl Collection {
             "write" => OpenMode::Write,
             other => return Err(bad_choice("mode", other, &["read", "write"])),
         };
-        let device = dolg::runtime::device(device).map_err(PyValueError::new_err)?;
+        let device = dolg::kernels::device(device).map_err(PyValueError::new_err)?;
         if let Some(url) = is_pg(&path) {
             if weights.is_some() {
                 return Err(PyValueError::new_err("weights=: a PostgreSQL collection describes photos with the model it records"));
@@ -306,7 +306,7 @@ impl Collection {
     /// Create an index of `dim`-d vectors with no model, for `import_vectors` only.
     #[staticmethod]
     fn create_for_vectors(py: Python<'_>, path: PathBuf, dim: usize) -> PyResult<Self> {
-        let device = dolg::runtime::device("cpu").map_err(PyValueError::new_err)?;
+        let device = dolg::kernels::device("cpu").map_err(PyValueError::new_err)?;
         let c = py
             .detach(|| match is_pg(&path) {
                 Some(url) => PgCollection::create_for_vectors(url, dim, IndexKind::Exact, false, &device).map(Inner::Pg),

@@ -156,7 +156,7 @@ impl Model {
         if let Some(k) = cpu_kernels {
             dolg::runtime::set_cpu_kernels(value_enum("cpu_kernels", k)?).map_err(|e| PyValueError::new_err(format!("cpu_kernels={k:?}: {e}")))?;
         }
-        let device = dolg::runtime::device(device).map_err(PyValueError::new_err)?;
+        let device = dolg::kernels::device(device).map_err(PyValueError::new_err)?;
         let mut loaded = py.detach(|| spec.load(&device)).map_err(lib_err)?;
         loaded.extractor.limits = DecodeLimits { max_side, ..DecodeLimits::default() };
         Ok(Self { spec, loaded, device })

@@ -90,7 +90,7 @@ enum Target {
 
 impl Target {
     fn open(db: &Path) -> anyhow::Result<Self> {
-        let device = dolg::runtime::device("cpu").map_err(anyhow::Error::msg)?;
+        let device = dolg::kernels::device("cpu").map_err(anyhow::Error::msg)?;
         #[cfg(feature = "postgres")]
         if let Some(url) = db.to_str().filter(|d| dolg::index::is_postgres_url(d)) {
             return Ok(Target::Pg(dolg::collection::postgres::PgCollection::open(url, OpenMode::Read, &device)?));

@@ -276,7 +276,7 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<ExitCode> {
 
 /// Commands that describe no image still name a device for the collection; the CPU is enough.
 fn cpu() -> anyhow::Result<burn::tensor::Device> {
-    dolg::runtime::device("cpu").map_err(anyhow::Error::msg)
+    dolg::kernels::device("cpu").map_err(anyhow::Error::msg)
 }
 
 /// Progress of an add or a sync: a bar while checking files, then one while describing them.

@@ -98,7 +98,7 @@ impl RunArgs {
     pub fn init(&self) -> anyhow::Result<burn::tensor::Device> {
         dolg::runtime::set_threads(self.threads)?;
         dolg::runtime::set_cpu_kernels(self.cpu_kernels)?;
-        dolg::runtime::device(&self.device).map_err(anyhow::Error::msg)
+        dolg::kernels::device(&self.device).map_err(anyhow::Error::msg)
     }
 }
 

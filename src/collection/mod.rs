@@ -29,7 +29,7 @@
 //! # let weights = "../shared/fixtures/dolg-r50-random/dolg_r50_random_noaspp.pyth.gz";
 //! # let dir = tempfile::tempdir()?;
 //! # let db = dir.path().join("photos.idx");
-//! let device = dolg::runtime::device("cpu")?;
+//! let device = dolg::kernels::device("cpu")?;
 //! let spec = ModelSpec::dolg(weights).with_scales(vec![1.0]);
 //! let options = CreateOptions::kind(IndexKind::Exact).with_root(Some("examples".as_ref()));
 //! let mut photos = Collection::create(&db, spec, &options, &device)?;

@@ -141,6 +141,9 @@ fn start(ordinal: usize) -> Result<Arc<Gpu>, CudaUnavailable> {
     let name = ctx.name().unwrap_or_else(|_| "unknown".into());
     let stream = ctx.default_stream();
     ctx.bind_to_thread().map_err(|e| fail(format!("{e:?}")))?;
+    // SAFETY: one stream does all the work, so cudarc's per-buffer events (ordering across
+    // streams) are not needed.
+    unsafe { ctx.disable_event_tracking() };
     let version = dnn::get_version();
     if version < 90000 {
         return Err(fail(format!("cuDNN {version} is too old: cuDNN 9 is needed")));
@@ -287,8 +290,10 @@ impl GpuConv {
         (n + 2 * self.pad - self.k) / self.stride + 1
     }
 
-    /// `post(conv(x) + bias [+ z])`: one fused cuDNN call (`y = act(conv(x) + z + bias)`), and a
-    /// clipped ReLU after it for ReLU6, which the fused call does not offer.
+    /// `post(conv(x) + bias [+ z])`: one fused cuDNN call (`y = act(conv(x) + z + bias)`, with
+    /// ReLU for ReLU6 too, clipped at 6 after it: the fused call offers no ReLU6), or, where cuDNN
+    /// refuses the fused call for a layer (it documents no support for grouped convolutions
+    /// there), the convolution, bias, residual and activation as separate calls.
     fn forward(&self, g: &Run, x: &Map, post: Post, z: Option<&Map>) -> Result<Map, GpuError> {
         let (ho, wo) = (self.out_size(x.h), self.out_size(x.w));
         let xd = tensor(x.n, x.c, x.h, x.w)?;
@@ -322,14 +327,18 @@ impl GpuConv {
         // The fused call takes IDENTITY only with this algorithm; one algorithm for every layer
         // also keeps the numerics the same whatever the shapes.
         let algo = sys::cudnnConvolutionFwdAlgo_t::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM;
-        let act = activation(
-            if post == Post::Relu { sys::cudnnActivationMode_t::CUDNN_ACTIVATION_RELU } else { sys::cudnnActivationMode_t::CUDNN_ACTIVATION_IDENTITY },
-            0.0,
-        )?;
+        let relu = post != Post::None;
+        let act =
+            activation(if relu { sys::cudnnActivationMode_t::CUDNN_ACTIVATION_RELU } else { sys::cudnnActivationMode_t::CUDNN_ACTIVATION_IDENTITY }, 0.0)?;
+        if let Some(z) = z {
+            assert_eq!((z.n, z.c, z.h, z.w), (x.n, self.cout, ho, wo), "residual shape");
+        }
         // SAFETY: live descriptors and handle.
         let ws_bytes = unsafe { dnn::get_convolution_forward_workspace_size(g.handle, xd.raw, wd.raw, cd.raw, yd.raw, algo) }?;
-        let mut ws = g.stream.alloc_zeros::<u8>(ws_bytes.max(1))?;
-        let mut y = g.stream.alloc_zeros::<f32>(x.n * self.cout * ho * wo)?;
+        // SAFETY (both): cuDNN writes the workspace before reading it, and the convolution writes
+        // all of `y` (read as `z` only with a zero weight, which cuDNN then does not read).
+        let mut ws = unsafe { g.stream.alloc::<u8>(ws_bytes.max(1)) }?;
+        let mut y = unsafe { g.stream.alloc::<f32>(x.n * self.cout * ho * wo) }?;
         let (one, zero) = (1f32, 0f32);
         {
             let st = &g.stream;
@@ -345,7 +354,7 @@ impl GpuConv {
                 None => (&zero, yp),
             };
             // SAFETY: every pointer is a live device buffer of the size its descriptor states.
-            unsafe {
+            let fused = unsafe {
                 dnn::convolution_bias_activation_forward(
                     g.handle,
                     ptr(&one),
@@ -365,7 +374,30 @@ impl GpuConv {
                     act.raw,
                     yd.raw,
                     yp as *mut c_void,
-                )?;
+                )
+            };
+            if let Err(e) = fused {
+                tracing::debug!(error = %e, groups = self.groups, k = self.k, "fused convolution refused; separate calls");
+                let algo = sys::cudnnConvolutionFwdAlgo_t::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+                // SAFETY: live descriptors and handle.
+                let need = unsafe { dnn::get_convolution_forward_workspace_size(g.handle, xd.raw, wd.raw, cd.raw, yd.raw, algo) }?;
+                // SAFETY: written by cuDNN before it is read.
+                let mut ws2 = unsafe { g.stream.alloc::<u8>(need.max(1)) }?;
+                let (wsp2, _g2) = ws2.device_ptr_mut(st);
+                let (x, w, b, zc, y) = (xp as *const c_void, wp as *const c_void, bp as *const c_void, zp as *const c_void, yp as *mut c_void);
+                // SAFETY: as the fused call's; each call reads and writes buffers of its
+                // descriptors' sizes, in stream order, `y` in place.
+                unsafe {
+                    sys::cudnnConvolutionForward(g.handle, ptr(&one), xd.raw, x, wd.raw, w, cd.raw, algo, wsp2 as *mut c_void, need, ptr(&zero), yd.raw, y)
+                        .result()?;
+                    sys::cudnnAddTensor(g.handle, ptr(&one), bd.raw, b, ptr(&one), yd.raw, y).result()?;
+                    if zd.is_some() {
+                        sys::cudnnAddTensor(g.handle, ptr(&one), yd.raw, zc, ptr(&one), yd.raw, y).result()?;
+                    }
+                    if relu {
+                        dnn::activation_forward(g.handle, act.raw, ptr(&one), yd.raw, y as *const c_void, ptr(&zero), yd.raw, y)?;
+                    }
+                }
             }
         }
         let mut out = Map { n: x.n, c: self.cout, h: ho, w: wo, data: y };
@@ -380,18 +412,17 @@ fn ptr(v: &f32) -> *const c_void {
     (v as *const f32).cast()
 }
 
-fn clipped_relu(g: &Run, x: Map, ceiling: f64) -> Result<Map, GpuError> {
+/// `min(max(x, 0), ceiling)` in place (cuDNN allows x = y).
+fn clipped_relu(g: &Run, mut x: Map, ceiling: f64) -> Result<Map, GpuError> {
     let d = tensor(x.n, x.c, x.h, x.w)?;
     let act = activation(sys::cudnnActivationMode_t::CUDNN_ACTIVATION_CLIPPED_RELU, ceiling)?;
-    let mut y = g.stream.alloc_zeros::<f32>(x.data.len())?;
     let (one, zero) = (1f32, 0f32);
     {
-        let (xp, _gx) = x.data.device_ptr(g.stream);
-        let (yp, _gy) = y.device_ptr_mut(g.stream);
-        // SAFETY: live buffers of `d`'s size.
-        unsafe { dnn::activation_forward(g.handle, act.raw, ptr(&one), d.raw, xp as *const c_void, ptr(&zero), d.raw, yp as *mut c_void) }?;
+        let (xp, _gx) = x.data.device_ptr_mut(g.stream);
+        // SAFETY: a live buffer of `d`'s size, read and written in place.
+        unsafe { dnn::activation_forward(g.handle, act.raw, ptr(&one), d.raw, xp as *const c_void, ptr(&zero), d.raw, xp as *mut c_void) }?;
     }
-    Ok(Map { data: y, ..x })
+    Ok(x)
 }
 
 /// Max pooling 3x3, stride 2, padding 1 (the ResNet stem).
@@ -454,6 +485,16 @@ enum Net {
 pub struct CudaTrunk {
     gpu: Arc<Gpu>,
     net: Net,
+}
+
+impl Drop for CudaTrunk {
+    fn drop(&mut self) {
+        // The weights are freed (cuMemFreeAsync) by the fields' drops, which need the context
+        // current on this thread, whichever it is; without it the free fails and the error waits
+        // in the context for the next forward pass to report.
+        // SAFETY: the primary context, alive as long as `self.gpu`.
+        let _ = unsafe { cudarc::driver::result::ctx::set_current(self.gpu.stream.context().cu_ctx()) };
+    }
 }
 
 impl std::fmt::Debug for CudaTrunk {

@@ -1,9 +1,10 @@
-//! The hand-tuned CPU engine, apart from the network definitions that use it: the native
-//! inference paths of the ResNet ([`cpu_resnet`]) and MobileNetV2 ([`cpu_mobilenet`]) trunks,
-//! their AVX-512 implicit-GEMM convolution ([`conv_gemm`]), the depthwise 3x3 convolution
-//! ([`depthwise`]) and the one safe wrapper every other matrix product goes through (`gemm`).
-//! Foundations: `model`, `index`, `collection` and `spatial` call in; only the run-time kernel
-//! choice (`runtime`) is read from here.
+//! dolg's own engine, apart from the network definitions that use it: the native CPU inference
+//! paths of the ResNet ([`cpu_resnet`]) and MobileNetV2 ([`cpu_mobilenet`]) trunks, their
+//! AVX-512 implicit-GEMM convolution ([`conv_gemm`]), the depthwise 3x3 convolution
+//! ([`depthwise`]), the one safe wrapper every other matrix product goes through (`gemm`), and,
+//! with the `cuda` feature, the trunks on the GPU (`cuda`), with the choice of device
+//! ([`device`]). Foundations: `model`, `index`, `collection` and `spatial` call in; only the
+//! run-time kernel choice (`runtime`) is read from here.
 
 pub mod conv_gemm;
 pub mod cpu_mobilenet;
@@ -53,4 +54,40 @@ impl NativeTrunk {
         let (f3, f4) = self.forward_act(&chw, h, w);
         (to_nchw(&f3, device), to_nchw(&f4, device))
     }
+}
+
+/// `cpu` or `cuda[:N]` (a build with the `cuda` feature). burn's tensors stay on the CPU either
+/// way (its `flex` backend: model loading, and the parts of a network the engines do not cover);
+/// `cuda` opens the GPU engine (`cuda`, feature `cuda`), which then runs every trunk this
+/// process loads. A process runs on one GPU; the error for `cuda` says what is missing when the
+/// driver, cuDNN or the device cannot be had.
+pub fn device(name: &str) -> Result<Device, String> {
+    match name {
+        "cpu" => Ok(Device::flex()),
+        n if n == "cuda" || n.starts_with("cuda:") => {
+            let idx: usize =
+                n.strip_prefix("cuda:").map(str::parse).transpose().map_err(|_| format!("bad CUDA device '{n}': use cuda or cuda:N"))?.unwrap_or(0);
+            open_cuda(idx)
+        }
+        other => Err(format!("unknown device '{other}': use cpu or cuda[:N]")),
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(idx: usize) -> Result<Device, String> {
+    cuda::open(idx).map_err(|e| format!("--device cuda:{idx} cannot start: {e}"))?;
+    Ok(Device::flex())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(_idx: usize) -> Result<Device, String> {
+    Err("this build has no CUDA support: rebuild with the `cuda` feature (`cargo build --release --features cuda`; for Python, `maturin build --release --features cuda` in python/), which needs no GPU or CUDA toolkit; scripts/install_cuda_runtime.sh installs what a GPU needs at run time".into())
+}
+
+/// Whether this process opened a GPU (`--device cuda`): trunks then run there.
+pub fn on_gpu() -> bool {
+    #[cfg(feature = "cuda")]
+    return cuda::opened().is_some();
+    #[cfg(not(feature = "cuda"))]
+    false
 }

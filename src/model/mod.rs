@@ -106,7 +106,7 @@ impl Kernels {
     /// ([`crate::runtime::CpuKernels::Burn`], `--cpu-kernels burn`) without a GPU.
     pub fn default_for(device: &Device) -> Self {
         let cpu_native = *device == Device::flex() && crate::runtime::cpu_kernels() != crate::runtime::CpuKernels::Burn;
-        if cpu_native || crate::runtime::on_gpu() {
+        if cpu_native || crate::kernels::on_gpu() {
             Kernels::Native
         } else {
             Kernels::Burn

@@ -35,9 +35,10 @@ use burn::tensor::ops::{AvgPoolOptions, InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::LocalFeatures;
+use super::{Kernels, LocalFeatures};
 use crate::checkpoint::{to_tensor, Checkpoint, CheckpointError, VarBuilder, VarPath};
 use crate::decode::BgrImage;
+use crate::kernels::cpu_resnet::{Act, Conv, ConvWeights, Epilogue, Pool};
 use crate::preprocess::{exact_size, limited_size, resize_pil_bilinear};
 
 /// Width of an XFeat descriptor.
@@ -88,11 +89,19 @@ impl Default for XFeatParams {
     }
 }
 
-/// A convolution with its BatchNorm folded in, optionally followed by ReLU.
+/// A convolution with its BatchNorm folded in, optionally followed by ReLU: on burn's kernels, or
+/// on the native CPU engine ([`Kernels::Native`], chosen at load) whose convolutions are the
+/// trunks' (`conv_gemm` with AVX-512, the `gemm` crate without).
 #[derive(Debug)]
 struct Layer {
-    conv: Conv2d,
+    conv: LayerConv,
     relu: bool,
+}
+
+#[derive(Debug)]
+enum LayerConv {
+    Burn(Conv2d),
+    Native(Conv),
 }
 
 impl Layer {
@@ -112,6 +121,21 @@ impl Layer {
         Ok(Self { conv: build_conv(w, bias, [cout, cin, k, k], stride, vb.device()), relu: true })
     }
 
+    /// This layer on the native engine.
+    fn into_native(self) -> Self {
+        let LayerConv::Burn(c) = &self.conv else { return self };
+        let [cout, cin, k, _] = c.weight.val().dims();
+        let weight = c.weight.val().into_data().try_into_vec::<f32>().expect("f32 weights");
+        let bias = c.bias.as_ref().expect("XFeat convolutions have a bias once BatchNorm is folded").val().into_data().try_into_vec::<f32>().expect("f32 bias");
+        let cw = ConvWeights { weight, bias, cout, cin, k, stride: c.stride[0], pad: k / 2 };
+        Self { conv: LayerConv::Native(Conv::new(&cw)), relu: self.relu }
+    }
+
+    fn forward_act(&self, x: &Act, pool: &Pool) -> Act {
+        let LayerConv::Native(c) = &self.conv else { unreachable!("forward_act on a native layer only") };
+        c.forward(x, if self.relu { Epilogue::Relu } else { Epilogue::Linear }, pool)
+    }
+
     /// A plain 1x1 `nn.Conv2d` with bias at `vb`.
     fn conv1x1(vb: &VarPath, cin: usize, cout: usize) -> Result<Self, CheckpointError> {
         let w = vb.host("weight", &[cout, cin, 1, 1])?;
@@ -120,7 +144,8 @@ impl Layer {
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = self.conv.forward(x);
+        let LayerConv::Burn(conv) = &self.conv else { unreachable!("forward on a burn layer only") };
+        let y = conv.forward(x);
         if self.relu {
             relu(y)
         } else {
@@ -129,10 +154,10 @@ impl Layer {
     }
 }
 
-fn build_conv(w: Vec<f32>, b: Vec<f32>, shape: [usize; 4], stride: usize, device: &Device) -> Conv2d {
+fn build_conv(w: Vec<f32>, b: Vec<f32>, shape: [usize; 4], stride: usize, device: &Device) -> LayerConv {
     let k = shape[2];
     let p = k / 2;
-    Conv2d {
+    LayerConv::Burn(Conv2d {
         weight: Param::from_tensor(to_tensor(w, shape, device)),
         bias: Some(Param::from_tensor(to_tensor(b, [shape[0]], device))),
         stride: [stride; 2],
@@ -140,7 +165,7 @@ fn build_conv(w: Vec<f32>, b: Vec<f32>, shape: [usize; 4], stride: usize, device
         dilation: [1; 2],
         groups: 1,
         padding: PaddingConfig2d::Explicit(p, p, p, p),
-    }
+    })
 }
 
 /// An `nn.Sequential` of [`Layer`]s.
@@ -161,6 +186,18 @@ impl Seq {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.0.iter().fold(x, |x, l| l.forward(x))
     }
+
+    fn into_native(self) -> Self {
+        Self(self.0.into_iter().map(Layer::into_native).collect())
+    }
+
+    fn forward_act(&self, x: Act, pool: &Pool) -> Act {
+        self.0.iter().fold(x, |x, l| {
+            let y = l.forward_act(&x, pool);
+            pool.give(x.data);
+            y
+        })
+    }
 }
 
 /// `XFeatModel` (the CNN), fields named as the reference's modules.
@@ -176,6 +213,10 @@ pub struct XFeatModel {
     block_fusion: Seq,
     heatmap_head: Seq,
     keypoint_head: Seq,
+    /// Whether the layers are on the native engine ([`XFeatModel::into_native`]).
+    native: bool,
+    /// Recycled activation buffers of the native path.
+    pool: Pool,
 }
 
 /// The three maps of one image (`feats`, `keypoints`, `heatmap` of `XFeatModel.forward`), host
@@ -208,13 +249,72 @@ impl XFeatModel {
             block_fusion: Seq::load(&vb.pp("block_fusion"), &[b3(64, 64, 1), b3(64, 64, 1)], Some((64, 64)))?,
             heatmap_head: Seq::load(&vb.pp("heatmap_head"), &[b1(64), b1(64)], Some((64, 1)))?,
             keypoint_head: Seq::load(&vb.pp("keypoint_head"), &[b1(64), b1(64), b1(64)], Some((64, 65)))?,
+            native: false,
+            pool: Pool::default(),
         })
+    }
+
+    /// Every layer moved to the native CPU engine (the burn copies are dropped).
+    fn into_native(self) -> Self {
+        Self {
+            skip1: self.skip1.into_native(),
+            block1: self.block1.into_native(),
+            block2: self.block2.into_native(),
+            block3: self.block3.into_native(),
+            block4: self.block4.into_native(),
+            block5: self.block5.into_native(),
+            block_fusion: self.block_fusion.into_native(),
+            heatmap_head: self.heatmap_head.into_native(),
+            keypoint_head: self.keypoint_head.into_native(),
+            native: true,
+            pool: self.pool,
+        }
+    }
+
+    /// [`XFeatModel::forward`] on the native engine, channels-last: the same layers, the same
+    /// average pool, bilinear upsampling (PyTorch's float32 `align_corners=False` taps) and cell
+    /// unfolding.
+    fn forward_native(&self, x: &[f32], h: usize, w: usize) -> XFeatMaps {
+        let pool = &self.pool;
+        let (h8, w8) = (h / 8, w / 8);
+        let image = Act { h, w, c: 1, data: x.to_vec() };
+        let pooled = avg_pool_4x4(&image);
+        let skip = self.skip1.forward_act(&pooled, pool);
+        let mut x1 = self.block1.forward_act(image, pool);
+        x1.data.iter_mut().zip(&skip.data).for_each(|(a, b)| *a += b);
+        pool.give(skip.data);
+        let x2 = self.block2.forward_act(x1, pool);
+        let mut x3 = self.block3.forward_act(x2, pool);
+        let x4 = self.block4.forward_act(x3.clone(), pool);
+        let x5 = self.block5.forward_act(x4.clone(), pool);
+        add_upsampled(&mut x3, &x4);
+        add_upsampled(&mut x3, &x5);
+        pool.give(x4.data);
+        pool.give(x5.data);
+        let feats = self.block_fusion.forward_act(x3, pool);
+        let heat = self.heatmap_head.forward_act(feats.clone(), pool);
+        // `_unfold2d(x, 8)`: channel ky·8 + kx of cell (cy, cx) is pixel (8cy + ky, 8cx + kx).
+        let mut cells = vec![0f32; h * w];
+        cells.par_chunks_mut(w8 * 64).enumerate().for_each(|(cy, row)| {
+            for (cx, cell) in row.chunks_mut(64).enumerate() {
+                for (i, v) in cell.iter_mut().enumerate() {
+                    *v = x[(8 * cy + i / 8) * w + 8 * cx + i % 8];
+                }
+            }
+        });
+        let keypoints = self.keypoint_head.forward_act(Act { h: h8, w: w8, c: 64, data: cells }, pool);
+        let heatmap = heat.data.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect();
+        XFeatMaps { h8, w8, feats: to_chw(&feats), keypoints: to_chw(&keypoints), heatmap }
     }
 
     /// `x`: `[1, 1, H, W]`, the instance-normalised grey image, H and W multiples of 32.
     pub fn forward(&self, x: Tensor<4>) -> XFeatMaps {
         let [_, _, h, w] = x.dims();
         assert!(h % 32 == 0 && w % 32 == 0 && h > 0 && w > 0, "XFeat input must be a non-empty multiple of 32, got {h}x{w}");
+        if self.native {
+            let v = x.into_data().try_into_vec::<f32>().expect("f32 image");
+            return self.forward_native(&v, h, w);
+        }
         let skip = self.skip1.forward(avg_pool2d(x.clone(), AvgPoolOptions::new([4, 4]).with_stride([4, 4])));
         let x1 = self.block1.forward(x.clone());
         let x2 = self.block2.forward(x1 + skip);
@@ -249,7 +349,7 @@ impl XFeat {
 
     pub(crate) fn from_checkpoint(ck: &Checkpoint, device: &Device) -> Result<Self, CheckpointError> {
         let vb = VarBuilder::new(ck, device);
-        let net = XFeatModel::load(&vb.root())?;
+        let mut net = XFeatModel::load(&vb.root())?;
         match vb.finish() {
             Ok(_) => {}
             // The XFeat* refinement MLP is not part of sparse extraction.
@@ -260,6 +360,9 @@ impl XFeat {
                 }
             }
             Err(e) => return Err(e),
+        }
+        if Kernels::default_for(device) == Kernels::Native {
+            net = net.into_native();
         }
         Ok(Self { net, device: device.clone() })
     }
@@ -312,6 +415,67 @@ impl XFeat {
     }
 }
 
+/// 4x4 average pooling, stride 4, of a one-channel map whose sides are multiples of 4.
+fn avg_pool_4x4(x: &Act) -> Act {
+    let (h, w) = (x.h / 4, x.w / 4);
+    let mut data = vec![0f32; h * w];
+    data.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
+        for (xx, v) in row.iter_mut().enumerate() {
+            let mut sum = 0f32;
+            for dy in 0..4 {
+                sum += x.data[(4 * y + dy) * x.w + 4 * xx..][..4].iter().sum::<f32>();
+            }
+            *v = sum / 16.0;
+        }
+    });
+    Act { h, w, c: 1, data }
+}
+
+/// `acc += bilinear(src)` up to `acc`'s size (channels-last, same channels), with the taps of
+/// [`resize_bilinear`].
+fn add_upsampled(acc: &mut Act, src: &Act) {
+    let c = acc.c;
+    debug_assert_eq!(c, src.c);
+    let (ty, tx) = (bilinear_taps(src.h, acc.h), bilinear_taps(src.w, acc.w));
+    let sw = src.w;
+    acc.data.par_chunks_mut(acc.w * c).zip(&ty).for_each(|(row, &(y0, y1, wy0, wy1))| {
+        let (r0, r1) = (&src.data[y0 * sw * c..(y0 + 1) * sw * c], &src.data[y1 * sw * c..(y1 + 1) * sw * c]);
+        for (px, &(x0, x1, wx0, wx1)) in row.chunks_mut(c).zip(&tx) {
+            for (ch, v) in px.iter_mut().enumerate() {
+                let (a, b) = (r0[x0 * c + ch], r0[x1 * c + ch]);
+                let (d, e) = (r1[x0 * c + ch], r1[x1 * c + ch]);
+                *v += wy0 * (wx0 * a + wx1 * b) + wy1 * (wx0 * d + wx1 * e);
+            }
+        }
+    });
+}
+
+/// A channels-last map as CHW.
+fn to_chw(a: &Act) -> Vec<f32> {
+    let hw = a.h * a.w;
+    let mut out = vec![0f32; a.c * hw];
+    out.par_chunks_mut(hw).enumerate().for_each(|(ch, plane)| {
+        for (i, v) in plane.iter_mut().enumerate() {
+            *v = a.data[i * a.c + ch];
+        }
+    });
+    out
+}
+
+/// For each of `on` outputs, PyTorch's float32 bilinear taps (`align_corners=False`) into `n`
+/// inputs: (first, second, weight of the first, weight of the second).
+fn bilinear_taps(n: usize, on: usize) -> Vec<(usize, usize, f32, f32)> {
+    let ratio = n as f32 / on as f32;
+    (0..on)
+        .map(|o| {
+            let real = (ratio * (o as f32 + 0.5) - 0.5).max(0.0);
+            let i0 = (real.floor() as usize).min(n - 1);
+            let l1 = (real - i0 as f32).clamp(0.0, 1.0);
+            (i0, if i0 < n - 1 { i0 + 1 } else { i0 }, 1.0 - l1, l1)
+        })
+        .collect()
+}
+
 /// PyTorch's CPU `F.interpolate(mode="bilinear", align_corners=False)` of one plane, in float32
 /// as it computes (burn's kernel places the taps in f64, which moves the pixels by up to ~1e-2 of
 /// a level on a 0..255 scale and the keypoint logits by ~1e-3).
@@ -319,19 +483,7 @@ fn resize_bilinear(src: &[f32], h: usize, w: usize, oh: usize, ow: usize) -> Vec
     if (h, w) == (oh, ow) {
         return src.to_vec();
     }
-    // (first tap, second tap, weight of the first, weight of the second) per output index.
-    let taps = |n: usize, on: usize| -> Vec<(usize, usize, f32, f32)> {
-        let ratio = n as f32 / on as f32;
-        (0..on)
-            .map(|o| {
-                let real = (ratio * (o as f32 + 0.5) - 0.5).max(0.0);
-                let i0 = (real.floor() as usize).min(n - 1);
-                let l1 = (real - i0 as f32).clamp(0.0, 1.0);
-                (i0, if i0 < n - 1 { i0 + 1 } else { i0 }, 1.0 - l1, l1)
-            })
-            .collect()
-    };
-    let (ty, tx) = (taps(h, oh), taps(w, ow));
+    let (ty, tx) = (bilinear_taps(h, oh), bilinear_taps(w, ow));
     let mut out = vec![0f32; oh * ow];
     out.par_chunks_mut(ow).zip(&ty).for_each(|(row, &(y0, y1, wy0, wy1))| {
         let (r0, r1) = (&src[y0 * w..(y0 + 1) * w], &src[y1 * w..(y1 + 1) * w]);

@@ -306,7 +306,7 @@ pub fn run(cfg: &TrainConfig, resume: bool, stop: &AtomicBool, mut on_event: imp
         let reason = "training runs on the CPU only: dolg's GPU engine covers inference (extract, index, search), and burn's own CUDA backend, which training would need, cannot be built without downloading LLVM".to_string();
         return Err(TrainError::Setting { key: "device", value: cfg.device.clone(), reason });
     }
-    let device = crate::runtime::device(&cfg.device).map_err(|reason| TrainError::Setting { key: "device", value: cfg.device.clone(), reason })?;
+    let device = crate::kernels::device(&cfg.device).map_err(|reason| TrainError::Setting { key: "device", value: cfg.device.clone(), reason })?;
     let ad = device.clone().autodiff();
     let dataset = Arc::new(Dataset::load(&cfg.data, cfg.format, cfg.images.as_deref())?);
     let out = &cfg.out;

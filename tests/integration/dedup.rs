@@ -48,7 +48,7 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 fn cpu() -> burn::tensor::Device {
-    dolg::runtime::device("cpu").unwrap()
+    dolg::kernels::device("cpu").unwrap()
 }
 
 /// A 16-d unit vector with entries ±0.25: `minus` lists the negative ones. Dot products of two

@@ -34,7 +34,7 @@ fn collection(dir: &std::path::Path, tag: &str, kind: IndexKind, keep: impl Fn(u
     let db = dir.join(tag);
     let model = ModelIdentity { name: "imported descriptors".into(), dim: DIM, fingerprint: None, spec: None };
     drop(Index::create(&db, model, kind).unwrap());
-    let mut c = Collection::open(&db, OpenMode::Write, &dolg::runtime::device("cpu").unwrap()).unwrap();
+    let mut c = Collection::open(&db, OpenMode::Write, &dolg::kernels::device("cpu").unwrap()).unwrap();
     let all = vectors();
     let rows: Vec<usize> = (0..N).filter(|&i| keep(i)).collect();
     let mut v: Vec<f32> = rows.iter().flat_map(|&i| all[i * DIM..(i + 1) * DIM].to_vec()).collect();

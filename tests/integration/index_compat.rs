@@ -29,7 +29,7 @@ fn copy_of(kind: &str) -> (tempfile::TempDir, PathBuf) {
 }
 
 fn cpu() -> burn::tensor::Device {
-    dolg::runtime::device("cpu").unwrap()
+    dolg::kernels::device("cpu").unwrap()
 }
 
 /// Results as (name, score) per query, from the `--json` layout of `dolg search`.

@@ -17,7 +17,7 @@ fn spec() -> ModelSpec {
 }
 
 fn cpu() -> burn::tensor::Device {
-    dolg::runtime::device("cpu").unwrap()
+    dolg::kernels::device("cpu").unwrap()
 }
 
 /// Copy `src` to `dst` with an old mtime, so the stat cache may trust it on the next run.

