@@ -31,15 +31,13 @@ if [ "$mode" = xfeat ]; then
   weights=$(./target/release/dolg fetch-weights xfeat | tail -n 1)
   data=target/bench-data/xfeat
   mkdir -p "$data"
-  # 640 px on the longest side, both sides rounded down to multiples of 32, lossless PNG: every
-  # runtime reads the same pixels and none resizes.
+  # Every photo at 640x480 (XFeat's VGA; the exported network has fixed sides, as torch cannot
+  # export its unfold with dynamic ones), lossless PNG: every runtime reads the same pixels and
+  # none resizes.
   "$venv/bin/python" - "$data" $(ls examples/landmarks/images/*.jpg | head -n "$n") <<'PY'
 import cv2, os, sys
 for p in sys.argv[2:]:
-    im = cv2.imread(p)
-    h, w = im.shape[:2]
-    s = 640 / max(h, w)
-    im = cv2.resize(im, (int(w * s) // 32 * 32, int(h * s) // 32 * 32), interpolation=cv2.INTER_AREA)
+    im = cv2.resize(cv2.imread(p), (640, 480), interpolation=cv2.INTER_AREA)
     cv2.imwrite(os.path.join(sys.argv[1], os.path.basename(p)[:-4] + ".png"), im)
 PY
   [ -s "$data/xfeat.onnx" ] || "$venv/bin/python" bench/xfeat_runner.py export "$data/xfeat.onnx"

