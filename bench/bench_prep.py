@@ -3,6 +3,8 @@ speed comparison (bench/compare_torch.sh), written from the project spec: the au
 input for DOLG, torchvision's RGB ImageNet input for MobileNetV2; bilinear resize per scale;
 per-scale L2 normalisation, mean, L2 again. No torch import here, so the ONNX Runtime process
 starts without it."""
+import os, subprocess, sys, time
+
 import cv2
 import numpy as np
 
@@ -10,6 +12,19 @@ SCALES = [0.3535, 0.5, 0.7071, 1.0, 1.4142]
 # (mean, std) per channel in the order the network reads them.
 DOLG_BGR = (np.array([0.406, 0.456, 0.485], np.float32), np.array([0.225, 0.224, 0.229], np.float32))
 IMAGENET_RGB = (np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32))
+
+
+def timed(cmd, threads):
+    """Run `cmd` under GNU time with OpenMP/MKL limited to `threads`; (stdout, wall s, user+sys s,
+    peak MiB). Exits with the command's stderr if it fails."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    t = time.perf_counter()
+    r = subprocess.run(["/usr/bin/time", "-f", "%U %S %M"] + cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t
+    if r.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr}")
+    user, sys_, rss = r.stderr.strip().splitlines()[-1].split()
+    return r.stdout, wall, float(user) + float(sys_), int(rss) / 1024
 
 
 def parse_args(args):

@@ -8,9 +8,11 @@ Run through bench/compare_torch.sh.
 
 Usage: compare_torch.py dolg|mobilenetv2 WEIGHTS MODEL.onnx DOLG_BINARY REPS IMAGE...
 """
-import json, os, statistics, subprocess, sys, tempfile, time
+import json, os, statistics, sys, tempfile
 
 import numpy as np
+
+from bench_prep import timed
 
 mode, weights, onnx_model, dolg, reps = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 images = sys.argv[6:]
@@ -18,18 +20,6 @@ mobile = mode == "mobilenetv2"
 here = os.path.dirname(os.path.abspath(__file__))
 tmp = tempfile.mkdtemp()
 FIVE = "0.3535,0.5,0.7071,1.0,1.4142"
-
-
-def timed(cmd, threads):
-    """Run under GNU time; (stdout, wall s, user+sys s, peak MiB)."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    t = time.perf_counter()
-    r = subprocess.run(["/usr/bin/time", "-f", "%U %S %M"] + cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t
-    if r.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr}")
-    user, sys_, rss = r.stderr.strip().splitlines()[-1].split()
-    return r.stdout, wall, float(user) + float(sys_), int(rss) / 1024
 
 
 def run(who, threads, scales, out, flops=False):

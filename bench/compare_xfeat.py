@@ -7,7 +7,9 @@ CPU time, peak RSS (GNU time). Run through bench/compare_torch.sh xfeat.
 
 Usage: compare_xfeat.py WEIGHTS MODEL.onnx BENCH_XFEAT_BINARY REPS IMAGE...
 """
-import json, os, statistics, subprocess, sys, time
+import json, os, statistics, sys
+
+from bench_prep import timed
 
 weights, onnx_model, dolg, reps = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 images = sys.argv[5:]
@@ -15,16 +17,10 @@ here = os.path.dirname(os.path.abspath(__file__))
 py = sys.executable
 
 
-def timed(cmd, threads):
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    t = time.perf_counter()
-    r = subprocess.run(["/usr/bin/time", "-f", "%U %S %M"] + cmd, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - t
-    if r.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr}")
-    user, sys_, rss = r.stderr.strip().splitlines()[-1].split()
-    j = json.loads(r.stdout.strip().splitlines()[-1])
-    return {"per": j["seconds_per_image"], "kpts": j["keypoints"], "wall": wall, "cpu": float(user) + float(sys_), "rss": int(rss) / 1024}
+def run(cmd, threads):
+    stdout, wall, cpu, rss = timed(cmd, threads)
+    j = json.loads(stdout.strip().splitlines()[-1])
+    return {"per": j["seconds_per_image"], "kpts": j["keypoints"], "wall": wall, "cpu": cpu, "rss": rss}
 
 
 def cmd(who, task, threads):
@@ -44,7 +40,7 @@ for rep in range(reps):
         who = tasks[task]
         order = who[rep % len(who):] + who[:rep % len(who)]
         for w in order:
-            res[(threads, task, w)].append(timed(cmd(w, task, threads), threads))
+            res[(threads, task, w)].append(run(cmd(w, task, threads), threads))
         if task == "extract":
             k = {w: res[(threads, task, w)][-1]["kpts"] for w in who}
             if k["dolg"] != k["torch"]:
