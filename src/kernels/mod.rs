@@ -75,7 +75,7 @@ pub fn device(name: &str) -> Result<Device, String> {
 
 #[cfg(feature = "cuda")]
 fn open_cuda(idx: usize) -> Result<Device, String> {
-    cuda::open(idx).map_err(|e| format!("--device cuda:{idx} cannot start: {e}"))?;
+    cuda::open(idx).map_err(|e| format!("device cuda:{idx} cannot start: {e}"))?;
     Ok(Device::flex())
 }
 

@@ -337,6 +337,27 @@ fn missing_or_bad_weights_exit_1_naming_the_path() {
     assert!(text(&o.stderr).contains(&p.lab.display().to_string()), "{}", text(&o.stderr));
 }
 
+/// `--device`: an unknown name, and `cuda` in this (default, CPU-only) build, are status 1 with
+/// what to do; nothing is written. (The `cuda` build's own message, which names the missing
+/// driver and cuDNN, is checked by scripts/cuda_build_check.sh in the test suite.)
+#[test]
+fn devices_this_build_lacks_are_refused_with_what_to_do() {
+    let p = paths();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("d.npy");
+    let o = dolg(os!["extract", "--weights", &p.weights, "--device", "tpu", "--out", &out, &p.lab]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("unknown device 'tpu': use cpu or cuda[:N]"), "{}", text(&o.stderr));
+    let o = dolg(os!["extract", "--weights", &p.weights, "--device", "cuda", "--out", &out, &p.lab]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(err.contains("no CUDA support") && err.contains("--features cuda") && err.contains("install_cuda_runtime.sh"), "{err}");
+    let o = dolg(os!["extract", "--weights", &p.weights, "--device", "cuda:x", "--out", &out, &p.lab]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("bad CUDA device 'cuda:x'"), "{}", text(&o.stderr));
+    assert!(!out.exists());
+}
+
 #[test]
 fn help_texts_document_threads_and_strict() {
     let o = Command::new(BIN).arg("--help").output().unwrap();
