@@ -14,13 +14,14 @@ use super::conv_gemm::{Activation, Rows};
 use super::cpu_resnet::{band_plan, Act, Conv, ConvWeights, Epilogue, HeldRows, Pool};
 use super::depthwise::Depthwise;
 
-/// One inverted residual block's weights (BatchNorm folded in).
+/// One inverted residual block's weights as PyTorch stores them, BatchNorm folded in (what the CPU
+/// and the GPU engines build their blocks from).
 #[derive(Debug, Clone)]
 pub struct InvertedResidualWeights {
     /// The 1x1 expansion, `None` when the expansion factor is 1.
     pub expand: Option<ConvWeights>,
-    /// The 3x3 depthwise convolution (carries the block's stride).
-    pub depthwise: Depthwise,
+    /// The 3x3 depthwise convolution, `[c][1][3][3]` (carries the block's stride).
+    pub depthwise: ConvWeights,
     /// The 1x1 linear projection.
     pub project: ConvWeights,
     /// Whether the block's input is added to its output.
@@ -109,7 +110,11 @@ impl CpuMobileNetV2 {
         assert!(f3_block < blocks.len(), "f3 block {f3_block} of {}", blocks.len());
         let blocks = blocks
             .iter()
-            .map(|b| Block { expand: b.expand.as_ref().map(Conv::new), depthwise: b.depthwise.clone(), project: Conv::new(&b.project), residual: b.residual })
+            .map(|b| {
+                let d = &b.depthwise;
+                let depthwise = Depthwise::from_torch(&d.weight, &d.bias, d.cout, d.stride);
+                Block { expand: b.expand.as_ref().map(Conv::new), depthwise, project: Conv::new(&b.project), residual: b.residual }
+            })
             .collect();
         Self { stem: Conv::new(stem), blocks, head: Conv::new(head), f3_block, pool: Pool::default() }
     }

@@ -798,16 +798,23 @@ impl CpuResNet {
     }
 }
 
+impl Act {
+    /// The same values channel by channel (CHW).
+    pub(crate) fn to_chw(&self) -> Vec<f32> {
+        let hw = self.h * self.w;
+        let mut chw = vec![0f32; self.c * hw];
+        chw.par_chunks_mut(hw).enumerate().for_each(|(c, plane)| {
+            for (i, v) in plane.iter_mut().enumerate() {
+                *v = self.data[i * self.c + c];
+            }
+        });
+        chw
+    }
+}
+
 /// A channels-last activation as a `[1, C, H, W]` tensor.
 pub(crate) fn to_nchw(a: &Act, device: &Device) -> Tensor<4> {
-    let hw = a.h * a.w;
-    let mut chw = vec![0f32; a.c * hw];
-    chw.par_chunks_mut(hw).enumerate().for_each(|(c, plane)| {
-        for (i, v) in plane.iter_mut().enumerate() {
-            *v = a.data[i * a.c + c];
-        }
-    });
-    Tensor::from_data(TensorData::new(chw, [1, a.c, a.h, a.w]), device)
+    Tensor::from_data(TensorData::new(a.to_chw(), [1, a.c, a.h, a.w]), device)
 }
 
 /// A 1x1 convolution on a channels-last map (the DOLG local branch's `conv1`): weights `[k][n]`

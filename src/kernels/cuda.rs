@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use cudarc::cudnn::{result as dnn, sys, CudnnError};
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DriverError};
 
+use super::cpu_mobilenet::InvertedResidualWeights;
 use super::cpu_resnet::{Act, BlockWeights, ConvWeights};
 
 /// Why `--device cuda` could not start, with what to do about it.
@@ -507,20 +508,6 @@ impl std::fmt::Debug for CudaTrunk {
     }
 }
 
-/// A MobileNetV2 inverted residual block's weights as PyTorch stores them (BatchNorm folded in):
-/// the depthwise convolution as `[c][1][3][3]`.
-#[derive(Debug, Clone)]
-pub struct InvertedWeights {
-    /// The 1x1 expansion, absent when the expansion factor is 1.
-    pub expand: Option<ConvWeights>,
-    /// The depthwise 3x3 convolution (one group per channel).
-    pub depthwise: ConvWeights,
-    /// The 1x1 linear projection.
-    pub project: ConvWeights,
-    /// Whether the input is added to the output.
-    pub residual: bool,
-}
-
 impl CudaTrunk {
     /// A ResNet trunk from the same weights [`super::cpu_resnet::CpuResNet::new`] takes.
     pub fn resnet(gpu: Arc<Gpu>, stem: &ConvWeights, stages: [&[BlockWeights]; 4]) -> Result<Self, GpuError> {
@@ -536,7 +523,8 @@ impl CudaTrunk {
 
     /// A MobileNetV2 trunk: stem, inverted residual blocks, the 1x1 head; `f3` is the output of
     /// block `f3_block` (0-based).
-    pub fn mobilenet_v2(gpu: Arc<Gpu>, stem: &ConvWeights, blocks: &[InvertedWeights], head: &ConvWeights, f3_block: usize) -> Result<Self, GpuError> {
+    pub fn mobilenet_v2(gpu: Arc<Gpu>, stem: &ConvWeights, blocks: &[InvertedResidualWeights], head: &ConvWeights, f3_block: usize) -> Result<Self, GpuError> {
+        assert!(f3_block < blocks.len(), "f3 block {f3_block} of {}", blocks.len());
         let s = &gpu.stream;
         let blocks = blocks
             .iter()
@@ -575,7 +563,7 @@ impl CudaTrunk {
                         x = b.c.forward(&g, &m, Post::Relu, Some(short.as_ref().unwrap_or(&x)))?;
                     }
                     if si == 2 {
-                        f3 = Some(copy_map(&g, &x)?);
+                        f3 = Some(to_host(&g, &x)?);
                     }
                 }
                 (f3.expect("stage 3 ran"), x)
@@ -591,26 +579,15 @@ impl CudaTrunk {
                     let d = b.depthwise.forward(&g, e.as_ref().unwrap_or(&x), Post::Relu6, None)?;
                     x = b.project.forward(&g, &d, Post::None, b.residual.then_some(&x))?;
                     if i == *f3_block {
-                        f3 = Some(copy_map(&g, &x)?);
+                        f3 = Some(to_host(&g, &x)?);
                     }
                 }
-                let f3 = match f3 {
-                    Some(f) => f,
-                    None => copy_map(&g, &x)?,
-                };
-                (f3, head.forward(&g, &x, Post::Relu6, None)?)
+                (f3.expect("f3 block checked at build"), head.forward(&g, &x, Post::Relu6, None)?)
             }
         };
-        let f3 = to_host(&g, &f3)?;
-        let f4 = to_host(&g, &f4)?;
-        Ok((f3, f4))
+        // f3 came back to the host as soon as it was computed.
+        Ok((f3, to_host(&g, &f4)?))
     }
-}
-
-fn copy_map(g: &Run, x: &Map) -> Result<Map, GpuError> {
-    let mut data = g.stream.alloc_zeros::<f32>(x.data.len())?;
-    g.stream.memcpy_dtod(&x.data, &mut data)?;
-    Ok(Map { data, ..*x })
 }
 
 /// One image's NCHW map → channels-last host [`Act`].

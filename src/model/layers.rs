@@ -199,8 +199,8 @@ impl ConvBn {
     }
 
     /// The folded weights of a convolution of any group count, `[cout][cin / groups][k][k]` as
-    /// PyTorch stores them (the GPU engine's depthwise convolutions).
-    pub(crate) fn folded_grouped(&self) -> crate::kernels::cpu_resnet::ConvWeights {
+    /// PyTorch stores them.
+    fn folded_grouped(&self) -> crate::kernels::cpu_resnet::ConvWeights {
         assert!(self.bn.is_none(), "the fast CPU path needs BatchNorm folded into the convolutions");
         let c = &self.conv;
         let [cout, cin, k, _] = c.weight.val().dims();
@@ -213,16 +213,11 @@ impl ConvBn {
         crate::kernels::cpu_resnet::ConvWeights { weight, bias, cout, cin, k, stride: c.stride[0], pad }
     }
 
-    /// A depthwise 3x3 convolution's weights (BatchNorm folded in at load) for the native CPU
-    /// engine.
-    pub(crate) fn folded_depthwise(&self) -> crate::kernels::depthwise::Depthwise {
-        assert!(self.bn.is_none(), "the fast CPU path needs BatchNorm folded into the convolutions");
-        let c = &self.conv;
-        let [cout, per_group, k, _] = c.weight.val().dims();
-        assert!(c.groups == cout && per_group == 1 && k == 3, "folded_depthwise: a depthwise 3x3 convolution expected");
-        let weight = c.weight.val().into_data().try_into_vec::<f32>().expect("f32 weights");
-        let bias = c.bias.as_ref().map_or_else(|| vec![0.0; cout], |b| b.val().into_data().try_into_vec::<f32>().expect("f32 bias"));
-        crate::kernels::depthwise::Depthwise::from_torch(&weight, &bias, cout, c.stride[0])
+    /// A depthwise 3x3 convolution's weights (BatchNorm folded in at load), `[c][1][3][3]`.
+    pub(crate) fn folded_depthwise(&self) -> crate::kernels::cpu_resnet::ConvWeights {
+        let w = self.folded_grouped();
+        assert!(self.conv.groups == w.cout && w.cin == 1 && w.k == 3, "folded_depthwise: a depthwise 3x3 convolution expected");
+        w
     }
 
     /// `conv_vb` and `bn_vb` are the two PyTorch module paths (they are siblings, e.g. `f.a` and

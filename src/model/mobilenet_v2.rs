@@ -13,6 +13,7 @@ use burn::tensor::Tensor;
 use super::layers::{BatchNorm, ConvBn, ConvSpec};
 use crate::checkpoint::{CheckpointError, VarPath};
 use crate::kernels::cpu_mobilenet::{CpuMobileNetV2, InvertedResidualWeights};
+use crate::kernels::cpu_resnet::ConvWeights;
 use crate::kernels::NativeTrunk;
 use crate::preprocess::{ChannelOrder, Normalization};
 
@@ -104,7 +105,25 @@ impl MobileNetV2 {
     /// The native CPU engine's copy of this trunk ([`CpuMobileNetV2`]), for a network loaded
     /// with [`BatchNorm::Fold`].
     pub fn to_cpu(&self) -> CpuMobileNetV2 {
-        let blocks: Vec<InvertedResidualWeights> = self
+        let (stem, blocks, head) = self.folded();
+        CpuMobileNetV2::new(&stem, &blocks, &head, F3_INDEX - 1)
+    }
+
+    /// This trunk on dolg's own engine: on the GPU when the process opened one (`--device
+    /// cuda`), else [`MobileNetV2::to_cpu`].
+    pub fn to_native(&self) -> NativeTrunk {
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = crate::kernels::cuda::opened() {
+            let (stem, blocks, head) = self.folded();
+            let t = crate::kernels::cuda::CudaTrunk::mobilenet_v2(gpu, &stem, &blocks, &head, F3_INDEX - 1);
+            return NativeTrunk::Cuda(t.unwrap_or_else(|e| panic!("{e}")));
+        }
+        NativeTrunk::MobileNetV2(self.to_cpu())
+    }
+
+    /// The stem's, every block's and the head's weights, BatchNorm folded in.
+    fn folded(&self) -> (ConvWeights, Vec<InvertedResidualWeights>, ConvWeights) {
+        let blocks = self
             .blocks
             .iter()
             .map(|b| InvertedResidualWeights {
@@ -114,29 +133,7 @@ impl MobileNetV2 {
                 residual: b.residual,
             })
             .collect();
-        CpuMobileNetV2::new(&self.stem.folded_weights(), &blocks, &self.head.folded_weights(), F3_INDEX - 1)
-    }
-
-    /// This trunk on dolg's own engine: on the GPU when the process opened one (`--device
-    /// cuda`), else [`MobileNetV2::to_cpu`].
-    pub fn to_native(&self) -> NativeTrunk {
-        #[cfg(feature = "cuda")]
-        if let Some(gpu) = crate::kernels::cuda::opened() {
-            use crate::kernels::cuda::{CudaTrunk, InvertedWeights};
-            let blocks: Vec<InvertedWeights> = self
-                .blocks
-                .iter()
-                .map(|b| InvertedWeights {
-                    expand: b.expand.as_ref().map(ConvBn::folded_weights),
-                    depthwise: b.depthwise.folded_grouped(),
-                    project: b.project.folded_weights(),
-                    residual: b.residual,
-                })
-                .collect();
-            let t = CudaTrunk::mobilenet_v2(gpu, &self.stem.folded_weights(), &blocks, &self.head.folded_weights(), F3_INDEX - 1);
-            return NativeTrunk::Cuda(t.unwrap_or_else(|e| panic!("{e}")));
-        }
-        NativeTrunk::MobileNetV2(self.to_cpu())
+        (self.stem.folded_weights(), blocks, self.head.folded_weights())
     }
 
     /// `x`: [B, 3, H, W] (RGB, ImageNet-normalised) → (`f3` [B, 96, H/16, W/16], `f4` [B, 1280, H/32, W/32]).

@@ -106,7 +106,7 @@ enum LayerConv {
 
 impl Layer {
     /// `BasicLayer` at `vb`: `layer.0` conv (no bias), `layer.1` BatchNorm without affine, ReLU.
-    fn basic(vb: &VarPath, cin: usize, cout: usize, k: usize, stride: usize) -> Result<Self, CheckpointError> {
+    fn basic(vb: &VarPath, cin: usize, cout: usize, k: usize, stride: usize, native: bool) -> Result<Self, CheckpointError> {
         let (conv, bn) = (vb.pp("layer").pp(0), vb.pp("layer").pp(1));
         let mut w = conv.host("weight", &[cout, cin, k, k])?;
         let (mean, var) = (bn.host("running_mean", &[cout])?, bn.host("running_var", &[cout])?);
@@ -118,17 +118,7 @@ impl Layer {
             w[o * per_out..(o + 1) * per_out].iter_mut().for_each(|v| *v = (f64::from(*v) * scale) as f32);
             bias[o] = (-f64::from(mean[o]) * scale) as f32;
         }
-        Ok(Self { conv: build_conv(w, bias, [cout, cin, k, k], stride, vb.device()), relu: true })
-    }
-
-    /// This layer on the native engine.
-    fn into_native(self) -> Self {
-        let LayerConv::Burn(c) = &self.conv else { return self };
-        let [cout, cin, k, _] = c.weight.val().dims();
-        let weight = c.weight.val().into_data().try_into_vec::<f32>().expect("f32 weights");
-        let bias = c.bias.as_ref().expect("XFeat convolutions have a bias once BatchNorm is folded").val().into_data().try_into_vec::<f32>().expect("f32 bias");
-        let cw = ConvWeights { weight, bias, cout, cin, k, stride: c.stride[0], pad: k / 2 };
-        Self { conv: LayerConv::Native(Conv::new(&cw)), relu: self.relu }
+        Ok(Self { conv: build_conv(w, bias, [cout, cin, k, k], stride, vb.device(), native), relu: true })
     }
 
     fn forward_act(&self, x: &Act, pool: &Pool) -> Act {
@@ -137,10 +127,10 @@ impl Layer {
     }
 
     /// A plain 1x1 `nn.Conv2d` with bias at `vb`.
-    fn conv1x1(vb: &VarPath, cin: usize, cout: usize) -> Result<Self, CheckpointError> {
+    fn conv1x1(vb: &VarPath, cin: usize, cout: usize, native: bool) -> Result<Self, CheckpointError> {
         let w = vb.host("weight", &[cout, cin, 1, 1])?;
         let b = vb.host("bias", &[cout])?;
-        Ok(Self { conv: build_conv(w, b, [cout, cin, 1, 1], 1, vb.device()), relu: false })
+        Ok(Self { conv: build_conv(w, b, [cout, cin, 1, 1], 1, vb.device(), native), relu: false })
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
@@ -154,9 +144,14 @@ impl Layer {
     }
 }
 
-fn build_conv(w: Vec<f32>, b: Vec<f32>, shape: [usize; 4], stride: usize, device: &Device) -> LayerConv {
-    let k = shape[2];
+/// The folded weights `w` (`shape`, PyTorch's layout) and bias `b` as a convolution padded to keep
+/// the size at stride 1: packed for the native engine, or as burn tensors on `device`.
+fn build_conv(w: Vec<f32>, b: Vec<f32>, shape: [usize; 4], stride: usize, device: &Device, native: bool) -> LayerConv {
+    let [cout, cin, k, _] = shape;
     let p = k / 2;
+    if native {
+        return LayerConv::Native(Conv::new(&ConvWeights { weight: w, bias: b, cout, cin, k, stride, pad: p }));
+    }
     LayerConv::Burn(Conv2d {
         weight: Param::from_tensor(to_tensor(w, shape, device)),
         bias: Some(Param::from_tensor(to_tensor(b, [shape[0]], device))),
@@ -175,20 +170,17 @@ struct Seq(Vec<Layer>);
 impl Seq {
     /// `BasicLayer`s `(cin, cout, kernel, stride)` at indices 0.., then optionally a plain 1x1
     /// convolution `(cin, cout)` at the next index.
-    fn load(vb: &VarPath, basic: &[(usize, usize, usize, usize)], last: Option<(usize, usize)>) -> Result<Self, CheckpointError> {
-        let mut layers = basic.iter().enumerate().map(|(i, &(cin, cout, k, s))| Layer::basic(&vb.pp(i), cin, cout, k, s)).collect::<Result<Vec<_>, _>>()?;
+    fn load(vb: &VarPath, basic: &[(usize, usize, usize, usize)], last: Option<(usize, usize)>, native: bool) -> Result<Self, CheckpointError> {
+        let mut layers =
+            basic.iter().enumerate().map(|(i, &(cin, cout, k, s))| Layer::basic(&vb.pp(i), cin, cout, k, s, native)).collect::<Result<Vec<_>, _>>()?;
         if let Some((cin, cout)) = last {
-            layers.push(Layer::conv1x1(&vb.pp(basic.len()), cin, cout)?);
+            layers.push(Layer::conv1x1(&vb.pp(basic.len()), cin, cout, native)?);
         }
         Ok(Self(layers))
     }
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.0.iter().fold(x, |x, l| l.forward(x))
-    }
-
-    fn into_native(self) -> Self {
-        Self(self.0.into_iter().map(Layer::into_native).collect())
     }
 
     fn forward_act(&self, x: Act, pool: &Pool) -> Act {
@@ -209,7 +201,7 @@ pub struct XFeatModel {
     block_fusion: Seq,
     heatmap_head: Seq,
     keypoint_head: Seq,
-    /// Whether the layers are on the native engine ([`XFeatModel::into_native`]).
+    /// Whether the layers are on the native engine (chosen at load).
     native: bool,
     /// The native convolutions' scratch buffers. Activations are not recycled through it: keeping
     /// them between images raised `index build`'s peak memory by ~20 MB at no speed gain.
@@ -233,39 +225,25 @@ pub struct XFeatMaps {
 }
 
 impl XFeatModel {
-    fn load(vb: &VarPath) -> Result<Self, CheckpointError> {
+    /// `native`: the layers on the native CPU engine (packed here, from the folded host weights)
+    /// instead of burn's tensors.
+    fn load(vb: &VarPath, native: bool) -> Result<Self, CheckpointError> {
         let b3 = |cin, cout, s| (cin, cout, 3, s);
         let b1 = |c| (c, c, 1, 1);
+        let seq = |name: &str, basic: &[(usize, usize, usize, usize)], last| Seq::load(&vb.pp(name), basic, last, native);
         Ok(Self {
-            skip1: Layer::conv1x1(&vb.pp("skip1").pp(1), 1, 24)?,
-            block1: Seq::load(&vb.pp("block1"), &[b3(1, 4, 1), b3(4, 8, 2), b3(8, 8, 1), b3(8, 24, 2)], None)?,
-            block2: Seq::load(&vb.pp("block2"), &[b3(24, 24, 1), b3(24, 24, 1)], None)?,
-            block3: Seq::load(&vb.pp("block3"), &[b3(24, 64, 2), b3(64, 64, 1), b1(64)], None)?,
-            block4: Seq::load(&vb.pp("block4"), &[b3(64, 64, 2), b3(64, 64, 1), b3(64, 64, 1)], None)?,
-            block5: Seq::load(&vb.pp("block5"), &[b3(64, 128, 2), b3(128, 128, 1), b3(128, 128, 1), (128, 64, 1, 1)], None)?,
-            block_fusion: Seq::load(&vb.pp("block_fusion"), &[b3(64, 64, 1), b3(64, 64, 1)], Some((64, 64)))?,
-            heatmap_head: Seq::load(&vb.pp("heatmap_head"), &[b1(64), b1(64)], Some((64, 1)))?,
-            keypoint_head: Seq::load(&vb.pp("keypoint_head"), &[b1(64), b1(64), b1(64)], Some((64, 65)))?,
-            native: false,
+            skip1: Layer::conv1x1(&vb.pp("skip1").pp(1), 1, 24, native)?,
+            block1: seq("block1", &[b3(1, 4, 1), b3(4, 8, 2), b3(8, 8, 1), b3(8, 24, 2)], None)?,
+            block2: seq("block2", &[b3(24, 24, 1), b3(24, 24, 1)], None)?,
+            block3: seq("block3", &[b3(24, 64, 2), b3(64, 64, 1), b1(64)], None)?,
+            block4: seq("block4", &[b3(64, 64, 2), b3(64, 64, 1), b3(64, 64, 1)], None)?,
+            block5: seq("block5", &[b3(64, 128, 2), b3(128, 128, 1), b3(128, 128, 1), (128, 64, 1, 1)], None)?,
+            block_fusion: seq("block_fusion", &[b3(64, 64, 1), b3(64, 64, 1)], Some((64, 64)))?,
+            heatmap_head: seq("heatmap_head", &[b1(64), b1(64)], Some((64, 1)))?,
+            keypoint_head: seq("keypoint_head", &[b1(64), b1(64), b1(64)], Some((64, 65)))?,
+            native,
             pool: Pool::default(),
         })
-    }
-
-    /// Every layer moved to the native CPU engine (the burn copies are dropped).
-    fn into_native(self) -> Self {
-        Self {
-            skip1: self.skip1.into_native(),
-            block1: self.block1.into_native(),
-            block2: self.block2.into_native(),
-            block3: self.block3.into_native(),
-            block4: self.block4.into_native(),
-            block5: self.block5.into_native(),
-            block_fusion: self.block_fusion.into_native(),
-            heatmap_head: self.heatmap_head.into_native(),
-            keypoint_head: self.keypoint_head.into_native(),
-            native: true,
-            pool: self.pool,
-        }
     }
 
     /// [`XFeatModel::forward`] on the native engine, channels-last: the same layers, the same
@@ -298,7 +276,7 @@ impl XFeatModel {
         });
         let keypoints = self.keypoint_head.forward_act(Act { h: h8, w: w8, c: 64, data: cells }, pool);
         let heatmap = heat.data.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect();
-        XFeatMaps { h8, w8, feats: to_chw(&feats), keypoints: to_chw(&keypoints), heatmap }
+        XFeatMaps { h8, w8, feats: feats.to_chw(), keypoints: keypoints.to_chw(), heatmap }
     }
 
     /// `x`: `[1, 1, H, W]`, the instance-normalised grey image, H and W multiples of 32.
@@ -343,7 +321,7 @@ impl XFeat {
 
     pub(crate) fn from_checkpoint(ck: &Checkpoint, device: &Device) -> Result<Self, CheckpointError> {
         let vb = VarBuilder::new(ck, device);
-        let mut net = XFeatModel::load(&vb.root())?;
+        let net = XFeatModel::load(&vb.root(), Kernels::default_for(device) == Kernels::Native)?;
         match vb.finish() {
             Ok(_) => {}
             // The XFeat* refinement MLP is not part of sparse extraction.
@@ -354,9 +332,6 @@ impl XFeat {
                 }
             }
             Err(e) => return Err(e),
-        }
-        if Kernels::default_for(device) == Kernels::Native {
-            net = net.into_native();
         }
         Ok(Self { net, device: device.clone() })
     }
@@ -442,18 +417,6 @@ fn add_upsampled(acc: &mut Act, src: &Act) {
             }
         }
     });
-}
-
-/// A channels-last map as CHW.
-fn to_chw(a: &Act) -> Vec<f32> {
-    let hw = a.h * a.w;
-    let mut out = vec![0f32; a.c * hw];
-    out.par_chunks_mut(hw).enumerate().for_each(|(ch, plane)| {
-        for (i, v) in plane.iter_mut().enumerate() {
-            *v = a.data[i * a.c + ch];
-        }
-    });
-    out
 }
 
 /// For each of `on` outputs, PyTorch's float32 bilinear taps (`align_corners=False`) into `n`
